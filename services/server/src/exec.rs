@@ -1,0 +1,117 @@
+//! Running statements: the blocking part of a request.
+//!
+//! These functions call the SQL layer, which calls storage, which blocks
+//! (reads, the commit sync): they run on tokio's blocking pool, never on an
+//! async worker. Each statement is timed into the statement histogram by
+//! isolation level and kind.
+
+use std::time::Instant;
+
+use geodb_sql::{StatementResult, json};
+use geodb_storage::Value;
+use geodb_txn::{Isolation, Timestamp, Transaction};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::http::ApiError;
+use crate::node::Node;
+use crate::telemetry::names;
+
+/// One statement of a request, with its JSON parameters.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatementRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+}
+
+/// A statement ready to run: its parameters converted to SQL values.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    pub fn from_request(request: StatementRequest) -> Result<Statement, ApiError> {
+        let params = request.params.iter().map(json::json_to_param).collect::<Result<_, _>>()?;
+        Ok(Statement { sql: request.sql, params })
+    }
+}
+
+/// Runs one statement inside `txn`, timing it.
+pub fn run_statement(node: &Node, txn: &mut Transaction, statement: &Statement) -> Result<StatementResult, ApiError> {
+    let started = Instant::now();
+    txn.begin_statement();
+    let outcome = node.db.execute(txn, &statement.sql, &statement.params);
+    let kind = outcome.as_ref().map_or("error", |result| result.kind.name());
+    metrics::histogram!(names::STATEMENT_SECONDS, "isolation" => txn.isolation().label(), "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    Ok(outcome?)
+}
+
+/// Runs `statements` as one transaction at `isolation` and commits it.
+/// Transaction-control statements are refused: the batch is the transaction.
+pub fn run_transaction(
+    node: &Node,
+    isolation: Isolation,
+    statements: &[Statement],
+) -> Result<(Vec<StatementResult>, Timestamp), ApiError> {
+    for statement in statements {
+        if geodb_sql::parse_control(&statement.sql).is_some() {
+            return Err(ApiError::new(
+                "0A000",
+                "transaction control statements run only in sessions (POST /v1/sessions); a request to /v1/sql is already one transaction",
+            ));
+        }
+    }
+    let mut txn = node.txns.begin(isolation).map_err(geodb_sql::Error::from)?;
+    let mut results = Vec::with_capacity(statements.len());
+    for statement in statements {
+        match run_statement(node, &mut txn, statement) {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                txn.rollback();
+                count_outcome(isolation, Err(&error));
+                return Err(error);
+            }
+        }
+    }
+    let outcome = txn.commit().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+    count_outcome(isolation, outcome.as_ref().map(|_| ()));
+    Ok((results, outcome?))
+}
+
+/// Counts a transaction's end by level and outcome, and aborts by reason.
+pub fn count_outcome(isolation: Isolation, outcome: Result<(), &ApiError>) {
+    let label = isolation.label();
+    match outcome {
+        Ok(()) => metrics::counter!(names::TRANSACTIONS, "isolation" => label, "outcome" => "commit").increment(1),
+        Err(error) => {
+            let reason = match error.code.as_str() {
+                "40001" => "conflict",
+                code if code.starts_with("23") => "constraint",
+                _ => "error",
+            };
+            metrics::counter!(names::TRANSACTIONS, "isolation" => label, "outcome" => "abort").increment(1);
+            metrics::counter!(names::ABORTS, "reason" => reason).increment(1);
+        }
+    }
+}
+
+/// Counts a transaction the client rolled back.
+pub fn count_rollback(isolation: Isolation) {
+    metrics::counter!(names::TRANSACTIONS, "isolation" => isolation.label(), "outcome" => "rollback").increment(1);
+}
+
+/// One statement's answer: `{"columns", "rows", "rows_affected"}`.
+pub fn result_json(result: &StatementResult) -> serde_json::Value {
+    let rows: Vec<Vec<serde_json::Value>> =
+        result.rows.iter().map(|row| row.iter().map(json::value_to_json).collect()).collect();
+    json!({"columns": result.columns, "rows": rows, "rows_affected": result.rows_affected})
+}
+
+/// The answer of a statement that returns nothing (transaction control).
+pub fn empty_result_json() -> serde_json::Value {
+    json!({"columns": [], "rows": [], "rows_affected": 0})
+}

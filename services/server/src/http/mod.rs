@@ -1,0 +1,103 @@
+//! The HTTP API of `shared/API.md`, version 1, over axum.
+//!
+//! Routes:
+//! - `POST /v1/sql` — one statement or a batch, as one transaction, retried
+//!   by the server on serialization failure ([`sql`]).
+//! - `POST /v1/sessions`, `POST /v1/sessions/{id}/sql`,
+//!   `DELETE /v1/sessions/{id}` — interactive transactions ([`sessions`]).
+//! - `GET /v1/cluster`, `GET /v1/homes/{key}`, `POST /v1/admin/rehome`,
+//!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
+//!
+//! Every response carries `X-GeoDB-Node` and `X-GeoDB-Region`. Requests
+//! to `/v1` beyond `limits.requests_inflight_max` are shed with 503 and
+//! `Retry-After` instead of queueing. Statements run on tokio's blocking
+//! pool: storage calls block (reads, the group-commit sync).
+
+pub mod body;
+pub mod error;
+pub mod ops;
+pub mod sessions;
+pub mod sql;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::node::Node;
+use crate::telemetry::names;
+pub use error::ApiError;
+
+/// The router of the whole API.
+pub fn router(node: Arc<Node>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/sql", post(sql::one_shot))
+        .route("/v1/sessions", post(sessions::open))
+        .route("/v1/sessions/{id}/sql", post(sessions::statement))
+        .route("/v1/sessions/{id}", axum::routing::delete(sessions::close))
+        .route("/v1/cluster", get(ops::cluster))
+        .route("/v1/homes/{key}", get(ops::home))
+        .route("/v1/admin/rehome", post(ops::rehome))
+        .layer(middleware::from_fn_with_state(node.clone(), shed_load));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .with_state(node)
+}
+
+/// Sheds requests beyond the concurrency bound with 503 + `Retry-After`.
+async fn shed_load(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let Ok(permit) = node.inflight.clone().try_acquire_owned() else {
+        metrics::counter!(names::SHED).increment(1);
+        return ApiError::overloaded("too many requests in flight").into_response();
+    };
+    let gauge = metrics::gauge!(names::INFLIGHT);
+    gauge.increment(1.0);
+    let response = next.run(request).await;
+    gauge.decrement(1.0);
+    drop(permit);
+    response
+}
+
+/// Adds the node headers and records request counts and latencies.
+async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_label(request.uri().path());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("x-geodb-node", HeaderValue::from(node.config.node_id));
+    if let Ok(region) = HeaderValue::from_str(&node.config.region) {
+        headers.insert("x-geodb-region", region);
+    }
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::REQUESTS, "route" => route, "status" => status).increment(1);
+    metrics::histogram!(names::REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A bounded set of route labels (never the raw path: session ids would
+/// make the label set unbounded).
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/sql" => "sql",
+        "/v1/sessions" => "sessions",
+        "/v1/cluster" => "cluster",
+        "/v1/admin/rehome" => "rehome",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ if path.starts_with("/v1/sessions/") && path.ends_with("/sql") => "session_sql",
+        _ if path.starts_with("/v1/sessions/") => "session",
+        _ if path.starts_with("/v1/homes/") => "homes",
+        _ => "other",
+    }
+}

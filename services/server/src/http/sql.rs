@@ -1,0 +1,120 @@
+//! `POST /v1/sql`: one statement, or a batch run as one transaction.
+//!
+//! On a serialization failure (40001) the server runs the whole request
+//! again, up to `limits.retries_max` times, with exponential backoff and
+//! jitter (so that the transactions that collided do not collide again in
+//! lockstep). Other errors are returned at once. The answer says how many
+//! retries it took.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use geodb_txn::Isolation;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use super::body::read_json;
+use crate::exec::{self, Statement, StatementRequest};
+use crate::node::Node;
+use crate::telemetry::names;
+
+/// First backoff after a conflict; doubles per retry up to the cap.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_micros(500);
+/// Longest backoff between two attempts.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Deserialize)]
+struct SqlRequest {
+    sql: Option<String>,
+    #[serde(default)]
+    params: Vec<serde_json::Value>,
+    statements: Option<Vec<StatementRequest>>,
+    isolation: Option<String>,
+}
+
+/// Parses an isolation level name of a request (default serializable).
+pub fn parse_isolation(name: Option<&str>) -> Result<Isolation, ApiError> {
+    match name {
+        None => Ok(Isolation::default()),
+        Some(name) => name
+            .parse()
+            .map_err(|error: geodb_txn::isolation::UnknownIsolation| ApiError::new("22023", error.to_string())),
+    }
+}
+
+/// The backoff before retry `attempt` (1-based): exponential, capped, with
+/// full jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = RETRY_BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(RETRY_BACKOFF_MAX);
+    ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+pub async fn one_shot(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: Option<SqlRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
+    let request =
+        request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\" or \"statements\""))?;
+    let isolation = parse_isolation(request.isolation.as_deref())?;
+    let statements: Vec<Statement> = match (request.sql, request.statements) {
+        (Some(sql), None) => vec![Statement::from_request(StatementRequest { sql, params: request.params })?],
+        (None, Some(statements)) => {
+            if statements.is_empty() {
+                return Err(ApiError::bad_request("\"statements\" is empty"));
+            }
+            if statements.len() > node.config.limits.batch_statements_max {
+                return Err(ApiError::new(
+                    "54000",
+                    format!("a batch holds at most {} statements", node.config.limits.batch_statements_max),
+                ));
+            }
+            statements.into_iter().map(Statement::from_request).collect::<Result<_, _>>()?
+        }
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either \"sql\" or \"statements\", not both")),
+        (None, None) => return Err(ApiError::bad_request("expected \"sql\" or \"statements\"")),
+    };
+    let statements = Arc::new(statements);
+    let mut retries = 0u32;
+    loop {
+        let attempt = {
+            let (node, statements) = (node.clone(), statements.clone());
+            tokio::task::spawn_blocking(move || exec::run_transaction(&node, isolation, &statements))
+                .await
+                .map_err(|error| ApiError::internal(format!("statement task failed: {error}")))?
+        };
+        match attempt {
+            Ok((results, commit_ts)) => {
+                let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();
+                return Ok(Json(json!({
+                    "results": results,
+                    "isolation": isolation.name(),
+                    "commit_ts": commit_ts.to_string(),
+                    "retries": retries,
+                })));
+            }
+            Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
+                retries += 1;
+                metrics::counter!(names::RETRIES).increment(1);
+                tokio::time::sleep(backoff(retries)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let pause = backoff(attempt);
+            assert!(pause <= RETRY_BACKOFF_MAX);
+            assert!(pause >= RETRY_BACKOFF_BASE.mul_f64(0.5));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! # geodb-server — the `geodb` binary
+//!
+//! The only crate with sockets, threads and timers. It opens a node's
+//! storage, transactions and SQL ([`node`]), serves the HTTP API
+//! ([`http`]), keeps interactive sessions ([`session`]), runs statements
+//! on the blocking pool ([`exec`]), and reports logs, traces and metrics
+//! ([`telemetry`]). [`serve`] ties them together for `geodb dev` and
+//! `geodb start`.
+
+pub mod config;
+pub mod exec;
+pub mod http;
+pub mod node;
+pub mod session;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+
+/// How often idle sessions are looked for: a tenth of the timeout, so a
+/// session lives at most 10% past it, and at least every second.
+fn reap_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Binds the HTTP address (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops
+/// taking requests, lets running ones finish, and returns.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let reaper = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(reap_interval(node.sessions.idle_timeout()));
+            loop {
+                every.tick().await;
+                let reaped = node.sessions.reap(Instant::now());
+                if reaped > 0 {
+                    tracing::info!(reaped, "rolled back and removed idle sessions");
+                    metrics::gauge!(telemetry::names::SESSIONS).set(node.sessions.len() as f64);
+                }
+            }
+        })
+    };
+    let app = http::router(node.clone());
+    let stopping = node.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing running requests");
+            stopping.stop_serving();
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"));
+    reaper.abort();
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,59 @@
+//! A node: storage, transactions and SQL opened over one data directory,
+//! plus the state the HTTP API keeps (sessions, the concurrency bound).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use geodb_sql::Database;
+use geodb_storage::{Engine, RocksEngine};
+use geodb_txn::{SystemClock, TxnManager};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::session::Sessions;
+use crate::telemetry::Metrics;
+
+/// Everything a running node holds.
+pub struct Node {
+    pub config: Config,
+    pub txns: Arc<TxnManager>,
+    pub db: Arc<Database>,
+    pub sessions: Sessions,
+    /// Permits for executing requests (`limits.requests_inflight_max`).
+    pub inflight: Arc<Semaphore>,
+    pub metrics: Metrics,
+    ready: AtomicBool,
+}
+
+impl Node {
+    /// Opens (or creates) the node's data under `data_dir`.
+    pub fn open(config: Config, data_dir: &Path, metrics: Metrics) -> Result<Arc<Node>, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        let engine: Arc<dyn Engine> =
+            Arc::new(RocksEngine::open(&data_dir.join("rocksdb")).map_err(|e| format!("cannot open storage: {e}"))?);
+        Self::with_engine(config, engine, metrics)
+    }
+
+    /// A node over an already open engine.
+    pub fn with_engine(config: Config, engine: Arc<dyn Engine>, metrics: Metrics) -> Result<Arc<Node>, String> {
+        let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
+        let txns = TxnManager::with_clock(engine, Box::new(SystemClock), max_offset_ns)
+            .map_err(|e| format!("cannot open transactions: {e}"))?;
+        let db = Database::open(txns.clone()).map_err(|e| format!("cannot open the catalog: {e}"))?;
+        let limits = &config.limits;
+        let sessions = Sessions::new(limits.sessions_max, Duration::from_millis(limits.session_idle_timeout_ms));
+        let inflight = Arc::new(Semaphore::new(limits.requests_inflight_max));
+        Ok(Arc::new(Node { config, txns, db, sessions, inflight, metrics, ready: AtomicBool::new(true) }))
+    }
+
+    /// Whether the node serves requests (false once shutdown began).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn stop_serving(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,165 @@
+//! Starting real `geodb` processes and talking to them over HTTP.
+//!
+//! Every server binds 127.0.0.1 on a free port (`--http 127.0.0.1:0`) and
+//! announces its address on the first line of stdout, as the README shows.
+//! A [`Server`] is killed when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+/// A running `geodb` process.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// `geodb dev --http 127.0.0.1:0 --data-dir <dir>`.
+    pub fn dev(data_dir: &Path) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
+        command.args(["dev", "--http", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        Self::spawn(command, data_dir)
+    }
+
+    /// `geodb start --config <file>` with the given TOML written to a file.
+    pub fn start(data_dir: &Path, extra_toml: &str) -> Server {
+        let config = data_dir.with_extension("toml");
+        std::fs::write(&config, format!("http = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra_toml}", data_dir.display()))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
+        command.args(["start", "--config"]).arg(&config);
+        Self::spawn(command, data_dir)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+        command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
+        let mut child = command.spawn().expect("start geodb");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().expect("geodb exited before announcing its address").unwrap();
+            if let Some(start) = line.find("http://") {
+                let rest = &line[start..];
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child: Some(child), url, data_dir: data_dir.to_path_buf(), client: reqwest::Client::new() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the process; returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let rc = signal(child.id(), libc::SIGTERM);
+        assert_eq!(rc, 0);
+        child.wait().unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.client.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self.client.post(format!("{}{path}", self.url)).body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// One statement through `/v1/sql`; panics unless it succeeds.
+    pub async fn sql(&self, sql: &str, params: Value) -> Value {
+        let (status, body) = self.post("/v1/sql", json!({"sql": sql, "params": params})).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body["results"][0].clone()
+    }
+
+    /// One statement through `/v1/sql`; returns (status, body).
+    pub async fn try_sql(&self, sql: &str, params: Value) -> (u16, Value) {
+        self.post("/v1/sql", json!({"sql": sql, "params": params})).await
+    }
+
+    pub async fn session(&self, isolation: &str) -> Session<'_> {
+        let (status, body) = self.post("/v1/sessions", json!({"isolation": isolation})).await;
+        assert_eq!(status, 201, "{body}");
+        Session { server: self, id: body["session"].as_str().unwrap().to_string() }
+    }
+}
+
+/// Sends `signal` to `pid` with `kill(1)`, which keeps the workspace free
+/// of `unsafe` (calling `libc::kill` directly would need it).
+fn signal(pid: u32, signal: i32) -> i32 {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    if status.success() { 0 } else { -1 }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An interactive session.
+pub struct Session<'a> {
+    pub server: &'a Server,
+    pub id: String,
+}
+
+impl Session<'_> {
+    /// Runs a statement; returns (status, body).
+    pub async fn run(&self, sql: &str) -> (u16, Value) {
+        self.run_with(sql, json!([])).await
+    }
+
+    pub async fn run_with(&self, sql: &str, params: Value) -> (u16, Value) {
+        self.server.post(&format!("/v1/sessions/{}/sql", self.id), json!({"sql": sql, "params": params})).await
+    }
+
+    /// Runs a statement that must succeed.
+    pub async fn ok(&self, sql: &str) -> Value {
+        let (status, body) = self.run(sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body
+    }
+
+    /// The single integer a statement answers (`rows[0][0]`), or None.
+    pub async fn int(&self, sql: &str) -> Option<i64> {
+        let body = self.ok(sql).await;
+        body["rows"].get(0).and_then(|row| row[0].as_i64())
+    }
+}
+
+/// The error code of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}

@@ -1,0 +1,281 @@
+//! The catalog: tables, their columns, primary keys, indexes and locality.
+//!
+//! The catalog is stored in the same transactional key space as the data
+//! (under [`keys::CATALOG_SPACE`]) and changed only by DDL, inside the
+//! caller's transaction, so DDL is transactional: a rolled-back `CREATE
+//! TABLE` never existed, and a committed one is seen by every later
+//! transaction on every node.
+//!
+//! Every DDL writes a fresh *version token* (a counter and the writing
+//! transaction's id) under [`keys::CATALOG_VERSION_KEY`]. Each statement
+//! reads that token in its own transaction and compares it with the token
+//! of the in-memory [`Catalog`]; only when they differ is the catalog
+//! reloaded from the transaction's view. So the common case costs one point
+//! read, a transaction always plans against the catalog of its own
+//! snapshot (including its own uncommitted DDL), and — under the
+//! coordinated levels — a transaction that planned against a catalog that
+//! a concurrent DDL changed fails validation instead of writing with a
+//! stale schema.
+//!
+//! Each loaded catalog gets a process-unique [`Catalog::generation`]; the
+//! statement cache keeps plans only for the generation they were made in.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use geodb_storage::DataType;
+use geodb_txn::Transaction;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// One column of a table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub ty: DataType,
+    /// `NOT NULL` (implied for primary-key columns).
+    pub not_null: bool,
+}
+
+/// Where a table's rows live (API.md, "SQL surface").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Locality {
+    /// Rows live in the home region of their locality key (the first
+    /// primary-key column).
+    Home,
+    /// Read locally everywhere, written rarely.
+    Global,
+}
+
+impl Locality {
+    pub fn name(self) -> &'static str {
+        match self {
+            Locality::Home => "home",
+            Locality::Global => "global",
+        }
+    }
+}
+
+/// A secondary index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Index {
+    pub id: u32,
+    pub name: String,
+    /// Positions of the indexed columns in the table.
+    pub columns: Vec<usize>,
+    pub unique: bool,
+}
+
+/// A table definition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Table {
+    pub id: u32,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Positions of the primary-key columns, in key order.
+    pub primary_key: Vec<usize>,
+    pub locality: Locality,
+    pub indexes: Vec<Index>,
+    pub next_index_id: u32,
+}
+
+impl Table {
+    /// Position of a column by (normalised) name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The locality key column (the first primary-key column).
+    pub fn locality_column(&self) -> &Column {
+        &self.columns[self.primary_key[0]]
+    }
+
+    pub fn index_by_name(&self, name: &str) -> Option<usize> {
+        self.indexes.iter().position(|i| i.name == name)
+    }
+}
+
+/// Format byte of a stored table definition.
+const TABLE_FORMAT_V1: u8 = 1;
+
+/// The set of tables as one transaction sees it.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tables: HashMap<String, Arc<Table>>,
+    /// The stored version token this catalog was loaded at (empty for a
+    /// store that never saw DDL).
+    pub token: Vec<u8>,
+    /// Process-unique id of this in-memory catalog.
+    pub generation: u64,
+}
+
+impl Catalog {
+    pub fn table(&self, name: &str) -> Result<&Arc<Table>> {
+        self.tables.get(name).ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    pub fn get_table(&self, name: &str) -> Option<&Arc<Table>> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<Table>> {
+        self.tables.values()
+    }
+
+    /// The table holding the index called `name`, and the index position.
+    pub fn find_index(&self, name: &str) -> Option<(&Arc<Table>, usize)> {
+        self.tables.values().find_map(|t| t.index_by_name(name).map(|i| (t, i)))
+    }
+
+    /// Whether any relation (table or index) is called `name`: PostgreSQL
+    /// keeps tables and indexes in one namespace.
+    pub fn relation_exists(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.find_index(name).is_some()
+    }
+
+    /// Loads the catalog as `txn` sees it.
+    pub fn load(txn: &mut Transaction, token: Vec<u8>, generation: u64) -> Result<Catalog> {
+        let start = keys::CATALOG_TABLES_PREFIX.to_vec();
+        let end = geodb_storage::keycode::prefix_end(&start).map_or(Bound::Unbounded, Bound::Excluded);
+        let mut tables = HashMap::new();
+        for (key, value) in txn.scan(Bound::Included(start), end, false, None)? {
+            let table = decode_table(&value)?;
+            if key != keys::catalog_table_key(&table.name) {
+                return Err(Error::Internal(format!("catalog entry for \"{}\" is under the wrong key", table.name)));
+            }
+            tables.insert(table.name.clone(), Arc::new(table));
+        }
+        Ok(Catalog { tables, token, generation })
+    }
+
+    /// A copy of this catalog with `table` added or replaced, at a new
+    /// token and generation.
+    pub fn with_table(&self, table: Table, token: Vec<u8>, generation: u64) -> Catalog {
+        let mut tables = self.tables.clone();
+        tables.insert(table.name.clone(), Arc::new(table));
+        Catalog { tables, token, generation }
+    }
+
+    /// A copy of this catalog without the table `name`.
+    pub fn without_table(&self, name: &str, token: Vec<u8>, generation: u64) -> Catalog {
+        let mut tables = self.tables.clone();
+        tables.remove(name);
+        Catalog { tables, token, generation }
+    }
+}
+
+pub fn encode_table(table: &Table) -> Vec<u8> {
+    let out = vec![TABLE_FORMAT_V1];
+    postcard::to_extend(table, out).expect("table encoding is infallible")
+}
+
+pub fn decode_table(bytes: &[u8]) -> Result<Table> {
+    match bytes.split_first() {
+        Some((&TABLE_FORMAT_V1, rest)) => {
+            let table: Table =
+                postcard::from_bytes(rest).map_err(|e| Error::Internal(format!("corrupt table definition: {e}")))?;
+            check_table(&table)?;
+            Ok(table)
+        }
+        _ => Err(Error::Internal("table definition has an unknown format".into())),
+    }
+}
+
+/// Checks a decoded definition before anything indexes with it: it came
+/// from disk.
+fn check_table(table: &Table) -> Result<()> {
+    let n = table.columns.len();
+    let in_range = |cols: &[usize]| !cols.is_empty() && cols.iter().all(|&c| c < n);
+    if !in_range(&table.primary_key) || !table.indexes.iter().all(|i| in_range(&i.columns)) {
+        return Err(Error::Internal(format!("table definition \"{}\" is inconsistent", table.name)));
+    }
+    Ok(())
+}
+
+/// The version token a DDL of `txn` writes: the previous counter plus one,
+/// and the transaction id, so that two concurrent DDLs never write the same
+/// token.
+pub fn next_token(previous: &[u8], txn: &Transaction) -> Vec<u8> {
+    let counter = previous.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    let mut token = (counter + 1).to_be_bytes().to_vec();
+    token.extend_from_slice(&txn.id().0.to_be_bytes());
+    token
+}
+
+/// Allocates the next table id (stored counter, starting at 1).
+pub fn allocate_table_id(txn: &mut Transaction) -> Result<u32> {
+    let current = match txn.get(keys::CATALOG_NEXT_TABLE_KEY)? {
+        Some(bytes) => u32::from_be_bytes(
+            bytes.as_slice().try_into().map_err(|_| Error::Internal("corrupt table id counter".into()))?,
+        ),
+        None => 1,
+    };
+    let next = current.checked_add(1).ok_or_else(|| Error::ProgramLimitExceeded("too many tables created".into()))?;
+    txn.put(keys::CATALOG_NEXT_TABLE_KEY.to_vec(), next.to_be_bytes().to_vec())?;
+    Ok(current)
+}
+
+/// The in-memory catalog shared by all sessions: the last catalog any
+/// statement loaded or any DDL produced.
+#[derive(Debug)]
+pub struct CatalogCache {
+    current: RwLock<Arc<Catalog>>,
+    generation: AtomicU64,
+}
+
+impl CatalogCache {
+    pub fn new(mut catalog: Catalog) -> CatalogCache {
+        catalog.generation = 1;
+        CatalogCache { current: RwLock::new(Arc::new(catalog)), generation: AtomicU64::new(1) }
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn install(&self, catalog: Arc<Catalog>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
+    /// The catalog as `txn` sees it: the cached one when the stored
+    /// version token matches, else reloaded through `txn` (and cached).
+    pub fn for_transaction(&self, txn: &mut Transaction) -> Result<Arc<Catalog>> {
+        let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+        let current = self.current();
+        if current.token == token {
+            return Ok(current);
+        }
+        let loaded = Arc::new(Catalog::load(txn, token, self.next_generation())?);
+        self.install(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Writes `table` (or removes `name` when `table` is `None`) in `txn`,
+    /// with a new version token, and caches the resulting catalog.
+    pub fn change(&self, txn: &mut Transaction, base: &Catalog, name: &str, table: Option<Table>) -> Result<()> {
+        let token = next_token(&base.token, txn);
+        let generation = self.next_generation();
+        let key = keys::catalog_table_key(name);
+        let catalog = match table {
+            Some(table) => {
+                txn.put(key, encode_table(&table))?;
+                base.with_table(table, token.clone(), generation)
+            }
+            None => {
+                txn.delete(key)?;
+                base.without_table(name, token.clone(), generation)
+            }
+        };
+        txn.put(keys::CATALOG_VERSION_KEY.to_vec(), token)?;
+        self.install(Arc::new(catalog));
+        Ok(())
+    }
+}

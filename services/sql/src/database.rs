@@ -1,0 +1,143 @@
+//! The entry point: [`Database::execute`] runs one SQL statement inside a
+//! caller's transaction.
+//!
+//! For each statement: check the text against [`STATEMENT_BYTES_MAX`],
+//! start the statement in the transaction (Read Committed takes its fresh
+//! snapshot here), find the catalog the transaction sees
+//! ([`CatalogCache::for_transaction`]: one point read when nothing
+//! changed), find the plan in the statement cache or parse
+//! (`sqlparser`, PostgreSQL dialect) and plan it, bind the parameters to
+//! the types the plan expects, and run it.
+//!
+//! Transaction control (`BEGIN`, `COMMIT`, ...) is not executed here: the
+//! server recognises it first with [`crate::parse_control`].
+
+use std::sync::Arc;
+
+use geodb_storage::Value;
+use geodb_txn::{Isolation, Transaction, TxnManager};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::cache::{CacheStats, StatementCache};
+use crate::catalog::{Catalog, CatalogCache};
+use crate::error::{Error, Result};
+use crate::exec::{self, StatementResult};
+use crate::keys;
+use crate::limits::{PARAMETERS_MAX, STATEMENT_BYTES_MAX};
+use crate::plan::bind::ParamTypes;
+use crate::plan::{self, Prepared, StatementKind};
+use crate::types;
+
+/// A SQL database over a transaction manager.
+pub struct Database {
+    txns: Arc<TxnManager>,
+    catalog: CatalogCache,
+    statements: StatementCache,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("catalog", &self.catalog)
+            .field("statements", &self.statements.stats())
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens the database, loading the persisted catalog.
+    pub fn open(txns: Arc<TxnManager>) -> Result<Arc<Database>> {
+        let mut txn = txns.begin(Isolation::Snapshot)?;
+        let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+        let catalog = Catalog::load(&mut txn, token, 0);
+        txn.rollback();
+        Ok(Arc::new(Database { txns, catalog: CatalogCache::new(catalog?), statements: StatementCache::default() }))
+    }
+
+    pub fn txn_manager(&self) -> &Arc<TxnManager> {
+        &self.txns
+    }
+
+    /// Runs one statement in `txn` with `params` (`$1` is `params[0]`).
+    ///
+    /// Errors leave the transaction usable only for rollback: a failed
+    /// statement may have buffered part of its writes (PostgreSQL, too,
+    /// fails the whole transaction).
+    pub fn execute(&self, txn: &mut Transaction, sql: &str, params: &[Value]) -> Result<StatementResult> {
+        if sql.len() > STATEMENT_BYTES_MAX {
+            return Err(Error::ProgramLimitExceeded(format!(
+                "statement of {} bytes is longer than the limit of {STATEMENT_BYTES_MAX}",
+                sql.len()
+            )));
+        }
+        if params.len() > PARAMETERS_MAX {
+            return Err(Error::ProgramLimitExceeded(format!("more than {PARAMETERS_MAX} parameters")));
+        }
+        txn.begin_statement();
+        let catalog = self.catalog.for_transaction(txn)?;
+        let prepared = self.prepare(&catalog, sql)?;
+        // EXPLAIN shows a plan without running it, so its parameters may
+        // be left out.
+        let nulls;
+        let params = if params.is_empty() && prepared.plan.kind() == StatementKind::Explain {
+            nulls = vec![Value::Null; prepared.params.count()];
+            &nulls[..]
+        } else {
+            params
+        };
+        let params = bind_params(&prepared.params, params)?;
+        exec::execute(&self.catalog, &catalog, txn, &prepared.plan, &params)
+    }
+
+    /// The kind of a statement and whether it is read-only, without
+    /// running it (plans it against the current catalog, using the cache).
+    pub fn describe(&self, sql: &str) -> Result<(StatementKind, bool)> {
+        let catalog = self.catalog.current();
+        let prepared = self.prepare(&catalog, sql)?;
+        Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
+    }
+
+    /// Statement cache hits and misses.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.statements.stats()
+    }
+
+    /// The catalog as last loaded or changed (for introspection: the
+    /// authoritative catalog is the one each transaction reads).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.current()
+    }
+
+    fn prepare(&self, catalog: &Catalog, sql: &str) -> Result<Arc<Prepared>> {
+        if let Some(prepared) = self.statements.get(sql, catalog.generation) {
+            return Ok(prepared);
+        }
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
+        let statement = match statements.len() {
+            1 => statements.pop().expect("one statement"),
+            0 => return Err(Error::Syntax("empty statement".into())),
+            _ => return Err(Error::unsupported("several statements in one request")),
+        };
+        let mut params = ParamTypes::default();
+        let plan = plan::plan_statement(catalog, &statement, &mut params)?;
+        let prepared = Arc::new(Prepared { plan, params, generation: catalog.generation });
+        self.statements.insert(sql, prepared.clone());
+        Ok(prepared)
+    }
+}
+
+/// Checks the parameter count and gives each parameter its context type.
+fn bind_params(types_wanted: &ParamTypes, given: &[Value]) -> Result<Vec<Value>> {
+    if given.len() != types_wanted.count() {
+        return Err(Error::ParameterCount { given: given.len(), wanted: types_wanted.count() });
+    }
+    given
+        .iter()
+        .zip(&types_wanted.types)
+        .map(|(value, ty)| match ty {
+            Some(ty) => types::coerce_param(value.clone(), ty),
+            None => Ok(value.clone()),
+        })
+        .collect()
+}

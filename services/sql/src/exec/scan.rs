@@ -1,0 +1,191 @@
+//! Reading one table through its access path ([`crate::plan::access`]).
+//!
+//! [`read_level`] builds the key (or key range) from the bound values —
+//! each converted exactly to its key column's type, since keycode tells an
+//! `INT` from a `DECIMAL` — reads the rows, appends each to the joined
+//! row, applies the level's filter and hands the row on. Scans fetch
+//! [`SCAN_BATCH_ROWS`] at a time (or exactly the pushed-down `LIMIT`), so a
+//! consumer that has enough stops the scan, and the range a serializable
+//! transaction records ends where reading ended.
+//!
+//! `SELECT ... FOR UPDATE` reads a point with `get_for_update`; a scanned
+//! row that passes its filter is read again with `get_for_update` (so it
+//! conflicts as if written) and filtered again on that version.
+
+use std::ops::Bound;
+
+use geodb_storage::{Value, keycode};
+use geodb_txn::Transaction;
+
+use crate::catalog::Table;
+use crate::error::{Error, Result};
+use crate::exec::eval::{eval, is_true};
+use crate::exec::rows::{decode_stored_row, row_key};
+use crate::keys;
+use crate::limits::SCAN_BATCH_ROWS;
+use crate::plan::Level;
+use crate::plan::access::IndexChoice;
+use crate::types::key_value;
+
+/// What a consumer says after each row.
+pub type Flow = bool;
+/// Keep reading.
+pub const CONTINUE: Flow = true;
+/// Enough rows: stop.
+pub const STOP: Flow = false;
+
+/// How a level is read this time.
+pub struct ReadOptions {
+    pub for_update: bool,
+    /// Rows to fetch in all when the statement's limit is pushed down.
+    pub limit: Option<usize>,
+}
+
+/// Reads the rows of `level` that match, given the joined `row` of the
+/// earlier levels, calling `visit` with the row extended by each match.
+/// Returns [`STOP`] if `visit` stopped.
+pub fn read_level(
+    txn: &mut Transaction,
+    level: &Level,
+    row: &mut Vec<Value>,
+    params: &[Value],
+    options: &ReadOptions,
+    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+) -> Result<Flow> {
+    let table = &level.table;
+    let access = &level.access;
+    let index_id = match access.index {
+        IndexChoice::Primary => keys::PRIMARY_INDEX_ID,
+        IndexChoice::Secondary(i) => table.indexes[i].id,
+    };
+    let mut prefix = keys::index_prefix(table.id, index_id);
+    for (expr, &column) in access.eq.iter().zip(&access.key_columns) {
+        let value = eval(expr, row, params)?;
+        match key_value(value, &table.columns[column].ty) {
+            Some(v) => keycode::encode_value(&mut prefix, &v),
+            None => return Ok(CONTINUE), // no row can match
+        }
+    }
+
+    if access.point {
+        let bytes = match access.index {
+            IndexChoice::Primary => fetch_row(txn, &prefix, options.for_update)?,
+            IndexChoice::Secondary(_) => match txn.get(&prefix)? {
+                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table.id, &suffix), options.for_update)?
+                    .map(Some)
+                    .ok_or_else(|| dangling(table))?,
+                None => None,
+            },
+        };
+        return match bytes {
+            Some(bytes) => emit(txn, level, row, params, &bytes, None, false, visit),
+            None => Ok(CONTINUE),
+        };
+    }
+
+    let range_column = access.key_columns.get(access.eq.len()).map(|&c| &table.columns[c].ty);
+    let bound_key = |expr: &crate::plan::expr::Expr, row: &[Value]| -> Result<Option<Vec<u8>>> {
+        let value = eval(expr, row, params)?;
+        Ok(range_column.and_then(|ty| key_value(value, ty)).map(|v| {
+            let mut key = prefix.clone();
+            keycode::encode_value(&mut key, &v);
+            key
+        }))
+    };
+    let after = |key: Vec<u8>| keycode::prefix_end(&key).map_or(Bound::Unbounded, Bound::Included);
+    let mut start = match &access.lower {
+        Some(b) => match bound_key(&b.expr, row)? {
+            Some(key) if b.inclusive => Bound::Included(key),
+            Some(key) => after(key),
+            None => Bound::Included(prefix.clone()),
+        },
+        None => Bound::Included(prefix.clone()),
+    };
+    let prefix_end = keycode::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    let mut end = match &access.upper {
+        Some(b) => match bound_key(&b.expr, row)? {
+            Some(key) if b.inclusive => keycode::prefix_end(&key).map_or(Bound::Unbounded, Bound::Excluded),
+            Some(key) => Bound::Excluded(key),
+            None => prefix_end,
+        },
+        None => prefix_end,
+    };
+
+    let secondary = access.index != IndexChoice::Primary;
+    let batch = options.limit.unwrap_or(SCAN_BATCH_ROWS).max(1);
+    loop {
+        let pairs = txn.scan(start.clone(), end.clone(), access.reverse, Some(batch))?;
+        let fetched = pairs.len();
+        let mut last = None;
+        for (key, value) in pairs {
+            let flow = if secondary {
+                let row_key = keys::row_key_from_suffix(table.id, &value);
+                let bytes = txn.get(&row_key)?.ok_or_else(|| dangling(table))?;
+                emit(txn, level, row, params, &bytes, Some(row_key), options.for_update, visit)?
+            } else {
+                let bytes = value;
+                emit(txn, level, row, params, &bytes, Some(key.clone()), options.for_update, visit)?
+            };
+            if flow == STOP {
+                return Ok(STOP);
+            }
+            last = Some(key);
+        }
+        if fetched < batch || options.limit.is_some() {
+            return Ok(CONTINUE);
+        }
+        let last = last.expect("a full batch has a last key");
+        if access.reverse {
+            end = Bound::Excluded(last);
+        } else {
+            start = Bound::Excluded(last);
+        }
+    }
+}
+
+fn fetch_row(txn: &mut Transaction, key: &[u8], for_update: bool) -> Result<Option<Vec<u8>>> {
+    Ok(if for_update { txn.get_for_update(key)? } else { txn.get(key)? })
+}
+
+fn dangling(table: &Table) -> Error {
+    Error::Internal(format!("an index entry of \"{}\" points to a missing row", table.name))
+}
+
+/// Decodes a row, filters it, re-reads it for update if asked, and passes
+/// it on.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    txn: &mut Transaction,
+    level: &Level,
+    row: &mut Vec<Value>,
+    params: &[Value],
+    bytes: &[u8],
+    key: Option<Vec<u8>>,
+    lock: bool,
+    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+) -> Result<Flow> {
+    let base = row.len();
+    assert_eq!(base, level.offset, "joined row width matches the level offset");
+    row.extend(decode_stored_row(&level.table, bytes)?);
+    let mut pass = match &level.filter {
+        Some(filter) => is_true(filter, row, params)?,
+        None => true,
+    };
+    if pass && lock {
+        let key = key.unwrap_or_else(|| row_key(&level.table, &row[base..]));
+        row.truncate(base);
+        match txn.get_for_update(&key)? {
+            Some(bytes) => {
+                row.extend(decode_stored_row(&level.table, &bytes)?);
+                pass = match &level.filter {
+                    Some(filter) => is_true(filter, row, params)?,
+                    None => true,
+                };
+            }
+            None => pass = false,
+        }
+    }
+    let flow = if pass && row.len() > base { visit(txn, row)? } else { CONTINUE };
+    row.truncate(base);
+    Ok(flow)
+}

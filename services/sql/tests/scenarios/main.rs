@@ -1,0 +1,12 @@
+//! Scenario tests of the SQL layer, on the in-memory engine.
+//!
+//! One test binary (so one link), one module per theme. Each scenario
+//! starts a fresh store through [`Harness`].
+
+mod ddl;
+mod dml;
+mod errors;
+mod fuzz;
+mod harness;
+mod select;
+mod tpcc;

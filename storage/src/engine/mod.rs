@@ -1,0 +1,148 @@
+//! The engine trait: the narrow waist between GeoDB and its key-value store.
+//!
+//! An engine is an ordered byte-key/byte-value store with a few column
+//! families, atomic write batches and checkpoints. It knows nothing of
+//! versions, transactions or SQL. Two implementations pass the same suite
+//! (`engine::tests`): [`MemoryEngine`] for tests and the simulator, and
+//! `RocksEngine` (feature `rocksdb`) for real nodes.
+//!
+//! Architecture Invariant: this module must never mention RocksDB types in
+//! its signatures, so that every crate above can run on the memory engine.
+
+mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
+#[cfg(test)]
+mod tests;
+
+use std::ops::Bound;
+use std::path::Path;
+
+pub use memory::MemoryEngine;
+
+use crate::Result;
+
+/// The column families every engine provides. Each is its own ordered key
+/// space: the same key in two families names two different records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ColumnFamily {
+    /// MVCC versions of user data (see `mvcc`).
+    Data,
+    /// Prepared, not yet committed writes (locks / intents), apart from the
+    /// data so that readers of committed data never scan over them.
+    Locks,
+    /// Node-local metadata: id allocators, clock high-water marks.
+    Meta,
+}
+
+impl ColumnFamily {
+    pub const ALL: [ColumnFamily; 3] = [ColumnFamily::Data, ColumnFamily::Locks, ColumnFamily::Meta];
+
+    /// The family's name on disk. Never change one: it is part of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnFamily::Data => "data",
+            ColumnFamily::Locks => "locks",
+            ColumnFamily::Meta => "meta",
+        }
+    }
+}
+
+/// Whether [`Engine::write`] returns before or after the batch is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The write-ahead log is synced to stable storage before `write`
+    /// returns: the batch survives a crash of the process or the machine.
+    Sync,
+    /// The batch is in the write-ahead log buffer; a process crash may lose
+    /// it. Only for data that can be rebuilt.
+    Buffered,
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    Put { cf: ColumnFamily, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: ColumnFamily, key: Vec<u8> },
+}
+
+/// Operations applied atomically, in order: after a crash either all of a
+/// batch is visible or none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, cf: ColumnFamily, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(WriteOp::Put { cf, key, value });
+    }
+
+    pub fn delete(&mut self, cf: ColumnFamily, key: Vec<u8>) {
+        self.ops.push(WriteOp::Delete { cf, key });
+    }
+
+    /// Appends all of `other`'s operations after this batch's.
+    pub fn append(&mut self, mut other: WriteBatch) {
+        self.ops.append(&mut other.ops);
+    }
+
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key-value pair read from an engine.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// An ordered iterator over a scan. Errors end the iteration.
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
+
+/// An ordered key-value store with column families.
+///
+/// Contract for implementers:
+/// - `get` and `scan` see every batch whose `write` has returned, and no
+///   part of a batch whose `write` has not (batches are atomic to readers).
+/// - `scan` yields keys in strictly increasing byte order (decreasing when
+///   `reverse`), restricted to the bounds.
+/// - `write` with [`Durability::Sync`] returns only once the whole batch
+///   would survive a machine crash. Concurrent callers may share one sync.
+/// - Errors are reported, never swallowed: an engine that cannot write (a
+///   full disk) returns `Err` and leaves the previous state readable.
+pub trait Engine: Send + Sync + 'static {
+    /// The value stored under `key` in `cf`, if any.
+    fn get(&self, cf: ColumnFamily, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The pairs of `cf` whose keys lie within the bounds, in key order
+    /// (descending if `reverse`).
+    fn scan<'a>(
+        &'a self,
+        cf: ColumnFamily,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+    ) -> Result<ScanIter<'a>>;
+
+    /// Applies `batch` atomically with the given durability.
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()>;
+
+    /// Writes a consistent, openable copy of the whole store to `dir`
+    /// (which must not exist yet). The basis for backups.
+    fn checkpoint(&self, dir: &Path) -> Result<()>;
+}

@@ -1,0 +1,435 @@
+//! Multi-version storage: versions at timestamps, tombstones, and locks.
+//!
+//! Every write of a user key is a new *version*, stored in the `Data`
+//! column family under the key followed by its commit timestamp in
+//! descending order, so that the newest version of a key comes first and a
+//! read at timestamp `ts` is one seek:
+//!
+//! ```text
+//!  data CF key                         value
+//!  ─────────────────────────────────   ─────────────────────────────
+//!  esc("acct/1") 00 01 !ts(30)         v1 txn=t9  Value("50")
+//!  esc("acct/1") 00 01 !ts(20)         v1 txn=t7  Tombstone
+//!  esc("acct/1") 00 01 !ts(10)         v1 txn=t3  Value("80")
+//!  esc("acct/2") 00 01 !ts(25)         v1 txn=t8  Value("20")
+//! ```
+//!
+//! A read of `acct/1` at 25 sees the tombstone (the key is absent); at 15
+//! it sees "80"; at 35 it sees "50". The user key is escaped (`00` becomes
+//! `00 FF`) and terminated by `00 01`, so that the versions of one key are
+//! contiguous and user-key order is preserved even when one key is a
+//! prefix of another.
+//!
+//! Prepared writes of transactions that have not decided yet (the locks,
+//! or intents, of two-phase commit) live in the `Locks` column family under
+//! the plain user key, apart from the data: readers of committed data never
+//! step over them.
+//!
+//! Every record carries a format byte and is checked when decoded; a
+//! record that does not decode is reported as [`Error::Corrupt`].
+
+use std::ops::Bound;
+
+use crate::engine::{ColumnFamily, Engine, WriteBatch};
+use crate::timestamp::{Timestamp, TxnId};
+use crate::{Error, Result};
+
+/// Format byte of version records.
+const VERSION_FORMAT_V1: u8 = 1;
+/// Format byte of lock records.
+const LOCK_FORMAT_V1: u8 = 1;
+const KIND_TOMBSTONE: u8 = 0;
+const KIND_VALUE: u8 = 1;
+
+/// One committed version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The commit timestamp of the writing transaction.
+    pub ts: Timestamp,
+    /// The writing transaction.
+    pub txn: TxnId,
+    /// The value, or `None` for a tombstone (a delete).
+    pub value: Option<Vec<u8>>,
+}
+
+/// A prepared, undecided write: a transaction's lock on a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub txn: TxnId,
+    /// The prepare timestamp: the transaction will commit at or above it.
+    pub prepare_ts: Timestamp,
+    /// The value the transaction will write, or `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Appends the escaped form of `key`: every `00` byte becomes `00 FF`.
+fn escape_into(out: &mut Vec<u8>, key: &[u8]) {
+    for &byte in key {
+        out.push(byte);
+        if byte == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// The data-CF prefix shared by every version of `key`.
+fn version_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 2 + Timestamp::ENCODED_LEN);
+    escape_into(&mut out, key);
+    out.extend_from_slice(&[0x00, 0x01]);
+    out
+}
+
+/// The data-CF key of `key`'s version at `ts`.
+pub fn version_key(key: &[u8], ts: Timestamp) -> Vec<u8> {
+    let mut out = version_prefix(key);
+    out.extend_from_slice(&ts.encode_desc());
+    out
+}
+
+/// The smallest data-CF key after every version of `key` (and before the
+/// versions of any greater user key).
+fn after_versions(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 2);
+    escape_into(&mut out, key);
+    out.extend_from_slice(&[0x00, 0x02]);
+    out
+}
+
+/// The smallest data-CF key of any version of `key` or of a greater key.
+fn before_versions(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len());
+    escape_into(&mut out, key);
+    out
+}
+
+/// Splits a data-CF key into (user key, timestamp).
+pub fn decode_version_key(encoded: &[u8]) -> Result<(Vec<u8>, Timestamp)> {
+    let corrupt = || Error::Corrupt(format!("version key {encoded:02x?}"));
+    if encoded.len() < 2 + Timestamp::ENCODED_LEN {
+        return Err(corrupt());
+    }
+    let (escaped, ts_bytes) = encoded.split_at(encoded.len() - Timestamp::ENCODED_LEN);
+    let ts = Timestamp::decode_desc(ts_bytes).ok_or_else(corrupt)?;
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    loop {
+        match bytes.next() {
+            Some(0x00) => match bytes.next() {
+                Some(0xFF) => key.push(0x00),
+                Some(0x01) if bytes.as_slice().is_empty() => return Ok((key, ts)),
+                _ => return Err(corrupt()),
+            },
+            Some(&byte) => key.push(byte),
+            None => return Err(corrupt()),
+        }
+    }
+}
+
+fn encode_version_value(txn: TxnId, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + value.map_or(0, <[u8]>::len));
+    out.push(VERSION_FORMAT_V1);
+    out.extend_from_slice(&txn.0.to_be_bytes());
+    match value {
+        Some(value) => {
+            out.push(KIND_VALUE);
+            out.extend_from_slice(value);
+        }
+        None => out.push(KIND_TOMBSTONE),
+    }
+    out
+}
+
+fn decode_version_value(bytes: &[u8]) -> Result<(TxnId, Option<Vec<u8>>)> {
+    let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
+    if bytes.len() < 10 || bytes[0] != VERSION_FORMAT_V1 {
+        return Err(corrupt());
+    }
+    let txn = TxnId(u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| corrupt())?));
+    match bytes[9] {
+        KIND_VALUE => Ok((txn, Some(bytes[10..].to_vec()))),
+        KIND_TOMBSTONE if bytes.len() == 10 => Ok((txn, None)),
+        _ => Err(corrupt()),
+    }
+}
+
+/// Adds to `batch` the version of `key` written by `txn` at `ts` (`None`
+/// writes a tombstone).
+pub fn put_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, txn: TxnId, value: Option<&[u8]>) {
+    batch.put(ColumnFamily::Data, version_key(key, ts), encode_version_value(txn, value));
+}
+
+/// Adds to `batch` the removal of one version (garbage collection).
+pub fn delete_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp) {
+    batch.delete(ColumnFamily::Data, version_key(key, ts));
+}
+
+/// The newest version of `key` with a timestamp at or below `ts`
+/// (tombstones included: a `Some` with `value: None` means deleted).
+pub fn get_version(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<Option<Version>> {
+    let start = version_key(key, ts);
+    let end = after_versions(key);
+    let mut iter = engine.scan(ColumnFamily::Data, Bound::Included(&start), Bound::Excluded(&end), false)?;
+    match iter.next() {
+        None => Ok(None),
+        Some(entry) => {
+            let (encoded, record) = entry?;
+            let (found_key, version_ts) = decode_version_key(&encoded)?;
+            // Checked on both sides of the boundary: the engine honoured the
+            // bounds, so this must be a version of `key` at or below `ts`.
+            assert!(found_key == key && version_ts <= ts, "engine scan escaped its bounds");
+            let (txn, value) = decode_version_value(&record)?;
+            Ok(Some(Version { ts: version_ts, txn, value }))
+        }
+    }
+}
+
+/// The value of `key` visible at `ts`, if any.
+pub fn get(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>> {
+    Ok(get_version(engine, key, ts)?.and_then(|version| version.value))
+}
+
+/// The timestamp of the newest version of `key`, whatever its timestamp.
+pub fn latest_version_ts(engine: &dyn Engine, key: &[u8]) -> Result<Option<Timestamp>> {
+    Ok(get_version(engine, key, Timestamp::MAX)?.map(|version| version.ts))
+}
+
+/// The visible (key, value) pairs at `ts` whose user keys lie within the
+/// bounds, in key order (descending if `reverse`), at most `limit` of them.
+/// Deleted keys are skipped.
+pub fn scan(
+    engine: &dyn Engine,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+    ts: Timestamp,
+    reverse: bool,
+    limit: Option<usize>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let start = match start {
+        Bound::Included(key) => Bound::Included(before_versions(key)),
+        Bound::Excluded(key) => Bound::Included(after_versions(key)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let end = match end {
+        Bound::Included(key) => Bound::Excluded(after_versions(key)),
+        Bound::Excluded(key) => Bound::Excluded(before_versions(key)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let iter = engine.scan(ColumnFamily::Data, as_ref(&start), as_ref(&end), reverse)?;
+    // The newest visible version of the key being walked: forwards it is the
+    // first one at or below `ts`; backwards (oldest first) the last one.
+    let mut current: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
+    let mut settled = false;
+    for entry in iter {
+        let (encoded, record) = entry?;
+        let (key, version_ts) = decode_version_key(&encoded)?;
+        if current.as_ref().is_none_or(|(current_key, _)| *current_key != key) {
+            if let Some((done_key, Some(value))) = current.take() {
+                out.push((done_key, value));
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            current = Some((key, None));
+            settled = false;
+        }
+        if version_ts > ts || settled {
+            continue;
+        }
+        let (_, value) = decode_version_value(&record)?;
+        if let Some(current) = current.as_mut() {
+            current.1 = value;
+        }
+        // Forwards, the first visible version is the newest: the rest of
+        // this key's versions are older and hidden by it.
+        settled = !reverse;
+    }
+    if let Some((key, Some(value))) = current {
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key.as_slice()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn encode_lock(lock: &Lock) -> Vec<u8> {
+    let mut out = vec![LOCK_FORMAT_V1];
+    out.extend_from_slice(&lock.txn.0.to_be_bytes());
+    out.extend_from_slice(&lock.prepare_ts.encode());
+    match &lock.value {
+        Some(value) => {
+            out.push(KIND_VALUE);
+            out.extend_from_slice(value);
+        }
+        None => out.push(KIND_TOMBSTONE),
+    }
+    out
+}
+
+fn decode_lock(bytes: &[u8]) -> Result<Lock> {
+    const HEADER: usize = 1 + 8 + Timestamp::ENCODED_LEN + 1;
+    let corrupt = || Error::Corrupt(format!("lock record of {} bytes", bytes.len()));
+    if bytes.len() < HEADER || bytes[0] != LOCK_FORMAT_V1 {
+        return Err(corrupt());
+    }
+    let txn = TxnId(u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| corrupt())?));
+    let prepare_ts = Timestamp::decode(&bytes[9..21]).ok_or_else(corrupt)?;
+    let value = match bytes[21] {
+        KIND_VALUE => Some(bytes[HEADER..].to_vec()),
+        KIND_TOMBSTONE if bytes.len() == HEADER => None,
+        _ => return Err(corrupt()),
+    };
+    Ok(Lock { txn, prepare_ts, value })
+}
+
+/// Adds to `batch` a lock on `key`.
+pub fn put_lock(batch: &mut WriteBatch, key: &[u8], lock: &Lock) {
+    batch.put(ColumnFamily::Locks, key.to_vec(), encode_lock(lock));
+}
+
+/// Adds to `batch` the release of the lock on `key`.
+pub fn delete_lock(batch: &mut WriteBatch, key: &[u8]) {
+    batch.delete(ColumnFamily::Locks, key.to_vec());
+}
+
+/// The lock on `key`, if any.
+pub fn get_lock(engine: &dyn Engine, key: &[u8]) -> Result<Option<Lock>> {
+    engine.get(ColumnFamily::Locks, key)?.map(|bytes| decode_lock(&bytes)).transpose()
+}
+
+/// Every lock, in key order: what a restarting participant must resolve.
+pub fn scan_locks(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Lock)>> {
+    let iter = engine.scan(ColumnFamily::Locks, Bound::Unbounded, Bound::Unbounded, false)?;
+    iter.map(|entry| {
+        let (key, bytes) = entry?;
+        Ok((key, decode_lock(&bytes)?))
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Durability, MemoryEngine};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn ts(physical: u64) -> Timestamp {
+        Timestamp::new(physical, 0)
+    }
+
+    fn write(engine: &MemoryEngine, key: &[u8], at: u64, value: Option<&[u8]>) {
+        let mut batch = WriteBatch::new();
+        put_version(&mut batch, key, ts(at), TxnId(at), value);
+        engine.write(batch, Durability::Sync).unwrap();
+    }
+
+    #[test]
+    fn reads_see_the_newest_version_at_or_below_their_timestamp() {
+        let engine = MemoryEngine::new();
+        write(&engine, b"acct/1", 10, Some(b"80"));
+        write(&engine, b"acct/1", 20, None);
+        write(&engine, b"acct/1", 30, Some(b"50"));
+        assert_eq!(get(&engine, b"acct/1", ts(5)).unwrap(), None);
+        assert_eq!(get(&engine, b"acct/1", ts(15)).unwrap(), Some(b"80".to_vec()));
+        assert_eq!(get(&engine, b"acct/1", ts(25)).unwrap(), None);
+        assert_eq!(get(&engine, b"acct/1", ts(35)).unwrap(), Some(b"50".to_vec()));
+        let version = get_version(&engine, b"acct/1", ts(25)).unwrap().unwrap();
+        assert_eq!((version.ts, version.txn, version.value), (ts(20), TxnId(20), None));
+        assert_eq!(latest_version_ts(&engine, b"acct/1").unwrap(), Some(ts(30)));
+        assert_eq!(latest_version_ts(&engine, b"acct/2").unwrap(), None);
+    }
+
+    #[test]
+    fn keys_that_prefix_each_other_stay_apart() {
+        let engine = MemoryEngine::new();
+        write(&engine, b"a", 10, Some(b"1"));
+        write(&engine, b"a\x00", 10, Some(b"2"));
+        write(&engine, b"a\x00\x01", 10, Some(b"3"));
+        write(&engine, b"ab", 10, Some(b"4"));
+        let all = scan(&engine, Bound::Unbounded, Bound::Unbounded, ts(10), false, None).unwrap();
+        let keys: Vec<&[u8]> = all.iter().map(|(key, _)| key.as_slice()).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"a\x00", b"a\x00\x01", b"ab"]);
+        assert_eq!(get(&engine, b"a\x00", ts(10)).unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn locks_round_trip_apart_from_data() {
+        let engine = MemoryEngine::new();
+        let lock = Lock { txn: TxnId(4), prepare_ts: ts(7), value: Some(b"x".to_vec()) };
+        let mut batch = WriteBatch::new();
+        put_lock(&mut batch, b"k", &lock);
+        engine.write(batch, Durability::Sync).unwrap();
+        assert_eq!(get_lock(&engine, b"k").unwrap(), Some(lock.clone()));
+        assert_eq!(get(&engine, b"k", Timestamp::MAX).unwrap(), None);
+        assert_eq!(scan_locks(&engine).unwrap(), vec![(b"k".to_vec(), lock)]);
+        let mut batch = WriteBatch::new();
+        delete_lock(&mut batch, b"k");
+        engine.write(batch, Durability::Sync).unwrap();
+        assert_eq!(get_lock(&engine, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_records_are_reported() {
+        assert!(decode_version_key(b"short").is_err());
+        assert!(decode_version_value(&[9; 12]).is_err());
+        assert!(decode_lock(&[1, 2, 3]).is_err());
+    }
+
+    /// A model of the versioned store: key -> (timestamp -> value).
+    type Model = BTreeMap<Vec<u8>, BTreeMap<u64, Option<Vec<u8>>>>;
+
+    fn model_scan(model: &Model, lo: &[u8], hi: &[u8], at: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        model
+            .range(lo.to_vec()..hi.to_vec())
+            .filter_map(|(key, versions)| {
+                let (_, value) = versions.range(..=at).next_back()?;
+                Some((key.clone(), value.clone()?))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn scans_match_a_model(
+            writes in proptest::collection::vec(
+                (proptest::collection::vec(0u8..3, 0..4), 1u64..20, proptest::option::of(any::<u8>())), 0..60),
+            lo in proptest::collection::vec(0u8..3, 0..3),
+            hi in proptest::collection::vec(0u8..3, 0..4),
+            at in 0u64..22,
+            limit in 0usize..6,
+        ) {
+            let engine = MemoryEngine::new();
+            let mut model = Model::new();
+            for (key, at, value) in &writes {
+                let value = value.map(|byte| vec![byte]);
+                write(&engine, key, *at, value.as_deref());
+                model.entry(key.clone()).or_default().insert(*at, value);
+            }
+            let expected = if lo <= hi { model_scan(&model, &lo, &hi, at) } else { Vec::new() };
+            let forward = scan(&engine, Bound::Included(&lo), Bound::Excluded(&hi), ts(at), false, None).unwrap();
+            prop_assert_eq!(&forward, &expected);
+            let backward = scan(&engine, Bound::Included(&lo), Bound::Excluded(&hi), ts(at), true, None).unwrap();
+            let mut reversed = expected.clone();
+            reversed.reverse();
+            prop_assert_eq!(&backward, &reversed);
+            let limited = scan(&engine, Bound::Included(&lo), Bound::Excluded(&hi), ts(at), true, Some(limit)).unwrap();
+            prop_assert_eq!(&limited[..], &reversed[..limit.min(reversed.len())]);
+            for (key, versions) in &model {
+                let expected = versions.range(..=at).next_back().and_then(|(_, value)| value.clone());
+                prop_assert_eq!(get(&engine, key, ts(at)).unwrap(), expected);
+            }
+        }
+    }
+}
