@@ -11,6 +11,7 @@
 mod engine;
 mod http;
 mod report;
+mod tpcc;
 
 use clap::{Parser, Subcommand};
 
@@ -27,12 +28,15 @@ enum Command {
     Engine(engine::Args),
     /// HTTP API: point SELECT and single-row UPDATE with concurrent clients.
     Http(http::Args),
+    /// TPC-C against GeoDB and PostgreSQL, side by side.
+    Tpcc(tpcc::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
         Command::Http(args) => http::run(args),
+        Command::Tpcc(args) => tpcc::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,6 +20,14 @@
 //! contiguous and user-key order is preserved even when one key is a
 //! prefix of another.
 //!
+//! The newest version of every key is also kept in the `Latest` column
+//! family under the plain user key, written in the same batch as the
+//! version: a read at a snapshot at or above it — nearly every read, since
+//! snapshots are recent — is a single `get`, and a key that was never
+//! written is answered without touching the data family. Only a read whose
+//! snapshot predates the newest version seeks the data family. The cost is
+//! storing current values twice; see `docs/design/storage.md`.
+//!
 //! Prepared writes of transactions that have not decided yet (the locks,
 //! or intents, of two-phase commit) live in the `Locks` column family under
 //! the plain user key, apart from the data: readers of committed data never
@@ -153,10 +161,38 @@ fn decode_version_value(bytes: &[u8]) -> Result<(TxnId, Option<Vec<u8>>)> {
     }
 }
 
+/// Format byte of latest-version records.
+const LATEST_FORMAT_V1: u8 = 1;
+
+/// A latest-version record: `[format][ts 12][version record]`.
+fn encode_latest(ts: Timestamp, version: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + Timestamp::ENCODED_LEN + version.len());
+    out.push(LATEST_FORMAT_V1);
+    out.extend_from_slice(&ts.encode());
+    out.extend_from_slice(version);
+    out
+}
+
+fn decode_latest(bytes: &[u8]) -> Result<Version> {
+    const HEADER: usize = 1 + Timestamp::ENCODED_LEN;
+    if bytes.len() < HEADER || bytes[0] != LATEST_FORMAT_V1 {
+        return Err(Error::Corrupt(format!("latest-version record of {} bytes", bytes.len())));
+    }
+    let ts = Timestamp::decode(&bytes[1..HEADER]).ok_or_else(|| Error::Corrupt("latest-version timestamp".into()))?;
+    let (txn, value) = decode_version_value(&bytes[HEADER..])?;
+    Ok(Version { ts, txn, value })
+}
+
 /// Adds to `batch` the version of `key` written by `txn` at `ts` (`None`
-/// writes a tombstone).
+/// writes a tombstone), and makes it the key's latest version.
+///
+/// Callers write versions of a key in increasing timestamp order (a shard
+/// assigns commit timestamps in order), so the latest record always names
+/// the newest version.
 pub fn put_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, txn: TxnId, value: Option<&[u8]>) {
-    batch.put(ColumnFamily::Data, version_key(key, ts), encode_version_value(txn, value));
+    let record = encode_version_value(txn, value);
+    batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
+    batch.put(ColumnFamily::Data, version_key(key, ts), record);
 }
 
 /// Adds to `batch` the removal of one version (garbage collection).
@@ -167,6 +203,20 @@ pub fn delete_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp) {
 /// The newest version of `key` with a timestamp at or below `ts`
 /// (tombstones included: a `Some` with `value: None` means deleted).
 pub fn get_version(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<Option<Version>> {
+    let Some(latest) = engine.get(ColumnFamily::Latest, key)? else {
+        // Never written (or every version was collected).
+        return Ok(None);
+    };
+    let latest = decode_latest(&latest)?;
+    if latest.ts <= ts {
+        return Ok(Some(latest));
+    }
+    get_older_version(engine, key, ts)
+}
+
+/// [`get_version`] by a seek in the data family: for snapshots older than
+/// the key's newest version.
+fn get_older_version(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<Option<Version>> {
     let start = version_key(key, ts);
     let end = after_versions(key);
     let mut iter = engine.scan(ColumnFamily::Data, Bound::Included(&start), Bound::Excluded(&end), false)?;
@@ -191,7 +241,7 @@ pub fn get(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<Option<Vec<
 
 /// The timestamp of the newest version of `key`, whatever its timestamp.
 pub fn latest_version_ts(engine: &dyn Engine, key: &[u8]) -> Result<Option<Timestamp>> {
-    Ok(get_version(engine, key, Timestamp::MAX)?.map(|version| version.ts))
+    engine.get(ColumnFamily::Latest, key)?.map(|bytes| Ok(decode_latest(&bytes)?.ts)).transpose()
 }
 
 /// The visible (key, value) pairs at `ts` whose user keys lie within the
@@ -382,6 +432,8 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_reported() {
+        assert!(decode_latest(&[1, 2]).is_err());
+        assert!(decode_latest(&[7; 30]).is_err());
         assert!(decode_version_key(b"short").is_err());
         assert!(decode_version_value(&[9; 12]).is_err());
         assert!(decode_lock(&[1, 2, 3]).is_err());
@@ -412,6 +464,9 @@ mod tests {
         ) {
             let engine = MemoryEngine::new();
             let mut model = Model::new();
+            // Versions are written in timestamp order, as shards commit them.
+            let mut writes = writes;
+            writes.sort_by_key(|(_, at, _)| *at);
             for (key, at, value) in &writes {
                 let value = value.map(|byte| vec![byte]);
                 write(&engine, key, *at, value.as_deref());
@@ -428,7 +483,11 @@ mod tests {
             prop_assert_eq!(&limited[..], &reversed[..limit.min(reversed.len())]);
             for (key, versions) in &model {
                 let expected = versions.range(..=at).next_back().and_then(|(_, value)| value.clone());
-                prop_assert_eq!(get(&engine, key, ts(at)).unwrap(), expected);
+                prop_assert_eq!(get(&engine, key, ts(at)).unwrap(), expected.clone());
+                // The seek path agrees with the latest-version shortcut.
+                let sought = get_older_version(&engine, key, ts(at)).unwrap().and_then(|version| version.value);
+                prop_assert_eq!(sought, expected);
+                prop_assert_eq!(latest_version_ts(&engine, key).unwrap(), versions.keys().next_back().map(|at| ts(*at)));
             }
         }
     }

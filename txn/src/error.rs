@@ -16,6 +16,9 @@ pub enum Error {
     /// configured bound allows.
     #[error("clock offset {offset_ns} ns exceeds the bound of {bound_ns} ns")]
     ClockOffset { offset_ns: u64, bound_ns: u64 },
+    /// The statement ran past its deadline (SQLSTATE 57014).
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
     /// The transaction was used after it ended, or was given bad input.
     #[error("{0}")]
     Invalid(String),

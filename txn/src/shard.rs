@@ -196,7 +196,13 @@ impl Shard {
             sequencer.recent.push_back(CommitRecord { ts: commit_ts, keys });
             (commit_ts, ticket)
         };
-        self.committer.wait(ticket)?;
+        if let Err(error) = self.committer.wait(ticket) {
+            // Nothing of the transaction was written: forget its keys, or
+            // every later writer of them would conflict with a ghost.
+            let mut sequencer = self.sequencer();
+            sequencer.recent.retain(|record| record.ts != commit_ts);
+            return Err(error.into());
+        }
         let mut sequencer = self.sequencer();
         if commit_ts > sequencer.visible_ts {
             sequencer.visible_ts = commit_ts;

@@ -24,7 +24,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBat
 
 use crate::conflict::{ReadSet, WriteSet, range_contains};
 use crate::shard::{CommitRequest, Shard};
-use crate::{Clock, Hlc, Isolation, Result, SystemClock};
+use crate::{Clock, Error, Hlc, Isolation, Result, SystemClock};
 
 /// Meta key of the next unreserved transaction id.
 const META_NEXT_TXN_ID: &[u8] = b"txn/next_id";
@@ -108,6 +108,7 @@ impl TxnManager {
             reads: ReadSet::default(),
             writes: WriteSet::new(),
             locked: HashSet::new(),
+            deadline_ns: None,
         })
     }
 }
@@ -123,6 +124,9 @@ pub struct Transaction {
     reads: ReadSet,
     writes: WriteSet,
     locked: HashSet<Vec<u8>>,
+    /// Physical-clock time (ns) after which reads fail with
+    /// [`Error::StatementTimeout`]; set per statement.
+    deadline_ns: Option<u64>,
 }
 
 impl Transaction {
@@ -156,9 +160,25 @@ impl Transaction {
         }
     }
 
+    /// Bounds the current statement: once the physical clock passes
+    /// `timeout_ns` from now, reads fail with [`Error::StatementTimeout`]
+    /// (checked at every read and scan, so a long statement stops within
+    /// one storage call of its deadline). `None` removes the bound.
+    pub fn set_statement_timeout(&mut self, timeout_ns: Option<u64>) {
+        self.deadline_ns = timeout_ns.map(|timeout| self.manager.hlc.physical_now_ns().saturating_add(timeout));
+    }
+
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline_ns {
+            Some(deadline) if self.manager.hlc.physical_now_ns() >= deadline => Err(Error::StatementTimeout),
+            _ => Ok(()),
+        }
+    }
+
     /// The value of `key`: this transaction's own write if it has one, else
     /// the committed value at its snapshot.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_deadline()?;
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
@@ -188,6 +208,7 @@ impl Transaction {
         reverse: bool,
         limit: Option<usize>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_deadline()?;
         let range = (start, end);
         if let (Bound::Included(start) | Bound::Excluded(start), Bound::Included(end) | Bound::Excluded(end)) =
             (&range.0, &range.1)

@@ -311,3 +311,21 @@ fn restart_keeps_commits_and_moves_the_clock_past_them() {
     write(&mut txn, "k", 8);
     assert!(txn.commit().unwrap() > committed_at);
 }
+
+#[test]
+fn a_statement_past_its_deadline_fails_and_the_next_statement_gets_a_new_one() {
+    let clock = Arc::new(geodb_txn::ManualClock::new(1_000_000));
+    let manager = TxnManager::with_clock(Arc::new(MemoryEngine::new()), Box::new(clock.clone()), 1_000).unwrap();
+    seed(&manager, &[("x", 1)]);
+    let mut txn = manager.begin(Isolation::Serializable).unwrap();
+    txn.set_statement_timeout(Some(500));
+    assert_eq!(read(&mut txn, "x"), Some(1));
+    clock.advance(500);
+    assert!(matches!(txn.get(b"x"), Err(Error::StatementTimeout)));
+    assert!(matches!(txn.scan(Bound::Unbounded, Bound::Unbounded, false, None), Err(Error::StatementTimeout)));
+    txn.set_statement_timeout(Some(500));
+    assert_eq!(read(&mut txn, "x"), Some(1));
+    txn.set_statement_timeout(None);
+    clock.advance(10_000);
+    assert_eq!(read(&mut txn, "x"), Some(1));
+}

@@ -58,6 +58,10 @@ pub struct Limits {
     pub retries_max: u32,
     /// Statements in one batch.
     pub batch_statements_max: usize,
+    /// A statement running longer than this fails with 57014; 0 disables
+    /// the bound (as PostgreSQL's `statement_timeout`). 30 s is far beyond
+    /// any OLTP statement yet stops a runaway scan from holding a worker.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
             session_idle_timeout_ms: 60_000,
             retries_max: 16,
             batch_statements_max: 1000,
+            statement_timeout_ms: 30_000,
         }
     }
 }

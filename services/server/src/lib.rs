@@ -3,7 +3,7 @@
 //! The only crate with sockets, threads and timers. It opens a node's
 //! storage, transactions and SQL ([`node`]), serves the HTTP API
 //! ([`http`]), keeps interactive sessions ([`session`]), runs statements
-//! on the blocking pool ([`exec`]), and reports logs, traces and metrics
+//! off the async path ([`exec`]), and reports logs, traces and metrics
 //! ([`telemetry`]). [`serve`] ties them together for `geodb dev` and
 //! `geodb start`.
 

@@ -136,6 +136,7 @@ impl Error {
             Error::Txn(geodb_txn::Error::Conflict(_)) => "40001",
             Error::Txn(geodb_txn::Error::Storage(e)) | Error::Storage(e) => storage_code(e),
             Error::Txn(geodb_txn::Error::ClockOffset { .. }) => "08006",
+            Error::Txn(geodb_txn::Error::StatementTimeout) => "57014",
             Error::Txn(geodb_txn::Error::Invalid(_)) | Error::Internal(_) => "XX000",
         }
     }
@@ -193,5 +194,6 @@ mod storage_code_tests {
         assert_eq!(Error::Storage(geodb_storage::Error::Corrupt("row".into())).code(), "XX001");
         assert_eq!(Error::Txn(geodb_txn::Error::Conflict("x".into())).code(), "40001");
         assert!(!Error::Storage(geodb_storage::Error::Corrupt("row".into())).is_retryable());
+        assert_eq!(Error::Txn(geodb_txn::Error::StatementTimeout).code(), "57014");
     }
 }

@@ -90,8 +90,9 @@ struct CheckpointFile {
 fn family_index(cf: ColumnFamily) -> usize {
     match cf {
         ColumnFamily::Data => 0,
-        ColumnFamily::Locks => 1,
-        ColumnFamily::Meta => 2,
+        ColumnFamily::Latest => 1,
+        ColumnFamily::Locks => 2,
+        ColumnFamily::Meta => 3,
     }
 }
 

@@ -28,6 +28,9 @@ use crate::Result;
 pub enum ColumnFamily {
     /// MVCC versions of user data (see `mvcc`).
     Data,
+    /// The newest version of each user key, under the plain key: a point
+    /// read at a recent snapshot is one `get` instead of an iterator seek.
+    Latest,
     /// Prepared, not yet committed writes (locks / intents), apart from the
     /// data so that readers of committed data never scan over them.
     Locks,
@@ -36,12 +39,14 @@ pub enum ColumnFamily {
 }
 
 impl ColumnFamily {
-    pub const ALL: [ColumnFamily; 3] = [ColumnFamily::Data, ColumnFamily::Locks, ColumnFamily::Meta];
+    pub const ALL: [ColumnFamily; 4] =
+        [ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks, ColumnFamily::Meta];
 
     /// The family's name on disk. Never change one: it is part of the format.
     pub fn name(self) -> &'static str {
         match self {
             ColumnFamily::Data => "data",
+            ColumnFamily::Latest => "latest",
             ColumnFamily::Locks => "locks",
             ColumnFamily::Meta => "meta",
         }

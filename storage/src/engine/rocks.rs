@@ -99,10 +99,11 @@ impl RocksEngine {
 fn family_options(cf: ColumnFamily, cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
-    if cf == ColumnFamily::Data {
-        // Whole-key filters only help point lookups, and only the data
-        // family is large enough for a lookup to miss the memtable and go
-        // to disk. Locks and meta are small and mostly in memory.
+    if cf == ColumnFamily::Latest {
+        // Whole-key filters only help point lookups (`get`), and those go
+        // to the latest-version family; the data family is read by seeks,
+        // which whole-key filters cannot help. Locks and meta are small and
+        // mostly in memory.
         table.set_bloom_filter(BLOOM_FILTER_BITS_PER_KEY, false);
     }
     let mut options = Options::default();

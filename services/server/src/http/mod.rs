@@ -10,8 +10,8 @@
 //!
 //! Every response carries `X-GeoDB-Node` and `X-GeoDB-Region`. Requests
 //! to `/v1` beyond `limits.requests_inflight_max` are shed with 503 and
-//! `Retry-After` instead of queueing. Statements run on tokio's blocking
-//! pool: storage calls block (reads, the group-commit sync).
+//! `Retry-After` instead of queueing. Statements run through
+//! `exec::blocking`: storage calls block (reads, the group-commit sync).
 
 pub mod body;
 pub mod error;

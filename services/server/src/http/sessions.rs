@@ -72,25 +72,16 @@ pub async fn statement(
     session.last_used = Instant::now();
     if let Some(control) = geodb_sql::parse_control(&request.sql) {
         let control = control?;
-        let node = node.clone();
-        return tokio::task::spawn_blocking(move || run_control(&node, &mut session, control))
-            .await
-            .map_err(|error| ApiError::internal(format!("statement task failed: {error}")))?
-            .map(Json);
+        return exec::blocking(|| run_control(&node, &mut session, control)).map(Json);
     }
     let statement = Statement::from_request(request)?;
     if session.txn.is_none() {
         // Autocommit: the statement is a one-statement transaction.
         let isolation = session.next_isolation.take().unwrap_or(session.default_isolation);
-        let statements = Arc::new(vec![statement]);
+        let statements = vec![statement];
         let mut retries = 0;
         loop {
-            let attempt = {
-                let (node, statements) = (node.clone(), statements.clone());
-                tokio::task::spawn_blocking(move || exec::run_transaction(&node, isolation, &statements))
-                    .await
-                    .map_err(|error| ApiError::internal(format!("statement task failed: {error}")))?
-            };
+            let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
             match attempt {
                 Ok((results, _)) => return Ok(Json(exec::result_json(&results[0]))),
                 Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
@@ -105,8 +96,7 @@ pub async fn statement(
     if session.failed {
         return Err(in_failed_transaction());
     }
-    let node = node.clone();
-    tokio::task::spawn_blocking(move || {
+    exec::blocking(|| {
         let session = &mut *session;
         let txn = session.txn.as_mut().expect("checked above: a transaction is open");
         session.txn_used = true;
@@ -118,8 +108,6 @@ pub async fn statement(
             }
         }
     })
-    .await
-    .map_err(|error| ApiError::internal(format!("statement task failed: {error}")))?
 }
 
 fn in_failed_transaction() -> ApiError {

@@ -76,15 +76,9 @@ pub async fn one_shot(State(node): State<Arc<Node>>, body: Body) -> Result<Json<
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give either \"sql\" or \"statements\", not both")),
         (None, None) => return Err(ApiError::bad_request("expected \"sql\" or \"statements\"")),
     };
-    let statements = Arc::new(statements);
     let mut retries = 0u32;
     loop {
-        let attempt = {
-            let (node, statements) = (node.clone(), statements.clone());
-            tokio::task::spawn_blocking(move || exec::run_transaction(&node, isolation, &statements))
-                .await
-                .map_err(|error| ApiError::internal(format!("statement task failed: {error}")))?
-        };
+        let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
         match attempt {
             Ok((results, commit_ts)) => {
                 let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();

@@ -59,6 +59,7 @@ pub fn read_level(
         IndexChoice::Secondary(i) => table.indexes[i].id,
     };
     let mut prefix = keys::index_prefix(table.id, index_id);
+    // (`prefix` grows by the equality-bound key columns.)
     for (expr, &column) in access.eq.iter().zip(&access.key_columns) {
         let value = eval(expr, row, params)?;
         match key_value(value, &table.columns[column].ty) {
@@ -67,6 +68,42 @@ pub fn read_level(
         }
     }
 
+    if let Some(list) = &access.in_list {
+        // One read per distinct value, in key order.
+        let column = &table.columns[access.key_columns[access.eq.len()]];
+        let mut keys = Vec::with_capacity(list.len());
+        for expr in list {
+            if let Some(value) = key_value(eval(expr, row, params)?, &column.ty) {
+                let mut key = prefix.clone();
+                keycode::encode_value(&mut key, &value);
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if read_prefix(txn, level, key, row, params, options, visit)? == STOP {
+                return Ok(STOP);
+            }
+        }
+        return Ok(CONTINUE);
+    }
+    read_prefix(txn, level, prefix, row, params, options, visit)
+}
+
+/// Reads the rows under `prefix` (the encoded bound key columns): one row
+/// for a point access, else a scan within the access's range.
+fn read_prefix(
+    txn: &mut Transaction,
+    level: &Level,
+    prefix: Vec<u8>,
+    row: &mut Vec<Value>,
+    params: &[Value],
+    options: &ReadOptions,
+    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+) -> Result<Flow> {
+    let table = &level.table;
+    let access = &level.access;
     if access.point {
         let bytes = match access.index {
             IndexChoice::Primary => fetch_row(txn, &prefix, options.for_update)?,

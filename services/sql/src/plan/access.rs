@@ -15,6 +15,13 @@
 //! 4. a scan order that makes an `ORDER BY` (or a `MIN`/`MAX`) free;
 //! 5. the primary key over a secondary index (no second read per row).
 //!
+//! An `IN (...)` list of known values on the key column right after the
+//! equality prefix counts as one more bound column: the table is read once
+//! per distinct value — a point read each when that completes a unique key
+//! (TPC-C New-Order's `i_id IN (...)` is a handful of gets, not a scan of
+//! the item table). Such reads come back in key order of the values, which
+//! no `ORDER BY` is assumed to match.
+//!
 //! With nothing bound the table is scanned in full. Equality conjuncts the
 //! key consumes are dropped from the table's filter (the key encodes the
 //! column's exact value); range conjuncts stay in the filter, so a bound
@@ -54,10 +61,14 @@ pub struct Access {
     /// Values of the leading key columns, bound by equality (over the
     /// joined row of the earlier tables, and parameters).
     pub eq: Vec<Expr>,
+    /// Values of key column `eq.len()`, from an `IN (...)` list: the
+    /// access is repeated for each distinct value (no range then).
+    pub in_list: Option<Vec<Expr>>,
     /// Range on key column `eq.len()`.
     pub lower: Option<RangeBound>,
     pub upper: Option<RangeBound>,
-    /// Every key column is bound and the key is unique: one `get`.
+    /// Every key column is bound (by `eq`, then `in_list`) and the key is
+    /// unique: one `get` (per `in_list` value).
     pub point: bool,
     /// Scan in descending key order.
     pub reverse: bool,
@@ -89,6 +100,8 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
     let width = table.columns.len();
     // Conjuncts of the shape `column op known` (or `BETWEEN`), by conjunct.
     let mut bounds: Vec<(usize, Bound<'_>)> = Vec::new();
+    // `column IN (known, ...)` lists, by column.
+    let mut in_lists: Vec<(usize, &Vec<Expr>)> = Vec::new();
     let mut restricted: HashSet<usize> = HashSet::new();
     for (i, conjunct) in conjuncts.iter().enumerate() {
         let known = |e: &Expr| {
@@ -111,6 +124,14 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
                     && known(a)
                 {
                     bounds.push((i, Bound { column, op: op.flip(), value: a }));
+                    restricted.insert(column);
+                }
+            }
+            Expr::InList { expr, list, negated: false } => {
+                if let Some(column) = own(expr)
+                    && list.iter().all(known)
+                {
+                    in_lists.push((column, list));
                     restricted.insert(column);
                 }
             }
@@ -155,8 +176,17 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
                 None => break,
             }
         }
+        // An IN list on the next key column; the conjunct stays in the
+        // filter, so the list needs no exact conversion to be correct.
+        let in_list = key_columns
+            .get(eq.len())
+            .and_then(|col| in_lists.iter().find(|(column, _)| column == col))
+            .map(|(_, list)| (*list).clone());
+        let bound_count = eq.len() + usize::from(in_list.is_some());
         let (mut lower, mut upper) = (None, None);
-        if let Some(&col) = key_columns.get(eq.len()) {
+        if let Some(&col) = key_columns.get(eq.len())
+            && in_list.is_none()
+        {
             for (_, b) in bounds.iter().filter(|(_, b)| b.column == col) {
                 let bound = RangeBound { expr: b.value.clone(), inclusive: matches!(b.op, CmpOp::GtEq | CmpOp::LtEq) };
                 match b.op {
@@ -166,18 +196,19 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
                 }
             }
         }
-        let point = eq.len() == key_columns.len() && unique;
+        let point = bound_count == key_columns.len() && unique;
         // Key order after the equality prefix.
         let mut order_columns: Vec<usize> = key_columns[eq.len()..].to_vec();
         if index != IndexChoice::Primary {
             order_columns.extend(table.primary_key.iter().filter(|c| !key_columns.contains(c)));
         }
         let bound_columns = &key_columns[..eq.len()];
-        let satisfied =
-            order.and_then(|order| order_satisfied(table, offset, order, bound_columns, &order_columns, &restricted));
+        let satisfied = order
+            .filter(|_| in_list.is_none())
+            .and_then(|order| order_satisfied(table, offset, order, bound_columns, &order_columns, &restricted));
         let score = Score {
             point: u8::from(point) * 2 + u8::from(point && index == IndexChoice::Primary),
-            eq: eq.len(),
+            eq: bound_count,
             range: lower.is_some() || upper.is_some(),
             order: satisfied.is_some(),
             primary: index == IndexChoice::Primary,
@@ -186,6 +217,7 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
             index,
             key_columns,
             eq,
+            in_list,
             lower,
             upper,
             point,
@@ -193,7 +225,9 @@ pub fn choose(table: &Table, offset: usize, conjuncts: &[Expr], order: Option<&[
             limit_pushdown: false,
             first_row_only: false,
         };
-        let choice = Choice { access, consumed, order_satisfied: satisfied.is_some() || (point && order.is_some()) };
+        let single_point = point && access.in_list.is_none();
+        let choice =
+            Choice { access, consumed, order_satisfied: satisfied.is_some() || (single_point && order.is_some()) };
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, choice));
         }

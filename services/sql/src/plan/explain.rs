@@ -106,13 +106,18 @@ pub fn access_line(level: &Level, limit: Option<&Expr>) -> String {
         IndexChoice::Primary => "PRIMARY KEY".to_string(),
         IndexChoice::Secondary(i) => format!("INDEX {}", table.indexes[i].name),
     };
+    let in_values = access.in_list.as_ref().map(|list| format!(" IN list of {}", list.len()));
     let mut line = if access.point {
         let names: Vec<&str> = access.key_columns.iter().map(|&c| table.columns[c].name.as_str()).collect();
-        format!("Get {} {} ({})", table.name, index, names.join(", "))
+        format!("Get {} {} ({}){}", table.name, index, names.join(", "), in_values.unwrap_or_default())
     } else {
         let mut parts = Vec::new();
         if !access.eq.is_empty() {
             parts.push(format!("prefix {} cols", access.eq.len()));
+        }
+        if let Some(list) = &access.in_list {
+            let column = access.key_columns[access.eq.len()];
+            parts.push(format!("{} IN list of {}", table.columns[column].name, list.len()));
         }
         if access.lower.is_some() || access.upper.is_some() {
             let column = access.key_columns[access.eq.len()];

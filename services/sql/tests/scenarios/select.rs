@@ -238,3 +238,54 @@ fn select_without_from() {
         vec![vec![dec("0.3"), int(3), int(1), dec("3.5")]]
     );
 }
+
+#[test]
+fn in_lists_on_key_columns_are_point_reads_not_scans() {
+    let h = Harness::new();
+    h.run("CREATE TABLE item (i_id INT PRIMARY KEY, i_price DECIMAL(5,2))");
+    h.run("CREATE TABLE stock (s_w_id INT, s_i_id INT, s_quantity INT, PRIMARY KEY (s_w_id, s_i_id))");
+    h.run("CREATE TABLE ol (w INT, d INT, o INT, n INT, PRIMARY KEY (w, d, o, n))");
+    for i in 1..=20 {
+        h.exec("INSERT INTO item VALUES ($1, $2)", &[int(i), dec("1.50")]);
+        h.exec("INSERT INTO stock VALUES (1, $1, $2)", &[int(i), int(i * 10)]);
+        h.exec("INSERT INTO ol VALUES (1, 1, $1, 1), (1, 1, $1, 2)", &[int(i)]);
+    }
+    h.assert_plan("SELECT i_price FROM item WHERE i_id IN (3, 1, 2)", "Get item PRIMARY KEY (i_id) IN list of 3");
+    h.assert_plan(
+        "SELECT s_quantity FROM stock WHERE s_w_id = 1 AND s_i_id IN ($1, $2)",
+        "Get stock PRIMARY KEY (s_w_id, s_i_id) IN list of 2",
+    );
+    h.assert_plan(
+        "SELECT n FROM ol WHERE w = 1 AND d = 1 AND o IN (4, 5)",
+        "Scan ol PRIMARY KEY (prefix 2 cols, o IN list of 2)",
+    );
+    let ids = |rows: Vec<Vec<Value>>| -> Vec<i64> {
+        rows.into_iter()
+            .map(|row| match &row[0] {
+                Value::Int(i) => *i,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    // Duplicates, NULLs and absent values; rows come once each.
+    let mut got = ids(h.rows("SELECT i_id FROM item WHERE i_id IN (3, 1, 3, NULL, 99, 2)", &[]));
+    got.sort();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(
+        ids(h.rows(
+            "SELECT s_quantity FROM stock WHERE s_w_id = 1 AND s_i_id IN ($1, $2) ORDER BY s_quantity DESC",
+            &[int(4), int(7)]
+        )),
+        vec![70, 40]
+    );
+    assert_eq!(
+        ids(h.rows("SELECT n FROM ol WHERE w = 1 AND d = 1 AND o IN (4, 5) ORDER BY o, n", &[])),
+        vec![1, 2, 1, 2]
+    );
+    // Updates through an IN list touch exactly those rows.
+    assert_eq!(
+        h.exec("UPDATE stock SET s_quantity = 0 WHERE s_w_id = 1 AND s_i_id IN (5, 6, 50)", &[]).rows_affected,
+        2
+    );
+    assert_eq!(ids(h.rows("SELECT COUNT(*) FROM stock WHERE s_w_id = 1 AND s_quantity = 0", &[])), vec![2]);
+}
