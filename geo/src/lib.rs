@@ -1,10 +1,14 @@
 //! # geodb-geo — regions, zones and nodes
 //!
 //! The vocabulary of where data lives. Today it holds the topology types
-//! and the standard emulated latency matrix of the benchmarks; Multi-Paxos
-//! groups, replica placement, the directory of homes and rehoming will live
-//! here, as sans-IO state machines.
+//! and the standard emulated latency matrix of `shared/BENCHMARKS.md`, and
+//! `paxos`: Multi-Paxos groups as sans-IO state machines (many groups per
+//! node, a stable leader with a placement preference, batching and
+//! pipelining, read-index reads, catch-up from the log or a snapshot).
+//! Replica placement, the directory of homes and rehoming will live here too.
 
+pub mod paxos;
 pub mod topology;
 
+pub use paxos::{Ballot, GroupId, MultiPaxos, Replica, Slot};
 pub use topology::{LatencyMatrix, NodeId, Region, Zone};

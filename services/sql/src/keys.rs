@@ -44,6 +44,17 @@ pub const CATALOG_VERSION_KEY: &[u8] = &[CATALOG_SPACE, b'v'];
 pub const CATALOG_NEXT_TABLE_KEY: &[u8] = &[CATALOG_SPACE, b'n'];
 /// Prefix of table definitions.
 pub const CATALOG_TABLES_PREFIX: &[u8] = &[CATALOG_SPACE, b't'];
+/// Prefix of the record of each dropped table (`d` + table id): rows of a
+/// dropped table stay on disk, unreachable (table ids are never reused),
+/// until version garbage collection purges the table's key prefix.
+pub const CATALOG_DROPPED_PREFIX: &[u8] = &[CATALOG_SPACE, b'd'];
+
+/// The record of a dropped table.
+pub fn catalog_dropped_key(table_id: u32) -> Vec<u8> {
+    let mut key = CATALOG_DROPPED_PREFIX.to_vec();
+    key.extend_from_slice(&table_id.to_be_bytes());
+    key
+}
 
 /// Length of `TABLE_SPACE, table id, index id`.
 pub const INDEX_PREFIX_LEN: usize = 9;

@@ -193,3 +193,22 @@ fn identifiers_fold_to_lower_case() {
     assert_eq!(result.columns, vec!["Who".to_string()]);
     let _ = Value::Null;
 }
+
+#[test]
+fn drop_table_is_a_catalog_change_and_a_recreated_table_starts_empty() {
+    let h = Harness::new();
+    h.run("CREATE TABLE big (id INT PRIMARY KEY, v TEXT)");
+    h.run("CREATE INDEX big_v ON big (v)");
+    for i in 0..50 {
+        h.exec("INSERT INTO big VALUES ($1, 'x')", &[int(i)]);
+    }
+    let dropped = h.exec("DROP TABLE big", &[]);
+    assert_eq!(dropped.rows_affected, 0);
+    assert_eq!(h.code("SELECT * FROM big", &[]), "42P01");
+    h.run("CREATE TABLE big (id INT PRIMARY KEY, v TEXT)");
+    h.run("CREATE INDEX big_v ON big (v)");
+    assert!(h.rows("SELECT id FROM big", &[]).is_empty());
+    assert!(h.rows("SELECT id FROM big WHERE v = 'x'", &[]).is_empty());
+    h.exec("INSERT INTO big VALUES (1, 'y')", &[]);
+    assert_eq!(h.rows("SELECT id FROM big", &[]).len(), 1);
+}

@@ -1,0 +1,98 @@
+//! A replica's configuration and the protocol's named bounds.
+
+use super::ballot::GroupId;
+use crate::topology::NodeId;
+
+/// Most commands packed into one slot: one phase-2 round carries at most this
+/// many, which bounds an `Accept` message to what a frame comfortably holds.
+pub const BATCH_COMMANDS_MAX: usize = 64;
+
+/// Most proposals a leader queues while its in-flight window is full; beyond
+/// it `propose` answers `Busy` and the caller backs off (load shedding).
+pub const PROPOSALS_PENDING_MAX: usize = 1024;
+
+/// Most chosen entries in one catch-up reply; the receiver asks again for more.
+/// Keeps one message small while a lagging replica streams the log.
+pub const CATCH_UP_ENTRIES_MAX: usize = 64;
+
+/// Most read requests a leader holds while confirming leadership.
+pub const READS_PENDING_MAX: usize = 1024;
+
+const _: () = assert!(BATCH_COMMANDS_MAX > 0 && CATCH_UP_ENTRIES_MAX > 0);
+// Eight full batches (the default window) fit in the pending queue, so a
+// burst the pipeline can absorb is never refused as `Busy`.
+const _: () = assert!(PROPOSALS_PENDING_MAX >= 8 * BATCH_COMMANDS_MAX);
+
+/// How one replica of one group behaves. Times are in microseconds of the
+/// replica's own clock (the `now_us` passed to `tick`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub group: GroupId,
+    pub node: NodeId,
+    /// The voters of the group, fixed for now.
+    pub voters: Vec<NodeId>,
+    /// Non-voting learners (e.g. one in every other region under zone
+    /// survival): they receive and apply the log but never vote or stand.
+    pub learners: Vec<NodeId>,
+    /// Placement preference: the node that should lead (in the home region).
+    /// Others wait `placement_delay_us` longer before standing, and a leader
+    /// that is not preferred hands over once the preferred node has caught up.
+    pub preferred_leader: Option<NodeId>,
+    /// How often a leader heartbeats (and retransmits unanswered accepts).
+    pub heartbeat_interval_us: u64,
+    /// A follower stands for election after this long without a leader, plus
+    /// jitter in `0..election_timeout_us`; a leader steps down after this long
+    /// without hearing from a quorum.
+    pub election_timeout_us: u64,
+    /// Extra wait before a non-preferred node stands.
+    pub placement_delay_us: u64,
+    /// Slots a leader may have proposed but not yet chosen (pipelining depth).
+    pub window_slots_max: u64,
+    /// Seed of the election jitter; the simulator passes one derived from its seed.
+    pub seed: u64,
+}
+
+impl Config {
+    /// A configuration with timeouts suited to round trips up to `rtt_us`.
+    pub fn new(group: GroupId, node: NodeId, voters: Vec<NodeId>, rtt_us: u64) -> Self {
+        let heartbeat_interval_us = (2 * rtt_us).max(1_000);
+        Config {
+            group,
+            node,
+            voters,
+            learners: Vec::new(),
+            preferred_leader: None,
+            heartbeat_interval_us,
+            election_timeout_us: 5 * heartbeat_interval_us,
+            placement_delay_us: 5 * heartbeat_interval_us,
+            window_slots_max: 8,
+            seed: 0,
+        }
+    }
+
+    pub(crate) fn validate(&self) {
+        assert!(!self.voters.is_empty(), "{}: a group needs voters", self.group);
+        assert!(
+            self.voters.contains(&self.node) || self.learners.contains(&self.node),
+            "{}: {} is neither a voter nor a learner",
+            self.group,
+            self.node
+        );
+        assert!(
+            !self.learners.iter().any(|learner| self.voters.contains(learner)),
+            "{}: a learner cannot vote",
+            self.group
+        );
+        assert!(
+            self.preferred_leader.is_none_or(|preferred| self.voters.contains(&preferred)),
+            "{}: the preferred leader must be a voter",
+            self.group
+        );
+        assert!(self.heartbeat_interval_us > 0 && self.window_slots_max > 0);
+        assert!(
+            self.election_timeout_us > 2 * self.heartbeat_interval_us,
+            "{}: an election timeout must outlast a lost heartbeat or two",
+            self.group
+        );
+    }
+}

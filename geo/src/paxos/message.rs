@@ -1,0 +1,98 @@
+//! What replicas of one group say to each other, and what the log holds.
+//!
+//! Message flow of one ballot (Lamport, *Paxos Made Simple* §2.2 and §3):
+//!
+//! ```text
+//!  candidate                 acceptors
+//!     │ Prepare(b, from) ───────►│   phase 1a: once per ballot, all slots ≥ from
+//!     │◄──────── Promise(b, …)   │   phase 1b: accepted entries ≥ from
+//!     │ Accept(b, s, v) ────────►│   phase 2a: per batch, pipelined
+//!     │◄──────── Accepted(b, s)  │   phase 2b
+//!     │ Heartbeat(b, seq, chosen)►│   liveness, commit index, read-index rounds
+//!     │◄──── HeartbeatAck(b, seq) │
+//! ```
+//!
+//! Any replica may answer `Reject(promised)` to a ballot below its promise;
+//! lagging replicas ask for `CatchUpRequest` and get chosen entries or a snapshot.
+
+use serde::{Deserialize, Serialize};
+
+use super::ballot::{Ballot, GroupId, Slot};
+use crate::topology::NodeId;
+
+/// One client command: opaque bytes interpreted by the state machine above.
+pub type Command = Vec<u8>;
+
+/// What a slot holds once chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// Fills a slot that a new leader found possibly used but with no accepted value.
+    Noop,
+    /// A batch of commands, applied in order (phase 2 per batch, not per command).
+    Batch(Vec<Command>),
+}
+
+/// One accepted (or chosen) log entry as an acceptor stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub slot: Slot,
+    /// The ballot in which this acceptor accepted the value.
+    pub ballot: Ballot,
+    pub value: Value,
+}
+
+/// A snapshot of the state machine supplied by the layer above: opaque bytes
+/// covering every slot up to and including `slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub slot: Slot,
+    pub data: Vec<u8>,
+}
+
+/// A message between two replicas of one group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a for every slot from `from` on. `handoff` marks a candidacy the
+    /// current leader asked for (placement), which acceptors must not refuse
+    /// for having heard from that leader recently.
+    Prepare { ballot: Ballot, from: Slot, handoff: bool },
+    /// Phase 1b: the acceptor promised `ballot` and reports what it accepted at
+    /// or after the prepare's `from`. Entries at or below `chosen` are chosen.
+    /// Nothing at or below `snapshot_slot` is reported: it was compacted away.
+    Promise { ballot: Ballot, chosen: Slot, snapshot_slot: Slot, entries: Vec<Entry> },
+    /// Phase 2a for one slot; carries the leader's chosen index as well.
+    Accept { ballot: Ballot, slot: Slot, value: Value, chosen: Slot },
+    /// Phase 2b.
+    Accepted { ballot: Ballot, slot: Slot },
+    /// The receiver had promised `promised`, above the `ballot` it was asked for.
+    Reject { ballot: Ballot, promised: Ballot },
+    /// The leader is alive, its chosen index, and a read-index round number.
+    Heartbeat { ballot: Ballot, seq: u64, chosen: Slot },
+    /// The sender still follows `ballot` as of heartbeat `seq`.
+    HeartbeatAck { ballot: Ballot, seq: u64, chosen: Slot },
+    /// The sender lacks chosen entries from `from` on.
+    CatchUpRequest { from: Slot },
+    /// Chosen entries, contiguous, and the sender's chosen index.
+    CatchUp { entries: Vec<Entry>, chosen: Slot },
+    /// A snapshot for a replica whose missing entries were compacted away.
+    InstallSnapshot { snapshot: Snapshot },
+    /// The leader asks the preferred replica to take over (it is caught up).
+    Handoff { ballot: Ballot },
+}
+
+impl Message {
+    /// An acceptor's answer that promises something durable: the planted
+    /// "ack before persist" fault sends exactly these early.
+    pub fn is_acceptor_ack(&self) -> bool {
+        matches!(self, Message::Promise { .. } | Message::Accepted { .. })
+    }
+}
+
+/// A message with its routing: many groups share one connection per node pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub group: GroupId,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub message: Message,
+}

@@ -1,0 +1,95 @@
+//! Many Multi-Paxos groups on one node.
+//!
+//! A node hosts one [`Replica`] per group it holds a copy of, and routes each
+//! incoming [`Envelope`] by its [`GroupId`]. Every group's outputs are handed
+//! back together so that the runtime can make all of them durable with one
+//! fsync and send them over one connection per node pair.
+
+use std::collections::BTreeMap;
+
+use super::ballot::GroupId;
+use super::config::Config;
+use super::message::{Command, Envelope, Snapshot};
+use super::ready::{Ready, Stored};
+use super::replica::{ProposeError, Replica};
+use crate::topology::NodeId;
+
+/// Every group's Ready from one call of [`MultiPaxos::take_ready`], in group
+/// order. The ordering rule of [`Ready`] holds for the whole set: persist all,
+/// then send all, then apply.
+pub type NodeReady = Vec<(GroupId, Ready)>;
+
+/// The replicas of one node, keyed by group.
+#[derive(Debug)]
+pub struct MultiPaxos {
+    node: NodeId,
+    groups: BTreeMap<GroupId, Replica>,
+}
+
+impl MultiPaxos {
+    pub fn new(node: NodeId) -> Self {
+        MultiPaxos { node, groups: BTreeMap::new() }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Adds (or restarts) this node's replica of `config.group`.
+    pub fn add_group(&mut self, config: Config, stored: Stored, now_us: u64) {
+        assert_eq!(config.node, self.node, "a replica for another node");
+        let group = config.group;
+        let previous = self.groups.insert(group, Replica::new(config, stored, now_us));
+        assert!(previous.is_none(), "{group} added twice on {}", self.node);
+    }
+
+    pub fn group(&self, group: GroupId) -> Option<&Replica> {
+        self.groups.get(&group)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &Replica)> {
+        self.groups.iter().map(|(id, replica)| (*id, replica))
+    }
+
+    /// Routes a message to its group; messages for groups this node does not
+    /// host are dropped (the group may have moved away).
+    pub fn step(&mut self, now_us: u64, envelope: Envelope) {
+        assert_eq!(envelope.to, self.node, "message for another node");
+        if let Some(replica) = self.groups.get_mut(&envelope.group) {
+            replica.step(now_us, envelope);
+        }
+    }
+
+    pub fn tick(&mut self, now_us: u64) {
+        for replica in self.groups.values_mut() {
+            replica.tick(now_us);
+        }
+    }
+
+    pub fn propose(&mut self, group: GroupId, command: Command) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(replica) => replica.propose(command),
+            None => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    pub fn read_index(&mut self, group: GroupId, id: u64) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(replica) => replica.read_index(id),
+            None => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    pub fn compact(&mut self, group: GroupId, snapshot: Snapshot) {
+        self.groups.get_mut(&group).expect("compacting a group this node hosts").compact(snapshot);
+    }
+
+    /// Every non-empty Ready, in group order.
+    pub fn take_ready(&mut self) -> NodeReady {
+        self.groups
+            .iter_mut()
+            .map(|(group, replica)| (*group, replica.take_ready()))
+            .filter(|(_, ready)| !ready.is_empty())
+            .collect()
+    }
+}

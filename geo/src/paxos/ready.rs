@@ -1,0 +1,131 @@
+//! What a replica hands back after each input, and what it needs after a restart.
+//!
+//! The runtime must process a [`Ready`] in the order of its fields:
+//!
+//! 1. `persist`: make it durable (write and fsync). Everything later depends
+//!    on it: an acceptor that answers before its promise or vote is durable
+//!    can forget it in a crash and break safety (Chandra et al., *Paxos Made
+//!    Live* §5.1, "disk corruption" and the need to persist before replying).
+//! 2. `send`: only after `persist` is durable. A message in `send` may
+//!    promise what `persist` wrote.
+//! 3. `restore`, then `apply`, then `reads`: hand the state machine a snapshot
+//!    to restore (if any), then the newly chosen entries in slot order, then
+//!    the reads whose index has now been applied.
+//!
+//! Readies are processed one after another, in the order they were taken:
+//! a later Ready's messages may rely on an earlier Ready's persist.
+
+use serde::{Deserialize, Serialize};
+
+use super::ballot::{Ballot, Slot};
+use super::message::{Entry, Envelope, Snapshot, Value};
+
+/// The acceptor's durable scalars.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The highest ballot promised (phase 1b) or accepted in (phase 2b).
+    pub promised: Ballot,
+    /// Every slot up to here is chosen and its value is in the log or the
+    /// snapshot. Written along with other writes, never on its own, so it may
+    /// lag: a restarted replica learns the rest again.
+    pub chosen: Slot,
+}
+
+/// Writes to make durable, atomically, applied in this order:
+/// the snapshot (which drops log entries at or below its slot), then the
+/// entries (overwriting any entry of the same slot), then the hard state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+}
+
+impl Persist {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// One chosen log entry for the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub slot: Slot,
+    pub value: Value,
+}
+
+/// The outcome of a linearizable read request (`Replica::read_index`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Leadership was confirmed by a quorum after the request, and every slot up
+    /// to `index` is applied: serve the read from the state machine now.
+    Ready { index: Slot },
+    /// The replica stopped being leader before it could confirm; retry elsewhere.
+    Aborted,
+}
+
+/// A read request's id (chosen by the caller) and its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub id: u64,
+    pub outcome: ReadOutcome,
+}
+
+/// The outputs of one or more inputs, in the order the runtime must handle
+/// them: make `persist` durable; only then send `send`; then hand `restore`,
+/// `apply` and `reads` to the state machine, in that order. Readies are
+/// handled one after another, in the order they were taken.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    pub persist: Persist,
+    pub send: Vec<Envelope>,
+    pub restore: Option<Snapshot>,
+    pub apply: Vec<Committed>,
+    pub reads: Vec<ReadState>,
+    /// Informational: the replica became leader with this ballot (after this
+    /// Ready's persist). The simulator checks one leader per ballot with it.
+    pub became_leader: Option<Ballot>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty()
+            && self.send.is_empty()
+            && self.restore.is_none()
+            && self.apply.is_empty()
+            && self.reads.is_empty()
+            && self.became_leader.is_none()
+    }
+}
+
+/// What a replica restarts from: everything its runtime made durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Entries above the snapshot, in slot order.
+    pub entries: Vec<Entry>,
+}
+
+impl Stored {
+    /// Applies one `Persist` the way a runtime's store must (see [`Persist`]).
+    pub fn apply(&mut self, persist: &Persist) {
+        if let Some(snapshot) = &persist.snapshot {
+            self.entries.retain(|entry| entry.slot > snapshot.slot);
+            self.snapshot = Some(snapshot.clone());
+        }
+        let floor = self.snapshot.as_ref().map_or(Slot::ZERO, |snapshot| snapshot.slot);
+        for entry in &persist.entries {
+            if entry.slot <= floor {
+                continue;
+            }
+            match self.entries.binary_search_by_key(&entry.slot, |stored| stored.slot) {
+                Ok(at) => self.entries[at] = entry.clone(),
+                Err(at) => self.entries.insert(at, entry.clone()),
+            }
+        }
+        if let Some(hard_state) = persist.hard_state {
+            self.hard_state = hard_state;
+        }
+    }
+}

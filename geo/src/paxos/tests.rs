@@ -1,0 +1,640 @@
+//! Scenario tests, named by scenario. A tiny in-memory harness delivers
+//! messages by hand so each test controls loss, order, partitions and
+//! crashes exactly. Several scenarios are ports of raft-rs's
+//! `raft_paxos`/`test_raft` cases and etcd's Raft tests, translated to
+//! Multi-Paxos terms (term → ballot, log index → slot); each says which.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::topology::NodeId;
+
+const RTT_US: u64 = 2_000;
+const GROUP: GroupId = GroupId(7);
+
+struct Cluster {
+    now_us: u64,
+    replicas: BTreeMap<NodeId, Replica>,
+    configs: BTreeMap<NodeId, Config>,
+    stored: BTreeMap<NodeId, Stored>,
+    in_flight: Vec<Envelope>,
+    applied: BTreeMap<NodeId, Vec<Committed>>,
+    restored: BTreeMap<NodeId, Vec<Slot>>,
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
+    leaders: BTreeMap<Ballot, NodeId>,
+    down: BTreeSet<NodeId>,
+    cut: BTreeSet<NodeId>,
+}
+
+fn n(id: u64) -> NodeId {
+    NodeId(id)
+}
+
+impl Cluster {
+    fn new(size: u64, preferred: Option<NodeId>) -> Self {
+        Self::with_learners(size, 0, preferred)
+    }
+
+    /// Voters `n1..=n{size}`, then `learners` learners numbered after them.
+    fn with_learners(size: u64, learners: u64, preferred: Option<NodeId>) -> Self {
+        let voters: Vec<NodeId> = (1..=size).map(n).collect();
+        let learner_ids: Vec<NodeId> = (size + 1..=size + learners).map(n).collect();
+        let mut cluster = Cluster {
+            now_us: 0,
+            replicas: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            in_flight: Vec::new(),
+            applied: BTreeMap::new(),
+            restored: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            down: BTreeSet::new(),
+            cut: BTreeSet::new(),
+        };
+        for node in voters.iter().chain(&learner_ids) {
+            let mut config = Config::new(GROUP, *node, voters.clone(), RTT_US);
+            config.learners = learner_ids.clone();
+            config.preferred_leader = preferred;
+            config.seed = 99;
+            cluster.configs.insert(*node, config.clone());
+            cluster.stored.insert(*node, Stored::default());
+            cluster.replicas.insert(*node, Replica::new(config, Stored::default(), 0));
+            cluster.applied.insert(*node, Vec::new());
+        }
+        cluster
+    }
+
+    fn replica(&mut self, node: NodeId) -> &mut Replica {
+        self.replicas.get_mut(&node).expect("a live replica")
+    }
+
+    /// Handles one node's Ready: persist, then queue sends, then apply.
+    fn process(&mut self, node: NodeId) {
+        let Some(replica) = self.replicas.get_mut(&node) else { return };
+        let ready = replica.take_ready();
+        self.stored.get_mut(&node).unwrap().apply(&ready.persist);
+        self.in_flight.extend(ready.send);
+        if let Some(snapshot) = ready.restore {
+            let applied = self.applied.get_mut(&node).unwrap();
+            applied.retain(|committed| committed.slot > snapshot.slot);
+            self.restored.entry(node).or_default().push(snapshot.slot);
+        }
+        let applied = self.applied.get_mut(&node).unwrap();
+        for committed in ready.apply {
+            let last = applied
+                .last()
+                .map_or(self.restored.get(&node).and_then(|r| r.last().copied()).unwrap_or(Slot::ZERO), |c| c.slot);
+            assert_eq!(committed.slot, last.next(), "{node}: applied slots must not skip");
+            applied.push(committed);
+        }
+        self.reads.entry(node).or_default().extend(ready.reads);
+        if let Some(ballot) = ready.became_leader {
+            assert_eq!(ballot.node, node);
+            assert!(self.leaders.insert(ballot, node).is_none(), "two leaders for {ballot}");
+        }
+    }
+
+    fn process_all(&mut self) {
+        for node in self.replicas.keys().copied().collect::<Vec<_>>() {
+            self.process(node);
+        }
+    }
+
+    fn deliverable(&self, envelope: &Envelope) -> bool {
+        !self.down.contains(&envelope.to)
+            && !self.down.contains(&envelope.from)
+            && !self.cut.contains(&envelope.to)
+            && !self.cut.contains(&envelope.from)
+    }
+
+    /// Delivers everything in flight (and what it causes) in FIFO order.
+    fn deliver_all(&mut self) {
+        for _ in 0..10_000 {
+            self.process_all();
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.in_flight);
+            for envelope in batch {
+                if self.deliverable(&envelope) {
+                    let now = self.now_us;
+                    let to = envelope.to;
+                    self.replica(to).step(now, envelope);
+                    self.process(to);
+                }
+            }
+        }
+        panic!("messages never settled");
+    }
+
+    fn tick_all(&mut self, step_us: u64) {
+        self.now_us += step_us;
+        let now = self.now_us;
+        for replica in self.replicas.values_mut() {
+            replica.tick(now);
+        }
+        self.deliver_all();
+    }
+
+    /// Runs time forward in heartbeat-sized steps until `done` or a bound.
+    fn run_until(&mut self, mut done: impl FnMut(&Cluster) -> bool) {
+        for _ in 0..2_000 {
+            if done(self) {
+                return;
+            }
+            self.tick_all(RTT_US);
+        }
+        panic!("condition not reached by {} us", self.now_us);
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        let mut leaders: Vec<(Ballot, NodeId)> = self
+            .replicas
+            .iter()
+            .filter(|(node, _)| !self.down.contains(node) && !self.cut.contains(node))
+            .filter_map(|(node, replica)| replica.leader_ballot().map(|ballot| (ballot, *node)))
+            .collect();
+        leaders.sort();
+        leaders.last().map(|(_, node)| *node)
+    }
+
+    fn elect(&mut self) -> NodeId {
+        self.run_until(|cluster| cluster.leader().is_some());
+        self.leader().unwrap()
+    }
+
+    fn commands(&self, node: NodeId) -> Vec<Command> {
+        self.applied[&node]
+            .iter()
+            .flat_map(|committed| match &committed.value {
+                Value::Noop => Vec::new(),
+                Value::Batch(commands) => commands.clone(),
+            })
+            .collect()
+    }
+
+    fn propose(&mut self, node: NodeId, command: &str) {
+        self.replica(node).propose(command.as_bytes().to_vec()).expect("leader accepts");
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        self.replicas.remove(&node);
+        self.down.insert(node);
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let stored = self.stored[&node].clone();
+        let config = self.configs[&node].clone();
+        self.applied.insert(node, Vec::new());
+        self.restored.remove(&node);
+        self.replicas.insert(node, Replica::new(config, stored, self.now_us));
+        self.down.remove(&node);
+        self.process(node);
+    }
+
+    /// Every pair of replicas agrees on every slot both applied.
+    fn assert_logs_agree(&self) {
+        let mut by_slot: BTreeMap<Slot, &Value> = BTreeMap::new();
+        for applied in self.applied.values() {
+            for committed in applied {
+                let known = by_slot.entry(committed.slot).or_insert(&committed.value);
+                assert_eq!(*known, &committed.value, "two values chosen for {}", committed.slot);
+            }
+        }
+    }
+}
+
+fn bytes(text: &str) -> Command {
+    text.as_bytes().to_vec()
+}
+
+/// raft-rs `test_leader_election`: a quorum elects exactly one leader.
+#[test]
+fn election_one_leader_emerges() {
+    let mut cluster = Cluster::new(3, None);
+    let leader = cluster.elect();
+    let leaders = cluster.replicas.values().filter(|replica| replica.role() == RoleKind::Leader).count();
+    assert_eq!(leaders, 1);
+    for (node, replica) in &cluster.replicas {
+        if *node != leader {
+            assert_eq!(replica.leader(), Some(leader));
+        }
+    }
+}
+
+/// Placement: the preferred node stands first and wins.
+#[test]
+fn election_preferred_node_wins() {
+    for preferred in 1..=3 {
+        let mut cluster = Cluster::new(3, Some(n(preferred)));
+        assert_eq!(cluster.elect(), n(preferred));
+    }
+}
+
+/// Placement: a leader that is not the preferred node hands over once the
+/// preferred node has caught up.
+#[test]
+fn election_leadership_returns_to_the_preferred_node() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.crash(n(1));
+    let interim = cluster.elect();
+    assert_ne!(interim, n(1));
+    cluster.propose(interim, "while away");
+    cluster.deliver_all();
+    cluster.restart(n(1));
+    cluster.run_until(|cluster| cluster.leader() == Some(n(1)));
+    cluster.propose(n(1), "home again");
+    cluster.run_until(|cluster| cluster.commands(n(2)).len() == 2);
+    assert_eq!(cluster.commands(n(1)), vec![bytes("while away"), bytes("home again")]);
+}
+
+/// raft-rs `test_dueling_candidates` / etcd `TestDuelingCandidates`: two
+/// candidates stand in the same round; ballots break the tie (the node id),
+/// no ballot gets two leaders, and the group settles on one leader.
+#[test]
+fn election_ballot_tie() {
+    let mut cluster = Cluster::new(3, None);
+    cluster.now_us = 1_000_000;
+    let now = cluster.now_us;
+    cluster.replica(n(1)).tick(now);
+    cluster.replica(n(2)).tick(now);
+    let ballots: Vec<Ballot> = [n(1), n(2)].iter().map(|node| cluster.replicas[node].promised()).collect();
+    assert_eq!(ballots[0].round, ballots[1].round, "both stand in the same round");
+    assert!(ballots[0] < ballots[1]);
+    cluster.deliver_all();
+    let leader = cluster.elect();
+    cluster.propose(leader, "after the tie");
+    cluster.run_until(|cluster| (1..=3).all(|id| cluster.commands(n(id)) == vec![bytes("after the tie")]));
+    cluster.assert_logs_agree();
+}
+
+/// raft-rs `test_leader_election_with_check_quorum` and a crash: the leader
+/// dies; a new one is elected in a higher ballot and keeps what was chosen.
+#[test]
+fn leader_crash_and_reelection() {
+    let mut cluster = Cluster::new(3, None);
+    let first = cluster.elect();
+    let first_ballot = cluster.replicas[&first].leader_ballot().unwrap();
+    cluster.propose(first, "a");
+    cluster.deliver_all();
+    cluster.crash(first);
+    let second = cluster.elect();
+    assert_ne!(first, second);
+    assert!(cluster.replicas[&second].leader_ballot().unwrap() > first_ballot);
+    cluster.propose(second, "b");
+    cluster.run_until(|cluster| cluster.commands(second) == vec![bytes("a"), bytes("b")]);
+    cluster.restart(first);
+    cluster.run_until(|cluster| cluster.commands(first) == vec![bytes("a"), bytes("b")]);
+    cluster.assert_logs_agree();
+}
+
+/// A value accepted by a quorum but not yet known chosen by anyone survives
+/// the leader's crash: phase 1 of the next ballot finds and re-proposes it
+/// (Paxos Made Simple §2.2, P2c).
+#[test]
+fn accepted_value_survives_leader_crash_before_commit_is_known() {
+    let mut cluster = Cluster::new(3, None);
+    let leader = cluster.elect();
+    cluster.propose(leader, "in flight");
+    cluster.process(leader);
+    // Deliver the accepts, but lose every answer: nobody learns it is chosen.
+    let accepts = std::mem::take(&mut cluster.in_flight);
+    for envelope in accepts {
+        let to = envelope.to;
+        let now = cluster.now_us;
+        cluster.replica(to).step(now, envelope);
+        cluster.replica(to).take_ready(); // persisted in `stored` below
+    }
+    for node in cluster.replicas.keys().copied().collect::<Vec<_>>() {
+        let entry = cluster.replicas[&node].entry(Slot(1)).map(|(ballot, value)| Entry {
+            slot: Slot(1),
+            ballot,
+            value: value.clone(),
+        });
+        if let Some(entry) = entry {
+            cluster.stored.get_mut(&node).unwrap().apply(&Persist { entries: vec![entry], ..Persist::default() });
+        }
+    }
+    cluster.crash(leader);
+    let next = cluster.elect();
+    cluster.run_until(|cluster| cluster.commands(next) == vec![bytes("in flight")]);
+}
+
+/// raft-rs `test_log_replication` with a partitioned follower: it misses
+/// many slots and catches up from the leader's log when it returns.
+#[test]
+fn lagging_follower_catches_up_from_the_log() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.cut.insert(n(3));
+    for i in 0..150 {
+        cluster.propose(leader, &format!("c{i}"));
+        cluster.deliver_all();
+    }
+    assert!(cluster.commands(n(3)).is_empty());
+    cluster.cut.clear();
+    cluster.run_until(|cluster| cluster.commands(n(3)).len() == 150);
+    assert!(cluster.restored.get(&n(3)).is_none(), "no snapshot was needed");
+    cluster.assert_logs_agree();
+}
+
+/// raft-rs `test_provide_snap` / `test_restore_from_snap_msg`: the leader has
+/// compacted the slots a follower lacks, so the follower gets the snapshot.
+#[test]
+fn lagging_follower_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.cut.insert(n(3));
+    for i in 0..20 {
+        cluster.propose(leader, &format!("c{i}"));
+        cluster.deliver_all();
+    }
+    for node in [n(1), n(2)] {
+        let applied = cluster.replicas[&node].applied();
+        cluster.replica(node).compact(Snapshot { slot: applied, data: format!("state@{}", applied.0).into_bytes() });
+        cluster.process(node);
+    }
+    let compacted = cluster.replicas[&leader].snapshot_slot();
+    assert!(compacted > Slot::ZERO);
+    cluster.cut.clear();
+    cluster.propose(leader, "after");
+    cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
+    assert_eq!(cluster.restored[&n(3)], vec![compacted]);
+    assert_eq!(cluster.commands(n(3)), vec![bytes("after")], "entries after the snapshot arrive as usual");
+    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, format!("state@{}", compacted.0).into_bytes());
+}
+
+/// Every message duplicated and delivered newest first: safety holds and
+/// every replica applies the same commands in the same order.
+#[test]
+fn duplicated_and_reordered_messages_are_harmless() {
+    let mut cluster = Cluster::new(3, None);
+    let leader = cluster.elect();
+    for round in 0..10 {
+        for i in 0..3 {
+            cluster.propose(leader, &format!("r{round}c{i}"));
+        }
+        cluster.process_all();
+        for _ in 0..20 {
+            let mut batch = std::mem::take(&mut cluster.in_flight);
+            if batch.is_empty() {
+                break;
+            }
+            batch.reverse();
+            let duplicates = batch.clone();
+            for envelope in batch.into_iter().chain(duplicates) {
+                let (to, now) = (envelope.to, cluster.now_us);
+                cluster.replica(to).step(now, envelope);
+                cluster.process(to);
+            }
+        }
+    }
+    cluster.run_until(|cluster| (1..=3).all(|id| cluster.commands(n(id)).len() == 30));
+    assert_eq!(cluster.commands(n(1)), cluster.commands(n(2)));
+    assert_eq!(cluster.commands(n(2)), cluster.commands(n(3)));
+}
+
+/// raft-rs `test_old_messages` / `test_leader_superseded`: a leader cut off
+/// from the rest still takes a proposal, but nothing of its stale ballot is
+/// ever chosen; on return it follows the new leader and adopts its log.
+#[test]
+fn stale_leader_cannot_commit() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let old = cluster.elect();
+    assert_eq!(old, n(1));
+    cluster.cut.insert(old);
+    cluster.propose(old, "stale");
+    let new = cluster.elect();
+    assert_ne!(new, old);
+    cluster.propose(new, "fresh");
+    for _ in 0..3 {
+        cluster.tick_all(RTT_US);
+    }
+    assert!(cluster.commands(old).is_empty(), "the stale leader chose nothing");
+    cluster.cut.clear();
+    cluster.run_until(|cluster| (1..=3).all(|id| cluster.commands(n(id)) == vec![bytes("fresh")]));
+    cluster.assert_logs_agree();
+}
+
+/// Read-index on a healthy leader: served after one quorum round, at an
+/// index covering every write chosen before the request.
+#[test]
+fn read_index_serves_after_a_quorum_round() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.propose(leader, "w");
+    cluster.deliver_all();
+    let written = cluster.replicas[&leader].chosen();
+    cluster.replica(leader).read_index(42).unwrap();
+    cluster.process(leader);
+    assert!(cluster.reads.get(&leader).is_none_or(|reads| reads.is_empty()), "not before a quorum answered");
+    cluster.deliver_all();
+    assert_eq!(cluster.reads[&leader], vec![ReadState { id: 42, outcome: ReadOutcome::Ready { index: written } }]);
+    assert_eq!(cluster.replica(n(2)).read_index(43), Err(ProposeError::NotLeader { leader: Some(leader) }));
+}
+
+/// Read-index refuses on a deposed leader: cut off, it cannot gather a quorum
+/// for its read round, and when it learns of the higher ballot it aborts the read.
+#[test]
+fn read_index_refuses_on_a_deposed_leader() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let old = cluster.elect();
+    cluster.cut.insert(old);
+    cluster.replica(old).read_index(7).expect("it still believes it leads");
+    let new = cluster.elect();
+    cluster.propose(new, "newer write");
+    cluster.deliver_all();
+    assert!(
+        cluster.reads[&old].iter().all(|read| !matches!(read.outcome, ReadOutcome::Ready { .. })),
+        "a deposed leader served a read"
+    );
+    assert_eq!(cluster.reads[&old], vec![ReadState { id: 7, outcome: ReadOutcome::Aborted }]);
+    assert_eq!(cluster.replica(old).read_index(8), Err(ProposeError::NotLeader { leader: None }));
+    cluster.cut.clear();
+    cluster.run_until(|cluster| cluster.replicas[&old].leader() == Some(new));
+    assert_eq!(cluster.replica(old).read_index(9), Err(ProposeError::NotLeader { leader: Some(new) }));
+}
+
+/// A read right after an election waits until the slots recovered from
+/// earlier ballots are chosen (raft-rs `test_read_only_for_new_leader`).
+#[test]
+fn read_index_waits_for_the_new_leaders_recovered_slots() {
+    let mut cluster = Cluster::new(3, None);
+    let leader = cluster.elect();
+    cluster.propose(leader, "x");
+    cluster.deliver_all();
+    cluster.crash(leader);
+    let next = cluster.elect();
+    cluster.replica(next).read_index(1).unwrap();
+    cluster.deliver_all();
+    let Some(ReadState { outcome: ReadOutcome::Ready { index }, .. }) = cluster.reads[&next].first().copied() else {
+        panic!("read not served");
+    };
+    assert!(index >= Slot(1), "the read covers the earlier ballot's write");
+    assert!(cluster.replicas[&next].applied() >= index);
+}
+
+/// Batching: commands queued while the window is full share one slot.
+/// Pipelining: at most `window_slots_max` slots are in flight.
+#[test]
+fn batching_and_a_bounded_pipeline() {
+    let mut cluster = Cluster::new(3, None);
+    let leader = cluster.elect();
+    let window = cluster.configs[&leader].window_slots_max;
+    let start = cluster.replicas[&leader].chosen();
+    let proposals = 600;
+    for i in 0..proposals {
+        cluster.propose(leader, &format!("c{i}"));
+    }
+    let ready = cluster.replica(leader).take_ready();
+    let slots: BTreeSet<Slot> = ready.persist.entries.iter().map(|entry| entry.slot).collect();
+    assert_eq!(slots.len() as u64, window, "one slot per batch, up to the window");
+    assert_eq!(*slots.iter().next().unwrap(), start.next());
+    let commands: usize = ready
+        .persist
+        .entries
+        .iter()
+        .map(|entry| match &entry.value {
+            Value::Batch(batch) => batch.len(),
+            Value::Noop => 0,
+        })
+        .sum();
+    assert_eq!(commands, window as usize * BATCH_COMMANDS_MAX, "full batches while proposals wait");
+    cluster.stored.get_mut(&leader).unwrap().apply(&ready.persist);
+    cluster.in_flight.extend(ready.send);
+    cluster.run_until(|cluster| cluster.commands(n(3)).len() == proposals);
+    assert_eq!(cluster.commands(n(3))[proposals - 1], bytes("c599"));
+}
+
+/// A restarted replica rebuilds its state machine from what it persisted
+/// and never reuses a ballot it promised (Paxos Made Live §5.1).
+#[test]
+fn restart_replays_durable_state_and_never_reuses_a_ballot() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    let ballot = cluster.replicas[&leader].leader_ballot().unwrap();
+    cluster.propose(leader, "a");
+    cluster.propose(leader, "b");
+    cluster.deliver_all();
+    cluster.tick_all(RTT_US);
+    cluster.crash(leader);
+    cluster.restart(leader);
+    // The chosen index is persisted lazily: the replay covers what the last
+    // write recorded, and the rest is learned again.
+    let replayed = cluster.commands(leader);
+    assert!([bytes("a"), bytes("b")].starts_with(&replayed), "replayed {replayed:?}");
+    assert_eq!(cluster.replicas[&leader].promised(), ballot);
+    cluster.run_until(|cluster| cluster.leader() == Some(n(1)));
+    assert!(cluster.replicas[&n(1)].leader_ballot().unwrap() > ballot);
+    cluster.run_until(|cluster| cluster.commands(n(1)) == vec![bytes("a"), bytes("b")]);
+}
+
+/// raft-rs `test_single_node_commit`: a one-voter group chooses alone.
+#[test]
+fn single_voter_group_commits_alone() {
+    let mut cluster = Cluster::new(1, None);
+    let leader = cluster.elect();
+    cluster.propose(leader, "solo");
+    cluster.process_all();
+    assert_eq!(cluster.commands(leader), vec![bytes("solo")]);
+    cluster.replica(leader).read_index(5).unwrap();
+    cluster.process_all();
+    assert_eq!(cluster.reads[&leader][0].outcome, ReadOutcome::Ready { index: Slot(1) });
+}
+
+/// raft-rs `test_proposal` (to a follower): only the leader takes proposals.
+#[test]
+fn proposals_to_a_follower_are_refused_with_a_hint() {
+    let mut cluster = Cluster::new(3, Some(n(2)));
+    let leader = cluster.elect();
+    assert_eq!(cluster.replica(n(1)).propose(bytes("x")), Err(ProposeError::NotLeader { leader: Some(leader) }));
+}
+
+/// A minority cannot choose anything (raft-rs `test_commit_without_quorum`):
+/// with two of three voters gone, the leader's proposal stays unchosen.
+#[test]
+fn no_progress_without_a_quorum() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.crash(n(2));
+    cluster.crash(n(3));
+    cluster.propose(leader, "alone");
+    for _ in 0..50 {
+        cluster.tick_all(RTT_US);
+    }
+    assert!(cluster.commands(leader).is_empty());
+    assert_ne!(cluster.replicas[&leader].role(), RoleKind::Leader, "check-quorum stepped it down");
+}
+
+/// Many groups on one node: messages are routed by group.
+#[test]
+fn multi_paxos_routes_messages_by_group() {
+    let voters = vec![n(1)];
+    let mut node = MultiPaxos::new(n(1));
+    for group in [GroupId(1), GroupId(2)] {
+        let config = Config::new(group, n(1), voters.clone(), RTT_US);
+        node.add_group(config, Stored::default(), 0);
+    }
+    node.tick(1_000_000);
+    node.take_ready();
+    node.propose(GroupId(2), bytes("only in two")).unwrap();
+    let ready = node.take_ready();
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0].0, GroupId(2));
+    assert_eq!(ready[0].1.apply[0].value, Value::Batch(vec![bytes("only in two")]));
+    assert!(node.propose(GroupId(3), bytes("nowhere")).is_err());
+}
+
+/// Zone survival's remote copies: a learner receives and applies the log,
+/// catches up like anyone, but never votes and never stands for election.
+#[test]
+fn learner_follows_the_log_but_never_votes_or_stands() {
+    let mut cluster = Cluster::with_learners(3, 1, Some(n(1)));
+    let learner = n(4);
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.run_until(|cluster| cluster.commands(learner) == vec![bytes("a")]);
+    assert!(cluster.replicas[&learner].is_learner());
+    // With two voters gone, leader and learner together are no quorum.
+    cluster.crash(n(2));
+    cluster.crash(n(3));
+    cluster.propose(leader, "b");
+    for _ in 0..100 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.commands(leader), vec![bytes("a")], "a learner's acceptance is no vote");
+    assert_eq!(cluster.replicas[&learner].role(), RoleKind::Follower, "a learner never stands");
+    assert!(cluster.leaders.keys().all(|ballot| ballot.node != learner));
+    // A lagging learner catches up from a snapshot too.
+    cluster.restart(n(2));
+    cluster.restart(n(3));
+    cluster.cut.insert(learner);
+    let leader = cluster.elect();
+    for i in 0..10 {
+        cluster.propose(leader, &format!("c{i}"));
+        cluster.deliver_all();
+    }
+    let applied = cluster.replicas[&leader].applied();
+    cluster.replica(leader).compact(Snapshot { slot: applied, data: b"registers".to_vec() });
+    cluster.process(leader);
+    cluster.cut.clear();
+    cluster.run_until(|cluster| cluster.replicas[&learner].applied() == applied);
+    assert_eq!(cluster.restored[&learner].last(), Some(&applied));
+}
+
+/// Found by the simulator (seed 687): a replica asked to help a peer that is
+/// ahead of it (it restarted with a lagging chosen index) answers with
+/// nothing instead of failing.
+#[test]
+fn catch_up_request_from_a_replica_further_ahead_gets_an_empty_answer() {
+    let mut cluster = Cluster::new(3, None);
+    let now = cluster.now_us;
+    cluster.replica(n(2)).step(
+        now,
+        Envelope { group: GROUP, from: n(1), to: n(2), message: Message::CatchUpRequest { from: Slot(40) } },
+    );
+    let ready = cluster.replica(n(2)).take_ready();
+    assert_eq!(ready.send.len(), 1);
+    assert_eq!(ready.send[0].message, Message::CatchUp { entries: Vec::new(), chosen: Slot::ZERO });
+}
