@@ -1,7 +1,7 @@
 //! # geodb-geo — regions, zones and nodes
 //!
 //! The vocabulary of where data lives. Today it holds the topology types
-//! and the standard emulated latency matrix of `shared/BENCHMARKS.md`, and
+//! and the standard emulated latency matrix of `docs/benchmarks.md`, and
 //! `paxos`: Multi-Paxos groups as sans-IO state machines (many groups per
 //! node, a stable leader with a placement preference, batching and
 //! pipelining, read-index reads, catch-up from the log or a snapshot).

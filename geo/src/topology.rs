@@ -68,7 +68,7 @@ impl LatencyMatrix {
         Ok(LatencyMatrix { regions, rtt_us })
     }
 
-    /// The standard emulated topology of `shared/BENCHMARKS.md`: us-east,
+    /// The standard emulated topology of `docs/benchmarks.md`: us-east,
     /// us-central and eu-west (2024 public-cloud inter-region averages).
     pub fn standard() -> Self {
         let regions = ["us-east", "us-central", "eu-west"].map(|name| Region(name.to_string())).to_vec();

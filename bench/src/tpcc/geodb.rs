@@ -1,4 +1,4 @@
-//! GeoDB over its HTTP API (`shared/API.md`, version 1): one interactive
+//! GeoDB over its HTTP API (`docs/api.md`, version 1): one interactive
 //! session (`POST /v1/sessions`) per terminal, one `POST
 //! /v1/sessions/<id>/sql` per statement.
 //!

@@ -1,4 +1,4 @@
-//! The HTTP API contract of `shared/API.md`, against a real `geodb dev`
+//! The HTTP API contract of `docs/api.md`, against a real `geodb dev`
 //! process: answers, headers, sessions, and every documented error code.
 
 mod common;

@@ -1,7 +1,7 @@
 //! # geodb-sim — the deterministic simulator
 //!
 //! One seeded scheduler drives the real protocol code of a whole cluster in
-//! one thread: nine nodes in the three regions of `shared/BENCHMARKS.md`,
+//! one thread: nine nodes in the three regions of `docs/benchmarks.md`,
 //! three Multi-Paxos groups (two with zone survival, one with region
 //! survival), and clients doing single-register reads, writes and
 //! compare-and-set. The network delays every message by the latency matrix

@@ -2,7 +2,7 @@
 //! and partitions.
 //!
 //! A message's delay is the one-way latency between the regions of its ends
-//! (half the round trip of `shared/BENCHMARKS.md`, divided by the run's
+//! (half the round trip of `docs/benchmarks.md`, divided by the run's
 //! latency divisor), plus a random jitter that reorders messages on one
 //! link. A message is dropped if its link is cut when it is sent or when it
 //! arrives. Partitions are sets of directed links, so one-way partitions,

@@ -1,4 +1,4 @@
-//! The HTTP API of `shared/API.md`, version 1, over axum.
+//! The HTTP API of `docs/api.md`, version 1, over axum.
 //!
 //! Routes:
 //! - `POST /v1/sql` — one statement or a batch, as one transaction, retried

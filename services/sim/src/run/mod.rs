@@ -276,7 +276,7 @@ impl World {
 
         // Zone survival in us-east and in eu-west (three voters at home, a
         // learner in each other region); region survival over all three
-        // regions with its leader kept in us-east (DESIGN.md, Shards).
+        // regions with its leader kept in us-east (the region survival goal).
         let n = NodeId;
         let groups = vec![
             GroupSpec { id: GroupId(1), voters: vec![n(1), n(2), n(3)], learners: vec![n(6), n(9)], preferred: n(1) },
