@@ -270,7 +270,7 @@ pub fn scan(
     if limit == 0 {
         return Ok(out);
     }
-    let iter = engine.scan(ColumnFamily::Data, as_ref(&start), as_ref(&end), reverse)?;
+    let iter = engine.scan(ColumnFamily::Data, bound_as_slice(&start), bound_as_slice(&end), reverse)?;
     // The newest visible version of the key being walked: forwards it is the
     // first one at or below `ts`; backwards (oldest first) the last one.
     let mut current: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
@@ -305,7 +305,8 @@ pub fn scan(
     Ok(out)
 }
 
-fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+/// Borrows an owned key bound as a slice bound.
+pub fn bound_as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     match bound {
         Bound::Included(key) => Bound::Included(key.as_slice()),
         Bound::Excluded(key) => Bound::Excluded(key.as_slice()),

@@ -221,8 +221,14 @@ impl Transaction {
         // Each own write can hide at most one stored pair, so fetching that
         // many more than the limit is enough to fill it after the overlay.
         let fetch = limit.map(|limit| limit.saturating_add(own.len()));
-        let stored =
-            mvcc::scan(self.manager.engine(), as_ref(&range.0), as_ref(&range.1), self.read_ts, reverse, fetch)?;
+        let stored = mvcc::scan(
+            self.manager.engine(),
+            mvcc::bound_as_slice(&range.0),
+            mvcc::bound_as_slice(&range.1),
+            self.read_ts,
+            reverse,
+            fetch,
+        )?;
         // If the fetch was cut short, own writes past its last key are not
         // comparable with the stored keys not fetched: leave them out.
         let horizon = match (fetch, stored.last()) {
@@ -317,14 +323,6 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(key) => Bound::Included(key.as_slice()),
-        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 

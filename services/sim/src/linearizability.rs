@@ -78,6 +78,9 @@ pub fn is_linearizable(initial: u64, history: &[Operation]) -> bool {
         }
     }
     let mut last = head;
+    // Linking a doubly linked list: `position` indexes two arrays and is the
+    // value stored, which an iterator over one of them would hide.
+    #[allow(clippy::needless_range_loop)]
     for position in 0..len {
         next[last] = position;
         prev[position] = last;

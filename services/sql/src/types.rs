@@ -304,7 +304,7 @@ fn decimal_to_i64(d: Decimal, ty: &DataType) -> Result<i64> {
 fn float_to_i64(x: f64, ty: &DataType) -> Result<i64> {
     let r = x.round();
     // i64::MAX as f64 rounds up to 2^63, which does not fit.
-    if r.is_finite() && r >= -9_223_372_036_854_775_808.0 && r < 9_223_372_036_854_775_808.0 {
+    if r.is_finite() && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&r) {
         Ok(r as i64)
     } else {
         Err(Error::out_of_range(&ty.sql_name()))

@@ -131,12 +131,11 @@ fn delete_range(txn: &mut Transaction, prefix: Vec<u8>) -> Result<()> {
     })
 }
 
+/// What [`for_each_pair`] calls with each (key, value).
+type PairVisitor<'a> = dyn FnMut(&mut Transaction, Vec<u8>, Vec<u8>) -> Result<()> + 'a;
+
 /// Calls `f` with every pair whose key starts with `prefix`, in batches.
-fn for_each_pair(
-    txn: &mut Transaction,
-    prefix: Vec<u8>,
-    f: &mut dyn FnMut(&mut Transaction, Vec<u8>, Vec<u8>) -> Result<()>,
-) -> Result<()> {
+fn for_each_pair(txn: &mut Transaction, prefix: Vec<u8>, f: &mut PairVisitor<'_>) -> Result<()> {
     let end = keycode::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
     let mut start = Bound::Included(prefix);
     loop {

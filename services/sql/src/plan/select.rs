@@ -311,7 +311,7 @@ pub fn plan_query(catalog: &Catalog, query: &ast::Query, params: &mut ParamTypes
         }
     }
 
-    let aggregate = aggregating.then(|| AggregatePlan { group_by: agg_ctx.group_by, aggs: agg_ctx.aggs, having });
+    let aggregate = aggregating.then_some(AggregatePlan { group_by: agg_ctx.group_by, aggs: agg_ctx.aggs, having });
     Ok(SelectPlan {
         levels,
         constant_filter,
@@ -376,10 +376,10 @@ fn resolve_output_reference<'a>(expr: &'a ast::Expr, outputs: &[Option<&'a ast::
 fn bind_limit(binder: &mut Binder<'_>, query: &ast::Query) -> Result<Option<Expr>> {
     match &query.limit_clause {
         None => Ok(None),
-        Some(ast::LimitClause::LimitOffset { limit, limit_by, .. }) if limit_by.is_empty() => match limit {
-            Some(e) => bind_count(binder, e).map(Some),
-            None => Ok(None),
-        },
+        Some(ast::LimitClause::LimitOffset { limit: Some(e), limit_by, .. }) if limit_by.is_empty() => {
+            bind_count(binder, e).map(Some)
+        }
+        Some(ast::LimitClause::LimitOffset { limit: None, limit_by, .. }) if limit_by.is_empty() => Ok(None),
         Some(_) => Err(Error::unsupported("this LIMIT form")),
     }
 }
