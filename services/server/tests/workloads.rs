@@ -138,7 +138,11 @@ async fn sigkill_loses_no_acknowledged_commit_and_leaves_no_partial_transaction(
             }
         }));
     }
+    // Bounded: a server that stopped acknowledging fails the test rather
+    // than hanging it.
+    let waited_since = std::time::Instant::now();
     while acked.lock().unwrap().len() < ACKS_BEFORE_KILL {
+        assert!(waited_since.elapsed() < std::time::Duration::from_secs(300), "writers stalled before the kill");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // The writers hold handles to the server: kill it through its pid.
