@@ -18,6 +18,7 @@
 //! [`submitted`]: GroupCommitter::submit
 //! [`wait`]: GroupCommitter::wait
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::engine::{Durability, Engine, WriteBatch};
@@ -39,8 +40,11 @@ struct State {
     next_ticket: u64,
     /// Every ticket below this one has been written (or has failed).
     written_below: u64,
-    /// Failed groups: (first ticket, end ticket, error message).
-    failures: Vec<(u64, u64, String)>,
+    /// Failed groups by first ticket: (end ticket, error message, waiters
+    /// of the group that have not read the outcome yet). Kept until every
+    /// waiter of the group has read it, so no failure is ever reported as
+    /// success.
+    failures: BTreeMap<u64, (u64, String, u64)>,
     leader_active: bool,
     syncs: u64,
 }
@@ -51,9 +55,6 @@ pub struct GroupCommitter {
     state: Mutex<State>,
     written: Condvar,
 }
-
-/// Failed groups remembered for waiters that have not looked yet.
-const FAILURES_KEPT_MAX: usize = 64;
 
 impl GroupCommitter {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
@@ -87,8 +88,22 @@ impl GroupCommitter {
         let mut state = self.lock();
         loop {
             if ticket.0 < state.written_below {
-                return match state.failures.iter().find(|(first, end, _)| (*first..*end).contains(&ticket.0)) {
-                    Some((_, _, message)) => Err(Error::Engine(message.clone())),
+                // Every ticket is waited for exactly once (`submit` hands it
+                // to one caller), so the last waiter of a failed group
+                // removes its record.
+                let failed = state.failures.range_mut(..=ticket.0).next_back().and_then(|(first, failure)| {
+                    (ticket.0 < failure.0).then(|| {
+                        failure.2 -= 1;
+                        (*first, failure.1.clone(), failure.2 == 0)
+                    })
+                });
+                return match failed {
+                    Some((first, message, last_waiter)) => {
+                        if last_waiter {
+                            state.failures.remove(&first);
+                        }
+                        Err(Error::Engine(message))
+                    }
                     None => Ok(()),
                 };
             }
@@ -111,16 +126,17 @@ impl GroupCommitter {
             for (_, batch) in group {
                 merged.append(batch);
             }
-            let outcome = self.engine.write(merged, Durability::Sync);
+            // An engine that panics must not leave the committers waiting on
+            // a leader that never reports: the panic fails the group.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.engine.write(merged, Durability::Sync)))
+                    .unwrap_or_else(|_| Err(Error::Engine("the storage engine panicked during a write".into())));
             state = self.lock();
             assert_eq!(state.written_below, first, "groups are written in ticket order");
             state.written_below = end;
             state.syncs += 1;
             if let Err(error) = outcome {
-                state.failures.push((first, end, error.to_string()));
-                if state.failures.len() > FAILURES_KEPT_MAX {
-                    state.failures.remove(0);
-                }
+                state.failures.insert(first, (end, error.to_string(), end - first));
             }
             state.leader_active = false;
             self.written.notify_all();
@@ -239,6 +255,55 @@ mod tests {
         for key in 0..=8u8 {
             assert_eq!(engine.get(ColumnFamily::Meta, &[key]).unwrap(), Some(vec![key]));
         }
+    }
+
+    /// An engine whose writes always fail, or panic.
+    struct BrokenEngine {
+        panic: bool,
+    }
+
+    impl Engine for BrokenEngine {
+        fn get(&self, _: ColumnFamily, _: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn scan<'a>(&'a self, _: ColumnFamily, _: Bound<&[u8]>, _: Bound<&[u8]>, _: bool) -> Result<ScanIter<'a>> {
+            Ok(Box::new(std::iter::empty()))
+        }
+        fn write(&self, _: WriteBatch, _: Durability) -> Result<()> {
+            if self.panic {
+                panic!("simulated engine bug");
+            }
+            Err(Error::Engine("No space left on device".into()))
+        }
+        fn checkpoint(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failure_is_never_reported_as_success_however_many_groups_fail_before_it_is_read() {
+        let committer = GroupCommitter::new(Arc::new(BrokenEngine { panic: false }));
+        // The first ticket's group fails; 200 more groups fail before its
+        // submitter looks at the outcome.
+        let first = committer.submit(one_put(0));
+        let rest: Vec<Ticket> = (0..200)
+            .map(|_| {
+                let ticket = committer.submit(one_put(1));
+                assert!(committer.wait(ticket).is_err());
+                ticket
+            })
+            .collect();
+        assert_eq!(rest.len(), 200);
+        assert!(committer.wait(first).is_err(), "the first group's failure is still known");
+        assert!(committer.lock().failures.is_empty(), "read failures are forgotten");
+    }
+
+    #[test]
+    fn an_engine_panic_fails_the_group_instead_of_hanging_the_committers() {
+        let committer = GroupCommitter::new(Arc::new(BrokenEngine { panic: true }));
+        assert!(matches!(committer.write(one_put(0)), Err(Error::Engine(m)) if m.contains("panicked")));
+        // The next committer leads normally (no leader is stuck).
+        assert!(committer.write(one_put(1)).is_err());
     }
 
     #[test]

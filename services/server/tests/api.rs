@@ -190,6 +190,13 @@ async fn sessions_run_transactions_like_postgresql() {
     assert_eq!((status, code(&body)), (409, "25P02"), "COMMIT of a failed transaction answers the error");
     assert_eq!(server.sql("SELECT v FROM kv WHERE k = 1", json!([])).await["rows"], json!([[11]]), "and rolled back");
     session.ok("SELECT v FROM kv").await;
+    // A malformed statement inside a transaction fails it too.
+    session.ok("BEGIN").await;
+    let (status, body) = session.run_with("SELECT v FROM kv WHERE k = $1", json!([{"bad": 1}])).await;
+    assert_eq!((status, code(&body)), (400, "22023"));
+    let (status, body) = session.run("SELECT v FROM kv").await;
+    assert_eq!((status, code(&body)), (409, "25P02"));
+    session.ok("ROLLBACK").await;
     // SET TRANSACTION before the first statement changes the level.
     session.ok("BEGIN").await;
     session.ok("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await;

@@ -70,11 +70,19 @@ pub async fn statement(
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let mut session = handle.lock_owned().await;
     session.last_used = Instant::now();
+    // Inside a transaction, any failure — even a malformed statement —
+    // puts it in the failed state, as in PostgreSQL.
+    let fail_open_transaction = |session: &mut Session, error: ApiError| {
+        if session.txn.is_some() {
+            session.failed = true;
+        }
+        error
+    };
     if let Some(control) = geodb_sql::parse_control(&request.sql) {
-        let control = control?;
+        let control = control.map_err(|error| fail_open_transaction(&mut session, error.into()))?;
         return exec::blocking(|| run_control(&node, &mut session, control)).map(Json);
     }
-    let statement = Statement::from_request(request)?;
+    let statement = Statement::from_request(request).map_err(|error| fail_open_transaction(&mut session, error))?;
     if session.txn.is_none() {
         // Autocommit: the statement is a one-statement transaction.
         let isolation = session.next_isolation.take().unwrap_or(session.default_isolation);
@@ -140,10 +148,11 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
             }
             Some(_) => {
                 // Nothing was read or written yet: restart at the new level.
-                if let Some(txn) = session.end_transaction() {
-                    txn.rollback();
+                // Begin first, so that a failure leaves the old transaction.
+                let txn = node.txns.begin(isolation).map_err(geodb_sql::Error::from)?;
+                if let Some(old) = session.txn.replace(txn) {
+                    old.rollback();
                 }
-                session.txn = Some(node.txns.begin(isolation).map_err(geodb_sql::Error::from)?);
             }
         },
         Control::Commit => {
