@@ -105,8 +105,10 @@ pub fn is_linearizable(initial: u64, history: &[Operation]) -> bool {
     let mut value = initial;
     let mut entry = next[head];
     while next[head] != NONE {
-        if entry == NONE {
-            // Every remaining call was tried here; undo the last choice.
+        // Backtrack when every remaining call was tried here (`entry` ran
+        // off the list), or when an operation returned before being
+        // linearized: undo the last choice and try the next call after it.
+        if entry == NONE || events[entry].1 {
             let Some((call, previous)) = stack.pop() else { return false };
             let index = events[call].2;
             value = previous;
@@ -116,31 +118,20 @@ pub fn is_linearizable(initial: u64, history: &[Operation]) -> bool {
             entry = next[call];
             continue;
         }
-        let (_, is_return, index) = events[entry];
-        if !is_return {
-            if let Some(after) = step(value, &history[index]) {
-                let with = linearized | (1u128 << index);
-                if cache.insert((with, after)) {
-                    stack.push((entry, value));
-                    value = after;
-                    linearized = with;
-                    unlink(&mut next, &mut prev, entry);
-                    unlink(&mut next, &mut prev, return_of[index]);
-                    entry = next[head];
-                    continue;
-                }
+        let index = events[entry].2;
+        if let Some(after) = step(value, &history[index]) {
+            let with = linearized | (1u128 << index);
+            if cache.insert((with, after)) {
+                stack.push((entry, value));
+                value = after;
+                linearized = with;
+                unlink(&mut next, &mut prev, entry);
+                unlink(&mut next, &mut prev, return_of[index]);
+                entry = next[head];
+                continue;
             }
-            entry = next[entry];
-        } else {
-            // An operation returned before being linearized: backtrack.
-            let Some((call, previous)) = stack.pop() else { return false };
-            let index = events[call].2;
-            value = previous;
-            linearized &= !(1u128 << index);
-            relink(&mut next, &mut prev, return_of[index]);
-            relink(&mut next, &mut prev, call);
-            entry = next[call];
         }
+        entry = next[entry];
     }
     true
 }

@@ -34,6 +34,9 @@ pub const CONTINUE: Flow = true;
 /// Enough rows: stop.
 pub const STOP: Flow = false;
 
+/// What a level hands each matching row to.
+pub type Visitor<'a> = dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow> + 'a;
+
 /// How a level is read this time.
 pub struct ReadOptions {
     pub for_update: bool,
@@ -50,7 +53,7 @@ pub fn read_level(
     row: &mut Vec<Value>,
     params: &[Value],
     options: &ReadOptions,
-    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+    visit: &mut Visitor<'_>,
 ) -> Result<Flow> {
     let table = &level.table;
     let access = &level.access;
@@ -100,7 +103,7 @@ fn read_prefix(
     row: &mut Vec<Value>,
     params: &[Value],
     options: &ReadOptions,
-    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+    visit: &mut Visitor<'_>,
 ) -> Result<Flow> {
     let table = &level.table;
     let access = &level.access;
@@ -199,7 +202,7 @@ fn emit(
     bytes: &[u8],
     key: Option<Vec<u8>>,
     lock: bool,
-    visit: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
+    visit: &mut Visitor<'_>,
 ) -> Result<Flow> {
     let base = row.len();
     assert_eq!(base, level.offset, "joined row width matches the level offset");
