@@ -18,7 +18,7 @@ impl DevServer {
     fn start(data_dir: &std::path::Path) -> DevServer {
         let binary = geodb_binary();
         let mut child = Command::new(&binary)
-            .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
+            .args(["dev", "--regions", "1", "--nodes-per-region", "1", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -5,9 +5,11 @@
 //! `paxos`: Multi-Paxos groups as sans-IO state machines (many groups per
 //! node, a stable leader with a placement preference, batching and
 //! pipelining, read-index reads, catch-up from the log or a snapshot).
-//! Replica placement, the directory of homes and rehoming will live here too.
+//! `placement` decides which nodes hold, vote for and lead a shard for
+//! each survival goal. The directory of homes and rehoming will live here too.
 
 pub mod paxos;
+pub mod placement;
 pub mod topology;
 
 pub use paxos::{Ballot, GroupId, MultiPaxos, Replica, Slot};

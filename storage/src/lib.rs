@@ -4,8 +4,9 @@
 //! knows nothing above it: no transactions, no SQL, no networking.
 //!
 //! - [`engine`]: the narrow [`Engine`] trait (column families, point reads,
-//!   ordered scans, atomic write batches with a durability choice,
-//!   checkpoints) with two implementations that pass one test suite:
+//!   ordered scans, atomic write batches with a durability choice and a
+//!   byte encoding, checkpoints) with two implementations that pass one
+//!   test suite:
 //!   [`MemoryEngine`] (tests and the simulator) and, behind the `rocksdb`
 //!   feature, `RocksEngine`.
 //! - [`keycode`]: an order-preserving encoding of SQL values and composite
@@ -20,18 +21,27 @@
 //!   deletes are tombstones, reads happen at a timestamp, and prepared
 //!   writes (locks) live in their own column family, apart from the data.
 //! - [`group_commit`]: concurrent durable writes share one WAL sync.
+//! - [`paxos_log`]: the durable state of a node's Multi-Paxos groups (each
+//!   group's log, hard state and snapshot) as bytes, every group's writes
+//!   made durable together by one synced batch ([`LogStore`]).
+//! - [`snapshot`]: state-machine snapshots: whole column families exported
+//!   as one byte string and imported in place of a lagging replica's.
 
 pub mod engine;
 pub mod error;
 pub mod group_commit;
 pub mod keycode;
 pub mod mvcc;
+pub mod paxos_log;
+pub mod snapshot;
 pub mod timestamp;
 pub mod value;
+mod wire;
 
 #[cfg(feature = "rocksdb")]
 pub use engine::rocks::RocksEngine;
 pub use engine::{ColumnFamily, Durability, Engine, MemoryEngine, WriteBatch, WriteOp};
 pub use error::{Error, Result};
+pub use paxos_log::{GroupWrite, LogStore, StoredGroup};
 pub use timestamp::{Timestamp, TxnId};
 pub use value::{DataType, Value};

@@ -22,6 +22,20 @@ pub enum Error {
     /// The transaction was used after it ended, or was given bad input.
     #[error("{0}")]
     Invalid(String),
+    /// This node does not lead the shard, so it cannot serve a coordinated
+    /// transaction or commit a write (SQLSTATE 08006). `leader` names the
+    /// node that does, when known: the caller retries there.
+    #[error("node is not the leader of the shard{}", leader.map(|node| format!(" (the leader is node {node})")).unwrap_or_default())]
+    NotLeader { leader: Option<u64> },
+    /// The shard cannot make progress: no quorum, or its log refused the
+    /// commit before it was proposed (SQLSTATE 08006). Nothing was applied.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The commit was proposed but the shard lost its leader before the
+    /// outcome was known: it may or may not have committed (SQLSTATE 08007,
+    /// transaction resolution unknown). Never retried blindly.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }
 
 impl Error {

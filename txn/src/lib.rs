@@ -8,6 +8,8 @@
 //!   rules of each level (first committer wins; read and range validation).
 //! - [`shard`]: the participant side of a commit — one shard's store, its
 //!   commit sequencer and visibility watermark ([`Shard`]).
+//! - [`log`]: where a shard's commits become durable ([`CommitLog`]): the
+//!   local engine ([`LocalLog`]), or a shard's replicated log.
 //! - [`transaction`]: the coordinator side — [`TxnManager`] begins
 //!   [`Transaction`]s, which buffer writes, track reads and commit through
 //!   their shard.
@@ -26,6 +28,7 @@ pub mod conflict;
 pub mod error;
 pub mod hlc;
 pub mod isolation;
+pub mod log;
 pub mod shard;
 pub mod transaction;
 
@@ -33,5 +36,6 @@ pub use error::{Error, Result};
 pub use geodb_storage::{Timestamp, TxnId};
 pub use hlc::{Clock, Hlc, ManualClock, SystemClock};
 pub use isolation::Isolation;
+pub use log::{CommitEntry, CommitLog, LocalLog, PendingCommit};
 pub use shard::Shard;
 pub use transaction::{Transaction, TxnManager};

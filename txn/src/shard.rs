@@ -28,10 +28,10 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use geodb_storage::group_commit::GroupCommitter;
-use geodb_storage::{ColumnFamily, Engine, Timestamp, TxnId, WriteBatch, mvcc};
+use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ReadSet, WriteSet};
+use crate::log::{CommitEntry, CommitLog};
 use crate::{Error, Hlc, Isolation, Result};
 
 /// Commits remembered for validation. At ~100 bytes of keys per commit this
@@ -67,7 +67,8 @@ struct Sequencer {
 
 /// One shard: see the module documentation.
 pub struct Shard {
-    committer: GroupCommitter,
+    engine: Arc<dyn Engine>,
+    log: Arc<dyn CommitLog>,
     hlc: Arc<Hlc>,
     sequencer: Mutex<Sequencer>,
 }
@@ -82,8 +83,8 @@ pub struct ShardStats {
 
 impl Shard {
     /// Opens the shard over `engine`, moving `hlc` past every timestamp
-    /// already stored.
-    pub fn open(engine: Arc<dyn Engine>, hlc: Arc<Hlc>) -> Result<Self> {
+    /// already stored. Commits go through `log`.
+    pub fn open(engine: Arc<dyn Engine>, hlc: Arc<Hlc>, log: Arc<dyn CommitLog>) -> Result<Self> {
         if let Some(bytes) = engine.get(ColumnFamily::Meta, META_LAST_COMMIT_TS)? {
             let last = Timestamp::decode(&bytes)
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard last commit timestamp".into()))?;
@@ -91,7 +92,8 @@ impl Shard {
         }
         let visible_ts = hlc.now();
         Ok(Shard {
-            committer: GroupCommitter::new(engine),
+            engine,
+            log,
             hlc,
             sequencer: Mutex::new(Sequencer {
                 visible_ts,
@@ -103,7 +105,11 @@ impl Shard {
     }
 
     pub fn engine(&self) -> &dyn Engine {
-        self.committer.engine().as_ref()
+        self.engine.as_ref()
+    }
+
+    pub fn log(&self) -> &Arc<dyn CommitLog> {
+        &self.log
     }
 
     fn sequencer(&self) -> MutexGuard<'_, Sequencer> {
@@ -189,19 +195,21 @@ impl Shard {
                 mvcc::put_version(&mut batch, key, commit_ts, request.txn, value.as_deref());
             }
             batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), commit_ts.encode().to_vec());
-            let ticket = self.committer.submit(batch);
+            let pending = self.log.append(CommitEntry { commit_ts, keys: keys.clone(), batch })?;
             // Always logged, even with no snapshot running: a snapshot taken
             // before this commit becomes visible lies below it and must
             // validate against it. `trim` drops it once no one can.
             sequencer.recent.push_back(CommitRecord { ts: commit_ts, keys });
-            (commit_ts, ticket)
+            (commit_ts, pending)
         };
-        if let Err(error) = self.committer.wait(ticket) {
-            // Nothing of the transaction was written: forget its keys, or
-            // every later writer of them would conflict with a ghost.
-            let mut sequencer = self.sequencer();
-            sequencer.recent.retain(|record| record.ts != commit_ts);
-            return Err(error.into());
+        if let Err(error) = ticket.wait() {
+            if !matches!(error, Error::OutcomeUnknown(_)) {
+                // Nothing of the transaction was written: forget its keys, or
+                // every later writer of them would conflict with a ghost.
+                let mut sequencer = self.sequencer();
+                sequencer.recent.retain(|record| record.ts != commit_ts);
+            }
+            return Err(error);
         }
         let mut sequencer = self.sequencer();
         if commit_ts > sequencer.visible_ts {
@@ -211,10 +219,49 @@ impl Shard {
         Ok(commit_ts)
     }
 
+    /// Applies a commit chosen by the shard's replicated log, on every
+    /// replica (the leader included), in log order: writes its versions to
+    /// the engine, moves the clock past its timestamp, makes it visible, and
+    /// remembers its keys for later validations (unless this node already
+    /// did when it proposed the entry). The log is durable already, so the
+    /// engine write is buffered; a crash replays the entry from the log.
+    pub fn apply(&self, entry: CommitEntry) -> Result<()> {
+        self.engine.write(entry.batch, Durability::Buffered)?;
+        self.hlc.observe(entry.commit_ts);
+        let mut sequencer = self.sequencer();
+        let known = sequencer
+            .recent
+            .iter()
+            .rev()
+            .take_while(|record| record.ts >= entry.commit_ts)
+            .any(|record| record.ts == entry.commit_ts);
+        if !known {
+            sequencer.recent.push_back(CommitRecord { ts: entry.commit_ts, keys: entry.keys });
+        }
+        if entry.commit_ts > sequencer.visible_ts {
+            sequencer.visible_ts = entry.commit_ts;
+        }
+        Self::trim(&mut sequencer);
+        Ok(())
+    }
+
+    /// After the engine was replaced by a snapshot whose newest commit is
+    /// `last_commit_ts`: commits up to it are visible, and transactions whose
+    /// snapshots predate it can no longer be validated (their log is gone).
+    pub fn restored(&self, last_commit_ts: Timestamp) {
+        self.hlc.observe(last_commit_ts);
+        let mut sequencer = self.sequencer();
+        if last_commit_ts > sequencer.visible_ts {
+            sequencer.visible_ts = last_commit_ts;
+        }
+        sequencer.recent.clear();
+        sequencer.log_floor = sequencer.log_floor.max(sequencer.visible_ts);
+    }
+
     pub fn stats(&self) -> ShardStats {
         let sequencer = self.sequencer();
         ShardStats {
-            syncs: self.committer.syncs(),
+            syncs: self.log.syncs(),
             recent_commits: sequencer.recent.len(),
             active_snapshots: sequencer.active.len(),
         }

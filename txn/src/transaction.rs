@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc};
 
 use crate::conflict::{ReadSet, WriteSet, range_contains};
+use crate::log::{CommitLog, LocalLog};
 use crate::shard::{CommitRequest, Shard};
 use crate::{Clock, Error, Hlc, Isolation, Result, SystemClock};
 
@@ -53,8 +54,20 @@ impl TxnManager {
         Self::with_clock(engine, Box::new(SystemClock), MAX_CLOCK_OFFSET_NS_DEFAULT)
     }
 
-    /// A manager over `engine` with an injected physical clock.
+    /// A manager over `engine` with an injected physical clock, committing
+    /// to the engine itself (a single node).
     pub fn with_clock(engine: Arc<dyn Engine>, clock: Box<dyn Clock>, max_offset_ns: u64) -> Result<Arc<Self>> {
+        let log = Arc::new(LocalLog::new(engine.clone()));
+        Self::with_log(engine, clock, max_offset_ns, log)
+    }
+
+    /// A manager whose commits go through `log` (a shard's replicated log).
+    pub fn with_log(
+        engine: Arc<dyn Engine>,
+        clock: Box<dyn Clock>,
+        max_offset_ns: u64,
+        log: Arc<dyn CommitLog>,
+    ) -> Result<Arc<Self>> {
         let next = match engine.get(ColumnFamily::Meta, META_NEXT_TXN_ID)? {
             Some(bytes) => u64::from_be_bytes(
                 bytes.as_slice().try_into().map_err(|_| geodb_storage::Error::Corrupt("next transaction id".into()))?,
@@ -62,7 +75,7 @@ impl TxnManager {
             None => 1,
         };
         let hlc = Arc::new(Hlc::new(clock, max_offset_ns));
-        let shard = Shard::open(engine, hlc.clone())?;
+        let shard = Shard::open(engine, hlc.clone(), log)?;
         Ok(Arc::new(TxnManager { shard, hlc, ids: Mutex::new(TxnIds { next, reserved_below: next }) }))
     }
 
@@ -94,10 +107,15 @@ impl TxnManager {
         Ok(id)
     }
 
-    /// Begins a transaction at `isolation`.
+    /// Begins a transaction at `isolation`. A coordinated level first
+    /// waits on the log's barrier: on a replicated shard only its leader,
+    /// caught up with everything chosen, serves one.
     pub fn begin(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
-        let id = self.next_txn_id()?;
         let coordinated = !isolation.is_highly_available();
+        if coordinated {
+            self.shard.log().barrier()?;
+        }
+        let id = self.next_txn_id()?;
         let read_ts = if coordinated { self.shard.acquire_snapshot(id) } else { self.shard.snapshot() };
         Ok(Transaction {
             manager: self.clone(),

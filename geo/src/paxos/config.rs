@@ -29,14 +29,19 @@ const _: () = assert!(PROPOSALS_PENDING_MAX >= 8 * BATCH_COMMANDS_MAX);
 pub struct Config {
     pub group: GroupId,
     pub node: NodeId,
-    /// The voters of the group, fixed for now.
+    /// The group's *initial* voters: the configuration until a chosen
+    /// `Value::Reconfigure` replaces it (see `Replica::membership`). A replica
+    /// restarts with the same `Config` and recovers later configurations
+    /// from its snapshot and log.
     pub voters: Vec<NodeId>,
-    /// Non-voting learners (e.g. one in every other region under zone
-    /// survival): they receive and apply the log but never vote or stand.
+    /// The initial non-voting learners (e.g. one in every other region under
+    /// zone survival): they receive and apply the log but never vote or stand.
     pub learners: Vec<NodeId>,
     /// Placement preference: the node that should lead (in the home region).
     /// Others wait `placement_delay_us` longer before standing, and a leader
     /// that is not preferred hands over once the preferred node has caught up.
+    /// Ignored while the preferred node is not a voter of the configuration
+    /// in effect.
     pub preferred_leader: Option<NodeId>,
     /// How often a leader heartbeats (and retransmits unanswered accepts).
     pub heartbeat_interval_us: u64,

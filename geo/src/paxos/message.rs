@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ballot::{Ballot, GroupId, Slot};
+use super::membership::Membership;
 use crate::topology::NodeId;
 
 /// One client command: opaque bytes interpreted by the state machine above.
@@ -30,6 +31,10 @@ pub enum Value {
     Noop,
     /// A batch of commands, applied in order (phase 2 per batch, not per command).
     Batch(Vec<Command>),
+    /// A new configuration: it governs every slot after this one, once this
+    /// one is chosen (see `membership.rs`). Nothing for the state machine to
+    /// do, though a runtime may start or retire replicas when it sees one.
+    Reconfigure(Membership),
 }
 
 /// One accepted (or chosen) log entry as an acceptor stores it.
@@ -42,11 +47,25 @@ pub struct Entry {
 }
 
 /// A snapshot of the state machine supplied by the layer above: opaque bytes
-/// covering every slot up to and including `slot`.
+/// covering every slot up to and including `slot`, and the configuration in
+/// effect after that slot (the log that named it is compacted away).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub slot: Slot,
     pub data: Vec<u8>,
+    /// The configuration for the slots after `slot`. The state machine may
+    /// leave it `None`: `Replica::compact` fills it in, so every snapshot a
+    /// replica persists or sends carries it. `None` on a snapshot received
+    /// or restored means the group's initial configuration.
+    #[serde(default)]
+    pub membership: Option<Membership>,
+}
+
+impl Snapshot {
+    /// A snapshot as the state machine takes it; the replica adds the membership.
+    pub fn new(slot: Slot, data: Vec<u8>) -> Self {
+        Snapshot { slot, data, membership: None }
+    }
 }
 
 /// A message between two replicas of one group.

@@ -32,6 +32,7 @@
 mod ballot;
 mod config;
 mod jitter;
+mod membership;
 mod message;
 mod node;
 pub mod quorum;
@@ -44,6 +45,7 @@ mod tests;
 pub use ballot::{Ballot, GroupId, Slot};
 pub use config::{BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX};
 pub use jitter::Jitter;
+pub use membership::Membership;
 pub use message::{Command, Entry, Envelope, Message, Snapshot, Value};
 pub use node::{MultiPaxos, NodeReady};
 pub use ready::{Committed, HardState, Persist, ReadOutcome, ReadState, Ready, Stored};

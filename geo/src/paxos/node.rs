@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::ballot::GroupId;
 use super::config::Config;
+use super::membership::Membership;
 use super::message::{Command, Envelope, Snapshot};
 use super::ready::{Ready, Stored};
 use super::replica::{ProposeError, Replica};
@@ -36,11 +37,29 @@ impl MultiPaxos {
     }
 
     /// Adds (or restarts) this node's replica of `config.group`.
+    ///
+    /// For a node being added to a running group, create the replica with a
+    /// `Config` naming it a learner (voters and learners as currently in
+    /// effect, itself among the learners) and an empty `Stored`, once the
+    /// change that adds it as a learner is proposed: it follows the log
+    /// without voting or standing, catches up (from a snapshot that carries
+    /// the configuration, or from the log), and votes once it has learned a
+    /// chosen change that makes it a voter. Never create it as a voter
+    /// directly: its configuration would not yet follow from the log.
+    /// On a restart, pass the same `Config` again: the configuration in
+    /// effect is recovered from `stored`.
     pub fn add_group(&mut self, config: Config, stored: Stored, now_us: u64) {
         assert_eq!(config.node, self.node, "a replica for another node");
         let group = config.group;
         let previous = self.groups.insert(group, Replica::new(config, stored, now_us));
         assert!(previous.is_none(), "{group} added twice on {}", self.node);
+    }
+
+    /// Drops this node's replica of `group` (for instance once a chosen
+    /// change removed the node): its messages are dropped from now on. The
+    /// runtime deletes its durable state as well.
+    pub fn remove_group(&mut self, group: GroupId) -> Option<Replica> {
+        self.groups.remove(&group)
     }
 
     pub fn group(&self, group: GroupId) -> Option<&Replica> {
@@ -69,6 +88,14 @@ impl MultiPaxos {
     pub fn propose(&mut self, group: GroupId, command: Command) -> Result<(), ProposeError> {
         match self.groups.get_mut(&group) {
             Some(replica) => replica.propose(command),
+            None => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    /// See [`Replica::propose_membership`].
+    pub fn propose_membership(&mut self, group: GroupId, membership: Membership) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(replica) => replica.propose_membership(membership),
             None => Err(ProposeError::NotLeader { leader: None }),
         }
     }

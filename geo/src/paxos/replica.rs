@@ -37,12 +37,14 @@ use std::mem;
 use super::ballot::{Ballot, GroupId, Slot};
 use super::config::{BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX};
 use super::jitter::Jitter;
+use super::membership::Membership;
 use super::message::{Command, Entry, Envelope, Message, Snapshot, Value};
 use super::quorum;
 use super::ready::{Committed, HardState, ReadOutcome, ReadState, Ready, Stored};
 use crate::topology::NodeId;
 
-/// Why a proposal or read was refused. Both are retryable.
+/// Why a proposal, read or membership change was refused. All but
+/// `InvalidMembership` are retryable ([`ProposeError::is_retryable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// Only the leader proposes and serves reads; `leader` is a hint.
@@ -51,6 +53,19 @@ pub enum ProposeError {
     /// The leader's queue is full; back off.
     #[error("too many pending proposals or reads")]
     Busy,
+    /// Another membership change is not chosen yet; retry once it is.
+    #[error("another membership change is not chosen yet")]
+    Reconfiguring,
+    /// The change is malformed or alters more than one voter at once.
+    #[error("invalid membership change: {reason}")]
+    InvalidMembership { reason: &'static str },
+}
+
+impl ProposeError {
+    /// Whether the same request may succeed later (at this or another replica).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ProposeError::InvalidMembership { .. })
+    }
 }
 
 /// The role a replica plays in its current ballot.
@@ -82,6 +97,9 @@ struct Candidate {
     from: Slot,
     handoff: bool,
     promises: BTreeMap<NodeId, PromiseReport>,
+    /// Every voter a `Prepare` went to: the voters of each configuration
+    /// phase 1 has found so far (see `phase1_configurations`).
+    asked: BTreeSet<NodeId>,
     sent_us: u64,
 }
 
@@ -108,7 +126,18 @@ struct Leader {
     next_slot: Slot,
     /// The highest slot phase 1 found possibly chosen by earlier ballots.
     recovery_end: Slot,
+    /// Values phase 1 recovered for `next_slot` on, not yet proposed: they
+    /// wait behind an unchosen `Reconfigure` like everything else.
+    recovering: VecDeque<Value>,
     in_flight: BTreeMap<Slot, InFlight>,
+    /// The slot of a `Reconfigure` proposed in this ballot and not yet
+    /// chosen: nothing is proposed after it until it is (α = 1).
+    reconfigure_at: Option<Slot>,
+    /// A membership change asked for and not yet proposed: it waits until
+    /// every slot before it is chosen.
+    membership_pending: Option<Membership>,
+    /// Some slot was chosen in this ballot (a change waits for one).
+    chosen_in_ballot: bool,
     pending: VecDeque<Command>,
     heartbeat_seq: u64,
     heartbeat_sent_us: u64,
@@ -135,6 +164,10 @@ pub struct Replica {
     log: BTreeMap<Slot, (Ballot, Value)>,
     /// Durable: the latest snapshot, kept to send to lagging replicas.
     snapshot: Option<Snapshot>,
+    /// The configuration for the slot after `chosen`: the latest chosen
+    /// `Reconfigure`, else the snapshot's, else the initial one from
+    /// `Config`. Derived from durable state, never persisted on its own.
+    membership: Membership,
     /// Every slot up to here is chosen and its value is known. Persisted
     /// lazily: after a restart it may be lower, never higher.
     chosen: Slot,
@@ -165,6 +198,7 @@ impl Replica {
             log.insert(entry.slot, (entry.ballot, entry.value));
         }
         let chosen = stored.hard_state.chosen.max(snapshot_slot);
+        let initial = Membership::new(config.voters.clone(), config.learners.clone());
         let mut replica = Replica {
             jitter: Jitter::new(seed),
             now_us,
@@ -182,8 +216,13 @@ impl Replica {
             promised_persisted: stored.hard_state.promised,
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
             snapshot: stored.snapshot,
+            membership: initial,
             config,
         };
+        // The configuration is recovered from what is durable: every entry up
+        // to the chosen index is chosen, so the latest Reconfigure among them
+        // (or the snapshot's configuration) is the one in effect.
+        replica.membership = replica.membership_after(chosen);
         replica.reset_election_deadline();
         replica.apply_chosen();
         replica
@@ -201,9 +240,21 @@ impl Replica {
         &self.config
     }
 
-    /// Whether this replica is a non-voting learner.
+    /// Whether this replica is a non-voting learner in its current configuration.
     pub fn is_learner(&self) -> bool {
-        self.config.learners.contains(&self.config.node)
+        self.membership.is_learner(self.config.node)
+    }
+
+    /// Whether this replica votes in its current configuration (and so may stand).
+    pub fn is_voter(&self) -> bool {
+        self.membership.is_voter(self.config.node)
+    }
+
+    /// The configuration in effect for the slot after the chosen index: the
+    /// latest chosen `Reconfigure`, or the snapshot's, or `Config`'s initial
+    /// voters and learners. A change the leader proposed shows here once chosen.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     pub fn role(&self) -> RoleKind {
@@ -286,10 +337,40 @@ impl Replica {
         Ok(())
     }
 
+    /// Asks for a membership change (leader only). It is refused while
+    /// another change is not yet chosen (`Reconfiguring`, retry later) and if
+    /// it alters more than one voter (`InvalidMembership`): add or remove one
+    /// voter (promoting a learner adds one), change learners freely.
+    ///
+    /// Once accepted, the leader lets every slot already proposed be chosen,
+    /// and (if nothing was chosen in its ballot yet) gets a no-op chosen
+    /// first; then it proposes `Value::Reconfigure` and nothing after it
+    /// until that slot is chosen. The change takes effect for the slots after
+    /// it: watch [`Replica::membership`] or the applied entries. Like any
+    /// proposal it is lost if this replica stops leading before proposing it.
+    pub fn propose_membership(&mut self, membership: Membership) -> Result<(), ProposeError> {
+        let leader_hint = self.leader;
+        let Role::Leader(leader) = &mut self.role else {
+            return Err(ProposeError::NotLeader { leader: leader_hint });
+        };
+        // One change at a time: the change is checked against the
+        // configuration it will follow, which is only known once any earlier
+        // change (requested, in flight or recovered by phase 1) is chosen.
+        let recovered_change = leader.recovering.iter().any(|value| matches!(value, Value::Reconfigure(_)));
+        if leader.membership_pending.is_some() || leader.reconfigure_at.is_some() || recovered_change {
+            return Err(ProposeError::Reconfiguring);
+        }
+        membership.check_change_from(&self.membership).map_err(|reason| ProposeError::InvalidMembership { reason })?;
+        leader.membership_pending = Some(membership);
+        Ok(())
+    }
+
     /// The state machine captured everything up to `snapshot.slot` (which it
     /// has applied): log entries up to there may go. The snapshot is persisted
-    /// and kept to send to replicas that lag behind the truncated log.
-    pub fn compact(&mut self, snapshot: Snapshot) {
+    /// and kept to send to replicas that lag behind the truncated log, with
+    /// the configuration in effect after its slot filled in (the log entry
+    /// that named it is among those dropped).
+    pub fn compact(&mut self, mut snapshot: Snapshot) {
         assert!(
             snapshot.slot <= self.applied,
             "{}: snapshot at {} beyond applied {}",
@@ -300,6 +381,7 @@ impl Replica {
         if snapshot.slot <= self.snapshot_slot() {
             return;
         }
+        snapshot.membership = Some(self.membership_after(snapshot.slot));
         self.log.retain(|slot, _| *slot > snapshot.slot);
         self.ready.persist.snapshot = Some(snapshot.clone());
         self.snapshot = Some(snapshot);
@@ -311,8 +393,9 @@ impl Replica {
         let now = self.now_us;
         match &self.role {
             Role::Follower => {
-                // Learners follow the log but never stand.
-                if now >= self.election_deadline_us && !self.is_learner() {
+                // Learners (and nodes outside the configuration) follow the
+                // log but never stand.
+                if now >= self.election_deadline_us && self.is_voter() {
                     self.start_candidacy(false);
                 }
             }
@@ -332,10 +415,11 @@ impl Replica {
         assert_eq!(envelope.group, self.config.group, "message for another group");
         assert_eq!(envelope.to, self.config.node, "message for another node");
         self.now_us = self.now_us.max(now_us);
+        // Messages are taken from any node of the group, member or not in this
+        // replica's configuration: a lagging replica must hear a leader added
+        // after the configuration it knows. What counts (promises, votes,
+        // acknowledgements) is filtered by configuration where it is counted.
         let from = envelope.from;
-        if !self.config.voters.contains(&from) && !self.config.learners.contains(&from) {
-            return;
-        }
         match envelope.message {
             Message::Prepare { ballot, from: from_slot, handoff } => self.on_prepare(from, ballot, from_slot, handoff),
             Message::Promise { ballot, chosen, snapshot_slot, entries } => {
@@ -350,10 +434,7 @@ impl Replica {
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
             Message::InstallSnapshot { snapshot } => self.on_install_snapshot(snapshot),
             Message::Handoff { ballot } => {
-                if ballot == self.promised
-                    && from == ballot.node
-                    && matches!(self.role, Role::Follower)
-                    && !self.is_learner()
+                if ballot == self.promised && from == ballot.node && matches!(self.role, Role::Follower) && self.is_voter()
                 {
                     self.start_candidacy(true);
                 }
@@ -391,10 +472,15 @@ impl Replica {
         let timeout = self.config.election_timeout_us;
         let mut deadline = self.now_us + timeout + self.jitter.below(timeout);
         // Placement: the preferred node (the home region) stands first.
-        if self.config.preferred_leader.is_some_and(|preferred| preferred != self.config.node) {
+        if self.preferred_leader().is_some_and(|preferred| preferred != self.config.node) {
             deadline += self.config.placement_delay_us;
         }
         self.election_deadline_us = deadline;
+    }
+
+    /// The configured preferred leader, while it is a voter.
+    fn preferred_leader(&self) -> Option<NodeId> {
+        self.config.preferred_leader.filter(|preferred| self.membership.is_voter(*preferred))
     }
 
     fn start_candidacy(&mut self, handoff: bool) {
@@ -408,27 +494,77 @@ impl Replica {
         self.promise_dirty = true;
         self.leader = None;
         let from = self.chosen.next();
-        self.role =
-            Role::Candidate(Candidate { ballot, from, handoff, promises: BTreeMap::new(), sent_us: self.now_us });
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            from,
+            handoff,
+            promises: BTreeMap::new(),
+            asked: BTreeSet::new(),
+            sent_us: self.now_us,
+        });
         self.reset_election_deadline();
-        self.broadcast(Message::Prepare { ballot, from, handoff });
+        self.ask_new_voters();
         self.maybe_complete_phase1();
+    }
+
+    /// Sends `Prepare` to every voter of the configurations phase 1 must
+    /// cover that has not been asked yet (all of them, at the start).
+    fn ask_new_voters(&mut self) {
+        let Role::Candidate(candidate) = &self.role else { return };
+        let me = self.config.node;
+        let mut new = Vec::new();
+        for membership in self.phase1_configurations(candidate) {
+            for voter in membership.voters {
+                if voter != me && !candidate.asked.contains(&voter) && !new.contains(&voter) {
+                    new.push(voter);
+                }
+            }
+        }
+        let Role::Candidate(candidate) = &mut self.role else { return };
+        candidate.asked.extend(new.iter().copied());
+        let (ballot, from, handoff) = (candidate.ballot, candidate.from, candidate.handoff);
+        for voter in new {
+            self.send(voter, Message::Prepare { ballot, from, handoff });
+        }
     }
 
     fn resend_prepare(&mut self) {
         let Role::Candidate(candidate) = &mut self.role else { return };
         candidate.sent_us = self.now_us;
         let (ballot, from, handoff) = (candidate.ballot, candidate.from, candidate.handoff);
-        let missing: Vec<NodeId> = self
-            .config
-            .voters
-            .iter()
-            .copied()
-            .filter(|voter| *voter != self.config.node && !candidate.promises.contains_key(voter))
-            .collect();
+        let missing: Vec<NodeId> =
+            candidate.asked.iter().copied().filter(|voter| !candidate.promises.contains_key(voter)).collect();
         for voter in missing {
             self.send(voter, Message::Prepare { ballot, from, handoff });
         }
+    }
+
+    /// The configurations that may govern a slot above the chosen index, as
+    /// far as this candidate can tell: the one in effect after the chosen
+    /// index, and every one named by a `Reconfigure` above it, in its own log
+    /// or in any promise received. Phase 1 needs a majority of each
+    /// (`docs/design/multipaxos.md`, "Membership changes"): a change chosen
+    /// above the chosen index was accepted by a majority of the configuration
+    /// before it, so some promiser of that configuration reports it, and the
+    /// candidate then asks the new configuration's voters too. Naming a
+    /// configuration that ends up never chosen costs only promises.
+    fn phase1_configurations(&self, candidate: &Candidate) -> Vec<Membership> {
+        let mut configurations = vec![self.membership.clone()];
+        let own = self.log.range(self.chosen.next()..).map(|(_, (_, value))| value);
+        let reported = candidate
+            .promises
+            .values()
+            .flat_map(|report| report.entries.iter())
+            .filter(|entry| entry.slot > self.chosen)
+            .map(|entry| &entry.value);
+        for value in own.chain(reported) {
+            if let Value::Reconfigure(membership) = value
+                && !configurations.contains(membership)
+            {
+                configurations.push(membership.clone());
+            }
+        }
+        configurations
     }
 
     /// Whether this replica is following a leader it heard from recently (or leads).
@@ -442,10 +578,10 @@ impl Replica {
         }
     }
 
+    /// Every replica answers: whether its promise counts is the candidate's
+    /// business (a voter of some configuration it must cover), and a replica
+    /// may be a voter there without knowing it yet (or any more).
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot, handoff: bool) {
-        if self.is_learner() || !self.config.voters.contains(&from) {
-            return;
-        }
         self.round_seen = self.round_seen.max(ballot.round);
         // Paxos Made Simple §2.2 (P1a): never promise below a promise already made.
         if ballot < self.promised {
@@ -482,12 +618,18 @@ impl Replica {
             return;
         }
         candidate.promises.insert(from, report);
+        // The promise may name a configuration whose voters were not asked yet.
+        self.ask_new_voters();
         self.maybe_complete_phase1();
     }
 
     fn maybe_complete_phase1(&mut self) {
         let Role::Candidate(candidate) = &self.role else { return };
-        if !quorum::is_majority(candidate.promises.len() + 1, self.config.voters.len()) {
+        // Paxos Made Simple §3 (reconfiguration): each slot's instance needs a
+        // majority of its own configuration, so a majority of every
+        // configuration that may govern a slot this ballot covers.
+        let promised: Vec<NodeId> = candidate.promises.keys().copied().chain([self.config.node]).collect();
+        if !self.phase1_configurations(candidate).iter().all(|membership| membership.is_quorum(&promised)) {
             return;
         }
         let Role::Candidate(candidate) = mem::replace(&mut self.role, Role::Follower) else { unreachable!() };
@@ -532,11 +674,18 @@ impl Replica {
             }
         }
         let recovery_end = recovered.keys().next_back().copied().unwrap_or(self.chosen);
-        let mut leader = Leader {
+        let recovering = (self.chosen.0 + 1..=recovery_end.0)
+            .map(|slot| recovered.remove(&Slot(slot)).map_or(Value::Noop, |(_, _, value)| value))
+            .collect();
+        let leader = Leader {
             ballot,
-            next_slot: recovery_end.next(),
+            next_slot: self.chosen.next(),
             recovery_end,
+            recovering,
             in_flight: BTreeMap::new(),
+            reconfigure_at: None,
+            membership_pending: None,
+            chosen_in_ballot: false,
             pending: VecDeque::new(),
             heartbeat_seq: 0,
             heartbeat_sent_us: self.now_us,
@@ -548,18 +697,11 @@ impl Replica {
             handoff_sent_us: None,
             elected_us: self.now_us,
         };
-        let mut proposals = Vec::new();
-        for slot in (self.chosen.0 + 1..=recovery_end.0).map(Slot) {
-            let value = recovered.remove(&slot).map_or(Value::Noop, |(_, _, value)| value);
-            leader.in_flight.insert(slot, InFlight { votes: BTreeSet::new(), chosen: false, sent_us: self.now_us });
-            proposals.push((slot, value));
-        }
         self.role = Role::Leader(Box::new(leader));
         self.leader = Some(self.config.node);
         self.ready.became_leader = Some(ballot);
-        for (slot, value) in proposals {
-            self.accept_own_and_send(ballot, slot, value);
-        }
+        // The recovered values go out at once, up to the first Reconfigure.
+        self.propose_next();
         self.send_heartbeat_round();
         self.advance_leader_chosen();
     }
@@ -621,11 +763,6 @@ impl Replica {
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
-        // A learner's acceptance is no vote.
-        if !self.config.voters.contains(&from) {
-            return;
-        }
-        let voters = self.config.voters.len();
         let now = self.now_us;
         let Role::Leader(leader) = &mut self.role else { return };
         if leader.ballot != ballot {
@@ -634,9 +771,7 @@ impl Replica {
         leader.heard_us.insert(from, now);
         if let Some(in_flight) = leader.in_flight.get_mut(&slot) {
             in_flight.votes.insert(from);
-            // Paxos Made Simple §2.2: chosen once a majority accepted it in one ballot.
-            // The leader's own vote counts: it is in the same (earlier) persist.
-            if quorum::is_majority(in_flight.votes.len() + 1, voters) {
+            if is_chosen(&self.membership, self.config.node, &in_flight.votes) {
                 in_flight.chosen = true;
             }
         }
@@ -644,7 +779,6 @@ impl Replica {
     }
 
     fn advance_leader_chosen(&mut self) {
-        let voters = self.config.voters.len();
         let Role::Leader(leader) = &mut self.role else { return };
         let mut advanced = false;
         while let Some(mut first) = leader.in_flight.first_entry() {
@@ -654,14 +788,21 @@ impl Replica {
                 "{}: in-flight slots must follow the chosen prefix",
                 self.config.group
             );
-            if quorum::is_majority(first.get().votes.len() + 1, voters) {
+            // The configuration cannot change under the loop: every in-flight
+            // slot is at or below the one unchosen Reconfigure, if any.
+            if is_chosen(&self.membership, self.config.node, &first.get().votes) {
                 first.get_mut().chosen = true;
             }
             if !first.get().chosen {
                 break;
             }
+            let slot = *first.key();
             first.remove();
-            self.chosen = self.chosen.next();
+            self.chosen = slot;
+            leader.chosen_in_ballot = true;
+            if leader.reconfigure_at == Some(slot) {
+                leader.reconfigure_at = None;
+            }
             advanced = true;
         }
         if advanced {
@@ -677,24 +818,66 @@ impl Replica {
     }
 
     fn flush_proposals(&mut self) {
+        self.propose_next();
+        self.advance_leader_chosen();
+    }
+
+    /// Proposes, in slot order: the values phase 1 recovered, then a
+    /// requested membership change once everything before it is chosen, then
+    /// batches of commands while the window has room; never anything after
+    /// an unchosen Reconfigure.
+    fn propose_next(&mut self) {
         let now = self.now_us;
         let window = self.config.window_slots_max;
         loop {
             let chosen = self.chosen;
             let Role::Leader(leader) = &mut self.role else { return };
-            let in_flight = leader.next_slot.0 - chosen.0 - 1;
-            if leader.pending.is_empty() || in_flight >= window {
+            // Paxos Made Simple §3 (reconfiguration, α = 1): the configuration
+            // for a slot is the one chosen before it, so nothing is proposed
+            // after a Reconfigure until it is chosen and its configuration known.
+            if leader.reconfigure_at.is_some() {
                 break;
             }
-            let take = leader.pending.len().min(BATCH_COMMANDS_MAX);
-            let batch: Vec<Command> = leader.pending.drain(..take).collect();
             let slot = leader.next_slot;
+            let value = if let Some(value) = leader.recovering.pop_front() {
+                value
+            } else if leader.membership_pending.is_some() {
+                // A new change goes in only once every slot before it is
+                // chosen, so that the configuration it changes (and is
+                // counted under) is the one in effect, not one that a slot
+                // still in flight might yet replace.
+                if slot != chosen.next() {
+                    break;
+                }
+                if leader.chosen_in_ballot {
+                    Value::Reconfigure(leader.membership_pending.take().expect("checked above"))
+                } else {
+                    // Ongaro's thesis §4.1 (the bug fix of 2015): a leader
+                    // changes the configuration only after a value of its own
+                    // ballot is chosen; a no-op gets it there.
+                    Value::Noop
+                }
+            } else {
+                let in_flight = slot.0 - chosen.0 - 1;
+                if leader.pending.is_empty() || in_flight >= window {
+                    break;
+                }
+                let take = leader.pending.len().min(BATCH_COMMANDS_MAX);
+                Value::Batch(leader.pending.drain(..take).collect())
+            };
+            if let Value::Reconfigure(membership) = &value {
+                assert!(
+                    membership.check_change_from(&self.membership).is_ok() || leader.recovery_end >= slot,
+                    "{}: a new change must follow the configuration in effect",
+                    self.config.group
+                );
+                leader.reconfigure_at = Some(slot);
+            }
             leader.next_slot = slot.next();
             leader.in_flight.insert(slot, InFlight { votes: BTreeSet::new(), chosen: false, sent_us: now });
             let ballot = leader.ballot;
-            self.accept_own_and_send(ballot, slot, Value::Batch(batch));
+            self.accept_own_and_send(ballot, slot, value);
         }
-        self.advance_leader_chosen();
     }
 
     fn on_reject(&mut self, from: NodeId, ballot: Ballot, promised: Ballot) {
@@ -719,7 +902,7 @@ impl Replica {
         let now = self.now_us;
         let interval = self.config.heartbeat_interval_us;
         let timeout = self.config.election_timeout_us;
-        let voters = self.config.voters.clone();
+        let voters = &self.membership.voters;
         let me = self.config.node;
         let Role::Leader(leader) = &mut self.role else { return };
         if now < leader.heartbeat_sent_us + interval {
@@ -743,7 +926,7 @@ impl Replica {
         for (slot, in_flight) in leader.in_flight.iter_mut() {
             if !in_flight.chosen && now >= in_flight.sent_us + interval {
                 in_flight.sent_us = now;
-                for voter in &voters {
+                for voter in voters {
                     if *voter != me && !in_flight.votes.contains(voter) {
                         resend.push((*voter, *slot));
                     }
@@ -753,6 +936,7 @@ impl Replica {
         // Placement: hand leadership to the preferred node once it has caught up.
         let handoff_to = self.config.preferred_leader.filter(|preferred| {
             *preferred != me
+                && voters.contains(preferred)
                 && leader.in_flight.is_empty()
                 && leader.peer_chosen.get(preferred).is_some_and(|slot| *slot >= chosen)
                 && leader.heard_us.get(preferred).is_some_and(|at| *at + interval >= now)
@@ -798,7 +982,7 @@ impl Replica {
         self.follow(ballot);
         self.learn_chosen(from, ballot, chosen);
         // The leader counts only voters' acknowledgements (read-index, check-quorum).
-        if !self.is_learner() {
+        if self.is_voter() {
             let chosen = self.chosen;
             self.send(from, Message::HeartbeatAck { ballot, seq, chosen });
         }
@@ -822,7 +1006,7 @@ impl Replica {
     fn confirmed_seq(&self) -> u64 {
         let Role::Leader(leader) = &self.role else { return 0 };
         let mut acked: Vec<u64> = self
-            .config
+            .membership
             .voters
             .iter()
             .map(|voter| {
@@ -943,6 +1127,11 @@ impl Replica {
         self.log.retain(|slot, _| *slot > snapshot.slot);
         self.chosen = snapshot.slot;
         self.applied = snapshot.slot;
+        let membership = snapshot.membership.clone().unwrap_or_else(|| self.initial_membership());
+        if membership != self.membership {
+            let previous = mem::replace(&mut self.membership, membership);
+            self.on_membership_changed(previous);
+        }
         // Entries queued for the state machine are all below the snapshot,
         // which subsumes them; the restore comes first in the Ready.
         self.ready.apply.clear();
@@ -953,14 +1142,91 @@ impl Replica {
     }
 
     fn apply_chosen(&mut self) {
+        let mut previous = None;
         while self.applied < self.chosen {
             let slot = self.applied.next();
             let (_, value) = self
                 .log
                 .get(&slot)
                 .unwrap_or_else(|| panic!("{}: chosen slot {slot} missing from the log", self.config.group));
+            // Paxos Made Simple §3: a chosen Reconfigure governs the slots after it.
+            if let Value::Reconfigure(membership) = value {
+                let before = mem::replace(&mut self.membership, membership.clone());
+                previous.get_or_insert(before);
+            }
             self.ready.apply.push(Committed { slot, value: value.clone() });
             self.applied = slot;
+        }
+        if let Some(previous) = previous {
+            self.on_membership_changed(previous);
+        }
+    }
+
+    // --- membership --------------------------------------------------------------
+
+    fn initial_membership(&self) -> Membership {
+        Membership::new(self.config.voters.clone(), self.config.learners.clone())
+    }
+
+    /// The configuration in effect after `slot`, which must be chosen and at
+    /// or above the snapshot: the latest Reconfigure in the log up to `slot`,
+    /// else the snapshot's configuration, else the initial one.
+    fn membership_after(&self, slot: Slot) -> Membership {
+        assert!(slot >= self.snapshot_slot() && slot <= self.chosen, "{}: {slot} is not chosen here", self.config.group);
+        self.log
+            .range(..=slot)
+            .rev()
+            .find_map(|(_, (_, value))| match value {
+                Value::Reconfigure(membership) => Some(membership.clone()),
+                _ => None,
+            })
+            .or_else(|| self.snapshot.as_ref().and_then(|snapshot| snapshot.membership.clone()))
+            .unwrap_or_else(|| self.initial_membership())
+    }
+
+    /// The configuration just changed (a Reconfigure was chosen, or a snapshot
+    /// installed). A leader tells the nodes it no longer sends to that the
+    /// change is chosen, so that a removed voter learns to stop standing; a
+    /// leader or candidate that is no longer a voter steps down (a removed
+    /// leader first hands over to the most caught-up remaining voter, as
+    /// Ongaro's thesis §4.2.2 has a removed leader step down once the change
+    /// is committed).
+    fn on_membership_changed(&mut self, previous: Membership) {
+        let me = self.config.node;
+        let still_voter = self.membership.is_voter(me);
+        match &self.role {
+            Role::Leader(leader) => {
+                let (ballot, seq, chosen) = (leader.ballot, leader.heartbeat_seq, self.chosen);
+                let mut notify: Vec<NodeId> =
+                    previous.members().filter(|node| *node != me && !self.membership.is_member(*node)).collect();
+                if still_voter {
+                    for node in notify {
+                        self.send(node, Message::Heartbeat { ballot, seq, chosen });
+                    }
+                    return;
+                }
+                notify.extend(self.membership.members().filter(|node| *node != me));
+                let successor = self
+                    .membership
+                    .voters
+                    .iter()
+                    .filter(|voter| **voter != me)
+                    .max_by_key(|voter| (leader.peer_chosen.get(voter).copied(), leader.heard_us.get(voter).copied()))
+                    .copied();
+                for node in notify {
+                    self.send(node, Message::Heartbeat { ballot, seq, chosen });
+                }
+                if let Some(successor) = successor {
+                    self.send(successor, Message::Handoff { ballot });
+                }
+                self.become_follower(None);
+                self.reset_election_deadline();
+            }
+            Role::Candidate(_) if !still_voter => {
+                self.become_follower(None);
+                self.reset_election_deadline();
+            }
+            Role::Candidate(_) | Role::Follower => {}
         }
     }
 
@@ -970,14 +1236,20 @@ impl Replica {
         self.ready.send.push(Envelope { group: self.config.group, from: self.config.node, to, message });
     }
 
-    /// To every other voter, and to the learners unless it is a phase-1 message.
+    /// To every other voter and learner of the current configuration.
     fn broadcast(&mut self, message: Message) {
-        let learners =
-            if matches!(message, Message::Prepare { .. }) { Vec::new() } else { self.config.learners.clone() };
-        for member in self.config.voters.clone().into_iter().chain(learners) {
-            if member != self.config.node {
-                self.send(member, message.clone());
-            }
+        let me = self.config.node;
+        let members: Vec<NodeId> = self.membership.members().filter(|member| *member != me).collect();
+        for member in members {
+            self.send(member, message.clone());
         }
     }
+}
+
+/// Paxos Made Simple §2.2: a slot is chosen once a majority of its
+/// configuration accepted it in one ballot. The leader's own vote counts (if
+/// it is a voter): it is in the same, earlier persist as its `Accept`.
+fn is_chosen(membership: &Membership, leader: NodeId, votes: &BTreeSet<NodeId>) -> bool {
+    let count = membership.voters.iter().filter(|voter| **voter == leader || votes.contains(voter)).count();
+    quorum::is_majority(count, membership.voters.len())
 }

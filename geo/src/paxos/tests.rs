@@ -102,7 +102,10 @@ impl Cluster {
     }
 
     fn deliverable(&self, envelope: &Envelope) -> bool {
-        !self.down.contains(&envelope.to)
+        // A node with no replica of the group (not created yet, or retired)
+        // drops the message, as `MultiPaxos::step` does.
+        self.replicas.contains_key(&envelope.to)
+            && !self.down.contains(&envelope.to)
             && !self.down.contains(&envelope.from)
             && !self.cut.contains(&envelope.to)
             && !self.cut.contains(&envelope.from)
@@ -168,7 +171,7 @@ impl Cluster {
         self.applied[&node]
             .iter()
             .flat_map(|committed| match &committed.value {
-                Value::Noop => Vec::new(),
+                Value::Noop | Value::Reconfigure(_) => Vec::new(),
                 Value::Batch(commands) => commands.clone(),
             })
             .collect()
@@ -191,6 +194,66 @@ impl Cluster {
         self.replicas.insert(node, Replica::new(config, stored, self.now_us));
         self.down.remove(&node);
         self.process(node);
+    }
+
+    /// The runtime creates the replica of a node being added: a learner of
+    /// the configuration in effect, with nothing stored (see `MultiPaxos::add_group`).
+    fn join(&mut self, node: NodeId) {
+        let leader = self.leader().expect("a leader to ask for the configuration");
+        let current = self.replicas[&leader].membership().clone();
+        let mut config = Config::new(GROUP, node, current.voters, RTT_US);
+        config.learners = current.learners;
+        config.learners.push(node);
+        config.seed = 99;
+        self.configs.insert(node, config.clone());
+        self.stored.insert(node, Stored::default());
+        self.applied.insert(node, Vec::new());
+        self.replicas.insert(node, Replica::new(config, Stored::default(), self.now_us));
+    }
+
+    /// Asks the leader for a membership change, retrying while another is
+    /// pending, and runs until the leader has it in effect. Every tick, one
+    /// write is proposed at the leader and recorded in `written` if accepted.
+    fn reconfigure_while_writing(&mut self, target: &Membership, written: &mut Vec<Command>) {
+        let mut asked = false;
+        for _ in 0..2_000 {
+            let leader = self.leader();
+            if let Some(leader) = leader {
+                if self.replicas[&leader].membership() == target {
+                    return;
+                }
+                let command = bytes(&format!("w{}", written.len()));
+                if self.replica(leader).propose(command.clone()).is_ok() {
+                    written.push(command);
+                }
+                if !asked {
+                    match self.replica(leader).propose_membership(target.clone()) {
+                        Ok(()) => asked = true,
+                        Err(ProposeError::Reconfiguring) => {}
+                        Err(error) => panic!("{target:?} refused: {error}"),
+                    }
+                }
+            }
+            self.tick_all(RTT_US);
+        }
+        panic!("{target:?} never took effect");
+    }
+
+    /// Runs while writing until `done`.
+    fn run_while_writing(&mut self, written: &mut Vec<Command>, mut done: impl FnMut(&Cluster) -> bool) {
+        for _ in 0..2_000 {
+            if done(self) {
+                return;
+            }
+            if let Some(leader) = self.leader() {
+                let command = bytes(&format!("w{}", written.len()));
+                if self.replica(leader).propose(command.clone()).is_ok() {
+                    written.push(command);
+                }
+            }
+            self.tick_all(RTT_US);
+        }
+        panic!("condition not reached by {} us", self.now_us);
     }
 
     /// Every pair of replicas agrees on every slot both applied.
@@ -352,7 +415,7 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     }
     for node in [n(1), n(2)] {
         let applied = cluster.replicas[&node].applied();
-        cluster.replica(node).compact(Snapshot { slot: applied, data: format!("state@{}", applied.0).into_bytes() });
+        cluster.replica(node).compact(Snapshot::new(applied, format!("state@{}", applied.0).into_bytes()));
         cluster.process(node);
     }
     let compacted = cluster.replicas[&leader].snapshot_slot();
@@ -497,7 +560,7 @@ fn batching_and_a_bounded_pipeline() {
         .iter()
         .map(|entry| match &entry.value {
             Value::Batch(batch) => batch.len(),
-            Value::Noop => 0,
+            Value::Noop | Value::Reconfigure(_) => 0,
         })
         .sum();
     assert_eq!(commands, window as usize * BATCH_COMMANDS_MAX, "full batches while proposals wait");
@@ -616,7 +679,7 @@ fn learner_follows_the_log_but_never_votes_or_stands() {
         cluster.deliver_all();
     }
     let applied = cluster.replicas[&leader].applied();
-    cluster.replica(leader).compact(Snapshot { slot: applied, data: b"registers".to_vec() });
+    cluster.replica(leader).compact(Snapshot::new(applied, b"registers".to_vec()));
     cluster.process(leader);
     cluster.cut.clear();
     cluster.run_until(|cluster| cluster.replicas[&learner].applied() == applied);
@@ -637,4 +700,328 @@ fn catch_up_request_from_a_replica_further_ahead_gets_an_empty_answer() {
     let ready = cluster.replica(n(2)).take_ready();
     assert_eq!(ready.send.len(), 1);
     assert_eq!(ready.send[0].message, Message::CatchUp { entries: Vec::new(), chosen: Slot::ZERO });
+}
+
+fn membership(voters: &[u64], learners: &[u64]) -> Membership {
+    Membership::new(voters.iter().copied().map(n).collect(), learners.iter().copied().map(n).collect())
+}
+
+/// Adding a voter (Ongaro's thesis §4.1, one server at a time): once the
+/// change is chosen the new node votes, so with one old voter down a write
+/// still needs it.
+#[test]
+fn membership_add_a_voter() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.propose(leader, "before");
+    cluster.deliver_all();
+    cluster.join(n(4));
+    let four = membership(&[1, 2, 3, 4], &[]);
+    cluster.reconfigure_while_writing(&four, &mut Vec::new());
+    cluster.run_until(|cluster| cluster.replicas.values().all(|replica| replica.membership() == &four));
+    assert!(cluster.replicas[&n(4)].is_voter());
+    // Four voters need three: with n2 and n3 cut off, nothing is chosen...
+    cluster.cut.extend([n(2), n(3)]);
+    let chosen = cluster.replicas[&leader].chosen();
+    cluster.propose(leader, "needs three of four");
+    for _ in 0..3 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.replicas[&leader].chosen(), chosen, "two of four voters are no quorum");
+    // ...and with only n3 cut off, the new voter's vote makes the quorum.
+    cluster.cut.remove(&n(2));
+    cluster.run_until(|cluster| cluster.commands(n(4)).last() == Some(&bytes("needs three of four")));
+    assert_eq!(cluster.commands(n(4))[0], bytes("before"), "the new voter caught up from the log");
+    cluster.assert_logs_agree();
+}
+
+/// Removing a voter: once the change is chosen the removed node no longer
+/// counts (two remaining voters need each other) and never stands again.
+#[test]
+fn membership_remove_a_voter() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    assert_eq!(leader, n(1));
+    let two = membership(&[1, 2], &[]);
+    cluster.reconfigure_while_writing(&two, &mut Vec::new());
+    cluster.run_until(|cluster| cluster.replicas.values().all(|replica| replica.membership() == &two));
+    assert!(!cluster.replicas[&n(3)].is_voter() && !cluster.replicas[&n(3)].is_learner());
+    // n3 is still up and connected, but its vote no longer counts.
+    cluster.cut.insert(n(2));
+    let chosen = cluster.replicas[&leader].chosen();
+    cluster.propose(leader, "needs n2");
+    for _ in 0..3 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.replicas[&leader].chosen(), chosen, "a removed voter's acceptance is no vote");
+    cluster.cut.clear();
+    cluster.run_until(|cluster| cluster.commands(n(2)).last() == Some(&bytes("needs n2")));
+    // A removed node never stands, however long it waits.
+    let ballots_before = cluster.leaders.len();
+    cluster.crash(n(1));
+    cluster.run_until(|cluster| cluster.leader() == Some(n(2)) || cluster.now_us > 400_000);
+    for _ in 0..200 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.replicas[&n(3)].role(), RoleKind::Follower);
+    assert!(cluster.leaders.keys().skip(ballots_before).all(|ballot| ballot.node != n(3)));
+    assert!(cluster.replicas[&n(3)].promised().node != n(3), "n3 never even stood");
+}
+
+/// Removing the leader itself: it keeps leading until the change is chosen
+/// (the change is counted under the configuration that still has it), then
+/// steps down, hands over, and a remaining voter leads in a higher ballot.
+#[test]
+fn membership_remove_the_leader() {
+    let mut cluster = Cluster::new(3, None);
+    let old = cluster.elect();
+    let old_ballot = cluster.replicas[&old].leader_ballot().unwrap();
+    cluster.propose(old, "under the old leader");
+    cluster.deliver_all();
+    let rest: Vec<u64> = (1..=3).filter(|id| n(*id) != old).collect();
+    let target = membership(&rest, &[]);
+    cluster.replica(old).propose_membership(target.clone()).unwrap();
+    cluster.run_until(|cluster| cluster.leader().is_some_and(|leader| leader != old));
+    assert_eq!(cluster.replicas[&old].membership(), &target);
+    assert_ne!(cluster.replicas[&old].role(), RoleKind::Leader, "the removed leader stepped down");
+    let new = cluster.leader().unwrap();
+    assert!(cluster.replicas[&new].leader_ballot().unwrap() > old_ballot);
+    cluster.propose(new, "under the new leader");
+    cluster.run_until(|cluster| {
+        rest.iter().all(|id| {
+            cluster.commands(n(*id)) == vec![bytes("under the old leader"), bytes("under the new leader")]
+        })
+    });
+    for _ in 0..200 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.replicas[&old].role(), RoleKind::Follower, "a removed leader never stands again");
+    assert!(cluster.leaders.keys().filter(|ballot| ballot.node == old).all(|ballot| *ballot == old_ballot));
+    cluster.assert_logs_agree();
+}
+
+/// Promoting a learner adds one voter: the learner then votes and acknowledges.
+#[test]
+fn membership_promote_a_learner() {
+    let mut cluster = Cluster::with_learners(3, 1, Some(n(1)));
+    let learner = n(4);
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.run_until(|cluster| cluster.commands(learner) == vec![bytes("a")]);
+    let promoted = membership(&[1, 2, 3, 4], &[]);
+    cluster.reconfigure_while_writing(&promoted, &mut Vec::new());
+    cluster.run_until(|cluster| cluster.replicas[&learner].is_voter());
+    assert!(!cluster.replicas[&learner].is_learner());
+    // With n2 and n3 down, n1 and n4 are no quorum of four; with only n3 down they need n4.
+    cluster.crash(n(3));
+    cluster.propose(leader, "b");
+    cluster.run_until(|cluster| cluster.commands(learner).last() == Some(&bytes("b")));
+    cluster.assert_logs_agree();
+}
+
+/// Moving a voter to another region (n1..n3 in one region, n4 in another):
+/// add n4 as a learner, let it catch up, promote it, remove n3 — one voter
+/// at a time, with writes proposed at every step. Every accepted write is
+/// chosen once, in order, on every member, and on n3 up to its removal.
+#[test]
+fn membership_move_a_voter_to_another_region() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.elect();
+    let mut written = Vec::new();
+    cluster.run_while_writing(&mut written, |cluster| cluster.commands(n(3)).len() >= 5);
+    cluster.join(n(4));
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3], &[4]), &mut written);
+    cluster.run_while_writing(&mut written, |cluster| {
+        cluster.replicas[&n(4)].applied() >= cluster.replicas[&n(1)].chosen() && cluster.replicas[&n(4)].is_learner()
+    });
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3, 4], &[]), &mut written);
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 4], &[]), &mut written);
+    cluster.run_while_writing(&mut written, |cluster| !cluster.replicas[&n(3)].is_voter());
+    // The runtime retires n3's replica once it has learned its removal.
+    let retired = cluster.commands(n(3));
+    cluster.replicas.remove(&n(3));
+    let at_removal = cluster.commands(n(1)).len();
+    cluster.run_while_writing(&mut written, |cluster| cluster.commands(n(1)).len() >= at_removal + 10);
+    let total = written.len();
+    cluster.run_until(|cluster| [1, 2, 4].iter().all(|id| cluster.commands(n(*id)).len() == total));
+    for id in [1, 2, 4] {
+        assert_eq!(cluster.commands(n(id)), written, "n{id} has every write once, in order");
+        assert_eq!(cluster.replicas[&n(id)].membership(), &membership(&[1, 2, 4], &[]));
+    }
+    assert!(written.starts_with(&retired), "the old voter applied a prefix");
+    cluster.assert_logs_agree();
+    // The new voter now counts: with n2 down, n1 and n4 choose.
+    cluster.crash(n(2));
+    cluster.propose(n(1), "after the move");
+    cluster.run_until(|cluster| cluster.commands(n(4)).last() == Some(&bytes("after the move")));
+}
+
+/// One change at a time: a second change is refused while the first is
+/// not yet chosen (requested, in flight, or recovered by a new leader).
+#[test]
+fn membership_second_change_refused_while_first_is_pending() {
+    let mut cluster = Cluster::with_learners(3, 2, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.deliver_all();
+    cluster.replica(leader).propose_membership(membership(&[1, 2, 3, 4], &[5])).unwrap();
+    assert_eq!(
+        cluster.replica(leader).propose_membership(membership(&[1, 2, 3], &[4])),
+        Err(ProposeError::Reconfiguring)
+    );
+    // In flight: cut both followers so it cannot be chosen yet.
+    cluster.cut.extend([n(2), n(3)]);
+    cluster.process(leader);
+    assert!(matches!(cluster.replicas[&leader].entry(cluster.replicas[&leader].chosen().next()),
+        Some((_, Value::Reconfigure(_)))));
+    assert_eq!(
+        cluster.replica(leader).propose_membership(membership(&[1, 2, 3, 4, 5], &[])),
+        Err(ProposeError::Reconfiguring)
+    );
+    // Nothing is proposed after it until it is chosen (α = 1).
+    cluster.propose(leader, "behind the change");
+    cluster.process(leader);
+    let after = cluster.replicas[&leader].chosen().next().next();
+    assert_eq!(cluster.replicas[&leader].entry(after), None, "the pipeline stalls at the change");
+    cluster.cut.clear();
+    cluster.run_until(|cluster| cluster.replicas[&leader].membership() == &membership(&[1, 2, 3, 4], &[5]));
+    assert_eq!(cluster.replica(leader).propose_membership(membership(&[1, 2, 3, 4, 5], &[])), Ok(()));
+    assert!(ProposeError::Reconfiguring.is_retryable());
+}
+
+/// A change of two voters at once (or a malformed one) is refused outright;
+/// learners may change freely.
+#[test]
+fn membership_two_voters_at_once_refused() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    for refused in [
+        membership(&[1, 2, 4, 5], &[]),
+        membership(&[1, 2, 4], &[]),
+        membership(&[1], &[]),
+        membership(&[], &[1, 2, 3]),
+        membership(&[1, 2, 3], &[3]),
+    ] {
+        let result = cluster.replica(leader).propose_membership(refused.clone());
+        assert!(matches!(result, Err(ProposeError::InvalidMembership { .. })), "{refused:?}: {result:?}");
+        assert!(!result.unwrap_err().is_retryable());
+    }
+    assert_eq!(
+        cluster.replica(n(2)).propose_membership(membership(&[1, 2, 3], &[4])),
+        Err(ProposeError::NotLeader { leader: Some(leader) })
+    );
+    let learners = membership(&[1, 2, 3], &[4, 5]);
+    cluster.reconfigure_while_writing(&learners, &mut Vec::new());
+    assert_eq!(cluster.replicas[&leader].membership(), &learners);
+}
+
+/// A node that joins after the log was compacted past the change gets the
+/// configuration from the snapshot, not from its `Config`.
+#[test]
+fn membership_new_node_catches_up_from_a_snapshot_after_the_change() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    let mut written = Vec::new();
+    // n4 will be created knowing only the first step (as a learner of 1, 2, 3).
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3], &[4]), &mut written);
+    let target = membership(&[1, 2], &[4]);
+    cluster.reconfigure_while_writing(&target, &mut written);
+    cluster.run_while_writing(&mut written, |cluster| cluster.commands(n(2)).len() >= 20);
+    for node in [n(1), n(2)] {
+        let applied = cluster.replicas[&node].applied();
+        cluster.replica(node).compact(Snapshot::new(applied, format!("state@{}", applied.0).into_bytes()));
+        cluster.process(node);
+    }
+    let snapshot = cluster.stored[&leader].snapshot.clone().unwrap();
+    assert_eq!(snapshot.membership.as_ref(), Some(&target), "the snapshot carries the configuration");
+    let mut config = Config::new(GROUP, n(4), vec![n(1), n(2), n(3)], RTT_US);
+    config.learners = vec![n(4)];
+    cluster.configs.insert(n(4), config.clone());
+    cluster.stored.insert(n(4), Stored::default());
+    cluster.applied.insert(n(4), Vec::new());
+    cluster.replicas.insert(n(4), Replica::new(config, Stored::default(), cluster.now_us));
+    cluster.propose(leader, "after");
+    cluster.run_until(|cluster| cluster.commands(n(4)).last() == Some(&bytes("after")));
+    assert_eq!(cluster.restored[&n(4)], vec![snapshot.slot]);
+    assert_eq!(cluster.replicas[&n(4)].membership(), &target);
+    assert!(cluster.replicas[&n(4)].is_learner());
+    assert_eq!(cluster.stored[&n(4)].snapshot.as_ref().unwrap().membership.as_ref(), Some(&target));
+    // It can now be promoted and vote like anyone.
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 4], &[]), &mut written);
+    cluster.run_until(|cluster| cluster.replicas[&n(4)].is_voter());
+}
+
+/// A restarted replica recovers the configuration in effect from its log
+/// and, once compacted, from its snapshot, whatever its `Config` says.
+#[test]
+fn membership_restart_recovers_the_new_configuration() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.elect();
+    let mut written = Vec::new();
+    cluster.join(n(4));
+    let target = membership(&[1, 2, 4], &[]);
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3], &[4]), &mut written);
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3, 4], &[]), &mut written);
+    cluster.reconfigure_while_writing(&target, &mut written);
+    // The chosen index is persisted lazily: wait until n2's and n4's stores
+    // say the change is chosen (later writes carry it).
+    let changed_at = cluster.replicas[&n(1)].chosen();
+    cluster.run_while_writing(&mut written, |cluster| {
+        [2, 4].iter().all(|id| cluster.stored[&n(*id)].hard_state.chosen >= changed_at)
+    });
+    // From the log: n2's Config still names n3 as a voter, n4's names it a learner.
+    for node in [n(2), n(4)] {
+        cluster.crash(node);
+        cluster.restart(node);
+        assert_eq!(cluster.replicas[&node].membership(), &target, "{node} from its log");
+    }
+    assert!(cluster.replicas[&n(4)].is_voter());
+    // From the snapshot: compact everything, restart again.
+    cluster.run_until(|cluster| cluster.replicas[&n(2)].applied() == cluster.replicas[&n(1)].chosen());
+    let applied = cluster.replicas[&n(2)].applied();
+    cluster.replica(n(2)).compact(Snapshot::new(applied, b"registers".to_vec()));
+    cluster.process(n(2));
+    assert!(cluster.stored[&n(2)].entries.iter().all(|entry| !matches!(entry.value, Value::Reconfigure(_))));
+    cluster.crash(n(2));
+    cluster.restart(n(2));
+    assert_eq!(cluster.replicas[&n(2)].membership(), &target, "from its snapshot");
+    // And the restarted replicas work in the new configuration.
+    cluster.crash(n(1));
+    let leader = cluster.elect();
+    assert!([n(2), n(4)].contains(&leader));
+    cluster.propose(leader, "after the restarts");
+    cluster.run_until(|cluster| [2, 4].iter().all(|id| cluster.commands(n(*id)).last() == Some(&bytes("after the restarts"))));
+    cluster.assert_logs_agree();
+}
+
+/// Phase 1 covers every configuration that may govern a slot above the
+/// chosen index: with an accepted but not known chosen change adding n4 in
+/// its log, a candidate needs a majority of the old voters and of the new.
+#[test]
+fn membership_phase1_needs_majorities_of_old_and_new_configurations() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.deliver_all();
+    cluster.join(n(4));
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3], &[4]), &mut Vec::new());
+    cluster.run_until(|cluster| cluster.replicas[&n(4)].applied() == cluster.replicas[&leader].chosen());
+    // The promotion reaches n2 only, then the leader dies: nobody knows it is chosen.
+    cluster.cut.extend([n(3), n(4)]);
+    cluster.replica(leader).propose_membership(membership(&[1, 2, 3, 4], &[])).unwrap();
+    cluster.deliver_all();
+    let promotion = cluster.replicas[&n(2)].chosen().next();
+    assert!(matches!(cluster.replicas[&n(2)].entry(promotion), Some((_, Value::Reconfigure(_)))));
+    cluster.crash(leader);
+    // n2 and n3 are a majority of the old voters, but not of the new ones without n4.
+    cluster.cut.remove(&n(3));
+    for _ in 0..300 {
+        cluster.tick_all(RTT_US);
+    }
+    assert!(cluster.replicas.get(&n(2)).is_some_and(|replica| replica.role() != RoleKind::Leader));
+    assert!(cluster.leader().is_none(), "no candidate completes phase 1 without a majority of 1, 2, 3, 4");
+    cluster.cut.clear();
+    let next = cluster.elect();
+    cluster.run_until(|cluster| cluster.replicas[&next].membership() == &membership(&[1, 2, 3, 4], &[]));
+    cluster.assert_logs_agree();
 }

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use geodb_geo::placement::Survival;
+use serde::{Deserialize, Serialize};
 
 /// A node's configuration. Unknown keys are rejected, so a typo in a
 /// config file is an error at start rather than a silently ignored setting.
@@ -36,6 +37,150 @@ pub struct Config {
     /// Export traces over OTLP/gRPC to this endpoint (e.g.
     /// `http://127.0.0.1:4317`); none by default.
     pub otlp_endpoint: Option<String>,
+    /// The cluster this node belongs to; absent for a single node, which
+    /// commits to its own disk without replication.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A multi-node cluster: every node's address, where the data shard lives,
+/// and how the wide-area network is emulated. Every node of a cluster gets
+/// the same section (only the top-level `node_id`, `http` and `data_dir`
+/// differ), so every node computes the same placement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Tags every transport connection, so nodes of two clusters never talk.
+    #[serde(default = "default_cluster_id")]
+    pub id: u64,
+    pub nodes: Vec<NodeAddress>,
+    /// Home region of the data shard (default: the first node's region).
+    pub home: Option<String>,
+    /// `zone` (three voters at home, a learner elsewhere) or `region`
+    /// (five voters over three regions).
+    #[serde(default)]
+    pub survival: Survival,
+    /// Round trips between regions; the standard topology of
+    /// `docs/benchmarks.md` by default.
+    pub latency: Option<LatencyConfig>,
+    /// Multiplies every emulated latency: 1 emulates the matrix as is, 0
+    /// turns emulation off (tests shrink it to stay fast).
+    #[serde(default = "default_latency_scale")]
+    pub latency_scale: f64,
+    /// How often a shard leader heartbeats its replicas.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for this long (plus up to as much
+    /// again of jitter) stands for election: the failover bound.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Applied log entries between snapshots (the log is truncated at each);
+    /// 0 never truncates.
+    #[serde(default = "default_snapshot_interval_entries")]
+    pub snapshot_interval_entries: u64,
+    /// Serve `/v1/admin/faults` (drop or partition links at runtime, for
+    /// tests and drills). Off unless asked for: it can cut a node off.
+    #[serde(default)]
+    pub admin_faults: bool,
+}
+
+/// One node of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddress {
+    pub id: u64,
+    pub region: String,
+    pub zone: String,
+    /// Its HTTP API.
+    pub http: SocketAddr,
+    /// Its node-to-node transport.
+    pub peer: SocketAddr,
+}
+
+/// Round trips between regions, in milliseconds (symmetric; the diagonal
+/// is the round trip between zones of one region).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    pub regions: Vec<String>,
+    pub rtt_ms: Vec<Vec<f64>>,
+}
+
+fn default_cluster_id() -> u64 {
+    1
+}
+
+fn default_latency_scale() -> f64 {
+    1.0
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    50
+}
+
+fn default_election_timeout_ms() -> u64 {
+    500
+}
+
+fn default_snapshot_interval_entries() -> u64 {
+    10_000
+}
+
+impl ClusterConfig {
+    /// The latency matrix, scaled.
+    pub fn latency_matrix(&self) -> Result<geodb_geo::LatencyMatrix, String> {
+        let matrix = match &self.latency {
+            None => geodb_geo::LatencyMatrix::standard(),
+            Some(latency) => {
+                let rtt_us = latency
+                    .rtt_ms
+                    .iter()
+                    .map(|row| row.iter().map(|ms| (ms * 1_000.0).round() as u64).collect())
+                    .collect();
+                let regions = latency.regions.iter().map(|name| geodb_geo::Region(name.clone())).collect();
+                geodb_geo::LatencyMatrix::new(regions, rtt_us).map_err(|e| e.to_string())?
+            }
+        };
+        let scale = |rtt: u64| (rtt as f64 * self.latency_scale).round() as u64;
+        let rtt_us = matrix.rtt_us.iter().map(|row| row.iter().map(|rtt| scale(*rtt)).collect()).collect();
+        geodb_geo::LatencyMatrix::new(matrix.regions, rtt_us).map_err(|e| e.to_string())
+    }
+
+    /// The home region of the data shard.
+    pub fn home(&self) -> &str {
+        self.home.as_deref().or(self.nodes.first().map(|node| node.region.as_str())).unwrap_or_default()
+    }
+
+    fn check(&self, node_id: u64) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("cluster.nodes is empty".into());
+        }
+        let mut ids: Vec<u64> = self.nodes.iter().map(|node| node.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.nodes.len() {
+            return Err("cluster.nodes: node ids must be unique".into());
+        }
+        if !self.nodes.iter().any(|node| node.id == node_id) {
+            return Err(format!("node_id {node_id} is not in cluster.nodes"));
+        }
+        if !(0.0..=100.0).contains(&self.latency_scale) {
+            return Err("cluster.latency_scale must be between 0 and 100".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
+            return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
+        }
+        let matrix = self.latency_matrix()?;
+        for node in &self.nodes {
+            if matrix.rtt_us(&geodb_geo::Region(node.region.clone()), &geodb_geo::Region(node.region.clone())).is_none()
+            {
+                return Err(format!("node {}: region {} is not in the latency matrix", node.id, node.region));
+            }
+        }
+        if !self.nodes.iter().any(|node| node.region == self.home()) {
+            return Err(format!("cluster.home {} has no node", self.home()));
+        }
+        Ok(())
+    }
 }
 
 /// Resource bounds of the HTTP API.
@@ -109,6 +254,7 @@ impl Default for Config {
             max_clock_offset_ms: default_max_clock_offset_ms(),
             limits: Limits::default(),
             otlp_endpoint: None,
+            cluster: None,
         }
     }
 }
@@ -133,6 +279,22 @@ impl Config {
         }
         if self.region.is_empty() || self.zone.is_empty() {
             return Err("region and zone must not be empty".into());
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.check(self.node_id)?;
+            let me = cluster.nodes.iter().find(|node| node.id == self.node_id).expect("checked above");
+            if me.region != self.region || me.zone != self.zone {
+                return Err(format!(
+                    "node {}: region/zone {}/{} differ from cluster.nodes ({}/{})",
+                    self.node_id, self.region, self.zone, me.region, me.zone
+                ));
+            }
+            if me.http != self.http {
+                return Err(format!(
+                    "node {}: http {} differs from its address in cluster.nodes ({}), where other nodes forward to",
+                    self.node_id, self.http, me.http
+                ));
+            }
         }
         Ok(())
     }
@@ -162,5 +324,41 @@ mod tests {
         assert_eq!(config.limits.sessions_max, Limits::default().sessions_max);
         assert!(config.check().is_ok());
         assert!(toml::from_str::<Config>("regoin = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_example_cluster_configs_load_and_agree() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/cluster/3x3");
+        let mut clusters = Vec::new();
+        for id in 1..=9 {
+            let config = Config::load(&dir.join(format!("node{id}.toml"))).unwrap();
+            assert_eq!(config.node_id, id);
+            let cluster = config.cluster.expect("a [cluster] section");
+            assert_eq!(cluster.nodes.len(), 9);
+            clusters.push(serde_json::to_string(&cluster).unwrap());
+        }
+        clusters.dedup();
+        assert_eq!(clusters.len(), 1, "every node must share the same [cluster] section");
+    }
+
+    #[test]
+    fn cluster_configs_that_cannot_work_are_refused() {
+        let node = |id: u64, region: &str| {
+            format!(
+                "[[cluster.nodes]]\nid = {id}\nregion = \"{region}\"\nzone = \"a\"\nhttp = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\n",
+                7000 + id,
+                7100 + id
+            )
+        };
+        let base = "node_id = 1\nregion = \"us-east\"\nzone = \"a\"\nhttp = \"127.0.0.1:7001\"\n[cluster]\n";
+        let parse = |text: String| toml::from_str::<Config>(&text).unwrap().check();
+        assert!(parse(format!("{base}{}{}", node(1, "us-east"), node(2, "us-east"))).is_ok());
+        // Duplicate ids, this node missing, an unknown region, a home without nodes.
+        assert!(parse(format!("{base}{}{}", node(1, "us-east"), node(1, "us-east"))).is_err());
+        assert!(parse(format!("{base}{}", node(2, "us-east"))).is_err());
+        assert!(parse(format!("{base}{}{}", node(1, "us-east"), node(2, "mars"))).is_err());
+        assert!(parse(format!("{}home = \"eu-west\"\n{}", base, node(1, "us-east"))).is_err());
+        // An election timeout that a lost heartbeat would trip.
+        assert!(parse(format!("{}election_timeout_ms = 60\n{}", base, node(1, "us-east"))).is_err());
     }
 }

@@ -7,12 +7,16 @@
 //! ([`telemetry`]). [`serve`] ties them together for `geodb dev` and
 //! `geodb start`.
 
+pub mod cluster;
 pub mod config;
+pub mod dev;
 pub mod exec;
 pub mod http;
 pub mod node;
+pub mod replication;
 pub mod session;
 pub mod telemetry;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

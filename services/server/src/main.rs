@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use geodb_geo::placement::Survival;
 use geodb_server::config::Config;
+use geodb_server::dev::{self, DevShape};
 use geodb_server::node::Node;
 use geodb_server::telemetry::{self, Metrics};
 
@@ -18,16 +20,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run GeoDB embedded, for development: one node, data in a temporary
-    /// directory unless --data-dir is given.
+    /// Run GeoDB embedded, for development: a whole cluster in one process
+    /// (three regions of three nodes, emulated wide-area latencies, one HTTP
+    /// gateway per region), data in a temporary directory unless --data-dir
+    /// is given. `--regions 1 --nodes-per-region 1` is a single node.
     Dev {
-        /// HTTP address to serve the API on (port 0 picks a free port).
+        /// HTTP address of the first region's gateway; the others take the
+        /// next ports (port 0 picks free ports).
         #[arg(long, default_value = "127.0.0.1:7070")]
         http: SocketAddr,
         /// Keep data here across restarts (default: a temporary directory,
         /// removed on exit).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Regions, from the standard topology (us-east, us-central, eu-west).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3))]
+        regions: u64,
+        /// Nodes per region, one per zone (a, b, c, ...).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=26))]
+        nodes_per_region: u64,
+        /// Multiplies the emulated latencies (0 turns emulation off).
+        #[arg(long, default_value_t = 1.0)]
+        latency_scale: f64,
+        /// The data shard's survival goal: zone or region.
+        #[arg(long, default_value = "zone")]
+        survival: String,
+        /// Serve /v1/admin/faults on every node (drop or partition links).
+        #[arg(long)]
+        admin_faults: bool,
     },
     /// Run one node from a configuration file.
     Start {
@@ -47,59 +67,67 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let (config, temporary) = match cli.command {
-        Command::Dev { http, data_dir } => {
-            let mut config = Config { http, ..Config::default() };
-            let temporary = match data_dir {
-                Some(dir) => {
-                    config.data_dir = Some(dir);
-                    None
-                }
-                None => {
-                    let dir = tempfile::Builder::new()
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    match cli.command {
+        Command::Dev { http, data_dir, regions, nodes_per_region, latency_scale, survival, admin_faults } => {
+            let temporary = match &data_dir {
+                Some(_) => None,
+                None => Some(
+                    tempfile::Builder::new()
                         .prefix("geodb-dev-")
                         .tempdir()
-                        .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
-                    config.data_dir = Some(dir.path().to_path_buf());
-                    Some(dir)
-                }
+                        .map_err(|e| format!("cannot create a temporary data directory: {e}"))?,
+                ),
             };
-            (config, temporary)
+            let base = data_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("set above").path().to_path_buf());
+            let outcome = if regions == 1 && nodes_per_region == 1 {
+                let config = Config { http, data_dir: Some(base), ..Config::default() };
+                runtime.block_on(run_single(config, temporary.is_some()))
+            } else {
+                let survival: Survival = survival.parse().map_err(|error| format!("--survival: {error}"))?;
+                let shape = DevShape { http, regions, nodes_per_region, latency_scale, survival, admin_faults };
+                runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
+            };
+            drop(temporary);
+            outcome
         }
         Command::Start { config } => {
             let config = Config::load(&config)?;
             if config.data_dir.is_none() {
                 return Err("the config must set data_dir".into());
             }
-            (config, None)
+            if config.cluster.is_some() {
+                runtime.block_on(dev::run_cluster_node(config))
+            } else {
+                runtime.block_on(run_single(config, false))
+            }
         }
-    };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let is_temporary = temporary.is_some();
-    let outcome = runtime.block_on(async move {
-        let tracer = telemetry::init_tracing(config.otlp_endpoint.as_deref())?;
-        let data_dir = config.data_dir.clone().expect("set above");
-        let listener = geodb_server::bind(config.http).await?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
-        let mut config = config;
-        config.http = address;
-        let node = Node::open(config, &data_dir, Metrics::global())?;
-        let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
-        // The first line on stdout says where to connect; tests read it.
-        println!(
-            "GeoDB is ready: http://{address} (node {}, region {}, data in {}{durability})",
-            node.config.node_id,
-            node.config.region,
-            data_dir.display()
-        );
-        println!("Try: curl -s http://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
-        let served = geodb_server::serve(node, listener, geodb_server::shutdown_signal()).await;
-        if let Some(provider) = tracer {
-            let _ = provider.shutdown();
-        }
-        tracing::info!("stopped");
-        served
-    });
-    drop(temporary);
-    outcome
+    }
+}
+
+/// One node without replication: `geodb dev --regions 1 --nodes-per-region 1`,
+/// or `geodb start` without a `[cluster]` section.
+async fn run_single(config: Config, is_temporary: bool) -> Result<(), String> {
+    let tracer = telemetry::init_tracing(config.otlp_endpoint.as_deref())?;
+    let data_dir = config.data_dir.clone().expect("set by the caller");
+    let listener = geodb_server::bind(config.http).await?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut config = config;
+    config.http = address;
+    let node = Node::open(config, &data_dir, Metrics::global(), None)?;
+    let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
+    // The first line on stdout says where to connect; tests read it.
+    println!(
+        "GeoDB is ready: http://{address} (node {}, region {}, data in {}{durability})",
+        node.config.node_id,
+        node.config.region,
+        data_dir.display()
+    );
+    println!("Try: curl -s http://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
+    let served = geodb_server::serve(node, listener, geodb_server::shutdown_signal()).await;
+    if let Some(provider) = tracer {
+        let _ = provider.shutdown();
+    }
+    tracing::info!("stopped");
+    served
 }

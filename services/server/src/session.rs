@@ -58,13 +58,17 @@ pub type SessionHandle = Arc<tokio::sync::Mutex<Session>>;
 /// All sessions of a node.
 pub struct Sessions {
     map: Mutex<HashMap<String, SessionHandle>>,
+    node_id: u64,
     max: usize,
     idle_timeout: Duration,
 }
 
 impl Sessions {
-    pub fn new(max: usize, idle_timeout: Duration) -> Self {
-        Sessions { map: Mutex::new(HashMap::new()), max, idle_timeout }
+    /// Sessions of node `node_id`: their ids start with it (`<node>-<hex>`),
+    /// so any gateway can forward a session's requests to the node that
+    /// holds it.
+    pub fn new(node_id: u64, max: usize, idle_timeout: Duration) -> Self {
+        Sessions { map: Mutex::new(HashMap::new()), node_id, max, idle_timeout }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
@@ -78,7 +82,7 @@ impl Sessions {
             return None;
         }
         // 128 random bits: session ids are capabilities, not guessable.
-        let id = format!("{:032x}", rand::rng().random::<u128>());
+        let id = format!("{}-{:032x}", self.node_id, rand::rng().random::<u128>());
         map.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Session::new(isolation))));
         Some(id)
     }
@@ -114,13 +118,18 @@ impl Sessions {
     }
 }
 
+/// The node that holds a session, from its id (`<node>-<hex>`).
+pub fn session_node(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(node, _)| node.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sessions_are_bounded_and_idle_ones_are_reaped() {
-        let sessions = Sessions::new(2, Duration::from_secs(60));
+        let sessions = Sessions::new(1, 2, Duration::from_secs(60));
         let a = sessions.open(Isolation::Serializable).unwrap();
         let _b = sessions.open(Isolation::Snapshot).unwrap();
         assert!(sessions.open(Isolation::Serializable).is_none(), "bound reached");

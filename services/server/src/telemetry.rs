@@ -41,6 +41,30 @@ pub mod names {
     pub const GROUP_COMMIT_SYNCS: &str = "geodb_group_commit_syncs_total";
     pub const STATEMENT_CACHE_HITS: &str = "geodb_statement_cache_hits_total";
     pub const STATEMENT_CACHE_MISSES: &str = "geodb_statement_cache_misses_total";
+    /// Snapshots a replica installed from its leader, by node.
+    pub const PAXOS_SNAPSHOTS_INSTALLED: &str = "geodb_paxos_snapshots_installed_total";
+    /// Leadership changes seen by a node's replica of a shard, by node.
+    pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
+    /// Time from proposing a commit to applying it on the leader, by node.
+    pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
+    /// Node-to-node transport frames written, and their bytes (prefix
+    /// included), by node. All transport metrics carry the `node` label.
+    pub const TRANSPORT_FRAMES_SENT: &str = "geodb_transport_frames_sent_total";
+    pub const TRANSPORT_BYTES_SENT: &str = "geodb_transport_bytes_sent_total";
+    /// Transport frames read, and their bytes (prefix included), by node.
+    pub const TRANSPORT_FRAMES_RECEIVED: &str = "geodb_transport_frames_received_total";
+    pub const TRANSPORT_BYTES_RECEIVED: &str = "geodb_transport_bytes_received_total";
+    /// Envelopes the transport handed to its node's Paxos driver, by node.
+    pub const TRANSPORT_ENVELOPES_DELIVERED: &str = "geodb_transport_envelopes_delivered_total";
+    /// Envelopes dropped, by node and reason (queue_full, fault,
+    /// unknown_peer, disconnected, too_long, wrong_destination, wrong_sender,
+    /// inbound_refused, shutdown).
+    pub const TRANSPORT_ENVELOPES_DROPPED: &str = "geodb_transport_envelopes_dropped_total";
+    /// Received frames refused, closing their connection, by node and reason
+    /// (too_long, version, cluster, decode, handshake).
+    pub const TRANSPORT_FRAMES_REJECTED: &str = "geodb_transport_frames_rejected_total";
+    /// Dials to a peer after the first (reconnection attempts), by node.
+    pub const TRANSPORT_RECONNECTS: &str = "geodb_transport_reconnects_total";
 }
 
 /// The Prometheus side of the metrics facade.

@@ -20,6 +20,7 @@ use crate::register::Command;
 pub fn describe(value: &Value) -> String {
     match value {
         Value::Noop => "noop".to_string(),
+        Value::Reconfigure(membership) => format!("reconfigure {:?} learners {:?}", membership.voters, membership.learners),
         Value::Batch(commands) => {
             let ops: Vec<String> = commands
                 .iter()

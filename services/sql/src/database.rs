@@ -46,9 +46,11 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Opens the database, loading the persisted catalog.
+    /// Opens the database, loading the persisted catalog (a local read: on a
+    /// replica that does not lead its shard, the catalog may lag; every
+    /// transaction rereads its version token).
     pub fn open(txns: Arc<TxnManager>) -> Result<Arc<Database>> {
-        let mut txn = txns.begin(Isolation::Snapshot)?;
+        let mut txn = txns.begin(Isolation::ReadCommitted)?;
         let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
         let catalog = Catalog::load(&mut txn, token, 0);
         txn.rollback();
@@ -95,6 +97,17 @@ impl Database {
     pub fn describe(&self, sql: &str) -> Result<(StatementKind, bool)> {
         let catalog = self.catalog.current();
         let prepared = self.prepare(&catalog, sql)?;
+        Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
+    }
+
+    /// [`Database::describe`] against the catalog as stored now (a local
+    /// read of its version token), not as last loaded: on a replica that
+    /// learns schema changes from its shard's log.
+    pub fn describe_current(&self, sql: &str) -> Result<(StatementKind, bool)> {
+        let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
+        let catalog = self.catalog.for_transaction(&mut txn);
+        txn.rollback();
+        let prepared = self.prepare(catalog?.as_ref(), sql)?;
         Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
     }
 

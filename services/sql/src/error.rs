@@ -135,7 +135,12 @@ impl Error {
             Error::ProgramLimitExceeded(_) => "54000",
             Error::Txn(geodb_txn::Error::Conflict(_)) => "40001",
             Error::Txn(geodb_txn::Error::Storage(e)) | Error::Storage(e) => storage_code(e),
-            Error::Txn(geodb_txn::Error::ClockOffset { .. }) => "08006",
+            Error::Txn(
+                geodb_txn::Error::ClockOffset { .. }
+                | geodb_txn::Error::NotLeader { .. }
+                | geodb_txn::Error::Unavailable(_),
+            ) => "08006",
+            Error::Txn(geodb_txn::Error::OutcomeUnknown(_)) => "08007",
             Error::Txn(geodb_txn::Error::StatementTimeout) => "57014",
             Error::Txn(geodb_txn::Error::Invalid(_)) | Error::Internal(_) => "XX000",
         }

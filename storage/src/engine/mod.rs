@@ -9,6 +9,7 @@
 //! Architecture Invariant: this module must never mention RocksDB types in
 //! its signatures, so that every crate above can run on the memory engine.
 
+mod batch;
 mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
@@ -18,6 +19,7 @@ mod tests;
 use std::ops::Bound;
 use std::path::Path;
 
+pub use batch::{WriteBatch, WriteOp};
 pub use memory::MemoryEngine;
 
 use crate::Result;
@@ -36,11 +38,23 @@ pub enum ColumnFamily {
     Locks,
     /// Node-local metadata: id allocators, clock high-water marks.
     Meta,
+    /// The log entries of this node's Multi-Paxos groups, each group's log
+    /// one contiguous range ordered by slot (see `paxos_log`).
+    PaxosLog,
+    /// Each Multi-Paxos group's hard state and latest snapshot, apart from
+    /// the log so that truncating the log never scans over them.
+    PaxosState,
 }
 
 impl ColumnFamily {
-    pub const ALL: [ColumnFamily; 4] =
-        [ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks, ColumnFamily::Meta];
+    pub const ALL: [ColumnFamily; 6] = [
+        ColumnFamily::Data,
+        ColumnFamily::Latest,
+        ColumnFamily::Locks,
+        ColumnFamily::Meta,
+        ColumnFamily::PaxosLog,
+        ColumnFamily::PaxosState,
+    ];
 
     /// The family's name on disk. Never change one: it is part of the format.
     pub fn name(self) -> &'static str {
@@ -49,7 +63,30 @@ impl ColumnFamily {
             ColumnFamily::Latest => "latest",
             ColumnFamily::Locks => "locks",
             ColumnFamily::Meta => "meta",
+            ColumnFamily::PaxosLog => "paxos_log",
+            ColumnFamily::PaxosState => "paxos_state",
         }
+    }
+
+    /// The family's tag in byte formats that name families (an encoded
+    /// [`WriteBatch`], a state-machine `snapshot`). Written out here rather
+    /// than taken from the declaration order, so that reordering or
+    /// inserting a variant cannot change what stored bytes mean. Never
+    /// change or reuse one: it is part of the format.
+    pub fn tag(self) -> u8 {
+        match self {
+            ColumnFamily::Data => 1,
+            ColumnFamily::Latest => 2,
+            ColumnFamily::Locks => 3,
+            ColumnFamily::Meta => 4,
+            ColumnFamily::PaxosLog => 5,
+            ColumnFamily::PaxosState => 6,
+        }
+    }
+
+    /// The family a [`ColumnFamily::tag`] names, if any.
+    pub fn from_tag(tag: u8) -> Option<ColumnFamily> {
+        ColumnFamily::ALL.into_iter().find(|cf| cf.tag() == tag)
     }
 }
 
@@ -62,55 +99,6 @@ pub enum Durability {
     /// The batch is in the write-ahead log buffer; a process crash may lose
     /// it. Only for data that can be rebuilt.
     Buffered,
-}
-
-/// One operation of a [`WriteBatch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteOp {
-    Put { cf: ColumnFamily, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: ColumnFamily, key: Vec<u8> },
-}
-
-/// Operations applied atomically, in order: after a crash either all of a
-/// batch is visible or none of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WriteBatch {
-    ops: Vec<WriteOp>,
-}
-
-impl WriteBatch {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn put(&mut self, cf: ColumnFamily, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(WriteOp::Put { cf, key, value });
-    }
-
-    pub fn delete(&mut self, cf: ColumnFamily, key: Vec<u8>) {
-        self.ops.push(WriteOp::Delete { cf, key });
-    }
-
-    /// Appends all of `other`'s operations after this batch's.
-    pub fn append(&mut self, mut other: WriteBatch) {
-        self.ops.append(&mut other.ops);
-    }
-
-    pub fn ops(&self) -> &[WriteOp] {
-        &self.ops
-    }
-
-    pub fn into_ops(self) -> Vec<WriteOp> {
-        self.ops
-    }
-
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
 }
 
 /// A key-value pair read from an engine.

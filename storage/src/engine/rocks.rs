@@ -103,7 +103,8 @@ fn family_options(cf: ColumnFamily, cache: &Cache) -> Options {
         // Whole-key filters only help point lookups (`get`), and those go
         // to the latest-version family; the data family is read by seeks,
         // which whole-key filters cannot help. Locks and meta are small and
-        // mostly in memory.
+        // mostly in memory. The Paxos log is read by range and the Paxos
+        // state by a handful of point reads per group at start-up.
         table.set_bloom_filter(BLOOM_FILTER_BITS_PER_KEY, false);
     }
     let mut options = Options::default();
@@ -194,5 +195,40 @@ impl Engine for RocksEngine {
     fn checkpoint(&self, dir: &Path) -> Result<()> {
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.error("checkpoint", e))?;
         checkpoint.create_checkpoint(dir).map_err(|e| self.error(&format!("checkpoint to {}", dir.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column families of the first on-disk format, before the Paxos
+    /// families existed.
+    const FIRST_FORMAT_FAMILIES: [&str; 4] = ["data", "latest", "locks", "meta"];
+
+    #[test]
+    fn opens_a_directory_written_before_the_paxos_families_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let old = Database::open_cf(&options, dir.path(), FIRST_FORMAT_FAMILIES).unwrap();
+            let data = old.cf_handle("data").unwrap();
+            old.put_cf(data, b"k", b"v").unwrap();
+            old.flush_wal(true).unwrap();
+        }
+        let engine = RocksEngine::open(dir.path()).unwrap();
+        assert_eq!(engine.get(ColumnFamily::Data, b"k").unwrap(), Some(b"v".to_vec()));
+        let mut batch = WriteBatch::new();
+        batch.put(ColumnFamily::PaxosLog, b"log".to_vec(), b"1".to_vec());
+        batch.put(ColumnFamily::PaxosState, b"state".to_vec(), b"2".to_vec());
+        engine.write(batch, Durability::Sync).unwrap();
+        drop(engine);
+
+        let engine = RocksEngine::open(dir.path()).unwrap();
+        assert_eq!(engine.get(ColumnFamily::PaxosLog, b"log").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get(ColumnFamily::PaxosState, b"state").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(engine.get(ColumnFamily::Data, b"k").unwrap(), Some(b"v".to_vec()));
     }
 }

@@ -452,5 +452,7 @@ fn rocks_data_survives_close_and_reopen() {
     assert_eq!(engine.get(ColumnFamily::Data, b"synced").unwrap(), Some(b"data".to_vec()));
     assert_eq!(engine.get(ColumnFamily::Locks, b"synced").unwrap(), Some(b"locks".to_vec()));
     assert_eq!(engine.get(ColumnFamily::Meta, b"synced").unwrap(), None);
+    assert_eq!(engine.get(ColumnFamily::PaxosLog, b"synced").unwrap(), Some(b"paxos_log".to_vec()));
+    assert_eq!(engine.get(ColumnFamily::PaxosState, b"synced").unwrap(), Some(b"paxos_state".to_vec()));
     assert_eq!(engine.get(ColumnFamily::Data, b"buffered").unwrap(), Some(b"1".to_vec()));
 }

@@ -27,7 +27,7 @@ pub fn status_of(code: &str) -> StatusCode {
     match code {
         "40001" | "25P02" => StatusCode::CONFLICT,
         "57014" => StatusCode::REQUEST_TIMEOUT,
-        "53000" | "08006" => StatusCode::SERVICE_UNAVAILABLE,
+        "53000" | "08006" | "08007" => StatusCode::SERVICE_UNAVAILABLE,
         "53100" => StatusCode::INSUFFICIENT_STORAGE,
         "54000" => StatusCode::PAYLOAD_TOO_LARGE,
         "08003" => StatusCode::NOT_FOUND,
@@ -80,7 +80,9 @@ impl ApiError {
 impl From<geodb_sql::Error> for ApiError {
     fn from(error: geodb_sql::Error) -> Self {
         let mut api = ApiError::new(error.code(), error.to_string());
-        api.retryable = error.is_retryable();
+        // 08006 (no quorum, not the leader) is worth retrying; 08007
+        // (outcome unknown) is not: the transaction may have committed.
+        api.retryable = error.is_retryable() || api.code == "08006";
         api
     }
 }

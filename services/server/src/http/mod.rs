@@ -6,7 +6,10 @@
 //! - `POST /v1/sessions`, `POST /v1/sessions/{id}/sql`,
 //!   `DELETE /v1/sessions/{id}` — interactive transactions ([`sessions`]).
 //! - `GET /v1/cluster`, `GET /v1/homes/{key}`, `POST /v1/admin/rehome`,
+//!   `GET|PUT /v1/admin/faults` (only with `cluster.admin_faults`),
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
+//! - In a cluster, requests that must run elsewhere are forwarded
+//!   ([`forward`]).
 //!
 //! Every response carries `X-GeoDB-Node` and `X-GeoDB-Region`. Requests
 //! to `/v1` beyond `limits.requests_inflight_max` are shed with 503 and
@@ -15,6 +18,7 @@
 
 pub mod body;
 pub mod error;
+pub mod forward;
 pub mod ops;
 pub mod sessions;
 pub mod sql;
@@ -43,6 +47,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/homes/{key}", get(ops::home))
         .route("/v1/admin/rehome", post(ops::rehome))
+        .route("/v1/admin/faults", get(ops::faults).put(ops::set_faults))
+        .layer(middleware::from_fn_with_state(node.clone(), forward::route))
         .layer(middleware::from_fn_with_state(node.clone(), shed_load));
     Router::new()
         .merge(v1)
@@ -92,6 +98,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/sessions" => "sessions",
         "/v1/cluster" => "cluster",
         "/v1/admin/rehome" => "rehome",
+        "/v1/admin/faults" => "faults",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

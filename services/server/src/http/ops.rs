@@ -17,8 +17,10 @@ use serde_json::json;
 
 use super::ApiError;
 use super::body::read_json;
+use crate::cluster::{Cluster, DATA_GROUP};
 use crate::node::Node;
 use crate::telemetry::names;
+use crate::transport::FaultRule;
 
 /// The single shard of a single node.
 const SINGLE_SHARD_ID: u64 = 1;
@@ -45,6 +47,9 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
 
 pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let config = &node.config;
+    if let Some(cluster) = &node.cluster {
+        return Json(cluster_json(&node, cluster));
+    }
     Json(json!({
         "regions": [config.region],
         "nodes": [{
@@ -68,13 +73,94 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     }))
 }
 
+/// `/v1/cluster` of a cluster node: the shard as this node's replica sees it.
+fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
+    let mut regions: Vec<&str> = Vec::new();
+    for entry in &cluster.config.nodes {
+        if !regions.contains(&entry.region.as_str()) {
+            regions.push(&entry.region);
+        }
+    }
+    let nodes: Vec<serde_json::Value> = cluster
+        .config
+        .nodes
+        .iter()
+        .map(|entry| {
+            json!({
+                "id": entry.id,
+                "region": entry.region,
+                "zone": entry.zone,
+                "http": format!("http://{}", entry.http),
+                "peer": entry.peer.to_string(),
+                "alive": entry.id == node.config.node_id || !cluster.cut_off_from(geodb_geo::NodeId(entry.id)),
+            })
+        })
+        .collect();
+    let status = cluster.driver.status(DATA_GROUP).unwrap_or_default();
+    let ids = |nodes: &[geodb_geo::NodeId]| nodes.iter().map(|node| node.0).collect::<Vec<u64>>();
+    let placement = &cluster.placement;
+    json!({
+        "regions": regions,
+        "nodes": nodes,
+        "shards": [{
+            "id": DATA_GROUP.0,
+            "home": cluster.config.home(),
+            "survival": cluster.config.survival,
+            "replicas": ids(&placement.voters).into_iter().chain(ids(&placement.learners)).collect::<Vec<u64>>(),
+            "voters": ids(&placement.voters),
+            "learners": ids(&placement.learners),
+            "leader": status.leader.map(|leader| leader.0),
+            "role": status.role.map(|role| format!("{role:?}").to_lowercase()),
+            "applied_index": status.applied,
+            "chosen_index": status.chosen,
+            "snapshot_index": status.snapshot_slot,
+            "snapshots_installed": status.snapshots_installed,
+            "visible_ts": node.txns.shard().snapshot().to_string(),
+            "failed": status.failed,
+        }],
+        "node": node.config.node_id,
+        "max_clock_offset_ms": node.config.max_clock_offset_ms,
+    })
+}
+
+/// The fault rules in force (`cluster.admin_faults` only).
+pub async fn faults(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let cluster = admin_faults(&node, "/v1/admin/faults")?;
+    Ok(Json(serde_json::to_value(cluster.faults.rules()).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// Replaces the fault rules in force on this node (`cluster.admin_faults`
+/// only): a JSON list of rules, `[]` clears them.
+pub async fn set_faults(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
+    let cluster = admin_faults(&node, "/v1/admin/faults")?;
+    let rules: Vec<FaultRule> = read_json(body, node.config.limits.request_bytes_max).await?;
+    cluster.faults.replace(rules).map_err(|error| ApiError::new("54000", error.to_string()))?;
+    tracing::warn!(faults = %cluster.faults.describe(), "fault rules changed through the admin endpoint");
+    Ok(Json(serde_json::to_value(cluster.faults.rules()).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// The cluster, if this node serves the fault endpoint; a 404 otherwise
+/// (the endpoint does not exist unless enabled).
+fn admin_faults<'a>(node: &'a Node, path: &str) -> Result<&'a Arc<Cluster>, ApiError> {
+    match &node.cluster {
+        Some(cluster) if cluster.config.admin_faults => Ok(cluster),
+        _ => Err(ApiError::not_found(path)),
+    }
+}
+
 pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     // Locality keys are SQL values; integers answer as numbers, as in the API.
     let key = match key.parse::<i64>() {
         Ok(number) => json!(number),
         Err(_) => json!(key),
     };
-    Ok(Json(json!({"key": key, "region": node.config.region, "epoch": SINGLE_NODE_EPOCH})))
+    // Homes are static for now: every locality key lives in the data
+    // shard's home region (a single node's own region).
+    let region = match &node.cluster {
+        Some(cluster) => cluster.config.home().to_string(),
+        None => node.config.region.clone(),
+    };
+    Ok(Json(json!({"key": key, "region": region, "epoch": SINGLE_NODE_EPOCH})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +171,21 @@ struct RehomeRequest {
 
 pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
     let request: RehomeRequest = read_json(body, node.config.limits.request_bytes_max).await?;
+    if let Some(cluster) = &node.cluster {
+        let home = cluster.config.home();
+        if request.region == home {
+            return Ok(Json(
+                json!({"key": request.key, "from": home, "to": request.region, "epoch": SINGLE_NODE_EPOCH}),
+            ));
+        }
+        if !cluster.config.nodes.iter().any(|entry| entry.region == request.region) {
+            return Err(ApiError::new("22023", format!("unknown region \"{}\"", request.region)));
+        }
+        return Err(ApiError::new(
+            "0A000",
+            "rehoming is not supported yet: every locality key is homed in the data shard's region (cluster.home)",
+        ));
+    }
     if request.region == node.config.region {
         return Ok(Json(json!({
             "key": request.key, "from": node.config.region, "to": request.region, "epoch": SINGLE_NODE_EPOCH,

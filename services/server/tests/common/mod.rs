@@ -24,7 +24,9 @@ impl Server {
     /// `geodb dev --http 127.0.0.1:0 --data-dir <dir>`.
     pub fn dev(data_dir: &Path) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
-        command.args(["dev", "--http", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        command
+            .args(["dev", "--regions", "1", "--nodes-per-region", "1", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
         Self::spawn(command, data_dir)
     }
 
@@ -38,7 +40,8 @@ impl Server {
         Self::spawn(command, data_dir)
     }
 
-    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+    /// Starts `command` (a `geodb` invocation) and waits for its address.
+    pub fn spawn(mut command: Command, data_dir: &Path) -> Server {
         command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
         let mut child = command.spawn().expect("start geodb");
         let stdout = child.stdout.take().unwrap();

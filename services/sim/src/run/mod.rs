@@ -674,7 +674,7 @@ impl World {
         let Some(registers) = sim_node.registers.get(&group) else { return };
         let Some(replica) = sim_node.paxos.group(group) else { return };
         if registers.applied.0 >= replica.snapshot_slot().0 + COMPACT_AFTER_SLOTS {
-            let snapshot = Snapshot { slot: registers.applied, data: registers.snapshot() };
+            let snapshot = Snapshot::new(registers.applied, registers.snapshot());
             sim_node.paxos.compact(group, snapshot);
         }
     }

@@ -143,7 +143,9 @@ impl World {
             Err(error) => {
                 let hint = match error {
                     ProposeError::NotLeader { leader } => leader.filter(|leader| *leader != target),
-                    ProposeError::Busy => Some(target),
+                    ProposeError::Busy | ProposeError::Reconfiguring | ProposeError::InvalidMembership { .. } => {
+                        Some(target)
+                    }
                 };
                 self.clients[client].target =
                     hint.unwrap_or_else(|| voters[self.scheduler.between(0, voters.len() as u64 - 1) as usize]);

@@ -1,0 +1,196 @@
+//! A node's part in a multi-node cluster: the data shard's Multi-Paxos
+//! group, the transport to the other nodes, and where requests should go.
+//!
+//! Placement is static, from the `[cluster]` section every node shares
+//! (`geodb_geo::placement`): the data shard (group [`DATA_GROUP`]) is homed
+//! in `cluster.home`, with voters and learners by the survival goal, and
+//! every node holds a replica (voter or learner). Its state machine is the
+//! node's transaction manager: commits go through the group
+//! ([`crate::replication::GroupLog`]) and every replica applies them.
+//!
+//! Routing ([`Cluster::route`]): a coordinated transaction, or anything
+//! that writes, runs on the shard's leader — a gateway forwards the request
+//! there (`http::forward`); a read-only request at a highly available level
+//! runs on the local replica without leaving the region.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use geodb_geo::paxos::{self, GroupId};
+use geodb_geo::placement::{self, NodePlace, Placement};
+use geodb_geo::{LatencyMatrix, NodeId, Region, Zone};
+use geodb_storage::Engine;
+use geodb_txn::{SystemClock, TxnManager};
+
+use crate::config::{ClusterConfig, Config};
+use crate::replication::{Driver, GroupLog, GroupSpec, Input};
+use crate::transport::{Faults, Inbound, Transport, TransportConfig};
+
+/// The group of the data shard (the only shard for now: every table, the
+/// catalog included).
+pub const DATA_GROUP: GroupId = GroupId(1);
+
+/// Where a request should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Here.
+    Local,
+    /// On this node (the shard's leader), at this HTTP address.
+    Forward { node: NodeId, http: SocketAddr },
+    /// Nowhere right now: no leader known (an election is under way) or the
+    /// leader is cut off from this node.
+    Unavailable(String),
+}
+
+/// Hands received messages straight to the replication driver's inputs.
+struct ToDriver(mpsc::Sender<Input>);
+
+impl Inbound for ToDriver {
+    fn deliver(&self, envelope: geodb_geo::paxos::Envelope) -> bool {
+        self.0.send(Input::Message(envelope)).is_ok()
+    }
+}
+
+/// A running node's cluster side.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub node: NodeId,
+    pub region: Region,
+    pub placement: Placement,
+    pub latency: LatencyMatrix,
+    pub driver: Arc<Driver>,
+    pub transport: Arc<Transport>,
+    pub faults: Arc<Faults>,
+    /// For forwarding requests to other nodes' HTTP APIs.
+    pub client: reqwest::Client,
+    regions: BTreeMap<NodeId, Region>,
+}
+
+impl Cluster {
+    /// Starts this node's side of the cluster over `engine`: the transport
+    /// on `peer_listener`, the replication driver, and the transaction
+    /// manager whose commits go through the data shard's group.
+    pub fn start(
+        config: &Config,
+        engine: Arc<dyn Engine>,
+        peer_listener: tokio::net::TcpListener,
+        faults: Arc<Faults>,
+    ) -> Result<(Arc<Cluster>, Arc<TxnManager>), String> {
+        let cluster = config.cluster.clone().ok_or("no [cluster] section")?;
+        let node = NodeId(config.node_id);
+        let latency = cluster.latency_matrix()?;
+        let places: Vec<NodePlace> = cluster
+            .nodes
+            .iter()
+            .map(|node| NodePlace {
+                id: NodeId(node.id),
+                region: Region(node.region.clone()),
+                zone: Zone(node.zone.clone()),
+            })
+            .collect();
+        let home = Region(cluster.home().to_string());
+        let placement =
+            placement::place(&places, &home, cluster.survival, &latency).map_err(|error| error.to_string())?;
+        let regions: BTreeMap<NodeId, Region> = places.iter().map(|place| (place.id, place.region.clone())).collect();
+
+        let mut group = paxos::Config::new(DATA_GROUP, node, placement.voters.clone(), 0);
+        group.learners = placement.learners.clone();
+        group.preferred_leader = placement.preferred_leader;
+        group.heartbeat_interval_us = cluster.heartbeat_interval_ms * 1_000;
+        group.election_timeout_us = cluster.election_timeout_ms * 1_000;
+        group.placement_delay_us = cluster.election_timeout_ms * 1_000;
+        group.seed = cluster.id;
+
+        let (inputs, receiver) = mpsc::channel();
+        let log = Arc::new(GroupLog::new(DATA_GROUP, node, inputs.clone()));
+        let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
+        let txns = TxnManager::with_log(engine.clone(), Box::new(SystemClock), max_offset_ns, log)
+            .map_err(|e| format!("cannot open transactions: {e}"))?;
+
+        let transport_config = TransportConfig {
+            node,
+            cluster: cluster.id,
+            peers: cluster.nodes.iter().map(|node| (NodeId(node.id), node.peer)).collect(),
+            regions: regions.clone(),
+            latency: latency.clone(),
+            latency_scale: 1.0,
+        };
+        let transport = Transport::start(transport_config, peer_listener, faults.clone(), ToDriver(inputs.clone()))
+            .map_err(|error| error.to_string())?;
+        let sender = transport.clone();
+        let spec =
+            GroupSpec { config: group, txns: txns.clone(), snapshot_interval: cluster.snapshot_interval_entries };
+        let driver = Driver::start(
+            node,
+            engine,
+            vec![spec],
+            Box::new(move |envelopes| sender.send(envelopes)),
+            inputs,
+            receiver,
+        )?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;
+        let cluster =
+            Cluster { config: cluster, node, region, placement, latency, driver, transport, faults, client, regions };
+        Ok((Arc::new(cluster), txns))
+    }
+
+    /// The data shard's leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.driver.status(DATA_GROUP).and_then(|status| status.leader)
+    }
+
+    /// A node's HTTP address.
+    pub fn http_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.config.nodes.iter().find(|entry| entry.id == node.0).map(|entry| entry.http)
+    }
+
+    pub fn region_of(&self, node: NodeId) -> Option<&Region> {
+        self.regions.get(&node)
+    }
+
+    /// The emulated one-way delay from this node to `to`.
+    pub fn one_way(&self, to: NodeId) -> Duration {
+        let micros = self.region_of(to).and_then(|region| self.latency.one_way_us(&self.region, region)).unwrap_or(0);
+        Duration::from_micros(micros)
+    }
+
+    /// Whether a fault rule cuts this node off from `to` (either way).
+    pub fn cut_off_from(&self, to: NodeId) -> bool {
+        let (here, there) = (Some(&self.region), self.region_of(to));
+        self.faults.cuts(self.node, here, to, there) || self.faults.cuts(to, there, self.node, here)
+    }
+
+    /// Where a request runs: on the shard leader unless it is a read-only
+    /// request at a highly available level.
+    pub fn route(&self, local_read: bool) -> Route {
+        if local_read {
+            return Route::Local;
+        }
+        match self.leader() {
+            Some(leader) if leader == self.node => Route::Local,
+            Some(leader) if self.cut_off_from(leader) => {
+                Route::Unavailable(format!("the leader of shard {} (node {}) is unreachable", DATA_GROUP.0, leader.0))
+            }
+            Some(leader) => match self.http_of(leader) {
+                Some(http) => Route::Forward { node: leader, http },
+                None => Route::Unavailable(format!("node {} has no known HTTP address", leader.0)),
+            },
+            None => {
+                Route::Unavailable(format!("shard {} has no leader right now (an election is under way)", DATA_GROUP.0))
+            }
+        }
+    }
+
+    /// Stops replication and the transport.
+    pub fn stop(&self) {
+        self.driver.stop();
+        self.transport.shutdown();
+    }
+}

@@ -1,0 +1,195 @@
+//! Running cluster nodes: `geodb dev` (a whole cluster in one process) and
+//! `geodb start --config` with a `[cluster]` section (one node of a
+//! multi-process cluster).
+//!
+//! `geodb dev` lays out the standard topology of `docs/benchmarks.md`:
+//! regions us-east, us-central, eu-west (the first `--regions` of them),
+//! `--nodes-per-region` nodes each in zones a, b, c, ...; node ids count
+//! from 1 region by region. Every node serves the HTTP API (any node
+//! forwards to the right one); the first node of each region is that
+//! region's *gateway*, printed at start: the first region's on `--http`,
+//! the next ones on the following ports. All nodes share one set of fault
+//! rules, so `/v1/admin/faults` on any gateway governs the whole cluster.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geodb_geo::LatencyMatrix;
+use geodb_geo::placement::Survival;
+use tokio::net::TcpListener;
+
+use crate::cluster::DATA_GROUP;
+use crate::config::{ClusterConfig, Config, NodeAddress};
+use crate::node::Node;
+use crate::telemetry::{self, Metrics};
+use crate::transport::Faults;
+
+/// How long start-up waits for the data shard to elect a leader before it
+/// announces the cluster anyway (requests then answer 08006 until one is).
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
+
+/// The shape of a `geodb dev` cluster.
+#[derive(Debug, Clone)]
+pub struct DevShape {
+    pub http: SocketAddr,
+    pub regions: u64,
+    pub nodes_per_region: u64,
+    pub latency_scale: f64,
+    pub survival: Survival,
+    pub admin_faults: bool,
+}
+
+/// Starts every node of a dev cluster in this process and serves until
+/// SIGTERM or Ctrl-C.
+pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> Result<(), String> {
+    let tracer = telemetry::init_tracing(None)?;
+    let standard = LatencyMatrix::standard();
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for r in 0..shape.regions {
+        let region = standard.regions[r as usize].0.clone();
+        for z in 0..shape.nodes_per_region {
+            let id = r * shape.nodes_per_region + z + 1;
+            let gateway = z == 0;
+            let http = if gateway && shape.http.port() != 0 {
+                SocketAddr::new(shape.http.ip(), shape.http.port() + r as u16)
+            } else {
+                SocketAddr::new(shape.http.ip(), 0)
+            };
+            let http_listener = crate::bind(http).await?;
+            let peer_listener = crate::bind(SocketAddr::new(shape.http.ip(), 0)).await?;
+            let zone = char::from(b'a' + z as u8).to_string();
+            addresses.push(NodeAddress {
+                id,
+                region: region.clone(),
+                zone,
+                http: http_listener.local_addr().map_err(|e| e.to_string())?,
+                peer: peer_listener.local_addr().map_err(|e| e.to_string())?,
+            });
+            listeners.push((http_listener, peer_listener));
+        }
+    }
+    let cluster = ClusterConfig {
+        id: 1,
+        nodes: addresses.clone(),
+        home: None,
+        survival: shape.survival,
+        latency: None,
+        latency_scale: shape.latency_scale,
+        heartbeat_interval_ms: 50,
+        election_timeout_ms: 500,
+        snapshot_interval_entries: 10_000,
+        admin_faults: shape.admin_faults,
+    };
+    let faults = Arc::new(Faults::new());
+    let mut nodes = Vec::new();
+    for (address, (http_listener, peer_listener)) in addresses.iter().zip(listeners) {
+        let config = Config {
+            node_id: address.id,
+            region: address.region.clone(),
+            zone: address.zone.clone(),
+            http: address.http,
+            data_dir: Some(base.join(format!("n{}", address.id))),
+            cluster: Some(cluster.clone()),
+            ..Config::default()
+        };
+        config.check()?;
+        let data_dir = config.data_dir.clone().expect("set above");
+        let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults.clone())))?;
+        nodes.push((node, http_listener));
+    }
+    let leader = wait_for_leader(&nodes[0].0).await;
+    let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
+    let gateways: Vec<&NodeAddress> = addresses.iter().filter(|address| address.zone == "a").collect();
+    // The first line on stdout says where to connect; tests read it.
+    println!(
+        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} survival, shard leader {}, latency ×{}, data in {}{durability})",
+        gateways[0].http,
+        gateways[0].region,
+        shape.regions,
+        shape.nodes_per_region,
+        if shape.survival == Survival::Zone { "zone" } else { "region" },
+        leader.map_or("not yet elected".to_string(), |node| format!("node {node}")),
+        shape.latency_scale,
+        base.display()
+    );
+    for gateway in &gateways[1..] {
+        println!("  {} gateway: http://{}", gateway.region, gateway.http);
+    }
+    println!("Try: curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'", gateways[0].http);
+    serve_all(nodes).await;
+    if let Some(provider) = tracer {
+        let _ = provider.shutdown();
+    }
+    Ok(())
+}
+
+/// One node of a multi-process cluster (`geodb start --config` with a
+/// `[cluster]` section).
+pub async fn run_cluster_node(config: Config) -> Result<(), String> {
+    let tracer = telemetry::init_tracing(config.otlp_endpoint.as_deref())?;
+    let cluster = config.cluster.clone().expect("checked by the caller");
+    let me = cluster.nodes.iter().find(|node| node.id == config.node_id).expect("checked by Config::check");
+    let http_listener = crate::bind(config.http).await?;
+    let peer_listener = crate::bind(me.peer).await?;
+    let data_dir: PathBuf = config.data_dir.clone().expect("checked by the caller");
+    let faults = Arc::new(Faults::new());
+    let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults)))?;
+    println!(
+        "GeoDB is ready: http://{} (node {}, region {}, cluster of {} nodes, data in {})",
+        node.config.http,
+        node.config.node_id,
+        node.config.region,
+        cluster.nodes.len(),
+        Path::new(&data_dir).display()
+    );
+    serve_all(vec![(node, http_listener)]).await;
+    if let Some(provider) = tracer {
+        let _ = provider.shutdown();
+    }
+    Ok(())
+}
+
+/// The data shard's leader as `node` sees it, once there is one (bounded).
+async fn wait_for_leader(node: &Node) -> Option<u64> {
+    let cluster = node.cluster.as_ref()?;
+    let deadline = Instant::now() + LEADER_WAIT_MAX;
+    while Instant::now() < deadline {
+        if let Some(leader) = cluster.driver.status(DATA_GROUP).and_then(|status| status.leader) {
+            return Some(leader.0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Serves every node's API until SIGTERM or Ctrl-C, then stops them all:
+/// requests finish, then replication and transports stop.
+async fn serve_all(nodes: Vec<(Arc<Node>, TcpListener)>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (node, listener) in nodes {
+        let mut stopped = stopped.clone();
+        let served = node.clone();
+        servers.push((
+            node,
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = crate::serve(served, listener, shutdown).await {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+            }),
+        ));
+    }
+    crate::shutdown_signal().await;
+    let _ = stop.send(true);
+    for (node, server) in servers {
+        let _ = server.await;
+        node.stop_cluster();
+    }
+    tracing::info!("stopped");
+}

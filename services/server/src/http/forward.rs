@@ -1,0 +1,154 @@
+//! Gateways: sending a request to the node that must run it.
+//!
+//! In a cluster, a coordinated transaction or a write runs on the data
+//! shard's leader, and a session lives on the node that opened it (its id
+//! starts with that node's id). Any node answers any request: this
+//! middleware runs the request here when it may, and otherwise forwards it
+//! unchanged to the right node's API and relays the answer:
+//!
+//! - `POST /v1/sql`: here if it is read-only at a highly available level
+//!   (the local replica serves it, never leaving the region) or if this
+//!   node leads; else to the leader;
+//! - `POST /v1/sessions`: opened on the leader;
+//! - `/v1/sessions/{id}/...`: to the node that holds the session.
+//!
+//! A forwarded request carries [`FORWARDED_HEADER`] and is never forwarded
+//! again: if the target no longer leads, it answers `08006` (retryable)
+//! itself. Forwarding pays the emulated one-way latency each way, and a
+//! fault rule that cuts this node off from the target makes it `08006` too.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use geodb_geo::NodeId;
+
+use super::ApiError;
+use super::sql::parse_isolation;
+use crate::cluster::{Cluster, Route};
+use crate::node::Node;
+use crate::session::session_node;
+
+/// Marks a request forwarded by a gateway (its value: the gateway's id).
+pub const FORWARDED_HEADER: &str = "x-geodb-forwarded-by";
+
+/// The routing middleware (see the module documentation).
+pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let Some(cluster) = node.cluster.clone() else {
+        return next.run(request).await;
+    };
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    let target = if path == "/v1/sql" {
+        None
+    } else if path == "/v1/sessions" && method == Method::POST {
+        Some(cluster.route(false))
+    } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        match session_node(id).map(NodeId) {
+            Some(holder) if holder != cluster.node => Some(match cluster.http_of(holder) {
+                _ if cluster.cut_off_from(holder) => {
+                    Route::Unavailable(format!("node {} holding session {id} is unreachable", holder.0))
+                }
+                Some(http) => Route::Forward { node: holder, http },
+                None => return ApiError::unknown_session(id).into_response(),
+            }),
+            _ => Some(Route::Local),
+        }
+    } else {
+        Some(Route::Local)
+    };
+    let (parts, body) = request.into_parts();
+    let limit = node.config.limits.request_bytes_max;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        // Let the handler answer the oversized or broken body (413/400).
+        Err(_) => return ApiError::too_large(limit).into_response(),
+    };
+    let target = match target {
+        Some(target) => target,
+        None => cluster.route(is_local_read(&node, &bytes)),
+    };
+    match target {
+        Route::Local => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes).await,
+        Route::Unavailable(message) => ApiError::new("08006", message).into_response(),
+    }
+}
+
+/// Whether a `/v1/sql` body is read-only at a highly available level, so
+/// that the local replica may serve it. Anything unclear is not.
+fn is_local_read(node: &Node, body: &[u8]) -> bool {
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Ok(isolation) = parse_isolation(request.get("isolation").and_then(|value| value.as_str())) else {
+        return false;
+    };
+    if !isolation.is_highly_available() {
+        return false;
+    }
+    let statements: Vec<&str> = match (request.get("sql"), request.get("statements")) {
+        (Some(sql), None) => sql.as_str().into_iter().collect(),
+        (None, Some(serde_json::Value::Array(list))) => {
+            list.iter().filter_map(|statement| statement.get("sql").and_then(|sql| sql.as_str())).collect()
+        }
+        _ => return false,
+    };
+    !statements.is_empty()
+        && statements.iter().all(|sql| matches!(node.db.describe_current(sql), Ok((_, read_only)) if read_only))
+}
+
+/// Sends the request to `to` and relays its answer.
+async fn forward(
+    node: &Node,
+    cluster: &Cluster,
+    to: NodeId,
+    http: std::net::SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Response {
+    let delay = cluster.one_way(to);
+    tokio::time::sleep(delay).await;
+    let sent = cluster
+        .client
+        .request(method, format!("http://{http}{path}"))
+        .header(FORWARDED_HEADER, node.config.node_id)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            return ApiError::new("08006", format!("cannot reach node {} at {http}: {error}", to.0)).into_response();
+        }
+    };
+    let status = answer.status();
+    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    let bytes = match answer.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return ApiError::new("08006", format!("node {} did not finish its answer: {error}", to.0)).into_response();
+        }
+    };
+    tokio::time::sleep(delay).await;
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(retry_after) = retry_after {
+        headers.insert(header::RETRY_AFTER, retry_after);
+    }
+    headers.insert("x-geodb-served-by", HeaderValue::from(to.0));
+    response
+}

@@ -1,0 +1,612 @@
+//! The replication driver: runs a node's Multi-Paxos groups against real
+//! disks, sockets and clocks.
+//!
+//! One thread per node owns the node's [`MultiPaxos`] and is the only
+//! writer of its engine's replicated state. It loops:
+//!
+//! 1. take every input queued (messages from the transport, proposals and
+//!    read barriers from transactions), and tick the groups on the clock;
+//! 2. take the groups' Readies and make all their `persist` parts durable
+//!    with **one** synced write ([`LogStore::write`]: group commit across
+//!    groups);
+//! 3. only then hand their messages to the transport (Paxos Made Live §5.1:
+//!    an acceptor must not answer before what it answers is durable);
+//! 4. restore snapshots and apply chosen commits to the shard's state
+//!    machine ([`Shard::apply`]), waking the transactions that proposed
+//!    them, and answer read barriers.
+//!
+//! A transaction sees the driver through [`GroupLog`], its shard's
+//! [`CommitLog`]: `append` proposes the commit and `wait` blocks until the
+//! driver applied it here; `barrier` is a read-index round.
+//!
+//! Failure rules:
+//! - a proposal refused because this node does not lead answers
+//!   [`geodb_txn::Error::NotLeader`] at once (nothing was proposed);
+//! - a proposal in flight when the node stops leading answers
+//!   [`geodb_txn::Error::OutcomeUnknown`]: another leader may still choose
+//!   it. Its entry is applied wherever it is chosen, like any other;
+//! - a failed log write stops the driver: a node that cannot make its
+//!   promises durable must not take part any more (every waiter fails with
+//!   `Unavailable`, `/readyz` turns unready). Restart recovers from the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use geodb_geo::NodeId;
+use geodb_geo::paxos::{
+    self, Envelope, GroupId, HardState, MultiPaxos, ProposeError, ReadOutcome, RoleKind, Snapshot, Stored, Value,
+};
+use geodb_storage::paxos_log::{GroupWrite, LogStore};
+use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, WriteBatch, snapshot};
+use geodb_txn::{CommitEntry, CommitLog, PendingCommit, TxnManager};
+
+/// How often the groups are ticked: a tenth of the shortest heartbeat the
+/// configuration allows, and never slower than this.
+pub const TICK_INTERVAL_MAX: Duration = Duration::from_millis(5);
+/// Inputs taken per loop before the Readies are handled: bounds the time
+/// between receiving a message and persisting what it caused.
+const INPUTS_PER_ROUND_MAX: usize = 4096;
+/// How long a transaction waits for its commit to be chosen and applied
+/// before giving up with an unknown outcome (a leader cut off from its
+/// quorum steps down well within this).
+pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long a coordinated transaction waits for its read barrier.
+pub const BARRIER_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Column families a state-machine snapshot carries: the replicated data.
+/// (`Meta` holds node-local allocators and is not replicated.)
+const SNAPSHOT_FAMILIES: [ColumnFamily; 2] = [ColumnFamily::Data, ColumnFamily::Latest];
+
+/// What the driver thread takes as input.
+pub enum Input {
+    /// A message from another node.
+    Message(Envelope),
+    /// A commit to propose; `reply` answers once it is applied here.
+    Propose { group: GroupId, seq: u64, command: Vec<u8>, reply: Sender<geodb_txn::Result<()>> },
+    /// A read-index round; `reply` answers once this node may serve.
+    Barrier { group: GroupId, reply: Sender<geodb_txn::Result<()>> },
+    /// Stop the driver thread.
+    Stop,
+}
+
+/// What the rest of the node can see of a group.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStatus {
+    pub role: Option<RoleKind>,
+    pub leader: Option<NodeId>,
+    pub chosen: u64,
+    pub applied: u64,
+    pub snapshot_slot: u64,
+    pub snapshots_installed: u64,
+    /// Set when the driver stopped on a storage failure.
+    pub failed: Option<String>,
+}
+
+/// One group of a node: the group's configuration, its state machine
+/// (a transaction manager over the node's engine) and its status.
+pub struct GroupSpec {
+    pub config: paxos::Config,
+    pub txns: Arc<TxnManager>,
+    /// Take a snapshot (and truncate the log) every this many applied slots.
+    pub snapshot_interval: u64,
+}
+
+/// A running driver.
+pub struct Driver {
+    inputs: Sender<Input>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,
+}
+
+/// Meta key of a group's last applied slot, written after each applied
+/// round: a restart skips what the engine already holds.
+fn applied_key(group: GroupId) -> Vec<u8> {
+    let mut key = b"paxos/applied/".to_vec();
+    key.extend_from_slice(&group.0.to_be_bytes());
+    key
+}
+
+/// A command of a group's log: who proposed it (to wake the waiter) and
+/// the commit itself.
+fn encode_command(node: NodeId, seq: u64, entry: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + entry.len());
+    out.extend_from_slice(&node.0.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(entry);
+    out
+}
+
+fn decode_command(bytes: &[u8]) -> Option<(NodeId, u64, &[u8])> {
+    if bytes.len() < 16 {
+        return None;
+    }
+    let node = u64::from_be_bytes(bytes[..8].try_into().ok()?);
+    let seq = u64::from_be_bytes(bytes[8..16].try_into().ok()?);
+    Some((NodeId(node), seq, &bytes[16..]))
+}
+
+/// A snapshot's bytes: the newest commit timestamp it holds, then the
+/// exported column families.
+fn encode_snapshot(last_ts: Timestamp, data: Vec<u8>) -> Vec<u8> {
+    let mut out = last_ts.encode().to_vec();
+    out.extend_from_slice(&data);
+    out
+}
+
+impl Driver {
+    /// Opens the log store, restores every group from it, and starts the
+    /// driver thread on `receiver`. `send` hands messages to the transport;
+    /// `inputs` is the sending side of `receiver` (transactions' logs hold
+    /// clones of it).
+    pub fn start(
+        node: NodeId,
+        engine: Arc<dyn Engine>,
+        groups: Vec<GroupSpec>,
+        send: Box<dyn Fn(Vec<Envelope>) + Send>,
+        inputs: Sender<Input>,
+        receiver: Receiver<Input>,
+    ) -> Result<Arc<Driver>, String> {
+        let store = LogStore::new(engine.clone()).map_err(|e| format!("cannot open the Paxos log: {e}"))?;
+        let started = Instant::now();
+        let mut paxos = MultiPaxos::new(node);
+        let mut machines = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        for spec in groups {
+            let group = spec.config.group;
+            let stored = load(&store, group)?;
+            let applied = match engine.get(ColumnFamily::Meta, &applied_key(group)) {
+                Ok(Some(bytes)) => u64::from_be_bytes(
+                    bytes.as_slice().try_into().map_err(|_| format!("{group}: corrupt applied index"))?,
+                ),
+                Ok(None) => 0,
+                Err(e) => return Err(format!("{group}: cannot read the applied index: {e}")),
+            };
+            paxos.add_group(spec.config, stored, 0);
+            machines.insert(group, Machine { txns: spec.txns, applied, snapshot_interval: spec.snapshot_interval });
+            statuses.insert(group, GroupStatus::default());
+        }
+        let statuses = Arc::new(Mutex::new(statuses));
+        let mut state = DriverState {
+            node,
+            paxos,
+            store,
+            engine,
+            machines,
+            send,
+            started,
+            proposals: HashMap::new(),
+            barriers: HashMap::new(),
+            next_read_id: 1,
+            statuses: statuses.clone(),
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("paxos-{node}"))
+            .spawn(move || state.run(receiver))
+            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
+        Ok(Arc::new(Driver { inputs, thread: Mutex::new(Some(thread)), statuses }))
+    }
+
+    /// The status of every group, as of the last round.
+    pub fn statuses(&self) -> BTreeMap<GroupId, GroupStatus> {
+        self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&group).cloned()
+    }
+
+    pub fn inputs(&self) -> &Sender<Input> {
+        &self.inputs
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&self) {
+        let _ = self.inputs.send(Input::Stop);
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn load(store: &LogStore, group: GroupId) -> Result<Stored, String> {
+    let corrupt = |what: &str, e: postcard::Error| format!("{group}: corrupt {what} in the Paxos log: {e}");
+    let raw = store.load(group.0).map_err(|e| format!("{group}: cannot read the Paxos log: {e}"))?;
+    let hard_state = match raw.hard_state {
+        Some(bytes) => postcard::from_bytes::<HardState>(&bytes).map_err(|e| corrupt("hard state", e))?,
+        None => HardState::default(),
+    };
+    let snapshot = match raw.snapshot {
+        Some((_, bytes)) => Some(postcard::from_bytes::<Snapshot>(&bytes).map_err(|e| corrupt("snapshot", e))?),
+        None => None,
+    };
+    let entries = raw
+        .entries
+        .iter()
+        .map(|(_, bytes)| postcard::from_bytes(bytes).map_err(|e| corrupt("entry", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Stored { hard_state, snapshot, entries })
+}
+
+/// The state machine of one group on this node.
+struct Machine {
+    txns: Arc<TxnManager>,
+    /// The last slot applied to the engine (persisted under `applied_key`).
+    applied: u64,
+    snapshot_interval: u64,
+}
+
+struct DriverState {
+    node: NodeId,
+    paxos: MultiPaxos,
+    store: LogStore,
+    engine: Arc<dyn Engine>,
+    machines: BTreeMap<GroupId, Machine>,
+    send: Box<dyn Fn(Vec<Envelope>) + Send>,
+    started: Instant,
+    /// Proposals of this node not yet applied, by (group, seq).
+    proposals: HashMap<(GroupId, u64), Sender<geodb_txn::Result<()>>>,
+    /// Read barriers in flight, by read id.
+    barriers: HashMap<u64, (GroupId, Sender<geodb_txn::Result<()>>)>,
+    next_read_id: u64,
+    statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,
+    failed: Option<String>,
+}
+
+impl DriverState {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    fn run(&mut self, inputs: Receiver<Input>) {
+        let tick = self
+            .paxos
+            .groups()
+            .map(|(_, replica)| Duration::from_micros(replica.config().heartbeat_interval_us / 10))
+            .min()
+            .unwrap_or(TICK_INTERVAL_MAX)
+            .clamp(Duration::from_micros(200), TICK_INTERVAL_MAX);
+        let mut next_tick = Instant::now();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(timeout) {
+                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => {
+                    self.handle(input);
+                    for _ in 0..INPUTS_PER_ROUND_MAX {
+                        match inputs.try_recv() {
+                            Ok(Input::Stop) => return,
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                let now = self.now_us();
+                self.paxos.tick(now);
+                next_tick = Instant::now() + tick;
+            }
+            if self.failed.is_none() {
+                self.round();
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        if let Some(failure) = &self.failed {
+            let error = || geodb_txn::Error::Unavailable(format!("replication stopped: {failure}"));
+            match input {
+                Input::Propose { reply, .. } | Input::Barrier { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                _ => {}
+            }
+            return;
+        }
+        let now = self.now_us();
+        match input {
+            Input::Message(envelope) => {
+                if envelope.to == self.node {
+                    self.paxos.step(now, envelope);
+                }
+            }
+            Input::Propose { group, seq, command, reply } => match self.paxos.propose(group, command) {
+                Ok(()) => {
+                    self.proposals.insert((group, seq), reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(refused(error)));
+                }
+            },
+            Input::Barrier { group, reply } => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.paxos.read_index(group, id) {
+                    Ok(()) => {
+                        self.barriers.insert(id, (group, reply));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(refused(error)));
+                    }
+                }
+            }
+            Input::Stop => {}
+        }
+    }
+
+    /// Persist, then send, then apply (see the module documentation).
+    fn round(&mut self) {
+        let readies = self.paxos.take_ready();
+        if !readies.is_empty() {
+            let writes: Vec<GroupWrite> = readies
+                .iter()
+                .filter(|(_, ready)| !ready.persist.is_empty())
+                .map(|(group, ready)| group_write(*group, &ready.persist))
+                .collect();
+            if !writes.is_empty()
+                && let Err(error) = self.store.write(&writes)
+            {
+                self.fail(format!("cannot persist the Paxos log: {error}"));
+                return;
+            }
+            let mut outgoing = Vec::new();
+            for (_, ready) in &readies {
+                outgoing.extend(ready.send.iter().cloned());
+            }
+            if !outgoing.is_empty() {
+                (self.send)(outgoing);
+            }
+            for (group, ready) in readies {
+                if let Err(error) = self.apply(group, ready) {
+                    self.fail(format!("{group}: cannot apply to the state machine: {error}"));
+                    return;
+                }
+            }
+        }
+        self.fail_lost_proposals();
+        self.maybe_compact();
+        self.publish();
+    }
+
+    fn apply(&mut self, group: GroupId, ready: paxos::Ready) -> Result<(), String> {
+        let machine = self.machines.get_mut(&group).expect("every group has a machine");
+        let shard = machine.txns.shard();
+        if let Some(snapshot) = ready.restore
+            && snapshot.slot.0 > machine.applied
+        {
+            if snapshot.data.len() < Timestamp::ENCODED_LEN {
+                return Err("snapshot too short".into());
+            }
+            let (ts, data) = snapshot.data.split_at(Timestamp::ENCODED_LEN);
+            let last_ts = Timestamp::decode(ts).ok_or("snapshot timestamp")?;
+            snapshot::import(self.engine.as_ref(), &SNAPSHOT_FAMILIES, data).map_err(|e| e.to_string())?;
+            shard.restored(last_ts);
+            machine.applied = snapshot.slot.0;
+            let mut status = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            status.entry(group).or_default().snapshots_installed += 1;
+            metrics::counter!(crate::telemetry::names::PAXOS_SNAPSHOTS_INSTALLED, "node" => self.node.0.to_string())
+                .increment(1);
+        }
+        let mut applied_any = false;
+        for committed in ready.apply {
+            if committed.slot.0 <= machine.applied {
+                continue;
+            }
+            if let Value::Batch(commands) = &committed.value {
+                for command in commands {
+                    let Some((proposer, seq, entry)) = decode_command(command) else {
+                        return Err(format!("slot {}: malformed command", committed.slot));
+                    };
+                    let entry = CommitEntry::decode(entry).map_err(|e| format!("slot {}: {e}", committed.slot))?;
+                    shard.apply(entry).map_err(|e| e.to_string())?;
+                    if proposer == self.node
+                        && let Some(reply) = self.proposals.remove(&(group, seq))
+                    {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            machine.applied = committed.slot.0;
+            applied_any = true;
+        }
+        if applied_any {
+            let mut batch = WriteBatch::new();
+            batch.put(ColumnFamily::Meta, applied_key(group), machine.applied.to_be_bytes().to_vec());
+            self.engine.write(batch, Durability::Buffered).map_err(|e| e.to_string())?;
+        }
+        for read in ready.reads {
+            if let Some((_, reply)) = self.barriers.remove(&read.id) {
+                let outcome = match read.outcome {
+                    ReadOutcome::Ready { .. } => Ok(()),
+                    ReadOutcome::Aborted => Err(geodb_txn::Error::NotLeader { leader: None }),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposals of groups this node no longer leads may or may not be
+    /// chosen by the next leader: their callers learn the outcome is unknown.
+    fn fail_lost_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let paxos = &self.paxos;
+        let lost = |group: &GroupId| paxos.group(*group).is_none_or(|replica| replica.role() != RoleKind::Leader);
+        self.proposals.retain(|(group, _), reply| {
+            if lost(group) {
+                let _ = reply.send(Err(geodb_txn::Error::OutcomeUnknown(format!(
+                    "the leader of shard {} changed before the commit was confirmed; it may or may not have committed",
+                    group.0
+                ))));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Snapshots a group's state machine and truncates its log once enough
+    /// slots were applied since the last snapshot.
+    fn maybe_compact(&mut self) {
+        let due: Vec<GroupId> = self
+            .machines
+            .iter()
+            .filter(|(group, machine)| {
+                let snapshot_slot = self.paxos.group(**group).map_or(0, |replica| replica.snapshot_slot().0);
+                machine.snapshot_interval > 0 && machine.applied >= snapshot_slot + machine.snapshot_interval
+            })
+            .map(|(group, _)| *group)
+            .collect();
+        for group in due {
+            let machine = &self.machines[&group];
+            let last_ts = machine.txns.shard().snapshot();
+            match snapshot::export(self.engine.as_ref(), &SNAPSHOT_FAMILIES) {
+                Ok(data) => {
+                    let snapshot = Snapshot::new(paxos::Slot(machine.applied), encode_snapshot(last_ts, data));
+                    self.paxos.compact(group, snapshot);
+                }
+                Err(error) => {
+                    tracing::warn!(%group, %error, "cannot snapshot the state machine; the log keeps growing")
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (group, replica) in self.paxos.groups() {
+            let status = statuses.entry(group).or_default();
+            status.role = Some(replica.role());
+            if status.leader != replica.leader() && replica.leader().is_some() {
+                metrics::counter!(crate::telemetry::names::PAXOS_LEADER_CHANGES, "node" => self.node.0.to_string())
+                    .increment(1);
+                tracing::info!(node = %self.node, %group, leader = ?replica.leader(), "shard leader changed");
+            }
+            status.leader = replica.leader();
+            status.chosen = replica.chosen().0;
+            status.applied = self.machines.get(&group).map_or(0, |machine| machine.applied);
+            status.snapshot_slot = replica.snapshot_slot().0;
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(node = %self.node, %reason, "replication stopped");
+        let error = || geodb_txn::Error::Unavailable(format!("replication stopped: {reason}"));
+        for (_, reply) in self.proposals.drain() {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, (_, reply)) in self.barriers.drain() {
+            let _ = reply.send(Err(error()));
+        }
+        let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for status in statuses.values_mut() {
+            status.failed = Some(reason.clone());
+        }
+        self.failed = Some(reason);
+    }
+}
+
+fn refused(error: ProposeError) -> geodb_txn::Error {
+    match error {
+        ProposeError::NotLeader { leader } => geodb_txn::Error::NotLeader { leader: leader.map(|node| node.0) },
+        ProposeError::Busy => geodb_txn::Error::Unavailable("the shard's leader is at its proposal bound".into()),
+        #[allow(unreachable_patterns)]
+        other => geodb_txn::Error::Unavailable(other.to_string()),
+    }
+}
+
+/// Postcard bytes of a Paxos record (they always serialize).
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("Paxos records always serialize")
+}
+
+fn group_write(group: GroupId, persist: &paxos::Persist) -> GroupWrite {
+    GroupWrite {
+        group: group.0,
+        snapshot: persist.snapshot.as_ref().map(|snapshot| (snapshot.slot.0, encode(snapshot))),
+        entries: persist.entries.iter().map(|entry| (entry.slot.0, encode(entry))).collect(),
+        hard_state: persist.hard_state.as_ref().map(encode),
+    }
+}
+
+/// A shard's [`CommitLog`] over its group on this node.
+pub struct GroupLog {
+    group: GroupId,
+    node: NodeId,
+    inputs: Sender<Input>,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl GroupLog {
+    pub fn new(group: GroupId, node: NodeId, inputs: Sender<Input>) -> Self {
+        // Sequence numbers must not repeat across restarts while an old
+        // proposal may still be chosen: start from the clock.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |elapsed| elapsed.as_nanos() as u64);
+        GroupLog { group, node, inputs, next_seq: std::sync::atomic::AtomicU64::new(start) }
+    }
+}
+
+struct GroupPending {
+    reply: Receiver<geodb_txn::Result<()>>,
+    proposed: Instant,
+}
+
+impl PendingCommit for GroupPending {
+    fn wait(self: Box<Self>) -> geodb_txn::Result<()> {
+        match self.reply.recv_timeout(COMMIT_WAIT_MAX) {
+            Ok(outcome) => {
+                if outcome.is_ok() {
+                    metrics::histogram!(crate::telemetry::names::PAXOS_COMMIT_SECONDS)
+                        .record(self.proposed.elapsed().as_secs_f64());
+                }
+                outcome
+            }
+            Err(RecvTimeoutError::Timeout) => Err(geodb_txn::Error::OutcomeUnknown(format!(
+                "no outcome for the commit within {} s; it may or may not have committed",
+                COMMIT_WAIT_MAX.as_secs()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(geodb_txn::Error::OutcomeUnknown(
+                "the node's replication stopped before the commit was confirmed".into(),
+            )),
+        }
+    }
+}
+
+impl CommitLog for GroupLog {
+    fn append(&self, entry: CommitEntry) -> geodb_txn::Result<Box<dyn PendingCommit>> {
+        let seq = self.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let command = encode_command(self.node, seq, &entry.encode());
+        let (reply, receiver) = mpsc::channel();
+        self.inputs
+            .send(Input::Propose { group: self.group, seq, command, reply })
+            .map_err(|_| geodb_txn::Error::Unavailable("the node's replication has stopped".into()))?;
+        Ok(Box::new(GroupPending { reply: receiver, proposed: Instant::now() }))
+    }
+
+    fn barrier(&self) -> geodb_txn::Result<()> {
+        let (reply, receiver) = mpsc::channel();
+        self.inputs
+            .send(Input::Barrier { group: self.group, reply })
+            .map_err(|_| geodb_txn::Error::Unavailable("the node's replication has stopped".into()))?;
+        match receiver.recv_timeout(BARRIER_WAIT_MAX) {
+            Ok(outcome) => outcome,
+            Err(_) => Err(geodb_txn::Error::Unavailable(format!(
+                "shard {} could not confirm its leader within {} s (no quorum?)",
+                self.group.0,
+                BARRIER_WAIT_MAX.as_secs()
+            ))),
+        }
+    }
+
+    fn is_replicated(&self) -> bool {
+        true
+    }
+}

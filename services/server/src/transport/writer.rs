@@ -1,0 +1,262 @@
+//! One peer's writer: the emulated delay, batching, and the connection with
+//! its reconnect backoff.
+//!
+//! ```text
+//!  peer queue ──recv──► delay queue ──due──► cut? ──► one frame ──► connection
+//!  (PEER_QUEUE_MAX)     (≤ PEER_QUEUE_MAX,   drop     per wake-up    (dialed here,
+//!                        FIFO, sent_at+delay)                         hello first)
+//! ```
+//!
+//! The writer is a single task looping over four events, most urgent first:
+//! the peer closed the connection; it is time to dial again; envelopes
+//! became due; envelopes arrived in the queue. Due envelopes go out together as
+//! one frame (split only if longer than [`FRAME_BYTES_MAX`]), which is the
+//! batching: the longer a write takes, the more the next one carries.
+//!
+//! Without a connection, due envelopes are dropped, not kept: Paxos resends
+//! what it still needs with fresh state, and keeping stale messages would
+//! only delay them. Dialing happens on its own schedule — at once at start,
+//! then with exponential backoff after each failure — so the first envelopes
+//! after a peer comes back find a connection ready.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use geodb_geo::NodeId;
+use geodb_geo::paxos::Envelope;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::frame::{self, FRAME_BYTES_MAX, Frame};
+use super::{DropReason, PEER_QUEUE_MAX, Shared};
+
+/// First wait before dialing again after a failure; doubles per failure.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest wait between two dials: a peer that comes back is reached within
+/// about a second, and a dead one costs one failed dial a second.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A connection that lived this long was healthy: its loss starts the
+/// backoff afresh. Shorter-lived ones (a peer that accepts, then refuses the
+/// hello) keep doubling it, so a refusing peer is not dialed in a hot loop.
+const CONNECTION_HEALTHY_AFTER: Duration = RECONNECT_BACKOFF_MAX;
+/// Longest dial, hello included: a black-holed address must not hold the
+/// writer (and its queue) for the kernel's SYN timeout of minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest write of one frame: longer means the peer stopped reading, and
+/// the connection is given up. A full 64 MiB frame takes well under a second
+/// on any link the transport is run over.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An envelope in a peer's queue, stamped when `send` took it: the emulated
+/// delay runs from then.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub sent_at: std::time::Instant,
+    pub envelope: Envelope,
+}
+
+struct Connection {
+    /// Only read to notice the peer closing: the receiver never writes.
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    since: Instant,
+}
+
+pub(super) struct PeerWriter {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    address: SocketAddr,
+    delay: Duration,
+    queue: mpsc::Receiver<Queued>,
+    /// Taken from the queue, waiting out `delay`; FIFO, at most
+    /// `PEER_QUEUE_MAX` (the queue is not drained while it is full).
+    delayed: VecDeque<Queued>,
+    connection: Option<Connection>,
+    /// The wait before the next dial after a failure, before jitter.
+    backoff: Duration,
+    /// When to dial next while there is no connection.
+    dial_at: Instant,
+    dials: u64,
+}
+
+impl PeerWriter {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: NodeId,
+        address: SocketAddr,
+        delay: Duration,
+        queue: mpsc::Receiver<Queued>,
+    ) -> Self {
+        PeerWriter {
+            shared,
+            peer,
+            address,
+            delay,
+            queue,
+            delayed: VecDeque::new(),
+            connection: None,
+            backoff: RECONNECT_BACKOFF_MIN,
+            dial_at: Instant::now(),
+            dials: 0,
+        }
+    }
+
+    /// Runs until the transport is dropped (its queue closes) or aborted.
+    pub async fn run(mut self) {
+        // Dial before taking anything from the queue, so that the first
+        // envelopes find the connection up rather than being dropped.
+        self.dial().await;
+        let mut arrived = Vec::new();
+        loop {
+            let room = PEER_QUEUE_MAX.saturating_sub(self.delayed.len());
+            let next_due = self.delayed.front().map(|queued| self.due(queued));
+            let connected = self.connection.is_some();
+            // What is already due is done without a timer, which would round
+            // up to its next tick: no emulated delay must mean none.
+            let now = Instant::now();
+            if !connected && self.dial_at <= now {
+                self.dial().await;
+                continue;
+            }
+            if next_due.is_some_and(|due| due <= now) {
+                self.write_due().await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = closed_by_peer(&mut self.connection), if connected => {
+                    self.lose("closed by the peer");
+                }
+                () = sleep_until(self.dial_at), if !connected => {
+                    self.dial().await;
+                }
+                () = sleep_until(next_due.unwrap_or(self.dial_at)), if next_due.is_some() => {
+                    self.write_due().await;
+                }
+                received = self.queue.recv_many(&mut arrived, room), if room > 0 => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.delayed.extend(arrived.drain(..));
+                }
+            }
+        }
+    }
+
+    fn due(&self, queued: &Queued) -> Instant {
+        Instant::from_std(queued.sent_at) + self.delay
+    }
+
+    /// Writes every envelope whose delay has expired, as one frame.
+    async fn write_due(&mut self) {
+        let now = Instant::now();
+        let due = self.delayed.iter().take_while(|queued| self.due(queued) <= now).count();
+        let batch: Vec<Envelope> = self.delayed.drain(..due).map(|queued| queued.envelope).collect();
+        // Checked again at expiry: a rule added while the batch was delayed
+        // must stop it, as a cut cable stops what is on the wire.
+        if self.shared.cut(self.shared.node, self.peer) {
+            self.shared.count_dropped(DropReason::Fault, batch.len());
+            return;
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            self.shared.count_dropped(DropReason::Disconnected, batch.len());
+            return;
+        };
+        let (frames, too_long) = frame::encode_batches(&batch, FRAME_BYTES_MAX);
+        if too_long > 0 {
+            tracing::warn!(peer = %self.peer, envelopes = too_long, "envelope longer than a frame: dropped");
+            self.shared.count_dropped(DropReason::TooLong, too_long);
+        }
+        let mut unsent: usize = frames.iter().map(|frame| frame.envelopes).sum();
+        for frame in frames {
+            match timeout(WRITE_TIMEOUT, connection.write.write_all(&frame.bytes)).await {
+                Ok(Ok(())) => {
+                    self.shared.count_sent(frame.bytes.len());
+                    unsent -= frame.envelopes;
+                }
+                Ok(Err(error)) => {
+                    self.shared.count_dropped(DropReason::Disconnected, unsent);
+                    self.lose(&format!("write failed: {error}"));
+                    return;
+                }
+                Err(_) => {
+                    self.shared.count_dropped(DropReason::Disconnected, unsent);
+                    self.lose(&format!("write took longer than {WRITE_TIMEOUT:?}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Dials the peer and says hello; on failure, schedules the next dial.
+    async fn dial(&mut self) {
+        if self.dials > 0 {
+            self.shared.count_reconnect();
+        }
+        self.dials += 1;
+        let hello = Frame::Hello { from: self.shared.node, cluster: self.shared.cluster };
+        let Some(hello) = frame::encode(&hello, FRAME_BYTES_MAX) else {
+            // A hello is a few bytes; this cannot happen, and must not spin.
+            tracing::error!(peer = %self.peer, "cannot encode the hello");
+            self.back_off();
+            return;
+        };
+        let address = self.address;
+        let attempt = async move {
+            let stream = TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let (read, mut write) = stream.into_split();
+            write.write_all(&hello).await?;
+            Ok::<_, std::io::Error>((read, write))
+        };
+        match timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok((read, write))) => {
+                tracing::info!(node = %self.shared.node, peer = %self.peer, address = %self.address, "connected");
+                self.connection = Some(Connection { read, write, since: Instant::now() });
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
+                self.back_off();
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, address = %self.address, "connecting timed out");
+                self.back_off();
+            }
+        }
+    }
+
+    /// Drops the connection and schedules a dial.
+    fn lose(&mut self, why: &str) {
+        if let Some(connection) = self.connection.take()
+            && connection.since.elapsed() >= CONNECTION_HEALTHY_AFTER
+        {
+            self.backoff = RECONNECT_BACKOFF_MIN;
+        }
+        tracing::info!(node = %self.shared.node, peer = %self.peer, why, "connection lost");
+        self.back_off();
+    }
+
+    /// Waits between half and all of the backoff (jitter spreads the dials
+    /// of many writers that lost their peer at the same moment), then doubles it.
+    fn back_off(&mut self) {
+        let wait = self.backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        self.dial_at = Instant::now() + wait;
+        self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Resolves when the peer closes the connection (or sends anything, which a
+/// receiver never does); pending while there is none.
+async fn closed_by_peer(connection: &mut Option<Connection>) {
+    let Some(connection) = connection.as_mut() else {
+        return std::future::pending().await;
+    };
+    let mut probe = [0u8; 1];
+    let _ = connection.read.read(&mut probe).await;
+}

@@ -1,0 +1,289 @@
+//! A real cluster: nine `geodb start --config` processes on 127.0.0.1–9,
+//! three regions of three nodes (the standard topology, latencies ÷10),
+//! the data shard homed in us-east under zone survival (voters 1, 2, 3;
+//! learners 4–9), a snapshot every 20 applied entries.
+//!
+//! One scenario, in order (each step depends on the cluster the previous
+//! one left):
+//!
+//! 1. a follower is killed and restarted while few writes happen: it
+//!    catches up from the log (no snapshot installed);
+//! 2. writes flow through the us-central gateway while the leader is
+//!    SIGKILLed: a new leader serves within the election bound;
+//! 3. the old leader restarts after the log was truncated: it catches up
+//!    from a snapshot;
+//! 4. every acknowledged write is present on every voter (and learner);
+//! 5. the leader is cut off by fault rules: a write sent to it cannot
+//!    commit, the majority elects another leader and keeps serving, and
+//!    after healing the cut-off write is nowhere.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{Value, json};
+
+const REGIONS: [&str; 3] = ["us-east", "us-central", "eu-west"];
+const NODES: u64 = 9;
+const ELECTION_TIMEOUT_MS: u64 = 500;
+const HEARTBEAT_MS: u64 = 50;
+/// A follower stands after the election timeout plus up to as much jitter;
+/// a node that is not the preferred leader waits one more timeout
+/// (placement). Then one phase-1 round.
+const ELECTION_BOUND: Duration = Duration::from_millis(3 * ELECTION_TIMEOUT_MS);
+/// Slack for a loaded two-core machine running nine processes.
+const SLACK: Duration = Duration::from_secs(3);
+
+struct Cluster {
+    dir: PathBuf,
+    servers: Vec<Option<Server>>,
+    client: reqwest::Client,
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let mut nodes = String::new();
+        let mut addresses = Vec::new();
+        for id in 1..=NODES {
+            let ip = format!("127.0.0.{id}");
+            let (http, peer) = (format!("{ip}:{}", free_port(&ip)), format!("{ip}:{}", free_port(&ip)));
+            let region = REGIONS[((id - 1) / 3) as usize];
+            let zone = ["a", "b", "c"][((id - 1) % 3) as usize];
+            nodes.push_str(&format!(
+                "[[cluster.nodes]]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\npeer = \"{peer}\"\n"
+            ));
+            addresses.push((region, zone, http));
+        }
+        for (i, (region, zone, http)) in addresses.iter().enumerate() {
+            let id = i as u64 + 1;
+            let config = format!(
+                "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\n\
+                 [cluster]\nhome = \"us-east\"\nlatency_scale = 0.1\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
+                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = 20\nadmin_faults = true\n{nodes}",
+                dir.join(format!("n{id}")).display()
+            );
+            std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
+        }
+        let mut cluster = Cluster { dir: dir.to_path_buf(), servers: Vec::new(), client: reqwest::Client::new() };
+        for id in 1..=NODES {
+            let server = cluster.spawn(id);
+            cluster.servers.push(Some(server));
+        }
+        cluster
+    }
+
+    fn spawn(&self, id: u64) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
+        command.args(["start", "--config"]).arg(self.dir.join(format!("n{id}.toml")));
+        Server::spawn(command, &self.dir.join(format!("n{id}")))
+    }
+
+    fn node(&self, id: u64) -> &Server {
+        self.servers[(id - 1) as usize].as_ref().expect("node is running")
+    }
+
+    fn kill(&mut self, id: u64) {
+        self.servers[(id - 1) as usize].take().expect("node is running").kill();
+    }
+
+    fn restart(&mut self, id: u64) {
+        assert!(self.servers[(id - 1) as usize].is_none());
+        let server = self.spawn(id);
+        self.servers[(id - 1) as usize] = Some(server);
+    }
+
+    /// The data shard as node `id` sees it.
+    async fn shard(&self, id: u64) -> Value {
+        let (status, body) = self.node(id).get("/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["shards"][0].clone()
+    }
+
+    /// Waits until node `via` names a leader other than `not`; returns it.
+    async fn wait_for_leader(&self, via: u64, not: Option<u64>, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(leader) = self.shard(via).await["leader"].as_u64()
+                && Some(leader) != not
+            {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no new leader seen by node {via} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    async fn wait_applied(&self, id: u64, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.shard(id).await["applied_index"].as_u64().unwrap_or(0) < index {
+            assert!(Instant::now() < deadline, "node {id} did not apply up to {index}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One statement at node `id`, run there and nowhere else (a request
+    /// marked as already forwarded is never forwarded again).
+    async fn local(&self, id: u64, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/sql", self.node(id).url))
+            .header("x-geodb-forwarded-by", "0")
+            .json(&body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The keys node `id` holds, read from its own replica.
+    async fn keys_at(&self, id: u64) -> BTreeSet<i64> {
+        let (status, body) = self.local(id, json!({"sql": "SELECT k FROM kv", "isolation": "read committed"})).await;
+        assert_eq!(status, 200, "node {id}: {body}");
+        body["results"][0]["rows"].as_array().unwrap().iter().map(|row| row[0].as_i64().unwrap()).collect()
+    }
+
+    async fn set_faults(&self, rules: Value) {
+        for server in self.servers.iter().flatten() {
+            let response =
+                self.client.put(format!("{}/v1/admin/faults", server.url)).json(&rules).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
+    }
+}
+
+/// Acknowledged and unknown-outcome writes, through one gateway.
+#[derive(Default)]
+struct Writes {
+    acked: BTreeSet<i64>,
+    unknown: BTreeSet<i64>,
+    next: i64,
+}
+
+impl Writes {
+    /// Inserts the next key through `via`; returns whether it was acknowledged.
+    async fn one(&mut self, cluster: &Cluster, via: u64) -> bool {
+        let key = self.next;
+        self.next += 1;
+        let (status, body) = cluster
+            .node(via)
+            .post("/v1/sql", json!({"sql": "INSERT INTO kv VALUES ($1, $2)", "params": [key, key]}))
+            .await;
+        match (status, common::code(&body)) {
+            (200, _) => {
+                self.acked.insert(key);
+                true
+            }
+            (_, "08007") => {
+                self.unknown.insert(key);
+                false
+            }
+            (503, "08006") => false,
+            _ => panic!("write {key}: {status} {body}"),
+        }
+    }
+
+    /// Writes until `count` more are acknowledged.
+    async fn acked(&mut self, cluster: &Cluster, via: u64, count: usize) {
+        let target = self.acked.len() + count;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked.len() < target {
+            assert!(Instant::now() < deadline, "writes through node {via} stopped being acknowledged");
+            if !self.one(cluster, via).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path());
+    let leader = cluster.wait_for_leader(4, None, Duration::from_secs(20)).await;
+    assert!((1..=3).contains(&leader), "zone survival keeps the leader in us-east, got node {leader}");
+    let shard = cluster.shard(5).await;
+    assert_eq!(shard["voters"], json!([1, 2, 3]));
+    assert_eq!(shard["learners"], json!([4, 5, 6, 7, 8, 9]));
+    cluster.node(7).sql("CREATE TABLE kv (k INT PRIMARY KEY, v INT)", json!([])).await;
+    let mut writes = Writes::default();
+
+    // 1. A follower misses a few writes and catches up from the log.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill(follower);
+    writes.acked(&cluster, 4, 5).await;
+    cluster.restart(follower);
+    let chosen = cluster.shard(leader).await["chosen_index"].as_u64().unwrap();
+    assert!(chosen < 20, "the log was truncated already (chosen {chosen}): the step would not test the log path");
+    cluster.wait_applied(follower, chosen).await;
+    assert_eq!(cluster.shard(follower).await["snapshots_installed"], json!(0), "caught up from the log");
+    assert!(cluster.keys_at(follower).await.is_superset(&writes.acked));
+
+    // 2. SIGKILL the leader while writing through us-central.
+    writes.acked(&cluster, 4, 10).await;
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let new_leader = cluster.wait_for_leader(4, Some(leader), ELECTION_BOUND + SLACK).await;
+    writes.acked(&cluster, 4, 1).await;
+    let failover = killed.elapsed();
+    assert!((1..=3).contains(&new_leader) && new_leader != leader);
+    assert!(failover <= ELECTION_BOUND + SLACK, "failover took {failover:?}");
+    eprintln!("failover to node {new_leader} served a write {failover:?} after the kill");
+
+    // 3. Enough writes to truncate the log past the old leader, which then
+    //    restarts and needs a snapshot.
+    writes.acked(&cluster, 4, 50).await;
+    let snapshot_index = cluster.shard(new_leader).await["snapshot_index"].as_u64().unwrap();
+    assert!(snapshot_index > 20, "the leader truncated its log (snapshot at {snapshot_index})");
+    cluster.restart(leader);
+    let chosen = cluster.shard(new_leader).await["chosen_index"].as_u64().unwrap();
+    cluster.wait_applied(leader, chosen).await;
+    assert!(cluster.shard(leader).await["snapshots_installed"].as_u64().unwrap() >= 1, "caught up from a snapshot");
+
+    // 4. Every acknowledged write on every replica; all replicas agree.
+    let chosen = cluster.shard(new_leader).await["chosen_index"].as_u64().unwrap();
+    let mut seen: Option<BTreeSet<i64>> = None;
+    for id in 1..=NODES {
+        cluster.wait_applied(id, chosen).await;
+        let keys = cluster.keys_at(id).await;
+        let missing: Vec<&i64> = writes.acked.difference(&keys).collect();
+        assert!(missing.is_empty(), "node {id} lacks acknowledged writes {missing:?}");
+        let invented: Vec<&i64> =
+            keys.iter().filter(|key| !writes.acked.contains(key) && !writes.unknown.contains(key)).collect();
+        assert!(invented.is_empty(), "node {id} holds writes never sent {invented:?}");
+        if let Some(seen) = &seen {
+            assert_eq!(seen, &keys, "node {id} differs from node 1");
+        }
+        seen = Some(keys);
+    }
+
+    // 5. Cut the leader off: it cannot commit; the majority goes on.
+    let isolated = new_leader;
+    cluster.set_faults(json!([{"kind": "isolate", "node": isolated}])).await;
+    let cut_off_key = 1_000_000;
+    let (status, body) =
+        cluster.local(isolated, json!({"sql": "INSERT INTO kv VALUES ($1, 0)", "params": [cut_off_key]})).await;
+    assert_ne!(status, 200, "a cut-off leader committed: {body}");
+    assert!(matches!(common::code(&body), "08006" | "08007"), "{status} {body}");
+    let majority_leader = cluster.wait_for_leader(4, Some(isolated), Duration::from_secs(10)).await;
+    assert!(majority_leader != isolated);
+    writes.acked(&cluster, 4, 5).await;
+    cluster.set_faults(json!([])).await;
+    let chosen = cluster.shard(majority_leader).await["chosen_index"].as_u64().unwrap();
+    for id in 1..=NODES {
+        cluster.wait_applied(id, chosen).await;
+        let keys = cluster.keys_at(id).await;
+        assert!(!keys.contains(&cut_off_key), "node {id} holds the write of the cut-off leader");
+        assert!(keys.is_superset(&writes.acked), "node {id} lacks acknowledged writes");
+    }
+}
