@@ -2,7 +2,8 @@
 //! the four levels: which anomalies each level prevents and which it
 //! allows (Adya's G0, G1a, G1b, G1c; lost update, read skew, fractured
 //! read, write skew, phantom). The interleavings are driven step by step by
-//! the test, so the outcomes do not depend on timing.
+//! the test, so the outcomes do not depend on timing. Each runs on a single
+//! node and again on a replicated cluster.
 //!
 //! | anomaly | RC | MAV | SI | serializable |
 //! |---|---|---|---|---|
@@ -17,6 +18,15 @@ use common::{Server, Session, code};
 use serde_json::json;
 
 const LEVELS: [&str; 4] = ["read committed", "monotonic atomic view", "snapshot", "serializable"];
+
+/// Every scenario runs twice: on a single node, and on a six-node cluster
+/// (region survival: five voters over three regions) through the eu-west
+/// gateway, which forwards every transaction to the shard leader in
+/// us-east — so each level's guarantees are checked with commits going
+/// through the replicated log.
+fn topologies(dir: &std::path::Path) -> [Server; 2] {
+    [Server::dev(&dir.join("single")), Server::dev_cluster(&dir.join("cluster"))]
+}
 
 fn table(level: &str) -> String {
     format!("t_{}", level.replace(' ', "_"))
@@ -66,82 +76,86 @@ async fn committed(server: &Server, table: &str, k: i64) -> Option<i64> {
 #[tokio::test]
 async fn g0_dirty_write_is_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
-        let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
-        set(&t1, &t, 1, 1).await;
-        set(&t2, &t, 1, 2).await;
-        set(&t2, &t, 2, 2).await;
-        set(&t1, &t, 2, 1).await;
-        commit(&t1).await;
-        commit(&t2).await;
-        let (x, y) = (committed(&server, &t, 1).await, committed(&server, &t, 2).await);
-        assert_eq!(x, y, "{level}: writes of two transactions interleaved");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
+            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            set(&t1, &t, 1, 1).await;
+            set(&t2, &t, 1, 2).await;
+            set(&t2, &t, 2, 2).await;
+            set(&t1, &t, 2, 1).await;
+            commit(&t1).await;
+            commit(&t2).await;
+            let (x, y) = (committed(&server, &t, 1).await, committed(&server, &t, 2).await);
+            assert_eq!(x, y, "{level}: writes of two transactions interleaved");
+        }
     }
 }
 
 #[tokio::test]
 async fn g1a_aborted_read_and_g1b_intermediate_read_are_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        let t = setup(&server, level, &[(1, 0)]).await;
-        let writer = begin(&server, level).await;
-        let reader = begin(&server, level).await;
-        set(&writer, &t, 1, 1).await;
-        assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: uncommitted write seen");
-        set(&writer, &t, 1, 2).await;
-        assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: intermediate write seen");
-        writer.ok("ROLLBACK").await;
-        assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: aborted write seen");
-        assert!(commit(&reader).await);
-        // G1b proper: a committed transaction's intermediate value is never seen.
-        let writer = begin(&server, level).await;
-        set(&writer, &t, 1, 5).await;
-        set(&writer, &t, 1, 6).await;
-        assert!(commit(&writer).await);
-        assert_eq!(committed(&server, &t, 1).await, Some(6), "{level}");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            let t = setup(&server, level, &[(1, 0)]).await;
+            let writer = begin(&server, level).await;
+            let reader = begin(&server, level).await;
+            set(&writer, &t, 1, 1).await;
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: uncommitted write seen");
+            set(&writer, &t, 1, 2).await;
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: intermediate write seen");
+            writer.ok("ROLLBACK").await;
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: aborted write seen");
+            assert!(commit(&reader).await);
+            // G1b proper: a committed transaction's intermediate value is never seen.
+            let writer = begin(&server, level).await;
+            set(&writer, &t, 1, 5).await;
+            set(&writer, &t, 1, 6).await;
+            assert!(commit(&writer).await);
+            assert_eq!(committed(&server, &t, 1).await, Some(6), "{level}");
+        }
     }
 }
 
 #[tokio::test]
 async fn g1c_circular_information_flow_is_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
-        let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
-        set(&t1, &t, 1, 1).await;
-        set(&t2, &t, 2, 2).await;
-        let t1_saw = value(&t1, &t, 2).await;
-        let t2_saw = value(&t2, &t, 1).await;
-        commit(&t1).await;
-        commit(&t2).await;
-        assert_eq!((t1_saw, t2_saw), (Some(0), Some(0)), "{level}: each read the other's write");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
+            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            set(&t1, &t, 1, 1).await;
+            set(&t2, &t, 2, 2).await;
+            let t1_saw = value(&t1, &t, 2).await;
+            let t2_saw = value(&t2, &t, 1).await;
+            commit(&t1).await;
+            commit(&t2).await;
+            assert_eq!((t1_saw, t2_saw), (Some(0), Some(0)), "{level}: each read the other's write");
+        }
     }
 }
 
 #[tokio::test]
 async fn lost_update_is_allowed_by_rc_and_mav_and_prevented_by_si_and_serializable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        let t = setup(&server, level, &[(1, 100)]).await;
-        let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
-        let a = value(&t1, &t, 1).await.unwrap();
-        let b = value(&t2, &t, 1).await.unwrap();
-        set(&t1, &t, 1, a + 10).await;
-        set(&t2, &t, 1, b + 20).await;
-        assert!(commit(&t1).await);
-        let second = commit(&t2).await;
-        let total = committed(&server, &t, 1).await;
-        if matches!(level, "read committed" | "monotonic atomic view") {
-            assert!(second, "{level}");
-            assert_eq!(total, Some(120), "{level}: the update of +10 is lost");
-        } else {
-            assert!(!second, "{level}: first committer wins");
-            assert_eq!(total, Some(110), "{level}");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            let t = setup(&server, level, &[(1, 100)]).await;
+            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            let a = value(&t1, &t, 1).await.unwrap();
+            let b = value(&t2, &t, 1).await.unwrap();
+            set(&t1, &t, 1, a + 10).await;
+            set(&t2, &t, 1, b + 20).await;
+            assert!(commit(&t1).await);
+            let second = commit(&t2).await;
+            let total = committed(&server, &t, 1).await;
+            if matches!(level, "read committed" | "monotonic atomic view") {
+                assert!(second, "{level}");
+                assert_eq!(total, Some(120), "{level}: the update of +10 is lost");
+            } else {
+                assert!(!second, "{level}: first committer wins");
+                assert_eq!(total, Some(110), "{level}");
+            }
         }
     }
 }
@@ -149,47 +163,49 @@ async fn lost_update_is_allowed_by_rc_and_mav_and_prevented_by_si_and_serializab
 #[tokio::test]
 async fn read_skew_and_fractured_reads_are_allowed_by_rc_only() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        let t = setup(&server, level, &[(1, 50), (2, 50)]).await;
-        let reader = begin(&server, level).await;
-        let x = value(&reader, &t, 1).await.unwrap();
-        // A transfer commits between the reader's two reads.
-        let mover = begin(&server, level).await;
-        set(&mover, &t, 1, 0).await;
-        set(&mover, &t, 2, 100).await;
-        assert!(commit(&mover).await);
-        let y = value(&reader, &t, 2).await.unwrap();
-        // The reader saw the transfer's write to 2 but not its write to 1:
-        // a fractured read, and a read skew (the sum is off).
-        let fractured = x == 50 && y == 100;
-        assert_eq!(fractured, level == "read committed", "{level}: read {x} and {y}");
-        commit(&reader).await;
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            let t = setup(&server, level, &[(1, 50), (2, 50)]).await;
+            let reader = begin(&server, level).await;
+            let x = value(&reader, &t, 1).await.unwrap();
+            // A transfer commits between the reader's two reads.
+            let mover = begin(&server, level).await;
+            set(&mover, &t, 1, 0).await;
+            set(&mover, &t, 2, 100).await;
+            assert!(commit(&mover).await);
+            let y = value(&reader, &t, 2).await.unwrap();
+            // The reader saw the transfer's write to 2 but not its write to 1:
+            // a fractured read, and a read skew (the sum is off).
+            let fractured = x == 50 && y == 100;
+            assert_eq!(fractured, level == "read committed", "{level}: read {x} and {y}");
+            commit(&reader).await;
+        }
     }
 }
 
 #[tokio::test]
 async fn write_skew_is_allowed_below_serializable_and_prevented_by_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        // Two doctors on call; each may go off call if the other stays on.
-        let t = setup(&server, level, &[(1, 1), (2, 1)]).await;
-        let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
-        let on_call_1 = t1.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
-        let on_call_2 = t2.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
-        assert_eq!((on_call_1, on_call_2), (2, 2));
-        set(&t1, &t, 1, 0).await;
-        set(&t2, &t, 2, 0).await;
-        assert!(commit(&t1).await);
-        let second = commit(&t2).await;
-        let left = committed(&server, &t, 1).await.unwrap() + committed(&server, &t, 2).await.unwrap();
-        if level == "serializable" {
-            assert!(!second, "{level}: write skew prevented");
-            assert_eq!(left, 1);
-        } else {
-            assert!(second, "{level}");
-            assert_eq!(left, 0, "{level}: write skew leaves no one on call");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            // Two doctors on call; each may go off call if the other stays on.
+            let t = setup(&server, level, &[(1, 1), (2, 1)]).await;
+            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            let on_call_1 = t1.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
+            let on_call_2 = t2.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
+            assert_eq!((on_call_1, on_call_2), (2, 2));
+            set(&t1, &t, 1, 0).await;
+            set(&t2, &t, 2, 0).await;
+            assert!(commit(&t1).await);
+            let second = commit(&t2).await;
+            let left = committed(&server, &t, 1).await.unwrap() + committed(&server, &t, 2).await.unwrap();
+            if level == "serializable" {
+                assert!(!second, "{level}: write skew prevented");
+                assert_eq!(left, 1);
+            } else {
+                assert!(second, "{level}");
+                assert_eq!(left, 0, "{level}: write skew leaves no one on call");
+            }
         }
     }
 }
@@ -197,26 +213,27 @@ async fn write_skew_is_allowed_below_serializable_and_prevented_by_it() {
 #[tokio::test]
 async fn phantom_is_allowed_below_serializable_and_prevented_by_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path());
-    for level in LEVELS {
-        // At most two shifts in the range 1..=9; each inserts if it counts fewer.
-        let t = setup(&server, level, &[(1, 1)]).await;
-        let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
-        let count = format!("SELECT COUNT(*) FROM {t} WHERE k BETWEEN 1 AND 9");
-        assert_eq!(t1.int(&count).await, Some(1));
-        assert_eq!(t2.int(&count).await, Some(1));
-        t1.ok(&format!("INSERT INTO {t} VALUES (2, 1)")).await;
-        t2.ok(&format!("INSERT INTO {t} VALUES (3, 1)")).await;
-        assert!(commit(&t1).await);
-        let second = commit(&t2).await;
-        let body = server.sql(&count, json!([])).await;
-        let total = body["rows"][0][0].as_i64().unwrap();
-        if level == "serializable" {
-            assert!(!second, "{level}: the phantom row 2 invalidates t2's count");
-            assert_eq!(total, 2);
-        } else {
-            assert!(second, "{level}");
-            assert_eq!(total, 3, "{level}: the phantom happened");
+    for server in topologies(dir.path()) {
+        for level in LEVELS {
+            // At most two shifts in the range 1..=9; each inserts if it counts fewer.
+            let t = setup(&server, level, &[(1, 1)]).await;
+            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            let count = format!("SELECT COUNT(*) FROM {t} WHERE k BETWEEN 1 AND 9");
+            assert_eq!(t1.int(&count).await, Some(1));
+            assert_eq!(t2.int(&count).await, Some(1));
+            t1.ok(&format!("INSERT INTO {t} VALUES (2, 1)")).await;
+            t2.ok(&format!("INSERT INTO {t} VALUES (3, 1)")).await;
+            assert!(commit(&t1).await);
+            let second = commit(&t2).await;
+            let body = server.sql(&count, json!([])).await;
+            let total = body["rows"][0][0].as_i64().unwrap();
+            if level == "serializable" {
+                assert!(!second, "{level}: the phantom row 2 invalidates t2's count");
+                assert_eq!(total, 2);
+            } else {
+                assert!(second, "{level}");
+                assert_eq!(total, 3, "{level}: the phantom happened");
+            }
         }
     }
 }

@@ -30,6 +30,19 @@ impl Server {
         Self::spawn(command, data_dir)
     }
 
+    /// `geodb dev` as a six-node cluster in one process (three regions of
+    /// two, region survival, latencies ÷50), reached through its eu-west
+    /// gateway: every coordinated transaction and every write is forwarded
+    /// to the shard leader in us-east and commits through Multi-Paxos.
+    pub fn dev_cluster(data_dir: &Path) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
+        command
+            .args(["dev", "--regions", "3", "--nodes-per-region", "2", "--survival", "region"])
+            .args(["--latency-scale", "0.02", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        Self::spawn_announcing(command, data_dir, "eu-west gateway: ")
+    }
+
     /// `geodb start --config <file>` with the given TOML written to a file.
     pub fn start(data_dir: &Path, extra_toml: &str) -> Server {
         let config = data_dir.with_extension("toml");
@@ -41,14 +54,22 @@ impl Server {
     }
 
     /// Starts `command` (a `geodb` invocation) and waits for its address.
-    pub fn spawn(mut command: Command, data_dir: &Path) -> Server {
+    pub fn spawn(command: Command, data_dir: &Path) -> Server {
+        Self::spawn_announcing(command, data_dir, "")
+    }
+
+    /// Starts `command` and takes the address on the first line of stdout
+    /// that holds `marker` and an `http://` address.
+    fn spawn_announcing(mut command: Command, data_dir: &Path, marker: &str) -> Server {
         command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
         let mut child = command.spawn().expect("start geodb");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
             let line = lines.next().expect("geodb exited before announcing its address").unwrap();
-            if let Some(start) = line.find("http://") {
+            if let Some(start) = line.find("http://")
+                && line.contains(marker)
+            {
                 let rest = &line[start..];
                 break rest.split_whitespace().next().unwrap().to_string();
             }
