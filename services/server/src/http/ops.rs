@@ -32,7 +32,13 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    if node.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n") }
+    if !node.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
+    }
+    if let Some(failure) = node.cluster.as_ref().and_then(|cluster| cluster.driver.status(DATA_GROUP)?.failed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("replication stopped: {failure}\n"));
+    }
+    (StatusCode::OK, "ready\n".to_string())
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
