@@ -91,9 +91,12 @@ pub trait PendingCommit: Send {
 
 /// Where a shard's commits go. See the module documentation.
 pub trait CommitLog: Send + Sync + 'static {
-    /// Appends `entry`. Called with the shard's sequencer held, so entries
-    /// arrive in commit-timestamp order; must not block on I/O.
-    fn append(&self, entry: CommitEntry) -> Result<Box<dyn PendingCommit>>;
+    /// Appends `entry`, validated under leadership `epoch` (see
+    /// [`Shard::set_epoch`](crate::Shard::set_epoch)): a replicated log must
+    /// refuse it, proposing nothing, if its shard's epoch has changed since.
+    /// Called with the shard's sequencer held, so entries arrive in
+    /// commit-timestamp order; must not block.
+    fn append(&self, entry: CommitEntry, epoch: u64) -> Result<Box<dyn PendingCommit>>;
 
     /// Called before a coordinated transaction takes its snapshot: returns
     /// once this node may serve it — every commit chosen before the call
@@ -135,7 +138,7 @@ impl PendingCommit for LocalPending {
 }
 
 impl CommitLog for LocalLog {
-    fn append(&self, entry: CommitEntry) -> Result<Box<dyn PendingCommit>> {
+    fn append(&self, entry: CommitEntry, _epoch: u64) -> Result<Box<dyn PendingCommit>> {
         let ticket = self.committer.submit(entry.batch);
         Ok(Box::new(LocalPending { committer: self.committer.clone(), ticket }))
     }

@@ -52,6 +52,9 @@ pub struct CommitRequest<'a> {
     pub writes: &'a WriteSet,
     /// Keys locked by `SELECT ... FOR UPDATE`: they conflict like writes.
     pub locked: &'a HashSet<Vec<u8>>,
+    /// The epoch the transaction's snapshot was taken in (coordinated
+    /// levels; `None` for the highly available ones).
+    pub epoch: Option<u64>,
 }
 
 struct Sequencer {
@@ -63,6 +66,13 @@ struct Sequencer {
     log_floor: Timestamp,
     /// Snapshots of running coordinated transactions.
     active: BTreeSet<(Timestamp, TxnId)>,
+    /// The leadership this shard serves under, if it may commit at all: a
+    /// replicated shard's driver sets a fresh epoch each time this node
+    /// becomes leader *and* has applied everything chosen before its
+    /// ballot, and clears it when leadership is lost. A local shard is
+    /// always epoch 0. A transaction commits only in the epoch it began in
+    /// (coordinated levels) or in some epoch (HAT writes).
+    epoch: Option<u64>,
 }
 
 /// One shard: see the module documentation.
@@ -85,12 +95,23 @@ impl Shard {
     /// Opens the shard over `engine`, moving `hlc` past every timestamp
     /// already stored. Commits go through `log`.
     pub fn open(engine: Arc<dyn Engine>, hlc: Arc<Hlc>, log: Arc<dyn CommitLog>) -> Result<Self> {
+        let mut last_stored = None;
         if let Some(bytes) = engine.get(ColumnFamily::Meta, META_LAST_COMMIT_TS)? {
             let last = Timestamp::decode(&bytes)
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard last commit timestamp".into()))?;
             hlc.observe(last);
+            last_stored = Some(last);
         }
-        let visible_ts = hlc.now();
+        // A replicated shard starts at what it applied (its last stored
+        // commit), not at the clock: chosen entries not yet applied here
+        // carry smaller timestamps, and a local read must not see them
+        // appear below its snapshot. It serves nothing until its driver
+        // grants an epoch.
+        let (visible_ts, epoch) = if log.is_replicated() {
+            (last_stored.unwrap_or(Timestamp::ZERO), None)
+        } else {
+            (hlc.now(), Some(0))
+        };
         Ok(Shard {
             engine,
             log,
@@ -100,6 +121,7 @@ impl Shard {
                 recent: VecDeque::new(),
                 log_floor: Timestamp::ZERO,
                 active: BTreeSet::new(),
+                epoch,
             }),
         })
     }
@@ -123,12 +145,28 @@ impl Shard {
     }
 
     /// Takes a snapshot for a coordinated transaction and keeps the commits
-    /// after it in the log until [`Shard::release`].
-    pub fn acquire_snapshot(&self, txn: TxnId) -> Timestamp {
+    /// after it in the log until [`Shard::release`]. Returns the snapshot
+    /// and the epoch it belongs to; [`Error::NotLeader`] when the shard
+    /// serves no epoch (a replica that does not lead, or not yet).
+    pub fn acquire_snapshot(&self, txn: TxnId) -> Result<(Timestamp, u64)> {
         let mut sequencer = self.sequencer();
+        let Some(epoch) = sequencer.epoch else {
+            return Err(Error::NotLeader { leader: None });
+        };
         let read_ts = sequencer.visible_ts;
         sequencer.active.insert((read_ts, txn));
-        read_ts
+        Ok((read_ts, epoch))
+    }
+
+    /// Sets the epoch this shard serves under (see `Sequencer::epoch`);
+    /// called by a replicated shard's driver.
+    pub fn set_epoch(&self, epoch: Option<u64>) {
+        self.sequencer().epoch = epoch;
+    }
+
+    /// The epoch this shard serves under, if any.
+    pub fn epoch(&self) -> Option<u64> {
+        self.sequencer().epoch
     }
 
     /// Ends what [`Shard::acquire_snapshot`] began.
@@ -162,6 +200,20 @@ impl Shard {
         keys.dedup();
         let (commit_ts, ticket) = {
             let mut sequencer = self.sequencer();
+            // Validation below is complete only against the log of the
+            // leadership the transaction began in: a leader that lost and
+            // regained leadership may not yet know what another committed
+            // in between.
+            let epoch = match (sequencer.epoch, request.epoch) {
+                (None, _) => return Err(Error::NotLeader { leader: None }),
+                (Some(current), Some(began)) if current != began => {
+                    return Err(Error::Conflict(format!(
+                        "transaction {}: the shard's leadership changed while it ran",
+                        request.txn
+                    )));
+                }
+                (Some(current), _) => current,
+            };
             if !request.isolation.is_highly_available() {
                 if request.read_ts < sequencer.log_floor {
                     return Err(Error::Conflict(format!(
@@ -195,19 +247,20 @@ impl Shard {
                 mvcc::put_version(&mut batch, key, commit_ts, request.txn, value.as_deref());
             }
             batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), commit_ts.encode().to_vec());
-            let pending = self.log.append(CommitEntry { commit_ts, keys: keys.clone(), batch })?;
+            let pending = self.log.append(CommitEntry { commit_ts, keys: keys.clone(), batch }, epoch)?;
             // Always logged, even with no snapshot running: a snapshot taken
             // before this commit becomes visible lies below it and must
             // validate against it. `trim` drops it once no one can.
-            sequencer.recent.push_back(CommitRecord { ts: commit_ts, keys });
+            sequencer.recent.push_back(CommitRecord { ts: commit_ts, keys: keys.clone() });
             (commit_ts, pending)
         };
+        let keys_of_failed = keys;
         if let Err(error) = ticket.wait() {
             if !matches!(error, Error::OutcomeUnknown(_)) {
                 // Nothing of the transaction was written: forget its keys, or
                 // every later writer of them would conflict with a ghost.
                 let mut sequencer = self.sequencer();
-                sequencer.recent.retain(|record| record.ts != commit_ts);
+                sequencer.recent.retain(|record| record.ts != commit_ts || record.keys != keys_of_failed);
             }
             return Err(error);
         }
@@ -234,7 +287,7 @@ impl Shard {
             .iter()
             .rev()
             .take_while(|record| record.ts >= entry.commit_ts)
-            .any(|record| record.ts == entry.commit_ts);
+            .any(|record| record.ts == entry.commit_ts && record.keys == entry.keys);
         if !known {
             sequencer.recent.push_back(CommitRecord { ts: entry.commit_ts, keys: entry.keys });
         }

@@ -116,13 +116,19 @@ impl TxnManager {
             self.shard.log().barrier()?;
         }
         let id = self.next_txn_id()?;
-        let read_ts = if coordinated { self.shard.acquire_snapshot(id) } else { self.shard.snapshot() };
+        let (read_ts, epoch) = if coordinated {
+            let (read_ts, epoch) = self.shard.acquire_snapshot(id)?;
+            (read_ts, Some(epoch))
+        } else {
+            (self.shard.snapshot(), None)
+        };
         Ok(Transaction {
             manager: self.clone(),
             id,
             isolation,
             read_ts,
             registered: coordinated,
+            epoch,
             reads: ReadSet::default(),
             writes: WriteSet::new(),
             locked: HashSet::new(),
@@ -139,6 +145,8 @@ pub struct Transaction {
     read_ts: Timestamp,
     /// Whether the shard keeps a snapshot for us (coordinated levels).
     registered: bool,
+    /// The shard's leadership epoch the snapshot was taken in (coordinated).
+    epoch: Option<u64>,
     reads: ReadSet,
     writes: WriteSet,
     locked: HashSet<Vec<u8>>,
@@ -317,6 +325,7 @@ impl Transaction {
             reads: &self.reads,
             writes: &self.writes,
             locked: &self.locked,
+            epoch: self.epoch,
         };
         let outcome = self.manager.shard.commit(request);
         self.finish();

@@ -46,11 +46,12 @@ pub enum Route {
 }
 
 /// Hands received messages straight to the replication driver's inputs.
-struct ToDriver(mpsc::Sender<Input>);
+/// Never blocks: a full queue drops the message (Paxos retransmits).
+struct ToDriver(mpsc::SyncSender<Input>);
 
 impl Inbound for ToDriver {
     fn deliver(&self, envelope: geodb_geo::paxos::Envelope) -> bool {
-        self.0.send(Input::Message(envelope)).is_ok()
+        self.0.try_send(Input::Message(envelope)).is_ok()
     }
 }
 
@@ -104,7 +105,7 @@ impl Cluster {
         group.placement_delay_us = cluster.election_timeout_ms * 1_000;
         group.seed = cluster.id;
 
-        let (inputs, receiver) = mpsc::channel();
+        let (inputs, receiver) = mpsc::sync_channel(crate::replication::INPUT_QUEUE_MAX);
         let log = Arc::new(GroupLog::new(DATA_GROUP, node, inputs.clone()));
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
         let txns = TxnManager::with_log(engine.clone(), Box::new(SystemClock), max_offset_ns, log)

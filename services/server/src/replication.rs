@@ -30,7 +30,7 @@
 //!   `Unavailable`, `/readyz` turns unready). Restart recovers from the log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +55,10 @@ const INPUTS_PER_ROUND_MAX: usize = 4096;
 pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long a coordinated transaction waits for its read barrier.
 pub const BARRIER_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Inputs queued for the driver before new ones are refused: messages are
+/// dropped (Paxos retransmits) and proposals answer `08006` (load shedding),
+/// rather than letting a stalled driver's queue grow without bound.
+pub const INPUT_QUEUE_MAX: usize = 65_536;
 /// Column families a state-machine snapshot carries: the replicated data.
 /// (`Meta` holds node-local allocators and is not replicated.)
 const SNAPSHOT_FAMILIES: [ColumnFamily; 2] = [ColumnFamily::Data, ColumnFamily::Latest];
@@ -63,8 +67,9 @@ const SNAPSHOT_FAMILIES: [ColumnFamily; 2] = [ColumnFamily::Data, ColumnFamily::
 pub enum Input {
     /// A message from another node.
     Message(Envelope),
-    /// A commit to propose; `reply` answers once it is applied here.
-    Propose { group: GroupId, seq: u64, command: Vec<u8>, reply: Sender<geodb_txn::Result<()>> },
+    /// A commit to propose, validated in leadership `epoch`; `reply`
+    /// answers once it is applied here.
+    Propose { group: GroupId, epoch: u64, seq: u64, command: Vec<u8>, reply: Sender<geodb_txn::Result<()>> },
     /// A read-index round; `reply` answers once this node may serve.
     Barrier { group: GroupId, reply: Sender<geodb_txn::Result<()>> },
     /// Stop the driver thread.
@@ -95,7 +100,7 @@ pub struct GroupSpec {
 
 /// A running driver.
 pub struct Driver {
-    inputs: Sender<Input>,
+    inputs: SyncSender<Input>,
     thread: Mutex<Option<JoinHandle<()>>>,
     statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,
 }
@@ -145,7 +150,7 @@ impl Driver {
         engine: Arc<dyn Engine>,
         groups: Vec<GroupSpec>,
         send: Box<dyn Fn(Vec<Envelope>) + Send>,
-        inputs: Sender<Input>,
+        inputs: SyncSender<Input>,
         receiver: Receiver<Input>,
     ) -> Result<Arc<Driver>, String> {
         let store = LogStore::new(engine.clone()).map_err(|e| format!("cannot open the Paxos log: {e}"))?;
@@ -164,7 +169,11 @@ impl Driver {
                 Err(e) => return Err(format!("{group}: cannot read the applied index: {e}")),
             };
             paxos.add_group(spec.config, stored, 0);
-            machines.insert(group, Machine { txns: spec.txns, applied, snapshot_interval: spec.snapshot_interval });
+            spec.txns.shard().set_epoch(None);
+            machines.insert(
+                group,
+                Machine { txns: spec.txns, applied, snapshot_interval: spec.snapshot_interval, epoch: None },
+            );
             statuses.insert(group, GroupStatus::default());
         }
         let statuses = Arc::new(Mutex::new(statuses));
@@ -178,7 +187,9 @@ impl Driver {
             started,
             proposals: HashMap::new(),
             barriers: HashMap::new(),
+            leadership_barriers: HashMap::new(),
             next_read_id: 1,
+            next_epoch: 1,
             statuses: statuses.clone(),
             failed: None,
         };
@@ -189,16 +200,30 @@ impl Driver {
         Ok(Arc::new(Driver { inputs, thread: Mutex::new(Some(thread)), statuses }))
     }
 
-    /// The status of every group, as of the last round.
+    /// The status of every group, as of the last round. A driver thread
+    /// that ended without being stopped (a panic) reports every group failed.
     pub fn statuses(&self) -> BTreeMap<GroupId, GroupStatus> {
-        self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let died = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|thread| thread.is_finished());
+        if died {
+            for status in statuses.values_mut() {
+                status.failed.get_or_insert_with(|| "the replication thread ended unexpectedly".into());
+                status.leader = None;
+            }
+        }
+        statuses
     }
 
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
-        self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&group).cloned()
+        self.statuses().remove(&group)
     }
 
-    pub fn inputs(&self) -> &Sender<Input> {
+    pub fn inputs(&self) -> &SyncSender<Input> {
         &self.inputs
     }
 
@@ -236,6 +261,9 @@ struct Machine {
     /// The last slot applied to the engine (persisted under `applied_key`).
     applied: u64,
     snapshot_interval: u64,
+    /// The leadership epoch granted to the shard, while this node leads
+    /// and has applied everything chosen before its ballot.
+    epoch: Option<u64>,
 }
 
 struct DriverState {
@@ -250,7 +278,12 @@ struct DriverState {
     proposals: HashMap<(GroupId, u64), Sender<geodb_txn::Result<()>>>,
     /// Read barriers in flight, by read id.
     barriers: HashMap<u64, (GroupId, Sender<geodb_txn::Result<()>>)>,
+    /// The driver's own read-index round after becoming leader: when it
+    /// completes, everything chosen before the ballot is applied here and
+    /// the shard gets a new epoch.
+    leadership_barriers: HashMap<u64, GroupId>,
     next_read_id: u64,
+    next_epoch: u64,
     statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,
     failed: Option<String>,
 }
@@ -314,14 +347,24 @@ impl DriverState {
                     self.paxos.step(now, envelope);
                 }
             }
-            Input::Propose { group, seq, command, reply } => match self.paxos.propose(group, command) {
-                Ok(()) => {
-                    self.proposals.insert((group, seq), reply);
+            Input::Propose { group, epoch, seq, command, reply } => {
+                // Validated under another leadership (lost, maybe regained
+                // since): its validation may have missed commits. Nothing is
+                // proposed; the transaction fails cleanly.
+                if self.machines.get(&group).and_then(|machine| machine.epoch) != Some(epoch) {
+                    let leader = self.paxos.group(group).and_then(|replica| replica.leader()).map(|node| node.0);
+                    let _ = reply.send(Err(geodb_txn::Error::NotLeader { leader }));
+                    return;
                 }
-                Err(error) => {
-                    let _ = reply.send(Err(refused(error)));
+                match self.paxos.propose(group, command) {
+                    Ok(()) => {
+                        self.proposals.insert((group, seq), reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(refused(error)));
+                    }
                 }
-            },
+            }
             Input::Barrier { group, reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
@@ -360,14 +403,21 @@ impl DriverState {
             if !outgoing.is_empty() {
                 (self.send)(outgoing);
             }
+            let mut elected = Vec::new();
             for (group, ready) in readies {
+                if ready.became_leader.is_some() {
+                    elected.push(group);
+                }
                 if let Err(error) = self.apply(group, ready) {
                     self.fail(format!("{group}: cannot apply to the state machine: {error}"));
                     return;
                 }
             }
+            for group in elected {
+                self.start_leadership(group);
+            }
         }
-        self.fail_lost_proposals();
+        self.track_leadership();
         self.maybe_compact();
         self.publish();
     }
@@ -419,6 +469,18 @@ impl DriverState {
             self.engine.write(batch, Durability::Buffered).map_err(|e| e.to_string())?;
         }
         for read in ready.reads {
+            if let Some(group) = self.leadership_barriers.remove(&read.id) {
+                let leads = self.paxos.group(group).is_some_and(|replica| replica.role() == RoleKind::Leader);
+                if matches!(read.outcome, ReadOutcome::Ready { .. }) && leads {
+                    let epoch = self.next_epoch;
+                    self.next_epoch += 1;
+                    let machine = self.machines.get_mut(&group).expect("every group has a machine");
+                    machine.epoch = Some(epoch);
+                    machine.txns.shard().set_epoch(Some(epoch));
+                    tracing::info!(node = %self.node, %group, epoch, "leading and caught up: serving");
+                }
+                continue;
+            }
             if let Some((_, reply)) = self.barriers.remove(&read.id) {
                 let outcome = match read.outcome {
                     ReadOutcome::Ready { .. } => Ok(()),
@@ -430,9 +492,32 @@ impl DriverState {
         Ok(())
     }
 
-    /// Proposals of groups this node no longer leads may or may not be
-    /// chosen by the next leader: their callers learn the outcome is unknown.
-    fn fail_lost_proposals(&mut self) {
+    /// This node was elected leader of `group`: it serves nothing until a
+    /// read-index round shows everything chosen before its ballot applied
+    /// here (its validation log and clock then cover the old leader's
+    /// commits). A leadership regained between two rounds gets a new epoch.
+    fn start_leadership(&mut self, group: GroupId) {
+        let machine = self.machines.get_mut(&group).expect("every group has a machine");
+        machine.epoch = None;
+        machine.txns.shard().set_epoch(None);
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        if self.paxos.read_index(group, id).is_ok() {
+            self.leadership_barriers.insert(id, group);
+        }
+    }
+
+    /// Groups this node stopped leading lose their epoch, and their
+    /// proposals may or may not be chosen by the next leader: their
+    /// callers learn the outcome is unknown.
+    fn track_leadership(&mut self) {
+        for (group, machine) in &mut self.machines {
+            let leads = self.paxos.group(*group).is_some_and(|replica| replica.role() == RoleKind::Leader);
+            if !leads && machine.epoch.is_some() {
+                machine.epoch = None;
+                machine.txns.shard().set_epoch(None);
+            }
+        }
         if self.proposals.is_empty() {
             return;
         }
@@ -459,7 +544,7 @@ impl DriverState {
             .iter()
             .filter(|(group, machine)| {
                 let snapshot_slot = self.paxos.group(**group).map_or(0, |replica| replica.snapshot_slot().0);
-                machine.snapshot_interval > 0 && machine.applied >= snapshot_slot + machine.snapshot_interval
+                machine.snapshot_interval > 0 && self.compact_slot(**group) >= snapshot_slot + machine.snapshot_interval
             })
             .map(|(group, _)| *group)
             .collect();
@@ -468,7 +553,7 @@ impl DriverState {
             let last_ts = machine.txns.shard().snapshot();
             match snapshot::export(self.engine.as_ref(), &SNAPSHOT_FAMILIES) {
                 Ok(data) => {
-                    let snapshot = Snapshot::new(paxos::Slot(machine.applied), encode_snapshot(last_ts, data));
+                    let snapshot = Snapshot::new(paxos::Slot(self.compact_slot(group)), encode_snapshot(last_ts, data));
                     self.paxos.compact(group, snapshot);
                 }
                 Err(error) => {
@@ -476,6 +561,14 @@ impl DriverState {
                 }
             }
         }
+    }
+
+    /// Where a snapshot taken now may cut the log: what the state machine
+    /// holds, but never beyond what the replica itself has applied (after a
+    /// restart the engine can be ahead of the replica's replay).
+    fn compact_slot(&self, group: GroupId) -> u64 {
+        let replica_applied = self.paxos.group(group).map_or(0, |replica| replica.applied().0);
+        self.machines.get(&group).map_or(0, |machine| machine.applied).min(replica_applied)
     }
 
     fn publish(&self) {
@@ -498,8 +591,16 @@ impl DriverState {
     fn fail(&mut self, reason: String) {
         tracing::error!(node = %self.node, %reason, "replication stopped");
         let error = || geodb_txn::Error::Unavailable(format!("replication stopped: {reason}"));
+        // Proposals may already be out as accepts, or chosen in a Ready not
+        // yet applied: another leader may still choose them.
         for (_, reply) in self.proposals.drain() {
-            let _ = reply.send(Err(error()));
+            let _ = reply.send(Err(geodb_txn::Error::OutcomeUnknown(format!(
+                "replication stopped before the commit was confirmed ({reason}); it may or may not have committed"
+            ))));
+        }
+        for machine in self.machines.values_mut() {
+            machine.epoch = None;
+            machine.txns.shard().set_epoch(None);
         }
         for (_, (_, reply)) in self.barriers.drain() {
             let _ = reply.send(Err(error()));
@@ -507,6 +608,7 @@ impl DriverState {
         let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for status in statuses.values_mut() {
             status.failed = Some(reason.clone());
+            status.leader = None;
         }
         self.failed = Some(reason);
     }
@@ -535,21 +637,28 @@ fn group_write(group: GroupId, persist: &paxos::Persist) -> GroupWrite {
     }
 }
 
+/// Why an input could not be queued for the driver (nothing was proposed).
+fn queue_error(error: TrySendError<Input>) -> geodb_txn::Error {
+    match error {
+        TrySendError::Full(_) => geodb_txn::Error::Unavailable("the node's replication queue is full".into()),
+        TrySendError::Disconnected(_) => geodb_txn::Error::Unavailable("the node's replication has stopped".into()),
+    }
+}
+
 /// A shard's [`CommitLog`] over its group on this node.
 pub struct GroupLog {
     group: GroupId,
     node: NodeId,
-    inputs: Sender<Input>,
+    inputs: SyncSender<Input>,
     next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl GroupLog {
-    pub fn new(group: GroupId, node: NodeId, inputs: Sender<Input>) -> Self {
+    pub fn new(group: GroupId, node: NodeId, inputs: SyncSender<Input>) -> Self {
         // Sequence numbers must not repeat across restarts while an old
-        // proposal may still be chosen: start from the clock.
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |elapsed| elapsed.as_nanos() as u64);
+        // proposal may still be chosen: start at random (a clock can step
+        // back); 2^63 values leave no realistic chance of a collision.
+        let start = rand::random::<u64>() >> 1;
         GroupLog { group, node, inputs, next_seq: std::sync::atomic::AtomicU64::new(start) }
     }
 }
@@ -581,21 +690,17 @@ impl PendingCommit for GroupPending {
 }
 
 impl CommitLog for GroupLog {
-    fn append(&self, entry: CommitEntry) -> geodb_txn::Result<Box<dyn PendingCommit>> {
+    fn append(&self, entry: CommitEntry, epoch: u64) -> geodb_txn::Result<Box<dyn PendingCommit>> {
         let seq = self.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let command = encode_command(self.node, seq, &entry.encode());
         let (reply, receiver) = mpsc::channel();
-        self.inputs
-            .send(Input::Propose { group: self.group, seq, command, reply })
-            .map_err(|_| geodb_txn::Error::Unavailable("the node's replication has stopped".into()))?;
+        self.inputs.try_send(Input::Propose { group: self.group, epoch, seq, command, reply }).map_err(queue_error)?;
         Ok(Box::new(GroupPending { reply: receiver, proposed: Instant::now() }))
     }
 
     fn barrier(&self) -> geodb_txn::Result<()> {
         let (reply, receiver) = mpsc::channel();
-        self.inputs
-            .send(Input::Barrier { group: self.group, reply })
-            .map_err(|_| geodb_txn::Error::Unavailable("the node's replication has stopped".into()))?;
+        self.inputs.try_send(Input::Barrier { group: self.group, reply }).map_err(queue_error)?;
         match receiver.recv_timeout(BARRIER_WAIT_MAX) {
             Ok(outcome) => outcome,
             Err(_) => Err(geodb_txn::Error::Unavailable(format!(

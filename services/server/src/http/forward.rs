@@ -127,18 +127,19 @@ async fn forward(
         .await;
     let answer = match sent {
         Ok(answer) => answer,
-        Err(error) => {
+        // Not connected: the request never reached the target.
+        Err(error) if error.is_connect() => {
             return ApiError::new("08006", format!("cannot reach node {} at {http}: {error}", to.0)).into_response();
         }
+        // Sent, but no answer: the target may have committed it.
+        Err(error) => return outcome_unknown(to, &error.to_string()),
     };
     let status = answer.status();
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
     let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
     let bytes = match answer.bytes().await {
         Ok(bytes) => bytes,
-        Err(error) => {
-            return ApiError::new("08006", format!("node {} did not finish its answer: {error}", to.0)).into_response();
-        }
+        Err(error) => return outcome_unknown(to, &error.to_string()),
     };
     tokio::time::sleep(delay).await;
     let mut response = (status, bytes).into_response();
@@ -151,4 +152,14 @@ async fn forward(
     }
     headers.insert("x-geodb-served-by", HeaderValue::from(to.0));
     response
+}
+
+/// The answer when a forwarded request was sent but its answer was lost:
+/// it may have committed, so it must not be retried blindly.
+fn outcome_unknown(to: NodeId, error: &str) -> Response {
+    ApiError::new(
+        "08007",
+        format!("node {} received the request but its answer was lost ({error}); it may or may not have committed", to.0),
+    )
+    .into_response()
 }
