@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use geodb_geo::NodeId;
 use geodb_geo::paxos::{
-    self, Envelope, GroupId, HardState, MultiPaxos, ProposeError, ReadOutcome, RoleKind, Snapshot, Stored, Value,
+    self, Envelope, GroupId, HardState, Membership, MultiPaxos, ProposeError, ReadOutcome, RoleKind, Snapshot, Stored,
+    Value,
 };
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, WriteBatch, snapshot};
@@ -72,8 +73,25 @@ pub enum Input {
     Propose { group: GroupId, epoch: u64, seq: u64, command: Vec<u8>, reply: Sender<geodb_txn::Result<()>> },
     /// A read-index round; `reply` answers once this node may serve.
     Barrier { group: GroupId, reply: Sender<geodb_txn::Result<()>> },
+    /// A membership change (one voter at a time); `reply` answers once it
+    /// is chosen and applied here.
+    Reconfigure { group: GroupId, membership: Membership, reply: Sender<Result<Membership, ReconfigureError>> },
     /// Stop the driver thread.
     Stop,
+}
+
+/// Why a membership change did not happen (or may not have).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    /// Retry (at the leader, or once the previous change is chosen).
+    #[error("{0}")]
+    Retry(String),
+    /// The change itself is refused (more than one voter, malformed).
+    #[error("{0}")]
+    Invalid(String),
+    /// Proposed, but leadership changed before it was chosen here.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// What the rest of the node can see of a group.
@@ -85,6 +103,8 @@ pub struct GroupStatus {
     pub applied: u64,
     pub snapshot_slot: u64,
     pub snapshots_installed: u64,
+    /// The configuration in effect, as this replica knows it.
+    pub membership: Membership,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -188,6 +208,7 @@ impl Driver {
             proposals: HashMap::new(),
             barriers: HashMap::new(),
             leadership_barriers: HashMap::new(),
+            reconfigurations: Vec::new(),
             next_read_id: 1,
             next_epoch: 1,
             statuses: statuses.clone(),
@@ -282,6 +303,8 @@ struct DriverState {
     /// completes, everything chosen before the ballot is applied here and
     /// the shard gets a new epoch.
     leadership_barriers: HashMap<u64, GroupId>,
+    /// Membership changes this node proposed, not yet applied.
+    reconfigurations: Vec<(GroupId, Membership, Sender<Result<Membership, ReconfigureError>>)>,
     next_read_id: u64,
     next_epoch: u64,
     statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,
@@ -336,6 +359,9 @@ impl DriverState {
                 Input::Propose { reply, .. } | Input::Barrier { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
+                Input::Reconfigure { reply, .. } => {
+                    let _ = reply.send(Err(ReconfigureError::Retry(error().to_string())));
+                }
                 _ => {}
             }
             return;
@@ -374,6 +400,17 @@ impl DriverState {
                     }
                     Err(error) => {
                         let _ = reply.send(Err(refused(error)));
+                    }
+                }
+            }
+            Input::Reconfigure { group, membership, reply } => {
+                match self.paxos.propose_membership(group, membership.clone()) {
+                    Ok(()) => self.reconfigurations.push((group, membership, reply)),
+                    Err(error @ ProposeError::InvalidMembership { .. }) => {
+                        let _ = reply.send(Err(ReconfigureError::Invalid(error.to_string())));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(ReconfigureError::Retry(refused(error).to_string())));
                     }
                 }
             }
@@ -445,6 +482,17 @@ impl DriverState {
         for committed in ready.apply {
             if committed.slot.0 <= machine.applied {
                 continue;
+            }
+            if let Value::Reconfigure(membership) = &committed.value {
+                tracing::info!(node = %self.node, %group, slot = %committed.slot, ?membership, "membership changed");
+                self.reconfigurations.retain(|(waiting_group, wanted, reply)| {
+                    if *waiting_group == group && wanted == membership {
+                        let _ = reply.send(Ok(membership.clone()));
+                        false
+                    } else {
+                        true
+                    }
+                });
             }
             if let Value::Batch(commands) = &committed.value {
                 for command in commands {
@@ -518,10 +566,20 @@ impl DriverState {
                 machine.txns.shard().set_epoch(None);
             }
         }
+        let paxos = &self.paxos;
+        self.reconfigurations.retain(|(group, _, reply)| {
+            let leads = paxos.group(*group).is_some_and(|replica| replica.role() == RoleKind::Leader);
+            if !leads {
+                let _ = reply.send(Err(ReconfigureError::Unknown(format!(
+                    "the leader of shard {} changed before the membership change was confirmed; check /v1/cluster",
+                    group.0
+                ))));
+            }
+            leads
+        });
         if self.proposals.is_empty() {
             return;
         }
-        let paxos = &self.paxos;
         let lost = |group: &GroupId| paxos.group(*group).is_none_or(|replica| replica.role() != RoleKind::Leader);
         self.proposals.retain(|(group, _), reply| {
             if lost(group) {
@@ -585,6 +643,9 @@ impl DriverState {
             status.chosen = replica.chosen().0;
             status.applied = self.machines.get(&group).map_or(0, |machine| machine.applied);
             status.snapshot_slot = replica.snapshot_slot().0;
+            if &status.membership != replica.membership() {
+                status.membership = replica.membership().clone();
+            }
         }
     }
 
@@ -618,8 +679,10 @@ fn refused(error: ProposeError) -> geodb_txn::Error {
     match error {
         ProposeError::NotLeader { leader } => geodb_txn::Error::NotLeader { leader: leader.map(|node| node.0) },
         ProposeError::Busy => geodb_txn::Error::Unavailable("the shard's leader is at its proposal bound".into()),
-        #[allow(unreachable_patterns)]
-        other => geodb_txn::Error::Unavailable(other.to_string()),
+        ProposeError::Reconfiguring => {
+            geodb_txn::Error::Unavailable("the shard is changing its membership; retry shortly".into())
+        }
+        ProposeError::InvalidMembership { reason } => geodb_txn::Error::Invalid(reason.to_string()),
     }
 }
 

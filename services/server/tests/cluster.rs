@@ -15,7 +15,10 @@
 //! 4. every acknowledged write is present on every voter (and learner);
 //! 5. the leader is cut off by fault rules: a write sent to it cannot
 //!    commit, the majority elects another leader and keeps serving, and
-//!    after healing the cut-off write is nowhere.
+//!    after healing the cut-off write is nowhere;
+//! 6. a voter moves from us-east to us-central through the log (learner 4
+//!    promoted, a us-east voter demoted); with the last other us-east voter
+//!    stopped, commits need node 4's vote and get it.
 
 mod common;
 
@@ -121,6 +124,22 @@ impl Cluster {
         }
     }
 
+    /// Waits until every node names the same leader; returns it.
+    async fn wait_for_agreed_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut leaders = BTreeSet::new();
+            for id in 1..=NODES {
+                leaders.insert(self.shard(id).await["leader"].as_u64());
+            }
+            if let [Some(leader)] = leaders.into_iter().collect::<Vec<_>>()[..] {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "the nodes did not agree on a leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until node `id` has applied at least `index`.
     async fn wait_applied(&self, id: u64, index: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -210,7 +229,7 @@ impl Writes {
 async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path());
-    let leader = cluster.wait_for_leader(4, None, Duration::from_secs(20)).await;
+    let leader = cluster.wait_for_agreed_leader(Duration::from_secs(20)).await;
     assert!((1..=3).contains(&leader), "zone survival keeps the leader in us-east, got node {leader}");
     let shard = cluster.shard(5).await;
     assert_eq!(shard["voters"], json!([1, 2, 3]));
@@ -286,4 +305,37 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
         assert!(!keys.contains(&cut_off_key), "node {id} holds the write of the cut-off leader");
         assert!(keys.is_superset(&writes.acked), "node {id} lacks acknowledged writes");
     }
+
+    // 6. Move a voter from us-east to us-central through the log: promote
+    //    learner 4, then demote a us-east follower. Then stop the third
+    //    us-east voter: commits now need node 4's vote, and get it.
+    let leader = majority_leader;
+    let removed = if leader == 2 { 3 } else { 2 };
+    let stopped = (1..=3).find(|id| *id != leader && *id != removed).unwrap();
+    let promote = json!({"voters": [1, 2, 3, 4], "learners": [5, 6, 7, 8, 9]});
+    let (status, body) = cluster.node(7).post("/v1/admin/membership", promote).await;
+    assert_eq!(status, 200, "{body}");
+    let mut voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|id| *id != removed).collect();
+    let mut learners = vec![removed, 5, 6, 7, 8, 9];
+    let demote = json!({"voters": voters, "learners": learners});
+    let (status, body) = cluster.node(7).post("/v1/admin/membership", demote).await;
+    assert_eq!(status, 200, "{body}");
+    // Two voters at once is refused.
+    let (status, body) =
+        cluster.node(7).post("/v1/admin/membership", json!({"voters": [4], "learners": [1, 2, 3]})).await;
+    assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
+    cluster.kill(stopped);
+    writes.acked(&cluster, 7, 5).await;
+    let chosen = cluster.shard(leader).await["chosen_index"].as_u64().unwrap();
+    cluster.wait_applied(4, chosen).await;
+    let shard = cluster.shard(4).await;
+    let sorted = |value: &Value| {
+        let mut ids: Vec<u64> = value.as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    voters.sort_unstable();
+    learners.sort_unstable();
+    assert_eq!((sorted(&shard["voters"]), sorted(&shard["learners"])), (voters, learners));
+    assert!(cluster.keys_at(4).await.is_superset(&writes.acked), "the new voter holds every acknowledged write");
 }

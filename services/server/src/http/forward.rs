@@ -9,7 +9,7 @@
 //! - `POST /v1/sql`: here if it is read-only at a highly available level
 //!   (the local replica serves it, never leaving the region) or if this
 //!   node leads; else to the leader;
-//! - `POST /v1/sessions`: opened on the leader;
+//! - `POST /v1/sessions` and `POST /v1/admin/membership`: on the leader;
 //! - `/v1/sessions/{id}/...`: to the node that holds the session.
 //!
 //! A forwarded request carries [`FORWARDED_HEADER`] and is never forwarded
@@ -47,7 +47,7 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
     let method = request.method().clone();
     let target = if path == "/v1/sql" {
         None
-    } else if path == "/v1/sessions" && method == Method::POST {
+    } else if (path == "/v1/sessions" && method == Method::POST) || path == "/v1/admin/membership" {
         Some(cluster.route(false))
     } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
         let id = rest.split('/').next().unwrap_or_default();
@@ -159,7 +159,10 @@ async fn forward(
 fn outcome_unknown(to: NodeId, error: &str) -> Response {
     ApiError::new(
         "08007",
-        format!("node {} received the request but its answer was lost ({error}); it may or may not have committed", to.0),
+        format!(
+            "node {} received the request but its answer was lost ({error}); it may or may not have committed",
+            to.0
+        ),
     )
     .into_response()
 }

@@ -7,6 +7,7 @@
 //!   `DELETE /v1/sessions/{id}` — interactive transactions ([`sessions`]).
 //! - `GET /v1/cluster`, `GET /v1/homes/{key}`, `POST /v1/admin/rehome`,
 //!   `GET|PUT /v1/admin/faults` (only with `cluster.admin_faults`),
+//!   `POST /v1/admin/membership` (a cluster's data shard),
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
 //! - In a cluster, requests that must run elsewhere are forwarded
 //!   ([`forward`]).
@@ -48,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/homes/{key}", get(ops::home))
         .route("/v1/admin/rehome", post(ops::rehome))
         .route("/v1/admin/faults", get(ops::faults).put(ops::set_faults))
+        .route("/v1/admin/membership", post(ops::membership))
         .layer(middleware::from_fn_with_state(node.clone(), forward::route))
         .layer(middleware::from_fn_with_state(node.clone(), shed_load));
     Router::new()
@@ -99,6 +101,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/cluster" => "cluster",
         "/v1/admin/rehome" => "rehome",
         "/v1/admin/faults" => "faults",
+        "/v1/admin/membership" => "membership",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use geodb_geo::paxos::Membership;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,8 +20,13 @@ use super::ApiError;
 use super::body::read_json;
 use crate::cluster::{Cluster, DATA_GROUP};
 use crate::node::Node;
+use crate::replication::{Input, ReconfigureError};
 use crate::telemetry::names;
 use crate::transport::FaultRule;
+
+/// How long a membership change may take to be chosen before the answer
+/// says its outcome is unknown.
+const MEMBERSHIP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The single shard of a single node.
 const SINGLE_SHARD_ID: u64 = 1;
@@ -104,7 +110,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         .collect();
     let status = cluster.driver.status(DATA_GROUP).unwrap_or_default();
     let ids = |nodes: &[geodb_geo::NodeId]| nodes.iter().map(|node| node.0).collect::<Vec<u64>>();
-    let placement = &cluster.placement;
+    let membership = &status.membership;
     json!({
         "regions": regions,
         "nodes": nodes,
@@ -112,9 +118,9 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
             "id": DATA_GROUP.0,
             "home": cluster.config.home(),
             "survival": cluster.config.survival,
-            "replicas": ids(&placement.voters).into_iter().chain(ids(&placement.learners)).collect::<Vec<u64>>(),
-            "voters": ids(&placement.voters),
-            "learners": ids(&placement.learners),
+            "replicas": ids(&membership.voters).into_iter().chain(ids(&membership.learners)).collect::<Vec<u64>>(),
+            "voters": ids(&membership.voters),
+            "learners": ids(&membership.learners),
             "leader": status.leader.map(|leader| leader.0),
             "role": status.role.map(|role| format!("{role:?}").to_lowercase()),
             "applied_index": status.applied,
@@ -127,6 +133,40 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         "node": node.config.node_id,
         "max_clock_offset_ms": node.config.max_clock_offset_ms,
     })
+}
+
+/// `POST /v1/admin/membership` with the data shard's next configuration,
+/// `{"voters": [...], "learners": [...]}`: at most one voter added or
+/// removed per change (promoting a learner adds one); learners change
+/// freely. Runs on the leader (gateways forward it) and answers once the
+/// change is chosen and applied there.
+pub async fn membership(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(cluster) = node.cluster.clone() else {
+        return Err(ApiError::new("0A000", "membership changes need a cluster; this node runs alone"));
+    };
+    let wanted: Membership = read_json(body, node.config.limits.request_bytes_max).await?;
+    let known: Vec<u64> = cluster.config.nodes.iter().map(|entry| entry.id).collect();
+    if let Some(unknown) = wanted.members().find(|member| !known.contains(&member.0)) {
+        return Err(ApiError::new("22023", format!("node {} is not in cluster.nodes", unknown.0)));
+    }
+    let (reply, answer) = std::sync::mpsc::channel();
+    cluster
+        .driver
+        .inputs()
+        .try_send(Input::Reconfigure { group: DATA_GROUP, membership: wanted, reply })
+        .map_err(|_| ApiError::new("08006", "the node's replication queue is full or stopped"))?;
+    let outcome = crate::exec::blocking(move || answer.recv_timeout(MEMBERSHIP_WAIT_MAX))
+        .map_err(|_| ApiError::new("08007", "no outcome for the membership change in time; check /v1/cluster"))?;
+    match outcome {
+        Ok(membership) => Ok(Json(json!({
+            "shard": DATA_GROUP.0,
+            "voters": membership.voters,
+            "learners": membership.learners,
+        }))),
+        Err(ReconfigureError::Invalid(message)) => Err(ApiError::new("22023", message)),
+        Err(ReconfigureError::Retry(message)) => Err(ApiError::new("08006", message)),
+        Err(ReconfigureError::Unknown(message)) => Err(ApiError::new("08007", message)),
+    }
 }
 
 /// The fault rules in force (`cluster.admin_faults` only).
