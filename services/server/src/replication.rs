@@ -478,7 +478,8 @@ impl DriverState {
             metrics::counter!(crate::telemetry::names::PAXOS_SNAPSHOTS_INSTALLED, "node" => self.node.0.to_string())
                 .increment(1);
         }
-        let mut applied_any = false;
+        // Committers are woken only once the whole Ready is applied.
+        let mut woken = Vec::new();
         for committed in ready.apply {
             if committed.slot.0 <= machine.applied {
                 continue;
@@ -495,26 +496,35 @@ impl DriverState {
                 });
             }
             if let Value::Batch(commands) = &committed.value {
-                for command in commands {
+                for (i, command) in commands.iter().enumerate() {
                     let Some((proposer, seq, entry)) = decode_command(command) else {
                         return Err(format!("slot {}: malformed command", committed.slot));
                     };
-                    let entry = CommitEntry::decode(entry).map_err(|e| format!("slot {}: {e}", committed.slot))?;
+                    let mut entry = CommitEntry::decode(entry).map_err(|e| format!("slot {}: {e}", committed.slot))?;
+                    if i + 1 == commands.len() {
+                        // The slot's last commit carries the applied index, so
+                        // the index is never ahead of (or behind) the data it
+                        // names. Slots without commits leave it behind, which
+                        // only replays them after a restart (applying a
+                        // commit twice writes the same versions).
+                        entry.batch.put(
+                            ColumnFamily::Meta,
+                            applied_key(group),
+                            committed.slot.0.to_be_bytes().to_vec(),
+                        );
+                    }
                     shard.apply(entry).map_err(|e| e.to_string())?;
                     if proposer == self.node
                         && let Some(reply) = self.proposals.remove(&(group, seq))
                     {
-                        let _ = reply.send(Ok(()));
+                        woken.push(reply);
                     }
                 }
             }
             machine.applied = committed.slot.0;
-            applied_any = true;
         }
-        if applied_any {
-            let mut batch = WriteBatch::new();
-            batch.put(ColumnFamily::Meta, applied_key(group), machine.applied.to_be_bytes().to_vec());
-            self.engine.write(batch, Durability::Buffered).map_err(|e| e.to_string())?;
+        for reply in woken {
+            let _ = reply.send(Ok(()));
         }
         for read in ready.reads {
             if let Some(group) = self.leadership_barriers.remove(&read.id) {
@@ -651,7 +661,19 @@ impl DriverState {
 
     fn fail(&mut self, reason: String) {
         tracing::error!(node = %self.node, %reason, "replication stopped");
-        let error = || geodb_txn::Error::Unavailable(format!("replication stopped: {reason}"));
+        // First stop serving and say so, then answer the waiters: whoever
+        // hears of the failure finds the node failed.
+        for machine in self.machines.values_mut() {
+            machine.epoch = None;
+            machine.txns.shard().set_epoch(None);
+        }
+        {
+            let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for status in statuses.values_mut() {
+                status.failed = Some(reason.clone());
+                status.leader = None;
+            }
+        }
         // Proposals may already be out as accepts, or chosen in a Ready not
         // yet applied: another leader may still choose them.
         for (_, reply) in self.proposals.drain() {
@@ -659,17 +681,11 @@ impl DriverState {
                 "replication stopped before the commit was confirmed ({reason}); it may or may not have committed"
             ))));
         }
-        for machine in self.machines.values_mut() {
-            machine.epoch = None;
-            machine.txns.shard().set_epoch(None);
-        }
         for (_, (_, reply)) in self.barriers.drain() {
-            let _ = reply.send(Err(error()));
+            let _ = reply.send(Err(geodb_txn::Error::Unavailable(format!("replication stopped: {reason}"))));
         }
-        let mut statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for status in statuses.values_mut() {
-            status.failed = Some(reason.clone());
-            status.leader = None;
+        for (_, _, reply) in self.reconfigurations.drain(..) {
+            let _ = reply.send(Err(ReconfigureError::Unknown(format!("replication stopped: {reason}"))));
         }
         self.failed = Some(reason);
     }
@@ -776,5 +792,124 @@ impl CommitLog for GroupLog {
 
     fn is_replicated(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use geodb_storage::engine::ScanIter;
+    use geodb_storage::{MemoryEngine, Timestamp};
+    use geodb_txn::{Isolation, SystemClock};
+
+    use super::*;
+
+    /// A memory engine whose writes fail while `broken` is set.
+    #[derive(Default)]
+    struct BreakableEngine {
+        inner: MemoryEngine,
+        broken: AtomicBool,
+    }
+
+    impl Engine for BreakableEngine {
+        fn get(&self, cf: ColumnFamily, key: &[u8]) -> geodb_storage::Result<Option<Vec<u8>>> {
+            self.inner.get(cf, key)
+        }
+        fn scan<'a>(
+            &'a self,
+            cf: ColumnFamily,
+            start: Bound<&[u8]>,
+            end: Bound<&[u8]>,
+            reverse: bool,
+        ) -> geodb_storage::Result<ScanIter<'a>> {
+            self.inner.scan(cf, start, end, reverse)
+        }
+        fn write(&self, batch: WriteBatch, durability: Durability) -> geodb_storage::Result<()> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(geodb_storage::Error::Engine("IO error: injected".into()));
+            }
+            self.inner.write(batch, durability)
+        }
+        fn checkpoint(&self, dir: &Path) -> geodb_storage::Result<()> {
+            self.inner.checkpoint(dir)
+        }
+    }
+
+    const GROUP: GroupId = GroupId(1);
+    const NODE: NodeId = NodeId(1);
+
+    /// A one-voter group on `engine`, its driver running; returns once the
+    /// shard serves (bounded wait).
+    fn start(engine: Arc<BreakableEngine>) -> (Arc<Driver>, Arc<TxnManager>) {
+        let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let log = Arc::new(GroupLog::new(GROUP, NODE, inputs.clone()));
+        let txns = TxnManager::with_log(engine.clone(), Box::new(SystemClock), 1_000_000, log).unwrap();
+        let mut config = paxos::Config::new(GROUP, NODE, vec![NODE], 0);
+        config.heartbeat_interval_us = 2_000;
+        config.election_timeout_us = 10_000;
+        let spec = GroupSpec { config, txns: txns.clone(), snapshot_interval: 0 };
+        let driver = Driver::start(NODE, engine, vec![spec], Box::new(|_| {}), inputs, receiver).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while txns.shard().epoch().is_none() {
+            assert!(Instant::now() < deadline, "the single voter never started serving");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (driver, txns)
+    }
+
+    fn write(txns: &Arc<TxnManager>, key: &[u8]) -> geodb_txn::Result<Timestamp> {
+        let mut txn = txns.begin(Isolation::Serializable)?;
+        txn.put(key.to_vec(), b"v".to_vec())?;
+        txn.commit()
+    }
+
+    #[test]
+    fn commits_survive_a_restart_from_the_log() {
+        let engine = Arc::new(BreakableEngine::default());
+        let (driver, txns) = start(engine.clone());
+        for key in [b"a", b"b", b"c"] {
+            write(&txns, key).unwrap();
+        }
+        driver.stop();
+        drop(txns);
+        // The same engine (what a restarted process finds on disk).
+        let (driver, txns) = start(engine);
+        let mut txn = txns.begin(Isolation::Serializable).unwrap();
+        for key in [b"a", b"b", b"c"] {
+            assert_eq!(txn.get(key).unwrap().as_deref(), Some(&b"v"[..]));
+        }
+        drop(txn);
+        write(&txns, b"d").unwrap();
+        driver.stop();
+    }
+
+    #[test]
+    fn a_failed_log_write_stops_replication_without_claiming_anything_was_not_committed() {
+        let engine = Arc::new(BreakableEngine::default());
+        let (driver, txns) = start(engine.clone());
+        write(&txns, b"before").unwrap();
+        engine.broken.store(true, Ordering::SeqCst);
+        // A HAT write takes no read barrier: its proposal is the first thing
+        // the driver persists after the disk broke.
+        let error = write_at(&txns, Isolation::ReadCommitted, b"during").unwrap_err();
+        // Proposed, then the log write failed: the outcome is unknown to
+        // the client (never "not committed, retry").
+        assert!(matches!(error, geodb_txn::Error::OutcomeUnknown(_)), "{error}");
+        let status = driver.status(GROUP).unwrap();
+        assert!(status.failed.is_some() && status.leader.is_none(), "{status:?}");
+        // Nothing more is served, even once the disk recovers.
+        engine.broken.store(false, Ordering::SeqCst);
+        assert!(txns.begin(Isolation::Serializable).is_err());
+        assert!(write_at(&txns, Isolation::ReadCommitted, b"after").is_err());
+        driver.stop();
+    }
+
+    fn write_at(txns: &Arc<TxnManager>, isolation: Isolation, key: &[u8]) -> geodb_txn::Result<Timestamp> {
+        let mut txn = txns.begin(isolation)?;
+        txn.put(key.to_vec(), b"v".to_vec())?;
+        txn.commit()
     }
 }
