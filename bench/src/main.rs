@@ -4,12 +4,19 @@
 //!   API against raw RocksDB get/put, on the same machine, side by side.
 //! - `http`: point `SELECT` and single-row `UPDATE` over the HTTP API with
 //!   N concurrent clients against a running `geodb`.
+//! - `geo-commit`: single-shard write commit latency against a running
+//!   `geodb dev` cluster, as a ratio to the quorum round trip.
+//! - `paxos`: throughput of one Multi-Paxos group against many groups on
+//!   one node, three nodes in one process over the real transport.
+//! - `tpcc`: TPC-C against GeoDB and PostgreSQL, side by side.
 //!
 //! Figures go to `docs/benchmarks.md` with the command, machine and date.
 //! Benchmarks are run by hand, never as timed tests.
 
 mod engine;
+mod geo_commit;
 mod http;
+mod paxos;
 mod report;
 mod tpcc;
 
@@ -28,6 +35,10 @@ enum Command {
     Engine(engine::Args),
     /// HTTP API: point SELECT and single-row UPDATE with concurrent clients.
     Http(http::Args),
+    /// Single-shard write commit latency across the emulated regions.
+    GeoCommit(geo_commit::Args),
+    /// Multi-Paxos throughput: one group against many groups on one node.
+    Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
     Tpcc(tpcc::Args),
 }
@@ -36,6 +47,8 @@ fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
         Command::Http(args) => http::run(args),
+        Command::GeoCommit(args) => geo_commit::run(args),
+        Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };
     match outcome {

@@ -163,47 +163,30 @@ impl GroupCommitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ColumnFamily, MemoryEngine, ScanIter};
-    use std::ops::Bound;
-    use std::path::Path;
+    use crate::engine::{ColumnFamily, HookedEngine, MemoryEngine};
     use std::sync::mpsc;
 
-    /// An engine whose first write blocks until the test lets it go, so a
-    /// test can queue commits behind a leader without timing.
-    struct GatedEngine {
-        inner: MemoryEngine,
+    /// The state behind an engine whose first write blocks until the test
+    /// lets it go, so a test can queue commits behind a leader without
+    /// timing; it records each write's size.
+    struct Gate {
         gate: Mutex<Option<mpsc::Receiver<()>>>,
         writes: Mutex<Vec<usize>>,
         fail: bool,
     }
 
-    impl Engine for GatedEngine {
-        fn get(&self, cf: ColumnFamily, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.inner.get(cf, key)
-        }
-        fn scan<'a>(
-            &'a self,
-            cf: ColumnFamily,
-            start: Bound<&[u8]>,
-            end: Bound<&[u8]>,
-            reverse: bool,
-        ) -> Result<ScanIter<'a>> {
-            self.inner.scan(cf, start, end, reverse)
-        }
-        fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-            let gate = self.gate.lock().unwrap().take();
-            if let Some(gate) = gate {
-                gate.recv().unwrap();
+    fn gated_engine(gate: Arc<Gate>) -> Arc<HookedEngine> {
+        Arc::new(HookedEngine::new(Arc::new(MemoryEngine::new()), move |batch, _| {
+            let waiting = gate.gate.lock().unwrap().take();
+            if let Some(waiting) = waiting {
+                waiting.recv().unwrap();
             }
-            self.writes.lock().unwrap().push(batch.len());
-            if self.fail {
+            gate.writes.lock().unwrap().push(batch.len());
+            if gate.fail {
                 return Err(Error::Engine("No space left on device".into()));
             }
-            self.inner.write(batch, durability)
-        }
-        fn checkpoint(&self, dir: &Path) -> Result<()> {
-            self.inner.checkpoint(dir)
-        }
+            Ok(())
+        }))
     }
 
     fn one_put(key: u8) -> WriteBatch {
@@ -212,21 +195,16 @@ mod tests {
         batch
     }
 
-    fn run_group(fail: bool) -> (Arc<GatedEngine>, Arc<GroupCommitter>, Vec<Result<()>>) {
-        let (release, gate) = mpsc::channel();
-        let engine = Arc::new(GatedEngine {
-            inner: MemoryEngine::new(),
-            gate: Mutex::new(Some(gate)),
-            writes: Mutex::new(Vec::new()),
-            fail,
-        });
-        let committer = Arc::new(GroupCommitter::new(engine.clone()));
+    fn run_group(fail: bool) -> (Arc<Gate>, Arc<GroupCommitter>, Vec<Result<()>>) {
+        let (release, waiting) = mpsc::channel();
+        let gate = Arc::new(Gate { gate: Mutex::new(Some(waiting)), writes: Mutex::new(Vec::new()), fail });
+        let committer = Arc::new(GroupCommitter::new(gated_engine(gate.clone())));
         let first = {
             let committer = committer.clone();
             std::thread::spawn(move || committer.write(one_put(0)))
         };
         // The first committer leads and blocks inside the engine.
-        while engine.gate.lock().unwrap().is_some() {
+        while gate.gate.lock().unwrap().is_some() {
             std::thread::yield_now();
         }
         let followers: Vec<_> = (1..=8)
@@ -241,48 +219,35 @@ mod tests {
         release.send(()).unwrap();
         let mut outcomes = vec![first.join().unwrap()];
         outcomes.extend(followers.into_iter().map(|follower| follower.join().unwrap()));
-        (engine, committer, outcomes)
+        (gate, committer, outcomes)
     }
 
     #[test]
     fn commits_queued_behind_a_sync_share_the_next_one() {
-        let (engine, committer, outcomes) = run_group(false);
+        let (gate, committer, outcomes) = run_group(false);
         assert!(outcomes.iter().all(Result::is_ok));
         // Nine durable commits, two syncs: the leader's own, then one for
         // the eight that queued while it synced.
         assert_eq!(committer.syncs(), 2);
-        assert_eq!(*engine.writes.lock().unwrap(), vec![1, 8]);
+        assert_eq!(*gate.writes.lock().unwrap(), vec![1, 8]);
         for key in 0..=8u8 {
-            assert_eq!(engine.get(ColumnFamily::Meta, &[key]).unwrap(), Some(vec![key]));
+            assert_eq!(committer.engine().get(ColumnFamily::Meta, &[key]).unwrap(), Some(vec![key]));
         }
     }
 
     /// An engine whose writes always fail, or panic.
-    struct BrokenEngine {
-        panic: bool,
-    }
-
-    impl Engine for BrokenEngine {
-        fn get(&self, _: ColumnFamily, _: &[u8]) -> Result<Option<Vec<u8>>> {
-            Ok(None)
-        }
-        fn scan<'a>(&'a self, _: ColumnFamily, _: Bound<&[u8]>, _: Bound<&[u8]>, _: bool) -> Result<ScanIter<'a>> {
-            Ok(Box::new(std::iter::empty()))
-        }
-        fn write(&self, _: WriteBatch, _: Durability) -> Result<()> {
-            if self.panic {
+    fn broken_engine(panic: bool) -> Arc<HookedEngine> {
+        Arc::new(HookedEngine::new(Arc::new(MemoryEngine::new()), move |_, _| {
+            if panic {
                 panic!("simulated engine bug");
             }
             Err(Error::Engine("No space left on device".into()))
-        }
-        fn checkpoint(&self, _: &Path) -> Result<()> {
-            Ok(())
-        }
+        }))
     }
 
     #[test]
     fn a_failure_is_never_reported_as_success_however_many_groups_fail_before_it_is_read() {
-        let committer = GroupCommitter::new(Arc::new(BrokenEngine { panic: false }));
+        let committer = GroupCommitter::new(broken_engine(false));
         // The first ticket's group fails; 200 more groups fail before its
         // submitter looks at the outcome.
         let first = committer.submit(one_put(0));
@@ -300,7 +265,7 @@ mod tests {
 
     #[test]
     fn an_engine_panic_fails_the_group_instead_of_hanging_the_committers() {
-        let committer = GroupCommitter::new(Arc::new(BrokenEngine { panic: true }));
+        let committer = GroupCommitter::new(broken_engine(true));
         assert!(matches!(committer.write(one_put(0)), Err(Error::Engine(m)) if m.contains("panicked")));
         // The next committer leads normally (no leader is stuck).
         assert!(committer.write(one_put(1)).is_err());

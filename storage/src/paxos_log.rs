@@ -385,64 +385,39 @@ fn decode_snapshot_slot(group: u64, bytes: &[u8]) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use proptest::prelude::*;
 
     use super::*;
-    use crate::engine::{MemoryEngine, ScanIter};
+    use crate::engine::{HookedEngine, MemoryEngine};
 
     /// A memory engine that records each write's size and durability, and
     /// fails the next write when told to.
-    #[derive(Default)]
-    struct RecordingEngine {
-        inner: MemoryEngine,
-        fail_next: AtomicBool,
-        writes: Mutex<Vec<(usize, Durability)>>,
+    #[derive(Clone, Default)]
+    struct Recorder {
+        fail_next: Arc<AtomicBool>,
+        writes: Arc<Mutex<Vec<(usize, Durability)>>>,
     }
 
-    impl Engine for RecordingEngine {
-        fn get(&self, cf: ColumnFamily, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.inner.get(cf, key)
-        }
-        fn scan<'a>(
-            &'a self,
-            cf: ColumnFamily,
-            start: Bound<&[u8]>,
-            end: Bound<&[u8]>,
-            reverse: bool,
-        ) -> Result<ScanIter<'a>> {
-            self.inner.scan(cf, start, end, reverse)
-        }
-        fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-            self.writes.lock().unwrap().push((batch.len(), durability));
-            if self.fail_next.swap(false, Ordering::SeqCst) {
-                return Err(Error::Engine("No space left on device".into()));
-            }
-            self.inner.write(batch, durability)
-        }
-        fn checkpoint(&self, dir: &Path) -> Result<()> {
-            self.inner.checkpoint(dir)
+    impl Recorder {
+        fn engine(&self) -> Arc<HookedEngine> {
+            let recorder = self.clone();
+            Arc::new(HookedEngine::new(Arc::new(MemoryEngine::new()), move |batch, durability| {
+                recorder.writes.lock().unwrap().push((batch.len(), durability));
+                if recorder.fail_next.swap(false, Ordering::SeqCst) {
+                    return Err(Error::Engine("No space left on device".into()));
+                }
+                Ok(())
+            }))
         }
     }
 
-    /// An engine whose writes always fail, as in `group_commit`'s tests.
-    struct BrokenEngine;
-
-    impl Engine for BrokenEngine {
-        fn get(&self, _: ColumnFamily, _: &[u8]) -> Result<Option<Vec<u8>>> {
-            Ok(None)
-        }
-        fn scan<'a>(&'a self, _: ColumnFamily, _: Bound<&[u8]>, _: Bound<&[u8]>, _: bool) -> Result<ScanIter<'a>> {
-            Ok(Box::new(std::iter::empty()))
-        }
-        fn write(&self, _: WriteBatch, _: Durability) -> Result<()> {
+    /// An engine whose writes always fail.
+    fn broken_engine() -> Arc<HookedEngine> {
+        Arc::new(HookedEngine::new(Arc::new(MemoryEngine::new()), |_, _| {
             Err(Error::Engine("No space left on device".into()))
-        }
-        fn checkpoint(&self, _: &Path) -> Result<()> {
-            Ok(())
-        }
+        }))
     }
 
     fn entries(slots: impl IntoIterator<Item = u64>, tag: u8) -> Vec<(u64, Vec<u8>)> {
@@ -593,8 +568,8 @@ mod tests {
 
     #[test]
     fn one_write_is_one_synced_batch_across_groups() {
-        let engine = Arc::new(RecordingEngine::default());
-        let store = LogStore::new(engine.clone()).unwrap();
+        let recorder = Recorder::default();
+        let store = LogStore::new(recorder.engine()).unwrap();
         let writes: Vec<GroupWrite> = (0..5)
             .map(|group| GroupWrite {
                 group,
@@ -604,21 +579,21 @@ mod tests {
             })
             .collect();
         store.write(&writes).unwrap();
-        assert_eq!(*engine.writes.lock().unwrap(), vec![(20, Durability::Sync)]);
+        assert_eq!(*recorder.writes.lock().unwrap(), vec![(20, Durability::Sync)]);
         // Nothing to store, nothing written.
         store.write(&[]).unwrap();
         store.write(&[entries_only(0, Vec::new())]).unwrap();
-        assert_eq!(engine.writes.lock().unwrap().len(), 1);
+        assert_eq!(recorder.writes.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn a_failed_write_leaves_nothing_and_the_store_goes_on() {
-        let engine = Arc::new(RecordingEngine::default());
-        let store = LogStore::new(engine.clone()).unwrap();
+        let recorder = Recorder::default();
+        let store = LogStore::new(recorder.engine()).unwrap();
         store.write(&[entries_only(1, entries(1..=5, 1))]).unwrap();
         let before = store.load(1).unwrap();
 
-        engine.fail_next.store(true, Ordering::SeqCst);
+        recorder.fail_next.store(true, Ordering::SeqCst);
         let failed = store.write(&[
             GroupWrite {
                 group: 1,
@@ -640,7 +615,7 @@ mod tests {
 
     #[test]
     fn write_on_a_broken_engine_returns_err() {
-        let store = LogStore::new(Arc::new(BrokenEngine)).unwrap();
+        let store = LogStore::new(broken_engine()).unwrap();
         let result = store.write(&[GroupWrite { group: 1, hard_state: Some(b"h".to_vec()), ..GroupWrite::default() }]);
         assert!(matches!(result, Err(Error::Engine(_))));
     }

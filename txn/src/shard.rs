@@ -107,11 +107,8 @@ impl Shard {
         // carry smaller timestamps, and a local read must not see them
         // appear below its snapshot. It serves nothing until its driver
         // grants an epoch.
-        let (visible_ts, epoch) = if log.is_replicated() {
-            (last_stored.unwrap_or(Timestamp::ZERO), None)
-        } else {
-            (hlc.now(), Some(0))
-        };
+        let (visible_ts, epoch) =
+            if log.is_replicated() { (last_stored.unwrap_or(Timestamp::ZERO), None) } else { (hlc.now(), Some(0)) };
         Ok(Shard {
             engine,
             log,

@@ -53,11 +53,10 @@ pub struct Entry {
 pub struct Snapshot {
     pub slot: Slot,
     pub data: Vec<u8>,
-    /// The configuration for the slots after `slot`. The state machine may
-    /// leave it `None`: `Replica::compact` fills it in, so every snapshot a
-    /// replica persists or sends carries it. `None` on a snapshot received
-    /// or restored means the group's initial configuration.
-    #[serde(default)]
+    /// The configuration for the slots after `slot`, if a `Reconfigure` at or
+    /// before `slot` named it; `None` means the group's initial configuration
+    /// (`Config::voters` and `Config::learners`). The state machine leaves it
+    /// `None`: `Replica::compact` fills it in from the log it drops.
     pub membership: Option<Membership>,
 }
 

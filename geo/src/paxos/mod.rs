@@ -18,16 +18,21 @@
 //! - every replica applies the same values in slot order, without gaps;
 //! - a read served through [`Replica::read_index`] sees every write chosen
 //!   before the read was requested (linearizable), without a log write;
-//! - liveness needs a quorum of voters connected for a few election timeouts.
+//! - liveness needs a quorum of voters connected for a few election timeouts;
+//! - the voters and learners change through the log, one voter at a time
+//!   ([`Replica::propose_membership`], [`Value::Reconfigure`]), with the
+//!   configuration of each slot fixed by the changes chosen before it
+//!   (Lamport, *Paxos Made Simple* §3, α = 1).
 //!
 //! Key types: [`Ballot`], [`Slot`], [`GroupId`]; [`Replica`] (one group on
 //! one node; roles follower, candidate, leader; voter or non-voting
-//! learner); [`MultiPaxos`] (all groups of a node); [`Message`] and
-//! [`Envelope`]; [`Ready`], [`Persist`] and [`Stored`].
+//! learner); [`Membership`] (a configuration); [`MultiPaxos`] (all groups of
+//! a node); [`Message`] and [`Envelope`]; [`Ready`], [`Persist`] and [`Stored`].
 //!
-//! The design, alternatives considered (omnipaxos, raft-rs, openraft) and
-//! what is not there yet (membership changes, leases, coalesced heartbeats)
-//! are in `docs/design/multipaxos.md`.
+//! The design, the safety argument for membership changes, alternatives
+//! considered (omnipaxos, raft-rs, openraft) and what is not there yet
+//! (joint consensus, leases, coalesced heartbeats) are in
+//! `docs/design/multipaxos.md`.
 
 mod ballot;
 mod config;

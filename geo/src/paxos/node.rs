@@ -38,16 +38,21 @@ impl MultiPaxos {
 
     /// Adds (or restarts) this node's replica of `config.group`.
     ///
-    /// For a node being added to a running group, create the replica with a
-    /// `Config` naming it a learner (voters and learners as currently in
-    /// effect, itself among the learners) and an empty `Stored`, once the
-    /// change that adds it as a learner is proposed: it follows the log
-    /// without voting or standing, catches up (from a snapshot that carries
-    /// the configuration, or from the log), and votes once it has learned a
-    /// chosen change that makes it a voter. Never create it as a voter
-    /// directly: its configuration would not yet follow from the log.
-    /// On a restart, pass the same `Config` again: the configuration in
-    /// effect is recovered from `stored`.
+    /// The replicas a group starts with share one `Config::voters` and
+    /// `Config::learners`: the group's initial configuration, in effect until
+    /// the first chosen `Value::Reconfigure`. On a restart, pass the same
+    /// `Config` again: the configuration in effect is recovered from `stored`.
+    ///
+    /// For a node being added to a running group, create the replica once the
+    /// change that adds it as a learner is proposed, with a `Config` naming
+    /// the configuration in effect plus itself as a learner, and an empty
+    /// `Stored`. It follows the log without voting or standing and catches up
+    /// from a snapshot (which carries the configuration) or from the log; it
+    /// votes once it has learned a chosen change that makes it a voter. Its
+    /// `Config` is not the group's initial configuration, which is harmless
+    /// because it uses it only while it is a learner that has applied no
+    /// `Reconfigure` yet, and never passes it on (see `Snapshot::membership`).
+    /// Never create it as a voter directly.
     pub fn add_group(&mut self, config: Config, stored: Stored, now_us: u64) {
         assert_eq!(config.node, self.node, "a replica for another node");
         let group = config.group;

@@ -2,8 +2,9 @@
 //! the distinguished proposer, as a sans-IO state machine.
 //!
 //! Inputs: [`Replica::step`] (a message), [`Replica::tick`] (time passes),
-//! [`Replica::propose`] (a command), [`Replica::read_index`] (a linearizable
-//! read), [`Replica::compact`] (the state machine took a snapshot).
+//! [`Replica::propose`] (a command), [`Replica::propose_membership`] (a
+//! configuration change), [`Replica::read_index`] (a linearizable read),
+//! [`Replica::compact`] (the state machine took a snapshot).
 //! Output: [`Replica::take_ready`] returns a [`Ready`] — persist, then send,
 //! then apply (see `ready.rs`).
 //!
@@ -14,8 +15,10 @@
 //!  Follower ────────────────────► Candidate ─────────────────────► Leader
 //!     ▲  ▲      higher ballot seen    │   higher ballot / lost quorum  │
 //!     │  └────────────────────────────┘◄───────────────────────────────┘
-//!     └─ compacted slots it lacks (catch up first)
+//!     └─ compacted slots it lacks (catch up first)    removed by a chosen change
 //! ```
+//!
+//! Only voters of the replica's current configuration stand for election.
 //!
 //! The leader runs phase 1 once per ballot, for all slots above its chosen
 //! index, then phase 2 per batch of proposals with up to
@@ -26,6 +29,14 @@
 //! follower only if it accepted that slot in the leader's own ballot (the
 //! leader proposes one value per slot per ballot), and anything else is
 //! fetched as chosen entries or a snapshot from the leader.
+//!
+//! Membership changes go through the log as `Value::Reconfigure`: the
+//! configuration for a slot is the latest one chosen before it (α = 1), so
+//! the leader proposes nothing after a change until it is chosen, counts each
+//! slot's votes against that slot's configuration, and phase 1 gathers a
+//! majority of every configuration that may govern a slot it covers. A
+//! replica's current configuration ([`Replica::membership`]) is derived from
+//! its chosen log and snapshot, never stored on its own.
 //!
 //! Linearizable reads use read-index (Ongaro, *Consensus: Bridging Theory and
 //! Practice* §6.4), not leases: no clock bound is needed for safety. See
@@ -381,7 +392,7 @@ impl Replica {
         if snapshot.slot <= self.snapshot_slot() {
             return;
         }
-        snapshot.membership = Some(self.membership_after(snapshot.slot));
+        snapshot.membership = self.reconfigured_after(snapshot.slot);
         self.log.retain(|slot, _| *slot > snapshot.slot);
         self.ready.persist.snapshot = Some(snapshot.clone());
         self.snapshot = Some(snapshot);
@@ -434,7 +445,10 @@ impl Replica {
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
             Message::InstallSnapshot { snapshot } => self.on_install_snapshot(snapshot),
             Message::Handoff { ballot } => {
-                if ballot == self.promised && from == ballot.node && matches!(self.role, Role::Follower) && self.is_voter()
+                if ballot == self.promised
+                    && from == ballot.node
+                    && matches!(self.role, Role::Follower)
+                    && self.is_voter()
                 {
                     self.start_candidacy(true);
                 }
@@ -625,6 +639,23 @@ impl Replica {
 
     fn maybe_complete_phase1(&mut self) {
         let Role::Candidate(candidate) = &self.role else { return };
+        // A promiser compacted slots this replica has not learned: their values
+        // are chosen but nobody can report them, nor any membership change
+        // among them (so phase 1 cannot even tell whose promises it needs).
+        // Catch up first, without waiting for more promises.
+        let ahead = candidate
+            .promises
+            .iter()
+            .filter(|(_, report)| report.snapshot_slot > self.chosen)
+            .max_by_key(|(_, report)| report.snapshot_slot)
+            .map(|(node, _)| *node);
+        if let Some(ahead) = ahead {
+            self.role = Role::Follower;
+            self.reset_election_deadline();
+            self.catch_up_sent_us = None;
+            self.request_catch_up(ahead);
+            return;
+        }
         // Paxos Made Simple §3 (reconfiguration): each slot's instance needs a
         // majority of its own configuration, so a majority of every
         // configuration that may govern a slot this ballot covers.
@@ -634,21 +665,6 @@ impl Replica {
         }
         let Role::Candidate(candidate) = mem::replace(&mut self.role, Role::Follower) else { unreachable!() };
         let ballot = candidate.ballot;
-
-        // A promiser compacted slots this replica has not learned: their values
-        // are chosen but nobody in the quorum can report them. Catch up first.
-        let ahead = candidate
-            .promises
-            .iter()
-            .filter(|(_, report)| report.snapshot_slot > self.chosen)
-            .max_by_key(|(_, report)| report.snapshot_slot)
-            .map(|(node, _)| *node);
-        if let Some(ahead) = ahead {
-            self.reset_election_deadline();
-            self.catch_up_sent_us = None;
-            self.request_catch_up(ahead);
-            return;
-        }
 
         // Paxos Made Simple §2.2 (P2c) and §3: for every slot above the chosen
         // prefix, propose the value accepted in the highest ballot among the
@@ -839,6 +855,7 @@ impl Replica {
                 break;
             }
             let slot = leader.next_slot;
+            let mut fresh_change = false;
             let value = if let Some(value) = leader.recovering.pop_front() {
                 value
             } else if leader.membership_pending.is_some() {
@@ -850,11 +867,12 @@ impl Replica {
                     break;
                 }
                 if leader.chosen_in_ballot {
+                    fresh_change = true;
                     Value::Reconfigure(leader.membership_pending.take().expect("checked above"))
                 } else {
-                    // Ongaro's thesis §4.1 (the bug fix of 2015): a leader
-                    // changes the configuration only after a value of its own
-                    // ballot is chosen; a no-op gets it there.
+                    // Ongaro's fix to single-server changes (raft-dev, 2015;
+                    // thesis §4.1): a leader changes the configuration only
+                    // after a value of its own ballot is chosen; a no-op gets it there.
                     Value::Noop
                 }
             } else {
@@ -866,8 +884,10 @@ impl Replica {
                 Value::Batch(leader.pending.drain(..take).collect())
             };
             if let Value::Reconfigure(membership) = &value {
+                // `propose_membership` checked it against this very
+                // configuration, which no change can have replaced since.
                 assert!(
-                    membership.check_change_from(&self.membership).is_ok() || leader.recovery_end >= slot,
+                    !fresh_change || membership.check_change_from(&self.membership).is_ok(),
                     "{}: a new change must follow the configuration in effect",
                     self.config.group
                 );
@@ -1172,7 +1192,20 @@ impl Replica {
     /// or above the snapshot: the latest Reconfigure in the log up to `slot`,
     /// else the snapshot's configuration, else the initial one.
     fn membership_after(&self, slot: Slot) -> Membership {
-        assert!(slot >= self.snapshot_slot() && slot <= self.chosen, "{}: {slot} is not chosen here", self.config.group);
+        self.reconfigured_after(slot).unwrap_or_else(|| self.initial_membership())
+    }
+
+    /// The configuration named by the latest Reconfigure chosen at or before
+    /// `slot` (in the log, or carried by the snapshot), if there is one; `None`
+    /// means the group's initial configuration. Snapshots carry this, never
+    /// `Config`'s voters and learners: those of a replica created for a joining
+    /// node are not the group's initial configuration.
+    fn reconfigured_after(&self, slot: Slot) -> Option<Membership> {
+        assert!(
+            slot >= self.snapshot_slot() && slot <= self.chosen,
+            "{}: {slot} is not chosen here",
+            self.config.group
+        );
         self.log
             .range(..=slot)
             .rev()
@@ -1181,7 +1214,6 @@ impl Replica {
                 _ => None,
             })
             .or_else(|| self.snapshot.as_ref().and_then(|snapshot| snapshot.membership.clone()))
-            .unwrap_or_else(|| self.initial_membership())
     }
 
     /// The configuration just changed (a Reconfigure was chosen, or a snapshot

@@ -788,9 +788,8 @@ fn membership_remove_the_leader() {
     assert!(cluster.replicas[&new].leader_ballot().unwrap() > old_ballot);
     cluster.propose(new, "under the new leader");
     cluster.run_until(|cluster| {
-        rest.iter().all(|id| {
-            cluster.commands(n(*id)) == vec![bytes("under the old leader"), bytes("under the new leader")]
-        })
+        rest.iter()
+            .all(|id| cluster.commands(n(*id)) == vec![bytes("under the old leader"), bytes("under the new leader")])
     });
     for _ in 0..200 {
         cluster.tick_all(RTT_US);
@@ -872,8 +871,10 @@ fn membership_second_change_refused_while_first_is_pending() {
     // In flight: cut both followers so it cannot be chosen yet.
     cluster.cut.extend([n(2), n(3)]);
     cluster.process(leader);
-    assert!(matches!(cluster.replicas[&leader].entry(cluster.replicas[&leader].chosen().next()),
-        Some((_, Value::Reconfigure(_)))));
+    assert!(matches!(
+        cluster.replicas[&leader].entry(cluster.replicas[&leader].chosen().next()),
+        Some((_, Value::Reconfigure(_)))
+    ));
     assert_eq!(
         cluster.replica(leader).propose_membership(membership(&[1, 2, 3, 4, 5], &[])),
         Err(ProposeError::Reconfiguring)
@@ -990,7 +991,9 @@ fn membership_restart_recovers_the_new_configuration() {
     let leader = cluster.elect();
     assert!([n(2), n(4)].contains(&leader));
     cluster.propose(leader, "after the restarts");
-    cluster.run_until(|cluster| [2, 4].iter().all(|id| cluster.commands(n(*id)).last() == Some(&bytes("after the restarts"))));
+    cluster.run_until(|cluster| {
+        [2, 4].iter().all(|id| cluster.commands(n(*id)).last() == Some(&bytes("after the restarts")))
+    });
     cluster.assert_logs_agree();
 }
 

@@ -100,7 +100,8 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults.clone())))?;
         nodes.push((node, http_listener));
     }
-    let leader = wait_for_leader(&nodes[0].0).await;
+    let started: Vec<Arc<Node>> = nodes.iter().map(|(node, _)| node.clone()).collect();
+    let leader = wait_for_leader(&started).await;
     let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
     let gateways: Vec<&NodeAddress> = addresses.iter().filter(|address| address.zone == "a").collect();
     // The first line on stdout says where to connect; tests read it.
@@ -152,13 +153,22 @@ pub async fn run_cluster_node(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The data shard's leader as `node` sees it, once there is one (bounded).
-async fn wait_for_leader(node: &Node) -> Option<u64> {
-    let cluster = node.cluster.as_ref()?;
+/// The data shard's leader once every node knows the same one (bounded),
+/// so that the first request to any gateway finds it.
+async fn wait_for_leader(nodes: &[Arc<Node>]) -> Option<u64> {
     let deadline = Instant::now() + LEADER_WAIT_MAX;
     while Instant::now() < deadline {
-        if let Some(leader) = cluster.driver.status(DATA_GROUP).and_then(|status| status.leader) {
-            return Some(leader.0);
+        let leaders: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|node| {
+                let cluster = node.cluster.as_ref()?;
+                cluster.driver.status(DATA_GROUP)?.leader.map(|leader| leader.0)
+            })
+            .collect();
+        if let Some(Some(leader)) = leaders.first()
+            && leaders.iter().all(|known| known == &Some(*leader))
+        {
+            return Some(*leader);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -41,7 +41,7 @@ use geodb_geo::paxos::{
     Value,
 };
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
-use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, WriteBatch, snapshot};
+use geodb_storage::{ColumnFamily, Engine, Timestamp, snapshot};
 use geodb_txn::{CommitEntry, CommitLog, PendingCommit, TxnManager};
 
 /// How often the groups are ticked: a tenth of the shortest heartbeat the
@@ -797,44 +797,30 @@ impl CommitLog for GroupLog {
 
 #[cfg(test)]
 mod tests {
-    use std::ops::Bound;
-    use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use geodb_storage::engine::ScanIter;
-    use geodb_storage::{MemoryEngine, Timestamp};
+    use geodb_storage::{HookedEngine, MemoryEngine, Timestamp};
     use geodb_txn::{Isolation, SystemClock};
 
     use super::*;
 
     /// A memory engine whose writes fail while `broken` is set.
-    #[derive(Default)]
     struct BreakableEngine {
-        inner: MemoryEngine,
-        broken: AtomicBool,
+        engine: Arc<HookedEngine>,
+        broken: Arc<AtomicBool>,
     }
 
-    impl Engine for BreakableEngine {
-        fn get(&self, cf: ColumnFamily, key: &[u8]) -> geodb_storage::Result<Option<Vec<u8>>> {
-            self.inner.get(cf, key)
-        }
-        fn scan<'a>(
-            &'a self,
-            cf: ColumnFamily,
-            start: Bound<&[u8]>,
-            end: Bound<&[u8]>,
-            reverse: bool,
-        ) -> geodb_storage::Result<ScanIter<'a>> {
-            self.inner.scan(cf, start, end, reverse)
-        }
-        fn write(&self, batch: WriteBatch, durability: Durability) -> geodb_storage::Result<()> {
-            if self.broken.load(Ordering::SeqCst) {
-                return Err(geodb_storage::Error::Engine("IO error: injected".into()));
-            }
-            self.inner.write(batch, durability)
-        }
-        fn checkpoint(&self, dir: &Path) -> geodb_storage::Result<()> {
-            self.inner.checkpoint(dir)
+    impl BreakableEngine {
+        fn new() -> Self {
+            let broken = Arc::new(AtomicBool::new(false));
+            let flag = broken.clone();
+            let engine = HookedEngine::new(Arc::new(MemoryEngine::new()), move |_, _| {
+                if flag.load(Ordering::SeqCst) {
+                    return Err(geodb_storage::Error::Engine("IO error: injected".into()));
+                }
+                Ok(())
+            });
+            BreakableEngine { engine: Arc::new(engine), broken }
         }
     }
 
@@ -843,7 +829,7 @@ mod tests {
 
     /// A one-voter group on `engine`, its driver running; returns once the
     /// shard serves (bounded wait).
-    fn start(engine: Arc<BreakableEngine>) -> (Arc<Driver>, Arc<TxnManager>) {
+    fn start(engine: Arc<HookedEngine>) -> (Arc<Driver>, Arc<TxnManager>) {
         let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE_MAX);
         let log = Arc::new(GroupLog::new(GROUP, NODE, inputs.clone()));
         let txns = TxnManager::with_log(engine.clone(), Box::new(SystemClock), 1_000_000, log).unwrap();
@@ -868,7 +854,7 @@ mod tests {
 
     #[test]
     fn commits_survive_a_restart_from_the_log() {
-        let engine = Arc::new(BreakableEngine::default());
+        let engine = BreakableEngine::new().engine;
         let (driver, txns) = start(engine.clone());
         for key in [b"a", b"b", b"c"] {
             write(&txns, key).unwrap();
@@ -888,10 +874,10 @@ mod tests {
 
     #[test]
     fn a_failed_log_write_stops_replication_without_claiming_anything_was_not_committed() {
-        let engine = Arc::new(BreakableEngine::default());
-        let (driver, txns) = start(engine.clone());
+        let BreakableEngine { engine, broken } = BreakableEngine::new();
+        let (driver, txns) = start(engine);
         write(&txns, b"before").unwrap();
-        engine.broken.store(true, Ordering::SeqCst);
+        broken.store(true, Ordering::SeqCst);
         // A HAT write takes no read barrier: its proposal is the first thing
         // the driver persists after the disk broke.
         let error = write_at(&txns, Isolation::ReadCommitted, b"during").unwrap_err();
@@ -901,7 +887,7 @@ mod tests {
         let status = driver.status(GROUP).unwrap();
         assert!(status.failed.is_some() && status.leader.is_none(), "{status:?}");
         // Nothing more is served, even once the disk recovers.
-        engine.broken.store(false, Ordering::SeqCst);
+        broken.store(false, Ordering::SeqCst);
         assert!(txns.begin(Isolation::Serializable).is_err());
         assert!(write_at(&txns, Isolation::ReadCommitted, b"after").is_err());
         driver.stop();

@@ -8,11 +8,14 @@
 //! and loses, duplicates, reorders and partitions them (symmetric or one-way,
 //! single links or whole regions); every node has its own skewed, drifting
 //! clock and its own fsync delay; nodes crash, losing whatever was not yet
-//! durable, and restart from what was.
+//! durable, and restart from what was. In about half of the seeds an
+//! operator moves a voter of one group to another region meanwhile (add a
+//! learner, let it catch up, promote it, remove the old voter).
 //!
 //! Checked during the run (`invariants`): one value per slot, agreeing
 //! prefixes, applied indexes that never skip or regress, one leader per
-//! ballot. Checked afterwards: each register's history is linearizable
+//! ballot, configurations that change one voter at a time and snapshots that
+//! carry the configuration in effect. Checked afterwards: each register's history is linearizable
 //! (`linearizability`), and every group made progress once faults stopped.
 //!
 //! Every randomness comes from the seed, so a failing seed replays exactly:
@@ -22,8 +25,9 @@
 //! Modules: `scheduler` (event queue and RNG), `network`, `clock`,
 //! `register` (the state machine), `invariants`, `linearizability`, and
 //! `run`: one seed's setup, event loop and persistence model (`run/mod.rs`),
-//! its fault schedule (`run/faults.rs`), clients (`run/workload.rs`) and
-//! end-of-run checks (`run/checks.rs`).
+//! its fault schedule (`run/faults.rs`), the voter move
+//! (`run/reconfigure.rs`), clients (`run/workload.rs`) and end-of-run checks
+//! (`run/checks.rs`).
 
 pub mod clock;
 pub mod invariants;

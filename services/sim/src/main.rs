@@ -5,6 +5,8 @@
 //! geodb-sim --seeds 1000 [--start 5000] # many seeds; prints seeds per second
 //! geodb-sim --seeds 300 --ack-before-persist   # the planted bug: expect a failure
 //! ```
+//!
+//! About half of the seeds also move a voter to another region (see `run/reconfigure.rs`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -80,9 +82,11 @@ fn main() -> ExitCode {
             let crashes: u64 = reports.iter().map(|report| report.crashes).sum();
             let partitions: u64 = reports.iter().map(|report| report.partitions).sum();
             let events: u64 = reports.iter().map(|report| report.events).sum();
+            let moves: u64 = reports.iter().map(|report| report.moves_completed).sum();
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
-                 {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions",
+                 {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
+                 {moves} voters moved",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

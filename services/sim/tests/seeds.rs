@@ -41,6 +41,10 @@ fn three_hundred_seeds_with_every_fault_pass() {
     assert!(total(|report| report.snapshots_installed) > 0, "no snapshot was ever installed");
     assert!(total(|report| report.operations_maybe) > 0, "no operation ever had an unknown outcome");
     assert!(total(|report| report.reads_ok) > 0);
+    // About half of the seeds move a voter (add a learner, promote it, remove
+    // the old voter); most moves finish within the run.
+    assert!(total(|report| report.moves_completed) >= CI_SEEDS / 4, "too few voters moved");
+    assert!(total(|report| report.reconfigurations) >= 3 * CI_SEEDS / 4, "too few membership changes chosen");
     for report in &reports {
         assert!(report.operations_ok > 0, "seed {} acknowledged nothing", report.seed);
         assert!(report.leaders_elected >= 3, "seed {}: a group never elected a leader", report.seed);

@@ -10,6 +10,7 @@
 //! its signatures, so that every crate above can run on the memory engine.
 
 mod batch;
+mod hooked;
 mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
@@ -20,6 +21,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 pub use batch::{WriteBatch, WriteOp};
+pub use hooked::{HookedEngine, WriteHook};
 pub use memory::MemoryEngine;
 
 use crate::Result;

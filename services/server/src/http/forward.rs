@@ -31,6 +31,7 @@ use super::sql::parse_isolation;
 use crate::cluster::{Cluster, Route};
 use crate::node::Node;
 use crate::session::session_node;
+use crate::transport::timer;
 
 /// Marks a request forwarded by a gateway (its value: the gateway's id).
 pub const FORWARDED_HEADER: &str = "x-geodb-forwarded-by";
@@ -116,7 +117,7 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let delay = cluster.one_way(to);
-    tokio::time::sleep(delay).await;
+    timer::sleep_until(std::time::Instant::now() + delay).await;
     let sent = cluster
         .client
         .request(method, format!("http://{http}{path}"))
@@ -141,7 +142,7 @@ async fn forward(
         Ok(bytes) => bytes,
         Err(error) => return outcome_unknown(to, &error.to_string()),
     };
-    tokio::time::sleep(delay).await;
+    timer::sleep_until(std::time::Instant::now() + delay).await;
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
     if let Some(content_type) = content_type {

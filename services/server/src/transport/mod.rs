@@ -56,6 +56,7 @@
 mod faults;
 mod frame;
 mod reader;
+pub mod timer;
 mod writer;
 
 #[cfg(test)]

@@ -136,7 +136,9 @@ impl PeerWriter {
                 () = sleep_until(self.dial_at), if !connected => {
                     self.dial().await;
                 }
-                () = sleep_until(next_due.unwrap_or(self.dial_at)), if next_due.is_some() => {
+                // Emulated delays need sub-millisecond precision: tokio's
+                // timer would add up to a millisecond to each (`timer`).
+                () = super::timer::sleep_until(next_due.unwrap_or(self.dial_at).into_std()), if next_due.is_some() => {
                     self.write_due().await;
                 }
                 received = self.queue.recv_many(&mut arrived, room), if room > 0 => {

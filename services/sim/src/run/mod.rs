@@ -5,7 +5,9 @@
 //! seed. The run has two phases: a fault phase (crashes and restarts,
 //! partitions, loss, duplication, reordering, clock drift) and a quiet phase
 //! (everything healed and restarted) in which every group must make progress
-//! again. Invariants are checked at every apply and election; client
+//! again. About half of the seeds also move a voter to another region
+//! through membership changes (`reconfigure.rs`), across both phases.
+//! Invariants are checked at every apply, restore and election; client
 //! histories are checked for linearizability at the end.
 //!
 //! Persistence is modelled: what a node hands over in a Ready's `persist`
@@ -16,7 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use geodb_geo::paxos::{
-    Config, Envelope, GroupId, MultiPaxos, NodeReady, ProposeError, ReadOutcome, Slot, Snapshot, Stored, Value,
+    Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, Slot, Snapshot, Stored,
+    Value,
 };
 use geodb_geo::{LatencyMatrix, NodeId};
 use rand::Rng;
@@ -30,6 +33,7 @@ use crate::scheduler::Scheduler;
 
 mod checks;
 mod faults;
+mod reconfigure;
 mod workload;
 
 /// Faults planted in the runtime on purpose, to prove the checks catch them.
@@ -90,6 +94,10 @@ pub struct Report {
     pub messages_sent: u64,
     pub messages_lost: u64,
     pub messages_duplicated: u64,
+    /// Membership changes seen chosen (a `Reconfigure` applied at a new slot).
+    pub reconfigurations: u64,
+    /// Voter moves carried through to the old voter's retirement.
+    pub moves_completed: u64,
     /// A digest of every event's time and kind: equal digests, equal runs.
     pub trace_digest: u64,
 }
@@ -184,13 +192,19 @@ enum Event {
         op_id: u64,
     },
     QuietPhase,
+    /// The operator moving a voter looks at the cluster (`reconfigure.rs`).
+    Operator,
 }
 
+/// A group as the operator sees it: its configuration is the latest one
+/// seen chosen (applied somewhere), starting with the initial one.
 struct GroupSpec {
     id: GroupId,
     voters: Vec<NodeId>,
     learners: Vec<NodeId>,
     preferred: NodeId,
+    /// The slot of the latest `Reconfigure` seen chosen (zero: the initial configuration).
+    membership_slot: Slot,
 }
 
 struct SimNode {
@@ -240,6 +254,7 @@ struct World {
     issued: BTreeMap<(GroupId, u64), usize>,
     invariants: Invariants,
     planned_partitions: BTreeMap<u64, Partition>,
+    moves: Vec<reconfigure::Move>,
     next_op_id: u64,
     quiet: bool,
     completed_in_quiet: BTreeSet<GroupId>,
@@ -279,15 +294,32 @@ impl World {
         // regions with its leader kept in us-east (the region survival goal).
         let n = NodeId;
         let groups = vec![
-            GroupSpec { id: GroupId(1), voters: vec![n(1), n(2), n(3)], learners: vec![n(6), n(9)], preferred: n(1) },
-            GroupSpec { id: GroupId(2), voters: vec![n(7), n(8), n(9)], learners: vec![n(3), n(6)], preferred: n(8) },
+            GroupSpec {
+                id: GroupId(1),
+                voters: vec![n(1), n(2), n(3)],
+                learners: vec![n(6), n(9)],
+                preferred: n(1),
+                membership_slot: Slot::ZERO,
+            },
+            GroupSpec {
+                id: GroupId(2),
+                voters: vec![n(7), n(8), n(9)],
+                learners: vec![n(3), n(6)],
+                preferred: n(8),
+                membership_slot: Slot::ZERO,
+            },
             GroupSpec {
                 id: GroupId(3),
                 voters: vec![n(1), n(2), n(4), n(5), n(7)],
                 learners: Vec::new(),
                 preferred: n(1),
+                membership_slot: Slot::ZERO,
             },
         ];
+        let mut invariants = Invariants::default();
+        for group in &groups {
+            invariants.on_group(group.id, Membership::new(group.voters.clone(), group.learners.clone()));
+        }
 
         let mut configs = BTreeMap::new();
         for group in &groups {
@@ -355,8 +387,9 @@ impl World {
             pending: BTreeMap::new(),
             history: BTreeMap::new(),
             issued: BTreeMap::new(),
-            invariants: Invariants::default(),
+            invariants,
             planned_partitions: BTreeMap::new(),
+            moves: Vec::new(),
             next_op_id: 1,
             quiet: false,
             completed_in_quiet: BTreeSet::new(),
@@ -375,6 +408,7 @@ impl World {
             self.scheduler.at(start, Event::ClientStep { client });
         }
         self.plan_faults(&node_ids);
+        self.plan_move(self.report.seed);
         let fault_end = self.options.fault_phase_us;
         let end = fault_end + self.options.quiet_phase_us;
         self.scheduler.at(fault_end, Event::QuietPhase);
@@ -417,6 +451,7 @@ impl World {
             Event::Partition { id } | Event::Heal { id } => 600 + id,
             Event::ClientStep { client } | Event::ClientTimeout { client, .. } => 700 + *client as u64,
             Event::QuietPhase => 800,
+            Event::Operator => 900,
         };
         for word in [now, kind] {
             // FNV-1a, word at a time: cheap and stable.
@@ -492,6 +527,7 @@ impl World {
                     self.restart(node);
                 }
             }
+            Event::Operator => self.operator_step(),
         }
     }
 
@@ -598,11 +634,12 @@ impl World {
     /// The oldest Ready of `node` is durable: persist, then send, then apply.
     fn sync_done(&mut self, node: NodeId) {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
-        let ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
+        let mut ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
+        // A replica retired since it handed this Ready over is gone, with its store.
+        ready.retain(|(group, _)| self.configs.contains_key(&(node, *group)));
         for (group, group_ready) in &ready {
             sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
         }
-        let mut ready = ready;
         for (_, group_ready) in ready.iter_mut() {
             for envelope in std::mem::take(&mut group_ready.send) {
                 self.transmit(envelope);
@@ -646,7 +683,7 @@ impl World {
         let digest = registers.digest();
         self.nodes.get_mut(&node).expect("known node").registers.insert(group, registers);
         self.report.snapshots_installed += 1;
-        let result = self.invariants.on_restore(node, group, snapshot.slot, digest);
+        let result = self.invariants.on_restore(node, group, snapshot.slot, digest, snapshot.membership.as_ref());
         self.fail(result);
     }
 
@@ -664,6 +701,9 @@ impl World {
         let digest = registers.digest();
         let result = self.invariants.on_apply(node, group, slot, value, digest);
         self.fail(result);
+        if let Value::Reconfigure(membership) = value {
+            self.observe_membership(group, slot, membership);
+        }
         for (op_id, output) in outputs {
             self.complete(node, op_id, output);
         }
