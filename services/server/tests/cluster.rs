@@ -258,6 +258,18 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     assert!((1..=3).contains(&new_leader) && new_leader != leader);
     assert!(failover <= ELECTION_BOUND + SLACK, "failover took {failover:?}");
     eprintln!("failover to node {new_leader} served a write {failover:?} after the kill");
+    // The other nodes see the killed one as not alive (its connections closed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = cluster.node(4).get("/v1/cluster").await;
+        let view: Value = serde_json::from_str(&body).unwrap();
+        if view["nodes"][(leader - 1) as usize]["alive"] == json!(false) {
+            assert_eq!(view["nodes"][(new_leader - 1) as usize]["alive"], json!(true));
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {leader} still shown alive: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 3. Enough writes to truncate the log past the old leader, which then
     //    restarts and needs a snapshot.

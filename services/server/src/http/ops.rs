@@ -104,7 +104,12 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "zone": entry.zone,
                 "http": format!("http://{}", entry.http),
                 "peer": entry.peer.to_string(),
-                "alive": entry.id == node.config.node_id || !cluster.cut_off_from(geodb_geo::NodeId(entry.id)),
+                // Alive as this node sees it: itself, or a peer whose
+                // connection is up and not cut by a fault rule.
+                "alive": entry.id == node.config.node_id || {
+                    let peer = geodb_geo::NodeId(entry.id);
+                    cluster.transport.is_connected(peer) && !cluster.cut_off_from(peer)
+                },
             })
         })
         .collect();

@@ -290,9 +290,21 @@ struct Shared {
     inbound: Box<dyn Inbound>,
     counters: Counters,
     closed: AtomicBool,
+    /// Peers whose outbound connection is up right now.
+    connected: std::sync::Mutex<BTreeSet<NodeId>>,
 }
 
 impl Shared {
+    /// Records whether the connection to `peer` is up.
+    fn set_connected(&self, peer: NodeId, up: bool) {
+        let mut connected = self.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if up {
+            connected.insert(peer);
+        } else {
+            connected.remove(&peer);
+        }
+    }
+
     /// Whether a fault rule cuts `from → to`.
     fn cut(&self, from: NodeId, to: NodeId) -> bool {
         self.faults.cuts(from, self.regions.get(&from), to, self.regions.get(&to))
@@ -414,6 +426,7 @@ impl Transport {
             inbound: Box::new(inbound),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            connected: std::sync::Mutex::new(BTreeSet::new()),
         });
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::with_capacity(peers.len() + 1);
@@ -473,6 +486,12 @@ impl Transport {
     }
 
     /// The fault rules this transport obeys.
+    /// Whether this node's connection to `peer` is up: a live process at
+    /// the other end accepted it and has not closed it since.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.shared.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&peer)
+    }
+
     pub fn faults(&self) -> &Arc<Faults> {
         &self.shared.faults
     }

@@ -221,6 +221,7 @@ impl PeerWriter {
             Ok(Ok((read, write))) => {
                 tracing::info!(node = %self.shared.node, peer = %self.peer, address = %self.address, "connected");
                 self.connection = Some(Connection { read, write, since: Instant::now() });
+                self.shared.set_connected(self.peer, true);
             }
             Ok(Err(error)) => {
                 tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
@@ -235,6 +236,7 @@ impl PeerWriter {
 
     /// Drops the connection and schedules a dial.
     fn lose(&mut self, why: &str) {
+        self.shared.set_connected(self.peer, false);
         if let Some(connection) = self.connection.take()
             && connection.since.elapsed() >= CONNECTION_HEALTHY_AFTER
         {
