@@ -124,11 +124,12 @@ pub async fn load<T: Target>(
                 let next = queue.lock().expect("queue lock").pop_front();
                 let Some((index, unit)) = next else { break };
                 let key = unit.warehouse();
-                if !sessions.contains_key(&key) {
-                    let session = target.load_session(key).await.map_err(|e| format!("connect: {e}"))?;
-                    sessions.insert(key, session);
-                }
-                let session = sessions.get_mut(&key).expect("just inserted");
+                let session = match sessions.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(target.load_session(key).await.map_err(|e| format!("connect: {e}"))?)
+                    }
+                };
                 let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let mut writer = Writer { session, progress: &progress, rows: 0 };
                 load_unit(&mut writer, unit, &population, constants, load_time, &mut rng)

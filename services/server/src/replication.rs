@@ -75,7 +75,7 @@ pub enum Input {
     Barrier { group: GroupId, reply: Sender<geodb_txn::Result<()>> },
     /// A membership change (one voter at a time); `reply` answers once it
     /// is chosen and applied here.
-    Reconfigure { group: GroupId, membership: Membership, reply: Sender<Result<Membership, ReconfigureError>> },
+    Reconfigure { group: GroupId, membership: Membership, reply: ReconfigureReply },
     /// Stop the driver thread.
     Stop,
 }
@@ -93,6 +93,9 @@ pub enum ReconfigureError {
     #[error("{0}")]
     Unknown(String),
 }
+
+/// Where a membership change's outcome goes.
+pub type ReconfigureReply = Sender<Result<Membership, ReconfigureError>>;
 
 /// What the rest of the node can see of a group.
 #[derive(Clone, Debug, Default)]
@@ -304,7 +307,7 @@ struct DriverState {
     /// the shard gets a new epoch.
     leadership_barriers: HashMap<u64, GroupId>,
     /// Membership changes this node proposed, not yet applied.
-    reconfigurations: Vec<(GroupId, Membership, Sender<Result<Membership, ReconfigureError>>)>,
+    reconfigurations: Vec<(GroupId, Membership, ReconfigureReply)>,
     next_read_id: u64,
     next_epoch: u64,
     statuses: Arc<Mutex<BTreeMap<GroupId, GroupStatus>>>,

@@ -101,6 +101,10 @@ impl Sessions {
         self.map().len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
     /// Removes sessions idle longer than the timeout (not those running a
     /// request right now). Returns how many were removed.
     pub fn reap(&self, now: Instant) -> usize {

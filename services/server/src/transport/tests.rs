@@ -141,12 +141,10 @@ async fn eventually(what: &str, condition: impl Fn() -> bool) {
 /// Waits for the peer to close a raw connection (end of stream or reset).
 async fn assert_closed_by_peer(stream: &mut TcpStream, what: &str) {
     let mut buffer = [0u8; 64];
-    loop {
-        match tokio::time::timeout(WAIT_MAX, stream.read(&mut buffer)).await {
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(_)) => panic!("{what}: the receiver wrote to the connection"),
-            Err(_) => panic!("{what}: the connection was not closed within {WAIT_MAX:?}"),
-        }
+    match tokio::time::timeout(WAIT_MAX, stream.read(&mut buffer)).await {
+        Ok(Ok(0) | Err(_)) => {}
+        Ok(Ok(_)) => panic!("{what}: the receiver wrote to the connection"),
+        Err(_) => panic!("{what}: the connection was not closed within {WAIT_MAX:?}"),
     }
 }
 
