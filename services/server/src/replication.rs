@@ -572,12 +572,21 @@ impl DriverState {
     /// proposals may or may not be chosen by the next leader: their
     /// callers learn the outcome is unknown.
     fn track_leadership(&mut self) {
+        let mut unserved = Vec::new();
         for (group, machine) in &mut self.machines {
             let leads = self.paxos.group(*group).is_some_and(|replica| replica.role() == RoleKind::Leader);
             if !leads && machine.epoch.is_some() {
                 machine.epoch = None;
                 machine.txns.shard().set_epoch(None);
             }
+            // A leader whose own read-index round was refused or aborted
+            // (and that is still leader) tries again, or it would never serve.
+            if leads && machine.epoch.is_none() && !self.leadership_barriers.values().any(|pending| pending == group) {
+                unserved.push(*group);
+            }
+        }
+        for group in unserved {
+            self.start_leadership(group);
         }
         let paxos = &self.paxos;
         self.reconfigurations.retain(|(group, _, reply)| {
