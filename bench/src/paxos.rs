@@ -212,6 +212,9 @@ impl Cluster {
                 config.election_timeout_us = ELECTION_TIMEOUT_US;
                 config.placement_delay_us = ELECTION_TIMEOUT_US;
                 config.seed = g;
+                // As the server's shards: one slot in flight (see
+                // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`).
+                config.window_slots_max = geodb_server::cluster::COMMIT_WINDOW_SLOTS;
                 specs.push(GroupSpec { config, txns: manager.clone(), snapshot_interval: 0 });
                 txns.push(manager);
             }

@@ -33,6 +33,18 @@ use crate::transport::{Faults, Inbound, Transport, TransportConfig};
 /// catalog included).
 pub const DATA_GROUP: GroupId = GroupId(1);
 
+/// Slots a shard leader may have in flight: one. Transactions are validated
+/// by the leader *before* they are proposed, against the log it knows. With
+/// more than one slot in flight, a deposed leader's later slots could be
+/// recovered and chosen by a future leader after a different value took an
+/// earlier slot, so a commit would be applied after one it was never
+/// validated against (a lost update), possibly with a smaller timestamp.
+/// With one slot, a leader proposes slot s only once s − 1 is chosen, so
+/// every value in the log was validated against exactly the chosen prefix
+/// before it. Batching still packs every commit queued meanwhile into the
+/// next slot. Validating again at apply time would allow a deeper pipeline.
+pub const COMMIT_WINDOW_SLOTS: u64 = 1;
+
 /// Where a request should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -104,6 +116,7 @@ impl Cluster {
         group.election_timeout_us = cluster.election_timeout_ms * 1_000;
         group.placement_delay_us = cluster.election_timeout_ms * 1_000;
         group.seed = cluster.id;
+        group.window_slots_max = COMMIT_WINDOW_SLOTS;
 
         let (inputs, receiver) = mpsc::sync_channel(crate::replication::INPUT_QUEUE_MAX);
         let log = Arc::new(GroupLog::new(DATA_GROUP, node, inputs.clone()));
@@ -134,6 +147,10 @@ impl Cluster {
         )?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            // Reuse a pooled connection only while it is fresh: one the
+            // target closed as it idled would fail a request after sending,
+            // which the gateway must report as an unknown outcome.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;

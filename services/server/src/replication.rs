@@ -623,8 +623,15 @@ impl DriverState {
             .machines
             .iter()
             .filter(|(group, machine)| {
-                let snapshot_slot = self.paxos.group(**group).map_or(0, |replica| replica.snapshot_slot().0);
-                machine.snapshot_interval > 0 && self.compact_slot(**group) >= snapshot_slot + machine.snapshot_interval
+                let replica = self.paxos.group(**group);
+                let snapshot_slot = replica.map_or(0, |replica| replica.snapshot_slot().0);
+                // After a restart the engine may hold more than the replica
+                // has replayed: a snapshot then would be labelled below its
+                // data. Wait until the replay catches up.
+                let replayed = replica.is_some_and(|replica| replica.applied().0 >= machine.applied);
+                replayed
+                    && machine.snapshot_interval > 0
+                    && self.compact_slot(**group) >= snapshot_slot + machine.snapshot_interval
             })
             .map(|(group, _)| *group)
             .collect();
