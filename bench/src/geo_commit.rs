@@ -237,6 +237,29 @@ impl SessionTimes {
     }
 }
 
+/// Runs `clients` concurrent loops of `client(id, measure_from, until)`
+/// after a shared warm-up, and merges what they measured.
+async fn run_phase<F, Fut>(
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    client: F,
+) -> Result<SessionTimes, String>
+where
+    F: Fn(i64, Instant, Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<SessionTimes, String>> + Send + 'static,
+{
+    let measure_from = Instant::now() + warmup;
+    let until = measure_from + duration;
+    let tasks: Vec<_> = (0..clients).map(|id| tokio::spawn(client(id as i64, measure_from, until))).collect();
+    let mut total = SessionTimes::new();
+    for task in tasks {
+        total.merge(&task.await.map_err(|e| e.to_string())??);
+    }
+    total.set_elapsed(measure_from.elapsed());
+    Ok(total)
+}
+
 async fn sessions_phase(
     client: &reqwest::Client,
     url: &str,
@@ -244,20 +267,12 @@ async fn sessions_phase(
     warmup: Duration,
     duration: Duration,
 ) -> Result<SessionTimes, String> {
-    let measure_from = Instant::now() + warmup;
-    let until = measure_from + duration;
     let url = Arc::new(url.to_string());
-    let mut tasks = Vec::new();
-    for id in 0..clients {
+    run_phase(clients, warmup, duration, |id, measure_from, until| {
         let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move { session_client(&client, &url, id as i64, measure_from, until).await }));
-    }
-    let mut total = SessionTimes::new();
-    for task in tasks {
-        total.merge(&task.await.map_err(|e| e.to_string())??);
-    }
-    total.set_elapsed(measure_from.elapsed());
-    Ok(total)
+        async move { session_client(&client, &url, id, measure_from, until).await }
+    })
+    .await
 }
 
 async fn session_client(
@@ -315,19 +330,16 @@ async fn one_shot_phase(
     warmup: Duration,
     duration: Duration,
 ) -> Result<SessionTimes, String> {
-    let measure_from = Instant::now() + warmup;
-    let until = measure_from + duration;
     let endpoint = Arc::new(format!("{url}/v1/sql"));
-    let mut tasks = Vec::new();
-    for id in 0..clients {
+    run_phase(clients, warmup, duration, |id, measure_from, until| {
         let (client, endpoint) = (client.clone(), endpoint.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = json!({"sql": UPDATE, "params": [id as i64], "isolation": ISOLATION});
+        async move {
+            let body = json!({"sql": UPDATE, "params": [id], "isolation": ISOLATION});
             let mut times = SessionTimes::new();
             loop {
                 let started = Instant::now();
                 if started >= until {
-                    return Ok::<_, String>(times);
+                    return Ok(times);
                 }
                 match post(&client, &endpoint, &body).await {
                     Ok(_) if started >= measure_from => times.transaction.record(started.elapsed()),
@@ -336,14 +348,9 @@ async fn one_shot_phase(
                     Err(failure) => return Err(failure.message),
                 }
             }
-        }));
-    }
-    let mut total = SessionTimes::new();
-    for task in tasks {
-        total.merge(&task.await.map_err(|e| e.to_string())??);
-    }
-    total.set_elapsed(measure_from.elapsed());
-    Ok(total)
+        }
+    })
+    .await
 }
 
 const HEADER: &str = "| operation | ops | ops/s | p50 ms | p90 ms | p99 ms | max ms | p50 ÷ RTT | p99 ÷ RTT |\n\

@@ -11,13 +11,8 @@ use geodb_txn::{Error, Isolation, TxnManager};
 /// A memory engine whose writes fail while `full` is set, like a full disk.
 fn full_disk() -> (Arc<HookedEngine>, Arc<AtomicBool>) {
     let full = Arc::new(AtomicBool::new(false));
-    let flag = full.clone();
-    let engine = HookedEngine::new(Arc::new(MemoryEngine::new()), move |_, _| {
-        if flag.load(Ordering::SeqCst) {
-            return Err(geodb_storage::Error::Engine("IO error: No space left on device".into()));
-        }
-        Ok(())
-    });
+    let engine =
+        HookedEngine::failing_while(Arc::new(MemoryEngine::new()), full.clone(), "IO error: No space left on device");
     (Arc::new(engine), full)
 }
 

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use geodb_geo::paxos::{self, GroupId};
-use geodb_geo::placement::{self, NodePlace, Placement};
+use geodb_geo::placement::{self, NodePlace};
 use geodb_geo::{LatencyMatrix, NodeId, Region, Zone};
 use geodb_storage::Engine;
 use geodb_txn::{SystemClock, TxnManager};
@@ -72,7 +72,6 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub node: NodeId,
     pub region: Region,
-    pub placement: Placement,
     pub latency: LatencyMatrix,
     pub driver: Arc<Driver>,
     pub transport: Arc<Transport>,
@@ -109,8 +108,10 @@ impl Cluster {
             placement::place(&places, &home, cluster.survival, &latency).map_err(|error| error.to_string())?;
         let regions: BTreeMap<NodeId, Region> = places.iter().map(|place| (place.id, place.region.clone())).collect();
 
-        let mut group = paxos::Config::new(DATA_GROUP, node, placement.voters.clone(), 0);
-        group.learners = placement.learners.clone();
+        // The initial membership; later changes go through the log, and
+        // `/v1/cluster` shows the current one from the replica.
+        let mut group = paxos::Config::new(DATA_GROUP, node, placement.voters, 0);
+        group.learners = placement.learners;
         group.preferred_leader = placement.preferred_leader;
         group.heartbeat_interval_us = cluster.heartbeat_interval_ms * 1_000;
         group.election_timeout_us = cluster.election_timeout_ms * 1_000;
@@ -154,8 +155,7 @@ impl Cluster {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;
-        let cluster =
-            Cluster { config: cluster, node, region, placement, latency, driver, transport, faults, client, regions };
+        let cluster = Cluster { config: cluster, node, region, latency, driver, transport, faults, client, regions };
         Ok((Arc::new(cluster), txns))
     }
 

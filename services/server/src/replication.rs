@@ -832,13 +832,8 @@ mod tests {
     impl BreakableEngine {
         fn new() -> Self {
             let broken = Arc::new(AtomicBool::new(false));
-            let flag = broken.clone();
-            let engine = HookedEngine::new(Arc::new(MemoryEngine::new()), move |_, _| {
-                if flag.load(Ordering::SeqCst) {
-                    return Err(geodb_storage::Error::Engine("IO error: injected".into()));
-                }
-                Ok(())
-            });
+            let engine =
+                HookedEngine::failing_while(Arc::new(MemoryEngine::new()), broken.clone(), "IO error: injected");
             BreakableEngine { engine: Arc::new(engine), broken }
         }
     }

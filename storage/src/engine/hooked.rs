@@ -8,9 +8,10 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ColumnFamily, Durability, Engine, ScanIter, WriteBatch};
-use crate::Result;
+use crate::{Error, Result};
 
 /// What runs before each write; an `Err` fails the write, which then never
 /// reaches the inner engine.
@@ -28,6 +29,17 @@ impl HookedEngine {
         hook: impl Fn(&WriteBatch, Durability) -> Result<()> + Send + Sync + 'static,
     ) -> Self {
         HookedEngine { inner, hook: Box::new(hook) }
+    }
+
+    /// `inner`, whose writes fail with `message` while `failing` is set
+    /// (a full or broken disk, switched on and off by a test).
+    pub fn failing_while(inner: Arc<dyn Engine>, failing: Arc<AtomicBool>, message: &'static str) -> Self {
+        Self::new(inner, move |_, _| {
+            if failing.load(Ordering::SeqCst) {
+                return Err(Error::Engine(message.into()));
+            }
+            Ok(())
+        })
     }
 
     pub fn inner(&self) -> &Arc<dyn Engine> {
@@ -62,18 +74,13 @@ impl Engine for HookedEngine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
-    use crate::{Error, MemoryEngine};
+    use crate::MemoryEngine;
 
     #[test]
     fn a_failing_hook_keeps_the_write_from_the_engine() {
         let full = Arc::new(AtomicBool::new(true));
-        let hook_full = full.clone();
-        let engine = HookedEngine::new(Arc::new(MemoryEngine::new()), move |_, _| {
-            if hook_full.load(Ordering::SeqCst) { Err(Error::Engine("full".into())) } else { Ok(()) }
-        });
+        let engine = HookedEngine::failing_while(Arc::new(MemoryEngine::new()), full.clone(), "full");
         let mut batch = WriteBatch::new();
         batch.put(ColumnFamily::Data, b"k".to_vec(), b"v".to_vec());
         assert!(engine.write(batch.clone(), Durability::Sync).is_err());

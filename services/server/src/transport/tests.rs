@@ -60,6 +60,18 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, address)
 }
 
+/// A listener per node, and the nodes' addresses (the peers of a config).
+async fn bind_all(nodes: impl Iterator<Item = &NodeId>) -> (Vec<TcpListener>, BTreeMap<NodeId, SocketAddr>) {
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for node in nodes {
+        let (listener, address) = bind().await;
+        listeners.push(listener);
+        peers.insert(*node, address);
+    }
+    (listeners, peers)
+}
+
 fn config(
     node: u64,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -112,13 +124,7 @@ impl TestNode {
 /// obeying `faults`, with tokio channels as inbounds.
 async fn start_cluster(node_regions: &[&str], rtt_ms: u64, latency_scale: f64, faults: Arc<Faults>) -> Vec<TestNode> {
     let (regions, latency) = topology(node_regions, rtt_ms);
-    let mut listeners = Vec::new();
-    let mut peers = BTreeMap::new();
-    for node in regions.keys() {
-        let (listener, address) = bind().await;
-        listeners.push(listener);
-        peers.insert(*node, address);
-    }
+    let (listeners, peers) = bind_all(regions.keys()).await;
     let mut nodes = Vec::new();
     for (listener, node) in listeners.into_iter().zip(regions.keys()) {
         let (sender, inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
@@ -171,13 +177,7 @@ async fn three_nodes_deliver_in_fifo_order_per_pair() {
     const PER_PAIR: u64 = 500;
     let (regions, latency) = topology(&["us-east", "us-east", "us-east"], 0);
     let faults = Arc::new(Faults::new());
-    let mut listeners = Vec::new();
-    let mut peers = BTreeMap::new();
-    for node in regions.keys() {
-        let (listener, address) = bind().await;
-        listeners.push(listener);
-        peers.insert(*node, address);
-    }
+    let (listeners, peers) = bind_all(regions.keys()).await;
     // std channels, received on plain threads as the Paxos driver will.
     let mut transports = Vec::new();
     let mut receivers = Vec::new();
