@@ -57,7 +57,12 @@ pub fn run(args: Args) -> Result<(), String> {
 
     let raw = open_raw(&dir.join("raw"))?;
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join("geodb")).map_err(|e| e.to_string())?);
-    let txns = TxnManager::new(engine).map_err(|e| e.to_string())?;
+    let (txns, shard) = TxnManager::single_node(
+        engine,
+        Box::new(geodb_txn::SystemClock),
+        geodb_txn::transaction::MAX_CLOCK_OFFSET_NS_DEFAULT,
+    )
+    .map_err(|e| e.to_string())?;
 
     eprintln!("loading {} rows on each side", args.rows);
     let mut batch = rocksdb::WriteBatch::default();
@@ -157,7 +162,7 @@ pub fn run(args: Args) -> Result<(), String> {
         per_thread,
     )?;
     results.push(m);
-    let syncs_before = txns.shard().stats().syncs;
+    let syncs_before = shard.syncs();
     let m = concurrent(
         &format!("single-row update, transaction, {threads} threads"),
         threads,
@@ -169,7 +174,7 @@ pub fn run(args: Args) -> Result<(), String> {
         per_thread,
     )?;
     let commits = m.histogram.len();
-    let syncs = txns.shard().stats().syncs - syncs_before;
+    let syncs = shard.syncs() - syncs_before;
     results.push(m);
 
     println!("{}", report::HEADER);

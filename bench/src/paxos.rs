@@ -9,8 +9,9 @@
 //!   log write per driver round whatever the number of groups);
 //! - every group has the three nodes as voters and node 1 as preferred
 //!   leader, so node 1 leads all of them; its state machine is a
-//!   [`TxnManager`] of its own over the node's engine, committing through a
-//!   [`GroupLog`];
+//!   [`Shard`] over its own slice of the node's engine, and node 1's
+//!   [`TxnManager`] reaches each group through the driver ([`ClusterRpc`]),
+//!   routing a key to the group named by its first eight bytes;
 //! - `--clients` OS threads (the transaction API blocks) each run a closed
 //!   loop of one-row write transactions on node 1 at Read Committed (a
 //!   highly available level: no read barrier, no validation), client i on
@@ -34,12 +35,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use geodb_geo::paxos::{self, Envelope, GroupId, RoleKind};
+use geodb_geo::paxos::{self, GroupId, RoleKind};
 use geodb_geo::{LatencyMatrix, NodeId, Region};
-use geodb_server::replication::{Driver, GroupLog, GroupSpec, INPUT_QUEUE_MAX, Input};
-use geodb_server::transport::{Faults, Inbound, Transport, TransportConfig};
-use geodb_storage::{Durability, HookedEngine, RocksEngine};
-use geodb_txn::{Isolation, SystemClock, TxnManager};
+use geodb_server::replication::{Calls, ClusterRpc, Driver, GroupSpec, INPUT_QUEUE_MAX, Inbox};
+use geodb_server::transport::{Faults, Transport, TransportConfig};
+use geodb_storage::{Durability, Engine, HookedEngine, RocksEngine, ScopedEngine};
+use geodb_txn::host::HostConfig;
+use geodb_txn::protocol::KeyRange;
+use geodb_txn::transaction::CoordinatorFaults;
+use geodb_txn::{Hlc, Isolation, ManagerConfig, Router, Shard, ShardId, SystemClock, TxnManager, shard_prefix};
 
 use crate::report::Measurement;
 
@@ -140,24 +144,26 @@ fn counting_syncs(inner: RocksEngine) -> (Arc<HookedEngine>, Arc<AtomicU64>) {
     (Arc::new(engine), syncs)
 }
 
-/// Hands received messages to the driver's bounded inputs without
-/// blocking (as the server's `cluster::ToDriver` does): a full queue drops,
-/// and Paxos retransmits.
-struct ToDriver(mpsc::SyncSender<Input>);
+/// A key's group is its first eight bytes, big-endian.
+struct GroupOfKey;
 
-impl Inbound for ToDriver {
-    fn deliver(&self, envelope: Envelope) -> bool {
-        self.0.try_send(Input::Message(envelope)).is_ok()
+impl Router for GroupOfKey {
+    fn shard_of(&self, key: &[u8]) -> ShardId {
+        key.get(..8).map_or(1, |prefix| u64::from_be_bytes(prefix.try_into().expect("8 bytes")))
+    }
+
+    fn shards_of_range(&self, _range: &KeyRange) -> Vec<ShardId> {
+        Vec::new()
     }
 }
 
-/// One node: its engine, transport, driver and a transaction manager per
-/// group (index g − 1 for group g).
+/// One node: its engine, transport, driver, and (node 1) the transaction
+/// manager the clients use.
 struct Node {
     syncs: Arc<AtomicU64>,
     transport: Arc<Transport>,
     driver: Arc<Driver>,
-    txns: Vec<Arc<TxnManager>>,
+    txns: Arc<TxnManager>,
 }
 
 struct Cluster {
@@ -194,18 +200,17 @@ impl Cluster {
             let (engine, syncs) =
                 counting_syncs(RocksEngine::open(&dir.join(format!("n{}", id.0))).map_err(|e| e.to_string())?);
             let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+            let calls = Arc::new(Calls::default());
+            let hlc = Arc::new(Hlc::new(Box::new(SystemClock), MAX_CLOCK_OFFSET_NS));
             let mut specs = Vec::new();
-            let mut txns = Vec::new();
             for g in 1..=groups {
                 let group = GroupId(g);
-                // All groups of a node share its engine here (the server
-                // runs one group per node so far). Keys never collide:
-                // each client writes its own. But a state-machine snapshot
-                // exports whole column families, i.e. every group's data,
-                // so snapshots must stay off: `snapshot_interval: 0`.
-                let log = Arc::new(GroupLog::new(group, id, inputs.clone()));
-                let manager = TxnManager::with_log(engine.clone(), Box::new(SystemClock), MAX_CLOCK_OFFSET_NS, log)
-                    .map_err(|e| format!("node {id}, group {g}: {e}"))?;
+                // Each group's shard has its own slice of the node's engine,
+                // so snapshots stay per group; none are taken here anyway.
+                let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(g)));
+                let shard = Arc::new(
+                    Shard::open(g, view, hlc.clone(), true).map_err(|e| format!("node {id}, group {g}: {e}"))?,
+                );
                 let mut config = paxos::Config::new(group, id, ids.clone(), 0);
                 config.preferred_leader = Some(LEADER);
                 config.heartbeat_interval_us = HEARTBEAT_INTERVAL_US;
@@ -215,8 +220,7 @@ impl Cluster {
                 // As the server's shards: one slot in flight (see
                 // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`).
                 config.window_slots_max = geodb_server::cluster::COMMIT_WINDOW_SLOTS;
-                specs.push(GroupSpec { config, txns: manager.clone(), snapshot_interval: 0 });
-                txns.push(manager);
+                specs.push(GroupSpec { config, shard, snapshot_interval: 0 });
             }
             let transport_config = TransportConfig {
                 node: id,
@@ -226,18 +230,40 @@ impl Cluster {
                 latency: LatencyMatrix::standard(),
                 latency_scale,
             };
-            let transport =
-                Transport::start(transport_config, listener, Arc::new(Faults::new()), ToDriver(inputs.clone()))
-                    .map_err(|e| e.to_string())?;
+            let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone() };
+            let transport = Transport::start(transport_config, listener, Arc::new(Faults::new()), inbound)
+                .map_err(|e| e.to_string())?;
             let sender = transport.clone();
             let driver = Driver::start(
-                id,
+                HostConfig::new(id),
+                hlc.clone(),
                 engine.clone(),
                 specs,
-                Box::new(move |envelopes| sender.send(envelopes)),
+                Box::new(move |messages| sender.send(messages)),
                 inputs,
                 receiver,
+                calls,
             )?;
+            let sender = transport.clone();
+            let rpc = ClusterRpc::new(
+                driver.clone(),
+                Box::new(move |message| sender.try_send_one(message)),
+                hlc.clone(),
+                ids.iter().copied().collect(),
+            );
+            let txns = TxnManager::with_config(ManagerConfig {
+                node: id.0,
+                hlc,
+                rpc: Arc::new(rpc),
+                router: Arc::new(GroupOfKey),
+                ids_engine: Some(engine.clone()),
+                first_id: 1,
+                // Read Committed commits never wait (R6 is for coordinated
+                // levels); nothing here needs it.
+                commit_wait: false,
+                faults: CoordinatorFaults::default(),
+            })
+            .map_err(|e| format!("node {id}: {e}"))?;
             nodes.push(Node { syncs, transport, driver, txns });
         }
         Ok(Cluster { nodes, groups })
@@ -248,14 +274,19 @@ impl Cluster {
         let started = Instant::now();
         let leader = &self.nodes[0];
         loop {
-            let statuses = leader.driver.statuses();
+            let published = leader.driver.published();
             let leading = (1..=self.groups)
-                .filter(|g| statuses.get(&GroupId(*g)).is_some_and(|status| status.role == Some(RoleKind::Leader)))
+                .filter(|g| {
+                    published
+                        .groups
+                        .get(&GroupId(*g))
+                        .is_some_and(|status| status.role == Some(RoleKind::Leader) && status.serving)
+                })
                 .count() as u64;
             if leading == self.groups {
                 return Ok(started.elapsed());
             }
-            if let Some(failed) = statuses.values().find_map(|status| status.failed.clone()) {
+            if let Some(failed) = published.failed {
                 return Err(format!("{LEADER}'s replication failed: {failed}"));
             }
             if started.elapsed() > LEADERS_WAIT_MAX {
@@ -305,8 +336,9 @@ fn measure(cluster: &Cluster, args: &Args, groups: u64) -> Result<Outcome, Strin
         let mut clients = Vec::new();
         for client in 0..args.clients {
             let group = client as u64 % groups;
-            let txns = leader.txns[group as usize].clone();
-            let key = format!("paxos-bench/g{:05}/c{client:05}", group + 1).into_bytes();
+            let txns = leader.txns.clone();
+            let mut key = (group + 1).to_be_bytes().to_vec();
+            key.extend_from_slice(format!("/c{client:05}").as_bytes());
             let value = value.clone();
             clients.push(scope.spawn(move || {
                 let mut latency = Measurement::new("");

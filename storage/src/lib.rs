@@ -40,7 +40,7 @@ mod wire;
 
 #[cfg(feature = "rocksdb")]
 pub use engine::rocks::RocksEngine;
-pub use engine::{ColumnFamily, Durability, Engine, HookedEngine, MemoryEngine, WriteBatch, WriteOp};
+pub use engine::{ColumnFamily, Durability, Engine, HookedEngine, MemoryEngine, ScopedEngine, WriteBatch, WriteOp};
 pub use error::{Error, Result};
 pub use paxos_log::{GroupWrite, LogStore, StoredGroup};
 pub use timestamp::{Timestamp, TxnId};

@@ -22,59 +22,41 @@
 //! The writes committed after `read_ts` come from the shard's in-memory log
 //! of recent commits ([`CommitRecord`]); see `shard`.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ops::{Bound, RangeBounds};
+use std::collections::HashSet;
+use std::ops::RangeBounds;
 
-use geodb_storage::Timestamp;
+use geodb_storage::{Timestamp, TxnId};
 
 use crate::Isolation;
+use crate::protocol::{Changes, KeyRange};
 
 /// The keys a committed transaction wrote (or locked), kept while some
 /// running transaction may still need to validate against them.
 #[derive(Debug, Clone)]
 pub struct CommitRecord {
     pub ts: Timestamp,
+    pub txn: TxnId,
     /// Sorted, without duplicates.
     pub keys: Vec<Vec<u8>>,
 }
 
-/// A scanned key range.
-pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
-
-/// What a transaction read: point keys (present or not) and scanned ranges.
-#[derive(Debug, Default, Clone)]
-pub struct ReadSet {
-    pub keys: HashSet<Vec<u8>>,
-    pub ranges: Vec<KeyRange>,
-}
-
-impl ReadSet {
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.ranges.is_empty()
-    }
-
-    fn covers(&self, key: &[u8]) -> bool {
-        self.keys.contains(key) || self.ranges.iter().any(|range| range_contains(range, key))
-    }
-}
-
 /// Whether `key` lies within `range`.
 pub fn range_contains(range: &KeyRange, key: &[u8]) -> bool {
-    let start = match &range.0 {
-        Bound::Included(start) => Bound::Included(start.as_slice()),
-        Bound::Excluded(start) => Bound::Excluded(start.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    let end = match &range.1 {
-        Bound::Included(end) => Bound::Included(end.as_slice()),
-        Bound::Excluded(end) => Bound::Excluded(end.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (start, end).contains(&key)
+    (range.0.as_ref().map(Vec::as_slice), range.1.as_ref().map(Vec::as_slice)).contains(&key)
 }
 
-/// Buffered writes: key → new value, `None` for a delete.
-pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// A key for messages: printable ASCII as is, other bytes as `\xNN`.
+pub fn printable(key: &[u8]) -> String {
+    key.iter()
+        .flat_map(|&byte| {
+            if byte.is_ascii_graphic() || byte == b' ' {
+                vec![byte as char]
+            } else {
+                format!("\\x{byte:02x}").chars().collect()
+            }
+        })
+        .collect()
+}
 
 /// Why validation failed: the key and the level's rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,26 +74,38 @@ pub enum ConflictKind {
     Read,
 }
 
+/// Test-only switches that plant validation bugs, to prove the simulator
+/// catches them. Never set outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidationFaults {
+    /// Serializable validation ignores scanned ranges (phantoms go unseen).
+    pub skip_ranges: bool,
+}
+
 /// Checks a committing transaction against the commits after its snapshot.
 ///
-/// `written` holds the keys the transaction writes or locked; `recent`
-/// holds at least every commit with a timestamp above `read_ts`.
+/// `recent` holds at least every commit with a timestamp above
+/// `changes.read_ts`.
 pub fn validate<'a>(
-    isolation: Isolation,
-    read_ts: Timestamp,
-    reads: &ReadSet,
-    written: &HashSet<&[u8]>,
+    changes: &Changes,
     recent: impl Iterator<Item = &'a CommitRecord>,
+    faults: ValidationFaults,
 ) -> Result<(), Conflict> {
+    let isolation = changes.isolation;
     if isolation.is_highly_available() {
         return Ok(());
     }
-    for record in recent.filter(|record| record.ts > read_ts) {
+    let written = changes.written_keys();
+    let written: HashSet<&[u8]> = written.iter().map(Vec::as_slice).collect();
+    let read_keys: HashSet<&[u8]> = changes.reads.keys.iter().map(Vec::as_slice).collect();
+    let ranges: &[KeyRange] = if faults.skip_ranges { &[] } else { &changes.reads.ranges };
+    let covers = |key: &[u8]| read_keys.contains(key) || ranges.iter().any(|range| range_contains(range, key));
+    for record in recent.filter(|record| record.ts > changes.read_ts) {
         for key in &record.keys {
             if written.contains(key.as_slice()) {
                 return Err(Conflict { key: key.clone(), kind: ConflictKind::Write });
             }
-            if isolation == Isolation::Serializable && reads.covers(key) {
+            if isolation == Isolation::Serializable && covers(key) {
                 return Err(Conflict { key: key.clone(), kind: ConflictKind::Read });
             }
         }
@@ -122,43 +116,60 @@ pub fn validate<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Bound;
+
+    use crate::protocol::Reads;
 
     fn ts(physical: u64) -> Timestamp {
         Timestamp::new(physical, 0)
     }
 
     fn record(at: u64, keys: &[&[u8]]) -> CommitRecord {
-        CommitRecord { ts: ts(at), keys: keys.iter().map(|key| key.to_vec()).collect() }
+        CommitRecord { ts: ts(at), txn: TxnId(at), keys: keys.iter().map(|key| key.to_vec()).collect() }
+    }
+
+    fn changes(isolation: Isolation, read_ts: u64, reads: Reads) -> Changes {
+        Changes {
+            txn: TxnId(100),
+            isolation,
+            read_ts: ts(read_ts),
+            writes: vec![(b"x".to_vec(), Some(b"1".to_vec()))],
+            locked: Vec::new(),
+            reads,
+        }
     }
 
     #[test]
     fn rules_per_level() {
         let recent = [record(5, &[b"x"]), record(15, &[b"y"]), record(16, &[b"r/5"])];
-        let mut reads = ReadSet::default();
-        reads.keys.insert(b"y".to_vec());
-        reads.ranges.push((Bound::Included(b"r/".to_vec()), Bound::Excluded(b"r0".to_vec())));
-        let written: HashSet<&[u8]> = [&b"x"[..]].into_iter().collect();
+        let reads = Reads {
+            keys: vec![b"y".to_vec()],
+            ranges: vec![(Bound::Included(b"r/".to_vec()), Bound::Excluded(b"r0".to_vec()))],
+        };
+        let none = ValidationFaults::default();
         // x was written before the snapshot: no write conflict at any level.
-        assert!(validate(Isolation::Snapshot, ts(10), &reads, &written, recent.iter()).is_ok());
+        assert!(validate(&changes(Isolation::Snapshot, 10, reads.clone()), recent.iter(), none).is_ok());
         // y, read, was written after it: only serializable cares.
         assert_eq!(
-            validate(Isolation::Serializable, ts(10), &reads, &written, recent.iter()),
+            validate(&changes(Isolation::Serializable, 10, reads.clone()), recent.iter(), none),
             Err(Conflict { key: b"y".to_vec(), kind: ConflictKind::Read })
         );
-        // A phantom in a scanned range.
-        reads.keys.clear();
+        // A phantom in a scanned range, which the planted fault misses.
+        let ranges_only = Reads { keys: Vec::new(), ranges: reads.ranges.clone() };
         assert_eq!(
-            validate(Isolation::Serializable, ts(10), &reads, &written, recent.iter()),
+            validate(&changes(Isolation::Serializable, 10, ranges_only.clone()), recent.iter(), none),
             Err(Conflict { key: b"r/5".to_vec(), kind: ConflictKind::Read })
         );
+        let planted = ValidationFaults { skip_ranges: true };
+        assert!(validate(&changes(Isolation::Serializable, 10, ranges_only), recent.iter(), planted).is_ok());
         // Writing x after a later commit of x: first committer wins.
         assert_eq!(
-            validate(Isolation::Snapshot, ts(1), &reads, &written, recent.iter()),
+            validate(&changes(Isolation::Snapshot, 1, reads.clone()), recent.iter(), none),
             Err(Conflict { key: b"x".to_vec(), kind: ConflictKind::Write })
         );
         // Highly available levels never validate.
         for level in [Isolation::ReadCommitted, Isolation::MonotonicAtomicView] {
-            assert!(validate(level, ts(1), &reads, &written, recent.iter()).is_ok());
+            assert!(validate(&changes(level, 1, reads.clone()), recent.iter(), none).is_ok());
         }
     }
 }

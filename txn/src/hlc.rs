@@ -122,11 +122,12 @@ impl Hlc {
 
     /// Folds in a timestamp received from another node (the max rule) and
     /// returns a local timestamp greater than it. Refuses timestamps more
-    /// than the bound ahead of the local physical clock.
+    /// than the bound ahead of the local physical clock, unless this clock
+    /// is past them already (then they drag nothing forward).
     pub fn update(&self, remote: Timestamp) -> Result<Timestamp> {
         let physical = self.clock.now_ns();
         let offset_ns = remote.physical.saturating_sub(physical);
-        if offset_ns > self.max_offset_ns {
+        if offset_ns > self.max_offset_ns && remote > *self.last() {
             return Err(Error::ClockOffset { offset_ns, bound_ns: self.max_offset_ns });
         }
         self.observe(remote);

@@ -4,21 +4,25 @@
 //!   physical [`Clock`], so tests and the simulator control time.
 //! - [`isolation`]: the four levels of the API ([`Isolation`]) and their
 //!   classes (highly available or coordinated).
-//! - [`conflict`]: what a transaction read and wrote, and the validation
-//!   rules of each level (first committer wins; read and range validation).
-//! - [`shard`]: the participant side of a commit — one shard's store, its
-//!   commit sequencer and visibility watermark ([`Shard`]).
-//! - [`log`]: where a shard's commits become durable ([`CommitLog`]): the
-//!   local engine ([`LocalLog`]), or a shard's replicated log.
-//! - [`transaction`]: the coordinator side — [`TxnManager`] begins
-//!   [`Transaction`]s, which buffer writes, track reads and commit through
-//!   their shard.
+//! - [`protocol`]: what coordinators and participants say ([`Request`],
+//!   [`Response`]) and what a shard's log holds ([`Entry`]).
+//! - [`conflict`]: the validation rules of each level (first committer
+//!   wins; read and range validation).
+//! - [`participant`]: one shard's state machine ([`Shard`]): versions,
+//!   locks of prepared transactions, decisions; validation on the leader,
+//!   deterministic apply on every replica.
+//! - [`host`]: a node's replicated shards as one sans-IO step function
+//!   ([`Host`]): Multi-Paxos groups driving shards, leadership, barriers,
+//!   waiting on locks, recovery. The server and the simulator both run it.
+//! - [`rpc`]: what a coordinator needs from its runtime ([`Router`],
+//!   [`ShardRpc`]); [`local`]: shards of this process called in place
+//!   ([`LocalShards`], a single node).
+//! - [`transaction`]: the coordinator — [`TxnManager`] begins
+//!   [`Transaction`]s, which read at one snapshot across shards, buffer
+//!   writes, and commit in one round on one shard or by two-phase commit
+//!   over several.
 //!
-//! A single node is one shard, so a transaction commits in one round
-//! ([`Shard::commit`]): validate, take a commit timestamp, make the versions
-//! durable, advance the watermark. The distributed commit (two-phase over
-//! Multi-Paxos groups) keeps this split: the coordinator sends each
-//! participant its part, each participant validates and prepares.
+//! The protocol and its argument: `docs/design/transactions.md`.
 //!
 //! Architecture Invariant: this crate does no I/O of its own beyond the
 //! storage engine it is given, spawns no threads, reads no OS clock except
@@ -27,15 +31,21 @@
 pub mod conflict;
 pub mod error;
 pub mod hlc;
+pub mod host;
 pub mod isolation;
-pub mod log;
-pub mod shard;
+pub mod local;
+pub mod participant;
+pub mod protocol;
+pub mod rpc;
 pub mod transaction;
 
 pub use error::{Error, Result};
 pub use geodb_storage::{Timestamp, TxnId};
 pub use hlc::{Clock, Hlc, ManualClock, SystemClock};
+pub use host::{Body, Host, HostConfig, HostOutput, NodeMessage, Origin};
 pub use isolation::Isolation;
-pub use log::{CommitEntry, CommitLog, LocalLog, PendingCommit};
-pub use shard::Shard;
-pub use transaction::{Transaction, TxnManager};
+pub use local::LocalShards;
+pub use participant::Shard;
+pub use protocol::{Decision, Entry, Request, Response, ShardId};
+pub use rpc::{OneShard, Router, RpcError, ShardRpc};
+pub use transaction::{ManagerConfig, SINGLE_NODE_SHARD, Transaction, TxnManager, shard_prefix};

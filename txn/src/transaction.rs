@@ -1,137 +1,236 @@
-//! The coordinator side: beginning, running and committing transactions.
+//! The coordinator: beginning, running and committing transactions across
+//! shards.
 //!
-//! A [`Transaction`] reads through its shard at a snapshot timestamp and
-//! buffers its writes; it reads its own writes. Nothing it writes is
-//! visible to anyone else until [`Transaction::commit`] hands the buffer to
-//! the shard ([`Shard::commit`]), which validates, orders and persists it
-//! atomically. [`Transaction::rollback`] (or dropping the transaction)
-//! discards the buffer: there is nothing to undo.
+//! A [`Transaction`] lives on the node the client talks to. It reads from
+//! the shards that hold its keys ([`Router`], [`ShardRpc`]) and buffers its
+//! writes; it reads its own writes. Nothing it writes is visible to anyone
+//! until commit, and rolling back undoes nothing anywhere: before commit no
+//! shard holds anything of it.
 //!
-//! Snapshots per level (see `isolation`):
-//! - Read Committed: a new snapshot at every [`Transaction::begin_statement`].
-//! - Monotonic Atomic View, Snapshot, Serializable: one snapshot, taken at
-//!   begin.
+//! Reads per level (`docs/design/transactions.md`):
+//! - Read Committed: each key's newest applied version at the local
+//!   replica (no timestamp, no lock, no leader).
+//! - Monotonic Atomic View, Snapshot, Serializable: one snapshot at
+//!   `read_ts = HLC.now()` (R1), read at each shard's leader; the first
+//!   read at a shard confirms its leadership (R4).
 //!
-//! Serializable transactions record every key they read and every range
-//! they scan (only the part a limited scan actually covered), so that
-//! commit can check none of it changed.
+//! Commit: a transaction whose writes (and, serializable, reads) touch one
+//! shard commits there in one round; otherwise two-phase commit with a
+//! record shard (R9). Coordinated levels then wait out the clock bound
+//! (R6) before answering.
+//!
+//! Every method exists twice: `async` (the simulator drives these on its
+//! own executor) and blocking (the SQL layer's, `futures::executor::block_on`
+//! around the async one).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc};
+use futures::executor::block_on;
+use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch};
 
-use crate::conflict::{ReadSet, WriteSet, range_contains};
-use crate::log::{CommitLog, LocalLog};
-use crate::shard::{CommitRequest, Shard};
-use crate::{Clock, Error, Hlc, Isolation, Result, SystemClock};
+use crate::conflict::range_contains;
+use crate::protocol::{Changes, Decision, KeyRange, ReadMode, Reads, Refusal, Request, Response, ShardId};
+use crate::rpc::{Router, RpcError, ShardRpc};
+use crate::{Error, Hlc, Isolation, Result};
 
-/// Meta key of the next unreserved transaction id.
+/// Meta key of the next unreserved transaction id counter.
 const META_NEXT_TXN_ID: &[u8] = b"txn/next_id";
 /// Transaction ids reserved per durable write of [`META_NEXT_TXN_ID`]:
 /// one sync per million transactions.
 const TXN_ID_BLOCK: u64 = 1 << 20;
+/// Bits of a transaction id that count; the node id sits above them, so
+/// ids are unique across the cluster.
+pub const TXN_ID_COUNTER_BITS: u32 = 44;
 /// The default clock bound ε for a single node: nothing to compare with
 /// yet, so only a sanity bound on timestamps from clients.
 pub const MAX_CLOCK_OFFSET_NS_DEFAULT: u64 = 250_000_000;
+/// Attempts of a request that is safe to repeat (reads, prepare, decide)
+/// before the transaction gives up.
+const ATTEMPTS_MAX: u32 = 8;
+/// First pause between attempts; doubles each time.
+const RETRY_PAUSE_NS: u64 = 2_000_000;
+
+/// Test-only switches that plant coordinator bugs, to prove the simulator
+/// catches them. Never set outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoordinatorFaults {
+    /// Answer a commit without commit wait (R6).
+    pub skip_commit_wait: bool,
+}
 
 struct TxnIds {
     next: u64,
     reserved_below: u64,
 }
 
-/// Begins transactions on a node's shard. Cheap to share (`Arc`).
+/// Begins transactions on a node. Cheap to share (`Arc`).
 pub struct TxnManager {
-    shard: Shard,
+    node: u64,
     hlc: Arc<Hlc>,
+    rpc: Arc<dyn ShardRpc>,
+    router: Arc<dyn Router>,
+    /// Where id blocks are reserved durably; `None` when ids need not
+    /// survive a restart (the simulator gives every incarnation its own).
+    ids_engine: Option<Arc<dyn Engine>>,
     ids: Mutex<TxnIds>,
+    /// The newest commit this node acknowledged at each shard: Read
+    /// Committed reads at a replica wait until it applied as much, so a
+    /// client reads its own writes through any replica.
+    seen: Mutex<BTreeMap<ShardId, Timestamp>>,
+    /// Whether coordinated commits wait out the clock bound (R6): on a
+    /// cluster, where other nodes' clocks take snapshots; not on one node.
+    commit_wait: bool,
+    faults: CoordinatorFaults,
+}
+
+/// How a [`TxnManager`] is built.
+pub struct ManagerConfig {
+    /// This node's id (the high bits of every transaction id it hands out).
+    pub node: u64,
+    pub hlc: Arc<Hlc>,
+    pub rpc: Arc<dyn ShardRpc>,
+    pub router: Arc<dyn Router>,
+    /// Where transaction id blocks are reserved durably (the node's engine).
+    pub ids_engine: Option<Arc<dyn Engine>>,
+    /// The first id counter when `ids_engine` is `None`.
+    pub first_id: u64,
+    pub commit_wait: bool,
+    pub faults: CoordinatorFaults,
+}
+
+/// The shard of a single node: the whole database.
+pub const SINGLE_NODE_SHARD: ShardId = 1;
+
+/// The key prefix of shard `shard`'s slice of a node's engine.
+pub fn shard_prefix(shard: ShardId) -> Vec<u8> {
+    let mut prefix = b"s".to_vec();
+    prefix.extend_from_slice(&shard.to_be_bytes());
+    prefix
 }
 
 impl TxnManager {
-    /// A manager over `engine` with the system clock.
+    /// A single node over `engine` with the system clock: one local shard.
     pub fn new(engine: Arc<dyn Engine>) -> Result<Arc<Self>> {
-        Self::with_clock(engine, Box::new(SystemClock), MAX_CLOCK_OFFSET_NS_DEFAULT)
+        Self::with_clock(engine, Box::new(crate::SystemClock), MAX_CLOCK_OFFSET_NS_DEFAULT)
     }
 
-    /// A manager over `engine` with an injected physical clock, committing
-    /// to the engine itself (a single node).
-    pub fn with_clock(engine: Arc<dyn Engine>, clock: Box<dyn Clock>, max_offset_ns: u64) -> Result<Arc<Self>> {
-        let log = Arc::new(LocalLog::new(engine.clone()));
-        Self::with_log(engine, clock, max_offset_ns, log)
+    /// A single node over `engine` with an injected physical clock: one
+    /// local shard ([`SINGLE_NODE_SHARD`]) committing to the engine itself,
+    /// no commit wait (one clock).
+    pub fn with_clock(engine: Arc<dyn Engine>, clock: Box<dyn crate::Clock>, max_offset_ns: u64) -> Result<Arc<Self>> {
+        Ok(Self::single_node(engine, clock, max_offset_ns)?.0)
     }
 
-    /// A manager whose commits go through `log` (a shard's replicated log).
-    pub fn with_log(
+    /// [`TxnManager::with_clock`], and the node's one shard.
+    pub fn single_node(
         engine: Arc<dyn Engine>,
-        clock: Box<dyn Clock>,
+        clock: Box<dyn crate::Clock>,
         max_offset_ns: u64,
-        log: Arc<dyn CommitLog>,
-    ) -> Result<Arc<Self>> {
-        let next = match engine.get(ColumnFamily::Meta, META_NEXT_TXN_ID)? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes.as_slice().try_into().map_err(|_| geodb_storage::Error::Corrupt("next transaction id".into()))?,
-            ),
-            None => 1,
-        };
+    ) -> Result<(Arc<Self>, Arc<crate::Shard>)> {
         let hlc = Arc::new(Hlc::new(clock, max_offset_ns));
-        let shard = Shard::open(engine, hlc.clone(), log)?;
-        Ok(Arc::new(TxnManager { shard, hlc, ids: Mutex::new(TxnIds { next, reserved_below: next }) }))
+        let view: Arc<dyn Engine> =
+            Arc::new(geodb_storage::ScopedEngine::new(engine.clone(), shard_prefix(SINGLE_NODE_SHARD)));
+        let shard = Arc::new(crate::Shard::open(SINGLE_NODE_SHARD, view, hlc.clone(), false)?);
+        let manager = Self::with_config(ManagerConfig {
+            node: 0,
+            hlc,
+            rpc: Arc::new(crate::LocalShards::new([shard.clone()])),
+            router: Arc::new(crate::OneShard(SINGLE_NODE_SHARD)),
+            ids_engine: Some(engine),
+            first_id: 1,
+            commit_wait: false,
+            faults: CoordinatorFaults::default(),
+        })?;
+        Ok((manager, shard))
     }
 
-    pub fn shard(&self) -> &Shard {
-        &self.shard
+    pub fn with_config(config: ManagerConfig) -> Result<Arc<Self>> {
+        assert!(config.node < 1 << (64 - TXN_ID_COUNTER_BITS), "node id {} too large for transaction ids", config.node);
+        let next = match &config.ids_engine {
+            Some(engine) => match engine.get(ColumnFamily::Meta, META_NEXT_TXN_ID)? {
+                Some(bytes) => u64::from_be_bytes(
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| geodb_storage::Error::Corrupt("next transaction id".into()))?,
+                ),
+                None => 1,
+            },
+            None => config.first_id.max(1),
+        };
+        let reserved_below = if config.ids_engine.is_some() { next } else { u64::MAX };
+        Ok(Arc::new(TxnManager {
+            node: config.node,
+            hlc: config.hlc,
+            rpc: config.rpc,
+            router: config.router,
+            ids_engine: config.ids_engine,
+            ids: Mutex::new(TxnIds { next, reserved_below }),
+            seen: Mutex::new(BTreeMap::new()),
+            commit_wait: config.commit_wait,
+            faults: config.faults,
+        }))
     }
 
-    pub fn hlc(&self) -> &Hlc {
+    pub fn hlc(&self) -> &Arc<Hlc> {
         &self.hlc
     }
 
-    pub fn engine(&self) -> &dyn Engine {
-        self.shard.engine()
+    pub fn router(&self) -> &Arc<dyn Router> {
+        &self.router
+    }
+
+    pub fn rpc(&self) -> &Arc<dyn ShardRpc> {
+        &self.rpc
+    }
+
+    fn seen(&self, shard: ShardId) -> Timestamp {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&shard).copied().unwrap_or_default()
+    }
+
+    fn saw(&self, shards: impl IntoIterator<Item = ShardId>, ts: Timestamp) {
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for shard in shards {
+            let newest = seen.entry(shard).or_default();
+            *newest = (*newest).max(ts);
+        }
     }
 
     fn next_txn_id(&self) -> Result<TxnId> {
         let mut ids = self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if ids.next >= ids.reserved_below {
+        if ids.next >= ids.reserved_below
+            && let Some(engine) = &self.ids_engine
+        {
             // Reserve the next block durably first, so that ids are never
             // reused after a crash.
             let reserved_below = ids.next + TXN_ID_BLOCK;
             let mut batch = WriteBatch::new();
             batch.put(ColumnFamily::Meta, META_NEXT_TXN_ID.to_vec(), reserved_below.to_be_bytes().to_vec());
-            self.engine().write(batch, Durability::Sync)?;
+            engine.write(batch, Durability::Sync)?;
             ids.reserved_below = reserved_below;
         }
-        let id = TxnId(ids.next);
+        let counter = ids.next;
+        assert!(counter < 1 << TXN_ID_COUNTER_BITS, "transaction id counter exhausted");
         ids.next += 1;
-        Ok(id)
+        Ok(TxnId(self.node << TXN_ID_COUNTER_BITS | counter))
     }
 
-    /// Begins a transaction at `isolation`. A coordinated level first
-    /// waits on the log's barrier: on a replicated shard only its leader,
-    /// caught up with everything chosen, serves one.
+    /// Begins a transaction at `isolation`. Nothing is sent anywhere yet.
     pub fn begin(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
-        let coordinated = !isolation.is_highly_available();
-        if coordinated {
-            self.shard.log().barrier()?;
-        }
         let id = self.next_txn_id()?;
-        let (read_ts, epoch) = if coordinated {
-            let (read_ts, epoch) = self.shard.acquire_snapshot(id)?;
-            (read_ts, Some(epoch))
-        } else {
-            (self.shard.snapshot(), None)
-        };
+        // R1: one snapshot timestamp for every shard.
+        let read_ts = self.hlc.now();
         Ok(Transaction {
             manager: self.clone(),
             id,
             isolation,
             read_ts,
-            registered: coordinated,
-            epoch,
-            reads: ReadSet::default(),
-            writes: WriteSet::new(),
-            locked: HashSet::new(),
+            confirmed: BTreeSet::new(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            locked: BTreeSet::new(),
             deadline_ns: None,
         })
     }
@@ -143,16 +242,21 @@ pub struct Transaction {
     id: TxnId,
     isolation: Isolation,
     read_ts: Timestamp,
-    /// Whether the shard keeps a snapshot for us (coordinated levels).
-    registered: bool,
-    /// The shard's leadership epoch the snapshot was taken in (coordinated).
-    epoch: Option<u64>,
-    reads: ReadSet,
-    writes: WriteSet,
-    locked: HashSet<Vec<u8>>,
+    /// Shards whose leadership a read of this transaction confirmed (R4).
+    confirmed: BTreeSet<ShardId>,
+    /// Serializable: what was read at each shard.
+    reads: BTreeMap<ShardId, Reads>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    locked: BTreeSet<Vec<u8>>,
     /// Physical-clock time (ns) after which reads fail with
     /// [`Error::StatementTimeout`]; set per statement.
     deadline_ns: Option<u64>,
+}
+
+/// One participant's part of a commit.
+struct Part {
+    changes: Changes,
+    writes_here: bool,
 }
 
 impl Transaction {
@@ -164,7 +268,8 @@ impl Transaction {
         self.isolation
     }
 
-    /// The snapshot timestamp reads use now.
+    /// The snapshot timestamp of the coordinated levels (for Read
+    /// Committed, the time the transaction began).
     pub fn read_ts(&self) -> Timestamp {
         self.read_ts
     }
@@ -178,18 +283,14 @@ impl Transaction {
         self.isolation == Isolation::Serializable
     }
 
-    /// Marks the start of a statement: Read Committed moves to the latest
-    /// snapshot; the other levels keep theirs.
-    pub fn begin_statement(&mut self) {
-        if !self.isolation.has_transaction_snapshot() {
-            self.read_ts = self.manager.shard.snapshot();
-        }
-    }
+    /// Marks the start of a statement. (Read Committed reads the newest
+    /// committed version of every key anyway; the other levels keep their
+    /// snapshot.)
+    pub fn begin_statement(&mut self) {}
 
     /// Bounds the current statement: once the physical clock passes
     /// `timeout_ns` from now, reads fail with [`Error::StatementTimeout`]
-    /// (checked at every read and scan, so a long statement stops within
-    /// one storage call of its deadline). `None` removes the bound.
+    /// (checked at every read and scan). `None` removes the bound.
     pub fn set_statement_timeout(&mut self, timeout_ns: Option<u64>) {
         self.deadline_ns = timeout_ns.map(|timeout| self.manager.hlc.physical_now_ns().saturating_add(timeout));
     }
@@ -201,33 +302,55 @@ impl Transaction {
         }
     }
 
+    fn mode_for(&self, shard: ShardId) -> ReadMode {
+        match self.isolation {
+            Isolation::ReadCommitted => ReadMode::Latest { after: self.manager.seen(shard) },
+            _ => ReadMode::At { read_ts: self.read_ts, barrier: !self.confirmed.contains(&shard) },
+        }
+    }
+
+    /// Sends a request that is safe to repeat, retrying lost or unsent ones
+    /// with backoff; refusals are errors.
+    async fn call(&self, shard: ShardId, request: Request) -> Result<Response> {
+        call_repeatable(&self.manager, shard, request).await
+    }
+
+    // --- reads ---------------------------------------------------------------
+
     /// The value of `key`: this transaction's own write if it has one, else
-    /// the committed value at its snapshot.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// the committed value its level reads.
+    pub async fn get_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_deadline()?;
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
+        let shard = self.manager.router.shard_of(key);
+        let mode = self.mode_for(shard);
+        let response = self.call(shard, Request::Get { txn: self.id, key: key.to_vec(), mode }).await?;
+        self.confirmed.insert(shard);
         if self.records_reads() {
-            self.reads.keys.insert(key.to_vec());
+            self.reads.entry(shard).or_default().keys.push(key.to_vec());
         }
-        Ok(mvcc::get(self.manager.engine(), key, self.read_ts)?)
+        match response {
+            Response::Value(value) => Ok(value),
+            other => Err(unexpected(shard, &other)),
+        }
     }
 
-    /// [`Transaction::get`] for `SELECT ... FOR UPDATE`: at the coordinated
-    /// levels the key then conflicts as if this transaction wrote it, so a
-    /// concurrent writer of it cannot also commit.
-    pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// [`Transaction::get_async`] for `SELECT ... FOR UPDATE`: at the
+    /// coordinated levels the key then conflicts as if this transaction
+    /// wrote it, so a concurrent writer of it cannot also commit.
+    pub async fn get_for_update_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if !self.isolation.is_highly_available() {
             self.locked.insert(key.to_vec());
         }
-        self.get(key)
+        self.get_async(key).await
     }
 
     /// The pairs within the bounds, in key order (descending if `reverse`),
-    /// at most `limit` of them: committed data at the snapshot overlaid with
-    /// this transaction's own writes.
-    pub fn scan(
+    /// at most `limit` of them: committed data overlaid with this
+    /// transaction's own writes, merged across the shards the range spans.
+    pub async fn scan_async(
         &mut self,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
@@ -235,45 +358,73 @@ impl Transaction {
         limit: Option<usize>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.check_deadline()?;
-        let range = (start, end);
+        let range: KeyRange = (start, end);
         if let (Bound::Included(start) | Bound::Excluded(start), Bound::Included(end) | Bound::Excluded(end)) =
             (&range.0, &range.1)
             && start > end
         {
             return Ok(Vec::new());
         }
-        let own: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
-            self.writes.iter().filter(|(key, _)| range_contains(&range, key)).collect();
+        let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .writes
+            .iter()
+            .filter(|(key, _)| range_contains(&range, key))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
         // Each own write can hide at most one stored pair, so fetching that
         // many more than the limit is enough to fill it after the overlay.
         let fetch = limit.map(|limit| limit.saturating_add(own.len()));
-        let stored = mvcc::scan(
-            self.manager.engine(),
-            mvcc::bound_as_slice(&range.0),
-            mvcc::bound_as_slice(&range.1),
-            self.read_ts,
-            reverse,
-            fetch,
-        )?;
-        // If the fetch was cut short, own writes past its last key are not
-        // comparable with the stored keys not fetched: leave them out.
-        let horizon = match (fetch, stored.last()) {
-            (Some(fetch), Some((last, _))) if stored.len() >= fetch => Some(last.clone()),
-            _ => None,
-        };
+        let shards = self.manager.router.shards_of_range(&range);
+        let mut requests = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            let request = Request::Scan {
+                txn: self.id,
+                range: range.clone(),
+                reverse,
+                limit: fetch,
+                mode: self.mode_for(*shard),
+            };
+            requests.push(call_repeatable(&self.manager, *shard, request));
+        }
+        let answers = futures::future::join_all(requests).await;
+        // The horizon: beyond the last key a limited shard returned, its
+        // keys were not looked at, so the merge cannot go past the nearest
+        // such key of any shard.
+        let mut stored: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut horizon: Option<Vec<u8>> = None;
+        for (shard, answer) in shards.iter().zip(answers) {
+            let rows = match answer? {
+                Response::Rows(rows) => rows,
+                other => return Err(unexpected(*shard, &other)),
+            };
+            self.confirmed.insert(*shard);
+            if let (Some(fetch), Some((last, _))) = (fetch, rows.last())
+                && rows.len() >= fetch
+            {
+                let nearer = match &horizon {
+                    None => true,
+                    Some(current) if reverse => last > current,
+                    Some(current) => last < current,
+                };
+                if nearer {
+                    horizon = Some(last.clone());
+                }
+            }
+            stored.extend(rows);
+        }
         let within = |key: &[u8]| match &horizon {
             None => true,
             Some(last) if reverse => key >= last.as_slice(),
             Some(last) => key <= last.as_slice(),
         };
-        let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().filter(|(key, _)| within(key)).collect();
         for (key, value) in own {
-            if !within(key) {
+            if !within(&key) {
                 continue;
             }
             match value {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
+                Some(value) => merged.insert(key, value),
+                None => merged.remove(&key),
             };
         }
         let mut out: Vec<(Vec<u8>, Vec<u8>)> =
@@ -283,20 +434,30 @@ impl Transaction {
                 out.truncate(limit);
                 false
             }
-            _ => true,
+            _ => horizon.is_none(),
         };
         if self.records_reads() {
             // Record what was actually covered: all of the range if the scan
             // ran to its end, else up to the last key returned.
-            let covered = match (complete, out.last()) {
-                (true, _) | (false, None) => range,
-                (false, Some((last, _))) if reverse => (Bound::Included(last.clone()), range.1),
-                (false, Some((last, _))) => (range.0, Bound::Included(last.clone())),
+            let covered = match (complete, out.last(), &horizon) {
+                (true, _, _) => range,
+                (false, Some((last, _)), _) | (false, None, Some(last)) => {
+                    if reverse {
+                        (Bound::Included(last.clone()), range.1)
+                    } else {
+                        (range.0, Bound::Included(last.clone()))
+                    }
+                }
+                (false, None, None) => range,
             };
-            self.reads.ranges.push(covered);
+            for shard in shards {
+                self.reads.entry(shard).or_default().ranges.push(covered.clone());
+            }
         }
         Ok(out)
     }
+
+    // --- writes --------------------------------------------------------------
 
     /// Buffers a write of `value` to `key`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
@@ -310,47 +471,234 @@ impl Transaction {
         Ok(())
     }
 
-    /// Commits: validates, persists and makes the writes visible atomically.
-    /// Returns the commit timestamp (a read-only transaction "commits" at
-    /// its snapshot). On a conflict nothing is applied and the error is
-    /// retryable.
-    pub fn commit(mut self) -> Result<Timestamp> {
+    // --- commit --------------------------------------------------------------
+
+    /// Commits: validates, persists and makes the writes visible atomically
+    /// on every shard they touch. Returns the commit timestamp (a read-only
+    /// transaction "commits" at its snapshot). A conflict aborts with a
+    /// retryable error and nothing applied.
+    pub async fn commit_async(self) -> Result<Timestamp> {
         if !self.has_writes() {
             return Ok(self.read_ts);
         }
-        let request = CommitRequest {
-            txn: self.id,
-            isolation: self.isolation,
-            read_ts: self.read_ts,
-            reads: &self.reads,
-            writes: &self.writes,
-            locked: &self.locked,
-            epoch: self.epoch,
+        let parts = self.parts();
+        let written: Vec<ShardId> =
+            parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
+        let ts = if parts.len() == 1 {
+            let (shard, part) = parts.into_iter().next().expect("one part");
+            self.commit_one(shard, part.changes).await?
+        } else {
+            self.commit_distributed(parts).await?
         };
-        let outcome = self.manager.shard.commit(request);
-        self.finish();
-        outcome
-    }
-
-    /// Discards the transaction's writes.
-    pub fn rollback(mut self) {
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        if self.registered {
-            self.registered = false;
-            self.manager.shard.release(self.id, self.read_ts);
+        self.manager.saw(written, ts);
+        if self.manager.commit_wait && !self.isolation.is_highly_available() && !self.manager.faults.skip_commit_wait {
+            // R6 (Spanner §4.1.2): answer only once every clock in the
+            // cluster reads past the commit timestamp.
+            let bound = self.manager.hlc.max_offset_ns();
+            self.manager.rpc.sleep_until(ts.physical.saturating_add(bound).saturating_add(1)).await;
         }
-        self.writes.clear();
-        self.locked.clear();
+        Ok(ts)
     }
+
+    /// What each participant is asked to commit: its writes and locks, and
+    /// (serializable) what was read there.
+    fn parts(&self) -> BTreeMap<ShardId, Part> {
+        let mut parts: BTreeMap<ShardId, Part> = BTreeMap::new();
+        let router = &self.manager.router;
+        let empty = || Part {
+            changes: Changes {
+                txn: self.id,
+                isolation: self.isolation,
+                read_ts: self.read_ts,
+                writes: Vec::new(),
+                locked: Vec::new(),
+                reads: Reads::default(),
+            },
+            writes_here: false,
+        };
+        for (key, value) in &self.writes {
+            let entry = parts.entry(router.shard_of(key)).or_insert_with(empty);
+            entry.changes.writes.push((key.clone(), value.clone()));
+            entry.writes_here = true;
+        }
+        for key in &self.locked {
+            let entry = parts.entry(router.shard_of(key)).or_insert_with(empty);
+            entry.changes.locked.push(key.clone());
+            entry.writes_here = true;
+        }
+        if self.records_reads() {
+            for (shard, reads) in &self.reads {
+                parts.entry(*shard).or_insert_with(empty).changes.reads = reads.clone();
+            }
+        }
+        parts
+    }
+
+    /// One participant: validate, commit and apply in one round. Never
+    /// repeated once it may have been proposed (a second proposal could
+    /// commit the writes twice): an unknown outcome is reported as such.
+    async fn commit_one(&self, shard: ShardId, changes: Changes) -> Result<Timestamp> {
+        let request = Request::CommitOne(changes);
+        let mut pause_ns = RETRY_PAUSE_NS;
+        for _ in 0..ATTEMPTS_MAX {
+            match self.manager.rpc.call(shard, request.clone()).await {
+                Ok(Response::Committed(ts)) => return Ok(ts),
+                // Refused before anything was proposed: safe to send again.
+                Ok(Response::Refused(Refusal::NotLeader { .. } | Refusal::Unavailable(_))) => {
+                    pause(&self.manager, &mut pause_ns).await;
+                }
+                Ok(Response::Refused(refusal)) => return Err(refusal.into()),
+                Ok(other) => return Err(unexpected(shard, &other)),
+                Err(RpcError::NotSent(_)) => {
+                    pause(&self.manager, &mut pause_ns).await;
+                }
+                Err(RpcError::Lost(reason)) => {
+                    return Err(Error::OutcomeUnknown(format!(
+                        "transaction {}: no answer from shard {shard} after sending the commit ({reason}); it may or may not have committed",
+                        self.id
+                    )));
+                }
+            }
+        }
+        Err(Error::Unavailable(format!("shard {shard} has no reachable leader")))
+    }
+
+    /// Two-phase commit over the participants (R9).
+    async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>) -> Result<Timestamp> {
+        let record = *parts
+            .iter()
+            .find(|(_, part)| part.writes_here)
+            .map(|(shard, _)| shard)
+            .expect("a transaction with writes has a part that writes");
+        let participants: Vec<ShardId> = parts.keys().copied().collect();
+        let prepares = parts.iter().map(|(shard, part)| {
+            let request =
+                Request::Prepare { changes: part.changes.clone(), record, participants: participants.clone() };
+            call_repeatable(&self.manager, *shard, request)
+        });
+        let answers = futures::future::join_all(prepares).await;
+        let mut commit_ts = self.read_ts;
+        let mut failure = None;
+        for (shard, answer) in participants.iter().zip(answers) {
+            match answer {
+                Ok(Response::Prepared(ts)) => commit_ts = commit_ts.max(ts),
+                Ok(other) => failure = failure.or(Some(unexpected(*shard, &other))),
+                Err(error) => failure = failure.or(Some(error)),
+            }
+        }
+        if let Some(error) = failure {
+            // No `Decide(Commit)` was sent, so the transaction cannot commit
+            // anywhere; record the abort and release the locks (recovery
+            // does it if these are lost).
+            self.abort_everywhere(record, &participants);
+            return Err(match error {
+                Error::Conflict(message) => Error::Conflict(message),
+                other => Error::Conflict(format!(
+                    "transaction {} aborted: a participant failed to prepare: {other}",
+                    self.id
+                )),
+            });
+        }
+        // The decision is durable at the record shard before anyone hears it.
+        let decision = self.decide(record, Decision::Commit(commit_ts)).await?;
+        match decision {
+            Decision::Commit(ts) => {
+                for shard in participants.iter().filter(|shard| **shard != record) {
+                    self.manager.rpc.send(*shard, Request::Resolve { txn: self.id, decision });
+                }
+                Ok(ts)
+            }
+            Decision::Abort => {
+                self.abort_everywhere(record, &participants);
+                Err(Error::Conflict(format!(
+                    "transaction {} was aborted by recovery while it committed (a participant waited too long)",
+                    self.id
+                )))
+            }
+        }
+    }
+
+    /// Asks the record shard to record `decision`; answers the decision it
+    /// recorded (which may be an abort by recovery).
+    async fn decide(&self, record: ShardId, decision: Decision) -> Result<Decision> {
+        let request = Request::Decide { txn: self.id, decision };
+        match call_repeatable(&self.manager, record, request).await {
+            Ok(Response::Decided(decision)) => Ok(decision),
+            Ok(other) => Err(unexpected(record, &other)),
+            Err(error @ Error::Conflict(_)) => Err(error),
+            Err(error) => Err(Error::OutcomeUnknown(format!(
+                "transaction {}: its decision could not be confirmed at shard {record} ({error}); it may or may not have committed",
+                self.id
+            ))),
+        }
+    }
+
+    fn abort_everywhere(&self, record: ShardId, participants: &[ShardId]) {
+        self.manager.rpc.send(record, Request::Decide { txn: self.id, decision: Decision::Abort });
+        for shard in participants.iter().filter(|shard| **shard != record) {
+            self.manager.rpc.send(*shard, Request::Resolve { txn: self.id, decision: Decision::Abort });
+        }
+    }
+
+    // --- blocking forms, for the SQL layer -----------------------------------
+
+    /// [`Transaction::get_async`], blocking.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.get_async(key))
+    }
+
+    /// [`Transaction::get_for_update_async`], blocking.
+    pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.get_for_update_async(key))
+    }
+
+    /// [`Transaction::scan_async`], blocking.
+    pub fn scan(
+        &mut self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        block_on(self.scan_async(start, end, reverse, limit))
+    }
+
+    /// [`Transaction::commit_async`], blocking.
+    pub fn commit(self) -> Result<Timestamp> {
+        block_on(self.commit_async())
+    }
+
+    /// Discards the transaction's writes (nothing is held anywhere yet).
+    pub fn rollback(self) {}
 }
 
-impl Drop for Transaction {
-    fn drop(&mut self) {
-        self.finish();
+/// Sends a request that is safe to repeat, retrying unsent and lost ones
+/// with backoff; a refusal is the answer.
+async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request) -> Result<Response> {
+    let mut pause_ns = RETRY_PAUSE_NS;
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS_MAX {
+        match manager.rpc.call(shard, request.clone()).await {
+            // An election under way, or a shard too busy: nothing was done.
+            Ok(Response::Refused(refusal @ (Refusal::NotLeader { .. } | Refusal::Unavailable(_)))) => {
+                last = Error::from(refusal).to_string();
+            }
+            Ok(response) => return response.into_result(),
+            Err(error) => last = error.to_string(),
+        }
+        pause(manager, &mut pause_ns).await;
     }
+    Err(Error::Unavailable(format!("shard {shard} did not answer a {} request: {last}", request.kind())))
+}
+
+async fn pause(manager: &TxnManager, pause_ns: &mut u64) {
+    let until = manager.hlc.physical_now_ns().saturating_add(*pause_ns);
+    manager.rpc.sleep_until(until).await;
+    *pause_ns = pause_ns.saturating_mul(2);
+}
+
+fn unexpected(shard: ShardId, response: &Response) -> Error {
+    Error::Invalid(format!("shard {shard} answered with an unexpected {response:?}"))
 }
 
 impl std::fmt::Debug for Transaction {

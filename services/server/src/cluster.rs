@@ -1,17 +1,18 @@
-//! A node's part in a multi-node cluster: the data shard's Multi-Paxos
-//! group, the transport to the other nodes, and where requests should go.
+//! A node's part in a multi-node cluster: its shards' Multi-Paxos groups,
+//! the transport to the other nodes, and where requests should go.
 //!
 //! Placement is static, from the `[cluster]` section every node shares
 //! (`geodb_geo::placement`): the data shard (group [`DATA_GROUP`]) is homed
 //! in `cluster.home`, with voters and learners by the survival goal, and
-//! every node holds a replica (voter or learner). Its state machine is the
-//! node's transaction manager: commits go through the group
-//! ([`crate::replication::GroupLog`]) and every replica applies them.
+//! every node holds a replica (voter or learner). Its state machine is a
+//! [`Shard`] over this node's slice of the engine; the replication driver
+//! runs it with the node's other groups (`replication`).
 //!
-//! Routing ([`Cluster::route`]): a coordinated transaction, or anything
-//! that writes, runs on the shard's leader — a gateway forwards the request
-//! there (`http::forward`); a read-only request at a highly available level
-//! runs on the local replica without leaving the region.
+//! Transactions run on the node a client talks to (the gateway): the
+//! coordinator reads from and commits to each shard's leader through
+//! [`ClusterRpc`], in place when this node leads. Sessions live on the node
+//! that opened them; other gateways forward a session's requests there
+//! (`http::forward`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,12 +23,14 @@ use std::time::Duration;
 use geodb_geo::paxos::{self, GroupId};
 use geodb_geo::placement::{self, NodePlace};
 use geodb_geo::{LatencyMatrix, NodeId, Region, Zone};
-use geodb_storage::Engine;
-use geodb_txn::{SystemClock, TxnManager};
+use geodb_storage::{Engine, ScopedEngine};
+use geodb_txn::host::HostConfig;
+use geodb_txn::transaction::CoordinatorFaults;
+use geodb_txn::{Hlc, ManagerConfig, OneShard, Shard, SystemClock, TxnManager, shard_prefix};
 
 use crate::config::{ClusterConfig, Config};
-use crate::replication::{Driver, GroupLog, GroupSpec, Input};
-use crate::transport::{Faults, Inbound, Transport, TransportConfig};
+use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
+use crate::transport::{Faults, Transport, TransportConfig};
 
 /// The group of the data shard (the only shard for now: every table, the
 /// catalog included).
@@ -57,16 +60,6 @@ pub enum Route {
     Unavailable(String),
 }
 
-/// Hands received messages straight to the replication driver's inputs.
-/// Never blocks: a full queue drops the message (Paxos retransmits).
-struct ToDriver(mpsc::SyncSender<Input>);
-
-impl Inbound for ToDriver {
-    fn deliver(&self, envelope: geodb_geo::paxos::Envelope) -> bool {
-        self.0.try_send(Input::Message(envelope)).is_ok()
-    }
-}
-
 /// A running node's cluster side.
 pub struct Cluster {
     pub config: ClusterConfig,
@@ -90,7 +83,7 @@ impl Cluster {
         engine: Arc<dyn Engine>,
         peer_listener: tokio::net::TcpListener,
         faults: Arc<Faults>,
-    ) -> Result<(Arc<Cluster>, Arc<TxnManager>), String> {
+    ) -> Result<(Arc<Cluster>, Arc<TxnManager>, Vec<Arc<Shard>>), String> {
         let cluster = config.cluster.clone().ok_or("no [cluster] section")?;
         let node = NodeId(config.node_id);
         let latency = cluster.latency_matrix()?;
@@ -120,10 +113,14 @@ impl Cluster {
         group.window_slots_max = COMMIT_WINDOW_SLOTS;
 
         let (inputs, receiver) = mpsc::sync_channel(crate::replication::INPUT_QUEUE_MAX);
-        let log = Arc::new(GroupLog::new(DATA_GROUP, node, inputs.clone()));
+        let calls = Arc::new(Calls::default());
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
-        let txns = TxnManager::with_log(engine.clone(), Box::new(SystemClock), max_offset_ns, log)
-            .map_err(|e| format!("cannot open transactions: {e}"))?;
+        let hlc = Arc::new(Hlc::new(Box::new(SystemClock), max_offset_ns));
+        let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(DATA_GROUP.0)));
+        let shard = Arc::new(
+            Shard::open(DATA_GROUP.0, view, hlc.clone(), true)
+                .map_err(|e| format!("cannot open the data shard: {e}"))?,
+        );
 
         let transport_config = TransportConfig {
             node,
@@ -133,19 +130,43 @@ impl Cluster {
             latency: latency.clone(),
             latency_scale: 1.0,
         };
-        let transport = Transport::start(transport_config, peer_listener, faults.clone(), ToDriver(inputs.clone()))
+        let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone() };
+        let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
             .map_err(|error| error.to_string())?;
         let sender = transport.clone();
-        let spec =
-            GroupSpec { config: group, txns: txns.clone(), snapshot_interval: cluster.snapshot_interval_entries };
+        let shards = vec![shard.clone()];
+        let spec = GroupSpec { config: group, shard, snapshot_interval: cluster.snapshot_interval_entries };
         let driver = Driver::start(
-            node,
-            engine,
+            HostConfig::new(node),
+            hlc.clone(),
+            engine.clone(),
             vec![spec],
-            Box::new(move |envelopes| sender.send(envelopes)),
+            Box::new(move |messages| sender.send(messages)),
             inputs,
             receiver,
+            calls,
         )?;
+        let sender = transport.clone();
+        let here = regions.get(&node).cloned();
+        let neighbours =
+            regions.iter().filter(|(_, region)| Some(*region) == here.as_ref()).map(|(id, _)| *id).collect();
+        let rpc = ClusterRpc::new(
+            driver.clone(),
+            Box::new(move |message| sender.try_send_one(message)),
+            hlc.clone(),
+            neighbours,
+        );
+        let txns = TxnManager::with_config(ManagerConfig {
+            node: node.0,
+            hlc,
+            rpc: Arc::new(rpc),
+            router: Arc::new(OneShard(DATA_GROUP.0)),
+            ids_engine: Some(engine),
+            first_id: 1,
+            commit_wait: true,
+            faults: CoordinatorFaults::default(),
+        })
+        .map_err(|e| format!("cannot open transactions: {e}"))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             // Reuse a pooled connection only while it is fresh: one the
@@ -156,12 +177,12 @@ impl Cluster {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;
         let cluster = Cluster { config: cluster, node, region, latency, driver, transport, faults, client, regions };
-        Ok((Arc::new(cluster), txns))
+        Ok((Arc::new(cluster), txns, shards))
     }
 
     /// The data shard's leader as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
-        self.driver.status(DATA_GROUP).and_then(|status| status.leader)
+        self.driver.leader_of(DATA_GROUP.0)
     }
 
     /// A node's HTTP address.
@@ -187,10 +208,9 @@ impl Cluster {
 
     /// Where a request runs: on the shard leader unless it is a read-only
     /// request at a highly available level.
-    pub fn route(&self, local_read: bool) -> Route {
-        if local_read {
-            return Route::Local;
-        }
+    /// Where a request that must run on the data shard's leader (a
+    /// membership change) goes.
+    pub fn route_to_leader(&self) -> Route {
         match self.leader() {
             Some(leader) if leader == self.node => Route::Local,
             Some(leader) if self.cut_off_from(leader) => {

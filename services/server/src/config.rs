@@ -239,8 +239,18 @@ fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 
+/// The clock bound ε when none is configured: what chrony or a cloud
+/// provider's time service keeps a VM's clock within, with margin.
+/// Coordinated commits wait this long (commit wait), so set it from the
+/// clock discipline of the deployment, not higher than needed.
+pub const MAX_CLOCK_OFFSET_MS_DEFAULT: u64 = 10;
+
+/// The clock bound ε of `geodb dev` and of clusters on one machine: every
+/// node reads the same clock.
+pub const MAX_CLOCK_OFFSET_MS_ONE_MACHINE: u64 = 1;
+
 fn default_max_clock_offset_ms() -> u64 {
-    250
+    MAX_CLOCK_OFFSET_MS_DEFAULT
 }
 
 impl Default for Config {

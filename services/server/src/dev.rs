@@ -93,6 +93,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
             http: address.http,
             data_dir: Some(base.join(format!("n{}", address.id))),
             cluster: Some(cluster.clone()),
+            max_clock_offset_ms: crate::config::MAX_CLOCK_OFFSET_MS_ONE_MACHINE,
             ..Config::default()
         };
         config.check()?;

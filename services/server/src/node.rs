@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use geodb_sql::Database;
 use geodb_storage::{Engine, RocksEngine};
-use geodb_txn::{SystemClock, TxnManager};
+use geodb_txn::{Shard, SystemClock, TxnManager};
 use tokio::sync::Semaphore;
 
 use crate::cluster::Cluster;
@@ -21,6 +21,8 @@ use crate::transport::Faults;
 pub struct Node {
     pub config: Config,
     pub txns: Arc<TxnManager>,
+    /// The shards this node holds a replica of (for metrics and status).
+    pub shards: Vec<Arc<Shard>>,
     pub db: Arc<Database>,
     pub sessions: Sessions,
     /// Permits for executing requests (`limits.requests_inflight_max`).
@@ -47,8 +49,8 @@ impl Node {
         match (config.cluster.is_some(), peer) {
             (false, _) => Self::with_engine(config, engine, metrics),
             (true, Some((listener, faults))) => {
-                let (cluster, txns) = Cluster::start(&config, engine, listener, faults)?;
-                Self::assemble(config, txns, metrics, Some(cluster))
+                let (cluster, txns, shards) = Cluster::start(&config, engine, listener, faults)?;
+                Self::assemble(config, txns, shards, metrics, Some(cluster))
             }
             (true, None) => Err("a cluster node needs a peer listener".into()),
         }
@@ -57,14 +59,15 @@ impl Node {
     /// A single node over an already open engine.
     pub fn with_engine(config: Config, engine: Arc<dyn Engine>, metrics: Metrics) -> Result<Arc<Node>, String> {
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
-        let txns = TxnManager::with_clock(engine, Box::new(SystemClock), max_offset_ns)
+        let (txns, shard) = TxnManager::single_node(engine, Box::new(SystemClock), max_offset_ns)
             .map_err(|e| format!("cannot open transactions: {e}"))?;
-        Self::assemble(config, txns, metrics, None)
+        Self::assemble(config, txns, vec![shard], metrics, None)
     }
 
     fn assemble(
         config: Config,
         txns: Arc<TxnManager>,
+        shards: Vec<Arc<Shard>>,
         metrics: Metrics,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Node>, String> {
@@ -73,7 +76,17 @@ impl Node {
         let sessions =
             Sessions::new(config.node_id, limits.sessions_max, Duration::from_millis(limits.session_idle_timeout_ms));
         let inflight = Arc::new(Semaphore::new(limits.requests_inflight_max));
-        Ok(Arc::new(Node { config, txns, db, sessions, inflight, metrics, cluster, ready: AtomicBool::new(true) }))
+        Ok(Arc::new(Node {
+            config,
+            txns,
+            shards,
+            db,
+            sessions,
+            inflight,
+            metrics,
+            cluster,
+            ready: AtomicBool::new(true),
+        }))
     }
 
     /// Whether the node serves requests (false once shutdown began).

@@ -29,7 +29,10 @@
 //! (`run/reconfigure.rs`), clients (`run/workload.rs`) and end-of-run checks
 //! (`run/checks.rs`).
 
+pub mod bank;
 pub mod clock;
+pub mod disk;
+pub mod faults;
 pub mod invariants;
 pub mod linearizability;
 pub mod network;
@@ -37,6 +40,7 @@ pub mod register;
 pub mod run;
 pub mod scheduler;
 
+pub use bank::{BankFailure, BankFaults, BankOptions, BankReport, run_bank};
 pub use run::{Failure, Faults, Options, Report, replay_command, run_seed};
 
 /// Runs one seed; a panic inside the protocol (an assertion) is a failure
@@ -44,15 +48,21 @@ pub use run::{Failure, Faults, Options, Report, replay_command, run_seed};
 pub fn run_one(seed: u64, options: &Options) -> Result<Report, Failure> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, options))) {
         Ok(outcome) => outcome,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "panic".to_string());
-            Err(Failure { seed, message: format!("panicked: {message}"), replay: replay_command(seed, options) })
-        }
+        Err(panic) => Err(Failure {
+            seed,
+            message: format!("panicked: {}", panic_message(panic.as_ref())),
+            replay: replay_command(seed, options),
+        }),
     }
+}
+
+/// The message a panic carried (an assertion's, usually).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// Runs seeds `start..start + count`, stopping at the first failure.

@@ -1,12 +1,14 @@
 //! `geodb-sim`: run the deterministic simulator for one seed or many.
 //!
 //! ```text
-//! geodb-sim --seed 1234                 # one seed, with its report
+//! geodb-sim --seed 1234                 # one seed of the Paxos register workload, with its report
 //! geodb-sim --seeds 1000 [--start 5000] # many seeds; prints seeds per second
 //! geodb-sim --seeds 300 --ack-before-persist   # the planted bug: expect a failure
+//! geodb-sim bank --seeds 300            # the bank: distributed transactions (see `bank/`)
+//! geodb-sim bank --seed 17 --trace      # replay one bank seed, printing every event
 //! ```
 //!
-//! About half of the seeds also move a voter to another region (see `run/reconfigure.rs`).
+//! About half of the register seeds also move a voter to another region (see `run/reconfigure.rs`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,6 +19,24 @@ use geodb_sim::{Faults, Options, run_one, run_seeds};
 #[derive(Parser)]
 #[command(about = "GeoDB's deterministic simulator")]
 struct Args {
+    #[command(subcommand)]
+    workload: Option<Workload>,
+    #[command(flatten)]
+    seeds: SeedArgs,
+    /// Plant the "acceptor answers before persisting" bug (test-only).
+    #[arg(long)]
+    ack_before_persist: bool,
+    /// Plant the "acknowledge a write before it is chosen" bug (test-only).
+    #[arg(long)]
+    ack_write_before_commit: bool,
+    /// Simulated length of the fault phase, in milliseconds.
+    #[arg(long)]
+    fault_phase_ms: Option<u64>,
+}
+
+/// Which seeds to run, and how.
+#[derive(clap::Args)]
+struct SeedArgs {
     /// Run exactly this seed and print its report.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -26,12 +46,6 @@ struct Args {
     /// The first seed of `--seeds`.
     #[arg(long, default_value_t = 0)]
     start: u64,
-    /// Plant the "acceptor answers before persisting" bug (test-only).
-    #[arg(long)]
-    ack_before_persist: bool,
-    /// Plant the "acknowledge a write before it is chosen" bug (test-only).
-    #[arg(long)]
-    ack_write_before_commit: bool,
     /// Run every seed even after failures, and count them (to measure how
     /// often a planted bug is caught).
     #[arg(long)]
@@ -39,26 +53,101 @@ struct Args {
     /// Print every event of the run to stderr (use with `--seed`).
     #[arg(long)]
     trace: bool,
-    /// Simulated length of the fault phase, in milliseconds.
+}
+
+impl SeedArgs {
+    /// The first seed and how many (100 unless told).
+    fn range(&self) -> (u64, u64) {
+        match (self.seed, self.seeds) {
+            (Some(seed), _) => (seed, 1),
+            (None, Some(count)) => (self.start, count),
+            (None, None) => (self.start, 100),
+        }
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum Workload {
+    /// Distributed transactions through the real transaction layer.
+    Bank(BankArgs),
+}
+
+#[derive(clap::Args)]
+struct BankArgs {
+    #[command(flatten)]
+    seeds: SeedArgs,
+    /// Plant "answer a commit without commit wait" (test-only).
     #[arg(long)]
-    fault_phase_ms: Option<u64>,
+    skip_commit_wait: bool,
+    /// Plant "answer a prepare before it is durable" (test-only).
+    #[arg(long)]
+    ack_prepare_before_durable: bool,
+    /// Plant "serializable validation skips scanned ranges" (test-only).
+    #[arg(long)]
+    skip_range_validation: bool,
+}
+
+fn bank(args: BankArgs) -> ExitCode {
+    let faults = geodb_sim::BankFaults {
+        skip_commit_wait: args.skip_commit_wait,
+        ack_prepare_before_durable: args.ack_prepare_before_durable,
+        skip_range_validation: args.skip_range_validation,
+    };
+    let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
+    let (start, count) = args.seeds.range();
+    let began = Instant::now();
+    let mut failed = Vec::new();
+    let mut reports = Vec::new();
+    for seed in start..start + count {
+        match geodb_sim::run_bank(seed, &options) {
+            Ok(report) => reports.push(report),
+            Err(failure) => {
+                eprintln!("{failure}");
+                failed.push(seed);
+                if !args.seeds.keep_going {
+                    break;
+                }
+            }
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    if args.seeds.seed.is_some()
+        && let Some(report) = reports.first()
+    {
+        println!("{report:#?}");
+    }
+    let total = |field: fn(&geodb_sim::BankReport) -> u64| reports.iter().map(field).sum::<u64>();
+    println!(
+        "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
+         {} aborted, {} unknown, {} audits, {} crashes, {} recovered; failing seeds: {failed:?}",
+        failed.len(),
+        start + count,
+        reports.len() as f64 / seconds.max(1e-9),
+        total(|report| report.committed),
+        total(|report| report.distributed_commits),
+        total(|report| report.aborted),
+        total(|report| report.unknown),
+        total(|report| report.audits),
+        total(|report| report.crashes),
+        total(|report| report.recovered),
+    );
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Workload::Bank(bank_args)) = args.workload {
+        return bank(bank_args);
+    }
     let faults =
         Faults { ack_before_persist: args.ack_before_persist, ack_write_before_commit: args.ack_write_before_commit };
-    let mut options = Options { faults, trace: args.trace, ..Options::default() };
+    let mut options = Options { faults, trace: args.seeds.trace, ..Options::default() };
     if let Some(ms) = args.fault_phase_ms {
         options.fault_phase_us = ms * 1_000;
     }
-    let (start, count) = match (args.seed, args.seeds) {
-        (Some(seed), _) => (seed, 1),
-        (None, Some(count)) => (args.start, count),
-        (None, None) => (args.start, 100),
-    };
+    let (start, count) = args.seeds.range();
     let began = Instant::now();
-    if args.keep_going {
+    if args.seeds.keep_going {
         let failed: Vec<u64> = (start..start + count)
             .filter(|seed| run_one(*seed, &options).inspect_err(|failure| eprintln!("{failure}")).is_err())
             .collect();
@@ -74,7 +163,7 @@ fn main() -> ExitCode {
     match run_seeds(start, count, &options) {
         Ok(reports) => {
             let seconds = began.elapsed().as_secs_f64();
-            if args.seed.is_some() {
+            if args.seeds.seed.is_some() {
                 println!("{:#?}", reports[0]);
             }
             let ok: u64 = reports.iter().map(|report| report.operations_ok).sum();

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use geodb_geo::{LatencyMatrix, NodeId};
 
+use crate::scheduler::Scheduler;
+
 /// Thousandths of a percent, so that probabilities stay integers.
 pub type PercentMillis = u64;
 
@@ -40,7 +42,79 @@ pub struct Network {
     blocked: BTreeSet<(NodeId, NodeId)>,
 }
 
+/// Draws a partition from the seed: a node or a whole region cut off (or
+/// only unable to send, or to receive), or a single link cut one way or
+/// both. `regions` gives every node's region.
+pub fn draw_partition<E>(scheduler: &mut Scheduler<E>, regions: &BTreeMap<NodeId, usize>) -> Partition {
+    let node_ids: Vec<NodeId> = regions.keys().copied().collect();
+    let pick = |scheduler: &mut Scheduler<E>| node_ids[scheduler.between(0, node_ids.len() as u64 - 1) as usize];
+    let kind = scheduler.between(0, 4);
+    let (description, side): (String, Vec<NodeId>) = match kind {
+        0 | 1 => {
+            let node = pick(scheduler);
+            (format!("node {node}"), vec![node])
+        }
+        2 | 3 => {
+            let region = scheduler.between(0, 2) as usize;
+            let side = node_ids.iter().copied().filter(|node| regions[node] == region).collect();
+            (format!("region {region}"), side)
+        }
+        _ => {
+            let (a, b) = (pick(scheduler), pick(scheduler));
+            let one_way = scheduler.chance(50_000);
+            let mut links = BTreeSet::from([(a, b)]);
+            if !one_way {
+                links.insert((b, a));
+            }
+            let arrow = if one_way { "->" } else { "<->" };
+            return Partition { description: format!("link {a}{arrow}{b}"), links };
+        }
+    };
+    // Symmetric, or one-way in either direction.
+    let direction = scheduler.between(0, 2);
+    let mut links = BTreeSet::new();
+    for inside in &side {
+        for outside in node_ids.iter().filter(|node| !side.contains(node)) {
+            if direction != 2 {
+                links.insert((*inside, *outside));
+            }
+            if direction != 1 {
+                links.insert((*outside, *inside));
+            }
+        }
+    }
+    let how = ["cut off", "cannot send", "cannot receive"][direction as usize];
+    Partition { description: format!("{description} {how}"), links }
+}
+
+/// What became of one message sent: lost, or delivered after each delay
+/// (twice when duplicated).
+#[derive(Clone, Debug, Default)]
+pub struct Delivery {
+    pub lost: bool,
+    pub duplicated: bool,
+    pub delays_us: Vec<u64>,
+}
+
 impl Network {
+    /// Decides the fate of a message sent now from `from` to `to`: its link
+    /// cut or the message lost, or delivered after the one-way latency plus
+    /// jitter (each copy, when duplicated, with its own jitter).
+    pub fn send<E>(&self, scheduler: &mut Scheduler<E>, from: NodeId, to: NodeId) -> Delivery {
+        if self.is_blocked(from, to) || scheduler.chance(self.config.loss) {
+            return Delivery { lost: true, ..Delivery::default() };
+        }
+        let base = self.one_way_us(from, to);
+        let jitter_max = self.config.jitter_us_max;
+        let mut delivery = Delivery::default();
+        if scheduler.chance(self.config.duplicate) {
+            delivery.duplicated = true;
+            delivery.delays_us.push(base + scheduler.between(0, jitter_max));
+        }
+        delivery.delays_us.push(base + scheduler.between(0, jitter_max));
+        delivery
+    }
+
     pub fn new(matrix: LatencyMatrix, region_of: BTreeMap<NodeId, usize>, config: NetworkConfig) -> Self {
         assert!(config.latency_divisor > 0);
         Network { matrix, region_of, config, partitions: BTreeMap::new(), blocked: BTreeSet::new() }

@@ -14,6 +14,7 @@ mod hooked;
 mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+mod scoped;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ use std::path::Path;
 pub use batch::{WriteBatch, WriteOp};
 pub use hooked::{HookedEngine, WriteHook};
 pub use memory::MemoryEngine;
+pub use scoped::ScopedEngine;
 
 use crate::Result;
 

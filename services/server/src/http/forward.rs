@@ -1,15 +1,15 @@
 //! Gateways: sending a request to the node that must run it.
 //!
-//! In a cluster, a coordinated transaction or a write runs on the data
-//! shard's leader, and a session lives on the node that opened it (its id
-//! starts with that node's id). Any node answers any request: this
-//! middleware runs the request here when it may, and otherwise forwards it
-//! unchanged to the right node's API and relays the answer:
+//! In a cluster, transactions run on the node the client talks to (their
+//! coordinator reaches each shard's leader itself), but a session lives on
+//! the node that opened it (its id starts with that node's id), and a
+//! membership change is proposed by the data shard's leader. Any node
+//! answers any request: this middleware runs the request here when it may,
+//! and otherwise forwards it unchanged to the right node's API and relays
+//! the answer:
 //!
-//! - `POST /v1/sql`: here if it is read-only at a highly available level
-//!   (the local replica serves it, never leaving the region) or if this
-//!   node leads; else to the leader;
-//! - `POST /v1/sessions` and `POST /v1/admin/membership`: on the leader;
+//! - `POST /v1/sql`, `POST /v1/sessions`: here;
+//! - `POST /v1/admin/membership`: on the leader;
 //! - `/v1/sessions/{id}/...`: to the node that holds the session.
 //!
 //! A forwarded request carries [`FORWARDED_HEADER`] and is never forwarded
@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use geodb_geo::NodeId;
 
 use super::ApiError;
-use super::sql::parse_isolation;
 use crate::cluster::{Cluster, Route};
 use crate::node::Node;
 use crate::session::session_node;
@@ -46,25 +45,26 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
     }
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    let target = if path == "/v1/sql" {
-        None
-    } else if (path == "/v1/sessions" && method == Method::POST) || path == "/v1/admin/membership" {
-        Some(cluster.route(false))
+    let target = if path == "/v1/admin/membership" {
+        cluster.route_to_leader()
     } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
         let id = rest.split('/').next().unwrap_or_default();
         match session_node(id).map(NodeId) {
-            Some(holder) if holder != cluster.node => Some(match cluster.http_of(holder) {
+            Some(holder) if holder != cluster.node => match cluster.http_of(holder) {
                 _ if cluster.cut_off_from(holder) => {
                     Route::Unavailable(format!("node {} holding session {id} is unreachable", holder.0))
                 }
                 Some(http) => Route::Forward { node: holder, http },
                 None => return ApiError::unknown_session(id).into_response(),
-            }),
-            _ => Some(Route::Local),
+            },
+            _ => Route::Local,
         }
     } else {
-        Some(Route::Local)
+        Route::Local
     };
+    if target == Route::Local {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let limit = node.config.limits.request_bytes_max;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -72,38 +72,11 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
         // Let the handler answer the oversized or broken body (413/400).
         Err(_) => return ApiError::too_large(limit).into_response(),
     };
-    let target = match target {
-        Some(target) => target,
-        None => cluster.route(is_local_read(&node, &bytes)),
-    };
     match target {
         Route::Local => next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes).await,
         Route::Unavailable(message) => ApiError::new("08006", message).into_response(),
     }
-}
-
-/// Whether a `/v1/sql` body is read-only at a highly available level, so
-/// that the local replica may serve it. Anything unclear is not.
-fn is_local_read(node: &Node, body: &[u8]) -> bool {
-    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    let Ok(isolation) = parse_isolation(request.get("isolation").and_then(|value| value.as_str())) else {
-        return false;
-    };
-    if !isolation.is_highly_available() {
-        return false;
-    }
-    let statements: Vec<&str> = match (request.get("sql"), request.get("statements")) {
-        (Some(sql), None) => sql.as_str().into_iter().collect(),
-        (None, Some(serde_json::Value::Array(list))) => {
-            list.iter().filter_map(|statement| statement.get("sql").and_then(|sql| sql.as_str())).collect()
-        }
-        _ => return false,
-    };
-    !statements.is_empty()
-        && statements.iter().all(|sql| matches!(node.db.describe_current(sql), Ok((_, read_only)) if read_only))
 }
 
 /// Sends the request to `to` and relays its answer.

@@ -41,15 +41,15 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if !node.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
     }
-    if let Some(failure) = node.cluster.as_ref().and_then(|cluster| cluster.driver.status(DATA_GROUP)?.failed) {
+    if let Some(failure) = node.cluster.as_ref().and_then(|cluster| cluster.driver.failed()) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("replication stopped: {failure}\n"));
     }
     (StatusCode::OK, "ready\n".to_string())
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let stats = node.txns.shard().stats();
-    metrics::counter!(names::GROUP_COMMIT_SYNCS).absolute(stats.syncs);
+    let syncs: u64 = node.shards.iter().map(|shard| shard.syncs()).sum();
+    metrics::counter!(names::GROUP_COMMIT_SYNCS).absolute(syncs);
     let cache = node.db.cache_stats();
     metrics::counter!(names::STATEMENT_CACHE_HITS).absolute(cache.hits);
     metrics::counter!(names::STATEMENT_CACHE_MISSES).absolute(cache.misses);
@@ -79,7 +79,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             "voters": [config.node_id],
             "leader": config.node_id,
             "applied_index": null,
-            "visible_ts": node.txns.shard().snapshot().to_string(),
+            "last_commit_ts": node.shards.first().map(|shard| shard.stats().last_commit_ts.to_string()),
         }],
         "max_clock_offset_ms": config.max_clock_offset_ms,
     }))
@@ -113,28 +113,38 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
             })
         })
         .collect();
-    let status = cluster.driver.status(DATA_GROUP).unwrap_or_default();
+    let published = cluster.driver.published();
     let ids = |nodes: &[geodb_geo::NodeId]| nodes.iter().map(|node| node.0).collect::<Vec<u64>>();
-    let membership = &status.membership;
+    let shards: Vec<serde_json::Value> = published
+        .groups
+        .iter()
+        .map(|(group, status)| {
+            let membership = &status.membership;
+            let shard = node.shards.iter().find(|shard| shard.id() == group.0);
+            json!({
+                "id": group.0,
+                "home": cluster.config.home(),
+                "survival": cluster.config.survival,
+                "replicas": ids(&membership.voters).into_iter().chain(ids(&membership.learners)).collect::<Vec<u64>>(),
+                "voters": ids(&membership.voters),
+                "learners": ids(&membership.learners),
+                "leader": status.leader.map(|leader| leader.0),
+                "role": status.role.map(|role| format!("{role:?}").to_lowercase()),
+                "serving": status.serving,
+                "applied_index": status.applied,
+                "chosen_index": status.chosen,
+                "snapshot_index": status.snapshot_slot,
+                "snapshots_installed": published.snapshots_installed.get(group).copied().unwrap_or(0),
+                "prepared": status.prepared,
+                "last_commit_ts": shard.map(|shard| shard.stats().last_commit_ts.to_string()),
+            })
+        })
+        .collect();
     json!({
         "regions": regions,
         "nodes": nodes,
-        "shards": [{
-            "id": DATA_GROUP.0,
-            "home": cluster.config.home(),
-            "survival": cluster.config.survival,
-            "replicas": ids(&membership.voters).into_iter().chain(ids(&membership.learners)).collect::<Vec<u64>>(),
-            "voters": ids(&membership.voters),
-            "learners": ids(&membership.learners),
-            "leader": status.leader.map(|leader| leader.0),
-            "role": status.role.map(|role| format!("{role:?}").to_lowercase()),
-            "applied_index": status.applied,
-            "chosen_index": status.chosen,
-            "snapshot_index": status.snapshot_slot,
-            "snapshots_installed": status.snapshots_installed,
-            "visible_ts": node.txns.shard().snapshot().to_string(),
-            "failed": status.failed,
-        }],
+        "shards": shards,
+        "failed": published.failed,
         "node": node.config.node_id,
         "max_clock_offset_ms": node.config.max_clock_offset_ms,
     })

@@ -20,11 +20,11 @@
 use std::borrow::Cow;
 
 use geodb_geo::NodeId;
-use geodb_geo::paxos::Envelope;
+use geodb_txn::NodeMessage;
 use serde::{Deserialize, Serialize};
 
 /// The version of this wire format; a frame with another tag is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Longest frame, counting the version tag and the body: a snapshot travels
 /// in one `InstallSnapshot` envelope and must fit, yet a peer must not make a
@@ -46,7 +46,7 @@ pub(super) enum Frame<'a> {
     /// The first frame on each connection: who dials, in which cluster.
     Hello { from: NodeId, cluster: u64 },
     /// Envelopes from the hello's node, in the order they were sent.
-    Batch(Cow<'a, [Envelope]>),
+    Batch(Cow<'a, [NodeMessage]>),
 }
 
 /// An encoded frame, length prefix included, and how many envelopes it carries.
@@ -76,7 +76,7 @@ pub(super) fn encode(frame: &Frame<'_>, frame_bytes_max: usize) -> Option<Vec<u8
 /// Encodes `envelopes` as few batch frames as fit in `frame_bytes_max` each,
 /// in order. An envelope too long for a frame of its own is left out and
 /// counted in the second result.
-pub(super) fn encode_batches(envelopes: &[Envelope], frame_bytes_max: usize) -> (Vec<Encoded>, usize) {
+pub(super) fn encode_batches(envelopes: &[NodeMessage], frame_bytes_max: usize) -> (Vec<Encoded>, usize) {
     let mut frames = Vec::new();
     let mut too_long = 0;
     split_into(envelopes, frame_bytes_max, &mut frames, &mut too_long);
@@ -85,7 +85,7 @@ pub(super) fn encode_batches(envelopes: &[Envelope], frame_bytes_max: usize) -> 
 
 /// Halves a batch until each half fits: one encoding in the common case,
 /// `O(n log n)` only when a frame would be too long.
-fn split_into(envelopes: &[Envelope], frame_bytes_max: usize, frames: &mut Vec<Encoded>, too_long: &mut usize) {
+fn split_into(envelopes: &[NodeMessage], frame_bytes_max: usize, frames: &mut Vec<Encoded>, too_long: &mut usize) {
     if envelopes.is_empty() {
         return;
     }
@@ -114,17 +114,17 @@ pub(super) fn decode(body: &[u8]) -> Result<Frame<'static>, String> {
 
 #[cfg(test)]
 mod tests {
-    use geodb_geo::paxos::{Ballot, GroupId, Message, Slot, Value};
+    use geodb_geo::paxos::{Ballot, Envelope, GroupId, Message, Slot, Value};
 
     use super::*;
 
-    fn heartbeat(seq: u64) -> Envelope {
-        Envelope {
+    fn heartbeat(seq: u64) -> NodeMessage {
+        NodeMessage::paxos(Envelope {
             group: GroupId(7),
             from: NodeId(1),
             to: NodeId(2),
             message: Message::Heartbeat { ballot: Ballot::new(3, NodeId(1)), seq, chosen: Slot(seq) },
-        }
+        })
     }
 
     fn body(bytes: &[u8]) -> &[u8] {
@@ -139,7 +139,7 @@ mod tests {
         let hello = Frame::Hello { from: NodeId(4), cluster: 99 };
         assert_eq!(decode(body(&encode(&hello, FRAME_BYTES_MAX).unwrap())).unwrap(), hello);
 
-        let envelopes: Vec<Envelope> = (0..10).map(heartbeat).collect();
+        let envelopes: Vec<NodeMessage> = (0..10).map(heartbeat).collect();
         let (frames, too_long) = encode_batches(&envelopes, FRAME_BYTES_MAX);
         assert_eq!((frames.len(), frames[0].envelopes, too_long), (1, 10, 0));
         assert_eq!(decode(body(&frames[0].bytes)).unwrap(), Frame::Batch(Cow::Owned(envelopes)));
@@ -149,10 +149,12 @@ mod tests {
     fn long_batches_are_split_in_order_and_oversized_envelopes_left_out() {
         let one = encode(&Frame::Batch(Cow::Borrowed(&[heartbeat(0)])), FRAME_BYTES_MAX).unwrap();
         let max = 3 * (one.len() - LENGTH_PREFIX_BYTES);
-        let mut envelopes: Vec<Envelope> = (0..10).map(heartbeat).collect();
+        let mut envelopes: Vec<NodeMessage> = (0..10).map(heartbeat).collect();
         let big = Value::Batch(vec![vec![0; 2 * max]]);
-        envelopes[4].message =
-            Message::Accept { ballot: Ballot::new(1, NodeId(1)), slot: Slot(1), value: big, chosen: Slot(0) };
+        envelopes[4].body = geodb_txn::Body::Paxos {
+            group: GroupId(7),
+            message: Message::Accept { ballot: Ballot::new(1, NodeId(1)), slot: Slot(1), value: big, chosen: Slot(0) },
+        };
         let (frames, too_long) = encode_batches(&envelopes, max);
         assert_eq!(too_long, 1);
         let mut decoded = Vec::new();

@@ -68,8 +68,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use geodb_geo::paxos::Envelope;
 use geodb_geo::{LatencyMatrix, NodeId, Region};
+use geodb_txn::NodeMessage;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -95,24 +95,24 @@ pub const INBOUND_QUEUE_MAX: usize = 65_536;
 /// Implementations must not block; `false` means the envelope was not taken
 /// (queue full or receiver gone), and the transport drops and counts it.
 pub trait Inbound: Send + Sync + 'static {
-    fn deliver(&self, envelope: Envelope) -> bool;
+    fn deliver(&self, envelope: NodeMessage) -> bool;
 }
 
-impl Inbound for std::sync::mpsc::SyncSender<Envelope> {
-    fn deliver(&self, envelope: Envelope) -> bool {
+impl Inbound for std::sync::mpsc::SyncSender<NodeMessage> {
+    fn deliver(&self, envelope: NodeMessage) -> bool {
         self.try_send(envelope).is_ok()
     }
 }
 
-impl Inbound for mpsc::Sender<Envelope> {
-    fn deliver(&self, envelope: Envelope) -> bool {
+impl Inbound for mpsc::Sender<NodeMessage> {
+    fn deliver(&self, envelope: NodeMessage) -> bool {
         self.try_send(envelope).is_ok()
     }
 }
 
 /// A bounded std channel for received envelopes, for a plain thread to
 /// receive from.
-pub fn inbound_channel() -> (std::sync::mpsc::SyncSender<Envelope>, std::sync::mpsc::Receiver<Envelope>) {
+pub fn inbound_channel() -> (std::sync::mpsc::SyncSender<NodeMessage>, std::sync::mpsc::Receiver<NodeMessage>) {
     std::sync::mpsc::sync_channel(INBOUND_QUEUE_MAX)
 }
 
@@ -344,7 +344,7 @@ impl Shared {
     }
 
     /// Hands a received batch from `from` (the connection's node) to the inbound.
-    fn deliver(&self, from: NodeId, envelopes: Vec<Envelope>) {
+    fn deliver(&self, from: NodeId, envelopes: Vec<NodeMessage>) {
         if self.cut(from, self.node) {
             self.count_dropped(DropReason::Fault, envelopes.len());
             return;
@@ -454,38 +454,59 @@ impl Transport {
     /// handed straight to the inbound (no network, no delay, no fault).
     /// The rest are dropped and counted when their link is cut, their peer
     /// unknown, or its queue full.
-    pub fn send(&self, envelopes: Vec<Envelope>) {
+    pub fn send(&self, envelopes: Vec<NodeMessage>) {
         let sent_at = Instant::now();
-        let closed = self.shared.closed.load(Ordering::Relaxed);
         let mut tally = Tally::default();
         for envelope in envelopes {
-            if closed {
-                tally.drop(DropReason::Shutdown);
-            } else if envelope.from != self.shared.node {
-                tally.drop(DropReason::WrongSender);
-            } else if envelope.to == self.shared.node {
-                if self.shared.inbound.deliver(envelope) {
-                    tally.delivered += 1;
-                } else {
-                    tally.drop(DropReason::InboundRefused);
-                }
-            } else if let Some(queue) = self.queues.get(&envelope.to) {
-                if self.shared.cut(envelope.from, envelope.to) {
-                    tally.drop(DropReason::Fault);
-                } else if let Err(error) = queue.try_send(Queued { sent_at, envelope }) {
-                    tally.drop(match error {
-                        mpsc::error::TrySendError::Full(_) => DropReason::QueueFull,
-                        mpsc::error::TrySendError::Closed(_) => DropReason::Shutdown,
-                    });
-                }
-            } else {
-                tally.drop(DropReason::UnknownPeer);
+            match self.queue(envelope, sent_at) {
+                Ok(true) => tally.delivered += 1,
+                Ok(false) => {}
+                Err(reason) => tally.drop(reason),
             }
         }
         tally.flush(&self.shared);
     }
 
-    /// The fault rules this transport obeys.
+    /// Queues one message: `Ok(true)` if it was delivered to this node's own
+    /// inbound, `Ok(false)` if queued for its peer, else why it was dropped.
+    fn queue(&self, envelope: NodeMessage, sent_at: Instant) -> Result<bool, DropReason> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            Err(DropReason::Shutdown)
+        } else if envelope.from != self.shared.node {
+            Err(DropReason::WrongSender)
+        } else if envelope.to == self.shared.node {
+            if self.shared.inbound.deliver(envelope) { Ok(true) } else { Err(DropReason::InboundRefused) }
+        } else if let Some(queue) = self.queues.get(&envelope.to) {
+            if self.shared.cut(envelope.from, envelope.to) {
+                return Err(DropReason::Fault);
+            }
+            queue.try_send(Queued { sent_at, envelope }).map(|()| false).map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => DropReason::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => DropReason::Shutdown,
+            })
+        } else {
+            Err(DropReason::UnknownPeer)
+        }
+    }
+
+    /// Queues one message like [`Transport::send`]; answers whether it was
+    /// taken (false: its link is cut, its peer unknown or its queue full).
+    pub fn try_send_one(&self, message: NodeMessage) -> bool {
+        let mut tally = Tally::default();
+        let taken = match self.queue(message, Instant::now()) {
+            Ok(delivered) => {
+                tally.delivered += u64::from(delivered);
+                true
+            }
+            Err(reason) => {
+                tally.drop(reason);
+                false
+            }
+        };
+        tally.flush(&self.shared);
+        taken
+    }
+
     /// Whether this node's connection to `peer` is up: a live process at
     /// the other end accepted it and has not closed it since.
     pub fn is_connected(&self, peer: NodeId) -> bool {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geodb_geo::paxos::{Ballot, GroupId, Message, Slot};
+use geodb_geo::paxos::{Ballot, Envelope, GroupId, Message, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,19 +26,19 @@ fn region(name: &str) -> Region {
 }
 
 /// A heartbeat numbered `seq`, so that order can be checked.
-fn envelope(from: u64, to: u64, seq: u64) -> Envelope {
-    Envelope {
+fn envelope(from: u64, to: u64, seq: u64) -> NodeMessage {
+    NodeMessage::paxos(Envelope {
         group: GroupId(seq % 3),
         from: NodeId(from),
         to: NodeId(to),
         message: Message::Heartbeat { ballot: Ballot::new(1, NodeId(from)), seq, chosen: Slot(seq) },
-    }
+    })
 }
 
-fn seq_of(envelope: &Envelope) -> u64 {
-    match envelope.message {
-        Message::Heartbeat { seq, .. } => seq,
-        ref other => panic!("not a test heartbeat: {other:?}"),
+fn seq_of(envelope: &NodeMessage) -> u64 {
+    match &envelope.body {
+        geodb_txn::Body::Paxos { message: Message::Heartbeat { seq, .. }, .. } => *seq,
+        other => panic!("not a test heartbeat: {other:?}"),
     }
 }
 
@@ -91,13 +91,13 @@ fn config(
 
 struct TestNode {
     transport: Arc<Transport>,
-    inbound: mpsc::Receiver<Envelope>,
+    inbound: mpsc::Receiver<NodeMessage>,
     address: SocketAddr,
 }
 
 impl TestNode {
     /// The next envelope received, or a failed test after `WAIT_MAX`.
-    async fn receive(&mut self) -> Envelope {
+    async fn receive(&mut self) -> NodeMessage {
         match tokio::time::timeout(WAIT_MAX, self.inbound.recv()).await {
             Ok(Some(envelope)) => envelope,
             Ok(None) => panic!("the inbound channel closed"),
@@ -158,7 +158,7 @@ fn hello(from: u64, cluster: u64) -> Vec<u8> {
     frame::encode(&Frame::Hello { from: NodeId(from), cluster }, FRAME_BYTES_MAX).unwrap()
 }
 
-fn batch(envelopes: &[Envelope]) -> Vec<u8> {
+fn batch(envelopes: &[NodeMessage]) -> Vec<u8> {
     frame::encode(&Frame::Batch(Cow::Borrowed(envelopes)), FRAME_BYTES_MAX).unwrap()
 }
 

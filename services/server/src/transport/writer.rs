@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use geodb_geo::NodeId;
-use geodb_geo::paxos::Envelope;
+use geodb_txn::NodeMessage;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,7 +58,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct Queued {
     pub sent_at: std::time::Instant,
-    pub envelope: Envelope,
+    pub envelope: NodeMessage,
 }
 
 struct Connection {
@@ -159,7 +159,7 @@ impl PeerWriter {
     async fn write_due(&mut self) {
         let now = Instant::now();
         let due = self.delayed.iter().take_while(|queued| self.due(queued) <= now).count();
-        let batch: Vec<Envelope> = self.delayed.drain(..due).map(|queued| queued.envelope).collect();
+        let batch: Vec<NodeMessage> = self.delayed.drain(..due).map(|queued| queued.envelope).collect();
         // Checked again at expiry: a rule added while the batch was delayed
         // must stop it, as a cut cable stops what is on the wire.
         if self.shared.cut(self.shared.node, self.peer) {

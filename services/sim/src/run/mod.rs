@@ -150,10 +150,6 @@ const CLIENTS_PER_GROUP: usize = 3;
 const FAULT_PHASE_BUDGET_PERCENT: usize = 75;
 const _: () = assert!(FAULT_PHASE_BUDGET_PERCENT <= 100);
 const NODES_PER_REGION: u64 = 3;
-/// An aimed crash waits this long for a node with writes in flight to disk,
-/// at most this many times, then gives up.
-const CRASH_AIM_RETRY_US: u64 = 500;
-const CRASH_AIM_ATTEMPTS_MAX: u32 = 200;
 
 #[derive(Debug)]
 enum Event {
@@ -212,13 +208,10 @@ struct SimNode {
     up: bool,
     incarnation: u64,
     clock: Clock,
-    fsync_us: u64,
+    disk: crate::disk::Disk,
     paxos: MultiPaxos,
     durable: BTreeMap<GroupId, Stored>,
     syncing: VecDeque<NodeReady>,
-    /// The latest fsync scheduled: Readies handed over before it starts join it.
-    sync_start_us: u64,
-    sync_end_us: u64,
     registers: BTreeMap<GroupId, Registers>,
 }
 
@@ -358,12 +351,10 @@ impl World {
                     up: false,
                     incarnation: 0,
                     clock,
-                    fsync_us,
+                    disk: crate::disk::Disk::new(fsync_us),
                     paxos: MultiPaxos::new(*node),
                     durable: BTreeMap::new(),
                     syncing: VecDeque::new(),
-                    sync_start_us: 0,
-                    sync_end_us: 0,
                     registers: BTreeMap::new(),
                 },
             );
@@ -554,8 +545,7 @@ impl World {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.up = true;
         sim_node.incarnation += 1;
-        sim_node.sync_start_us = now;
-        sim_node.sync_end_us = now;
+        sim_node.disk.restart(now);
         let local = sim_node.clock.local_us(now);
         let mut paxos = MultiPaxos::new(node);
         for group in &self.groups {
@@ -584,16 +574,7 @@ impl World {
             return;
         }
         let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
-        // Group commit: one fsync makes durable everything handed over before
-        // it started; a Ready arriving while one runs waits for the next.
-        let done_at = if !has_persist || now < sim_node.sync_start_us {
-            sim_node.sync_end_us.max(now)
-        } else {
-            let start = now.max(sim_node.sync_end_us);
-            sim_node.sync_start_us = start;
-            sim_node.sync_end_us = start + sim_node.fsync_us;
-            sim_node.sync_end_us
-        };
+        let done_at = sim_node.disk.durable_at(now, has_persist);
         let incarnation = sim_node.incarnation;
         let mut early = Vec::new();
         if self.options.faults.ack_before_persist {
@@ -661,21 +642,13 @@ impl World {
     }
 
     fn transmit(&mut self, envelope: Envelope) {
-        let (from, to) = (envelope.from, envelope.to);
         self.report.messages_sent += 1;
-        if self.network.is_blocked(from, to) || self.scheduler.chance(self.network.config.loss) {
-            self.report.messages_lost += 1;
-            return;
-        }
-        let base = self.network.one_way_us(from, to);
-        let jitter_max = self.network.config.jitter_us_max;
-        if self.scheduler.chance(self.network.config.duplicate) {
-            self.report.messages_duplicated += 1;
-            let delay = base + self.scheduler.between(0, jitter_max);
+        let delivery = self.network.send(&mut self.scheduler, envelope.from, envelope.to);
+        self.report.messages_lost += u64::from(delivery.lost);
+        self.report.messages_duplicated += u64::from(delivery.duplicated);
+        for delay in delivery.delays_us {
             self.scheduler.after(delay, Event::Deliver(envelope.clone()));
         }
-        let delay = base + self.scheduler.between(0, jitter_max);
-        self.scheduler.after(delay, Event::Deliver(envelope));
     }
 
     fn restore(&mut self, node: NodeId, group: GroupId, snapshot: &Snapshot) {

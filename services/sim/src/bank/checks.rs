@@ -1,0 +1,538 @@
+//! The checks at the end of a bank run.
+//!
+//! The final state comes from the replicas themselves: every version of
+//! every key, with its commit timestamp and writer, from the most advanced
+//! replica of each shard. Against it:
+//!
+//! 1. **Audits** saw the exact total (checked as they ran; failures kept).
+//! 2. **Outcomes**: every acknowledged commit wrote every key it wrote, at
+//!    its commit timestamp; nothing aborted wrote anything; a transaction
+//!    whose outcome is unknown wrote all of its keys or none; every version
+//!    has a writer the clients know.
+//! 3. **Snapshots** (R1–R4): every read and scan at a coordinated level saw,
+//!    for each key, exactly the newest version at or below its read
+//!    timestamp.
+//! 4. **Dependency cycles** (Adya): over committed transactions, edges
+//!    ww (consecutive versions), wr (version read), rw (the read version's
+//!    successor), rt (one ended before the other began). Forbidden: any
+//!    cycle without rw edges (G0, G1c, or a real-time violation); any cycle
+//!    with exactly one rw edge (G-single: forbidden at SI and up); any cycle
+//!    whose rw edges all come from serializable readers.
+//! 5. **Locks**: no replica holds a lock once recovery had time to run.
+//! 6. **Convergence**: replicas of a shard at the same applied slot hold
+//!    the same state.
+//! 7. **The predicate limit** held for every pair of flag ranges.
+//! 8. **Liveness**: commits were acknowledged once the faults stopped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use geodb_storage::{ColumnFamily, Engine, mvcc};
+use geodb_txn::{Isolation, Timestamp};
+
+use super::workload::{FLAG_PAIRS, FLAGS_PER_PAIR_MAX, GENESIS, Kind, Outcome, TxnRecord, flag_ranges};
+use super::*;
+
+/// One version in a key's history.
+#[derive(Clone, Copy, Debug)]
+struct Version {
+    ts: Timestamp,
+    writer: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edge {
+    WriteWrite,
+    WriteRead,
+    ReadWrite,
+    RealTime,
+}
+
+impl World {
+    pub(super) fn check(&mut self) -> Result<(), String> {
+        let records: Vec<TxnRecord> = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for record in &records {
+            if let Outcome::Aborted(reason) = &record.outcome
+                && reason.starts_with("AUDIT")
+            {
+                return Err(format!("audit {} at {:?} read {reason}: {record:?}", record.txn, record.isolation));
+            }
+        }
+        self.check_convergence()?;
+        self.check_locks()?;
+        let chains = self.final_versions()?;
+        let committed = self.check_outcomes(&records, &chains)?;
+        check_flags(&chains)?;
+        let quiet_commits = records
+            .iter()
+            .filter(|record| {
+                matches!(record.outcome, Outcome::Committed(_)) && record.end_us > Some(self.options.fault_phase_us)
+            })
+            .count();
+        if quiet_commits == 0 {
+            return Err("no transaction committed once the faults stopped (liveness)".into());
+        }
+        check_snapshots(&records, &committed, &chains)?;
+        self.report.edges = check_cycles(&records, &committed, &chains)?;
+        for record in &records {
+            match record.outcome {
+                Outcome::Committed(_) => self.report.committed += 1,
+                Outcome::Aborted(_) => self.report.aborted += 1,
+                Outcome::Pending | Outcome::Unknown(_) => self.report.unknown += 1,
+            }
+            if record.kind == Kind::Audit && matches!(record.outcome, Outcome::Committed(_)) {
+                self.report.audits += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The replica of each shard that applied the most slots.
+    fn most_advanced(&self, shard: ShardId) -> Option<Arc<Shard>> {
+        self.nodes
+            .values()
+            .filter(|node| node.up)
+            .filter_map(|node| node.host.shard(shard).cloned())
+            .max_by_key(|replica| replica.applied_slot())
+    }
+
+    fn check_convergence(&self) -> Result<(), String> {
+        for spec in &self.shards {
+            let mut seen: BTreeMap<u64, (NodeId, Vec<u8>)> = BTreeMap::new();
+            for (node, sim_node) in self.nodes.iter().filter(|(_, node)| node.up) {
+                let Some(replica) = sim_node.host.shard(spec.id) else { continue };
+                let state = dump(replica.engine().as_ref())?;
+                match seen.get(&replica.applied_slot()) {
+                    Some((other, expected)) if *expected != state => {
+                        return Err(format!(
+                            "shard {}: replicas {other} and {node} differ at applied slot {}",
+                            spec.id,
+                            replica.applied_slot()
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(replica.applied_slot(), (*node, state));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_locks(&self) -> Result<(), String> {
+        for (node, sim_node) in self.nodes.iter().filter(|(_, node)| node.up) {
+            for replica in sim_node.host.shards() {
+                if replica.holds_locks() {
+                    let stats = replica.stats();
+                    let replicas: Vec<String> = self
+                        .nodes
+                        .iter()
+                        .filter_map(|(id, other)| {
+                            let shard = other.host.shard(replica.id())?;
+                            let status = other.host.status().remove(&GroupId(replica.id()))?;
+                            Some(format!(
+                                "{id}: up {} applied {} chosen {} locks {} {:?} leader {:?}",
+                                other.up,
+                                shard.applied_slot(),
+                                status.chosen,
+                                shard.holds_locks(),
+                                status.role,
+                                status.leader
+                            ))
+                        })
+                        .collect();
+                    return Err(format!(
+                        "{node}: shard {} still holds locks after recovery ({} prepared; stale: {:?}); replicas: {}",
+                        replica.id(),
+                        stats.prepared,
+                        replica.stale_prepared(u64::MAX),
+                        replicas.join("; ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key's versions, oldest first.
+    fn final_versions(&self) -> Result<BTreeMap<Vec<u8>, Vec<Version>>, String> {
+        let mut chains: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
+        for spec in &self.shards {
+            let replica = self.most_advanced(spec.id).ok_or(format!("shard {}: no replica is up", spec.id))?;
+            let versions = mvcc::all_versions(replica.engine().as_ref()).map_err(|e| e.to_string())?;
+            for (key, version) in versions {
+                chains.entry(key).or_default().push(Version { ts: version.ts, writer: version.txn.0 });
+            }
+        }
+        for chain in chains.values_mut() {
+            chain.sort_by_key(|version| version.ts);
+        }
+        Ok(chains)
+    }
+
+    /// Checks what each client was told against the final state; returns
+    /// the transactions that committed (by id) with their commit times.
+    fn check_outcomes(
+        &mut self,
+        records: &[TxnRecord],
+        chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+    ) -> Result<HashMap<u64, Option<Timestamp>>, String> {
+        let mut written: HashMap<u64, Vec<(&Vec<u8>, Timestamp)>> = HashMap::new();
+        for (key, chain) in chains {
+            for version in chain {
+                written.entry(version.writer).or_default().push((key, version.ts));
+            }
+        }
+        let by_id: HashMap<u64, &TxnRecord> = records.iter().map(|record| (record.txn.0, record)).collect();
+        for writer in written.keys() {
+            if !by_id.contains_key(writer) {
+                return Err(format!("a version written by {writer}, which no client ran"));
+            }
+        }
+        let mut committed = HashMap::new();
+        for record in records {
+            let id = record.txn.0;
+            let versions = written.get(&id).map(Vec::as_slice).unwrap_or_default();
+            let describe =
+                || format!("{} ({:?}, {:?}, writes {:?})", record.txn, record.kind, record.isolation, record.writes);
+            match &record.outcome {
+                Outcome::Committed(ts) => {
+                    for key in &record.writes {
+                        if !versions.iter().any(|(written, at)| *written == key && at == ts) {
+                            return Err(format!(
+                                "acknowledged commit {} at {ts} is missing its write to {key:?}",
+                                describe()
+                            ));
+                        }
+                    }
+                    if versions.len() != record.writes.len() {
+                        return Err(format!("{} wrote {versions:?}", describe()));
+                    }
+                    if record.writes.len() > 1
+                        && record
+                            .writes
+                            .iter()
+                            .map(|key| self.shard_of(key))
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len()
+                            > 1
+                    {
+                        self.report.distributed_commits += 1;
+                    }
+                    committed.insert(id, Some(*ts));
+                }
+                Outcome::Aborted(reason) => {
+                    if !versions.is_empty() {
+                        return Err(format!("{} was answered \"{reason}\" but wrote {versions:?}", describe()));
+                    }
+                }
+                Outcome::Pending | Outcome::Unknown(_) => {
+                    if versions.is_empty() {
+                        continue;
+                    }
+                    let ts = versions[0].1;
+                    let complete =
+                        record.writes.iter().all(|key| versions.iter().any(|(k, at)| *k == key && *at == ts));
+                    if !complete || versions.len() != record.writes.len() {
+                        return Err(format!("{} is half applied: {versions:?}", describe()));
+                    }
+                    committed.insert(id, None);
+                }
+            }
+        }
+        Ok(committed)
+    }
+
+    fn shard_of(&self, key: &[u8]) -> ShardId {
+        geodb_txn::Router::shard_of(&workload::BankRouter, key)
+    }
+}
+
+/// A replica's replicated state, for comparing replicas.
+fn dump(engine: &dyn Engine) -> Result<Vec<u8>, String> {
+    geodb_storage::snapshot::export(engine, &[ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks])
+        .map_err(|e| e.to_string())
+}
+
+fn check_flags(chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
+    let ranges: BTreeMap<ShardId, geodb_txn::protocol::KeyRange> = flag_ranges().collect();
+    for (left, right) in FLAG_PAIRS {
+        let count = chains
+            .keys()
+            .filter(|key| {
+                geodb_txn::conflict::range_contains(&ranges[&left], key)
+                    || geodb_txn::conflict::range_contains(&ranges[&right], key)
+            })
+            .count();
+        if count > FLAGS_PER_PAIR_MAX {
+            return Err(format!(
+                "shards {left} and {right} hold {count} flags, more than the {FLAGS_PER_PAIR_MAX} serializable inserts allow"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What each committed coordinated transaction read, per key: the writer of
+/// the version it saw ([`GENESIS`] for none), from its point reads and its
+/// scans (a key of a scanned range it did not find: none).
+fn observations<'a>(
+    record: &'a TxnRecord,
+    chains: &'a BTreeMap<Vec<u8>, Vec<Version>>,
+) -> impl Iterator<Item = (&'a Vec<u8>, u64)> + 'a {
+    let points = record.reads.iter().map(|(key, writer)| (key, *writer));
+    let scanned = record.scans.iter().flat_map(move |(range, found)| {
+        chains.keys().filter(move |key| geodb_txn::conflict::range_contains(range, key)).map(move |key| {
+            let writer = found.iter().find(|(k, _)| k == key).map_or(GENESIS, |(_, writer)| *writer);
+            (key, writer)
+        })
+    });
+    points.chain(scanned)
+}
+
+/// The index in `chain` of the version `writer` wrote (`None` for
+/// [`GENESIS`], the state before the first version).
+fn position(chain: &[Version], writer: u64) -> Result<Option<usize>, ()> {
+    if writer == GENESIS {
+        return Ok(None);
+    }
+    chain.iter().position(|version| version.writer == writer).map(Some).ok_or(())
+}
+
+fn check_snapshots(
+    records: &[TxnRecord],
+    committed: &HashMap<u64, Option<Timestamp>>,
+    chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+) -> Result<(), String> {
+    let empty = Vec::new();
+    for record in records.iter().filter(|record| committed.contains_key(&record.txn.0)) {
+        for (key, writer) in observations(record, chains) {
+            let chain = chains.get(key).unwrap_or(&empty);
+            let Ok(at) = position(chain, writer) else {
+                return Err(format!("{} read {key:?} as written by {writer}, which never committed it", record.txn));
+            };
+            // The newest version at or below the read timestamp, ignoring
+            // the transaction's own (later) write.
+            let visible =
+                chain.iter().rposition(|version| version.ts <= record.read_ts && version.writer != record.txn.0);
+            if at != visible {
+                return Err(format!(
+                    "{} ({:?}) read {key:?} at {} and saw {:?}, but the newest version at or below it is {:?} (versions {chain:?})",
+                    record.txn,
+                    record.isolation,
+                    record.read_ts,
+                    at.map(|index| chain[index]),
+                    visible.map(|index| chain[index])
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the dependency graph and looks for forbidden cycles; returns
+/// the number of edges.
+fn check_cycles(
+    records: &[TxnRecord],
+    committed: &HashMap<u64, Option<Timestamp>>,
+    chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+) -> Result<u64, String> {
+    let members: Vec<&TxnRecord> = records.iter().filter(|record| committed.contains_key(&record.txn.0)).collect();
+    let index: HashMap<u64, usize> = members.iter().enumerate().map(|(i, record)| (record.txn.0, i)).collect();
+    let n = members.len();
+    let mut edges: Vec<(usize, usize, Edge)> = Vec::new();
+    for chain in chains.values() {
+        for pair in chain.windows(2) {
+            if let (Some(&a), Some(&b)) = (index.get(&pair[0].writer), index.get(&pair[1].writer)) {
+                edges.push((a, b, Edge::WriteWrite));
+            }
+        }
+    }
+    let empty = Vec::new();
+    for (reader, record) in members.iter().enumerate() {
+        for (key, writer) in observations(record, chains) {
+            let chain = chains.get(key).unwrap_or(&empty);
+            let at = position(chain, writer).map_err(|()| format!("{} read a version never written", record.txn))?;
+            if let Some(&source) = index.get(&writer).filter(|source| **source != reader) {
+                edges.push((source, reader, Edge::WriteRead));
+            }
+            let next = at.map_or(0, |at| at + 1);
+            if let Some(version) = chain.get(next).filter(|version| version.writer != record.txn.0)
+                && let Some(&target) = index.get(&version.writer)
+            {
+                edges.push((reader, target, Edge::ReadWrite));
+            }
+        }
+    }
+    // Real time: only transactions whose end is known (acknowledged).
+    for (a, first) in members.iter().enumerate() {
+        let Some(end) = first.end_us.filter(|_| matches!(first.outcome, Outcome::Committed(_))) else { continue };
+        for (b, second) in members.iter().enumerate() {
+            if a != b && end < second.begin_us {
+                edges.push((a, b, Edge::RealTime));
+            }
+        }
+    }
+    let describe = |cycle: &[(usize, usize, Edge)]| {
+        cycle
+            .iter()
+            .map(|(a, b, edge)| {
+                let (first, second) = (members[*a], members[*b]);
+                format!(
+                    "{}({:?} {:?} {}..{:?}) -{edge:?}-> {}",
+                    first.txn, first.kind, first.isolation, first.begin_us, first.end_us, second.txn
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // 1. No cycle without anti-dependencies.
+    let plain: Vec<(usize, usize, Edge)> =
+        edges.iter().copied().filter(|(_, _, edge)| *edge != Edge::ReadWrite).collect();
+    if let Some(cycle) = find_cycle(n, &plain) {
+        return Err(format!(
+            "a cycle of write and real-time dependencies (G0/G1c or real-time order): {}",
+            describe(&cycle)
+        ));
+    }
+    // 2. No cycle with exactly one anti-dependency (G-single).
+    let reach = reachability(n, &plain);
+    for &(reader, writer, edge) in &edges {
+        if edge == Edge::ReadWrite && reach[writer][reader / 64] & (1 << (reader % 64)) != 0 {
+            let mut path = find_path(n, &plain, writer, reader).expect("reachable");
+            path.insert(0, (reader, writer, Edge::ReadWrite));
+            return Err(format!("a cycle with one anti-dependency (G-single): {}", describe(&path)));
+        }
+    }
+    // 3. No cycle whose anti-dependencies all come from serializable readers.
+    let serializable: Vec<(usize, usize, Edge)> = edges
+        .iter()
+        .copied()
+        .filter(|(reader, _, edge)| *edge != Edge::ReadWrite || members[*reader].isolation == Isolation::Serializable)
+        .collect();
+    if let Some(cycle) = find_cycle(n, &serializable) {
+        return Err(format!("a cycle among serializable transactions (G2): {}", describe(&cycle)));
+    }
+    Ok(edges.len() as u64)
+}
+
+fn adjacency(n: usize, edges: &[(usize, usize, Edge)]) -> Vec<Vec<(usize, Edge)>> {
+    let mut out = vec![Vec::new(); n];
+    for &(a, b, edge) in edges {
+        out[a].push((b, edge));
+    }
+    out
+}
+
+/// A cycle, as its edges, if the graph has one (iterative depth-first
+/// search with colours).
+fn find_cycle(n: usize, edges: &[(usize, usize, Edge)]) -> Option<Vec<(usize, usize, Edge)>> {
+    let next = adjacency(n, edges);
+    let mut colour = vec![0u8; n];
+    let mut parent: Vec<Option<(usize, Edge)>> = vec![None; n];
+    for root in 0..n {
+        if colour[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        colour[root] = 1;
+        while let Some((node, child)) = stack.pop() {
+            if child < next[node].len() {
+                stack.push((node, child + 1));
+                let (to, edge) = next[node][child];
+                match colour[to] {
+                    0 => {
+                        colour[to] = 1;
+                        parent[to] = Some((node, edge));
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let mut cycle = vec![(node, to, edge)];
+                        let mut at = node;
+                        while at != to {
+                            let (from, edge) = parent[at].expect("on the stack");
+                            cycle.push((from, at, edge));
+                            at = from;
+                        }
+                        cycle.reverse();
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+            }
+        }
+    }
+    None
+}
+
+/// For each node of an acyclic graph, the set of nodes it reaches (bitsets).
+fn reachability(n: usize, edges: &[(usize, usize, Edge)]) -> Vec<Vec<u64>> {
+    let next = adjacency(n, edges);
+    let words = n.div_ceil(64).max(1);
+    // Reverse topological order by depth-first finishing times.
+    let mut order = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    for root in 0..n {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((node, child)) = stack.pop() {
+            if child < next[node].len() {
+                stack.push((node, child + 1));
+                let to = next[node][child].0;
+                if !seen[to] {
+                    seen[to] = true;
+                    stack.push((to, 0));
+                }
+            } else {
+                order.push(node);
+            }
+        }
+    }
+    let mut reach = vec![vec![0u64; words]; n];
+    for &node in &order {
+        let mut bits = vec![0u64; words];
+        for &(to, _) in &next[node] {
+            bits[to / 64] |= 1 << (to % 64);
+            for (word, other) in bits.iter_mut().zip(&reach[to]) {
+                *word |= other;
+            }
+        }
+        reach[node] = bits;
+    }
+    reach
+}
+
+/// A path from `from` to `to`, as its edges (breadth-first).
+fn find_path(n: usize, edges: &[(usize, usize, Edge)], from: usize, to: usize) -> Option<Vec<(usize, usize, Edge)>> {
+    let next = adjacency(n, edges);
+    let mut parent: Vec<Option<(usize, Edge)>> = vec![None; n];
+    let mut queue = std::collections::VecDeque::from([from]);
+    let mut seen = vec![false; n];
+    seen[from] = true;
+    while let Some(node) = queue.pop_front() {
+        if node == to {
+            let mut path = Vec::new();
+            let mut at = to;
+            while at != from {
+                let (previous, edge) = parent[at].expect("visited");
+                path.push((previous, at, edge));
+                at = previous;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for &(next_node, edge) in &next[node] {
+            if !seen[next_node] {
+                seen[next_node] = true;
+                parent[next_node] = Some((node, edge));
+                queue.push_back(next_node);
+            }
+        }
+    }
+    None
+}

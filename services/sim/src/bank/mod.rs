@@ -1,0 +1,867 @@
+//! The bank: distributed transactions through the real transaction layer,
+//! under faults.
+//!
+//! Nine nodes in the three regions of `docs/benchmarks.md` run the real
+//! [`Host`] (Multi-Paxos groups whose state machines are real [`Shard`]s
+//! on [`MemoryEngine`]s); clients on every node run the real coordinator
+//! ([`TxnManager`], [`Transaction`]) as async tasks on this module's
+//! executor, reaching shards through a simulated [`ShardRpc`]. Four shards:
+//! two homed in us-east and one in eu-west (zone survival, with learners in
+//! other regions), and one with region survival.
+//!
+//! The workload (`workload.rs`): transfers between accounts of different
+//! shards at Snapshot Isolation and Serializable, audits of every account,
+//! and a predicate workload (insert a flag only while fewer than a limit
+//! exist across two shards' ranges) at Serializable. Faults
+//! (`faults.rs`): crashes — coordinators die between prepare and decision
+//! with their node — aimed at writes in flight to disk, partitions (nodes,
+//! regions, single links, one-way), message loss, duplication and
+//! reordering, and clocks skewed and drifting within the bound ε.
+//!
+//! Checked (`checks.rs`): every audit saw the exact total; the predicate
+//! limit held; every acknowledged commit is in every written key's history
+//! at its commit timestamp, nothing aborted is, and nothing is half
+//! applied; no lock survives recovery; every replica of a shard converges;
+//! and the dependency graph of committed transactions (write-write,
+//! write-read and anti-dependency edges from the versions read, real-time
+//! edges between transactions that did not overlap) has no cycle the levels
+//! forbid (G0, G1c and real-time order everywhere; G-single at SI;
+//! any cycle whose anti-dependencies all come from serializable readers).
+//!
+//! Planted bugs ([`BankFaults`]) prove the checks bite.
+//!
+//! [`Host`]: geodb_txn::Host
+//! [`Shard`]: geodb_txn::Shard
+//! [`MemoryEngine`]: geodb_storage::MemoryEngine
+//! [`TxnManager`]: geodb_txn::TxnManager
+//! [`Transaction`]: geodb_txn::Transaction
+//! [`ShardRpc`]: geodb_txn::ShardRpc
+
+mod checks;
+mod faults;
+mod rpc;
+mod workload;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use geodb_geo::paxos::{Config, GroupId, NodeReady, Stored};
+use geodb_geo::{LatencyMatrix, NodeId};
+use geodb_storage::{Engine, MemoryEngine, ScopedEngine};
+use geodb_txn::conflict::ValidationFaults;
+use geodb_txn::host::{HostConfig, HostFaults};
+use geodb_txn::protocol::{Refusal, Request, Response, ShardId};
+use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard};
+
+use crate::clock::Clock;
+use crate::network::{Network, NetworkConfig, Partition};
+use crate::scheduler::Scheduler;
+use rpc::{Executor, NodeRpc};
+use workload::History;
+
+/// Bugs planted in the protocol on purpose, to prove the checks catch them.
+/// Test-only: no real runtime sets these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BankFaults {
+    /// Coordinators answer commits without commit wait (R6).
+    pub skip_commit_wait: bool,
+    /// Participants answer a prepare before it is chosen and durable.
+    pub ack_prepare_before_durable: bool,
+    /// Serializable validation ignores scanned ranges.
+    pub skip_range_validation: bool,
+}
+
+/// What a bank run looks like; everything else is drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct BankOptions {
+    pub faults: BankFaults,
+    /// Length of the fault phase, simulated.
+    pub fault_phase_us: u64,
+    /// Length of the quiet phase that follows (longer than recovery).
+    pub quiet_phase_us: u64,
+    /// The standard latency matrix is divided by this.
+    pub latency_divisor: u64,
+    /// Transactions each client runs, at most.
+    pub transactions_per_client: usize,
+    /// Print every event to stderr.
+    pub trace: bool,
+}
+
+impl Default for BankOptions {
+    fn default() -> Self {
+        BankOptions {
+            faults: BankFaults::default(),
+            fault_phase_us: 1_500_000,
+            quiet_phase_us: 1_500_000,
+            latency_divisor: 10,
+            transactions_per_client: 40,
+            trace: false,
+        }
+    }
+}
+
+/// What a passing run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BankReport {
+    pub seed: u64,
+    pub events: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub unknown: u64,
+    pub distributed_commits: u64,
+    pub audits: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub messages_lost: u64,
+    pub snapshots_installed: u64,
+    /// Prepared transactions recovery resolved (their coordinators died or
+    /// were too slow).
+    pub recovered: u64,
+    /// Dependency edges checked.
+    pub edges: u64,
+    pub trace_digest: u64,
+}
+
+/// A failing run: its seed, what broke, and how to replay it.
+#[derive(Clone, Debug)]
+pub struct BankFailure {
+    pub seed: u64,
+    pub message: String,
+    pub replay: String,
+}
+
+impl std::fmt::Display for BankFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed: {}\nreplay: {}\n(add --trace to print every event)",
+            self.seed, self.message, self.replay
+        )
+    }
+}
+
+/// The one-line command that replays `seed` with `options`.
+pub fn replay_command(seed: u64, options: &BankOptions) -> String {
+    let mut command = format!("cargo run -p geodb-sim -- bank --seed {seed}");
+    if options.faults.skip_commit_wait {
+        command.push_str(" --skip-commit-wait");
+    }
+    if options.faults.ack_prepare_before_durable {
+        command.push_str(" --ack-prepare-before-durable");
+    }
+    if options.faults.skip_range_validation {
+        command.push_str(" --skip-range-validation");
+    }
+    command
+}
+
+/// Runs one seed to the end and checks it; a panic inside the protocol (an
+/// assertion) is a failure of that seed too.
+pub fn run_bank(seed: u64, options: &BankOptions) -> Result<BankReport, BankFailure> {
+    let failure = |message: String| BankFailure { seed, message, replay: replay_command(seed, options) };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| World::new(seed, options.clone()).run())) {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(message)) => Err(failure(message)),
+        Err(panic) => Err(failure(format!("panicked: {}", crate::panic_message(panic.as_ref())))),
+    }
+}
+
+/// Node ticks.
+const TICK_US: u64 = 2_000;
+const NODES_PER_REGION: u64 = 3;
+/// Shards compact after this many applied slots: snapshots and catch-up
+/// from them happen in every run.
+const COMPACT_AFTER_SLOTS: u64 = 16;
+/// The clock bound ε. Clocks are drawn within it (offsets, and drift too
+/// small to leave it within a run).
+const MAX_OFFSET_NS: u64 = 5_000_000;
+/// Clock drift, at most (parts per million), and what it can add to the
+/// gap between two clocks over a whole run (of at most 10 s), with margin.
+const DRIFT_PPM_MAX: i64 = 10;
+const DRIFT_US_MAX: u64 = 2 * DRIFT_PPM_MAX as u64 * 10 + 10;
+/// Simulated physical clocks start here (nanoseconds), so timestamps look
+/// like real ones.
+const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
+/// A prepared transaction older than this (simulated) is recovered.
+const RECOVERY_AFTER_US: u64 = 300_000;
+/// A request parked on a lock longer than this is refused.
+const LOCK_WAIT_MAX_US: u64 = 600_000;
+/// A coordinator's call with no answer after this is lost.
+const CALL_TIMEOUT_US: u64 = 400_000;
+/// Leader redirects a call follows.
+const REDIRECTS_MAX: u32 = 3;
+/// After the quiet phase no transaction begins for this long before the
+/// checks: commits in flight finish, recovery resolves what a dead
+/// coordinator left (well over [`RECOVERY_AFTER_US`]), replicas catch up.
+const SETTLE_US: u64 = 1_500_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Deliver(NodeMessage),
+    SyncDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Crash {
+        nodes: Vec<NodeId>,
+    },
+    CrashWhileSyncing {
+        region: Option<usize>,
+        attempts_left: u32,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Partition {
+        id: u64,
+    },
+    Heal {
+        id: u64,
+    },
+    /// A coordinator's call may have gone unanswered.
+    CallTimeout {
+        node: NodeId,
+        incarnation: u64,
+        id: u64,
+    },
+    /// A sleeping task's clock reading arrived.
+    Wake {
+        node: NodeId,
+        incarnation: u64,
+        id: u64,
+    },
+    /// Start (or restart) a client's task on its node.
+    ClientStart {
+        client: usize,
+    },
+    QuietPhase,
+    /// Clients begin nothing new; recovery and replication settle.
+    Settle,
+}
+
+/// A shard as configured at the start.
+#[derive(Clone, Debug)]
+struct ShardSpec {
+    id: ShardId,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    preferred: NodeId,
+}
+
+/// The physical clock of one node: the run's true time through the node's
+/// offset and drift, in nanoseconds.
+struct NodeClock {
+    now_us: Arc<AtomicU64>,
+    clock: Clock,
+}
+
+impl geodb_txn::Clock for NodeClock {
+    fn now_ns(&self) -> u64 {
+        EPOCH_NS + self.clock.local_us(self.now_us.load(Ordering::Relaxed)) * 1_000
+    }
+}
+
+/// A call of this node in flight: what to resend on a redirect, and who
+/// hears the answer.
+struct Call {
+    shard: ShardId,
+    request: Request,
+    target: NodeId,
+    redirects: u32,
+    /// The host's own request (recovery), by its id; else a coordinator's.
+    host_id: Option<u64>,
+}
+
+struct SimNode {
+    region: usize,
+    up: bool,
+    incarnation: u64,
+    clock: Clock,
+    disk: crate::disk::Disk,
+    hlc: Arc<Hlc>,
+    host: Host,
+    engine: Arc<dyn Engine>,
+    durable: BTreeMap<GroupId, Stored>,
+    syncing: VecDeque<NodeReady>,
+    rpc: NodeRpc,
+    calls: HashMap<u64, Call>,
+}
+
+struct Client {
+    node: NodeId,
+    /// Transactions this client has begun (across restarts of its task).
+    begun: Arc<std::sync::atomic::AtomicUsize>,
+    task: Option<usize>,
+}
+
+struct World {
+    options: BankOptions,
+    scheduler: Scheduler<Event>,
+    network: Network,
+    now_us: Arc<AtomicU64>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    shards: Vec<ShardSpec>,
+    configs: BTreeMap<(NodeId, GroupId), Config>,
+    clients: Vec<Client>,
+    executor: Executor,
+    history: History,
+    /// Set once clients must begin nothing new.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Every node's current coordinator endpoint, for clients that hop to
+    /// another gateway.
+    gateways: workload::Gateways,
+    hops: Arc<AtomicU64>,
+    planned_partitions: BTreeMap<u64, Partition>,
+    quiet: bool,
+    report: BankReport,
+    failure: Option<String>,
+}
+
+impl World {
+    fn new(seed: u64, options: BankOptions) -> Self {
+        let mut scheduler = Scheduler::new(seed);
+        let matrix = LatencyMatrix::standard();
+        let regions = matrix.regions.len() as u64;
+        let node_ids: Vec<NodeId> = (1..=regions * NODES_PER_REGION).map(NodeId).collect();
+        let region_of: BTreeMap<NodeId, usize> =
+            node_ids.iter().map(|node| (*node, ((node.0 - 1) / NODES_PER_REGION) as usize)).collect();
+        let base_one_way_us = matrix.rtt_us[0][0] / 2 / options.latency_divisor;
+        let network_config = NetworkConfig {
+            loss: scheduler.between(0, 3_000),
+            duplicate: scheduler.between(0, 3_000),
+            jitter_us_max: base_one_way_us * scheduler.between(0, 4),
+            latency_divisor: options.latency_divisor,
+        };
+        let network = Network::new(matrix, region_of.clone(), network_config);
+        let n = NodeId;
+        let shards = vec![
+            ShardSpec { id: 1, voters: vec![n(1), n(2), n(3)], learners: vec![n(4), n(7)], preferred: n(1) },
+            ShardSpec { id: 2, voters: vec![n(1), n(2), n(3)], learners: vec![n(5), n(8)], preferred: n(2) },
+            ShardSpec { id: 3, voters: vec![n(7), n(8), n(9)], learners: vec![n(1), n(4)], preferred: n(8) },
+            ShardSpec { id: 4, voters: vec![n(1), n(2), n(4), n(5), n(7)], learners: Vec::new(), preferred: n(1) },
+        ];
+        let mut configs = BTreeMap::new();
+        for shard in &shards {
+            let rtt_us = shard
+                .voters
+                .iter()
+                .flat_map(|a| shard.voters.iter().map(|b| network.rtt_us(*a, *b)))
+                .max()
+                .unwrap_or(0);
+            for member in shard.voters.iter().chain(&shard.learners) {
+                let mut config = Config::new(GroupId(shard.id), *member, shard.voters.clone(), rtt_us);
+                config.learners = shard.learners.clone();
+                config.heartbeat_interval_us = (2 * rtt_us).max(2 * TICK_US);
+                config.election_timeout_us = 5 * config.heartbeat_interval_us;
+                config.placement_delay_us = 5 * config.heartbeat_interval_us;
+                config.preferred_leader = Some(shard.preferred);
+                // As the server's shards: one slot in flight.
+                config.window_slots_max = 1;
+                config.seed = rand::Rng::random(scheduler.rng());
+                configs.insert((*member, GroupId(shard.id)), config);
+            }
+        }
+        let now_us = Arc::new(AtomicU64::new(0));
+        let executor = Executor::default();
+        let mut nodes = BTreeMap::new();
+        for node in &node_ids {
+            // Offsets up to the bound, less what drift can add within a
+            // run: every pair of clocks stays within ε, often near it.
+            let clock = Clock {
+                offset_us: scheduler.between(0, MAX_OFFSET_NS / 1_000 - DRIFT_US_MAX),
+                drift_ppm: scheduler.between(0, 2 * DRIFT_PPM_MAX as u64) as i64 - DRIFT_PPM_MAX,
+            };
+            let fsync_us =
+                if scheduler.chance(70_000) { scheduler.between(50, 500) } else { scheduler.between(1_000, 5_000) };
+            let hlc = Arc::new(Hlc::new(Box::new(NodeClock { now_us: now_us.clone(), clock }), MAX_OFFSET_NS));
+            nodes.insert(
+                *node,
+                SimNode {
+                    region: region_of[node],
+                    up: false,
+                    incarnation: 0,
+                    clock,
+                    disk: crate::disk::Disk::new(fsync_us),
+                    host: Host::new(HostConfig::new(*node), hlc.clone(), 0),
+                    hlc,
+                    engine: Arc::new(MemoryEngine::new()),
+                    durable: BTreeMap::new(),
+                    syncing: VecDeque::new(),
+                    rpc: NodeRpc::detached(),
+                    calls: HashMap::new(),
+                },
+            );
+        }
+        let clients = node_ids.iter().map(|node| Client { node: *node, begun: Arc::default(), task: None }).collect();
+        World {
+            options,
+            scheduler,
+            network,
+            now_us,
+            nodes,
+            shards,
+            configs,
+            clients,
+            executor,
+            history: Arc::default(),
+            stopping: Arc::default(),
+            gateways: Arc::default(),
+            hops: Arc::default(),
+            planned_partitions: BTreeMap::new(),
+            quiet: false,
+            report: BankReport { seed, trace_digest: 0xcbf2_9ce4_8422_2325, ..BankReport::default() },
+            failure: None,
+        }
+    }
+
+    fn run(mut self) -> Result<BankReport, String> {
+        let node_ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for node in &node_ids {
+            self.restart(*node);
+        }
+        for client in 0..self.clients.len() {
+            let start = self.scheduler.between(0, 20_000);
+            self.scheduler.at(start, Event::ClientStart { client });
+        }
+        self.plan_faults(&node_ids);
+        let fault_end = self.options.fault_phase_us;
+        let settle = fault_end + self.options.quiet_phase_us;
+        let end = settle + SETTLE_US;
+        self.scheduler.at(fault_end, Event::QuietPhase);
+        self.scheduler.at(settle, Event::Settle);
+        while let Some(event) = self.scheduler.next_until(end) {
+            self.now_us.store(self.scheduler.now_us(), Ordering::Relaxed);
+            self.handle(event);
+            self.poll_tasks();
+            if let Some(message) = self.failure.take() {
+                return Err(format!("{message} (at {} us)", self.scheduler.now_us()));
+            }
+        }
+        self.report.events = self.scheduler.events_run();
+        self.check()?;
+        Ok(self.report)
+    }
+
+    fn fail(&mut self, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some(message);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.scheduler.now_us();
+        if self.options.trace {
+            eprintln!("{now:>9} us  {event:?}");
+        }
+        let kind: u64 = match &event {
+            Event::Tick { node, .. } => node.0,
+            Event::Deliver(message) => 100 + message.to.0 * 10 + message.from.0,
+            Event::SyncDone { node, .. } => 200 + node.0,
+            Event::Crash { nodes } => 300 + nodes.len() as u64,
+            Event::CrashWhileSyncing { .. } => 400,
+            Event::Restart { node } => 500 + node.0,
+            Event::Partition { id } | Event::Heal { id } => 600 + id,
+            Event::CallTimeout { node, .. } | Event::Wake { node, .. } => 700 + node.0,
+            Event::ClientStart { client } => 800 + *client as u64,
+            Event::QuietPhase => 900,
+            Event::Settle => 1000,
+        };
+        for word in [now, kind] {
+            self.report.trace_digest = (self.report.trace_digest ^ word).wrapping_mul(0x0100_0000_01b3);
+        }
+        match event {
+            Event::Tick { node, incarnation } => {
+                if !self.is_live(node, incarnation) {
+                    return;
+                }
+                let sim_node = self.nodes.get_mut(&node).expect("known node");
+                let local = sim_node.clock.local_us(now);
+                sim_node.host.tick(local);
+                self.scheduler.after(TICK_US, Event::Tick { node, incarnation });
+                self.drive(node);
+            }
+            Event::Deliver(message) => self.deliver(message),
+            Event::SyncDone { node, incarnation } => {
+                if self.is_live(node, incarnation) {
+                    self.sync_done(node);
+                }
+            }
+            Event::Crash { nodes } => {
+                for node in nodes {
+                    self.crash(node);
+                }
+            }
+            Event::CrashWhileSyncing { region, attempts_left } => self.crash_while_syncing(region, attempts_left),
+            Event::Restart { node } => {
+                if !self.nodes[&node].up {
+                    self.restart(node);
+                }
+            }
+            Event::Partition { id } => {
+                if !self.quiet {
+                    let partition = self.planned_partitions[&id].clone();
+                    self.network.partition(id, partition);
+                    self.report.partitions += 1;
+                }
+            }
+            Event::Heal { id } => self.network.heal(id),
+            Event::CallTimeout { node, incarnation, id } => {
+                if self.is_live(node, incarnation)
+                    && let Some(call) = self.nodes.get_mut(&node).expect("known node").calls.remove(&id)
+                {
+                    let reason = format!("no answer from node {} for shard {}", call.target, call.shard);
+                    match call.host_id {
+                        Some(host_id) => {
+                            let response = Response::Refused(Refusal::Unavailable(reason));
+                            self.host_reply(node, host_id, response);
+                        }
+                        None => self.nodes[&node].rpc.complete(id, Err(geodb_txn::RpcError::Lost(reason))),
+                    }
+                }
+            }
+            Event::Wake { node, incarnation, id } => {
+                if self.is_live(node, incarnation) {
+                    self.nodes[&node].rpc.wake(id);
+                }
+            }
+            Event::ClientStart { client } => self.start_client(client),
+            Event::Settle => self.stopping.store(true, Ordering::Relaxed),
+            Event::QuietPhase => {
+                self.quiet = true;
+                self.network.heal_all();
+                self.network.config.loss = 0;
+                self.network.config.duplicate = 0;
+                let down: Vec<NodeId> = self.nodes.iter().filter(|(_, node)| !node.up).map(|(id, _)| *id).collect();
+                for node in down {
+                    self.restart(node);
+                }
+            }
+        }
+    }
+
+    fn is_live(&self, node: NodeId, incarnation: u64) -> bool {
+        let sim_node = &self.nodes[&node];
+        sim_node.up && sim_node.incarnation == incarnation
+    }
+
+    // --- node lifecycle ---------------------------------------------------------
+
+    fn crash(&mut self, node: NodeId) {
+        if !self.nodes[&node].up || self.quiet {
+            return;
+        }
+        let down_us = self.scheduler.between(1_000, 400_000);
+        self.scheduler.after(down_us, Event::Restart { node });
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        // Everything not yet durable is lost: the volatile engine (the
+        // Paxos log is the state machines' durable source), every lock
+        // table, every coordinator running here, every call in flight.
+        sim_node.up = false;
+        sim_node.incarnation += 1;
+        sim_node.syncing.clear();
+        sim_node.calls.clear();
+        sim_node.rpc.detach();
+        self.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+        let dead: Vec<usize> =
+            self.clients.iter().filter(|client| client.node == node).filter_map(|client| client.task).collect();
+        for task in dead {
+            self.executor.kill(task);
+        }
+        for client in self.clients.iter_mut().filter(|client| client.node == node) {
+            client.task = None;
+        }
+        self.report.crashes += 1;
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let now = self.scheduler.now_us();
+        let faults = self.options.faults;
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        sim_node.up = true;
+        sim_node.incarnation += 1;
+        sim_node.disk.restart(now);
+        let local = sim_node.clock.local_us(now);
+        let config = HostConfig {
+            node,
+            recovery_after_us: RECOVERY_AFTER_US,
+            lock_wait_max_us: LOCK_WAIT_MAX_US,
+            faults: HostFaults { ack_prepare_before_durable: faults.ack_prepare_before_durable },
+        };
+        // A restarted node rebuilds its state machines from its durable
+        // Paxos state alone (the engine is volatile here).
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut host = Host::new(config, sim_node.hlc.clone(), sim_node.incarnation << 40);
+        let validation = ValidationFaults { skip_ranges: faults.skip_range_validation };
+        for shard in &self.shards {
+            let group = GroupId(shard.id);
+            let Some(config) = self.configs.get(&(node, group)) else { continue };
+            let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), geodb_txn::shard_prefix(shard.id)));
+            let state = Shard::open_with_faults(shard.id, view, sim_node.hlc.clone(), true, validation)
+                .expect("a fresh memory engine opens");
+            let stored = sim_node.durable.entry(group).or_default().clone();
+            host.add_group(config.clone(), stored, Arc::new(state), COMPACT_AFTER_SLOTS, local);
+        }
+        sim_node.host = host;
+        sim_node.engine = engine;
+        sim_node.rpc = NodeRpc::attached(node, sim_node.incarnation);
+        self.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+            node,
+            workload::Gateway { hlc: sim_node.hlc.clone(), rpc: sim_node.rpc.clone(), region: sim_node.region },
+        );
+        let incarnation = sim_node.incarnation;
+        let first_tick = self.scheduler.between(1, TICK_US);
+        self.scheduler.after(first_tick, Event::Tick { node, incarnation });
+        self.drive(node);
+        for client in 0..self.clients.len() {
+            if self.clients[client].node == node && self.clients[client].task.is_none() {
+                let delay = self.scheduler.between(1_000, 10_000);
+                self.scheduler.after(delay, Event::ClientStart { client });
+            }
+        }
+    }
+
+    // --- persistence and messages -------------------------------------------
+
+    /// Takes the node's Paxos outputs and starts making them durable; sends
+    /// what needs no durability (answers, the host's requests) at once.
+    fn drive(&mut self, node: NodeId) {
+        self.flush_outputs(node);
+        let now = self.scheduler.now_us();
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        if !sim_node.up {
+            return;
+        }
+        let ready = sim_node.host.take_ready();
+        if ready.is_empty() {
+            return;
+        }
+        let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
+        let done_at = sim_node.disk.durable_at(now, has_persist);
+        let incarnation = sim_node.incarnation;
+        let immediate = done_at == now && sim_node.syncing.is_empty();
+        sim_node.syncing.push_back(ready);
+        if immediate {
+            self.sync_done(node);
+        } else {
+            self.scheduler.at(done_at, Event::SyncDone { node, incarnation });
+        }
+    }
+
+    /// The oldest Ready of `node` is durable: persist, then send, then apply.
+    fn sync_done(&mut self, node: NodeId) {
+        let now = self.scheduler.now_us();
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        let ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
+        for (group, group_ready) in &ready {
+            sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
+        }
+        let mut outgoing = Vec::new();
+        for (_, group_ready) in &ready {
+            outgoing.extend(group_ready.send.iter().cloned().map(NodeMessage::paxos));
+        }
+        self.report.snapshots_installed +=
+            ready.iter().filter(|(_, group_ready)| group_ready.restore.is_some()).count() as u64;
+        let local = sim_node.clock.local_us(now);
+        if let Err(error) = sim_node.host.advance(local, ready) {
+            self.fail(format!("{node}: the host could not apply: {error}"));
+            return;
+        }
+        for message in outgoing {
+            self.transmit(message);
+        }
+        self.drive(node);
+    }
+
+    /// Delivers the host's answers and requests.
+    fn flush_outputs(&mut self, node: NodeId) {
+        loop {
+            let sim_node = self.nodes.get_mut(&node).expect("known node");
+            if !sim_node.up {
+                return;
+            }
+            let outputs = sim_node.host.take_outputs();
+            if outputs.is_empty() {
+                return;
+            }
+            for output in outputs {
+                match output {
+                    HostOutput::Reply { origin, response } if origin.node == node => {
+                        self.answer(node, origin.id, response);
+                    }
+                    HostOutput::Reply { origin, response } => self.transmit(NodeMessage {
+                        from: node,
+                        to: origin.node,
+                        body: Body::Reply { id: origin.id, response },
+                    }),
+                    HostOutput::Request { id, shard, request } => {
+                        if matches!(request, Request::Recover { .. }) {
+                            self.report.recovered += 1;
+                        }
+                        let call_id = self.nodes[&node].rpc.next_id();
+                        let call = Call { shard, request, target: node, redirects: 0, host_id: Some(id) };
+                        self.dispatch(node, call_id, call);
+                    }
+                    HostOutput::MembershipApplied { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Sends call `id` of `node` to the shard's leader as `node` knows it
+    /// (or, for a Read Committed read, to a replica in its region).
+    fn dispatch(&mut self, node: NodeId, id: u64, mut call: Call) {
+        let target = self.route(node, call.shard, &call.request);
+        let Some(target) = target else {
+            let reason = format!("shard {} has no known leader", call.shard);
+            match call.host_id {
+                Some(host_id) => self.host_reply(node, host_id, Response::Refused(Refusal::NotLeader { leader: None })),
+                None => self.nodes[&node].rpc.complete(id, Err(geodb_txn::RpcError::NotSent(reason))),
+            }
+            return;
+        };
+        call.target = target;
+        self.send_call(node, id, call);
+    }
+
+    /// Sends call `id` of `node` to `call.target` (in place when that is
+    /// the node itself) and starts its timeout.
+    fn send_call(&mut self, node: NodeId, id: u64, call: Call) {
+        let (target, shard, request) = (call.target, call.shard, call.request.clone());
+        let incarnation = self.nodes[&node].incarnation;
+        self.nodes.get_mut(&node).expect("known node").calls.insert(id, call);
+        self.scheduler.after(CALL_TIMEOUT_US, Event::CallTimeout { node, incarnation, id });
+        if target == node {
+            let local = self.nodes[&node].clock.local_us(self.scheduler.now_us());
+            let sim_node = self.nodes.get_mut(&node).expect("known node");
+            sim_node.host.handle_request(local, Origin { node, id }, shard, request);
+            self.drive(node);
+        } else {
+            self.transmit(NodeMessage { from: node, to: target, body: Body::Request { id, shard, request } });
+        }
+    }
+
+    fn route(&self, node: NodeId, shard: ShardId, request: &Request) -> Option<NodeId> {
+        let sim_node = &self.nodes[&node];
+        let leader = sim_node.host.leader_of(shard).or_else(|| {
+            // A node holding no replica asks the shard's preferred leader.
+            self.shards.iter().find(|spec| spec.id == shard).map(|spec| spec.preferred)
+        });
+        if request.needs_leader() {
+            return leader;
+        }
+        let hosts_replica = self.configs.contains_key(&(node, GroupId(shard)));
+        match leader {
+            Some(leader) if self.nodes[&leader].region == sim_node.region => Some(leader),
+            _ if hosts_replica => Some(node),
+            other => other,
+        }
+    }
+
+    /// An answer to call `id` of `node` arrived.
+    fn answer(&mut self, node: NodeId, id: u64, response: Response) {
+        let Some(mut call) = self.nodes.get_mut(&node).expect("known node").calls.remove(&id) else { return };
+        if let Response::Refused(Refusal::NotLeader { leader: Some(leader) }) = &response
+            && call.redirects < REDIRECTS_MAX
+            && NodeId(*leader) != call.target
+        {
+            call.redirects += 1;
+            call.target = NodeId(*leader);
+            self.send_call(node, id, call);
+            return;
+        }
+        match call.host_id {
+            Some(host_id) => self.host_reply(node, host_id, response),
+            None => self.nodes[&node].rpc.complete(id, Ok(response)),
+        }
+    }
+
+    fn host_reply(&mut self, node: NodeId, host_id: u64, response: Response) {
+        let local = self.nodes[&node].clock.local_us(self.scheduler.now_us());
+        self.nodes.get_mut(&node).expect("known node").host.handle_reply(local, host_id, response);
+        self.drive(node);
+    }
+
+    fn transmit(&mut self, message: NodeMessage) {
+        let delivery = self.network.send(&mut self.scheduler, message.from, message.to);
+        self.report.messages_lost += u64::from(delivery.lost);
+        for delay in delivery.delays_us {
+            self.scheduler.after(delay, Event::Deliver(message.clone()));
+        }
+    }
+
+    fn deliver(&mut self, message: NodeMessage) {
+        let to = message.to;
+        if self.network.is_blocked(message.from, to) || !self.nodes[&to].up {
+            return;
+        }
+        let local = self.nodes[&to].clock.local_us(self.scheduler.now_us());
+        match message.body {
+            Body::Paxos { .. } => {
+                let envelope = message.into_envelope().expect("a Paxos message");
+                self.nodes.get_mut(&to).expect("known node").host.handle_message(local, envelope);
+            }
+            Body::Request { id, shard, request } => {
+                let origin = Origin { node: message.from, id };
+                self.nodes.get_mut(&to).expect("known node").host.handle_request(local, origin, shard, request);
+            }
+            Body::Reply { id, response } => self.answer(to, id, response),
+        }
+        self.drive(to);
+    }
+
+    // --- tasks -----------------------------------------------------------------
+
+    /// Polls every task that was woken, then carries out what they asked
+    /// for (calls, sleeps).
+    fn poll_tasks(&mut self) {
+        loop {
+            let ran = self.executor.run_ready();
+            let mut effects = Vec::new();
+            for (node, sim_node) in &self.nodes {
+                for effect in sim_node.rpc.take_effects() {
+                    effects.push((*node, effect));
+                }
+            }
+            if effects.is_empty() && !ran {
+                return;
+            }
+            for (node, effect) in effects {
+                if !self.nodes[&node].up {
+                    continue;
+                }
+                match effect {
+                    rpc::Effect::Call { id, shard, request } => {
+                        let call = Call { shard, request, target: node, redirects: 0, host_id: None };
+                        self.dispatch(node, id, call);
+                    }
+                    rpc::Effect::Sleep { id, until_ns } => {
+                        let sim_node = &self.nodes[&node];
+                        let at = true_time_at(&sim_node.clock, until_ns, self.scheduler.now_us());
+                        let incarnation = sim_node.incarnation;
+                        self.scheduler.at(at, Event::Wake { node, incarnation, id });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The earliest true time at or after `now_us` at which `clock` reads at
+/// least `until_ns` (physical, with the simulation's epoch).
+fn true_time_at(clock: &Clock, until_ns: u64, now_us: u64) -> u64 {
+    let wanted_us = until_ns.saturating_sub(EPOCH_NS).div_ceil(1_000);
+    let (mut low, mut high) = (now_us, now_us.max(1) * 2 + wanted_us + 1);
+    if clock.local_us(low) >= wanted_us {
+        return low;
+    }
+    while low + 1 < high {
+        let middle = low + (high - low) / 2;
+        if clock.local_us(middle) >= wanted_us { high = middle } else { low = middle }
+    }
+    high
+}

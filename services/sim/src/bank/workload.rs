@@ -1,0 +1,431 @@
+//! The clients: transfers, audits and the predicate workload, run by the
+//! real coordinator, and the history they leave for the checks.
+//!
+//! Keys: `acct` + shard byte + account byte (an account; absent means the
+//! opening balance), and `flag` + shard byte + transaction id (a flag of
+//! the predicate workload). A value is the balance (or 1 for a flag) and
+//! the id of the transaction that wrote it, so every read names the version
+//! it saw.
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use geodb_geo::NodeId;
+use geodb_txn::protocol::{KeyRange, ShardId};
+use geodb_txn::transaction::CoordinatorFaults;
+use geodb_txn::{Error, Hlc, Isolation, ManagerConfig, Router, ShardRpc, Timestamp, Transaction, TxnId, TxnManager};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::rpc::NodeRpc;
+use super::*;
+
+/// Shards holding accounts and flags.
+pub const SHARDS: [ShardId; 4] = [1, 2, 3, 4];
+/// Accounts per shard.
+pub const ACCOUNTS_PER_SHARD: u8 = 4;
+/// Every account opens with this balance (it is not stored until written).
+pub const OPENING_BALANCE: i64 = 100;
+/// The predicate workload's pairs of shards, and the most flags a pair
+/// may hold together.
+pub const FLAG_PAIRS: [(ShardId, ShardId); 2] = [(1, 2), (3, 4)];
+pub const FLAGS_PER_PAIR_MAX: usize = 3;
+/// Writer id of the opening balances.
+pub const GENESIS: u64 = 0;
+/// Share of a client's transactions the fault phase may use (percent): the
+/// rest shows progress once faults stop.
+const FAULT_PHASE_BUDGET_PERCENT: usize = 70;
+
+pub fn account_key(shard: ShardId, account: u8) -> Vec<u8> {
+    let mut key = b"acct".to_vec();
+    key.extend_from_slice(&[shard as u8, account]);
+    key
+}
+
+pub fn accounts() -> impl Iterator<Item = Vec<u8>> {
+    SHARDS.into_iter().flat_map(|shard| (0..ACCOUNTS_PER_SHARD).map(move |account| account_key(shard, account)))
+}
+
+fn flag_range(shard: ShardId) -> KeyRange {
+    let mut start = b"flag".to_vec();
+    start.push(shard as u8);
+    let mut end = b"flag".to_vec();
+    end.push(shard as u8 + 1);
+    (Bound::Included(start), Bound::Excluded(end))
+}
+
+pub fn flag_ranges() -> impl Iterator<Item = (ShardId, KeyRange)> {
+    SHARDS.into_iter().map(|shard| (shard, flag_range(shard)))
+}
+
+pub fn encode_value(amount: i64, writer: TxnId) -> Vec<u8> {
+    let mut value = amount.to_be_bytes().to_vec();
+    value.extend_from_slice(&writer.0.to_be_bytes());
+    value
+}
+
+/// (amount, writer) of a stored value.
+pub fn decode_value(bytes: &[u8]) -> (i64, u64) {
+    assert_eq!(bytes.len(), 16, "a bank value is 16 bytes");
+    let amount = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let writer = u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
+    (amount, writer)
+}
+
+/// Keys name their shard in their fifth byte.
+pub struct BankRouter;
+
+impl Router for BankRouter {
+    fn shard_of(&self, key: &[u8]) -> ShardId {
+        key.get(4).map_or(SHARDS[0], |shard| *shard as ShardId)
+    }
+
+    fn shards_of_range(&self, range: &KeyRange) -> Vec<ShardId> {
+        let shard_of_bound = |bound: &Bound<Vec<u8>>| match bound {
+            Bound::Included(key) | Bound::Excluded(key) if key.len() > 4 => Some(key[4]),
+            _ => None,
+        };
+        match (shard_of_bound(&range.0), &range.1) {
+            // One shard's flag range: [flag s, flag s+1).
+            (Some(start), Bound::Excluded(end)) if end.len() == 5 && end[4] == start + 1 => vec![start as ShardId],
+            _ => SHARDS.to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Transfer,
+    Audit,
+    Predicate,
+    /// A read of a transfer's accounts through another gateway, begun as
+    /// soon as the transfer was acknowledged: it must see the transfer
+    /// (real-time order across gateways, R6).
+    Check,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running, or its commit was sent and no answer came back
+    /// before its node crashed.
+    Pending,
+    Committed(Timestamp),
+    Aborted(String),
+    /// The commit may or may not have happened.
+    Unknown(String),
+}
+
+/// One transaction as its client saw it.
+#[derive(Clone, Debug)]
+pub struct TxnRecord {
+    pub txn: TxnId,
+    pub node: NodeId,
+    pub isolation: Isolation,
+    pub kind: Kind,
+    pub begin_us: u64,
+    pub end_us: Option<u64>,
+    pub read_ts: Timestamp,
+    /// Point reads: the key and the writer of the version read.
+    pub reads: Vec<(Vec<u8>, u64)>,
+    /// Scans: the range and the keys found, with their writers.
+    pub scans: Vec<(KeyRange, Vec<(Vec<u8>, u64)>)>,
+    pub writes: Vec<Vec<u8>>,
+    pub outcome: Outcome,
+}
+
+pub type History = Arc<Mutex<Vec<TxnRecord>>>;
+
+/// A node's coordinator endpoint, while it is up.
+#[derive(Clone)]
+pub struct Gateway {
+    pub hlc: Arc<Hlc>,
+    pub rpc: NodeRpc,
+    pub region: usize,
+}
+
+pub type Gateways = Arc<Mutex<std::collections::BTreeMap<NodeId, Gateway>>>;
+
+/// Transaction id counters of clients hopping to another gateway start
+/// here, above any a node's own clients reach.
+const HOP_IDS: u64 = 1 << 43;
+
+/// What a client task holds.
+pub struct ClientContext {
+    pub node: NodeId,
+    pub manager: Arc<TxnManager>,
+    pub rpc: NodeRpc,
+    pub hlc: Arc<Hlc>,
+    pub history: History,
+    pub now_us: Arc<AtomicU64>,
+    pub begun: Arc<AtomicUsize>,
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    pub gateways: Gateways,
+    pub hops: Arc<AtomicU64>,
+    pub coordinator_faults: CoordinatorFaults,
+    pub budget: usize,
+    pub fault_phase_us: u64,
+    pub rng: StdRng,
+}
+
+impl World {
+    pub(super) fn start_client(&mut self, client: usize) {
+        let node = self.clients[client].node;
+        if !self.nodes[&node].up || self.clients[client].task.is_some_and(|task| self.executor.is_alive(task)) {
+            return;
+        }
+        let sim_node = &self.nodes[&node];
+        let manager = TxnManager::with_config(ManagerConfig {
+            node: node.0,
+            hlc: sim_node.hlc.clone(),
+            rpc: Arc::new(sim_node.rpc.clone()),
+            router: Arc::new(BankRouter),
+            ids_engine: None,
+            first_id: sim_node.incarnation << 24,
+            commit_wait: true,
+            faults: CoordinatorFaults { skip_commit_wait: self.options.faults.skip_commit_wait },
+        })
+        .expect("a manager without durable ids opens");
+        let context = ClientContext {
+            node,
+            manager,
+            rpc: sim_node.rpc.clone(),
+            hlc: sim_node.hlc.clone(),
+            history: self.history.clone(),
+            now_us: self.now_us.clone(),
+            begun: self.clients[client].begun.clone(),
+            stopping: self.stopping.clone(),
+            gateways: self.gateways.clone(),
+            hops: self.hops.clone(),
+            coordinator_faults: CoordinatorFaults { skip_commit_wait: self.options.faults.skip_commit_wait },
+            budget: self.options.transactions_per_client,
+            fault_phase_us: self.options.fault_phase_us,
+            rng: StdRng::seed_from_u64(rand::Rng::random(self.scheduler.rng())),
+        };
+        self.clients[client].task = Some(self.executor.spawn(run_client(context)));
+    }
+}
+
+async fn run_client(mut context: ClientContext) {
+    loop {
+        let begun = context.begun.load(Ordering::Relaxed);
+        if begun >= context.budget || context.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = context.now_us.load(Ordering::Relaxed);
+        if now < context.fault_phase_us && begun >= context.budget * FAULT_PHASE_BUDGET_PERCENT / 100 {
+            // Budget spent for the fault phase: wait for the quiet one.
+            let wait_ns = (context.fault_phase_us - now + 1) * 1_000;
+            context.rpc.sleep_until(context.hlc.physical_now_ns() + wait_ns).await;
+            continue;
+        }
+        context.begun.fetch_add(1, Ordering::Relaxed);
+        let kind = match context.rng.random_range(0..100) {
+            0..55 => Kind::Transfer,
+            55..80 => Kind::Audit,
+            _ => Kind::Predicate,
+        };
+        let mut checked = None;
+        match kind {
+            Kind::Transfer => {
+                let written = transfer(&mut context).await;
+                if context.rng.random_bool(0.5) {
+                    checked = written;
+                }
+            }
+            Kind::Audit => audit(&mut context).await,
+            Kind::Predicate => predicate(&mut context).await,
+            Kind::Check => unreachable!("checks follow transfers"),
+        }
+        if let Some(written) = checked.take() {
+            check(&mut context, written).await;
+        }
+        let think_ns = context.rng.random_range(0..5_000_000);
+        context.rpc.sleep_until(context.hlc.physical_now_ns() + think_ns).await;
+    }
+}
+
+/// A record for `txn`, added to the history at once so that a crash of
+/// its node leaves it there (pending: its outcome unknown).
+fn record(context: &ClientContext, txn: &Transaction, kind: Kind) -> usize {
+    let mut history = context.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    history.push(TxnRecord {
+        txn: txn.id(),
+        node: context.node,
+        isolation: txn.isolation(),
+        kind,
+        begin_us: context.now_us.load(Ordering::Relaxed),
+        end_us: None,
+        read_ts: txn.read_ts(),
+        reads: Vec::new(),
+        scans: Vec::new(),
+        writes: Vec::new(),
+        outcome: Outcome::Pending,
+    });
+    history.len() - 1
+}
+
+fn update(context: &ClientContext, index: usize, change: impl FnOnce(&mut TxnRecord)) {
+    let mut history = context.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    change(&mut history[index]);
+}
+
+fn finish(context: &ClientContext, index: usize, outcome: Result<Timestamp, Error>) {
+    let now = context.now_us.load(Ordering::Relaxed);
+    update(context, index, |record| {
+        record.end_us = Some(now);
+        record.outcome = match outcome {
+            Ok(ts) => Outcome::Committed(ts),
+            Err(error @ Error::OutcomeUnknown(_)) => Outcome::Unknown(error.to_string()),
+            Err(error) => Outcome::Aborted(error.to_string()),
+        };
+    });
+}
+
+fn coordinated(rng: &mut StdRng) -> Isolation {
+    if rng.random_bool(0.5) { Isolation::Snapshot } else { Isolation::Serializable }
+}
+
+async fn read(txn: &mut Transaction, key: &[u8]) -> Result<(i64, u64), Error> {
+    Ok(txn.get_async(key).await?.map_or((OPENING_BALANCE, GENESIS), |bytes| decode_value(&bytes)))
+}
+
+/// Moves money between two accounts, usually of different shards; returns
+/// the accounts if it committed.
+async fn transfer(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
+    let isolation = coordinated(&mut context.rng);
+    let Ok(mut txn) = context.manager.begin(isolation) else { return None };
+    let index = record(context, &txn, Kind::Transfer);
+    let mut pick = || {
+        let shard = SHARDS[context.rng.random_range(0..SHARDS.len())];
+        account_key(shard, context.rng.random_range(0..ACCOUNTS_PER_SHARD))
+    };
+    let from = pick();
+    let mut to = pick();
+    while to == from {
+        to = pick();
+    }
+    let amount = context.rng.random_range(1..=20);
+    let outcome = async {
+        let (from_balance, from_writer) = read(&mut txn, &from).await?;
+        let (to_balance, to_writer) = read(&mut txn, &to).await?;
+        update(context, index, |record| {
+            record.reads.push((from.clone(), from_writer));
+            record.reads.push((to.clone(), to_writer));
+        });
+        let amount = amount.min(from_balance.max(0));
+        txn.put(from.clone(), encode_value(from_balance - amount, txn.id()))?;
+        txn.put(to.clone(), encode_value(to_balance + amount, txn.id()))?;
+        update(context, index, |record| record.writes = vec![from.clone(), to.clone()]);
+        txn.commit_async().await
+    }
+    .await;
+    let committed = outcome.is_ok();
+    finish(context, index, outcome);
+    committed.then(|| vec![from, to])
+}
+
+/// Reads `keys` at once through another gateway (another region's when it
+/// is up), at Snapshot Isolation.
+async fn check(context: &mut ClientContext, keys: Vec<Vec<u8>>) {
+    let (node, gateway) = {
+        let gateways = context.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let here = gateways.get(&context.node).map(|gateway| gateway.region);
+        let others: Vec<(NodeId, Gateway)> = gateways
+            .iter()
+            .filter(|(node, gateway)| **node != context.node && Some(gateway.region) != here)
+            .map(|(node, gateway)| (*node, gateway.clone()))
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        others[context.rng.random_range(0..others.len())].clone()
+    };
+    let hop = context.hops.fetch_add(1, Ordering::Relaxed);
+    let Ok(manager) = TxnManager::with_config(ManagerConfig {
+        node: node.0,
+        hlc: gateway.hlc.clone(),
+        rpc: Arc::new(gateway.rpc.clone()),
+        router: Arc::new(BankRouter),
+        ids_engine: None,
+        first_id: HOP_IDS + hop,
+        commit_wait: true,
+        faults: context.coordinator_faults,
+    }) else {
+        return;
+    };
+    let Ok(mut txn) = manager.begin(Isolation::Snapshot) else { return };
+    let index = record(context, &txn, Kind::Check);
+    update(context, index, |record| record.node = node);
+    let outcome = async {
+        for key in &keys {
+            let (_, writer) = read(&mut txn, key).await?;
+            update(context, index, |record| record.reads.push((key.clone(), writer)));
+        }
+        txn.commit_async().await
+    }
+    .await;
+    finish(context, index, outcome);
+}
+
+/// Reads every account in one scan across all shards.
+async fn audit(context: &mut ClientContext) {
+    let isolation = coordinated(&mut context.rng);
+    let Ok(mut txn) = context.manager.begin(isolation) else { return };
+    let index = record(context, &txn, Kind::Audit);
+    let range: KeyRange = (Bound::Included(b"acct".to_vec()), Bound::Excluded(b"acct\xff".to_vec()));
+    let outcome = async {
+        let rows = txn.scan_async(range.0.clone(), range.1.clone(), false, None).await?;
+        let found: Vec<(Vec<u8>, u64)> = rows.iter().map(|(key, value)| (key.clone(), decode_value(value).1)).collect();
+        update(context, index, |record| record.scans.push((range.clone(), found)));
+        let stored: i64 = rows.iter().map(|(_, value)| decode_value(value).0).sum();
+        let absent = accounts().count() - rows.len();
+        let total = stored + absent as i64 * OPENING_BALANCE;
+        let expected = accounts().count() as i64 * OPENING_BALANCE;
+        if total != expected {
+            // Recorded; the checks fail the run with the details.
+            update(context, index, |record| {
+                record.outcome = Outcome::Aborted(format!("AUDIT TOTAL {total} != {expected}"));
+            });
+        }
+        txn.commit_async().await
+    }
+    .await;
+    let audit_failed = {
+        let history = context.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(&history[index].outcome, Outcome::Aborted(reason) if reason.starts_with("AUDIT"))
+    };
+    if !audit_failed {
+        finish(context, index, outcome);
+    }
+}
+
+/// Inserts a flag into one of a pair of shards' ranges only while fewer
+/// than the limit exist in both together: serializable only (at SI two of
+/// them may both see room — write skew on a predicate — which SI allows).
+async fn predicate(context: &mut ClientContext) {
+    let Ok(mut txn) = context.manager.begin(Isolation::Serializable) else { return };
+    let index = record(context, &txn, Kind::Predicate);
+    let (left, right) = FLAG_PAIRS[context.rng.random_range(0..FLAG_PAIRS.len())];
+    let target = if context.rng.random_bool(0.5) { left } else { right };
+    let outcome = async {
+        let mut count = 0;
+        for shard in [left, right] {
+            let range = flag_range(shard);
+            let rows = txn.scan_async(range.0.clone(), range.1.clone(), false, None).await?;
+            count += rows.len();
+            let found = rows.iter().map(|(key, value)| (key.clone(), decode_value(value).1)).collect();
+            update(context, index, |record| record.scans.push((range, found)));
+        }
+        if count < FLAGS_PER_PAIR_MAX {
+            let mut key = b"flag".to_vec();
+            key.push(target as u8);
+            key.extend_from_slice(&txn.id().0.to_be_bytes());
+            txn.put(key.clone(), encode_value(1, txn.id()))?;
+            update(context, index, |record| record.writes = vec![key]);
+        }
+        txn.commit_async().await
+    }
+    .await;
+    finish(context, index, outcome);
+}

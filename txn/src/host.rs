@@ -1,0 +1,873 @@
+//! The host: a node's replicated shards, as one sans-IO step function.
+//!
+//! A [`Host`] owns a node's Multi-Paxos groups ([`MultiPaxos`]) and, for
+//! each, the [`Shard`] that is its state machine. It is the contract
+//! between replication and what is replicated, and it is the same code in
+//! the server (`services/server`, one driver thread per node) and in the
+//! simulator (`services/sim`, every node of a cluster in one thread):
+//!
+//! ```text
+//!  inputs                        Host                           outputs
+//!  handle_message(Envelope) ─►  Paxos groups  ─► take_ready():  persist, send   (Paxos, in that order)
+//!  handle_request(origin, …) ─► shards:        ─► advance(ready) after persist:
+//!  handle_reply(id, …)       ─►  read, validate,    restore, apply, reads; then
+//!  tick(now)                 ─►  propose, apply  ─► take_outputs(): replies, requests
+//! ```
+//!
+//! The runtime's loop: feed inputs; `take_ready`; make its `persist` parts
+//! durable; send its messages; `advance` with it; send what `take_outputs`
+//! returns (replies to coordinators, local or remote, and the host's own
+//! requests to other shards, whose answers come back through
+//! `handle_reply`). Outputs that need no durability (read answers,
+//! refusals) may be taken and sent at any time.
+//!
+//! What the host adds to Paxos and the shards:
+//!
+//! - **Leadership** (R4, R5): a newly elected leader first runs its own
+//!   read-index round (everything chosen before its ballot is applied here),
+//!   then waits until its physical clock is ε past that moment, and only
+//!   then lets its shard serve. Losing leadership stops serving at once:
+//!   in-flight locks are dropped, waiting requests are refused, and
+//!   proposals in flight answer "outcome unknown".
+//! - **Barriers** (R4): a read that carries `barrier` is served only after a
+//!   read-index round that started after it arrived.
+//! - **Waiting** (R3): a read, or a highly available write, that meets a
+//!   lock is parked and tried again whenever the shard releases locks; it
+//!   gives up after `lock_wait_max_us`.
+//! - **Recovery** (R9): a prepared transaction held longer than
+//!   `recovery_after_us` is resolved from its record shard.
+//! - **Snapshots**: every `snapshot_interval` applied slots a shard is
+//!   snapshotted and the log compacted; a lagging replica restores one.
+//!
+//! Proposals carry their origin (node and sequence number) so that the
+//! node that proposed an entry answers its coordinator once the entry is
+//! applied locally.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use geodb_geo::NodeId;
+use geodb_geo::paxos::{
+    Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, RoleKind,
+    Snapshot, Stored, Value,
+};
+use geodb_storage::TxnId;
+
+use crate::participant::{Applied, Proposal, ReadGate, Shard};
+use crate::protocol::{Decision, Entry, ReadMode, Refusal, Request, Response, ShardId};
+use crate::{Error, Hlc, Result};
+
+/// Default: a prepared transaction this old is resolved from its record
+/// shard. Far above a commit's normal duration (a few wide-area round trips).
+pub const RECOVERY_AFTER_US: u64 = 2_000_000;
+/// Default: how long a request waits for a lock before it is refused.
+pub const LOCK_WAIT_MAX_US: u64 = 10_000_000;
+/// Requests parked on locks per node, at most; beyond it new ones are
+/// refused as unavailable (load shedding rather than a growing queue).
+pub const PARKED_MAX: usize = 16_384;
+
+/// Who asked: a coordinator on `node` (this one or another), and its own
+/// number for the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    pub node: NodeId,
+    pub id: u64,
+}
+
+/// Everything nodes say to each other: Paxos messages of any group, and
+/// coordinators' requests to shards and their answers. One connection per
+/// node pair carries all of it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeMessage {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub body: Body,
+}
+
+/// What a [`NodeMessage`] carries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Body {
+    Paxos {
+        group: GroupId,
+        message: geodb_geo::paxos::Message,
+    },
+    /// A request (numbered by its sender) to the replica of `shard` on `to`.
+    Request {
+        id: u64,
+        shard: ShardId,
+        request: Request,
+    },
+    /// The answer to request `id` of `to`.
+    Reply {
+        id: u64,
+        response: Response,
+    },
+}
+
+impl NodeMessage {
+    pub fn paxos(envelope: Envelope) -> NodeMessage {
+        NodeMessage {
+            from: envelope.from,
+            to: envelope.to,
+            body: Body::Paxos { group: envelope.group, message: envelope.message },
+        }
+    }
+
+    /// The Paxos envelope, if this is one.
+    pub fn into_envelope(self) -> Option<Envelope> {
+        match self.body {
+            Body::Paxos { group, message } => Some(Envelope { group, from: self.from, to: self.to, message }),
+            _ => None,
+        }
+    }
+}
+
+/// Test-only switches that plant runtime bugs, to prove the simulator
+/// catches them. Never set outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostFaults {
+    /// Answer a prepare as soon as it is proposed, before it is chosen and
+    /// durable.
+    pub ack_prepare_before_durable: bool,
+}
+
+/// How a host behaves.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub node: NodeId,
+    pub recovery_after_us: u64,
+    pub lock_wait_max_us: u64,
+    pub faults: HostFaults,
+}
+
+impl HostConfig {
+    pub fn new(node: NodeId) -> Self {
+        HostConfig {
+            node,
+            recovery_after_us: RECOVERY_AFTER_US,
+            lock_wait_max_us: LOCK_WAIT_MAX_US,
+            faults: HostFaults::default(),
+        }
+    }
+}
+
+/// What the host asks the runtime to do (besides Paxos's own Ready).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostOutput {
+    /// Answer a coordinator.
+    Reply { origin: Origin, response: Response },
+    /// Send a request to a shard's leader on the host's behalf; pass the
+    /// answer (or a refusal if it cannot be delivered) to
+    /// [`Host::handle_reply`] with `id`.
+    Request { id: u64, shard: ShardId, request: Request },
+    /// A membership change was applied here.
+    MembershipApplied { group: GroupId, membership: Membership },
+}
+
+/// Where a shard's leadership stands on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leadership {
+    Follower,
+    /// Elected; our own read-index round (`id`) is confirming.
+    Confirming(u64),
+    /// Caught up; waiting until the physical clock reads `until_ns` (R5).
+    Waiting {
+        until_ns: u64,
+    },
+    Serving,
+}
+
+struct Hosted {
+    shard: Arc<Shard>,
+    snapshot_interval: u64,
+    leadership: Leadership,
+}
+
+/// A request waiting: on a read-index round, or on a lock.
+struct Parked {
+    group: GroupId,
+    origin: Origin,
+    request: Request,
+    since_us: u64,
+}
+
+/// Who hears the outcome of a proposal in flight once it is applied.
+struct Pending {
+    origin: Option<Origin>,
+}
+
+/// The status of one group on this node.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStatus {
+    pub role: Option<RoleKind>,
+    pub leader: Option<NodeId>,
+    pub serving: bool,
+    pub chosen: u64,
+    pub applied: u64,
+    pub snapshot_slot: u64,
+    pub membership: Membership,
+    pub prepared: usize,
+}
+
+/// A node's replicated shards. See the module documentation.
+pub struct Host {
+    config: HostConfig,
+    hlc: Arc<Hlc>,
+    paxos: MultiPaxos,
+    shards: BTreeMap<GroupId, Hosted>,
+    next_seq: u64,
+    proposals: HashMap<(GroupId, u64), Pending>,
+    /// Requests waiting for a read-index round, by round id.
+    barriers: HashMap<u64, Vec<Parked>>,
+    /// Requests waiting on locks, by group.
+    parked: BTreeMap<GroupId, Vec<Parked>>,
+    parked_count: usize,
+    next_read_id: u64,
+    /// Recovery requests this host sent: id → (group, transaction).
+    requests: HashMap<u64, (GroupId, TxnId)>,
+    /// Transactions under recovery, and when it was last asked.
+    recovering: HashMap<(GroupId, TxnId), u64>,
+    next_request_id: u64,
+    outputs: Vec<HostOutput>,
+    now_us: u64,
+}
+
+/// A command of a group's log: who proposed it (to answer its waiter) and
+/// the entry itself.
+fn encode_command(node: NodeId, seq: u64, entry: &Entry) -> Vec<u8> {
+    let entry = entry.encode();
+    let mut out = Vec::with_capacity(16 + entry.len());
+    out.extend_from_slice(&node.0.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&entry);
+    out
+}
+
+fn decode_command(bytes: &[u8]) -> Result<(NodeId, u64, Entry)> {
+    if bytes.len() < 16 {
+        return Err(Error::Storage(geodb_storage::Error::Corrupt("log command shorter than its header".into())));
+    }
+    let node = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    Ok((NodeId(node), seq, Entry::decode(&bytes[16..])?))
+}
+
+impl Host {
+    /// A host with no groups yet. `first_seq` starts the proposal sequence
+    /// numbers: they must not repeat across restarts while an old proposal
+    /// may still be chosen (the server starts at random).
+    pub fn new(config: HostConfig, hlc: Arc<Hlc>, first_seq: u64) -> Self {
+        Host {
+            paxos: MultiPaxos::new(config.node),
+            config,
+            hlc,
+            shards: BTreeMap::new(),
+            next_seq: first_seq,
+            proposals: HashMap::new(),
+            barriers: HashMap::new(),
+            parked: BTreeMap::new(),
+            parked_count: 0,
+            next_read_id: 1,
+            requests: HashMap::new(),
+            recovering: HashMap::new(),
+            next_request_id: 1,
+            outputs: Vec::new(),
+            now_us: 0,
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    pub fn hlc(&self) -> &Arc<Hlc> {
+        &self.hlc
+    }
+
+    /// Adds (or, after a restart, restores) this node's replica of a group
+    /// whose state machine is `shard` (opened over the node's engine). The
+    /// replica replays its log from `stored`; entries the shard already
+    /// applied are skipped.
+    pub fn add_group(
+        &mut self,
+        config: Config,
+        stored: Stored,
+        shard: Arc<Shard>,
+        snapshot_interval: u64,
+        now_us: u64,
+    ) {
+        let group = config.group;
+        assert_eq!(group.0, shard.id(), "a shard is the state machine of the group with its number");
+        shard.set_serving(false);
+        self.paxos.add_group(config, stored, now_us);
+        self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower });
+    }
+
+    pub fn shard(&self, shard: ShardId) -> Option<&Arc<Shard>> {
+        self.shards.get(&GroupId(shard)).map(|hosted| &hosted.shard)
+    }
+
+    pub fn shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
+        self.shards.values().map(|hosted| &hosted.shard)
+    }
+
+    pub fn paxos(&self) -> &MultiPaxos {
+        &self.paxos
+    }
+
+    /// The leader of `shard` as this node knows it.
+    pub fn leader_of(&self, shard: ShardId) -> Option<NodeId> {
+        self.paxos.group(GroupId(shard)).and_then(|replica| replica.leader())
+    }
+
+    pub fn status(&self) -> BTreeMap<GroupId, GroupStatus> {
+        self.paxos
+            .groups()
+            .map(|(group, replica)| {
+                let hosted = &self.shards[&group];
+                let status = GroupStatus {
+                    role: Some(replica.role()),
+                    leader: replica.leader(),
+                    serving: hosted.leadership == Leadership::Serving,
+                    chosen: replica.chosen().0,
+                    applied: hosted.shard.applied_slot(),
+                    snapshot_slot: replica.snapshot_slot().0,
+                    membership: replica.membership().clone(),
+                    prepared: hosted.shard.stats().prepared,
+                };
+                (group, status)
+            })
+            .collect()
+    }
+
+    // --- inputs --------------------------------------------------------------
+
+    /// A Paxos message from another node.
+    pub fn handle_message(&mut self, now_us: u64, envelope: Envelope) {
+        self.now_us = now_us;
+        if envelope.to == self.config.node {
+            self.paxos.step(now_us, envelope);
+        }
+    }
+
+    /// Time passes: Paxos timers, the end of a new leader's wait (R5),
+    /// recovery of old prepared transactions, requests parked too long.
+    pub fn tick(&mut self, now_us: u64) {
+        self.now_us = now_us;
+        self.paxos.tick(now_us);
+        let physical = self.hlc.physical_now_ns();
+        for hosted in self.shards.values_mut() {
+            if let Leadership::Waiting { until_ns } = hosted.leadership
+                && physical >= until_ns
+            {
+                hosted.leadership = Leadership::Serving;
+                hosted.shard.set_serving(true);
+            }
+        }
+        self.recover(now_us);
+        self.expire_parked(now_us);
+    }
+
+    /// A coordinator's request for `shard`.
+    pub fn handle_request(&mut self, now_us: u64, origin: Origin, shard: ShardId, request: Request) {
+        self.now_us = now_us;
+        let group = GroupId(shard);
+        if !self.shards.contains_key(&group) {
+            let leader = self.leader_of(shard).map(|node| node.0);
+            self.reply(origin, Response::Refused(Refusal::NotLeader { leader }));
+            return;
+        }
+        self.serve(Parked { group, origin, request, since_us: now_us });
+    }
+
+    /// The answer to a request this host sent ([`HostOutput::Request`]).
+    pub fn handle_reply(&mut self, now_us: u64, id: u64, response: Response) {
+        self.now_us = now_us;
+        let Some((group, txn)) = self.requests.remove(&id) else { return };
+        if let Response::Decided(decision) = response {
+            // Resolve our part as recorded; a later tick asks again if this
+            // proposal is lost.
+            let hosted = &self.shards[&group];
+            if hosted.leadership == Leadership::Serving && hosted.shard.is_prepared(txn) {
+                self.propose(group, None, txn, Entry::Resolve { txn, decision });
+            }
+        }
+    }
+
+    /// Proposes a membership change of `group` (see
+    /// `MultiPaxos::propose_membership`); [`HostOutput::MembershipApplied`]
+    /// follows once it is applied here.
+    pub fn propose_membership(&mut self, group: GroupId, membership: Membership) -> Result<(), ProposeError> {
+        self.paxos.propose_membership(group, membership)
+    }
+
+    // --- serving -------------------------------------------------------------
+
+    fn leader_hint(&self, group: GroupId) -> Option<u64> {
+        self.paxos
+            .group(group)
+            .and_then(|replica| replica.leader())
+            .filter(|node| *node != self.config.node)
+            .map(|n| n.0)
+    }
+
+    fn serving(&self, group: GroupId) -> bool {
+        self.shards.get(&group).is_some_and(|hosted| hosted.leadership == Leadership::Serving)
+    }
+
+    fn reply(&mut self, origin: Origin, response: Response) {
+        self.outputs.push(HostOutput::Reply { origin, response });
+    }
+
+    fn refuse(&mut self, origin: Origin, error: &Error) {
+        self.reply(origin, Response::Refused(Refusal::from(error)));
+    }
+
+    fn not_leader(&mut self, origin: Origin, group: GroupId) {
+        let leader = self.leader_hint(group);
+        self.reply(origin, Response::Refused(Refusal::NotLeader { leader }));
+    }
+
+    /// Serves (or parks) one request.
+    fn serve(&mut self, parked: Parked) {
+        let group = parked.group;
+        let shard = self.shards[&group].shard.clone();
+        let origin = parked.origin;
+        if parked.request.needs_leader() && !self.serving(group) {
+            self.not_leader(origin, group);
+            return;
+        }
+        match &parked.request {
+            Request::Get { mode, .. } | Request::Scan { mode, .. }
+                if matches!(mode, ReadMode::At { barrier: true, .. }) =>
+            {
+                // R4: confirm leadership with a round that starts now.
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.paxos.read_index(group, id) {
+                    Ok(()) => {
+                        let mut parked = parked;
+                        clear_barrier(&mut parked.request);
+                        self.barriers.entry(id).or_default().push(parked);
+                    }
+                    Err(_) => self.not_leader(origin, group),
+                }
+            }
+            Request::Get { key, mode, .. } => match shard.check_get(key, mode) {
+                Ok(ReadGate::Ready) => {
+                    let response = shard.get(key, mode).map(Response::Value);
+                    self.answer(origin, response);
+                }
+                Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
+                Err(error) => self.refuse(origin, &error),
+            },
+            Request::Scan { range, reverse, limit, mode, .. } => match shard.check_scan(range, mode) {
+                Ok(ReadGate::Ready) => {
+                    let response = shard.scan(range, *reverse, *limit, mode).map(Response::Rows);
+                    self.answer(origin, response);
+                }
+                Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
+                Err(error) => self.refuse(origin, &error),
+            },
+            Request::CommitOne(changes) => {
+                let txn = changes.txn;
+                match shard.propose_commit(changes) {
+                    Ok(Proposal::Entry(entry)) => self.propose(group, Some(origin), txn, entry),
+                    Ok(Proposal::Blocked(_)) => self.park(parked),
+                    Ok(Proposal::AlreadyCommitted(ts)) => self.reply(origin, Response::Committed(ts)),
+                    // A duplicate of a request in flight: the first one is answered.
+                    Ok(Proposal::InFlight) => {}
+                    Ok(Proposal::AlreadyPrepared(_)) => unreachable!("a one-round commit is never prepared"),
+                    Err(error) => self.refuse(origin, &error),
+                }
+            }
+            Request::Prepare { changes, record, participants } => {
+                let txn = changes.txn;
+                match shard.propose_prepare(changes, *record, participants) {
+                    Ok(Proposal::Entry(entry)) => {
+                        let prepare_ts = match &entry {
+                            Entry::Prepare(prepared) => prepared.prepare_ts,
+                            _ => unreachable!("a prepare proposal"),
+                        };
+                        if self.config.faults.ack_prepare_before_durable {
+                            self.reply(origin, Response::Prepared(prepare_ts));
+                            self.propose(group, None, txn, entry);
+                        } else {
+                            self.propose(group, Some(origin), txn, entry);
+                        }
+                    }
+                    Ok(Proposal::AlreadyPrepared(ts)) => self.reply(origin, Response::Prepared(ts)),
+                    Ok(Proposal::Blocked(_)) => self.park(parked),
+                    // A duplicate of a prepare in flight: the first one is answered.
+                    Ok(Proposal::InFlight) => {}
+                    Ok(Proposal::AlreadyCommitted(_)) => unreachable!("a prepare is never a one-round commit"),
+                    Err(error) => self.refuse(origin, &error),
+                }
+            }
+            Request::Decide { txn, decision } => match shard.decision(*txn) {
+                Ok(Some(recorded)) => self.reply(origin, Response::Decided(recorded)),
+                Ok(None) => self.propose(group, Some(origin), *txn, Entry::Decide { txn: *txn, decision: *decision }),
+                Err(error) => self.refuse(origin, &error),
+            },
+            Request::Resolve { txn, decision } => {
+                if shard.is_prepared(*txn) {
+                    self.propose(group, Some(origin), *txn, Entry::Resolve { txn: *txn, decision: *decision });
+                } else {
+                    self.reply(origin, Response::Resolved);
+                }
+            }
+            Request::Recover { txn } => match shard.decision(*txn) {
+                Ok(Some(recorded)) => self.reply(origin, Response::Decided(recorded)),
+                Ok(None) => {
+                    self.propose(group, Some(origin), *txn, Entry::Decide { txn: *txn, decision: Decision::Abort })
+                }
+                Err(error) => self.refuse(origin, &error),
+            },
+        }
+    }
+
+    fn answer(&mut self, origin: Origin, response: Result<Response>) {
+        match response {
+            Ok(response) => self.reply(origin, response),
+            Err(error) => self.refuse(origin, &error),
+        }
+    }
+
+    fn park(&mut self, parked: Parked) {
+        if self.parked_count >= PARKED_MAX {
+            let error = Error::Unavailable("too many requests are waiting on locks here; retry shortly".into());
+            self.refuse(parked.origin, &error);
+            return;
+        }
+        self.parked_count += 1;
+        self.parked.entry(parked.group).or_default().push(parked);
+    }
+
+    /// Proposes `entry` to `group`; `origin` (if any) hears the outcome once
+    /// it is applied here.
+    fn propose(&mut self, group: GroupId, origin: Option<Origin>, txn: TxnId, entry: Entry) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let command = encode_command(self.config.node, seq, &entry);
+        match self.paxos.propose(group, command) {
+            Ok(()) => {
+                self.proposals.insert((group, seq), Pending { origin });
+            }
+            Err(error) => {
+                if matches!(entry, Entry::Commit { .. } | Entry::Prepare(_)) {
+                    self.shards[&group].shard.abandon(txn);
+                }
+                if let Some(origin) = origin {
+                    let refusal = match error {
+                        ProposeError::NotLeader { leader } => Refusal::NotLeader { leader: leader.map(|node| node.0) },
+                        other => Refusal::Unavailable(format!("shard {} cannot take proposals now: {other}", group.0)),
+                    };
+                    self.reply(origin, Response::Refused(refusal));
+                }
+            }
+        }
+    }
+
+    // --- after persist -------------------------------------------------------
+
+    /// Every group's Paxos Ready; make their `persist` durable, send their
+    /// messages, then pass them to [`Host::advance`].
+    pub fn take_ready(&mut self) -> NodeReady {
+        self.paxos.take_ready()
+    }
+
+    /// Replies and requests for the runtime to deliver.
+    pub fn take_outputs(&mut self) -> Vec<HostOutput> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// After `ready` was made durable (and its messages sent): restores
+    /// snapshots, applies chosen entries, serves read-index rounds, and
+    /// follows leadership. An error is a failed engine write or a corrupt
+    /// entry: the runtime must stop this host (a replica that skipped an
+    /// entry would diverge) and fail everything waiting ([`Host::fail`]).
+    pub fn advance(&mut self, now_us: u64, ready: NodeReady) -> Result<()> {
+        self.now_us = now_us;
+        let mut elected = Vec::new();
+        for (group, group_ready) in ready {
+            if !self.shards.contains_key(&group) {
+                continue;
+            }
+            if group_ready.became_leader.is_some() {
+                elected.push(group);
+            }
+            let shard = self.shards[&group].shard.clone();
+            if let Some(snapshot) = group_ready.restore
+                && snapshot.slot.0 > shard.applied_slot()
+            {
+                shard.restore(snapshot.slot.0, &snapshot.data, now_us)?;
+            }
+            let mut applied = false;
+            for committed in group_ready.apply {
+                applied |= self.apply(group, &shard, committed)?;
+            }
+            for read in group_ready.reads {
+                self.read_done(group, read.id, read.outcome);
+            }
+            // Parked requests wait on locks (released by applies) or on the
+            // replica catching up (any apply).
+            if applied {
+                self.retry_parked(group);
+            }
+        }
+        for group in elected {
+            self.start_leadership(group);
+        }
+        self.track_leadership();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    /// Applies one chosen slot. Returns whether anything was applied.
+    fn apply(&mut self, group: GroupId, shard: &Arc<Shard>, committed: Committed) -> Result<bool> {
+        let slot = committed.slot.0;
+        if slot <= shard.applied_slot() {
+            // Replayed after a restart: the engine holds it already.
+            return Ok(false);
+        }
+        let commands = match committed.value {
+            Value::Batch(commands) => commands,
+            Value::Noop => Vec::new(),
+            Value::Reconfigure(membership) => {
+                self.outputs.push(HostOutput::MembershipApplied { group, membership });
+                Vec::new()
+            }
+        };
+        let mut origins = Vec::with_capacity(commands.len());
+        let mut entries = Vec::with_capacity(commands.len());
+        for command in &commands {
+            let (node, seq, entry) = decode_command(command)?;
+            origins.push((node, seq));
+            entries.push(entry);
+        }
+        // Every slot is applied, commands or not, so the applied index never
+        // lags what the log holds.
+        let outcomes = shard.apply(Some(slot), &entries, self.now_us)?;
+        for ((node, seq), outcome) in origins.into_iter().zip(outcomes) {
+            if node != self.config.node {
+                continue;
+            }
+            let Some(pending) = self.proposals.remove(&(group, seq)) else { continue };
+            let Some(origin) = pending.origin else { continue };
+            let response = match outcome {
+                Applied::Committed(ts) => Response::Committed(ts),
+                Applied::Prepared(ts) => Response::Prepared(ts),
+                Applied::Decided(decision) => Response::Decided(decision),
+                Applied::Resolved => Response::Resolved,
+            };
+            self.reply(origin, response);
+        }
+        Ok(true)
+    }
+
+    fn read_done(&mut self, group: GroupId, id: u64, outcome: ReadOutcome) {
+        if let Some(hosted) = self.shards.get_mut(&group)
+            && hosted.leadership == Leadership::Confirming(id)
+        {
+            hosted.leadership = match outcome {
+                // R5: wait out ε from now before handing out timestamps.
+                ReadOutcome::Ready { .. } => {
+                    let until_ns = self.hlc.physical_now_ns().saturating_add(self.hlc.max_offset_ns());
+                    Leadership::Waiting { until_ns }
+                }
+                ReadOutcome::Aborted => Leadership::Follower,
+            };
+            if let Leadership::Waiting { until_ns } = hosted.leadership
+                && self.hlc.physical_now_ns() >= until_ns
+            {
+                hosted.leadership = Leadership::Serving;
+                hosted.shard.set_serving(true);
+            }
+            return;
+        }
+        let Some(waiting) = self.barriers.remove(&id) else { return };
+        for parked in waiting {
+            match outcome {
+                ReadOutcome::Ready { .. } => self.serve(parked),
+                ReadOutcome::Aborted => self.not_leader(parked.origin, parked.group),
+            }
+        }
+    }
+
+    /// This node was elected leader of `group`: it serves nothing until its
+    /// own read-index round shows everything chosen before its ballot
+    /// applied here, and then ε has passed (R5).
+    fn start_leadership(&mut self, group: GroupId) {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let Some(hosted) = self.shards.get_mut(&group) else { return };
+        hosted.shard.set_serving(false);
+        hosted.leadership =
+            if self.paxos.read_index(group, id).is_ok() { Leadership::Confirming(id) } else { Leadership::Follower };
+    }
+
+    /// Groups this node stopped leading stop serving: their proposals in
+    /// flight may or may not be chosen by the next leader (their
+    /// coordinators hear "unknown"), and requests waiting here are refused.
+    /// A leader whose own confirmation failed tries again.
+    fn track_leadership(&mut self) {
+        let mut lost = Vec::new();
+        let mut unconfirmed = Vec::new();
+        for (group, hosted) in &mut self.shards {
+            let leads = self.paxos.group(*group).is_some_and(|replica| replica.role() == RoleKind::Leader);
+            if !leads && hosted.leadership != Leadership::Follower {
+                hosted.leadership = Leadership::Follower;
+                hosted.shard.set_serving(false);
+                lost.push(*group);
+            }
+            if leads && hosted.leadership == Leadership::Follower {
+                unconfirmed.push(*group);
+            }
+        }
+        for group in unconfirmed {
+            self.start_leadership(group);
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let proposals: Vec<(GroupId, u64)> =
+            self.proposals.keys().filter(|(group, _)| lost.contains(group)).copied().collect();
+        for key in proposals {
+            let pending = self.proposals.remove(&key).expect("listed above");
+            if let Some(origin) = pending.origin {
+                let message = format!(
+                    "the leader of shard {} changed before the request was confirmed; it may or may not have taken effect",
+                    key.0.0
+                );
+                self.reply(origin, Response::Refused(Refusal::OutcomeUnknown(message)));
+            }
+        }
+        for group in lost {
+            for parked in self.parked.remove(&group).unwrap_or_default() {
+                self.parked_count -= 1;
+                self.not_leader(parked.origin, group);
+            }
+        }
+        // Barrier waiters of a lost group hear `Aborted` from Paxos itself.
+    }
+
+    fn retry_parked(&mut self, group: GroupId) {
+        let waiting = self.parked.remove(&group).unwrap_or_default();
+        self.parked_count -= waiting.len();
+        for parked in waiting {
+            self.serve(parked);
+        }
+    }
+
+    fn expire_parked(&mut self, now_us: u64) {
+        let max = self.config.lock_wait_max_us;
+        let mut expired = Vec::new();
+        for waiting in self.parked.values_mut() {
+            let (old, young): (Vec<Parked>, Vec<Parked>) =
+                waiting.drain(..).partition(|parked| now_us.saturating_sub(parked.since_us) >= max);
+            *waiting = young;
+            expired.extend(old);
+        }
+        self.parked_count -= expired.len();
+        for parked in expired {
+            let error = Error::Unavailable(format!(
+                "shard {}: gave up waiting for a lock after {} ms",
+                parked.group.0,
+                max / 1_000
+            ));
+            self.refuse(parked.origin, &error);
+        }
+    }
+
+    /// R9 recovery: prepared transactions held too long are resolved from
+    /// their record shard (or, at the record shard, decided `Abort` unless
+    /// a decision is recorded).
+    fn recover(&mut self, now_us: u64) {
+        let after = self.config.recovery_after_us;
+        let Some(older_than) = now_us.checked_sub(after) else { return };
+        let mut work = Vec::new();
+        for (group, hosted) in &self.shards {
+            if hosted.leadership != Leadership::Serving {
+                continue;
+            }
+            for (txn, record) in hosted.shard.stale_prepared(older_than) {
+                let asked = self.recovering.get(&(*group, txn)).copied();
+                if asked.is_none_or(|at| now_us.saturating_sub(at) >= after) {
+                    work.push((*group, txn, record));
+                }
+            }
+        }
+        self.recovering.retain(|(group, txn), _| self.shards[group].shard.is_prepared(*txn));
+        for (group, txn, record) in work {
+            self.recovering.insert((group, txn), now_us);
+            if record == group.0 {
+                // We are the record: decide, unless the coordinator did.
+                self.propose(group, None, txn, Entry::Decide { txn, decision: Decision::Abort });
+            } else {
+                let id = self.next_request_id;
+                self.next_request_id += 1;
+                self.requests.insert(id, (group, txn));
+                self.outputs.push(HostOutput::Request { id, shard: record, request: Request::Recover { txn } });
+            }
+        }
+    }
+
+    /// Snapshots shards that applied enough slots since their last snapshot
+    /// and compacts their logs.
+    fn maybe_compact(&mut self) -> Result<()> {
+        let mut due = Vec::new();
+        for (group, hosted) in &self.shards {
+            let Some(replica) = self.paxos.group(*group) else { continue };
+            let applied = hosted.shard.applied_slot();
+            // After a restart the engine may hold more than the replica has
+            // replayed: a snapshot then would be labelled below its data.
+            let replayed = replica.applied().0 >= applied;
+            if replayed
+                && hosted.snapshot_interval > 0
+                && applied >= replica.snapshot_slot().0 + hosted.snapshot_interval
+            {
+                due.push((*group, applied));
+            }
+        }
+        for (group, slot) in due {
+            let data = self.shards[&group].shard.snapshot()?;
+            self.paxos.compact(group, Snapshot::new(geodb_geo::paxos::Slot(slot), data));
+        }
+        Ok(())
+    }
+
+    /// The runtime could not persist or apply: nothing more is served. Every
+    /// waiter hears why (proposals in flight: the outcome is unknown).
+    pub fn fail(&mut self, reason: &str) {
+        for hosted in self.shards.values_mut() {
+            hosted.leadership = Leadership::Follower;
+            hosted.shard.set_serving(false);
+        }
+        for (_, pending) in self.proposals.drain() {
+            if let Some(origin) = pending.origin {
+                let message = format!("replication stopped ({reason}); the request may or may not have taken effect");
+                self.outputs
+                    .push(HostOutput::Reply { origin, response: Response::Refused(Refusal::OutcomeUnknown(message)) });
+            }
+        }
+        let waiting: Vec<Parked> = self
+            .parked
+            .values_mut()
+            .flat_map(std::mem::take)
+            .chain(self.barriers.drain().flat_map(|(_, waiting)| waiting))
+            .collect();
+        self.parked_count = 0;
+        for parked in waiting {
+            let refusal = Refusal::Unavailable(format!("replication stopped: {reason}"));
+            self.outputs.push(HostOutput::Reply { origin: parked.origin, response: Response::Refused(refusal) });
+        }
+    }
+}
+
+fn clear_barrier(request: &mut Request) {
+    if let Request::Get { mode: ReadMode::At { barrier, .. }, .. }
+    | Request::Scan { mode: ReadMode::At { barrier, .. }, .. } = request
+    {
+        *barrier = false;
+    }
+}

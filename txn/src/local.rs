@@ -1,0 +1,146 @@
+//! Shards of this process, called in place: a single node, and tests of
+//! the distributed protocol without a network.
+//!
+//! [`LocalShards`] is a [`ShardRpc`] over local shards
+//! ([`Shard::open`] with `replicated: false`): every request runs on the
+//! calling thread and the returned future is already complete. Entries are
+//! made durable by each shard's group commit, then applied. A request that
+//! meets a lock blocks the caller until the lock is released (bounded by
+//! [`LOCK_WAIT_MAX`]); so does [`ShardRpc::sleep_until`].
+//!
+//! Nothing here recovers a transaction whose coordinator vanished between
+//! prepare and decision: in one process, coordinator and participants die
+//! together, and a restarted process finds the prepared records. A single
+//! node has one shard and never prepares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+
+use crate::participant::{LOCK_WAIT_MAX, Proposal, ReadGate, Shard};
+use crate::protocol::{Decision, Entry, Refusal, Request, Response, ShardId};
+use crate::rpc::{RpcError, ShardRpc};
+use crate::{Error, Result};
+
+/// Local shards by id. See the module documentation.
+pub struct LocalShards {
+    shards: BTreeMap<ShardId, Arc<Shard>>,
+}
+
+impl LocalShards {
+    pub fn new(shards: impl IntoIterator<Item = Arc<Shard>>) -> Self {
+        LocalShards { shards: shards.into_iter().map(|shard| (shard.id(), shard)).collect() }
+    }
+
+    pub fn shard(&self, id: ShardId) -> Option<&Arc<Shard>> {
+        self.shards.get(&id)
+    }
+
+    pub fn shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
+        self.shards.values()
+    }
+
+    /// Runs `request` on `shard`, blocking on locks.
+    pub fn handle(&self, shard: ShardId, request: Request) -> Response {
+        let Some(shard) = self.shards.get(&shard) else {
+            return Response::Refused(Refusal::Invalid(format!("no shard {shard} here")));
+        };
+        match serve(shard, request) {
+            Ok(response) => response,
+            Err(error) => Response::Refused(Refusal::from(&error)),
+        }
+    }
+}
+
+/// Runs `request` on a local shard (see [`LocalShards`]).
+fn serve(shard: &Shard, request: Request) -> Result<Response> {
+    let deadline = Instant::now() + LOCK_WAIT_MAX;
+    loop {
+        let seen = shard.releases();
+        let blocked = match &request {
+            // A local shard applies what it commits before answering, so it
+            // is never behind what its own coordinators saw.
+            Request::Get { key, mode, .. } => match shard.check_get(key, mode)? {
+                ReadGate::Ready | ReadGate::Behind => return Ok(Response::Value(shard.get(key, mode)?)),
+                ReadGate::Blocked(txn) => txn,
+            },
+            Request::Scan { range, reverse, limit, mode, .. } => match shard.check_scan(range, mode)? {
+                ReadGate::Ready | ReadGate::Behind => {
+                    return Ok(Response::Rows(shard.scan(range, *reverse, *limit, mode)?));
+                }
+                ReadGate::Blocked(txn) => txn,
+            },
+            Request::CommitOne(changes) => return Ok(Response::Committed(shard.commit_local(changes)?)),
+            Request::Prepare { changes, record, participants } => {
+                match shard.propose_prepare(changes, *record, participants)? {
+                    Proposal::Entry(entry) => return apply_one(shard, changes.txn, entry),
+                    Proposal::AlreadyPrepared(ts) => return Ok(Response::Prepared(ts)),
+                    Proposal::Blocked(txn) => txn,
+                    Proposal::AlreadyCommitted(_) | Proposal::InFlight => {
+                        unreachable!("a local prepare is one call of one coordinator")
+                    }
+                }
+            }
+            Request::Decide { txn, decision } => {
+                return apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: *decision });
+            }
+            Request::Resolve { txn, decision } => {
+                return apply_one(shard, *txn, Entry::Resolve { txn: *txn, decision: *decision });
+            }
+            Request::Recover { txn } => {
+                return match shard.decision(*txn)? {
+                    Some(decision) => Ok(Response::Decided(decision)),
+                    None => apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: Decision::Abort }),
+                };
+            }
+        };
+        shard.wait_for_release(seen, blocked, deadline)?;
+    }
+}
+
+fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<Response> {
+    match shard.apply(None, std::slice::from_ref(&entry), 0) {
+        Ok(mut applied) => Ok(match applied.pop().expect("one entry, one outcome") {
+            crate::participant::Applied::Committed(ts) => Response::Committed(ts),
+            crate::participant::Applied::Prepared(ts) => Response::Prepared(ts),
+            crate::participant::Applied::Decided(decision) => Response::Decided(decision),
+            crate::participant::Applied::Resolved => Response::Resolved,
+        }),
+        Err(error) => {
+            if matches!(entry, Entry::Prepare(_)) {
+                shard.abandon(txn);
+            }
+            Err(error)
+        }
+    }
+}
+
+impl ShardRpc for LocalShards {
+    fn call(&self, shard: ShardId, request: Request) -> BoxFuture<'static, Result<Response, RpcError>> {
+        let response = self.handle(shard, request);
+        Box::pin(futures::future::ready(Ok(response)))
+    }
+
+    fn send(&self, shard: ShardId, request: Request) {
+        let _ = self.handle(shard, request);
+    }
+
+    /// Blocks for the time between now and `physical_ns` on the shards'
+    /// clock (a manual clock in tests does not move by itself, so this
+    /// sleeps the difference rather than waiting for the clock).
+    fn sleep_until(&self, physical_ns: u64) -> BoxFuture<'static, ()> {
+        let now = self.shards.values().next().map_or(0, |shard| shard.hlc().physical_now_ns());
+        if physical_ns > now {
+            std::thread::sleep(std::time::Duration::from_nanos(physical_ns - now));
+        }
+        Box::pin(futures::future::ready(()))
+    }
+}
+
+impl From<Error> for Response {
+    fn from(error: Error) -> Response {
+        Response::Refused(Refusal::from(&error))
+    }
+}

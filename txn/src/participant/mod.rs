@@ -1,0 +1,831 @@
+//! The participant: one shard's versions, locks, transaction records and
+//! validation — the state machine every replica of the shard runs.
+//!
+//! A [`Shard`] plays two parts:
+//!
+//! - **On the leader** (while [`Shard::is_serving`]), it answers reads at a
+//!   timestamp (R2, R3) and validates what coordinators ask it to commit or
+//!   prepare (R7), turning each into an [`Entry`] to replicate. Validation,
+//!   the timestamp and the in-flight locks are taken under one short
+//!   critical section (the sequencer).
+//! - **On every replica**, leader included, it applies the entries its log
+//!   chose, in log order ([`Shard::apply`]): versions, prepared locks,
+//!   decisions. Apply is deterministic: the same entries on the same state
+//!   give the same state on every replica.
+//!
+//! Its durable state lives in its engine (a [`ScopedEngine`] view, so many
+//! shards share one store):
+//!
+//! ```text
+//!  data, latest   MVCC versions of user keys (`mvcc`)
+//!  locks  p<txn>  a prepared transaction (`Prepared`): its locks survive restarts and leader changes
+//!  locks  d<txn>  the decision of a transaction this shard is the record of (R9)
+//!  meta   shard/last_commit_ts, shard/applied_slot
+//! ```
+//!
+//! Two ways to make entries durable: a *replicated* shard proposes them
+//! to its Multi-Paxos group and applies them when chosen (`host`); a
+//! *local* shard (a single node) writes them straight to its engine with
+//! group commit ([`Shard::commit_local`]).
+//!
+//! [`ScopedEngine`]: geodb_storage::ScopedEngine
+
+mod locks;
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use geodb_storage::group_commit::GroupCommitter;
+use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc};
+
+pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
+
+use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
+use crate::protocol::{Changes, Decision, Entry, KeyRange, Prepared, ReadMode, ShardId};
+use crate::{Error, Hlc, Result};
+
+/// Commits remembered for validation. At ~100 bytes of keys per commit this
+/// is ~10 MiB; it covers a running transaction through ~100k later commits.
+pub const RECENT_COMMITS_MAX: usize = 100_000;
+/// Commits older than this (by timestamp) are forgotten: a coordinated
+/// transaction that ran longer cannot be validated and aborts with 40001.
+/// Longer than the default session idle timeout (60 s), so an interactive
+/// transaction that stays within it can always commit.
+pub const RECENT_COMMIT_WINDOW_NS: u64 = 120_000_000_000;
+/// How long a local caller waits for a lock before giving up with a
+/// retryable error. Longer than recovery (`host::RECOVERY_AFTER_US`), so a
+/// lock left by a crashed coordinator is resolved before it times out.
+pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(10);
+
+const META_LAST_COMMIT_TS: &[u8] = b"shard/last_commit_ts";
+const META_APPLIED_SLOT: &[u8] = b"shard/applied_slot";
+/// Families a state-machine snapshot carries (`meta` is node-local).
+const SNAPSHOT_FAMILIES: [ColumnFamily; 3] = [ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks];
+
+fn prepared_key(txn: TxnId) -> Vec<u8> {
+    let mut key = b"p".to_vec();
+    key.extend_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+fn decision_key(txn: TxnId) -> Vec<u8> {
+    let mut key = b"d".to_vec();
+    key.extend_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always serialize")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Storage(geodb_storage::Error::Corrupt(format!("{what}: {e}"))))
+}
+
+/// Whether a read may go on now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadGate {
+    Ready,
+    /// A lock at or below the read timestamp: wait until `txn` resolves.
+    Blocked(TxnId),
+    /// A latest read at a replica that has not yet applied what its reader
+    /// must see: wait for the replica to apply more.
+    Behind,
+}
+
+/// What the leader made of a commit or prepare request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Proposal {
+    /// Validated: replicate this entry (its locks are held in flight).
+    Entry(Entry),
+    /// A repeated prepare of a transaction already prepared here: its
+    /// prepare timestamp (nothing new to replicate).
+    AlreadyPrepared(Timestamp),
+    /// A highly available write meets a lock: try again once `txn` resolves.
+    Blocked(TxnId),
+    /// A repeated commit of a transaction this shard already applied (a
+    /// duplicated request): its commit timestamp.
+    AlreadyCommitted(Timestamp),
+    /// A repeated request of a transaction whose proposal is in flight here:
+    /// its first request will be answered.
+    InFlight,
+}
+
+/// What one applied entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Committed(Timestamp),
+    Prepared(Timestamp),
+    /// The decision recorded for the transaction (the first one applied).
+    Decided(Decision),
+    Resolved,
+}
+
+/// Counters of a shard, for metrics and `/v1/cluster`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub recent_commits: usize,
+    pub prepared: usize,
+    pub locks_held: usize,
+    pub last_commit_ts: Timestamp,
+    pub applied_slot: u64,
+}
+
+struct State {
+    /// Whether this replica may serve reads at a timestamp and validate
+    /// (the leader, caught up and past R5). Always true for a local shard.
+    serving: bool,
+    /// Recent commits, in the order they were proposed or applied here.
+    recent: VecDeque<CommitRecord>,
+    /// The transactions of `recent`, and whether each was applied here
+    /// (rather than only proposed).
+    recent_txns: HashMap<TxnId, (Timestamp, bool)>,
+    /// Commits at or below this timestamp may be missing from `recent`.
+    log_floor: Timestamp,
+    locks: LockTable,
+    /// Prepared transactions held here, and when they were applied (the
+    /// caller's microseconds), for recovery.
+    prepared: HashMap<TxnId, (Prepared, u64)>,
+    last_commit_ts: Timestamp,
+    applied_slot: u64,
+    /// Bumped whenever a lock is released: local waiters watch it.
+    releases: u64,
+}
+
+/// One shard. See the module documentation.
+pub struct Shard {
+    id: ShardId,
+    engine: Arc<dyn Engine>,
+    hlc: Arc<Hlc>,
+    /// A local shard's group committer; `None` when replicated.
+    committer: Option<GroupCommitter>,
+    faults: ValidationFaults,
+    state: Mutex<State>,
+    released: Condvar,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).field("replicated", &self.committer.is_none()).finish()
+    }
+}
+
+impl Shard {
+    /// Opens shard `id` over `engine` (its own view of the node's store).
+    /// A replicated shard serves nothing until its host says it leads; a
+    /// local one serves at once and commits with [`Shard::commit_local`].
+    pub fn open(id: ShardId, engine: Arc<dyn Engine>, hlc: Arc<Hlc>, replicated: bool) -> Result<Shard> {
+        Self::open_with_faults(id, engine, hlc, replicated, ValidationFaults::default())
+    }
+
+    /// [`Shard::open`] with planted validation bugs (the simulator's proof
+    /// that its checks bite).
+    pub fn open_with_faults(
+        id: ShardId,
+        engine: Arc<dyn Engine>,
+        hlc: Arc<Hlc>,
+        replicated: bool,
+        faults: ValidationFaults,
+    ) -> Result<Shard> {
+        let last_commit_ts = match engine.get(ColumnFamily::Meta, META_LAST_COMMIT_TS)? {
+            Some(bytes) => Timestamp::decode(&bytes)
+                .ok_or_else(|| geodb_storage::Error::Corrupt("shard last commit timestamp".into()))?,
+            None => Timestamp::ZERO,
+        };
+        let applied_slot = match engine.get(ColumnFamily::Meta, META_APPLIED_SLOT)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes.as_slice().try_into().map_err(|_| geodb_storage::Error::Corrupt("shard applied slot".into()))?,
+            ),
+            None => 0,
+        };
+        hlc.observe(last_commit_ts);
+        let committer = (!replicated).then(|| GroupCommitter::new(engine.clone()));
+        let shard = Shard {
+            id,
+            engine,
+            hlc,
+            committer,
+            faults,
+            state: Mutex::new(State {
+                serving: !replicated,
+                recent: VecDeque::new(),
+                recent_txns: HashMap::new(),
+                // Commits before a restart are not in the log of recent
+                // commits: transactions that read before them cannot be
+                // validated here.
+                log_floor: last_commit_ts,
+                locks: LockTable::default(),
+                prepared: HashMap::new(),
+                last_commit_ts,
+                applied_slot,
+                releases: 0,
+            }),
+            released: Condvar::new(),
+        };
+        shard.load_prepared(0)?;
+        Ok(shard)
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn hlc(&self) -> &Arc<Hlc> {
+        &self.hlc
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Rebuilds the prepared transactions and their locks from the durable
+    /// records (after open or a restored snapshot).
+    fn load_prepared(&self, now_us: u64) -> Result<()> {
+        let start = b"p".to_vec();
+        let end = b"q".to_vec();
+        let mut records = Vec::new();
+        for item in self.engine.scan(
+            ColumnFamily::Locks,
+            Bound::Included(start.as_slice()),
+            Bound::Excluded(end.as_slice()),
+            false,
+        )? {
+            let (_, bytes) = item?;
+            records.push(decode::<Prepared>(&bytes, "prepared transaction")?);
+        }
+        let mut state = self.state();
+        state.locks = LockTable::default();
+        state.prepared.clear();
+        for prepared in records {
+            state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
+            self.hlc.observe(prepared.prepare_ts);
+            state.prepared.insert(prepared.changes.txn, (prepared, now_us));
+        }
+        Ok(())
+    }
+
+    // --- leadership ----------------------------------------------------------
+
+    /// Whether this replica serves reads at a timestamp and validates.
+    pub fn is_serving(&self) -> bool {
+        self.state().serving
+    }
+
+    /// Starts or stops serving (the host: this replica leads, caught up and
+    /// past R5; or lost leadership). Stopping drops every lock not yet
+    /// applied and returns their transactions: their proposals may still be
+    /// chosen (and then install their locks again when applied), or not.
+    pub fn set_serving(&self, serving: bool) -> Vec<TxnId> {
+        let mut state = self.state();
+        state.serving = serving;
+        if serving {
+            return Vec::new();
+        }
+        let dropped = state.locks.release_in_flight();
+        if !dropped.is_empty() {
+            state.releases += 1;
+            self.released.notify_all();
+        }
+        dropped
+    }
+
+    // --- reads ---------------------------------------------------------------
+
+    /// Whether a read of `key` may go on now (R2, R3). A read at a
+    /// timestamp needs a serving replica; it moves this node's clock past
+    /// the read timestamp, so nothing committed here later lands below it.
+    pub fn check_get(&self, key: &[u8], mode: &ReadMode) -> Result<ReadGate> {
+        self.check(mode, |locks, ts| locks.blocks_read(key, ts))
+    }
+
+    /// [`Shard::check_get`] for a range.
+    pub fn check_scan(&self, range: &KeyRange, mode: &ReadMode) -> Result<ReadGate> {
+        self.check(mode, |locks, ts| locks.blocks_scan(range, ts))
+    }
+
+    fn check(&self, mode: &ReadMode, blocked: impl Fn(&LockTable, Timestamp) -> Option<WriteLock>) -> Result<ReadGate> {
+        let read_ts = match mode {
+            ReadMode::Latest { after } => {
+                let behind = self.state().last_commit_ts < *after;
+                return Ok(if behind { ReadGate::Behind } else { ReadGate::Ready });
+            }
+            ReadMode::At { read_ts, .. } => read_ts,
+        };
+        let state = self.state();
+        if !state.serving {
+            return Err(Error::NotLeader { leader: None });
+        }
+        // R2: observed under the sequencer, so no timestamp handed out
+        // after this check is at or below the read.
+        self.hlc.update(*read_ts)?;
+        Ok(match blocked(&state.locks, *read_ts) {
+            Some(lock) => ReadGate::Blocked(lock.txn),
+            None => ReadGate::Ready,
+        })
+    }
+
+    /// Reads `key` as `mode` says. Call after [`Shard::check_get`] answered
+    /// `Ready`: no lock at or below the timestamp was held then, and none can
+    /// appear below it since (R2), so the engine's answer is final.
+    pub fn get(&self, key: &[u8], mode: &ReadMode) -> Result<Option<Vec<u8>>> {
+        Ok(mvcc::get(self.engine.as_ref(), key, read_ts(mode))?)
+    }
+
+    /// The version of `key` visible as `mode` says, with its writer.
+    pub fn get_version(&self, key: &[u8], mode: &ReadMode) -> Result<Option<mvcc::Version>> {
+        Ok(mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?)
+    }
+
+    /// Scans like [`Shard::get`] reads (after [`Shard::check_scan`]).
+    pub fn scan(
+        &self,
+        range: &KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+        mode: &ReadMode,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(mvcc::scan(
+            self.engine.as_ref(),
+            mvcc::bound_as_slice(&range.0),
+            mvcc::bound_as_slice(&range.1),
+            read_ts(mode),
+            reverse,
+            limit,
+        )?)
+    }
+
+    // --- validation (leader) -------------------------------------------------
+
+    /// Validates a one-round commit (R7) and returns its entry, holding its
+    /// locks in flight; the caller replicates (or writes) the entry and
+    /// applies it, or calls [`Shard::abandon`] if it could not.
+    pub fn propose_commit(&self, changes: &Changes) -> Result<Proposal> {
+        let mut state = self.state();
+        // Requests are idempotent by transaction: a repeated commit (a
+        // duplicated message) must never be validated and applied twice.
+        match state.recent_txns.get(&changes.txn) {
+            Some((ts, true)) => return Ok(Proposal::AlreadyCommitted(*ts)),
+            Some((_, false)) if state.locks.holds(changes.txn) => return Ok(Proposal::InFlight),
+            Some((_, false)) => {
+                return Err(Error::OutcomeUnknown(format!(
+                    "transaction {} was proposed here under an earlier leadership; it may or may not have committed",
+                    changes.txn
+                )));
+            }
+            None if state.locks.holds(changes.txn) => return Ok(Proposal::InFlight),
+            None => {}
+        }
+        if let Some(blocked) = self.validate(&mut state, changes)? {
+            return Ok(Proposal::Blocked(blocked));
+        }
+        let ts = self.hlc.now();
+        state.locks.acquire(changes, ts, HoldKind::InFlightCommit);
+        // Logged at once, even before it is chosen: a transaction validated
+        // meanwhile must see it (and conservatively keeps it if the outcome
+        // turns out unknown).
+        let keys = changes.written_keys();
+        Self::remember(&mut state, CommitRecord { ts, txn: changes.txn, keys }, false);
+        Ok(Proposal::Entry(Entry::Commit {
+            txn: changes.txn,
+            ts,
+            writes: changes.writes.clone(),
+            locked: changes.locked.clone(),
+        }))
+    }
+
+    /// Validates a prepare (R7) and returns its entry, holding its locks
+    /// (and serializable read locks, R8) in flight. A repeated prepare of
+    /// a prepared transaction answers its prepare timestamp.
+    pub fn propose_prepare(&self, changes: &Changes, record: ShardId, participants: &[ShardId]) -> Result<Proposal> {
+        let mut state = self.state();
+        if let Some((prepared, _)) = state.prepared.get(&changes.txn) {
+            return Ok(Proposal::AlreadyPrepared(prepared.prepare_ts));
+        }
+        if state.locks.holds(changes.txn) {
+            return Ok(Proposal::InFlight);
+        }
+        if let Some(blocked) = self.validate(&mut state, changes)? {
+            return Ok(Proposal::Blocked(blocked));
+        }
+        let prepare_ts = self.hlc.now();
+        state.locks.acquire(changes, prepare_ts, HoldKind::InFlightPrepare);
+        Ok(Proposal::Entry(Entry::Prepare(Prepared {
+            changes: changes.clone(),
+            prepare_ts,
+            record,
+            participants: participants.to_vec(),
+        })))
+    }
+
+    /// The checks of R7 under the sequencer: `Ok(Some(txn))` when a highly
+    /// available write must wait for `txn`; an error for a coordinated
+    /// conflict. On success the clock has passed the read timestamp.
+    fn validate(&self, state: &mut State, changes: &Changes) -> Result<Option<TxnId>> {
+        if !state.serving {
+            return Err(Error::NotLeader { leader: None });
+        }
+        if changes.isolation.is_highly_available() {
+            return Ok(state.locks.conflict(changes).map(|Obstacle::Held { txn, .. }| txn));
+        }
+        if changes.read_ts < state.log_floor {
+            return Err(Error::Conflict(format!(
+                "transaction {} is too old to validate at shard {}: its snapshot {} predates the log of recent commits",
+                changes.txn, self.id, changes.read_ts
+            )));
+        }
+        if let Some(Obstacle::Held { txn, key }) = state.locks.conflict(changes) {
+            return Err(Error::Conflict(format!(
+                "key {} is locked by concurrent transaction {txn}",
+                crate::conflict::printable(&key)
+            )));
+        }
+        conflict::validate(changes, state.recent.iter(), self.faults).map_err(|conflict| {
+            let rule = match conflict.kind {
+                ConflictKind::Write => "write conflict",
+                ConflictKind::Read => "read of a value changed by a later commit",
+            };
+            Error::Conflict(format!("{rule} on key {}", crate::conflict::printable(&conflict.key)))
+        })?;
+        self.hlc.update(changes.read_ts)?;
+        Ok(None)
+    }
+
+    /// Logs a commit for later validations (once), and whether it was
+    /// applied here.
+    fn remember(state: &mut State, record: CommitRecord, applied: bool) {
+        match state.recent_txns.get_mut(&record.txn) {
+            Some(known) => known.1 |= applied,
+            None => {
+                state.recent_txns.insert(record.txn, (record.ts, applied));
+                state.recent.push_back(record);
+            }
+        }
+    }
+
+    /// A proposal that was never replicated (refused, or the log could not
+    /// take it): drop its locks, and its commit from the log of recent
+    /// commits so later writers of its keys do not conflict with a ghost.
+    pub fn abandon(&self, txn: TxnId) {
+        let mut state = self.state();
+        if !state.prepared.contains_key(&txn) && state.locks.release(txn) {
+            state.releases += 1;
+            self.released.notify_all();
+        }
+        if state.recent_txns.remove(&txn).is_some() {
+            state.recent.retain(|record| record.txn != txn);
+        }
+    }
+
+    /// The decision recorded here for `txn` (this shard is its record).
+    pub fn decision(&self, txn: TxnId) -> Result<Option<Decision>> {
+        self.engine
+            .get(ColumnFamily::Locks, &decision_key(txn))?
+            .map(|bytes| decode::<Decision>(&bytes, "transaction decision"))
+            .transpose()
+    }
+
+    /// Whether `txn` is prepared here.
+    pub fn is_prepared(&self, txn: TxnId) -> bool {
+        self.state().prepared.contains_key(&txn)
+    }
+
+    /// Prepared transactions applied here before `older_than_us` (the
+    /// caller's clock), with their record shard: their coordinators may be
+    /// gone, and recovery asks the record shard (R9).
+    pub fn stale_prepared(&self, older_than_us: u64) -> Vec<(TxnId, ShardId)> {
+        let state = self.state();
+        let mut stale: Vec<(TxnId, ShardId)> = state
+            .prepared
+            .iter()
+            .filter(|(_, (_, at))| *at < older_than_us)
+            .map(|(txn, (prepared, _))| (*txn, prepared.record))
+            .collect();
+        stale.sort_unstable();
+        stale
+    }
+
+    // --- apply (every replica) -----------------------------------------------
+
+    /// Applies the entries of one log slot (`None` for a local shard),
+    /// in order, as one atomic engine write with the slot as the applied
+    /// index; `now_us` stamps new prepared transactions for recovery.
+    /// Returns what each entry did.
+    ///
+    /// An error here is a failed engine write or a corrupt record: the
+    /// caller must stop applying (a replica that skipped an entry would
+    /// diverge).
+    pub fn apply(&self, slot: Option<u64>, entries: &[Entry], now_us: u64) -> Result<Vec<Applied>> {
+        let durability = if self.committer.is_some() { Durability::Sync } else { Durability::Buffered };
+        self.apply_with(slot, entries, now_us, durability)
+    }
+
+    fn apply_with(
+        &self,
+        slot: Option<u64>,
+        entries: &[Entry],
+        now_us: u64,
+        durability: Durability,
+    ) -> Result<Vec<Applied>> {
+        let mut batch = WriteBatch::new();
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut effects = Vec::new();
+        // Records written by earlier entries of this slot.
+        let mut prepared_here: HashMap<TxnId, Option<Prepared>> = HashMap::new();
+        let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
+        let mut newest = Timestamp::ZERO;
+        for entry in entries {
+            match entry {
+                Entry::Commit { txn, ts, writes, locked } => {
+                    for (key, value) in writes {
+                        mvcc::put_version(&mut batch, key, *ts, *txn, value.as_deref());
+                    }
+                    let keys = written_keys(writes, locked);
+                    effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
+                    newest = newest.max(*ts);
+                    outcomes.push(Applied::Committed(*ts));
+                }
+                Entry::Prepare(prepared) => {
+                    let txn = prepared.changes.txn;
+                    let existing = match prepared_here.get(&txn) {
+                        Some(record) => record.clone(),
+                        None => self.state().prepared.get(&txn).map(|(record, _)| record.clone()),
+                    };
+                    match existing {
+                        Some(existing) => outcomes.push(Applied::Prepared(existing.prepare_ts)),
+                        None => {
+                            batch.put(ColumnFamily::Locks, prepared_key(txn), encode(prepared));
+                            prepared_here.insert(txn, Some(prepared.clone()));
+                            effects.push(Effect::Prepare(prepared.clone()));
+                            outcomes.push(Applied::Prepared(prepared.prepare_ts));
+                        }
+                    }
+                }
+                Entry::Decide { txn, decision } => {
+                    // R9: the first decision recorded wins.
+                    let recorded = match decided_here.get(txn) {
+                        Some(decision) => Some(*decision),
+                        None => self.decision(*txn)?,
+                    };
+                    let decision = match recorded {
+                        Some(recorded) => recorded,
+                        None => {
+                            batch.put(ColumnFamily::Locks, decision_key(*txn), encode(decision));
+                            decided_here.insert(*txn, *decision);
+                            *decision
+                        }
+                    };
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, decision);
+                    outcomes.push(Applied::Decided(decision));
+                }
+                Entry::Resolve { txn, decision } => {
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, *decision);
+                    outcomes.push(Applied::Resolved);
+                }
+            }
+        }
+        let last_commit_ts = {
+            let state = self.state();
+            state.last_commit_ts.max(newest)
+        };
+        if newest > Timestamp::ZERO {
+            batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last_commit_ts.encode().to_vec());
+        }
+        if let Some(slot) = slot {
+            batch.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
+        }
+        match &self.committer {
+            Some(committer) if durability == Durability::Sync => {
+                let ticket = committer.submit(batch);
+                committer.wait(ticket)?;
+            }
+            _ => self.engine.write(batch, durability)?,
+        }
+        let mut state = self.state();
+        let mut released = false;
+        for effect in effects {
+            match effect {
+                Effect::Commit(record) => {
+                    self.hlc.observe(record.ts);
+                    released |= state.locks.release(record.txn);
+                    Self::remember(&mut state, record, true);
+                }
+                Effect::Prepare(prepared) => {
+                    let txn = prepared.changes.txn;
+                    self.hlc.observe(prepared.prepare_ts);
+                    state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
+                    state.prepared.insert(txn, (prepared, now_us));
+                }
+                Effect::Release(txn) => {
+                    state.prepared.remove(&txn);
+                    released |= state.locks.release(txn);
+                }
+            }
+        }
+        state.last_commit_ts = last_commit_ts;
+        if let Some(slot) = slot {
+            state.applied_slot = slot;
+        }
+        self.trim(&mut state);
+        if released {
+            state.releases += 1;
+            self.released.notify_all();
+        }
+        Ok(outcomes)
+    }
+
+    /// Adds to `batch` the resolution of `txn`'s prepared part here, if it
+    /// is prepared here (a resolution of anything else changes nothing:
+    /// resolutions are idempotent).
+    fn resolve_into(
+        &self,
+        batch: &mut WriteBatch,
+        effects: &mut Vec<Effect>,
+        prepared_here: &mut HashMap<TxnId, Option<Prepared>>,
+        newest: &mut Timestamp,
+        txn: TxnId,
+        decision: Decision,
+    ) {
+        let prepared = match prepared_here.get(&txn) {
+            Some(record) => record.clone(),
+            None => self.state().prepared.get(&txn).map(|(record, _)| record.clone()),
+        };
+        let Some(prepared) = prepared else { return };
+        batch.delete(ColumnFamily::Locks, prepared_key(txn));
+        prepared_here.insert(txn, None);
+        if let Decision::Commit(ts) = decision {
+            // The commit timestamp is the largest prepare timestamp, so it
+            // is at or above this shard's: above every version of these keys
+            // (the lock kept other writers out since).
+            assert!(ts >= prepared.prepare_ts, "{txn} commits at {ts}, below its prepare at {}", prepared.prepare_ts);
+            for (key, value) in &prepared.changes.writes {
+                mvcc::put_version(batch, key, ts, txn, value.as_deref());
+            }
+            let keys = prepared.changes.written_keys();
+            effects.push(Effect::Commit(CommitRecord { ts, txn, keys }));
+            *newest = (*newest).max(ts);
+        }
+        effects.push(Effect::Release(txn));
+    }
+
+    fn trim(&self, state: &mut State) {
+        let horizon = Timestamp::new(self.hlc.physical_now_ns().saturating_sub(RECENT_COMMIT_WINDOW_NS), 0);
+        while let Some(front) = state.recent.front() {
+            if front.ts >= horizon && state.recent.len() <= RECENT_COMMITS_MAX {
+                break;
+            }
+            let record = state.recent.pop_front().expect("checked above");
+            state.recent_txns.remove(&record.txn);
+            state.log_floor = state.log_floor.max(record.ts);
+        }
+    }
+
+    // --- snapshots -----------------------------------------------------------
+
+    /// The applied slot: every entry up to it is in the engine.
+    pub fn applied_slot(&self) -> u64 {
+        self.state().applied_slot
+    }
+
+    /// The shard's replicated state as one byte string (its versions,
+    /// prepared transactions and decisions, and its newest commit time).
+    /// Taken between applies: the caller keeps `apply` out meanwhile.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let last = self.state().last_commit_ts;
+        let mut out = last.encode().to_vec();
+        out.extend_from_slice(&geodb_storage::snapshot::export(self.engine.as_ref(), &SNAPSHOT_FAMILIES)?);
+        Ok(out)
+    }
+
+    /// Replaces the shard's state with a snapshot taken at `slot` by another
+    /// replica. Transactions whose snapshots predate it can no longer be
+    /// validated here (the log of recent commits restarts empty).
+    pub fn restore(&self, slot: u64, bytes: &[u8], now_us: u64) -> Result<()> {
+        let corrupt = || Error::Storage(geodb_storage::Error::Corrupt("shard snapshot".into()));
+        if bytes.len() < Timestamp::ENCODED_LEN {
+            return Err(corrupt());
+        }
+        let (ts, data) = bytes.split_at(Timestamp::ENCODED_LEN);
+        let last = Timestamp::decode(ts).ok_or_else(corrupt)?;
+        geodb_storage::snapshot::import(self.engine.as_ref(), &SNAPSHOT_FAMILIES, data)?;
+        let mut meta = WriteBatch::new();
+        meta.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last.encode().to_vec());
+        meta.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
+        self.engine.write(meta, Durability::Sync)?;
+        self.hlc.observe(last);
+        {
+            let mut state = self.state();
+            state.recent.clear();
+            state.recent_txns.clear();
+            state.log_floor = state.log_floor.max(last);
+            state.last_commit_ts = last;
+            state.applied_slot = slot;
+            state.releases += 1;
+        }
+        self.load_prepared(now_us)?;
+        self.released.notify_all();
+        Ok(())
+    }
+
+    // --- a local shard -------------------------------------------------------
+
+    /// Commits `changes` on a local shard (a single node) in one round:
+    /// validate, write durably with group commit, apply. A highly available
+    /// write that meets a lock waits for it (bounded by [`LOCK_WAIT_MAX`]).
+    pub fn commit_local(&self, changes: &Changes) -> Result<Timestamp> {
+        assert!(self.committer.is_some(), "commit_local on a replicated shard");
+        let deadline = std::time::Instant::now() + LOCK_WAIT_MAX;
+        loop {
+            let seen = self.state().releases;
+            match self.propose_commit(changes)? {
+                Proposal::Entry(entry) => {
+                    let Entry::Commit { ts, .. } = entry else { unreachable!("a commit proposal") };
+                    if let Err(error) = self.apply(None, std::slice::from_ref(&entry), 0) {
+                        // Nothing of the batch was written (group commit
+                        // reports a failed group to every member).
+                        self.abandon(changes.txn);
+                        return Err(error);
+                    }
+                    return Ok(ts);
+                }
+                Proposal::Blocked(txn) => self.wait_for_release(seen, txn, deadline)?,
+                Proposal::AlreadyCommitted(ts) => return Ok(ts),
+                Proposal::AlreadyPrepared(_) | Proposal::InFlight => {
+                    unreachable!("a local commit is one call of one coordinator")
+                }
+            }
+        }
+    }
+
+    /// Blocks until some lock was released after the caller read `seen`
+    /// from the release counter, or fails once `deadline` passed. For local
+    /// callers that can block (the simulator parks requests instead).
+    pub fn wait_for_release(&self, seen: u64, txn: TxnId, deadline: std::time::Instant) -> Result<()> {
+        let mut state = self.state();
+        while state.releases == seen {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "shard {}: gave up waiting for the lock of transaction {txn} after {} s",
+                    self.id,
+                    LOCK_WAIT_MAX.as_secs()
+                )));
+            }
+            state = self.released.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        Ok(())
+    }
+
+    /// Durable syncs of a local shard's group commit so far (0 when
+    /// replicated: the Paxos log syncs instead).
+    pub fn syncs(&self) -> u64 {
+        self.committer.as_ref().map_or(0, GroupCommitter::syncs)
+    }
+
+    /// The release counter, for [`Shard::wait_for_release`].
+    pub fn releases(&self) -> u64 {
+        self.state().releases
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let state = self.state();
+        ShardStats {
+            recent_commits: state.recent.len(),
+            prepared: state.prepared.len(),
+            locks_held: state.locks.holders().count(),
+            last_commit_ts: state.last_commit_ts,
+            applied_slot: state.applied_slot,
+        }
+    }
+
+    /// Whether any transaction holds a lock here (the simulator checks that
+    /// none survives recovery).
+    pub fn holds_locks(&self) -> bool {
+        !self.state().locks.is_empty()
+    }
+}
+
+enum Effect {
+    Commit(CommitRecord),
+    Prepare(Prepared),
+    Release(TxnId),
+}
+
+fn written_keys(writes: &[crate::protocol::Write], locked: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = writes.iter().map(|(key, _)| key.clone()).chain(locked.iter().cloned()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+fn read_ts(mode: &ReadMode) -> Timestamp {
+    match mode {
+        ReadMode::Latest { .. } => Timestamp::MAX,
+        ReadMode::At { read_ts, .. } => *read_ts,
+    }
+}

@@ -1,0 +1,330 @@
+//! What coordinators and participants say to each other, and what a
+//! shard's log holds.
+//!
+//! A coordinator (a [`Transaction`](crate::Transaction) on its gateway)
+//! sends [`Request`]s to the leader of a shard (or, for Read Committed
+//! reads, to the local replica) and gets one [`Response`] each. A shard's
+//! leader turns the requests that change state into [`Entry`]s of its
+//! replicated log; every replica applies the same entries in the same order
+//! (`participant`). Both travel as postcard bytes between nodes, with a
+//! format byte in front of every encoded entry.
+//!
+//! The rules these messages implement are numbered in
+//! `docs/design/transactions.md` (R1…R9).
+
+use std::ops::Bound;
+
+use geodb_storage::{Timestamp, TxnId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Isolation, Result};
+
+/// A shard: one slice of the key space, ordered by one participant and
+/// (on a cluster) replicated by one Multi-Paxos group of the same number.
+pub type ShardId = u64;
+
+/// A scanned key range.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// How a read sees the shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// The newest applied version of each key, at whichever replica answers,
+    /// ignoring locks (Read Committed). The replica answers only once it has
+    /// applied a commit at or above `after`: the newest commit its gateway
+    /// acknowledged at this shard, so a client reads what it wrote.
+    Latest { after: Timestamp },
+    /// The versions at `read_ts`, at the leader: waits on locks at or below
+    /// it (R3). `barrier` asks the leader to confirm its leadership first
+    /// (R4): the transaction's first read at this shard.
+    At { read_ts: Timestamp, barrier: bool },
+}
+
+/// What a transaction read at one shard (serializable validation, R7/R8).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reads {
+    /// Point keys, read present or absent.
+    pub keys: Vec<Vec<u8>>,
+    /// Scanned ranges (the part a limited scan covered).
+    pub ranges: Vec<KeyRange>,
+}
+
+impl Reads {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.ranges.is_empty()
+    }
+}
+
+/// One buffered write: the new value, or `None` for a delete.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// What a transaction asks one shard to commit or prepare.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    pub txn: TxnId,
+    pub isolation: Isolation,
+    pub read_ts: Timestamp,
+    /// Sorted by key, without duplicates.
+    pub writes: Vec<Write>,
+    /// Keys locked by `SELECT ... FOR UPDATE` (they conflict like writes).
+    pub locked: Vec<Vec<u8>>,
+    /// Serializable transactions: what they read at this shard.
+    pub reads: Reads,
+}
+
+impl Changes {
+    /// Every key the transaction writes or locked, sorted, once each.
+    pub fn written_keys(&self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> =
+            self.writes.iter().map(|(key, _)| key.clone()).chain(self.locked.iter().cloned()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// How a distributed transaction ended, as its record shard recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    Commit(Timestamp),
+    Abort,
+}
+
+/// A request to one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Get {
+        txn: TxnId,
+        key: Vec<u8>,
+        mode: ReadMode,
+    },
+    Scan {
+        txn: TxnId,
+        range: KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+        mode: ReadMode,
+    },
+    /// A transaction whose only participant is this shard: validate, commit
+    /// and apply in one round.
+    CommitOne(Changes),
+    /// Phase one of a distributed commit: validate and hold locks.
+    Prepare {
+        changes: Changes,
+        /// The shard that records the decision (R9).
+        record: ShardId,
+        participants: Vec<ShardId>,
+    },
+    /// At the record shard: record the decision (the first one wins) and
+    /// resolve this shard's own part.
+    Decide {
+        txn: TxnId,
+        decision: Decision,
+    },
+    /// At any other participant: apply (or drop) a prepared transaction.
+    Resolve {
+        txn: TxnId,
+        decision: Decision,
+    },
+    /// At the record shard, from a participant whose prepared transaction
+    /// waited too long: the recorded decision, recording `Abort` if there
+    /// is none yet.
+    Recover {
+        txn: TxnId,
+    },
+}
+
+impl Request {
+    /// A short name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Get { .. } => "get",
+            Request::Scan { .. } => "scan",
+            Request::CommitOne(_) => "commit",
+            Request::Prepare { .. } => "prepare",
+            Request::Decide { .. } => "decide",
+            Request::Resolve { .. } => "resolve",
+            Request::Recover { .. } => "recover",
+        }
+    }
+
+    /// Whether the request reads at the leader (or writes): everything
+    /// but a Read Committed read, which any replica answers.
+    pub fn needs_leader(&self) -> bool {
+        !matches!(
+            self,
+            Request::Get { mode: ReadMode::Latest { .. }, .. } | Request::Scan { mode: ReadMode::Latest { .. }, .. }
+        )
+    }
+}
+
+/// Why a shard refused or could not answer a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Serialization failure (40001); nothing was applied.
+    Conflict(String),
+    /// This replica does not lead the shard; nothing was proposed.
+    NotLeader { leader: Option<u64> },
+    /// The shard cannot serve now (no quorum, overloaded, a lock held too
+    /// long); nothing was applied.
+    Unavailable(String),
+    /// Proposed, but the outcome is unknown (the leader changed).
+    OutcomeUnknown(String),
+    /// The request's timestamp is too far ahead of this node's clock.
+    ClockOffset { offset_ns: u64, bound_ns: u64 },
+    /// The storage engine failed.
+    Storage(String),
+    /// Malformed or impossible request.
+    Invalid(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Error {
+        match refusal {
+            Refusal::Conflict(message) => Error::Conflict(message),
+            Refusal::NotLeader { leader } => Error::NotLeader { leader },
+            Refusal::Unavailable(message) => Error::Unavailable(message),
+            Refusal::OutcomeUnknown(message) => Error::OutcomeUnknown(message),
+            Refusal::ClockOffset { offset_ns, bound_ns } => Error::ClockOffset { offset_ns, bound_ns },
+            Refusal::Storage(message) => Error::Storage(geodb_storage::Error::Engine(message)),
+            Refusal::Invalid(message) => Error::Invalid(message),
+        }
+    }
+}
+
+impl From<&Error> for Refusal {
+    fn from(error: &Error) -> Refusal {
+        match error {
+            Error::Conflict(message) => Refusal::Conflict(message.clone()),
+            Error::NotLeader { leader } => Refusal::NotLeader { leader: *leader },
+            Error::Unavailable(message) => Refusal::Unavailable(message.clone()),
+            Error::OutcomeUnknown(message) => Refusal::OutcomeUnknown(message.clone()),
+            Error::ClockOffset { offset_ns, bound_ns } => {
+                Refusal::ClockOffset { offset_ns: *offset_ns, bound_ns: *bound_ns }
+            }
+            Error::Storage(error) => Refusal::Storage(error.to_string()),
+            Error::StatementTimeout | Error::Invalid(_) => Refusal::Invalid(error.to_string()),
+        }
+    }
+}
+
+/// A shard's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Value(Option<Vec<u8>>),
+    Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    Committed(Timestamp),
+    Prepared(Timestamp),
+    /// The recorded decision (which may differ from the one asked for).
+    Decided(Decision),
+    Resolved,
+    Refused(Refusal),
+}
+
+impl Response {
+    /// The refusal as an error, anything else as itself.
+    pub fn into_result(self) -> Result<Response> {
+        match self {
+            Response::Refused(refusal) => Err(refusal.into()),
+            other => Ok(other),
+        }
+    }
+}
+
+/// A prepared transaction as its participant holds it: durable in the
+/// shard (so a restarted or new leader holds the same locks) until it is
+/// resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    pub changes: Changes,
+    pub prepare_ts: Timestamp,
+    pub record: ShardId,
+    pub participants: Vec<ShardId>,
+}
+
+/// One command of a shard's replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A one-round commit: write the versions at `ts`.
+    Commit { txn: TxnId, ts: Timestamp, writes: Vec<Write>, locked: Vec<Vec<u8>> },
+    /// Hold the transaction's locks until it is resolved.
+    Prepare(Prepared),
+    /// Record the decision of a transaction this shard is the record of
+    /// (unless one is recorded already), and resolve its part here.
+    Decide { txn: TxnId, decision: Decision },
+    /// Resolve a prepared transaction's part here.
+    Resolve { txn: TxnId, decision: Decision },
+}
+
+/// Format tag of an encoded [`Entry`]; bump on any change.
+const ENTRY_FORMAT: u8 = 2;
+
+impl Entry {
+    /// The entry as bytes (a command of the replicated log).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENTRY_FORMAT];
+        postcard::to_io(self, &mut out).expect("entries always serialize");
+        out
+    }
+
+    /// Reads what [`Entry::encode`] wrote; anything else is corrupt.
+    pub fn decode(bytes: &[u8]) -> Result<Entry> {
+        let corrupt = |what: String| Error::Storage(geodb_storage::Error::Corrupt(format!("log entry: {what}")));
+        match bytes.split_first() {
+            Some((&ENTRY_FORMAT, body)) => {
+                let (entry, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+                if !rest.is_empty() {
+                    return Err(corrupt(format!("{} trailing bytes", rest.len())));
+                }
+                Ok(entry)
+            }
+            Some((format, _)) => Err(corrupt(format!("unknown format {format}"))),
+            None => Err(corrupt("empty".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry() -> Entry {
+        Entry::Prepare(Prepared {
+            changes: Changes {
+                txn: TxnId(7),
+                isolation: Isolation::Serializable,
+                read_ts: Timestamp::new(10, 1),
+                writes: vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)],
+                locked: vec![b"c".to_vec()],
+                reads: Reads {
+                    keys: vec![b"d".to_vec()],
+                    ranges: vec![(Bound::Included(b"e".to_vec()), Bound::Unbounded)],
+                },
+            },
+            prepare_ts: Timestamp::new(11, 0),
+            record: 3,
+            participants: vec![3, 4],
+        })
+    }
+
+    #[test]
+    fn an_entry_round_trips_and_every_truncation_is_refused() {
+        let entry = entry();
+        let bytes = entry.encode();
+        assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+        for len in 0..bytes.len() {
+            assert!(Entry::decode(&bytes[..len]).is_err(), "a prefix of {len} bytes decoded");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Entry::decode(&longer).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Entry::decode(&bytes);
+        }
+    }
+}
