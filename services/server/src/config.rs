@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use geodb_geo::placement::Survival;
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::LogFormat;
+
 /// A node's configuration. Unknown keys are rejected, so a typo in a
 /// config file is an error at start rather than a silently ignored setting.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +39,10 @@ pub struct Config {
     /// Export traces over OTLP/gRPC to this endpoint (e.g.
     /// `http://127.0.0.1:4317`); none by default.
     pub otlp_endpoint: Option<String>,
+    /// `text` (default) or `json` (one object per line); `--log-format`
+    /// overrides it.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// The cluster this node belongs to; absent for a single node, which
     /// commits to its own disk without replication.
     pub cluster: Option<ClusterConfig>,
@@ -264,6 +270,7 @@ impl Default for Config {
             max_clock_offset_ms: default_max_clock_offset_ms(),
             limits: Limits::default(),
             otlp_endpoint: None,
+            log_format: LogFormat::default(),
             cluster: None,
         }
     }
@@ -324,12 +331,14 @@ mod tests {
             http = "127.0.0.1:7071"
             data_dir = "/var/lib/geodb"
             max_clock_offset_ms = 5
+            log_format = "json"
             [limits]
             requests_inflight_max = 8
             "#,
         )
         .unwrap();
         assert_eq!(config.node_id, 4);
+        assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.limits.requests_inflight_max, 8);
         assert_eq!(config.limits.sessions_max, Limits::default().sessions_max);
         assert!(config.check().is_ok());

@@ -9,13 +9,17 @@ use geodb_geo::placement::Survival;
 use geodb_server::config::Config;
 use geodb_server::dev::{self, DevShape};
 use geodb_server::node::Node;
-use geodb_server::telemetry::{self, Metrics};
+use geodb_server::telemetry::{self, LogFormat, Metrics};
 
 #[derive(Parser)]
 #[command(name = "geodb", version, about = "GeoDB: a geo-distributed transactional SQL database")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: text (plain unless stderr is a terminal) or json
+    /// (one object per line). Overrides the config file's log_format.
+    #[arg(long, global = true, value_name = "text|json")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +83,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         .map_err(|e| format!("cannot create a temporary data directory: {e}"))?,
                 ),
             };
+            telemetry::set_log_format(cli.log_format.unwrap_or_default());
             let base = data_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("set above").path().to_path_buf());
             let outcome = if regions == 1 && nodes_per_region == 1 {
                 let config = Config { http, data_dir: Some(base), ..Config::default() };
@@ -93,6 +98,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Start { config } => {
             let config = Config::load(&config)?;
+            telemetry::set_log_format(cli.log_format.unwrap_or(config.log_format));
             if config.data_dir.is_none() {
                 return Err("the config must set data_dir".into());
             }

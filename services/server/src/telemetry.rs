@@ -1,15 +1,21 @@
 //! Logs, traces and metrics.
 //!
-//! - Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! - Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as
+//!   text or as JSON lines ([`LogFormat`]). Text carries ANSI colours only
+//!   when stderr is a terminal, so a redirected log stays plain text.
 //! - Traces: spans from request to statement to commit, exported over
 //!   OTLP/gRPC when `otlp_endpoint` is configured.
 //! - Metrics: the `metrics` facade with a Prometheus recorder, rendered at
 //!   `GET /metrics`. Latencies are histograms (seconds) so that quantiles
-//!   can be aggregated across nodes.
+//!   can be aggregated across nodes. Every family has a HELP text
+//!   ([`names::FAMILIES`]), which `promtool check metrics` requires.
 
+use std::io::IsTerminal;
+use std::str::FromStr;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -28,7 +34,7 @@ pub mod names {
     pub const REQUEST_SECONDS: &str = "geodb_http_request_duration_seconds";
     /// Statement latency by isolation level and statement kind.
     pub const STATEMENT_SECONDS: &str = "geodb_statement_duration_seconds";
-    /// Transactions by isolation level and outcome (commit, abort, error).
+    /// Transactions by isolation level and outcome (commit, abort, rollback).
     pub const TRANSACTIONS: &str = "geodb_transactions_total";
     /// Aborts by reason (conflict, constraint, error).
     pub const ABORTS: &str = "geodb_aborts_total";
@@ -45,7 +51,7 @@ pub mod names {
     pub const PAXOS_SNAPSHOTS_INSTALLED: &str = "geodb_paxos_snapshots_installed_total";
     /// Leadership changes seen by a node's replica of a shard, by node.
     pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
-    /// Time from proposing a commit to applying it on the leader, by node.
+    /// Time from proposing a commit to applying it on the leader.
     pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
     /// Node-to-node transport frames written, and their bytes (prefix
     /// included), by node. All transport metrics carry the `node` label.
@@ -65,6 +71,68 @@ pub mod names {
     pub const TRANSPORT_FRAMES_REJECTED: &str = "geodb_transport_frames_rejected_total";
     /// Dials to a peer after the first (reconnection attempts), by node.
     pub const TRANSPORT_RECONNECTS: &str = "geodb_transport_reconnects_total";
+
+    /// The type of a metric family.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    /// Every family the server registers, with its type and the HELP text
+    /// `/metrics` shows for it. Prometheus tooling (`promtool check
+    /// metrics`, Grafana's metric browser) expects HELP on every family; a
+    /// name above missing here fails the unit test below.
+    pub const FAMILIES: &[(&str, Kind, &str)] = &[
+        (REQUESTS, Kind::Counter, "HTTP requests answered, by route and status code."),
+        (REQUEST_SECONDS, Kind::Histogram, "HTTP request latency in seconds, by route."),
+        (
+            STATEMENT_SECONDS,
+            Kind::Histogram,
+            "SQL statement latency in seconds, by isolation level (rc, mav, si, serializable) and statement kind.",
+        ),
+        (TRANSACTIONS, Kind::Counter, "Transactions ended, by isolation level and outcome (commit, abort, rollback)."),
+        (ABORTS, Kind::Counter, "Transactions aborted, by reason (conflict, constraint, error)."),
+        (
+            RETRIES,
+            Kind::Counter,
+            "Server-side retries of one-shot statements and batches after a serialization failure.",
+        ),
+        (SHED, Kind::Counter, "Requests answered 503 because the node was at its concurrency bound."),
+        (INFLIGHT, Kind::Gauge, "Requests executing now (bounded by limits.requests_inflight_max)."),
+        (SESSIONS, Kind::Gauge, "Interactive sessions open now (bounded by limits.sessions_max)."),
+        (
+            GROUP_COMMIT_SYNCS,
+            Kind::Counter,
+            "WAL syncs of the local commit path; fewer syncs than commits means grouping.",
+        ),
+        (STATEMENT_CACHE_HITS, Kind::Counter, "Statements whose plan came from the statement cache."),
+        (STATEMENT_CACHE_MISSES, Kind::Counter, "Statements parsed and planned because the statement cache missed."),
+        (PAXOS_SNAPSHOTS_INSTALLED, Kind::Counter, "Snapshots a replica installed from its shard leader, by node."),
+        (PAXOS_LEADER_CHANGES, Kind::Counter, "Shard leadership changes seen by a node's replica, by node."),
+        (
+            PAXOS_COMMIT_SECONDS,
+            Kind::Histogram,
+            "Time in seconds from proposing a commit to the shard's Multi-Paxos group to applying it on the leader.",
+        ),
+        (TRANSPORT_FRAMES_SENT, Kind::Counter, "Node-to-node frames written, by node."),
+        (TRANSPORT_BYTES_SENT, Kind::Counter, "Node-to-node bytes written (length prefix included), by node."),
+        (TRANSPORT_FRAMES_RECEIVED, Kind::Counter, "Node-to-node frames read, by node."),
+        (TRANSPORT_BYTES_RECEIVED, Kind::Counter, "Node-to-node bytes read (length prefix included), by node."),
+        (
+            TRANSPORT_ENVELOPES_DELIVERED,
+            Kind::Counter,
+            "Envelopes the transport handed to its node's Paxos driver, by node.",
+        ),
+        (TRANSPORT_ENVELOPES_DROPPED, Kind::Counter, "Envelopes the transport dropped, by node and reason."),
+        (
+            TRANSPORT_FRAMES_REJECTED,
+            Kind::Counter,
+            "Received frames refused (closing their connection), by node and reason.",
+        ),
+        (TRANSPORT_RECONNECTS, Kind::Counter, "Dials to a peer after the first one (reconnection attempts), by node."),
+    ];
 }
 
 /// The Prometheus side of the metrics facade.
@@ -78,11 +146,20 @@ impl Metrics {
     pub fn global() -> Metrics {
         static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
         let handle = HANDLE.get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_S)
                 .expect("latency buckets are non-empty")
                 .install_recorder()
-                .expect("the metrics recorder is installed once per process")
+                .expect("the metrics recorder is installed once per process");
+            // Descriptions belong to the recorder, so they follow its installation.
+            for &(name, kind, help) in names::FAMILIES {
+                match kind {
+                    names::Kind::Counter => metrics::describe_counter!(name, help),
+                    names::Kind::Gauge => metrics::describe_gauge!(name, help),
+                    names::Kind::Histogram => metrics::describe_histogram!(name, help),
+                }
+            }
+            handle
         });
         Metrics { handle: handle.clone() }
     }
@@ -93,15 +170,59 @@ impl Metrics {
     }
 }
 
+/// How logs are written to stderr (`--log-format`, or `log_format` in the
+/// config file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields (`message` among them)
+    /// beside `timestamp`, `level` and `target`, for log pipelines.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format \"{other}\" (expected text or json)")),
+        }
+    }
+}
+
+/// The format [`init_tracing`] uses; text until [`set_log_format`] says
+/// otherwise.
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Chooses the log format, once, before [`init_tracing`] runs. Logging is
+/// process-wide (one global subscriber, shared by every node `geodb dev`
+/// runs), so the choice is made once for the process by the command line.
+pub fn set_log_format(format: LogFormat) {
+    LOG_FORMAT.set(format).expect("the log format is chosen once, before logging starts");
+}
+
 /// Sets up logging, and tracing export if `otlp_endpoint` is given. Returns
 /// the tracer provider to flush at shutdown.
 pub fn init_tracing(
     otlp_endpoint: Option<&str>,
 ) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let format = LOG_FORMAT.get().copied().unwrap_or_default();
+    // Escape codes are for terminals; in a file or a pipe they are noise
+    // that log tools and grep trip over.
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal())
+    });
+    let json = (format == LogFormat::Json)
+        .then(|| tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr));
+    let logs = tracing_subscriber::registry().with(filter).with(text).with(json);
     let Some(endpoint) = otlp_endpoint else {
-        tracing_subscriber::registry().with(filter).with(fmt).try_init().map_err(|e| e.to_string())?;
+        logs.try_init().map_err(|e| e.to_string())?;
         return Ok(None);
     };
     use opentelemetry::trace::TracerProvider as _;
@@ -116,11 +237,45 @@ pub fn init_tracing(
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("geodb").build())
         .build();
     let tracer = provider.tracer("geodb");
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init()
-        .map_err(|e| e.to_string())?;
+    logs.with(tracing_opentelemetry::layer().with_tracer(tracer)).try_init().map_err(|e| e.to_string())?;
     Ok(Some(provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_has_a_description() {
+        // The names are constants, which Rust cannot list: read them from
+        // this file, so a new name without a FAMILIES entry fails here
+        // rather than as a missing HELP line in production.
+        let source = include_str!("telemetry.rs");
+        let declared: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub const ")?.split_once(": &str = \"")?.1.strip_suffix("\";"))
+            .collect();
+        assert!(declared.len() >= 20, "found only {declared:?}");
+        let described: Vec<&str> = names::FAMILIES.iter().map(|(name, _, _)| *name).collect();
+        for name in &declared {
+            assert_eq!(described.iter().filter(|other| *other == name).count(), 1, "{name}: one FAMILIES entry");
+        }
+        assert_eq!(declared.len(), described.len());
+        for (name, kind, help) in names::FAMILIES {
+            assert!(!help.is_empty(), "{name}");
+            // Prometheus naming: counters end in _total, histograms in their unit.
+            match kind {
+                names::Kind::Counter => assert!(name.ends_with("_total"), "{name}"),
+                names::Kind::Histogram => assert!(name.ends_with("_seconds"), "{name}"),
+                names::Kind::Gauge => assert!(!name.ends_with("_total"), "{name}"),
+            }
+        }
+    }
+
+    #[test]
+    fn log_formats_parse_by_name() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("JSON lines".parse::<LogFormat>().is_err());
+    }
 }
