@@ -125,8 +125,17 @@ pub struct Calls {
 }
 
 enum Waiter {
-    Coordinator { reply: oneshot::Sender<Response>, deadline: Instant },
-    Host { id: u64, deadline: Instant },
+    Coordinator {
+        reply: oneshot::Sender<Response>,
+        deadline: Instant,
+        /// For requests that replicate something: their kind and when they
+        /// were sent (for the commit latency histogram).
+        timed: Option<(&'static str, Instant)>,
+    },
+    Host {
+        id: u64,
+        deadline: Instant,
+    },
 }
 
 impl Calls {
@@ -138,11 +147,17 @@ impl Calls {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A coordinator's call: its id, and where the answer arrives.
-    pub fn register(&self) -> (u64, oneshot::Receiver<Response>) {
+    /// A coordinator's call of `request`: its id, and where the answer arrives.
+    pub fn register(&self, request: &Request) -> (u64, oneshot::Receiver<Response>) {
         let id = self.next_id();
         let (reply, receiver) = oneshot::channel();
-        self.lock().insert(id, Waiter::Coordinator { reply, deadline: Instant::now() + CALL_WAIT_MAX });
+        let now = Instant::now();
+        let timed = matches!(
+            request,
+            Request::CommitOne(_) | Request::Prepare { .. } | Request::Decide { .. } | Request::Resolve { .. }
+        )
+        .then(|| (request.kind(), now));
+        self.lock().insert(id, Waiter::Coordinator { reply, deadline: now + CALL_WAIT_MAX, timed });
         (id, receiver)
     }
 
@@ -156,7 +171,13 @@ impl Calls {
     /// answers, if it is one of the host's (the driver hands it over).
     pub fn complete(&self, id: u64, response: Response) -> Option<(u64, Response)> {
         match self.lock().remove(&id)? {
-            Waiter::Coordinator { reply, .. } => {
+            Waiter::Coordinator { reply, timed, .. } => {
+                if let Some((kind, sent)) = timed
+                    && !matches!(response, Response::Refused(_))
+                {
+                    metrics::histogram!(crate::telemetry::names::PAXOS_COMMIT_SECONDS, "request" => kind)
+                        .record(sent.elapsed().as_secs_f64());
+                }
                 let _ = reply.send(response);
                 None
             }
@@ -687,7 +708,7 @@ impl ClusterRpc {
         request: Request,
     ) -> BoxFuture<'static, Result<Response, RpcError>> {
         let calls = self.inner.driver.calls().clone();
-        let (id, answer) = calls.register();
+        let (id, answer) = calls.register(&request);
         let sent = if target == self.inner.driver.node() {
             match self.inner.driver.inputs().try_send(Input::Local { id, shard, request }) {
                 Ok(()) => Ok(()),

@@ -114,7 +114,7 @@ pub mod names {
         (
             PAXOS_COMMIT_SECONDS,
             Kind::Histogram,
-            "Time in seconds from proposing a commit to the shard's Multi-Paxos group to applying it on the leader.",
+            "Seconds from a coordinator sending a commit, prepare, decision or resolution to a shard's leader to its answer (one Multi-Paxos round, plus the trip to the leader when it is another node), by request.",
         ),
         (TRANSPORT_FRAMES_SENT, Kind::Counter, "Node-to-node frames written, by node."),
         (TRANSPORT_BYTES_SENT, Kind::Counter, "Node-to-node bytes written (length prefix included), by node."),
