@@ -43,7 +43,7 @@ use geodb_storage::{Durability, Engine, HookedEngine, RocksEngine, ScopedEngine}
 use geodb_txn::host::HostConfig;
 use geodb_txn::protocol::KeyRange;
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Hlc, Isolation, ManagerConfig, Router, Shard, ShardId, SystemClock, TxnManager, shard_prefix};
+use geodb_txn::{Hlc, Isolation, ManagerConfig, Place, Router, Shard, SystemClock, TxnManager, shard_prefix};
 
 use crate::report::Measurement;
 
@@ -148,11 +148,11 @@ fn counting_syncs(inner: RocksEngine) -> (Arc<HookedEngine>, Arc<AtomicU64>) {
 struct GroupOfKey;
 
 impl Router for GroupOfKey {
-    fn shard_of(&self, key: &[u8]) -> ShardId {
-        key.get(..8).map_or(1, |prefix| u64::from_be_bytes(prefix.try_into().expect("8 bytes")))
+    fn place(&self, key: &[u8]) -> Place {
+        Place::Shard(key.get(..8).map_or(1, |prefix| u64::from_be_bytes(prefix.try_into().expect("8 bytes"))))
     }
 
-    fn shards_of_range(&self, _range: &KeyRange) -> Vec<ShardId> {
+    fn places_of_range(&self, _range: &KeyRange) -> Vec<Place> {
         Vec::new()
     }
 }
@@ -250,6 +250,7 @@ impl Cluster {
                 Box::new(move |message| sender.try_send_one(message)),
                 hlc.clone(),
                 ids.iter().copied().collect(),
+                Vec::new(),
             );
             let txns = TxnManager::with_config(ManagerConfig {
                 node: id.0,

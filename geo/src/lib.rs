@@ -6,10 +6,13 @@
 //! node, a stable leader with a placement preference, batching and
 //! pipelining, read-index reads, catch-up from the log or a snapshot).
 //! `placement` decides which nodes hold, vote for and lead a shard for
-//! each survival goal. The directory of homes and rehoming will live here too.
+//! each survival goal; `shardmap` lists a cluster's shards (system, global,
+//! and several home shards per region) and which one holds a locality key.
+//! Rehoming will live here too.
 
 pub mod paxos;
 pub mod placement;
+pub mod shardmap;
 pub mod topology;
 
 pub use paxos::{Ballot, GroupId, MultiPaxos, Replica, Slot};

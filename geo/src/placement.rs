@@ -57,6 +57,25 @@ pub struct NodePlace {
     pub zone: Zone,
 }
 
+impl NodePlace {
+    /// The nodes of the standard topology (`BENCHMARKS.md`): us-east,
+    /// us-central and eu-west, three nodes each in zones a, b, c, numbered
+    /// 1–9 region by region. Tests and the simulator build on it.
+    pub fn standard() -> Vec<NodePlace> {
+        let mut nodes = Vec::new();
+        for (r, region) in ["us-east", "us-central", "eu-west"].iter().enumerate() {
+            for (z, zone) in ["a", "b", "c"].iter().enumerate() {
+                nodes.push(NodePlace {
+                    id: NodeId((r * 3 + z + 1) as u64),
+                    region: Region(region.to_string()),
+                    zone: Zone(zone.to_string()),
+                });
+            }
+        }
+        nodes
+    }
+}
+
 /// The replicas of one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -69,6 +88,12 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("placement: {0}")]
 pub struct PlacementError(String);
+
+impl PlacementError {
+    pub fn new(message: impl Into<String>) -> Self {
+        PlacementError(message.into())
+    }
+}
 
 /// Places a shard homed in `home` over `nodes` (in configuration order).
 pub fn place(
@@ -145,22 +170,6 @@ fn spread_over_zones(nodes: &[&NodePlace], count: usize) -> Vec<NodeId> {
 mod tests {
     use super::*;
 
-    /// The standard topology: three regions of three nodes, zones a, b, c.
-    fn standard() -> Vec<NodePlace> {
-        let regions = ["us-east", "us-central", "eu-west"];
-        let mut nodes = Vec::new();
-        for (r, region) in regions.iter().enumerate() {
-            for (z, zone) in ["a", "b", "c"].iter().enumerate() {
-                nodes.push(NodePlace {
-                    id: NodeId((r * 3 + z + 1) as u64),
-                    region: Region(region.to_string()),
-                    zone: Zone(zone.to_string()),
-                });
-            }
-        }
-        nodes
-    }
-
     fn ids(ids: &[u64]) -> Vec<NodeId> {
         ids.iter().map(|id| NodeId(*id)).collect()
     }
@@ -168,7 +177,7 @@ mod tests {
     #[test]
     fn zone_survival_keeps_voters_at_home_and_a_learner_everywhere_else() {
         let home = Region("us-central".into());
-        let placement = place(&standard(), &home, Survival::Zone, &LatencyMatrix::standard()).unwrap();
+        let placement = place(&NodePlace::standard(), &home, Survival::Zone, &LatencyMatrix::standard()).unwrap();
         assert_eq!(placement.voters, ids(&[4, 5, 6]));
         assert_eq!(placement.learners, ids(&[1, 2, 3, 7, 8, 9]));
         assert_eq!(placement.preferred_leader, Some(NodeId(4)));
@@ -177,13 +186,14 @@ mod tests {
     #[test]
     fn region_survival_puts_the_quorum_at_home_and_in_the_nearest_region() {
         let home = Region("us-east".into());
-        let placement = place(&standard(), &home, Survival::Region, &LatencyMatrix::standard()).unwrap();
+        let placement = place(&NodePlace::standard(), &home, Survival::Region, &LatencyMatrix::standard()).unwrap();
         // Two in us-east, two in us-central (31 ms), one in eu-west (76 ms).
         assert_eq!(placement.voters, ids(&[1, 2, 4, 5, 7]));
         assert_eq!(placement.preferred_leader, Some(NodeId(1)));
         // From eu-west the nearest region is us-east (76 ms, not 113).
         let placement =
-            place(&standard(), &Region("eu-west".into()), Survival::Region, &LatencyMatrix::standard()).unwrap();
+            place(&NodePlace::standard(), &Region("eu-west".into()), Survival::Region, &LatencyMatrix::standard())
+                .unwrap();
         assert_eq!(placement.voters, ids(&[7, 8, 1, 2, 4]));
     }
 

@@ -195,6 +195,31 @@ pub fn put_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, txn: TxnId
     batch.put(ColumnFamily::Data, version_key(key, ts), record);
 }
 
+/// [`put_version`] that keeps the latest-version record on the newest
+/// version when the engine already holds a newer one (a version applied
+/// out of timestamp order: never the case for a correct transaction layer,
+/// whose locks order writers of a key, but a store must not answer a
+/// read at the newest timestamp with an older version if it happens).
+pub fn put_version_ordered(
+    engine: &dyn Engine,
+    batch: &mut WriteBatch,
+    key: &[u8],
+    ts: Timestamp,
+    txn: TxnId,
+    value: Option<&[u8]>,
+) -> Result<()> {
+    let newer = match engine.get(ColumnFamily::Latest, key)? {
+        Some(latest) => decode_latest(&latest)?.ts > ts,
+        None => false,
+    };
+    let record = encode_version_value(txn, value);
+    if !newer {
+        batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
+    }
+    batch.put(ColumnFamily::Data, version_key(key, ts), record);
+    Ok(())
+}
+
 /// Adds to `batch` the removal of one version (garbage collection).
 pub fn delete_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp) {
     batch.delete(ColumnFamily::Data, version_key(key, ts));
@@ -255,6 +280,19 @@ pub fn scan(
     reverse: bool,
     limit: Option<usize>,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    Ok(scan_with_newest(engine, start, end, ts, reverse, limit)?.0)
+}
+
+/// [`scan`], and the timestamp of the newest version it saw (a deleted
+/// key's tombstone included; [`Timestamp::ZERO`] for none).
+pub fn scan_with_newest(
+    engine: &dyn Engine,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+    ts: Timestamp,
+    reverse: bool,
+    limit: Option<usize>,
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Timestamp)> {
     let start = match start {
         Bound::Included(key) => Bound::Included(before_versions(key)),
         Bound::Excluded(key) => Bound::Included(after_versions(key)),
@@ -267,8 +305,9 @@ pub fn scan(
     };
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
+    let mut newest = Timestamp::ZERO;
     if limit == 0 {
-        return Ok(out);
+        return Ok((out, newest));
     }
     let iter = engine.scan(ColumnFamily::Data, bound_as_slice(&start), bound_as_slice(&end), reverse)?;
     // The newest visible version of the key being walked: forwards it is the
@@ -282,7 +321,7 @@ pub fn scan(
             if let Some((done_key, Some(value))) = current.take() {
                 out.push((done_key, value));
                 if out.len() >= limit {
-                    return Ok(out);
+                    return Ok((out, newest));
                 }
             }
             current = Some((key, None));
@@ -295,6 +334,7 @@ pub fn scan(
         if let Some(current) = current.as_mut() {
             current.1 = value;
         }
+        newest = newest.max(version_ts);
         // Forwards, the first visible version is the newest: the rest of
         // this key's versions are older and hidden by it.
         settled = !reverse;
@@ -302,7 +342,7 @@ pub fn scan(
     if let Some((key, Some(value))) = current {
         out.push((key, value));
     }
-    Ok(out)
+    Ok((out, newest))
 }
 
 /// Every version of every key, in key order and, per key, newest first:

@@ -136,6 +136,7 @@ mod tests {
             writes: vec![(b"x".to_vec(), Some(b"1".to_vec()))],
             locked: Vec::new(),
             reads,
+            guards: Vec::new(),
         }
     }
 

@@ -9,6 +9,14 @@ pub enum Error {
     /// committed a conflicting write first.
     #[error("{0}")]
     Conflict(String),
+    /// A read found the schema (a shard's guard, at the read's snapshot)
+    /// other than the one its statement was planned with: a DDL committed
+    /// in between. The statement can be planned again if the transaction
+    /// has done nothing yet; else it is a serialization failure (40001).
+    /// `newest` is the timestamp of the guard's newest version there: the
+    /// coordinator's clock passes it, so a new snapshot sees that DDL.
+    #[error("{message}")]
+    SchemaChanged { message: String, newest: geodb_storage::Timestamp },
     /// The storage engine failed (I/O, a full disk, corruption).
     #[error(transparent)]
     Storage(#[from] geodb_storage::Error),
@@ -41,7 +49,7 @@ pub enum Error {
 impl Error {
     /// Whether running the transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict(_))
+        matches!(self, Error::Conflict(_) | Error::SchemaChanged { .. })
     }
 }
 

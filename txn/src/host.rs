@@ -129,6 +129,9 @@ pub struct HostFaults {
     /// Answer a prepare as soon as it is proposed, before it is chosen and
     /// durable.
     pub ack_prepare_before_durable: bool,
+    /// Answer reads at once, even of versions whose timestamps the clocks
+    /// have not passed yet.
+    pub skip_read_wait: bool,
 }
 
 /// How a host behaves.
@@ -221,6 +224,10 @@ pub struct Host {
     barriers: HashMap<u64, Vec<Parked>>,
     /// Requests waiting on locks, by group.
     parked: BTreeMap<GroupId, Vec<Parked>>,
+    /// Reads waiting for the clock to pass what they read (physical ns).
+    timed: Vec<(u64, Parked)>,
+    /// Reads that had to wait for the clock (for metrics and the simulator).
+    reads_waited: u64,
     parked_count: usize,
     next_read_id: u64,
     /// Recovery requests this host sent: id → (group, transaction).
@@ -266,6 +273,8 @@ impl Host {
             proposals: HashMap::new(),
             barriers: HashMap::new(),
             parked: BTreeMap::new(),
+            timed: Vec::new(),
+            reads_waited: 0,
             parked_count: 0,
             next_read_id: 1,
             requests: HashMap::new(),
@@ -299,6 +308,7 @@ impl Host {
         let group = config.group;
         assert_eq!(group.0, shard.id(), "a shard is the state machine of the group with its number");
         shard.set_serving(false);
+        shard.stamp_prepared(now_us);
         self.paxos.add_group(config, stored, now_us);
         self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower });
     }
@@ -366,6 +376,37 @@ impl Host {
         }
         self.recover(now_us);
         self.expire_parked(now_us);
+        self.wake(now_us);
+    }
+
+    /// Serves the reads whose wait for the clock is over (see
+    /// [`Host::next_wake_ns`]).
+    pub fn wake(&mut self, now_us: u64) {
+        self.now_us = now_us;
+        if self.timed.is_empty() {
+            return;
+        }
+        let physical = self.hlc.physical_now_ns();
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.timed).into_iter().partition(|(until, _)| *until <= physical);
+        self.timed = waiting;
+        // Served again: the same snapshot gives the same answer, and the
+        // clock is past it now (unless the leadership moved meanwhile).
+        for (_, parked) in due {
+            self.serve(parked);
+        }
+    }
+
+    /// Reads answered only after waiting for the clock to pass the versions
+    /// they returned, so far.
+    pub fn reads_waited(&self) -> u64 {
+        self.reads_waited
+    }
+
+    /// The physical time (ns, this node's clock) at which a read waiting
+    /// for the clock is due, if any: call [`Host::wake`] then.
+    pub fn next_wake_ns(&self) -> Option<u64> {
+        self.timed.iter().map(|(until, _)| *until).min()
     }
 
     /// A coordinator's request for `shard`.
@@ -453,22 +494,29 @@ impl Host {
                     Err(_) => self.not_leader(origin, group),
                 }
             }
-            Request::Get { key, mode, .. } => match shard.check_get(key, mode) {
+            Request::Get { key, mode, guard, .. } => match shard.check_get(key, guard.as_ref(), mode) {
                 Ok(ReadGate::Ready) => {
-                    let response = shard.get(key, mode).map(Response::Value);
-                    self.answer(origin, response);
+                    match shard.check_guard(guard.as_ref(), mode).and_then(|()| shard.get_timed(key, mode)) {
+                        Ok((value, newest)) => self.answer_when_past(parked, newest, Response::Value(value)),
+                        Err(error) => self.refuse(origin, &error),
+                    }
                 }
                 Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
                 Err(error) => self.refuse(origin, &error),
             },
-            Request::Scan { range, reverse, limit, mode, .. } => match shard.check_scan(range, mode) {
-                Ok(ReadGate::Ready) => {
-                    let response = shard.scan(range, *reverse, *limit, mode).map(Response::Rows);
-                    self.answer(origin, response);
+            Request::Scan { range, reverse, limit, mode, guard, .. } => {
+                match shard.check_scan(range, guard.as_ref(), mode) {
+                    Ok(ReadGate::Ready) => match shard
+                        .check_guard(guard.as_ref(), mode)
+                        .and_then(|()| shard.scan_timed(range, *reverse, *limit, mode))
+                    {
+                        Ok((rows, newest)) => self.answer_when_past(parked, newest, Response::Rows(rows)),
+                        Err(error) => self.refuse(origin, &error),
+                    },
+                    Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
+                    Err(error) => self.refuse(origin, &error),
                 }
-                Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
-                Err(error) => self.refuse(origin, &error),
-            },
+            }
             Request::CommitOne(changes) => {
                 let txn = changes.txn;
                 match shard.propose_commit(changes) {
@@ -526,11 +574,26 @@ impl Host {
         }
     }
 
-    fn answer(&mut self, origin: Origin, response: Result<Response>) {
-        match response {
-            Ok(response) => self.reply(origin, response),
-            Err(error) => self.refuse(origin, &error),
+    /// Answers a read at a timestamp only once every clock in the cluster
+    /// has passed the newest version it returns (physical − ε > its
+    /// timestamp): a version may carry a timestamp ahead of real time (the
+    /// clock of the leader that committed it), and a reader that shows it
+    /// earlier lets a transaction that begins later, through a slower
+    /// clock, miss it (R6, on the read side; Spanner keeps locks through
+    /// commit wait for the same reason). Usually no wait at all. Latest
+    /// reads (Read Committed) promise no real-time order and never wait.
+    fn answer_when_past(&mut self, parked: Parked, newest: geodb_storage::Timestamp, response: Response) {
+        let at_timestamp = matches!(
+            parked.request,
+            Request::Get { mode: ReadMode::At { .. }, .. } | Request::Scan { mode: ReadMode::At { .. }, .. }
+        );
+        let until_ns = newest.physical.saturating_add(self.hlc.max_offset_ns()).saturating_add(1);
+        if !at_timestamp || self.config.faults.skip_read_wait || self.hlc.physical_now_ns() >= until_ns {
+            self.reply(parked.origin, response);
+            return;
         }
+        self.reads_waited += 1;
+        self.timed.push((until_ns, parked));
     }
 
     fn park(&mut self, parked: Parked) {
@@ -659,6 +722,9 @@ impl Host {
                 Applied::Prepared(ts) => Response::Prepared(ts),
                 Applied::Decided(decision) => Response::Decided(decision),
                 Applied::Resolved => Response::Resolved,
+                Applied::Late => Response::Refused(Refusal::Conflict(
+                    "the transaction was already resolved here: this prepare came late".into(),
+                )),
             };
             self.reply(origin, response);
         }
@@ -670,9 +736,12 @@ impl Host {
             && hosted.leadership == Leadership::Confirming(id)
         {
             hosted.leadership = match outcome {
-                // R5: wait out ε from now before handing out timestamps.
+                // R5: wait out ε from now before handing out timestamps
+                // (strictly past it: a read served at a timestamp of physical
+                // part exactly now + ε is below everything handed out then).
                 ReadOutcome::Ready { .. } => {
-                    let until_ns = self.hlc.physical_now_ns().saturating_add(self.hlc.max_offset_ns());
+                    let until_ns =
+                        self.hlc.physical_now_ns().saturating_add(self.hlc.max_offset_ns()).saturating_add(1);
                     Leadership::Waiting { until_ns }
                 }
                 ReadOutcome::Aborted => Leadership::Follower,
@@ -855,6 +924,7 @@ impl Host {
             .values_mut()
             .flat_map(std::mem::take)
             .chain(self.barriers.drain().flat_map(|(_, waiting)| waiting))
+            .chain(self.timed.drain(..).map(|(_, parked)| parked))
             .collect();
         self.parked_count = 0;
         for parked in waiting {

@@ -47,5 +47,5 @@ pub use isolation::Isolation;
 pub use local::LocalShards;
 pub use participant::Shard;
 pub use protocol::{Decision, Entry, Request, Response, ShardId};
-pub use rpc::{OneShard, Router, RpcError, ShardRpc};
+pub use rpc::{Home, OneShard, Place, Router, RpcError, ShardRpc};
 pub use transaction::{ManagerConfig, SINGLE_NODE_SHARD, Transaction, TxnManager, shard_prefix};

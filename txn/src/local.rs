@@ -62,16 +62,22 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
         let blocked = match &request {
             // A local shard applies what it commits before answering, so it
             // is never behind what its own coordinators saw.
-            Request::Get { key, mode, .. } => match shard.check_get(key, mode)? {
-                ReadGate::Ready | ReadGate::Behind => return Ok(Response::Value(shard.get(key, mode)?)),
-                ReadGate::Blocked(txn) => txn,
-            },
-            Request::Scan { range, reverse, limit, mode, .. } => match shard.check_scan(range, mode)? {
+            Request::Get { key, mode, guard, .. } => match shard.check_get(key, guard.as_ref(), mode)? {
                 ReadGate::Ready | ReadGate::Behind => {
-                    return Ok(Response::Rows(shard.scan(range, *reverse, *limit, mode)?));
+                    shard.check_guard(guard.as_ref(), mode)?;
+                    return Ok(Response::Value(shard.get(key, mode)?));
                 }
                 ReadGate::Blocked(txn) => txn,
             },
+            Request::Scan { range, reverse, limit, mode, guard, .. } => {
+                match shard.check_scan(range, guard.as_ref(), mode)? {
+                    ReadGate::Ready | ReadGate::Behind => {
+                        shard.check_guard(guard.as_ref(), mode)?;
+                        return Ok(Response::Rows(shard.scan(range, *reverse, *limit, mode)?));
+                    }
+                    ReadGate::Blocked(txn) => txn,
+                }
+            }
             Request::CommitOne(changes) => return Ok(Response::Committed(shard.commit_local(changes)?)),
             Request::Prepare { changes, record, participants } => {
                 match shard.propose_prepare(changes, *record, participants)? {
@@ -107,6 +113,9 @@ fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<R
             crate::participant::Applied::Prepared(ts) => Response::Prepared(ts),
             crate::participant::Applied::Decided(decision) => Response::Decided(decision),
             crate::participant::Applied::Resolved => Response::Resolved,
+            crate::participant::Applied::Late => Response::Refused(Refusal::Conflict(
+                "the transaction was already resolved here: this prepare came late".into(),
+            )),
         }),
         Err(error) => {
             if matches!(entry, Entry::Prepare(_)) {

@@ -70,6 +70,10 @@ pub struct Changes {
     pub locked: Vec<Vec<u8>>,
     /// Serializable transactions: what they read at this shard.
     pub reads: Reads,
+    /// Keys that must hold these values (the newest committed, and not
+    /// locked by another transaction) for the commit to go on: the shard's
+    /// schema guard, so nothing commits under a schema a DDL replaced.
+    pub guards: Vec<Guard>,
 }
 
 impl Changes {
@@ -90,13 +94,24 @@ pub enum Decision {
     Abort,
 }
 
+/// A schema guard: a shard's guard key and the schema version (its value;
+/// `None` before the first DDL) a transaction planned with.
+pub type Guard = (Vec<u8>, Option<Vec<u8>>);
+
 /// A request to one shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
+    /// A read. With a `guard`, the shard first checks that the guard holds
+    /// the expected version as the read sees it (at its snapshot, after
+    /// waiting for a DDL holding it): a statement planned under another
+    /// schema than the snapshot's is refused ([`Refusal::SchemaChanged`])
+    /// rather than answered from an index or table the snapshot does not
+    /// have.
     Get {
         txn: TxnId,
         key: Vec<u8>,
         mode: ReadMode,
+        guard: Option<Guard>,
     },
     Scan {
         txn: TxnId,
@@ -104,6 +119,7 @@ pub enum Request {
         reverse: bool,
         limit: Option<usize>,
         mode: ReadMode,
+        guard: Option<Guard>,
     },
     /// A transaction whose only participant is this shard: validate, commit
     /// and apply in one round.
@@ -163,6 +179,9 @@ impl Request {
 pub enum Refusal {
     /// Serialization failure (40001); nothing was applied.
     Conflict(String),
+    /// A read's schema guard did not hold the version it was planned with
+    /// (40001 unless the statement can be planned again).
+    SchemaChanged { message: String, newest: Timestamp },
     /// This replica does not lead the shard; nothing was proposed.
     NotLeader { leader: Option<u64> },
     /// The shard cannot serve now (no quorum, overloaded, a lock held too
@@ -182,6 +201,7 @@ impl From<Refusal> for Error {
     fn from(refusal: Refusal) -> Error {
         match refusal {
             Refusal::Conflict(message) => Error::Conflict(message),
+            Refusal::SchemaChanged { message, newest } => Error::SchemaChanged { message, newest },
             Refusal::NotLeader { leader } => Error::NotLeader { leader },
             Refusal::Unavailable(message) => Error::Unavailable(message),
             Refusal::OutcomeUnknown(message) => Error::OutcomeUnknown(message),
@@ -196,6 +216,9 @@ impl From<&Error> for Refusal {
     fn from(error: &Error) -> Refusal {
         match error {
             Error::Conflict(message) => Refusal::Conflict(message.clone()),
+            Error::SchemaChanged { message, newest } => {
+                Refusal::SchemaChanged { message: message.clone(), newest: *newest }
+            }
             Error::NotLeader { leader } => Refusal::NotLeader { leader: *leader },
             Error::Unavailable(message) => Refusal::Unavailable(message.clone()),
             Error::OutcomeUnknown(message) => Refusal::OutcomeUnknown(message.clone()),
@@ -257,7 +280,7 @@ pub enum Entry {
 }
 
 /// Format tag of an encoded [`Entry`]; bump on any change.
-const ENTRY_FORMAT: u8 = 2;
+const ENTRY_FORMAT: u8 = 3;
 
 impl Entry {
     /// The entry as bytes (a command of the replicated log).
@@ -301,6 +324,7 @@ mod tests {
                     keys: vec![b"d".to_vec()],
                     ranges: vec![(Bound::Included(b"e".to_vec()), Bound::Unbounded)],
                 },
+                guards: vec![(b"g".to_vec(), Some(b"1".to_vec()))],
             },
             prepare_ts: Timestamp::new(11, 0),
             record: 3,

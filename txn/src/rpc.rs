@@ -1,7 +1,9 @@
 //! How a coordinator reaches shards: the two things a runtime supplies.
 //!
-//! - [`Router`]: which shard holds a key (or may hold keys of a range).
-//!   The SQL layer's key layout and the geo layer's shard map answer it.
+//! - [`Router`]: which shard holds a key (or may hold keys of a range), or
+//!   which locality key's home decides it ([`Place::Homed`]); the cache of
+//!   the directory of homes; the schema guard of each shard. The SQL
+//!   layer's key layout and the geo layer's shard map answer it.
 //! - [`ShardRpc`]: sends a [`Request`] to a shard and resolves with its
 //!   [`Response`]; and waits on this node's physical clock (commit wait).
 //!   The server's implementation routes to the shard's leader over the
@@ -17,29 +19,99 @@
 //! [`RpcError`] that says whether the request may have been acted upon.
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{KeyRange, Request, Response, ShardId};
 
-/// Which shard holds what. See the module documentation.
-pub trait Router: Send + Sync + 'static {
-    /// The shard that holds `key`.
-    fn shard_of(&self, key: &[u8]) -> ShardId;
-
-    /// Every shard that may hold keys inside `range`, in increasing order.
-    fn shards_of_range(&self, range: &KeyRange) -> Vec<ShardId>;
+/// Where a key lives.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// In this shard.
+    Shard(ShardId),
+    /// In the home shard of this locality key (its encoded bytes), which
+    /// its home region decides ([`Router::shard_of_home`]).
+    Homed(Vec<u8>),
 }
 
-/// Every key in one shard: a single node.
+/// A locality key's home: its region (an index into the cluster's
+/// regions) and the epoch of that assignment (it changes when the key is
+/// rehomed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Home {
+    pub region: u32,
+    pub epoch: u64,
+}
+
+impl Home {
+    /// The bytes of a directory entry.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a home always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Home> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// Which shard holds what. See the module documentation.
+pub trait Router: Send + Sync + 'static {
+    /// Where `key` lives.
+    fn place(&self, key: &[u8]) -> Place;
+
+    /// Every place a key inside `range` may live: one locality key's home
+    /// when the range lies within one locality key, else every shard of the
+    /// key space it spans.
+    fn places_of_range(&self, range: &KeyRange) -> Vec<Place>;
+
+    /// The shard of a locality key homed at `home`.
+    fn shard_of_home(&self, _home: Home, _locality: &[u8]) -> ShardId {
+        unreachable!("this router places no key by its home")
+    }
+
+    /// The directory entry of a locality key: where its home is recorded
+    /// (a key of some shard, placed by [`Router::place`]).
+    fn home_key(&self, _locality: &[u8]) -> Vec<u8> {
+        unreachable!("this router places no key by its home")
+    }
+
+    /// The home this node gives a locality key first written here.
+    fn new_home(&self) -> Home {
+        unreachable!("this router places no key by its home")
+    }
+
+    /// A home this node learned. Homes are cached because they never change
+    /// yet: rehoming, when it lands, must make shards refuse routes of an
+    /// older epoch before any cached home can go stale.
+    fn cached_home(&self, _locality: &[u8]) -> Option<Home> {
+        None
+    }
+
+    fn learn_home(&self, _locality: &[u8], _home: Home) {}
+
+    /// The schema guard of each shard (a key in it): a transaction commits
+    /// at a shard only if the guard holds the schema version it planned
+    /// with. Empty when schemas are not guarded.
+    fn guard_keys(&self) -> Vec<(ShardId, Vec<u8>)> {
+        Vec::new()
+    }
+
+    /// The guard key of one shard (see [`Router::guard_keys`]).
+    fn guard_key(&self, shard: ShardId) -> Option<Vec<u8>> {
+        self.guard_keys().into_iter().find(|(id, _)| *id == shard).map(|(_, key)| key)
+    }
+}
+
+/// Every key in one shard: a single node, no homes, no guards.
 #[derive(Clone, Copy, Debug)]
 pub struct OneShard(pub ShardId);
 
 impl Router for OneShard {
-    fn shard_of(&self, _key: &[u8]) -> ShardId {
-        self.0
+    fn place(&self, _key: &[u8]) -> Place {
+        Place::Shard(self.0)
     }
 
-    fn shards_of_range(&self, _range: &KeyRange) -> Vec<ShardId> {
-        vec![self.0]
+    fn places_of_range(&self, _range: &KeyRange) -> Vec<Place> {
+        vec![Place::Shard(self.0)]
     }
 }
 

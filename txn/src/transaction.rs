@@ -31,8 +31,8 @@ use futures::executor::block_on;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch};
 
 use crate::conflict::range_contains;
-use crate::protocol::{Changes, Decision, KeyRange, ReadMode, Reads, Refusal, Request, Response, ShardId};
-use crate::rpc::{Router, RpcError, ShardRpc};
+use crate::protocol::{Changes, Decision, Guard, KeyRange, ReadMode, Reads, Refusal, Request, Response, ShardId};
+use crate::rpc::{Home, Place, Router, RpcError, ShardRpc};
 use crate::{Error, Hlc, Isolation, Result};
 
 /// Meta key of the next unreserved transaction id counter.
@@ -46,11 +46,18 @@ pub const TXN_ID_COUNTER_BITS: u32 = 44;
 /// The default clock bound ε for a single node: nothing to compare with
 /// yet, so only a sanity bound on timestamps from clients.
 pub const MAX_CLOCK_OFFSET_NS_DEFAULT: u64 = 250_000_000;
-/// Attempts of a request that is safe to repeat (reads, prepare, decide)
-/// before the transaction gives up.
-const ATTEMPTS_MAX: u32 = 8;
-/// First pause between attempts; doubles each time.
+/// How long a request that is safe to repeat (reads, prepare, decide) is
+/// retried while its shard has no leader or cannot be reached: longer
+/// than a failover (about three election timeouts, then the new leader's
+/// read-index round and wait of ε), so a leader change is a pause for
+/// clients, not an error.
+const RETRY_WINDOW_NS: u64 = 3_000_000_000;
+/// First pause between attempts; doubles each time, up to the cap.
 const RETRY_PAUSE_NS: u64 = 2_000_000;
+const RETRY_PAUSE_MAX_NS: u64 = 100_000_000;
+/// Attempts at recording a new home before giving up (each a serializable
+/// transaction that loses only to another first writer of the same key).
+const HOME_ATTEMPTS_MAX: u32 = 8;
 
 /// Test-only switches that plant coordinator bugs, to prove the simulator
 /// catches them. Never set outside tests.
@@ -129,6 +136,18 @@ impl TxnManager {
         clock: Box<dyn crate::Clock>,
         max_offset_ns: u64,
     ) -> Result<(Arc<Self>, Arc<crate::Shard>)> {
+        Self::single_node_routed(engine, clock, max_offset_ns, Arc::new(crate::OneShard(SINGLE_NODE_SHARD)))
+    }
+
+    /// [`TxnManager::single_node`] with a router of the caller's (which
+    /// places every key in [`SINGLE_NODE_SHARD`], and may name its schema
+    /// guard).
+    pub fn single_node_routed(
+        engine: Arc<dyn Engine>,
+        clock: Box<dyn crate::Clock>,
+        max_offset_ns: u64,
+        router: Arc<dyn Router>,
+    ) -> Result<(Arc<Self>, Arc<crate::Shard>)> {
         let hlc = Arc::new(Hlc::new(clock, max_offset_ns));
         let view: Arc<dyn Engine> =
             Arc::new(geodb_storage::ScopedEngine::new(engine.clone(), shard_prefix(SINGLE_NODE_SHARD)));
@@ -137,7 +156,7 @@ impl TxnManager {
             node: 0,
             hlc,
             rpc: Arc::new(crate::LocalShards::new([shard.clone()])),
-            router: Arc::new(crate::OneShard(SINGLE_NODE_SHARD)),
+            router,
             ids_engine: Some(engine),
             first_id: 1,
             commit_wait: false,
@@ -232,7 +251,54 @@ impl TxnManager {
             writes: BTreeMap::new(),
             locked: BTreeSet::new(),
             deadline_ns: None,
+            schema: None,
+            unhomed: BTreeMap::new(),
         })
+    }
+
+    /// The home of a locality key, creating it (in this node's region) if
+    /// it has none: a serializable transaction of its own on the directory,
+    /// so that two first writers of a key from two regions cannot both win
+    /// (whatever the writers' own levels), and the home stands even if the
+    /// writing transaction aborts (a home with no rows is harmless).
+    /// Answers whether this call created it.
+    async fn ensure_home(self: &Arc<Self>, locality: &[u8]) -> Result<(Home, bool)> {
+        if let Some(home) = self.router.cached_home(locality) {
+            return Ok((home, false));
+        }
+        let key = self.router.home_key(locality);
+        let mut last = None;
+        for _ in 0..HOME_ATTEMPTS_MAX {
+            let mut txn = self.begin(Isolation::Serializable)?;
+            let shard = match self.router.place(&key) {
+                Place::Shard(shard) => shard,
+                Place::Homed(_) => unreachable!("directory entries live in a shard of their own"),
+            };
+            let (home, created) = match txn.read_in(shard, &key).await? {
+                Some(bytes) => (
+                    Home::decode(&bytes).ok_or_else(|| {
+                        Error::Storage(geodb_storage::Error::Corrupt("a directory entry of the homes".into()))
+                    })?,
+                    false,
+                ),
+                None => {
+                    let home = self.router.new_home();
+                    txn.put(key.clone(), home.encode())?;
+                    match Box::pin(txn.commit_async()).await {
+                        Ok(_) => (home, true),
+                        Err(error) if error.is_retryable() => {
+                            // Another first writer won: read its home.
+                            last = Some(error);
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            };
+            self.router.learn_home(locality, home);
+            return Ok((home, created));
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("could not record a home".into())))
     }
 }
 
@@ -251,6 +317,14 @@ pub struct Transaction {
     /// Physical-clock time (ns) after which reads fail with
     /// [`Error::StatementTimeout`]; set per statement.
     deadline_ns: Option<u64>,
+    /// The schema version the statements were planned with (checked at
+    /// every shard the commit writes, against its guard).
+    schema: Option<Option<Vec<u8>>>,
+    /// Serializable: what was read of locality keys that had no home (so
+    /// nothing stored anywhere), by locality key. If this transaction's
+    /// commit creates the home, these become reads at the new home shard
+    /// in place of the directory read (see [`Transaction::parts`]).
+    unhomed: BTreeMap<Vec<u8>, Reads>,
 }
 
 /// One participant's part of a commit.
@@ -302,6 +376,170 @@ impl Transaction {
         }
     }
 
+    /// Plans statements against schema version `version` (the SQL layer's
+    /// catalog token): every shard this transaction writes checks it at
+    /// commit. A transaction whose writes were planned under another
+    /// version cannot go on (unless it changed the schema itself:
+    /// `changed_by_self`); nor can one whose snapshot was read under the
+    /// old one (see [`Transaction::may_replan`]). Every read carries the
+    /// version too, so a statement planned under a schema its snapshot
+    /// does not have is refused at the shard ([`Error::SchemaChanged`]).
+    pub fn set_schema(&mut self, version: Option<Vec<u8>>, changed_by_self: bool) -> Result<()> {
+        match &self.schema {
+            None => self.schema = Some(version),
+            Some(first) if *first == version || changed_by_self => {}
+            Some(_) if self.may_replan() => self.schema = Some(version),
+            Some(_) => {
+                return Err(Error::Conflict(format!(
+                    "transaction {}: the schema changed between its statements",
+                    self.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a statement may be planned again under another schema: the
+    /// transaction wrote nothing, and (unless it reads the newest data at
+    /// every statement, Read Committed) read nothing of its snapshot yet.
+    pub fn may_replan(&self) -> bool {
+        !self.has_writes() && (self.isolation == Isolation::ReadCommitted || self.confirmed.is_empty())
+    }
+
+    /// Before planning a statement again after [`Error::SchemaChanged`]
+    /// (only when [`Transaction::may_replan`]): forgets the schema and
+    /// takes a new snapshot, which the clock puts after the DDL that
+    /// changed it once this node has seen that DDL.
+    pub fn renew_snapshot(&mut self) -> Result<()> {
+        if !self.may_replan() {
+            return Err(Error::Invalid("a transaction that read or wrote keeps its snapshot".into()));
+        }
+        self.schema = None;
+        self.read_ts = self.manager.hlc.now();
+        self.reads.clear();
+        self.unhomed.clear();
+        Ok(())
+    }
+
+    /// Runs the rest of this transaction at Serializable (a DDL does: its
+    /// backfill must conflict with concurrent writers of the table, which
+    /// only serializable validation of its scans guarantees). A
+    /// transaction that has neither read nor written takes a fresh
+    /// snapshot; one that has keeps its snapshot, and its earlier reads
+    /// keep the guarantees of the level they ran at.
+    pub fn escalate_to_serializable(&mut self) {
+        if self.isolation == Isolation::Serializable {
+            return;
+        }
+        if !self.has_writes() && self.confirmed.is_empty() {
+            self.read_ts = self.manager.hlc.now();
+        }
+        self.isolation = Isolation::Serializable;
+    }
+
+    /// Whether this transaction wrote (or deleted) `key`.
+    pub fn wrote(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key)
+    }
+
+    /// The shard a read of `key` goes to: `None` for a locality key that
+    /// has no home yet (so nothing of it is stored anywhere). Looking a
+    /// home up reads the directory in this transaction (serializable
+    /// validation sees a home created meanwhile).
+    async fn route_read(&mut self, place: Place) -> Result<Option<ShardId>> {
+        match place {
+            Place::Shard(shard) => Ok(Some(shard)),
+            Place::Homed(locality) => {
+                let router = self.manager.router.clone();
+                if let Some(home) = router.cached_home(&locality) {
+                    return Ok(Some(router.shard_of_home(home, &locality)));
+                }
+                let key = router.home_key(&locality);
+                let shard = match router.place(&key) {
+                    Place::Shard(shard) => shard,
+                    Place::Homed(_) => unreachable!("directory entries live in a shard of their own"),
+                };
+                match self.read_in(shard, &key).await? {
+                    Some(bytes) => {
+                        let home = Home::decode(&bytes).ok_or_else(|| {
+                            Error::Storage(geodb_storage::Error::Corrupt("a directory entry of the homes".into()))
+                        })?;
+                        router.learn_home(&locality, home);
+                        Ok(Some(router.shard_of_home(home, &locality)))
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Reads `key` at `shard` as this transaction's level reads, recording
+    /// the read for serializable validation.
+    async fn read_in(&mut self, shard: ShardId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mode = self.mode_for(shard);
+        let guard = self.read_guard(shard);
+        let response = self.call(shard, Request::Get { txn: self.id, key: key.to_vec(), mode, guard }).await?;
+        self.confirmed.insert(shard);
+        if self.records_reads() {
+            self.reads.entry(shard).or_default().keys.push(key.to_vec());
+        }
+        match response {
+            Response::Value(value) => Ok(value),
+            other => Err(unexpected(shard, &other)),
+        }
+    }
+
+    /// The newest value of `key` as Read Committed reads it (this node's
+    /// replica once it has applied what this node acknowledged), outside
+    /// the transaction (not recorded, no lock): a cheap look, possibly
+    /// behind other nodes' commits, for caches that commits check exactly.
+    pub async fn peek_replica_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(shard) = self.route_read(self.manager.router.place(key)).await? else { return Ok(None) };
+        let mode = ReadMode::Latest { after: self.manager.seen(shard) };
+        let request = Request::Get { txn: self.id, key: key.to_vec(), mode, guard: None };
+        match self.call(shard, request).await? {
+            Response::Value(value) => Ok(value),
+            other => Err(unexpected(shard, &other)),
+        }
+    }
+
+    /// [`Transaction::peek_replica_async`], blocking.
+    pub fn peek_replica(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.peek_replica_async(key))
+    }
+
+    /// The pairs of a range held by one shard, as [`Transaction::peek_replica`]
+    /// reads them (the range must lie within one shard's keys).
+    pub fn peek_replica_scan(&mut self, range: KeyRange) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        block_on(async {
+            let places = self.manager.router.places_of_range(&range);
+            let [place] = places.as_slice() else {
+                return Err(Error::Invalid("a replica scan must stay within one shard".into()));
+            };
+            let Some(shard) = self.route_read(place.clone()).await? else { return Ok(Vec::new()) };
+            let mode = ReadMode::Latest { after: self.manager.seen(shard) };
+            let request = Request::Scan { txn: self.id, range, reverse: false, limit: None, mode, guard: None };
+            match self.call(shard, request).await? {
+                Response::Rows(rows) => Ok(rows),
+                other => Err(unexpected(shard, &other)),
+            }
+        })
+    }
+
+    /// Every shard's schema guard (see [`Router::guard_keys`]): a DDL writes
+    /// its new schema version to all of them.
+    pub fn guard_keys(&self) -> Vec<(ShardId, Vec<u8>)> {
+        self.manager.router.guard_keys()
+    }
+
+    /// The schema guard a read at `shard` carries: the version this
+    /// transaction planned with, once it has one.
+    fn read_guard(&self, shard: ShardId) -> Option<Guard> {
+        let version = self.schema.as_ref()?;
+        let key = self.manager.router.guard_key(shard)?;
+        Some((key, version.clone()))
+    }
+
     fn mode_for(&self, shard: ShardId) -> ReadMode {
         match self.isolation {
             Isolation::ReadCommitted => ReadMode::Latest { after: self.manager.seen(shard) },
@@ -324,16 +562,15 @@ impl Transaction {
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
-        let shard = self.manager.router.shard_of(key);
-        let mode = self.mode_for(shard);
-        let response = self.call(shard, Request::Get { txn: self.id, key: key.to_vec(), mode }).await?;
-        self.confirmed.insert(shard);
-        if self.records_reads() {
-            self.reads.entry(shard).or_default().keys.push(key.to_vec());
-        }
-        match response {
-            Response::Value(value) => Ok(value),
-            other => Err(unexpected(shard, &other)),
+        let place = self.manager.router.place(key);
+        match self.route_read(place.clone()).await? {
+            Some(shard) => self.read_in(shard, key).await,
+            None => {
+                if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
+                    self.unhomed.entry(locality).or_default().keys.push(key.to_vec());
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -374,7 +611,18 @@ impl Transaction {
         // Each own write can hide at most one stored pair, so fetching that
         // many more than the limit is enough to fill it after the overlay.
         let fetch = limit.map(|limit| limit.saturating_add(own.len()));
-        let shards = self.manager.router.shards_of_range(&range);
+        let mut shards = Vec::new();
+        for place in self.manager.router.places_of_range(&range) {
+            match self.route_read(place.clone()).await? {
+                Some(shard) if !shards.contains(&shard) => shards.push(shard),
+                Some(_) => {}
+                None => {
+                    if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
+                        self.unhomed.entry(locality).or_default().ranges.push(range.clone());
+                    }
+                }
+            }
+        }
         let mut requests = Vec::with_capacity(shards.len());
         for shard in &shards {
             let request = Request::Scan {
@@ -383,6 +631,7 @@ impl Transaction {
                 reverse,
                 limit: fetch,
                 mode: self.mode_for(*shard),
+                guard: self.read_guard(*shard),
             };
             requests.push(call_repeatable(&self.manager, *shard, request));
         }
@@ -481,7 +730,7 @@ impl Transaction {
         if !self.has_writes() {
             return Ok(self.read_ts);
         }
-        let parts = self.parts();
+        let parts = self.parts().await?;
         let written: Vec<ShardId> =
             parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
         let ts = if parts.len() == 1 {
@@ -500,11 +749,51 @@ impl Transaction {
         Ok(ts)
     }
 
-    /// What each participant is asked to commit: its writes and locks, and
-    /// (serializable) what was read there.
-    fn parts(&self) -> BTreeMap<ShardId, Part> {
-        let mut parts: BTreeMap<ShardId, Part> = BTreeMap::new();
+    /// The shard of a written key: a locality key's home shard, homing it
+    /// here first if it has none (then noted in `created`, by locality key).
+    async fn route_write(&self, key: &[u8], created: &mut BTreeMap<Vec<u8>, ShardId>) -> Result<ShardId> {
+        match self.manager.router.place(key) {
+            Place::Shard(shard) => Ok(shard),
+            Place::Homed(locality) => {
+                let (home, made) = self.manager.ensure_home(&locality).await?;
+                let shard = self.manager.router.shard_of_home(home, &locality);
+                if made {
+                    created.insert(locality, shard);
+                }
+                Ok(shard)
+            }
+        }
+    }
+
+    /// What this transaction read, by shard, for serializable validation.
+    /// A locality key it found without a home and whose home its own commit
+    /// created (just now, serializably, after this transaction's snapshot:
+    /// so no row of it was stored anywhere at the snapshot) is validated
+    /// at its new home shard, where its reads are now reads of absent keys,
+    /// instead of by the directory read, which the creation itself would
+    /// fail.
+    fn reads_to_validate(&self, created: &BTreeMap<Vec<u8>, ShardId>) -> BTreeMap<ShardId, Reads> {
+        let mut reads = self.reads.clone();
         let router = &self.manager.router;
+        for (locality, shard) in created {
+            let Some(unhomed) = self.unhomed.get(locality) else { continue };
+            let directory_key = router.home_key(locality);
+            if let Place::Shard(directory) = router.place(&directory_key)
+                && let Some(at_directory) = reads.get_mut(&directory)
+            {
+                at_directory.keys.retain(|key| *key != directory_key);
+            }
+            let at_home = reads.entry(*shard).or_default();
+            at_home.keys.extend(unhomed.keys.iter().cloned());
+            at_home.ranges.extend(unhomed.ranges.iter().cloned());
+        }
+        reads
+    }
+
+    /// What each participant is asked to commit: its writes and locks, its
+    /// schema guard, and (serializable) what was read there.
+    async fn parts(&self) -> Result<BTreeMap<ShardId, Part>> {
+        let mut parts: BTreeMap<ShardId, Part> = BTreeMap::new();
         let empty = || Part {
             changes: Changes {
                 txn: self.id,
@@ -513,25 +802,41 @@ impl Transaction {
                 writes: Vec::new(),
                 locked: Vec::new(),
                 reads: Reads::default(),
+                guards: Vec::new(),
             },
             writes_here: false,
         };
+        let mut created = BTreeMap::new();
         for (key, value) in &self.writes {
-            let entry = parts.entry(router.shard_of(key)).or_insert_with(empty);
+            let shard = self.route_write(key, &mut created).await?;
+            let entry = parts.entry(shard).or_insert_with(empty);
             entry.changes.writes.push((key.clone(), value.clone()));
             entry.writes_here = true;
         }
         for key in &self.locked {
-            let entry = parts.entry(router.shard_of(key)).or_insert_with(empty);
+            let shard = self.route_write(key, &mut created).await?;
+            let entry = parts.entry(shard).or_insert_with(empty);
             entry.changes.locked.push(key.clone());
             entry.writes_here = true;
         }
-        if self.records_reads() {
-            for (shard, reads) in &self.reads {
-                parts.entry(*shard).or_insert_with(empty).changes.reads = reads.clone();
+        if let Some(version) = &self.schema {
+            // A DDL's own write of a guard is guarded too, by the version
+            // it replaces: of two DDLs planned on the same version, one
+            // fails (else the second could overwrite the first's catalog).
+            for (shard, key) in self.manager.router.guard_keys() {
+                if let Some(part) = parts.get_mut(&shard).filter(|part| part.writes_here) {
+                    part.changes.guards.push((key, version.clone()));
+                }
             }
         }
-        parts
+        if self.records_reads() {
+            for (shard, reads) in self.reads_to_validate(&created) {
+                if !reads.is_empty() || parts.contains_key(&shard) {
+                    parts.entry(shard).or_insert_with(empty).changes.reads = reads;
+                }
+            }
+        }
+        Ok(parts)
     }
 
     /// One participant: validate, commit and apply in one round. Never
@@ -539,19 +844,22 @@ impl Transaction {
     /// commit the writes twice): an unknown outcome is reported as such.
     async fn commit_one(&self, shard: ShardId, changes: Changes) -> Result<Timestamp> {
         let request = Request::CommitOne(changes);
-        let mut pause_ns = RETRY_PAUSE_NS;
-        for _ in 0..ATTEMPTS_MAX {
+        let mut backoff = Backoff::new(&self.manager);
+        loop {
             match self.manager.rpc.call(shard, request.clone()).await {
-                Ok(Response::Committed(ts)) => return Ok(ts),
+                Ok(Response::Committed(ts)) => {
+                    self.manager.hlc.observe(ts);
+                    return Ok(ts);
+                }
                 // Refused before anything was proposed: safe to send again.
-                Ok(Response::Refused(Refusal::NotLeader { .. } | Refusal::Unavailable(_))) => {
-                    pause(&self.manager, &mut pause_ns).await;
+                Ok(Response::Refused(Refusal::NotLeader { .. } | Refusal::Unavailable(_)))
+                | Err(RpcError::NotSent(_)) => {
+                    if !backoff.pause(&self.manager).await {
+                        return Err(Error::Unavailable(format!("shard {shard} has no reachable leader")));
+                    }
                 }
                 Ok(Response::Refused(refusal)) => return Err(refusal.into()),
                 Ok(other) => return Err(unexpected(shard, &other)),
-                Err(RpcError::NotSent(_)) => {
-                    pause(&self.manager, &mut pause_ns).await;
-                }
                 Err(RpcError::Lost(reason)) => {
                     return Err(Error::OutcomeUnknown(format!(
                         "transaction {}: no answer from shard {shard} after sending the commit ({reason}); it may or may not have committed",
@@ -560,7 +868,6 @@ impl Transaction {
                 }
             }
         }
-        Err(Error::Unavailable(format!("shard {shard} has no reachable leader")))
     }
 
     /// Two-phase commit over the participants (R9).
@@ -673,28 +980,64 @@ impl Transaction {
 }
 
 /// Sends a request that is safe to repeat, retrying unsent and lost ones
-/// with backoff; a refusal is the answer.
+/// with backoff for [`RETRY_WINDOW_NS`]; a refusal is the answer (except
+/// "outcome unknown" for requests whose repetition answers the recorded
+/// outcome: decisions and resolutions).
 async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request) -> Result<Response> {
-    let mut pause_ns = RETRY_PAUSE_NS;
-    let mut last = String::new();
-    for _ in 0..ATTEMPTS_MAX {
-        match manager.rpc.call(shard, request.clone()).await {
+    let repeat_unknown = matches!(request, Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. });
+    let mut backoff = Backoff::new(manager);
+    loop {
+        let last = match manager.rpc.call(shard, request.clone()).await {
             // An election under way, or a shard too busy: nothing was done.
             Ok(Response::Refused(refusal @ (Refusal::NotLeader { .. } | Refusal::Unavailable(_)))) => {
-                last = Error::from(refusal).to_string();
+                Error::from(refusal).to_string()
             }
-            Ok(response) => return response.into_result(),
-            Err(error) => last = error.to_string(),
+            Ok(Response::Refused(refusal @ Refusal::OutcomeUnknown(_))) if repeat_unknown => {
+                Error::from(refusal).to_string()
+            }
+            Ok(response) => {
+                // Every answer carries time forward (the sender's clock).
+                if let Response::Committed(ts)
+                | Response::Prepared(ts)
+                | Response::Decided(Decision::Commit(ts))
+                | Response::Refused(Refusal::SchemaChanged { newest: ts, .. }) = &response
+                {
+                    manager.hlc.observe(*ts);
+                }
+                return response.into_result();
+            }
+            Err(error) => error.to_string(),
+        };
+        if !backoff.pause(manager).await {
+            return Err(Error::Unavailable(format!(
+                "shard {shard} did not answer a {} request: {last}",
+                request.kind()
+            )));
         }
-        pause(manager, &mut pause_ns).await;
     }
-    Err(Error::Unavailable(format!("shard {shard} did not answer a {} request: {last}", request.kind())))
 }
 
-async fn pause(manager: &TxnManager, pause_ns: &mut u64) {
-    let until = manager.hlc.physical_now_ns().saturating_add(*pause_ns);
-    manager.rpc.sleep_until(until).await;
-    *pause_ns = pause_ns.saturating_mul(2);
+/// Pauses between attempts: exponential, capped, within [`RETRY_WINDOW_NS`].
+struct Backoff {
+    deadline_ns: u64,
+    pause_ns: u64,
+}
+
+impl Backoff {
+    fn new(manager: &TxnManager) -> Self {
+        Backoff { deadline_ns: manager.hlc.physical_now_ns().saturating_add(RETRY_WINDOW_NS), pause_ns: RETRY_PAUSE_NS }
+    }
+
+    /// Waits before the next attempt; false once the window is over.
+    async fn pause(&mut self, manager: &TxnManager) -> bool {
+        let now = manager.hlc.physical_now_ns();
+        if now >= self.deadline_ns {
+            return false;
+        }
+        manager.rpc.sleep_until(now.saturating_add(self.pause_ns).min(self.deadline_ns)).await;
+        self.pause_ns = (self.pause_ns * 2).min(RETRY_PAUSE_MAX_NS);
+        true
+    }
 }
 
 fn unexpected(shard: ShardId, response: &Response) -> Error {

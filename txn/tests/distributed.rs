@@ -11,7 +11,7 @@ use geodb_storage::{Engine, MemoryEngine, ScopedEngine, Timestamp, TxnId};
 use geodb_txn::protocol::{Changes, KeyRange, ReadMode, Reads};
 use geodb_txn::transaction::CoordinatorFaults;
 use geodb_txn::{
-    Decision, Error, Hlc, Isolation, LocalShards, ManagerConfig, Request, Response, Router, Shard, ShardId,
+    Decision, Error, Hlc, Isolation, LocalShards, ManagerConfig, Place, Request, Response, Router, Shard, ShardId,
     SystemClock, Transaction, TxnManager, shard_prefix,
 };
 
@@ -19,12 +19,12 @@ use geodb_txn::{
 struct ByFirstByte;
 
 impl Router for ByFirstByte {
-    fn shard_of(&self, key: &[u8]) -> ShardId {
-        if key.first() == Some(&b'a') { 1 } else { 2 }
+    fn place(&self, key: &[u8]) -> Place {
+        Place::Shard(if key.first() == Some(&b'a') { 1 } else { 2 })
     }
 
-    fn shards_of_range(&self, _range: &KeyRange) -> Vec<ShardId> {
-        vec![1, 2]
+    fn places_of_range(&self, _range: &KeyRange) -> Vec<Place> {
+        vec![Place::Shard(1), Place::Shard(2)]
     }
 }
 
@@ -79,6 +79,7 @@ fn changes(txn: u64, isolation: Isolation, read_ts: Timestamp, writes: &[&str], 
         writes: writes.iter().map(|key| (key.as_bytes().to_vec(), Some(b"9".to_vec()))).collect(),
         locked: Vec::new(),
         reads: Reads { keys: reads.iter().map(|key| key.as_bytes().to_vec()).collect(), ranges: Vec::new() },
+        guards: Vec::new(),
     }
 }
 
@@ -182,7 +183,8 @@ fn a_read_above_a_prepared_lock_waits_for_the_decision() {
     // A read below the prepare timestamp never waited and saw the old value.
     let mut old = cluster.manager.begin(Isolation::Snapshot).unwrap();
     let below = ReadMode::At { read_ts: prepare_ts.prev(), barrier: false };
-    let response = cluster.shards.handle(2, Request::Get { txn: old.id(), key: b"b1".to_vec(), mode: below });
+    let response =
+        cluster.shards.handle(2, Request::Get { txn: old.id(), key: b"b1".to_vec(), mode: below, guard: None });
     assert_eq!(response, Response::Value(Some(b"1".to_vec())));
     assert_eq!(read(&mut old, "b1"), Some(9));
 }
@@ -322,7 +324,7 @@ fn a_transaction_too_old_for_the_log_of_recent_commits_aborts() {
     // After a restart, commits before it are not in the log: a transaction
     // whose snapshot predates them cannot be validated.
     let restarted = TxnManager::new(engine).unwrap();
-    let shard = restarted.router().shard_of(b"a1");
+    let Place::Shard(shard) = restarted.router().place(b"a1") else { panic!("one shard") };
     let old = changes(906, Isolation::Snapshot, Timestamp::new(1, 0), &["a1"], &[]);
     let response = match restarted.rpc().call(shard, Request::CommitOne(old)).now_or_never_ready() {
         Ok(response) => response,
@@ -340,4 +342,93 @@ impl<T, F: std::future::Future<Output = T>> NowOrNever<T> for F {
     fn now_or_never_ready(self) -> T {
         futures::executor::block_on(self)
     }
+}
+
+/// Keys `h<locality>/...` live at their locality key's home: the directory
+/// entry `d<locality>` is in shard 1, and every home is shard 2.
+#[derive(Default)]
+struct Homed {
+    cache: std::sync::Mutex<std::collections::HashMap<Vec<u8>, geodb_txn::Home>>,
+}
+
+impl Router for Homed {
+    fn place(&self, key: &[u8]) -> Place {
+        match key.strip_prefix(b"h") {
+            Some(rest) => Place::Homed(rest.split(|byte| *byte == b'/').next().unwrap_or_default().to_vec()),
+            None => Place::Shard(1),
+        }
+    }
+
+    fn places_of_range(&self, _range: &KeyRange) -> Vec<Place> {
+        vec![Place::Shard(1), Place::Shard(2)]
+    }
+
+    fn shard_of_home(&self, _home: geodb_txn::Home, _locality: &[u8]) -> ShardId {
+        2
+    }
+
+    fn home_key(&self, locality: &[u8]) -> Vec<u8> {
+        [b"d".as_slice(), locality].concat()
+    }
+
+    fn new_home(&self) -> geodb_txn::Home {
+        geodb_txn::Home { region: 0, epoch: 1 }
+    }
+
+    fn cached_home(&self, locality: &[u8]) -> Option<geodb_txn::Home> {
+        self.cache.lock().unwrap().get(locality).copied()
+    }
+
+    fn learn_home(&self, locality: &[u8], home: geodb_txn::Home) {
+        self.cache.lock().unwrap().insert(locality.to_vec(), home);
+    }
+}
+
+fn homed_cluster() -> Arc<TxnManager> {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let hlc = Arc::new(Hlc::new(Box::new(SystemClock), 1_000_000));
+    let shard = |id: ShardId| {
+        let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(id)));
+        Arc::new(Shard::open(id, view, hlc.clone(), false).unwrap())
+    };
+    TxnManager::with_config(ManagerConfig {
+        node: 1,
+        hlc: hlc.clone(),
+        rpc: Arc::new(LocalShards::new([shard(1), shard(2)])),
+        router: Arc::new(Homed::default()),
+        ids_engine: Some(engine),
+        first_id: 1,
+        commit_wait: false,
+        faults: CoordinatorFaults::default(),
+    })
+    .unwrap()
+}
+
+/// A serializable transaction that finds a locality key without a home
+/// and writes it commits at once (its read of the missing home is checked
+/// at the home its commit creates, not failed by that creation); two that
+/// both found it missing and wrote disjoint rows cannot both commit (write
+/// skew on a phantom).
+#[test]
+fn a_first_write_to_a_new_locality_key_commits_and_phantoms_still_conflict() {
+    let manager = homed_cluster();
+    let mut first = manager.begin(Isolation::Serializable).unwrap();
+    assert_eq!(read(&mut first, "h7/a"), None);
+    write(&mut first, "h7/a", 1);
+    first.commit().expect("the first write of a new locality key commits at once");
+    let mut check = manager.begin(Isolation::Serializable).unwrap();
+    assert_eq!(read(&mut check, "h7/a"), Some(1));
+    check.commit().unwrap();
+
+    let mut a = manager.begin(Isolation::Serializable).unwrap();
+    let mut b = manager.begin(Isolation::Serializable).unwrap();
+    for txn in [&mut a, &mut b] {
+        assert_eq!(read(txn, "h8/a"), None);
+        assert_eq!(read(txn, "h8/b"), None);
+    }
+    write(&mut a, "h8/a", 1);
+    write(&mut b, "h8/b", 1);
+    a.commit().unwrap();
+    let error = b.commit().expect_err("both saw no rows and both inserted one");
+    assert!(error.is_retryable(), "{error}");
 }

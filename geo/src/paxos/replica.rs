@@ -689,7 +689,17 @@ impl Replica {
                 }
             }
         }
-        let recovery_end = recovered.keys().next_back().copied().unwrap_or(self.chosen);
+        let recovered_end = recovered.keys().next_back().copied().unwrap_or(self.chosen);
+        // A value an earlier leader proposed may have been accepted only by
+        // acceptors outside this quorum, in a slot after everything the
+        // quorum reported: at most a window beyond it (a leader keeps at
+        // most `window_slots_max` slots in flight, each after the one
+        // before was accepted by a majority). Left empty, such a slot could
+        // still be chosen by a later leader, after this one served reads
+        // that should have seen it. So this ballot chooses those slots too
+        // (no-ops), and a read index covers them (Raft's "no-op of the
+        // current term", widened to the window).
+        let recovery_end = Slot(recovered_end.0 + self.config.window_slots_max);
         let recovering = (self.chosen.0 + 1..=recovery_end.0)
             .map(|slot| recovered.remove(&Slot(slot)).map_or(Value::Noop, |(_, _, value)| value))
             .collect();

@@ -11,6 +11,9 @@ use crate::topology::NodeId;
 
 const RTT_US: u64 = 2_000;
 const GROUP: GroupId = GroupId(7);
+/// The default pipelining window (`Config::new`): also how many no-ops a
+/// new leader chooses after what phase 1 recovered.
+const WINDOW_SLOTS: u64 = 8;
 
 struct Cluster {
     now_us: u64,
@@ -367,17 +370,23 @@ fn accepted_value_survives_leader_crash_before_commit_is_known() {
         let to = envelope.to;
         let now = cluster.now_us;
         cluster.replica(to).step(now, envelope);
-        cluster.replica(to).take_ready(); // persisted in `stored` below
+        // Persisted in `stored` below; applied as usual; answers lost.
+        let ready = cluster.replica(to).take_ready();
+        cluster.applied.get_mut(&to).unwrap().extend(ready.apply);
     }
+    // (The command follows the no-ops a new leader chooses first: every
+    // slot an accept reached is persisted.)
     for node in cluster.replicas.keys().copied().collect::<Vec<_>>() {
-        let entry = cluster.replicas[&node].entry(Slot(1)).map(|(ballot, value)| Entry {
-            slot: Slot(1),
-            ballot,
-            value: value.clone(),
-        });
-        if let Some(entry) = entry {
-            cluster.stored.get_mut(&node).unwrap().apply(&Persist { entries: vec![entry], ..Persist::default() });
-        }
+        let entries: Vec<Entry> = (1..=2 * WINDOW_SLOTS)
+            .filter_map(|slot| {
+                cluster.replicas[&node].entry(Slot(slot)).map(|(ballot, value)| Entry {
+                    slot: Slot(slot),
+                    ballot,
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        cluster.stored.get_mut(&node).unwrap().apply(&Persist { entries, ..Persist::default() });
     }
     cluster.crash(leader);
     let next = cluster.elect();
@@ -603,7 +612,8 @@ fn single_voter_group_commits_alone() {
     assert_eq!(cluster.commands(leader), vec![bytes("solo")]);
     cluster.replica(leader).read_index(5).unwrap();
     cluster.process_all();
-    assert_eq!(cluster.reads[&leader][0].outcome, ReadOutcome::Ready { index: Slot(1) });
+    // The no-ops a new leader chooses first (a window of them), then "solo".
+    assert_eq!(cluster.reads[&leader][0].outcome, ReadOutcome::Ready { index: Slot(WINDOW_SLOTS + 1) });
 }
 
 /// raft-rs `test_proposal` (to a follower): only the leader takes proposals.

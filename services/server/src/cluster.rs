@@ -21,20 +21,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use geodb_geo::paxos::{self, GroupId};
-use geodb_geo::placement::{self, NodePlace};
+use geodb_geo::placement::NodePlace;
+use geodb_geo::shardmap::ShardMap;
 use geodb_geo::{LatencyMatrix, NodeId, Region, Zone};
+use geodb_sql::SqlRouter;
 use geodb_storage::{Engine, ScopedEngine};
 use geodb_txn::host::HostConfig;
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Hlc, ManagerConfig, OneShard, Shard, SystemClock, TxnManager, shard_prefix};
+use geodb_txn::{Hlc, ManagerConfig, Shard, SystemClock, TxnManager, shard_prefix};
 
 use crate::config::{ClusterConfig, Config};
 use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
 use crate::transport::{Faults, Transport, TransportConfig};
-
-/// The group of the data shard (the only shard for now: every table, the
-/// catalog included).
-pub const DATA_GROUP: GroupId = GroupId(1);
 
 /// Slots a shard leader may have in flight: one. Transactions are validated
 /// by the leader *before* they are proposed, against the log it knows. With
@@ -72,12 +70,17 @@ pub struct Cluster {
     /// For forwarding requests to other nodes' HTTP APIs.
     pub client: reqwest::Client,
     regions: BTreeMap<NodeId, Region>,
+    /// Every shard of the cluster, where it is homed and placed.
+    pub map: ShardMap,
+    /// Where keys live, and the homes this node learned.
+    pub router: Arc<SqlRouter>,
 }
 
 impl Cluster {
     /// Starts this node's side of the cluster over `engine`: the transport
-    /// on `peer_listener`, the replication driver, and the transaction
-    /// manager whose commits go through the data shard's group.
+    /// on `peer_listener`, the replication driver hosting this node's
+    /// replica of every shard of the shard map, and the transaction manager
+    /// that coordinates transactions across them.
     pub fn start(
         config: &Config,
         engine: Arc<dyn Engine>,
@@ -97,34 +100,45 @@ impl Cluster {
             })
             .collect();
         let home = Region(cluster.home().to_string());
-        let placement =
-            placement::place(&places, &home, cluster.survival, &latency).map_err(|error| error.to_string())?;
+        let map = ShardMap::new(&places, &home, cluster.survival, cluster.shards_per_region, &latency)
+            .map_err(|error| error.to_string())?;
         let regions: BTreeMap<NodeId, Region> = places.iter().map(|place| (place.id, place.region.clone())).collect();
-
-        // The initial membership; later changes go through the log, and
-        // `/v1/cluster` shows the current one from the replica.
-        let mut group = paxos::Config::new(DATA_GROUP, node, placement.voters, 0);
-        group.learners = placement.learners;
-        group.preferred_leader = placement.preferred_leader;
-        group.heartbeat_interval_us = cluster.heartbeat_interval_ms * 1_000;
-        group.election_timeout_us = cluster.election_timeout_ms * 1_000;
-        group.placement_delay_us = cluster.election_timeout_ms * 1_000;
-        group.seed = cluster.id;
-        group.window_slots_max = COMMIT_WINDOW_SLOTS;
+        let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;
 
         let (inputs, receiver) = mpsc::sync_channel(crate::replication::INPUT_QUEUE_MAX);
         let calls = Arc::new(Calls::default());
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
         let hlc = Arc::new(Hlc::new(Box::new(SystemClock), max_offset_ns));
-        let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(DATA_GROUP.0)));
-        let shard = Arc::new(
-            Shard::open(DATA_GROUP.0, view, hlc.clone(), true)
-                .map_err(|e| format!("cannot open the data shard: {e}"))?,
-        );
+        let mut specs = Vec::new();
+        let mut shards = Vec::new();
+        for spec in &map.shards {
+            let placement = &spec.placement;
+            if !placement.voters.contains(&node) && !placement.learners.contains(&node) {
+                continue;
+            }
+            // The initial membership; later changes go through the log,
+            // and `/v1/cluster` shows the current one from the replica.
+            let mut group = paxos::Config::new(GroupId(spec.id), node, placement.voters.clone(), 0);
+            group.learners = placement.learners.clone();
+            group.preferred_leader = placement.preferred_leader;
+            group.heartbeat_interval_us = cluster.heartbeat_interval_ms * 1_000;
+            group.election_timeout_us = cluster.election_timeout_ms * 1_000;
+            group.placement_delay_us = cluster.election_timeout_ms * 1_000;
+            group.seed = cluster.id ^ spec.id.rotate_left(32);
+            group.window_slots_max = COMMIT_WINDOW_SLOTS;
+            let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(spec.id)));
+            let shard = Arc::new(
+                Shard::open(spec.id, view, hlc.clone(), true)
+                    .map_err(|e| format!("cannot open shard {}: {e}", spec.id))?,
+            );
+            shards.push(shard.clone());
+            specs.push(GroupSpec { config: group, shard, snapshot_interval: cluster.snapshot_interval_entries });
+        }
 
         let transport_config = TransportConfig {
             node,
-            cluster: cluster.id,
+            // Nodes that disagree on where keys live must not talk.
+            cluster: cluster.id ^ geodb_geo::shardmap::locality_hash(cluster.layout().as_bytes()),
             peers: cluster.nodes.iter().map(|node| (NodeId(node.id), node.peer)).collect(),
             regions: regions.clone(),
             latency: latency.clone(),
@@ -134,33 +148,31 @@ impl Cluster {
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
             .map_err(|error| error.to_string())?;
         let sender = transport.clone();
-        let shards = vec![shard.clone()];
-        let spec = GroupSpec { config: group, shard, snapshot_interval: cluster.snapshot_interval_entries };
         let driver = Driver::start(
             HostConfig::new(node),
             hlc.clone(),
             engine.clone(),
-            vec![spec],
+            specs,
             Box::new(move |messages| sender.send(messages)),
             inputs,
             receiver,
             calls,
         )?;
         let sender = transport.clone();
-        let here = regions.get(&node).cloned();
-        let neighbours =
-            regions.iter().filter(|(_, region)| Some(*region) == here.as_ref()).map(|(id, _)| *id).collect();
+        let neighbours = regions.iter().filter(|(_, other)| **other == region).map(|(id, _)| *id).collect();
         let rpc = ClusterRpc::new(
             driver.clone(),
             Box::new(move |message| sender.try_send_one(message)),
             hlc.clone(),
             neighbours,
+            shards.clone(),
         );
+        let router = Arc::new(SqlRouter::cluster(map.clone(), &region)?);
         let txns = TxnManager::with_config(ManagerConfig {
             node: node.0,
             hlc,
             rpc: Arc::new(rpc),
-            router: Arc::new(OneShard(DATA_GROUP.0)),
+            router: router.clone(),
             ids_engine: Some(engine),
             first_id: 1,
             commit_wait: true,
@@ -175,14 +187,14 @@ impl Cluster {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let region = regions.get(&node).cloned().ok_or("this node is not in cluster.nodes")?;
-        let cluster = Cluster { config: cluster, node, region, latency, driver, transport, faults, client, regions };
+        let cluster =
+            Cluster { config: cluster, node, region, latency, driver, transport, faults, client, regions, map, router };
         Ok((Arc::new(cluster), txns, shards))
     }
 
-    /// The data shard's leader as this node knows it.
-    pub fn leader(&self) -> Option<NodeId> {
-        self.driver.leader_of(DATA_GROUP.0)
+    /// The leader of `shard` as this node knows it.
+    pub fn leader(&self, shard: u64) -> Option<NodeId> {
+        self.driver.leader_of(shard)
     }
 
     /// A node's HTTP address.
@@ -208,21 +220,19 @@ impl Cluster {
 
     /// Where a request runs: on the shard leader unless it is a read-only
     /// request at a highly available level.
-    /// Where a request that must run on the data shard's leader (a
-    /// membership change) goes.
-    pub fn route_to_leader(&self) -> Route {
-        match self.leader() {
+    /// Where a request that must run on `shard`'s leader (a membership
+    /// change) goes.
+    pub fn route_to_leader(&self, shard: u64) -> Route {
+        match self.leader(shard) {
             Some(leader) if leader == self.node => Route::Local,
             Some(leader) if self.cut_off_from(leader) => {
-                Route::Unavailable(format!("the leader of shard {} (node {}) is unreachable", DATA_GROUP.0, leader.0))
+                Route::Unavailable(format!("the leader of shard {shard} (node {}) is unreachable", leader.0))
             }
             Some(leader) => match self.http_of(leader) {
                 Some(http) => Route::Forward { node: leader, http },
                 None => Route::Unavailable(format!("node {} has no known HTTP address", leader.0)),
             },
-            None => {
-                Route::Unavailable(format!("shard {} has no leader right now (an election is under way)", DATA_GROUP.0))
-            }
+            None => Route::Unavailable(format!("shard {shard} has no leader right now (an election is under way)")),
         }
     }
 

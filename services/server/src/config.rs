@@ -59,8 +59,13 @@ pub struct ClusterConfig {
     #[serde(default = "default_cluster_id")]
     pub id: u64,
     pub nodes: Vec<NodeAddress>,
-    /// Home region of the data shard (default: the first node's region).
+    /// Home region of the system shard (catalog, directory of homes) and
+    /// of the global shard (default: the first node's region).
     pub home: Option<String>,
+    /// Shards per region for `home` tables: a locality key homed in a region
+    /// lives in one of them, by the hash of its value.
+    #[serde(default = "default_shards_per_region")]
+    pub shards_per_region: u64,
     /// `zone` (three voters at home, a learner elsewhere) or `region`
     /// (five voters over three regions).
     #[serde(default)]
@@ -115,6 +120,10 @@ fn default_cluster_id() -> u64 {
     1
 }
 
+fn default_shards_per_region() -> u64 {
+    2
+}
+
 fn default_latency_scale() -> f64 {
     1.0
 }
@@ -151,9 +160,27 @@ impl ClusterConfig {
         geodb_geo::LatencyMatrix::new(matrix.regions, rtt_us).map_err(|e| e.to_string())
     }
 
-    /// The home region of the data shard.
+    /// The home region of the system and global shards.
     pub fn home(&self) -> &str {
         self.home.as_deref().or(self.nodes.first().map(|node| node.region.as_str())).unwrap_or_default()
+    }
+
+    /// What decides where a key is stored: the regions in node-list order
+    /// (home shards are numbered by it, and the directory of homes names
+    /// regions by their position in it), `shards_per_region` (a locality
+    /// key's home shard is its hash modulo it) and `home`. Every node of a
+    /// cluster must agree on it, and it must never change under a data
+    /// directory: a node persists it and refuses another, and peers whose
+    /// layouts differ do not talk (it is part of the transport's cluster
+    /// identity).
+    pub fn layout(&self) -> String {
+        let mut regions: Vec<&str> = Vec::new();
+        for node in &self.nodes {
+            if !regions.contains(&node.region.as_str()) {
+                regions.push(&node.region);
+            }
+        }
+        format!("regions={} shards_per_region={} home={}", regions.join(","), self.shards_per_region, self.home())
     }
 
     fn check(&self, node_id: u64) -> Result<(), String> {

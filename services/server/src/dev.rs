@@ -20,13 +20,12 @@ use geodb_geo::LatencyMatrix;
 use geodb_geo::placement::Survival;
 use tokio::net::TcpListener;
 
-use crate::cluster::DATA_GROUP;
 use crate::config::{ClusterConfig, Config, NodeAddress};
 use crate::node::Node;
 use crate::telemetry::{self, Metrics};
 use crate::transport::Faults;
 
-/// How long start-up waits for the data shard to elect a leader before it
+/// How long start-up waits for every shard to elect a leader before it
 /// announces the cluster anyway (requests then answer 08006 until one is).
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
 
@@ -39,6 +38,8 @@ pub struct DevShape {
     pub latency_scale: f64,
     pub survival: Survival,
     pub admin_faults: bool,
+    /// Shards per region for `home` tables.
+    pub shards_per_region: u64,
 }
 
 /// Starts every node of a dev cluster in this process and serves until
@@ -82,6 +83,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         election_timeout_ms: 500,
         snapshot_interval_entries: 10_000,
         admin_faults: shape.admin_faults,
+        shards_per_region: shape.shards_per_region,
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();
@@ -102,18 +104,21 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         nodes.push((node, http_listener));
     }
     let started: Vec<Arc<Node>> = nodes.iter().map(|(node, _)| node.clone()).collect();
-    let leader = wait_for_leader(&started).await;
+    let settled = wait_for_leaders(&started).await;
+    let shards = started.first().and_then(|node| node.cluster.as_ref()).map_or(0, |cluster| cluster.map.shards.len());
     let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
     let gateways: Vec<&NodeAddress> = addresses.iter().filter(|address| address.zone == "a").collect();
     // The first line on stdout says where to connect; tests read it.
     println!(
-        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} survival, shard leader {}, latency ×{}, data in {}{durability})",
+        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} shards ({} per region), {} survival, {}, latency ×{}, data in {}{durability})",
         gateways[0].http,
         gateways[0].region,
         shape.regions,
         shape.nodes_per_region,
+        shards,
+        shape.shards_per_region,
         if shape.survival == Survival::Zone { "zone" } else { "region" },
-        leader.map_or("not yet elected".to_string(), |node| format!("node {node}")),
+        if settled { "every shard led" } else { "leaders still being elected" },
         shape.latency_scale,
         base.display()
     );
@@ -154,26 +159,26 @@ pub async fn run_cluster_node(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The data shard's leader once every node knows the same one (bounded),
-/// so that the first request to any gateway finds it.
-async fn wait_for_leader(nodes: &[Arc<Node>]) -> Option<u64> {
+/// Waits (bounded) until every shard has a leader that serves and every
+/// node knows it, so that the first request to any gateway finds them.
+/// Returns whether they all did.
+async fn wait_for_leaders(nodes: &[Arc<Node>]) -> bool {
     let deadline = Instant::now() + LEADER_WAIT_MAX;
     while Instant::now() < deadline {
-        let leaders: Vec<Option<u64>> = nodes
-            .iter()
-            .map(|node| {
-                let cluster = node.cluster.as_ref()?;
-                cluster.driver.status(DATA_GROUP)?.leader.map(|leader| leader.0)
-            })
-            .collect();
-        if let Some(Some(leader)) = leaders.first()
-            && leaders.iter().all(|known| known == &Some(*leader))
-        {
-            return Some(*leader);
+        let views: Vec<_> =
+            nodes.iter().filter_map(|node| node.cluster.as_ref().map(|cluster| cluster.driver.published())).collect();
+        let Some(first) = views.first() else { return false };
+        let settled = first.groups.iter().all(|(group, status)| {
+            let Some(leader) = status.leader else { return false };
+            views.iter().all(|view| view.groups.get(group).and_then(|status| status.leader) == Some(leader))
+                && views.iter().any(|view| view.groups.get(group).is_some_and(|status| status.serving))
+        });
+        if settled {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    None
+    false
 }
 
 /// Serves every node's API until SIGTERM or Ctrl-C, then stops them all:

@@ -46,12 +46,15 @@ enum Command {
         /// Multiplies the emulated latencies (0 turns emulation off).
         #[arg(long, default_value_t = 1.0)]
         latency_scale: f64,
-        /// The data shard's survival goal: zone or region.
+        /// The home shards' survival goal: zone or region.
         #[arg(long, default_value = "zone")]
         survival: String,
         /// Serve /v1/admin/faults on every node (drop or partition links).
         #[arg(long)]
         admin_faults: bool,
+        /// Shards per region for home tables.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        shards_per_region: u64,
     },
     /// Run one node from a configuration file.
     Start {
@@ -73,7 +76,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     match cli.command {
-        Command::Dev { http, data_dir, regions, nodes_per_region, latency_scale, survival, admin_faults } => {
+        Command::Dev {
+            http,
+            data_dir,
+            regions,
+            nodes_per_region,
+            latency_scale,
+            survival,
+            admin_faults,
+            shards_per_region,
+        } => {
             let temporary = match &data_dir {
                 Some(_) => None,
                 None => Some(
@@ -90,7 +102,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 runtime.block_on(run_single(config, temporary.is_some()))
             } else {
                 let survival: Survival = survival.parse().map_err(|error| format!("--survival: {error}"))?;
-                let shape = DevShape { http, regions, nodes_per_region, latency_scale, survival, admin_faults };
+                let shape = DevShape {
+                    http,
+                    regions,
+                    nodes_per_region,
+                    latency_scale,
+                    survival,
+                    admin_faults,
+                    shards_per_region,
+                };
                 runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
             };
             drop(temporary);

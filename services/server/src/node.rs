@@ -17,6 +17,69 @@ use crate::session::Sessions;
 use crate::telemetry::Metrics;
 use crate::transport::Faults;
 
+/// Meta key of the on-disk format of a data directory.
+const META_FORMAT: &[u8] = b"geodb/format";
+/// The format this binary reads and writes: 2 since shards share one store
+/// under per-shard key prefixes.
+const FORMAT: u64 = 2;
+
+/// Refuses a data directory written in another format (never reads it as
+/// this one: that would be silent corruption); marks a new one.
+fn check_format(engine: &dyn Engine, data_dir: &Path) -> Result<(), String> {
+    use geodb_storage::ColumnFamily;
+    let unreadable = |e: geodb_storage::Error| format!("cannot read {}: {e}", data_dir.display());
+    match engine.get(ColumnFamily::Meta, META_FORMAT).map_err(unreadable)? {
+        Some(bytes) if bytes == FORMAT.to_be_bytes() => Ok(()),
+        Some(bytes) => Err(format!(
+            "{} holds data of format {:?}; this geodb reads format {FORMAT} only",
+            data_dir.display(),
+            bytes
+        )),
+        None => {
+            let used = [ColumnFamily::Data, ColumnFamily::Meta, ColumnFamily::PaxosLog].into_iter().any(|cf| {
+                engine
+                    .scan(cf, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false)
+                    .map(|mut pairs| pairs.next().is_some())
+                    .unwrap_or(true)
+            });
+            if used {
+                return Err(format!(
+                    "{} was written by an earlier geodb (before shards shared one store); start on a new data directory",
+                    data_dir.display()
+                ));
+            }
+            let mut batch = geodb_storage::WriteBatch::new();
+            batch.put(ColumnFamily::Meta, META_FORMAT.to_vec(), FORMAT.to_be_bytes().to_vec());
+            engine.write(batch, geodb_storage::Durability::Sync).map_err(unreadable)
+        }
+    }
+}
+
+/// Meta key of the layout a data directory was created with.
+const META_LAYOUT: &[u8] = b"geodb/layout";
+
+/// Refuses a data directory created under another layout (a single node,
+/// or a cluster whose keys were placed by other regions or another
+/// `shards_per_region`: see `ClusterConfig::layout`); records a new one's.
+fn check_layout(engine: &dyn Engine, data_dir: &Path, layout: &str) -> Result<(), String> {
+    use geodb_storage::ColumnFamily;
+    let unreadable = |e: geodb_storage::Error| format!("cannot read {}: {e}", data_dir.display());
+    match engine.get(ColumnFamily::Meta, META_LAYOUT).map_err(unreadable)? {
+        Some(stored) if stored == layout.as_bytes() => Ok(()),
+        Some(stored) => Err(format!(
+            "{} was created for the layout \"{}\", not \"{layout}\": keys would be looked for in the wrong shards. \
+             Start with the configuration it was created with, or on a new data directory",
+            data_dir.display(),
+            String::from_utf8_lossy(&stored)
+        )),
+        None => {
+            let mut batch = geodb_storage::WriteBatch::new();
+            batch.put(ColumnFamily::Meta, META_LAYOUT.to_vec(), layout.as_bytes().to_vec());
+            engine.write(batch, geodb_storage::Durability::Sync).map_err(unreadable)
+        }
+    }
+}
+
 /// Everything a running node holds.
 pub struct Node {
     pub config: Config,
@@ -46,6 +109,9 @@ impl Node {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
         let engine: Arc<dyn Engine> =
             Arc::new(RocksEngine::open(&data_dir.join("rocksdb")).map_err(|e| format!("cannot open storage: {e}"))?);
+        check_format(engine.as_ref(), data_dir)?;
+        let layout = config.cluster.as_ref().map_or_else(|| "single".to_string(), |cluster| cluster.layout());
+        check_layout(engine.as_ref(), data_dir, &layout)?;
         match (config.cluster.is_some(), peer) {
             (false, _) => Self::with_engine(config, engine, metrics),
             (true, Some((listener, faults))) => {
@@ -59,7 +125,8 @@ impl Node {
     /// A single node over an already open engine.
     pub fn with_engine(config: Config, engine: Arc<dyn Engine>, metrics: Metrics) -> Result<Arc<Node>, String> {
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
-        let (txns, shard) = TxnManager::single_node(engine, Box::new(SystemClock), max_offset_ns)
+        let router = Arc::new(geodb_sql::SqlRouter::single(geodb_txn::SINGLE_NODE_SHARD));
+        let (txns, shard) = TxnManager::single_node_routed(engine, Box::new(SystemClock), max_offset_ns, router)
             .map_err(|e| format!("cannot open transactions: {e}"))?;
         Self::assemble(config, txns, vec![shard], metrics, None)
     }
@@ -103,5 +170,23 @@ impl Node {
         if let Some(cluster) = &self.cluster {
             cluster.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_keeps_the_layout_it_was_created_with() {
+        let engine = geodb_storage::MemoryEngine::new();
+        let dir = Path::new("/data");
+        let layout = "regions=us-east,eu-west shards_per_region=2 home=us-east";
+        check_layout(&engine, dir, layout).unwrap();
+        check_layout(&engine, dir, layout).unwrap();
+        let moved = "regions=eu-west,us-east shards_per_region=2 home=us-east";
+        let error = check_layout(&engine, dir, moved).unwrap_err();
+        assert!(error.contains("was created for the layout") && error.contains(layout), "{error}");
+        assert!(check_layout(&engine, dir, "single").is_err());
     }
 }

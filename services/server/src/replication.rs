@@ -46,7 +46,7 @@ use geodb_geo::paxos::{self, GroupId, HardState, Membership, ProposeError, Snaps
 use geodb_storage::Engine;
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
 use geodb_txn::host::{GroupStatus, HostConfig};
-use geodb_txn::protocol::{Refusal, Request, Response, ShardId};
+use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
 use geodb_txn::{Body, Host, HostOutput, NodeMessage, Origin, RpcError, Shard, ShardRpc};
 
 /// How often the host is ticked: a tenth of the shortest heartbeat the
@@ -383,7 +383,13 @@ impl DriverState {
             .clamp(Duration::from_micros(200), TICK_INTERVAL_MAX);
         let mut next_tick = Instant::now();
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            // Wake at the next tick, or sooner for a read waiting on the clock.
+            let wake = self.host.next_wake_ns().map(|until| {
+                let now = self.host.hlc().physical_now_ns();
+                Instant::now() + Duration::from_nanos(until.saturating_sub(now))
+            });
+            let deadline = wake.map_or(next_tick, |wake| wake.min(next_tick));
+            let timeout = deadline.saturating_duration_since(Instant::now());
             match inputs.recv_timeout(timeout) {
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(input) => {
@@ -397,6 +403,9 @@ impl DriverState {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.failed.is_none() && wake.is_some_and(|wake| Instant::now() >= wake) {
+                self.host.wake(self.now_us());
             }
             if Instant::now() >= next_tick {
                 let now = self.now_us();
@@ -671,6 +680,8 @@ struct RpcInner {
     hlc: Arc<geodb_txn::Hlc>,
     /// The nodes of this node's region (this one included).
     region: std::collections::BTreeSet<NodeId>,
+    /// This node's replicas, by shard.
+    local: BTreeMap<ShardId, Arc<Shard>>,
 }
 
 impl ClusterRpc {
@@ -681,21 +692,30 @@ impl ClusterRpc {
         send: Box<dyn Fn(NodeMessage) -> bool + Send + Sync>,
         hlc: Arc<geodb_txn::Hlc>,
         region: std::collections::BTreeSet<NodeId>,
+        local: Vec<Arc<Shard>>,
     ) -> ClusterRpc {
-        ClusterRpc { inner: Arc::new(RpcInner { driver, send, hlc, region }) }
+        let local = local.into_iter().map(|shard| (shard.id(), shard)).collect();
+        ClusterRpc { inner: Arc::new(RpcInner { driver, send, hlc, region, local }) }
     }
 
-    /// Where a request goes first: the leader, as this node knows it; for
-    /// a Read Committed read, the leader if it is in this region (its
-    /// newest data, never leaving the region), else this node's replica.
+    /// Where a request goes first: the leader, as this node knows it. A
+    /// Read Committed read goes to this node's replica when it has applied
+    /// what the reader must see, else to the leader if that is in this
+    /// region (never leaving it), else to this node's replica, which waits
+    /// until it has caught up.
     fn target(&self, shard: ShardId, request: &Request) -> Option<NodeId> {
         let leader = self.inner.driver.leader_of(shard);
-        if request.needs_leader() {
-            return leader;
-        }
+        let here = self.inner.driver.node();
+        let after = match request {
+            Request::Get { mode: ReadMode::Latest { after }, .. }
+            | Request::Scan { mode: ReadMode::Latest { after }, .. } => *after,
+            _ => return leader,
+        };
+        let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up(after));
         match leader {
+            _ if caught_up => Some(here),
             Some(leader) if self.inner.region.contains(&leader) => Some(leader),
-            _ => Some(self.inner.driver.node()),
+            _ => Some(here),
         }
     }
 
@@ -829,7 +849,7 @@ mod tests {
             calls,
         )
         .unwrap();
-        let rpc = ClusterRpc::new(driver.clone(), Box::new(|_| false), hlc.clone(), [NODE].into());
+        let rpc = ClusterRpc::new(driver.clone(), Box::new(|_| false), hlc.clone(), [NODE].into(), vec![shard.clone()]);
         let txns = TxnManager::with_config(ManagerConfig {
             node: NODE.0,
             hlc,

@@ -1,7 +1,10 @@
 //! A real cluster: nine `geodb start --config` processes on 127.0.0.1–9,
 //! three regions of three nodes (the standard topology, latencies ÷10),
-//! the data shard homed in us-east under zone survival (voters 1, 2, 3;
-//! learners 4–9), a snapshot every 20 applied entries.
+//! one home shard per region, a snapshot every 20 applied entries. The
+//! subject is us-east's home shard ([`SUBJECT`], zone survival: voters 1,
+//! 2, 3; learners 4–9): the table `kv` is a home table whose every row has
+//! locality key 0, homed in us-east by a first write through node 1, so
+//! writes through the other regions' gateways all land in that shard.
 //!
 //! One scenario, in order (each step depends on the cluster the previous
 //! one left):
@@ -32,6 +35,8 @@ use serde_json::{Value, json};
 
 const REGIONS: [&str; 3] = ["us-east", "us-central", "eu-west"];
 const NODES: u64 = 9;
+/// us-east's home shard (shards 1 and 2 are the system and global shards).
+const SUBJECT: u64 = 3;
 const ELECTION_TIMEOUT_MS: u64 = 500;
 const HEARTBEAT_MS: u64 = 50;
 /// A follower stands after the election timeout plus up to as much jitter;
@@ -70,7 +75,7 @@ impl Cluster {
             let config = format!(
                 "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\nmax_clock_offset_ms = 1\n\
                  [cluster]\nhome = \"us-east\"\nlatency_scale = 0.1\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = 20\nadmin_faults = true\n{nodes}",
+                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = 20\nadmin_faults = true\nshards_per_region = 1\n{nodes}",
                 dir.join(format!("n{id}")).display()
             );
             std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
@@ -103,14 +108,16 @@ impl Cluster {
         self.servers[(id - 1) as usize] = Some(server);
     }
 
-    /// The data shard as node `id` sees it.
+    /// The subject shard as node `id` sees it.
     async fn shard(&self, id: u64) -> Value {
         let (status, body) = self.node(id).get("/v1/cluster").await;
         assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()["shards"][0].clone()
+        let view: Value = serde_json::from_str(&body).unwrap();
+        let shards = view["shards"].as_array().unwrap();
+        shards.iter().find(|shard| shard["id"] == json!(SUBJECT)).cloned().unwrap_or_else(|| panic!("{body}"))
     }
 
-    /// Changes the data shard's membership through node `via` (which
+    /// Changes the subject shard's membership through node `via` (which
     /// forwards it to the leader). A change caught by a leader change (the
     /// preferred leader taking over after a heal) answers 08006 or 08007:
     /// then it is retried unless it took effect anyway.
@@ -152,16 +159,22 @@ impl Cluster {
         }
     }
 
-    /// Waits until every node names the same leader; returns it.
+    /// Waits until every node names the same leader of every shard;
+    /// returns the subject shard's.
     async fn wait_for_agreed_leader(&self, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
-            let mut leaders = BTreeSet::new();
+            let mut leaders: std::collections::BTreeMap<u64, BTreeSet<Option<u64>>> = Default::default();
             for id in 1..=NODES {
-                leaders.insert(self.shard(id).await["leader"].as_u64());
+                let (_, body) = self.node(id).get("/v1/cluster").await;
+                let view: Value = serde_json::from_str(&body).unwrap();
+                for shard in view["shards"].as_array().unwrap() {
+                    leaders.entry(shard["id"].as_u64().unwrap()).or_default().insert(shard["leader"].as_u64());
+                }
             }
-            if let [Some(leader)] = leaders.into_iter().collect::<Vec<_>>()[..] {
-                return leader;
+            let agreed = leaders.values().all(|seen| matches!(seen.iter().collect::<Vec<_>>()[..], [Some(_)]));
+            if agreed && let Some(subject) = leaders.get(&SUBJECT) {
+                return subject.iter().next().copied().flatten().unwrap();
             }
             assert!(Instant::now() < deadline, "the nodes did not agree on a leader within {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -224,7 +237,7 @@ impl Writes {
         self.next += 1;
         let (status, body) = cluster
             .node(via)
-            .post("/v1/sql", json!({"sql": "INSERT INTO kv VALUES ($1, $2)", "params": [key, key]}))
+            .post("/v1/sql", json!({"sql": "INSERT INTO kv VALUES (0, $1, $2)", "params": [key, key]}))
             .await;
         match (status, common::code(&body)) {
             (200, _) => {
@@ -262,8 +275,13 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     let shard = cluster.shard(5).await;
     assert_eq!(shard["voters"], json!([1, 2, 3]));
     assert_eq!(shard["learners"], json!([4, 5, 6, 7, 8, 9]));
-    cluster.node(7).sql("CREATE TABLE kv (k INT PRIMARY KEY, v INT)", json!([])).await;
+    cluster.node(7).sql("CREATE TABLE kv (home INT, k INT, v INT, PRIMARY KEY (home, k))", json!([])).await;
     let mut writes = Writes::default();
+    // The first write homes locality key 0 where its gateway is.
+    writes.acked(&cluster, 1, 1).await;
+    let (status, body) = cluster.node(8).get("/v1/homes/0").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["region"], json!("us-east"), "{body}");
 
     // 1. A follower misses a few writes and catches up from the log.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -331,7 +349,7 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     cluster.set_faults(json!([{"kind": "isolate", "node": isolated}])).await;
     let cut_off_key = 1_000_000;
     let (status, body) =
-        cluster.local(isolated, json!({"sql": "INSERT INTO kv VALUES ($1, 0)", "params": [cut_off_key]})).await;
+        cluster.local(isolated, json!({"sql": "INSERT INTO kv VALUES (0, $1, 0)", "params": [cut_off_key]})).await;
     assert_ne!(status, 200, "a cut-off leader committed: {body}");
     assert!(matches!(common::code(&body), "08006" | "08007"), "{status} {body}");
     let majority_leader = cluster.wait_for_leader(4, Some(isolated), Duration::from_secs(10)).await;
@@ -352,15 +370,17 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     let leader = majority_leader;
     let removed = if leader == 2 { 3 } else { 2 };
     let stopped = (1..=3).find(|id| *id != leader && *id != removed).unwrap();
-    let promote = json!({"voters": [1, 2, 3, 4], "learners": [5, 6, 7, 8, 9]});
+    let promote = json!({"shard": SUBJECT, "voters": [1, 2, 3, 4], "learners": [5, 6, 7, 8, 9]});
     cluster.reconfigure(7, promote).await;
     let mut voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|id| *id != removed).collect();
     let mut learners = vec![removed, 5, 6, 7, 8, 9];
-    let demote = json!({"voters": voters, "learners": learners});
+    let demote = json!({"shard": SUBJECT, "voters": voters, "learners": learners});
     cluster.reconfigure(7, demote).await;
     // Two voters at once is refused.
-    let (status, body) =
-        cluster.node(7).post("/v1/admin/membership", json!({"voters": [4], "learners": [1, 2, 3]})).await;
+    let (status, body) = cluster
+        .node(7)
+        .post("/v1/admin/membership", json!({"shard": SUBJECT, "voters": [4], "learners": [1, 2, 3]}))
+        .await;
     assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
     cluster.kill(stopped);
     writes.acked(&cluster, 7, 5).await;

@@ -85,6 +85,9 @@ struct BankArgs {
     /// Plant "serializable validation skips scanned ranges" (test-only).
     #[arg(long)]
     skip_range_validation: bool,
+    /// Plant "leaders answer reads of versions the clocks have not passed" (test-only).
+    #[arg(long)]
+    skip_read_wait: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -92,6 +95,7 @@ fn bank(args: BankArgs) -> ExitCode {
         skip_commit_wait: args.skip_commit_wait,
         ack_prepare_before_durable: args.ack_prepare_before_durable,
         skip_range_validation: args.skip_range_validation,
+        skip_read_wait: args.skip_read_wait,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -119,7 +123,7 @@ fn bank(args: BankArgs) -> ExitCode {
     let total = |field: fn(&geodb_sim::BankReport) -> u64| reports.iter().map(field).sum::<u64>();
     println!(
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
-         {} aborted, {} unknown, {} audits, {} crashes, {} recovered; failing seeds: {failed:?}",
+         {} aborted, {} unknown, {} audits, {} crashes, {} recovered, {} reads waited for the clock; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -130,6 +134,7 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.audits),
         total(|report| report.crashes),
         total(|report| report.recovered),
+        total(|report| report.reads_waited),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -99,15 +99,16 @@ pub struct Delivery {
 impl Network {
     /// Decides the fate of a message sent now from `from` to `to`: its link
     /// cut or the message lost, or delivered after the one-way latency plus
-    /// jitter (each copy, when duplicated, with its own jitter).
-    pub fn send<E>(&self, scheduler: &mut Scheduler<E>, from: NodeId, to: NodeId) -> Delivery {
+    /// jitter (each copy, when duplicated, with its own jitter). Only
+    /// `duplicable` messages are ever duplicated.
+    pub fn send<E>(&self, scheduler: &mut Scheduler<E>, from: NodeId, to: NodeId, duplicable: bool) -> Delivery {
         if self.is_blocked(from, to) || scheduler.chance(self.config.loss) {
             return Delivery { lost: true, ..Delivery::default() };
         }
         let base = self.one_way_us(from, to);
         let jitter_max = self.config.jitter_us_max;
         let mut delivery = Delivery::default();
-        if scheduler.chance(self.config.duplicate) {
+        if duplicable && scheduler.chance(self.config.duplicate) {
             delivery.duplicated = true;
             delivery.delays_us.push(base + scheduler.between(0, jitter_max));
         }

@@ -7,15 +7,19 @@
 //! transaction on every node.
 //!
 //! Every DDL writes a fresh *version token* (a counter and the writing
-//! transaction's id) under [`keys::CATALOG_VERSION_KEY`]. Each statement
-//! reads that token in its own transaction and compares it with the token
-//! of the in-memory [`Catalog`]; only when they differ is the catalog
-//! reloaded from the transaction's view. So the common case costs one point
-//! read, a transaction always plans against the catalog of its own
-//! snapshot (including its own uncommitted DDL), and — under the
-//! coordinated levels — a transaction that planned against a catalog that
-//! a concurrent DDL changed fails validation instead of writing with a
-//! stale schema.
+//! transaction's id) under [`keys::CATALOG_VERSION_KEY`] in the system
+//! shard, and the same token into every shard's schema guard
+//! ([`keys::guard_key`]): a DDL is a transaction across every shard. Each
+//! statement looks up the token at this node's replica of the system shard
+//! (a local read outside the transaction: ordinary statements never reach
+//! the system shard's leader) and compares it with the token of the
+//! in-memory [`Catalog`]; only when they differ is the catalog reloaded
+//! from that replica. The transaction carries the token it planned with,
+//! and every shard it writes checks it against its guard at commit, at
+//! every isolation level: a transaction planned on a catalog that a DDL
+//! replaced fails with 40001 instead of writing with a stale schema (a
+//! missed index entry, say), and its retry plans afresh. A transaction
+//! that changes the schema plans its later statements on its own catalog.
 //!
 //! Each loaded catalog gets a process-unique [`Catalog::generation`]; the
 //! statement cache keeps plans only for the generation they were made in.
@@ -111,6 +115,15 @@ pub struct Catalog {
     pub token: Vec<u8>,
     /// Process-unique id of this in-memory catalog.
     pub generation: u64,
+    /// The transaction whose uncommitted DDL made this catalog, if any:
+    /// only it plans against it.
+    pub owner: Option<geodb_txn::TxnId>,
+}
+
+/// The DDL counter of a version token (tokens of committed DDLs strictly
+/// increase in it).
+fn token_counter(token: &[u8]) -> u64 {
+    token.get(..8).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
 impl Catalog {
@@ -137,19 +150,46 @@ impl Catalog {
         self.tables.contains_key(name) || self.find_index(name).is_some()
     }
 
-    /// Loads the catalog as `txn` sees it.
-    pub fn load(txn: &mut Transaction, token: Vec<u8>, generation: u64) -> Result<Catalog> {
+    /// Loads the catalog from this node's replica of the system shard
+    /// (see [`CatalogCache::for_transaction`]), or through `txn` itself
+    /// (`exact`: its snapshot, at the shard's leader). The tables and the
+    /// version token come from one scan (the token key follows the tables'
+    /// keys), so the token always names the tables loaded with it.
+    pub fn load(txn: &mut Transaction, generation: u64, exact: bool) -> Result<Catalog> {
         let start = keys::CATALOG_TABLES_PREFIX.to_vec();
-        let end = geodb_storage::keycode::prefix_end(&start).map_or(Bound::Unbounded, Bound::Excluded);
+        debug_assert!(keys::CATALOG_VERSION_KEY > keys::CATALOG_TABLES_PREFIX);
+        let end = Bound::Included(keys::CATALOG_VERSION_KEY.to_vec());
         let mut tables = HashMap::new();
-        for (key, value) in txn.scan(Bound::Included(start), end, false, None)? {
+        let pairs = if exact {
+            txn.scan(Bound::Included(start), end, false, None)?
+        } else {
+            txn.peek_replica_scan((Bound::Included(start), end))?
+        };
+        let mut token = Vec::new();
+        for (key, value) in pairs {
+            if key == keys::CATALOG_VERSION_KEY {
+                token = value;
+                continue;
+            }
+            if !key.starts_with(keys::CATALOG_TABLES_PREFIX) {
+                continue;
+            }
             let table = decode_table(&value)?;
             if key != keys::catalog_table_key(&table.name) {
                 return Err(Error::Internal(format!("catalog entry for \"{}\" is under the wrong key", table.name)));
             }
             tables.insert(table.name.clone(), Arc::new(table));
         }
-        Ok(Catalog { tables, token, generation })
+        Ok(Catalog { tables, token, generation, owner: None })
+    }
+
+    fn clone_shallow(&self) -> Catalog {
+        Catalog {
+            tables: self.tables.clone(),
+            token: self.token.clone(),
+            generation: self.generation,
+            owner: self.owner,
+        }
     }
 
     /// A copy of this catalog with `table` added or replaced, at a new
@@ -157,14 +197,14 @@ impl Catalog {
     pub fn with_table(&self, table: Table, token: Vec<u8>, generation: u64) -> Catalog {
         let mut tables = self.tables.clone();
         tables.insert(table.name.clone(), Arc::new(table));
-        Catalog { tables, token, generation }
+        Catalog { tables, token, generation, owner: self.owner }
     }
 
     /// A copy of this catalog without the table `name`.
     pub fn without_table(&self, name: &str, token: Vec<u8>, generation: u64) -> Catalog {
         let mut tables = self.tables.clone();
         tables.remove(name);
-        Catalog { tables, token, generation }
+        Catalog { tables, token, generation, owner: self.owner }
     }
 }
 
@@ -245,17 +285,61 @@ impl CatalogCache {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
 
-    /// The catalog as `txn` sees it: the cached one when the stored
-    /// version token matches, else reloaded through `txn` (and cached).
+    /// The catalog `txn` plans with: the cached one when the version token
+    /// at this node's replica of the system shard matches (one local read,
+    /// no leader, nothing recorded in the transaction), else reloaded from
+    /// that replica; a transaction that changed the schema itself sees its
+    /// own catalog. The transaction is told the version ([`Transaction::set_schema`]):
+    /// every shard it writes checks it against its schema guard at commit,
+    /// so a statement planned on a catalog a concurrent DDL replaced never
+    /// commits (it fails with 40001 and the retry plans afresh).
     pub fn for_transaction(&self, txn: &mut Transaction) -> Result<Arc<Catalog>> {
-        let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+        let own = txn.wrote(keys::CATALOG_VERSION_KEY);
         let current = self.current();
-        if current.token == token {
-            return Ok(current);
+        let catalog = if own {
+            // Its own uncommitted DDL: its own view (never shared).
+            let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+            if current.owner == Some(txn.id()) && current.token == token {
+                current
+            } else {
+                let mut loaded = Catalog::load(txn, self.next_generation(), true)?;
+                loaded.owner = Some(txn.id());
+                let loaded = Arc::new(loaded);
+                self.install(loaded.clone());
+                loaded
+            }
+        } else {
+            let token = txn.peek_replica(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+            // The cached catalog, if committed and at least as new (it may
+            // be newer than this replica: loaded exactly by `refresh`).
+            let usable = current.owner.is_none()
+                && (current.token == token || token_counter(&current.token) > token_counter(&token));
+            if usable {
+                current
+            } else {
+                let loaded = Arc::new(Catalog::load(txn, self.next_generation(), false)?);
+                self.install(loaded.clone());
+                loaded
+            }
+        };
+        let version = (!catalog.token.is_empty()).then(|| catalog.token.clone());
+        txn.set_schema(version, own)?;
+        Ok(catalog)
+    }
+
+    /// Reloads the catalog exactly (at the system shard's leader, in a
+    /// snapshot transaction of its own) if it changed since the cached one:
+    /// when a statement names a table this node's replica does not know yet
+    /// (created a moment ago through another node). Returns whether it did.
+    pub fn refresh(&self, txns: &std::sync::Arc<geodb_txn::TxnManager>) -> Result<bool> {
+        let mut txn = txns.begin(geodb_txn::Isolation::Snapshot)?;
+        let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
+        if self.current().token == token {
+            return Ok(false);
         }
-        let loaded = Arc::new(Catalog::load(txn, token, self.next_generation())?);
-        self.install(loaded.clone());
-        Ok(loaded)
+        let loaded = Catalog::load(&mut txn, self.next_generation(), true)?;
+        self.install(Arc::new(loaded));
+        Ok(true)
     }
 
     /// Writes `table` (or removes `name` when `table` is `None`) in `txn`,
@@ -263,6 +347,7 @@ impl CatalogCache {
     pub fn change(&self, txn: &mut Transaction, base: &Catalog, name: &str, table: Option<Table>) -> Result<()> {
         let token = next_token(&base.token, txn);
         let generation = self.next_generation();
+        let base = &Catalog { owner: Some(txn.id()), ..base.clone_shallow() };
         let key = keys::catalog_table_key(name);
         let catalog = match table {
             Some(table) => {
@@ -274,6 +359,11 @@ impl CatalogCache {
                 base.without_table(name, token.clone(), generation)
             }
         };
+        // Every shard's guard takes the new version: a transaction planned
+        // on the old catalog cannot commit anywhere after this one.
+        for (_, guard) in txn.guard_keys() {
+            txn.put(guard, token.clone())?;
+        }
         txn.put(keys::CATALOG_VERSION_KEY.to_vec(), token)?;
         self.install(Arc::new(catalog));
         Ok(())

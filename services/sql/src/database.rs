@@ -23,11 +23,15 @@ use crate::cache::{CacheStats, StatementCache};
 use crate::catalog::{Catalog, CatalogCache};
 use crate::error::{Error, Result};
 use crate::exec::{self, StatementResult};
-use crate::keys;
 use crate::limits::{PARAMETERS_MAX, STATEMENT_BYTES_MAX};
 use crate::plan::bind::ParamTypes;
 use crate::plan::{self, Prepared, StatementKind};
 use crate::types;
+
+/// How many times one statement is planned again after its reads found a
+/// newer schema than it was planned with (each time with the catalog
+/// reloaded): more means DDL keeps committing, and the caller retries.
+const REPLANS_MAX: usize = 3;
 
 /// A SQL database over a transaction manager.
 pub struct Database {
@@ -51,8 +55,7 @@ impl Database {
     /// transaction rereads its version token).
     pub fn open(txns: Arc<TxnManager>) -> Result<Arc<Database>> {
         let mut txn = txns.begin(Isolation::ReadCommitted)?;
-        let token = txn.get(keys::CATALOG_VERSION_KEY)?.unwrap_or_default();
-        let catalog = Catalog::load(&mut txn, token, 0);
+        let catalog = Catalog::load(&mut txn, 0, false);
         txn.rollback();
         Ok(Arc::new(Database { txns, catalog: CatalogCache::new(catalog?), statements: StatementCache::default() }))
     }
@@ -77,8 +80,40 @@ impl Database {
             return Err(Error::ProgramLimitExceeded(format!("more than {PARAMETERS_MAX} parameters")));
         }
         txn.begin_statement();
-        let catalog = self.catalog.for_transaction(txn)?;
-        let prepared = self.prepare(&catalog, sql)?;
+        let mut replans = 0;
+        loop {
+            match self.execute_once(txn, sql, params) {
+                // Planned under a schema the snapshot does not have (this
+                // node's replica of the catalog lagged, or a DDL committed
+                // after the snapshot was taken): if the transaction has done
+                // nothing yet, plan again with the catalog reloaded and a
+                // new snapshot; else the caller retries the transaction.
+                Err(Error::Txn(geodb_txn::Error::SchemaChanged { .. }))
+                    if replans < REPLANS_MAX && txn.may_replan() =>
+                {
+                    replans += 1;
+                    self.catalog.refresh(&self.txns)?;
+                    txn.renew_snapshot()?;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn execute_once(&self, txn: &mut Transaction, sql: &str, params: &[Value]) -> Result<StatementResult> {
+        let mut catalog = self.catalog.for_transaction(txn)?;
+        let prepared = match self.prepare(&catalog, sql) {
+            // A relation this node's replica of the catalog does not know
+            // yet may have been created a moment ago through another node:
+            // look at the catalog itself once before saying it is not there.
+            Err(Error::UndefinedTable(_) | Error::UndefinedColumn(_) | Error::UndefinedIndex(_))
+                if self.catalog.refresh(&self.txns)? =>
+            {
+                catalog = self.catalog.for_transaction(txn)?;
+                self.prepare(&catalog, sql)?
+            }
+            outcome => outcome?,
+        };
         // EXPLAIN shows a plan without running it, so its parameters may
         // be left out.
         let nulls;

@@ -1,14 +1,31 @@
 //! Key layout: where the SQL layer puts catalog entries, rows and index
-//! entries in the transaction's key space.
+//! entries in the transaction's key space, and so which shard holds them
+//! (`routing`).
 //!
 //! ```text
-//!   0x01 'v'                                  catalog version token
+//!   0x01 'v'                                  catalog version token                 system shard
 //!   0x01 'n'                                  next table id (u32, big-endian)
 //!   0x01 't' <table name>                     table definition (postcard)
-//!   0x02 <table id u32> <index id u32> <keycode(primary key)>      → encode_row(row)
-//!   0x02 <table id u32> <index id u32> <keycode(index columns)>    → keycode(primary key)   (unique index)
-//!   0x02 <table id u32> <index id u32> <keycode(index columns)> <keycode(primary key)> → keycode(primary key)
+//!   0x01 'h' <keycode(locality key)>          the home of a locality key (txn::Home)
+//!   0x02 <table id u32> <index id u32> <keycode(primary key)>      → encode_row(row)         home shard of the
+//!   0x02 <table id u32> <index id u32> <keycode(index columns)> ...                           locality key: the
+//!                                                                                            first value
+//!   0x03 <table id u32> <index id u32> ...    global tables' rows and entries; the entries   global shard
+//!                                             of global indexes (below)
+//!   0x05 <shard id u64>                       the shard's schema guard: the catalog version  that shard
+//!                                             token of the last DDL
 //! ```
+//!
+//! Index entries: `<keycode(index columns)>` → `keycode(primary key)` for a
+//! unique index, `<keycode(index columns)> <keycode(primary key)>` →
+//! `keycode(primary key)` otherwise (and for unique entries holding a NULL).
+//!
+//! Where an index of a `home` table lives: one whose first column is the
+//! locality key lives with its rows (`0x02`, the same shard: a
+//! single-home transaction stays on one shard). Any other index is a
+//! *global index* (`0x03`, the global shard): a lookup by it is one read,
+//! and a unique one is unique across every home; writing it costs a
+//! commit at the global shard.
 //!
 //! Ids are fixed-width big-endian, so all keys of one table (and of one
 //! index) are one contiguous range, and within an index byte order is value
@@ -22,16 +39,22 @@
 //! entries always do. Every entry's value is the primary-key suffix of its
 //! row's key.
 //!
-//! The catalog space (0x01) sorts before every table, so a geo layer can
-//! place it in its own (global) range; a table row's first primary-key
-//! component, right after the 9-byte prefix, is its locality key.
+//! A home table row's first primary-key component, right after the 9-byte
+//! prefix, is its locality key; so is a colocated index entry's first
+//! component.
 
 use geodb_storage::{Value, keycode};
 
+use crate::catalog::{Index, Locality, Table};
+
 /// First byte of every catalog key.
 pub const CATALOG_SPACE: u8 = 0x01;
-/// First byte of every row and index entry key.
+/// First byte of the rows and colocated index entries of `home` tables.
 pub const TABLE_SPACE: u8 = 0x02;
+/// First byte of `global` tables' keys and of global indexes' entries.
+pub const GLOBAL_SPACE: u8 = 0x03;
+/// First byte of the shards' schema guards.
+pub const GUARD_SPACE: u8 = 0x05;
 
 /// Index id of a table's rows (the primary key).
 pub const PRIMARY_INDEX_ID: u32 = 1;
@@ -56,8 +79,36 @@ pub fn catalog_dropped_key(table_id: u32) -> Vec<u8> {
     key
 }
 
-/// Length of `TABLE_SPACE, table id, index id`.
+/// Length of `space, table id, index id`.
 pub const INDEX_PREFIX_LEN: usize = 9;
+
+/// Prefix of the directory of homes.
+pub const CATALOG_HOMES_PREFIX: &[u8] = &[CATALOG_SPACE, b'h'];
+
+/// The directory entry of a locality key (its encoded bytes).
+pub fn home_key(locality: &[u8]) -> Vec<u8> {
+    let mut key = CATALOG_HOMES_PREFIX.to_vec();
+    key.extend_from_slice(locality);
+    key
+}
+
+/// The schema guard of a shard.
+pub fn guard_key(shard: u64) -> Vec<u8> {
+    let mut key = vec![GUARD_SPACE];
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
+/// The space an index of `table` lives in (`None`: its rows; see the
+/// module documentation).
+pub fn space_of(table: &Table, index: Option<&Index>) -> u8 {
+    match (table.locality, index) {
+        (Locality::Global, _) => GLOBAL_SPACE,
+        (Locality::Home, None) => TABLE_SPACE,
+        (Locality::Home, Some(index)) if index.columns.first() == table.primary_key.first() => TABLE_SPACE,
+        (Locality::Home, Some(_)) => GLOBAL_SPACE,
+    }
+}
 
 /// Key of a table definition.
 pub fn catalog_table_key(name: &str) -> Vec<u8> {
@@ -66,21 +117,13 @@ pub fn catalog_table_key(name: &str) -> Vec<u8> {
     key
 }
 
-/// Prefix of every key of a table (rows and index entries).
-pub fn table_prefix(table_id: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(INDEX_PREFIX_LEN);
-    key.push(TABLE_SPACE);
-    key.extend_from_slice(&table_id.to_be_bytes());
-    key
-}
-
-/// Prefix of every key of one index of a table (the primary index holds
-/// the rows).
-pub fn index_prefix(table_id: u32, index_id: u32) -> Vec<u8> {
+/// Prefix of every key of one index of a table: `None` for its rows (the
+/// primary index).
+pub fn index_prefix(table: &Table, index: Option<&Index>) -> Vec<u8> {
     let mut key = Vec::with_capacity(64);
-    key.push(TABLE_SPACE);
-    key.extend_from_slice(&table_id.to_be_bytes());
-    key.extend_from_slice(&index_id.to_be_bytes());
+    key.push(space_of(table, index));
+    key.extend_from_slice(&table.id.to_be_bytes());
+    key.extend_from_slice(&index.map_or(PRIMARY_INDEX_ID, |index| index.id).to_be_bytes());
     key
 }
 
@@ -92,8 +135,8 @@ pub fn append_values<'a>(key: &mut Vec<u8>, values: impl IntoIterator<Item = &'a
 }
 
 /// The key of a row from its primary-key suffix (an index entry's value).
-pub fn row_key_from_suffix(table_id: u32, suffix: &[u8]) -> Vec<u8> {
-    let mut key = index_prefix(table_id, PRIMARY_INDEX_ID);
+pub fn row_key_from_suffix(table: &Table, suffix: &[u8]) -> Vec<u8> {
+    let mut key = index_prefix(table, None);
     key.extend_from_slice(suffix);
     key
 }

@@ -38,6 +38,7 @@ pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod plan;
+pub mod routing;
 pub mod types;
 
 pub use cache::CacheStats;
@@ -48,3 +49,4 @@ pub use error::{Error, Result};
 pub use exec::StatementResult;
 pub use json::{json_to_param, value_to_json};
 pub use plan::StatementKind;
+pub use routing::SqlRouter;

@@ -237,6 +237,7 @@ mod tests {
             writes: writes.iter().map(|key| (key.to_vec(), Some(b"v".to_vec()))).collect(),
             locked: Vec::new(),
             reads: Reads { keys: reads.iter().map(|key| key.to_vec()).collect(), ranges },
+            guards: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@
 //!  data, latest   MVCC versions of user keys (`mvcc`)
 //!  locks  p<txn>  a prepared transaction (`Prepared`): its locks survive restarts and leader changes
 //!  locks  d<txn>  the decision of a transaction this shard is the record of (R9)
+//!  locks  r<txn>  a transaction resolved here: a late prepare of it is refused
 //!  meta   shard/last_commit_ts, shard/applied_slot
 //! ```
 //!
@@ -43,7 +44,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBat
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
-use crate::protocol::{Changes, Decision, Entry, KeyRange, Prepared, ReadMode, ShardId};
+use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Prepared, ReadMode, ShardId};
 use crate::{Error, Hlc, Result};
 
 /// Commits remembered for validation. At ~100 bytes of keys per commit this
@@ -66,6 +67,15 @@ const SNAPSHOT_FAMILIES: [ColumnFamily; 3] = [ColumnFamily::Data, ColumnFamily::
 
 fn prepared_key(txn: TxnId) -> Vec<u8> {
     let mut key = b"p".to_vec();
+    key.extend_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+/// Marks a transaction resolved here (committed or aborted): a prepare of
+/// it arriving late (a retry whose first attempt was slow) is refused
+/// rather than holding locks again.
+fn resolved_key(txn: TxnId) -> Vec<u8> {
+    let mut key = b"r".to_vec();
     key.extend_from_slice(&txn.0.to_be_bytes());
     key
 }
@@ -121,6 +131,8 @@ pub enum Applied {
     /// The decision recorded for the transaction (the first one applied).
     Decided(Decision),
     Resolved,
+    /// A prepare chosen after its transaction was resolved here: ignored.
+    Late,
 }
 
 /// Counters of a shard, for metrics and `/v1/cluster`.
@@ -300,20 +312,45 @@ impl Shard {
     /// Whether a read of `key` may go on now (R2, R3). A read at a
     /// timestamp needs a serving replica; it moves this node's clock past
     /// the read timestamp, so nothing committed here later lands below it.
-    pub fn check_get(&self, key: &[u8], mode: &ReadMode) -> Result<ReadGate> {
-        self.check(mode, |locks, ts| locks.blocks_read(key, ts))
+    /// A read's schema `guard` is read like one more key (a DDL holding it
+    /// at or below the read timestamp is waited for), then checked with
+    /// [`Shard::check_guard`].
+    pub fn check_get(&self, key: &[u8], guard: Option<&Guard>, mode: &ReadMode) -> Result<ReadGate> {
+        self.check(mode, |locks, ts| {
+            locks.blocks_read(key, ts).or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+        })
     }
 
     /// [`Shard::check_get`] for a range.
-    pub fn check_scan(&self, range: &KeyRange, mode: &ReadMode) -> Result<ReadGate> {
-        self.check(mode, |locks, ts| locks.blocks_scan(range, ts))
+    pub fn check_scan(&self, range: &KeyRange, guard: Option<&Guard>, mode: &ReadMode) -> Result<ReadGate> {
+        self.check(mode, |locks, ts| {
+            locks.blocks_scan(range, ts).or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+        })
+    }
+
+    /// Whether the schema guard holds the version the reader planned with,
+    /// as the read sees it (after [`Shard::check_get`] answered `Ready`):
+    /// else [`Error::SchemaChanged`]. Every DDL writes every shard's guard
+    /// in one transaction, so the guard a snapshot sees here is the schema
+    /// of that snapshot everywhere.
+    pub fn check_guard(&self, guard: Option<&Guard>, mode: &ReadMode) -> Result<()> {
+        let Some((key, expected)) = guard else { return Ok(()) };
+        if mvcc::get(self.engine.as_ref(), key, read_ts(mode))? == *expected {
+            return Ok(());
+        }
+        Err(Error::SchemaChanged {
+            message: format!(
+                "the schema at shard {} as this read sees it is not the one the statement was planned with (a DDL committed meanwhile)",
+                self.id
+            ),
+            newest: mvcc::latest_version_ts(self.engine.as_ref(), key)?.unwrap_or(Timestamp::ZERO),
+        })
     }
 
     fn check(&self, mode: &ReadMode, blocked: impl Fn(&LockTable, Timestamp) -> Option<WriteLock>) -> Result<ReadGate> {
         let read_ts = match mode {
             ReadMode::Latest { after } => {
-                let behind = self.state().last_commit_ts < *after;
-                return Ok(if behind { ReadGate::Behind } else { ReadGate::Ready });
+                return Ok(if self.caught_up(*after) { ReadGate::Ready } else { ReadGate::Behind });
             }
             ReadMode::At { read_ts, .. } => read_ts,
         };
@@ -328,6 +365,33 @@ impl Shard {
             Some(lock) => ReadGate::Blocked(lock.txn),
             None => ReadGate::Ready,
         })
+    }
+
+    /// [`Shard::get`], and the timestamp of the version read (none: ZERO).
+    pub fn get_timed(&self, key: &[u8], mode: &ReadMode) -> Result<(Option<Vec<u8>>, Timestamp)> {
+        let version = mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?;
+        Ok(match version {
+            Some(version) => (version.value, version.ts),
+            None => (None, Timestamp::ZERO),
+        })
+    }
+
+    /// [`Shard::scan`], and the timestamp of the newest version it saw.
+    pub fn scan_timed(
+        &self,
+        range: &KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+        mode: &ReadMode,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Timestamp)> {
+        Ok(mvcc::scan_with_newest(
+            self.engine.as_ref(),
+            mvcc::bound_as_slice(&range.0),
+            mvcc::bound_as_slice(&range.1),
+            read_ts(mode),
+            reverse,
+            limit,
+        )?)
     }
 
     /// Reads `key` as `mode` says. Call after [`Shard::check_get`] answered
@@ -350,14 +414,7 @@ impl Shard {
         limit: Option<usize>,
         mode: &ReadMode,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(mvcc::scan(
-            self.engine.as_ref(),
-            mvcc::bound_as_slice(&range.0),
-            mvcc::bound_as_slice(&range.1),
-            read_ts(mode),
-            reverse,
-            limit,
-        )?)
+        Ok(self.scan_timed(range, reverse, limit, mode)?.0)
     }
 
     // --- validation (leader) -------------------------------------------------
@@ -410,8 +467,19 @@ impl Shard {
         if state.locks.holds(changes.txn) {
             return Ok(Proposal::InFlight);
         }
+        if self.is_finished(changes.txn)? {
+            return Err(Error::Conflict(format!(
+                "transaction {} was already resolved at shard {}: this prepare came late",
+                changes.txn, self.id
+            )));
+        }
         if let Some(blocked) = self.validate(&mut state, changes)? {
-            return Ok(Proposal::Blocked(blocked));
+            // A highly available transaction across shards may hold locks
+            // at other participants already: waiting here could deadlock.
+            return Err(Error::Conflict(format!(
+                "key locked by transaction {blocked} at shard {}; a transaction across shards never waits on a lock",
+                self.id
+            )));
         }
         let prepare_ts = self.hlc.now();
         state.locks.acquire(changes, prepare_ts, HoldKind::InFlightPrepare);
@@ -429,6 +497,23 @@ impl Shard {
     fn validate(&self, state: &mut State, changes: &Changes) -> Result<Option<TxnId>> {
         if !state.serving {
             return Err(Error::NotLeader { leader: None });
+        }
+        // The schema guards, at every level: nothing commits under a
+        // schema a DDL replaced (its writes could miss a new index). A DDL
+        // holding a guard is waited for (highly available) or a conflict.
+        for (key, expected) in &changes.guards {
+            if let Some(lock) = state.locks.blocks_read(key, Timestamp::MAX).filter(|lock| lock.txn != changes.txn) {
+                if changes.isolation.is_highly_available() {
+                    return Ok(Some(lock.txn));
+                }
+                return Err(Error::Conflict(format!("the schema is changing at shard {} (DDL in progress)", self.id)));
+            }
+            if mvcc::get(self.engine.as_ref(), key, Timestamp::MAX)? != *expected {
+                return Err(Error::Conflict(format!(
+                    "the schema changed at shard {} since the transaction planned its statements",
+                    self.id
+                )));
+            }
         }
         if changes.isolation.is_highly_available() {
             return Ok(state.locks.conflict(changes).map(|Obstacle::Held { txn, .. }| txn));
@@ -480,6 +565,12 @@ impl Shard {
         if state.recent_txns.remove(&txn).is_some() {
             state.recent.retain(|record| record.txn != txn);
         }
+    }
+
+    /// Whether `txn` was resolved here, or decided here as its record: a
+    /// prepare of it now is a late one.
+    fn is_finished(&self, txn: TxnId) -> Result<bool> {
+        Ok(self.engine.get(ColumnFamily::Locks, &resolved_key(txn))?.is_some() || self.decision(txn)?.is_some())
     }
 
     /// The decision recorded here for `txn` (this shard is its record).
@@ -543,7 +634,7 @@ impl Shard {
             match entry {
                 Entry::Commit { txn, ts, writes, locked } => {
                     for (key, value) in writes {
-                        mvcc::put_version(&mut batch, key, *ts, *txn, value.as_deref());
+                        mvcc::put_version_ordered(self.engine.as_ref(), &mut batch, key, *ts, *txn, value.as_deref())?;
                     }
                     let keys = written_keys(writes, locked);
                     effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
@@ -556,8 +647,14 @@ impl Shard {
                         Some(record) => record.clone(),
                         None => self.state().prepared.get(&txn).map(|(record, _)| record.clone()),
                     };
+                    let finished = prepared_here.get(&txn).is_some_and(Option::is_none)
+                        || decided_here.contains_key(&txn)
+                        || self.is_finished(txn)?;
                     match existing {
                         Some(existing) => outcomes.push(Applied::Prepared(existing.prepare_ts)),
+                        // Chosen after the transaction was resolved or
+                        // decided here (a late copy): it holds nothing.
+                        None if finished => outcomes.push(Applied::Late),
                         None => {
                             batch.put(ColumnFamily::Locks, prepared_key(txn), encode(prepared));
                             prepared_here.insert(txn, Some(prepared.clone()));
@@ -580,11 +677,11 @@ impl Shard {
                             *decision
                         }
                     };
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, decision);
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, decision)?;
                     outcomes.push(Applied::Decided(decision));
                 }
                 Entry::Resolve { txn, decision } => {
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, *decision);
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, *decision)?;
                     outcomes.push(Applied::Resolved);
                 }
             }
@@ -650,13 +747,14 @@ impl Shard {
         newest: &mut Timestamp,
         txn: TxnId,
         decision: Decision,
-    ) {
+    ) -> Result<()> {
         let prepared = match prepared_here.get(&txn) {
             Some(record) => record.clone(),
             None => self.state().prepared.get(&txn).map(|(record, _)| record.clone()),
         };
-        let Some(prepared) = prepared else { return };
+        let Some(prepared) = prepared else { return Ok(()) };
         batch.delete(ColumnFamily::Locks, prepared_key(txn));
+        batch.put(ColumnFamily::Locks, resolved_key(txn), Vec::new());
         prepared_here.insert(txn, None);
         if let Decision::Commit(ts) = decision {
             // The commit timestamp is the largest prepare timestamp, so it
@@ -664,13 +762,14 @@ impl Shard {
             // (the lock kept other writers out since).
             assert!(ts >= prepared.prepare_ts, "{txn} commits at {ts}, below its prepare at {}", prepared.prepare_ts);
             for (key, value) in &prepared.changes.writes {
-                mvcc::put_version(batch, key, ts, txn, value.as_deref());
+                mvcc::put_version_ordered(self.engine.as_ref(), batch, key, ts, txn, value.as_deref())?;
             }
             let keys = prepared.changes.written_keys();
             effects.push(Effect::Commit(CommitRecord { ts, txn, keys }));
             *newest = (*newest).max(ts);
         }
         effects.push(Effect::Release(txn));
+        Ok(())
     }
 
     fn trim(&self, state: &mut State) {
@@ -792,6 +891,18 @@ impl Shard {
         self.state().releases
     }
 
+    /// Whether this replica has applied every commit at or below `after`
+    /// (what a Read Committed reader saw or wrote): its newest applied
+    /// commit is at least `after`, and no transaction prepared here could
+    /// still commit at or below it. A distributed commit's timestamp can be
+    /// below commits applied after its prepare (another transaction's, in a
+    /// later slot), so the newest commit alone does not say that its own
+    /// resolution was applied.
+    pub fn caught_up(&self, after: Timestamp) -> bool {
+        let state = self.state();
+        state.last_commit_ts >= after && state.prepared.values().all(|(prepared, _)| prepared.prepare_ts > after)
+    }
+
     pub fn stats(&self) -> ShardStats {
         let state = self.state();
         ShardStats {
@@ -800,6 +911,15 @@ impl Shard {
             locks_held: state.locks.holders().count(),
             last_commit_ts: state.last_commit_ts,
             applied_slot: state.applied_slot,
+        }
+    }
+
+    /// Restarts the recovery clock of every prepared transaction at
+    /// `now_us` (a host adopting the shard after a restart: their age is
+    /// unknown, and recovering them at once would abort live ones).
+    pub fn stamp_prepared(&self, now_us: u64) {
+        for (_, at) in self.state().prepared.values_mut() {
+            *at = now_us;
         }
     }
 

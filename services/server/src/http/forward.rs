@@ -9,7 +9,7 @@
 //! the answer:
 //!
 //! - `POST /v1/sql`, `POST /v1/sessions`: here;
-//! - `POST /v1/admin/membership`: on the leader;
+//! - `POST /v1/admin/membership`: on the leader of the shard it names;
 //! - `/v1/sessions/{id}/...`: to the node that holds the session.
 //!
 //! A forwarded request carries [`FORWARDED_HEADER`] and is never forwarded
@@ -46,7 +46,24 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let target = if path == "/v1/admin/membership" {
-        cluster.route_to_leader()
+        // The shard named in the body; the handler answers a body that
+        // names none (or is not JSON) itself.
+        let (parts, body) = request.into_parts();
+        let limit = node.config.limits.request_bytes_max;
+        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+            return ApiError::too_large(limit).into_response();
+        };
+        let shard = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|body| body.get("shard").and_then(serde_json::Value::as_u64));
+        let Some(shard) = shard else {
+            return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        };
+        return match cluster.route_to_leader(shard) {
+            Route::Local => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+            Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes).await,
+            Route::Unavailable(message) => ApiError::new("08006", message).into_response(),
+        };
     } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
         let id = rest.split('/').next().unwrap_or_default();
         match session_node(id).map(NodeId) {

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::ApiError;
 use super::body::read_json;
-use crate::cluster::{Cluster, DATA_GROUP};
+use crate::cluster::Cluster;
 use crate::node::Node;
 use crate::replication::{Input, ReconfigureError};
 use crate::telemetry::names;
@@ -121,10 +121,17 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         .map(|(group, status)| {
             let membership = &status.membership;
             let shard = node.shards.iter().find(|shard| shard.id() == group.0);
+            let spec = cluster.map.shard(group.0);
+            let role = match spec.map(|spec| &spec.role) {
+                Some(geodb_geo::shardmap::ShardRole::System) => "system".to_string(),
+                Some(geodb_geo::shardmap::ShardRole::Global) => "global".to_string(),
+                Some(geodb_geo::shardmap::ShardRole::Home { index }) => format!("home {index}"),
+                None => "unknown".to_string(),
+            };
             json!({
                 "id": group.0,
-                "home": cluster.config.home(),
-                "survival": cluster.config.survival,
+                "home": spec.map(|spec| spec.home.0.clone()),
+                "holds": role,
                 "replicas": ids(&membership.voters).into_iter().chain(ids(&membership.learners)).collect::<Vec<u64>>(),
                 "voters": ids(&membership.voters),
                 "learners": ids(&membership.learners),
@@ -150,16 +157,32 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
     })
 }
 
-/// `POST /v1/admin/membership` with the data shard's next configuration,
-/// `{"voters": [...], "learners": [...]}`: at most one voter added or
-/// removed per change (promoting a learner adds one); learners change
-/// freely. Runs on the leader (gateways forward it) and answers once the
-/// change is chosen and applied there.
+/// A membership change: the shard, and its next configuration.
+#[derive(Debug, Deserialize)]
+struct MembershipChange {
+    shard: Option<u64>,
+    #[serde(flatten)]
+    membership: Membership,
+}
+
+/// `POST /v1/admin/membership` with a shard's next configuration,
+/// `{"shard": 3, "voters": [...], "learners": [...]}`: at most one voter
+/// added or removed per change (promoting a learner adds one); learners
+/// change freely. Runs on the shard's leader (gateways forward it) and
+/// answers once the change is chosen and applied there.
 pub async fn membership(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(cluster) = node.cluster.clone() else {
         return Err(ApiError::new("0A000", "membership changes need a cluster; this node runs alone"));
     };
-    let wanted: Membership = read_json(body, node.config.limits.request_bytes_max).await?;
+    let change: MembershipChange = read_json(body, node.config.limits.request_bytes_max).await?;
+    let Some(shard) = change.shard else {
+        return Err(ApiError::new("22023", "name the shard to change: {\"shard\": <id>, ...} (see /v1/cluster)"));
+    };
+    if cluster.map.shard(shard).is_none() {
+        return Err(ApiError::new("22023", format!("there is no shard {shard} (see /v1/cluster)")));
+    }
+    let group = geodb_geo::paxos::GroupId(shard);
+    let wanted = change.membership;
     let known: Vec<u64> = cluster.config.nodes.iter().map(|entry| entry.id).collect();
     if let Some(unknown) = wanted.members().find(|member| !known.contains(&member.0)) {
         return Err(ApiError::new("22023", format!("node {} is not in cluster.nodes", unknown.0)));
@@ -168,13 +191,13 @@ pub async fn membership(State(node): State<Arc<Node>>, body: Body) -> Result<Jso
     cluster
         .driver
         .inputs()
-        .try_send(Input::Reconfigure { group: DATA_GROUP, membership: wanted, reply })
+        .try_send(Input::Reconfigure { group, membership: wanted, reply })
         .map_err(|_| ApiError::new("08006", "the node's replication queue is full or stopped"))?;
     let outcome = crate::exec::blocking(move || answer.recv_timeout(MEMBERSHIP_WAIT_MAX))
         .map_err(|_| ApiError::new("08007", "no outcome for the membership change in time; check /v1/cluster"))?;
     match outcome {
         Ok(membership) => Ok(Json(json!({
-            "shard": DATA_GROUP.0,
+            "shard": shard,
             "voters": membership.voters,
             "learners": membership.learners,
         }))),
@@ -209,19 +232,38 @@ fn admin_faults<'a>(node: &'a Node, path: &str) -> Result<&'a Arc<Cluster>, ApiE
     }
 }
 
+/// `GET /v1/homes/<key>`: the home region and epoch of a locality key
+/// (an integer, or else a text value), from this node's cache of the
+/// directory or, on a miss, the directory itself. A key never written has
+/// no home yet: `region` and `epoch` are null.
 pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     // Locality keys are SQL values; integers answer as numbers, as in the API.
-    let key = match key.parse::<i64>() {
-        Ok(number) => json!(number),
-        Err(_) => json!(key),
+    let (value, shown) = match key.parse::<i64>() {
+        Ok(number) => (geodb_storage::Value::Int(number), json!(number)),
+        Err(_) => (geodb_storage::Value::Text(key.clone()), json!(key)),
     };
-    // Homes are static for now: every locality key lives in the data
-    // shard's home region (a single node's own region).
-    let region = match &node.cluster {
-        Some(cluster) => cluster.config.home().to_string(),
-        None => node.config.region.clone(),
+    let Some(cluster) = &node.cluster else {
+        // One node, one region: every key lives here.
+        return Ok(Json(json!({"key": shown, "region": node.config.region, "epoch": SINGLE_NODE_EPOCH})));
     };
-    Ok(Json(json!({"key": key, "region": region, "epoch": SINGLE_NODE_EPOCH})))
+    let mut locality = Vec::new();
+    geodb_storage::keycode::encode_value(&mut locality, &value);
+    let home = match geodb_txn::Router::cached_home(cluster.router.as_ref(), &locality) {
+        Some(home) => Some(home),
+        None => crate::exec::blocking(|| -> Result<Option<geodb_txn::Home>, ApiError> {
+            let mut txn = node.txns.begin(geodb_txn::Isolation::Snapshot).map_err(geodb_sql::Error::from)?;
+            let bytes = txn.get(&geodb_sql::keys::home_key(&locality)).map_err(geodb_sql::Error::from)?;
+            Ok(bytes.and_then(|bytes| geodb_txn::Home::decode(&bytes)))
+        })?,
+    };
+    Ok(Json(match home {
+        Some(home) => json!({
+            "key": shown,
+            "region": cluster.router.region_of(home).map(|region| region.0),
+            "epoch": home.epoch,
+        }),
+        None => json!({"key": shown, "region": null, "epoch": null}),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,18 +275,12 @@ struct RehomeRequest {
 pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
     let request: RehomeRequest = read_json(body, node.config.limits.request_bytes_max).await?;
     if let Some(cluster) = &node.cluster {
-        let home = cluster.config.home();
-        if request.region == home {
-            return Ok(Json(
-                json!({"key": request.key, "from": home, "to": request.region, "epoch": SINGLE_NODE_EPOCH}),
-            ));
-        }
         if !cluster.config.nodes.iter().any(|entry| entry.region == request.region) {
             return Err(ApiError::new("22023", format!("unknown region \"{}\"", request.region)));
         }
         return Err(ApiError::new(
             "0A000",
-            "rehoming is not supported yet: every locality key is homed in the data shard's region (cluster.home)",
+            "rehoming is not supported yet: a locality key stays in the region where it was first written (GET /v1/homes/<key> shows it)",
         ));
     }
     if request.region == node.config.region {

@@ -244,7 +244,7 @@ impl World {
     }
 
     fn shard_of(&self, key: &[u8]) -> ShardId {
-        geodb_txn::Router::shard_of(&workload::BankRouter, key)
+        workload::BankRouter.shard_of(key)
     }
 }
 
@@ -316,8 +316,9 @@ fn check_snapshots(
             let visible =
                 chain.iter().rposition(|version| version.ts <= record.read_ts && version.writer != record.txn.0);
             if at != visible {
+                let writer = visible.and_then(|index| records.iter().find(|other| other.txn.0 == chain[index].writer));
                 return Err(format!(
-                    "{} ({:?}) read {key:?} at {} and saw {:?}, but the newest version at or below it is {:?} (versions {chain:?})",
+                    "{} ({:?}) read {key:?} at {} and saw {:?}, but the newest version at or below it is {:?} (versions {chain:?}); reader {record:?}; writer {writer:?}",
                     record.txn,
                     record.isolation,
                     record.read_ts,

@@ -70,6 +70,8 @@ pub struct BankFaults {
     pub ack_prepare_before_durable: bool,
     /// Serializable validation ignores scanned ranges.
     pub skip_range_validation: bool,
+    /// Leaders answer reads of versions the clocks have not passed yet.
+    pub skip_read_wait: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -120,6 +122,8 @@ pub struct BankReport {
     pub recovered: u64,
     /// Dependency edges checked.
     pub edges: u64,
+    /// Reads a leader held until the clocks passed what they returned.
+    pub reads_waited: u64,
     pub trace_digest: u64,
 }
 
@@ -152,6 +156,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.skip_range_validation {
         command.push_str(" --skip-range-validation");
+    }
+    if options.faults.skip_read_wait {
+        command.push_str(" --skip-read-wait");
     }
     command
 }
@@ -443,6 +450,8 @@ impl World {
             }
         }
         self.report.events = self.scheduler.events_run();
+        self.report.reads_waited +=
+            self.nodes.values().filter(|node| node.up).map(|node| node.host.reads_waited()).sum::<u64>();
         self.check()?;
         Ok(self.report)
     }
@@ -590,10 +599,18 @@ impl World {
             node,
             recovery_after_us: RECOVERY_AFTER_US,
             lock_wait_max_us: LOCK_WAIT_MAX_US,
-            faults: HostFaults { ack_prepare_before_durable: faults.ack_prepare_before_durable },
+            faults: HostFaults {
+                ack_prepare_before_durable: faults.ack_prepare_before_durable,
+                skip_read_wait: faults.skip_read_wait,
+            },
         };
         // A restarted node rebuilds its state machines from its durable
-        // Paxos state alone (the engine is volatile here).
+        // Paxos state alone (the engine is volatile here), with a new
+        // hybrid clock (a process's clock state does not survive it).
+        sim_node.hlc = Arc::new(Hlc::new(
+            Box::new(NodeClock { now_us: self.now_us.clone(), clock: sim_node.clock }),
+            MAX_OFFSET_NS,
+        ));
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         let mut host = Host::new(config, sim_node.hlc.clone(), sim_node.incarnation << 40);
         let validation = ValidationFaults { skip_ranges: faults.skip_range_validation };
@@ -786,8 +803,14 @@ impl World {
         self.drive(node);
     }
 
+    /// Sends a message between nodes. Paxos messages may be duplicated
+    /// (Paxos tolerates it); requests and answers are not: the transport
+    /// delivers each at most once (one TCP connection per node pair, no
+    /// retransmission above it), and a coordinator's own retries are
+    /// separate requests.
     fn transmit(&mut self, message: NodeMessage) {
-        let delivery = self.network.send(&mut self.scheduler, message.from, message.to);
+        let duplicable = matches!(message.body, Body::Paxos { .. });
+        let delivery = self.network.send(&mut self.scheduler, message.from, message.to, duplicable);
         self.report.messages_lost += u64::from(delivery.lost);
         for delay in delivery.delays_us {
             self.scheduler.after(delay, Event::Deliver(message.clone()));

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use geodb_geo::NodeId;
 use geodb_txn::protocol::{KeyRange, ShardId};
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Error, Hlc, Isolation, ManagerConfig, Router, ShardRpc, Timestamp, Transaction, TxnId, TxnManager};
+use geodb_txn::{
+    Error, Hlc, Isolation, ManagerConfig, Place, Router, ShardRpc, Timestamp, Transaction, TxnId, TxnManager,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -76,11 +78,23 @@ pub fn decode_value(bytes: &[u8]) -> (i64, u64) {
 /// Keys name their shard in their fifth byte.
 pub struct BankRouter;
 
-impl Router for BankRouter {
-    fn shard_of(&self, key: &[u8]) -> ShardId {
+impl BankRouter {
+    pub fn shard_of(&self, key: &[u8]) -> ShardId {
         key.get(4).map_or(SHARDS[0], |shard| *shard as ShardId)
     }
+}
 
+impl Router for BankRouter {
+    fn place(&self, key: &[u8]) -> Place {
+        Place::Shard(self.shard_of(key))
+    }
+
+    fn places_of_range(&self, range: &KeyRange) -> Vec<Place> {
+        self.shards_of_range(range).into_iter().map(Place::Shard).collect()
+    }
+}
+
+impl BankRouter {
     fn shards_of_range(&self, range: &KeyRange) -> Vec<ShardId> {
         let shard_of_bound = |bound: &Bound<Vec<u8>>| match bound {
             Bound::Included(key) | Bound::Excluded(key) if key.len() > 4 => Some(key[4]),
@@ -103,6 +117,10 @@ pub enum Kind {
     /// soon as the transfer was acknowledged: it must see the transfer
     /// (real-time order across gateways, R6).
     Check,
+    /// A short read-only transaction of one or two accounts: many of them,
+    /// through gateways whose clocks differ, are what real-time order
+    /// violations of readers show up in.
+    Peek,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,9 +239,10 @@ async fn run_client(mut context: ClientContext) {
         }
         context.begun.fetch_add(1, Ordering::Relaxed);
         let kind = match context.rng.random_range(0..100) {
-            0..55 => Kind::Transfer,
-            55..80 => Kind::Audit,
-            _ => Kind::Predicate,
+            0..45 => Kind::Transfer,
+            45..60 => Kind::Audit,
+            60..75 => Kind::Predicate,
+            _ => Kind::Peek,
         };
         let mut checked = None;
         match kind {
@@ -235,6 +254,14 @@ async fn run_client(mut context: ClientContext) {
             }
             Kind::Audit => audit(&mut context).await,
             Kind::Predicate => predicate(&mut context).await,
+            Kind::Peek => {
+                // What a reader saw, another gateway must see too once
+                // the reader is done (real-time order of readers).
+                let read = peek(&mut context).await;
+                if context.rng.random_bool(0.5) {
+                    checked = read;
+                }
+            }
             Kind::Check => unreachable!("checks follow transfers"),
         }
         if let Some(written) = checked.take() {
@@ -290,6 +317,20 @@ async fn read(txn: &mut Transaction, key: &[u8]) -> Result<(i64, u64), Error> {
     Ok(txn.get_async(key).await?.map_or((OPENING_BALANCE, GENESIS), |bytes| decode_value(&bytes)))
 }
 
+/// Reads `keys` in order, recording each writer seen, and commits.
+async fn read_all_and_commit(
+    context: &ClientContext,
+    index: usize,
+    mut txn: Transaction,
+    keys: &[Vec<u8>],
+) -> Result<Timestamp, Error> {
+    for key in keys {
+        let (_, writer) = read(&mut txn, key).await?;
+        update(context, index, |record| record.reads.push((key.clone(), writer)));
+    }
+    txn.commit_async().await
+}
+
 /// Moves money between two accounts, usually of different shards; returns
 /// the accounts if it committed.
 async fn transfer(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
@@ -326,7 +367,8 @@ async fn transfer(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
 }
 
 /// Reads `keys` at once through another gateway (another region's when it
-/// is up), at Snapshot Isolation.
+/// is up), at Snapshot Isolation, right after a transaction that wrote or
+/// read them ended.
 async fn check(context: &mut ClientContext, keys: Vec<Vec<u8>>) {
     let (node, gateway) = {
         let gateways = context.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -354,18 +396,29 @@ async fn check(context: &mut ClientContext, keys: Vec<Vec<u8>>) {
     }) else {
         return;
     };
-    let Ok(mut txn) = manager.begin(Isolation::Snapshot) else { return };
+    let Ok(txn) = manager.begin(Isolation::Snapshot) else { return };
     let index = record(context, &txn, Kind::Check);
     update(context, index, |record| record.node = node);
-    let outcome = async {
-        for key in &keys {
-            let (_, writer) = read(&mut txn, key).await?;
-            update(context, index, |record| record.reads.push((key.clone(), writer)));
-        }
-        txn.commit_async().await
-    }
-    .await;
+    let outcome = read_all_and_commit(context, index, txn, &keys).await;
     finish(context, index, outcome);
+}
+
+/// Reads one or two accounts and ends; returns them if it committed.
+async fn peek(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
+    let isolation = coordinated(&mut context.rng);
+    let Ok(txn) = context.manager.begin(isolation) else { return None };
+    let index = record(context, &txn, Kind::Peek);
+    let count = context.rng.random_range(1..=2);
+    let keys: Vec<Vec<u8>> = (0..count)
+        .map(|_| {
+            let shard = SHARDS[context.rng.random_range(0..SHARDS.len())];
+            account_key(shard, context.rng.random_range(0..ACCOUNTS_PER_SHARD))
+        })
+        .collect();
+    let outcome = read_all_and_commit(context, index, txn, &keys).await;
+    let committed = outcome.is_ok();
+    finish(context, index, outcome);
+    committed.then_some(keys)
 }
 
 /// Reads every account in one scan across all shards.

@@ -643,7 +643,7 @@ impl World {
 
     fn transmit(&mut self, envelope: Envelope) {
         self.report.messages_sent += 1;
-        let delivery = self.network.send(&mut self.scheduler, envelope.from, envelope.to);
+        let delivery = self.network.send(&mut self.scheduler, envelope.from, envelope.to, true);
         self.report.messages_lost += u64::from(delivery.lost);
         self.report.messages_duplicated += u64::from(delivery.duplicated);
         for delay in delivery.delays_us {

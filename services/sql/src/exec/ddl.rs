@@ -87,7 +87,7 @@ pub fn create_index(
     table.next_index_id += 1;
 
     // Backfill from the rows, in key order.
-    let rows = keys::index_prefix(table.id, keys::PRIMARY_INDEX_ID);
+    let rows = keys::index_prefix(&table, None);
     for_each_pair(txn, rows, &mut |txn, _key, value| {
         let row = decode_stored_row(&table, &value)?;
         let (entry, unique_key) = index_entry(&table, &index, &row);
@@ -117,7 +117,7 @@ pub fn drop_index(
     };
     let mut table: Table = table.as_ref().clone();
     let index = table.indexes.remove(position);
-    delete_range(txn, keys::index_prefix(table.id, index.id))?;
+    delete_range(txn, keys::index_prefix(&table, Some(&index)))?;
     let table_name = table.name.clone();
     cache.change(txn, catalog, &table_name, Some(table))?;
     Ok(done())

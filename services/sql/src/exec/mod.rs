@@ -48,6 +48,11 @@ pub fn execute(
     plan: &Plan,
     params: &[Value],
 ) -> Result<StatementResult> {
+    if plan.kind() == StatementKind::Ddl {
+        // A DDL's backfill must conflict with concurrent writers of its
+        // table, whatever the session's level (docs/design/transactions.md).
+        txn.escalate_to_serializable();
+    }
     match plan {
         Plan::Select(select) => select::run_select(txn, select, params),
         Plan::Insert(insert) => dml::run_insert(txn, insert, params),

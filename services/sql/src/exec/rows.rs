@@ -19,7 +19,7 @@ use crate::keys;
 
 /// The key of a row.
 pub fn row_key(table: &Table, row: &[Value]) -> Vec<u8> {
-    let mut key = keys::index_prefix(table.id, keys::PRIMARY_INDEX_ID);
+    let mut key = keys::index_prefix(table, None);
     keys::append_values(&mut key, table.primary_key.iter().map(|&c| &row[c]));
     key
 }
@@ -34,7 +34,7 @@ fn primary_suffix(table: &Table, row: &[Value]) -> Vec<u8> {
 /// An index entry of a row: its key, and whether the key is the unique
 /// kind (columns only, so a duplicate is found by a point read).
 pub fn index_entry(table: &Table, index: &Index, row: &[Value]) -> (Vec<u8>, bool) {
-    let mut key = keys::index_prefix(table.id, index.id);
+    let mut key = keys::index_prefix(table, Some(index));
     keys::append_values(&mut key, index.columns.iter().map(|&c| &row[c]));
     let unique_key = index.unique && index.columns.iter().all(|&c| !row[c].is_null());
     if !unique_key {

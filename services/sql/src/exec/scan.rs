@@ -57,11 +57,11 @@ pub fn read_level(
 ) -> Result<Flow> {
     let table = &level.table;
     let access = &level.access;
-    let index_id = match access.index {
-        IndexChoice::Primary => keys::PRIMARY_INDEX_ID,
-        IndexChoice::Secondary(i) => table.indexes[i].id,
+    let index = match access.index {
+        IndexChoice::Primary => None,
+        IndexChoice::Secondary(i) => Some(&table.indexes[i]),
     };
-    let mut prefix = keys::index_prefix(table.id, index_id);
+    let mut prefix = keys::index_prefix(table, index);
     // (`prefix` grows by the equality-bound key columns.)
     for (expr, &column) in access.eq.iter().zip(&access.key_columns) {
         let value = eval(expr, row, params)?;
@@ -111,7 +111,7 @@ fn read_prefix(
         let bytes = match access.index {
             IndexChoice::Primary => fetch_row(txn, &prefix, options.for_update)?,
             IndexChoice::Secondary(_) => match txn.get(&prefix)? {
-                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table.id, &suffix), options.for_update)?
+                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table, &suffix), options.for_update)?
                     .map(Some)
                     .ok_or_else(|| dangling(table))?,
                 None => None,
@@ -159,9 +159,16 @@ fn read_prefix(
         let mut last = None;
         for (key, value) in pairs {
             let flow = if secondary {
-                let row_key = keys::row_key_from_suffix(table.id, &value);
-                let bytes = txn.get(&row_key)?.ok_or_else(|| dangling(table))?;
-                emit(txn, level, row, params, &bytes, Some(row_key), options.for_update, visit)?
+                let row_key = keys::row_key_from_suffix(table, &value);
+                match txn.get(&row_key)? {
+                    Some(bytes) => emit(txn, level, row, params, &bytes, Some(row_key), options.for_update, visit)?,
+                    // Read Committed reads the entry and its row at two
+                    // moments (and, across shards, from two replicas): the
+                    // row may be gone already, or not arrived yet. Either
+                    // way it is not a committed row of this read.
+                    None if txn.isolation() == geodb_txn::Isolation::ReadCommitted => CONTINUE,
+                    None => return Err(dangling(table)),
+                }
             } else {
                 let bytes = value;
                 emit(txn, level, row, params, &bytes, Some(key.clone()), options.for_update, visit)?

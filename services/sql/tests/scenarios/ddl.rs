@@ -212,3 +212,72 @@ fn drop_table_is_a_catalog_change_and_a_recreated_table_starts_empty() {
     h.exec("INSERT INTO big VALUES (1, 'y')", &[]);
     assert_eq!(h.rows("SELECT id FROM big", &[]).len(), 1);
 }
+
+/// A snapshot that predates an index must not be read through it: the
+/// statement after the DDL is planned with the new catalog, and its reads
+/// find the schema guard still at the old version in their snapshot. The
+/// transaction fails with a serialization failure rather than answering
+/// from an index its snapshot does not have (which would return no rows).
+#[test]
+fn a_snapshot_is_never_read_through_an_index_created_after_it() {
+    let h = Harness::new();
+    h.run("CREATE TABLE t (a INT PRIMARY KEY, b INT)");
+    h.run("CREATE TABLE other (x INT PRIMARY KEY)");
+    h.run("INSERT INTO t VALUES (1, 5), (2, 6)");
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let mut txn = h.txns.begin(isolation).unwrap();
+        assert!(h.db.execute(&mut txn, "SELECT x FROM other", &[]).unwrap().rows.is_empty());
+        h.run("CREATE INDEX t_b ON t (b)");
+        match h.db.execute(&mut txn, "SELECT a FROM t WHERE b = 5", &[]) {
+            Ok(result) => assert_eq!(result.rows, vec![vec![int(1)]], "{isolation:?}"),
+            Err(error) => assert_eq!(error.code(), "40001", "{isolation:?}: {error}"),
+        }
+        txn.rollback();
+        h.run("DROP INDEX t_b");
+    }
+    // A transaction that has read nothing yet plans again, with a new
+    // snapshot, and answers.
+    let mut txn = h.txns.begin(Isolation::Snapshot).unwrap();
+    h.run("CREATE INDEX t_b ON t (b)");
+    assert_eq!(h.db.execute(&mut txn, "SELECT a FROM t WHERE b = 5", &[]).unwrap().rows, vec![vec![int(1)]]);
+    txn.commit().unwrap();
+}
+
+/// A DDL runs at Serializable whatever the session's level: a row written
+/// under the old schema after the index backfill read its table makes the
+/// DDL fail (else the row would have no index entry).
+#[test]
+fn an_index_backfill_conflicts_with_a_concurrent_insert() {
+    let h = Harness::new();
+    h.run("CREATE TABLE t (a INT PRIMARY KEY, b INT)");
+    h.run("INSERT INTO t VALUES (1, 5)");
+    for isolation in [Isolation::ReadCommitted, Isolation::Snapshot] {
+        let mut ddl = h.txns.begin(isolation).unwrap();
+        h.db.execute(&mut ddl, "CREATE INDEX t_b ON t (b)", &[]).unwrap();
+        h.run("INSERT INTO t VALUES (2, 5)");
+        let error = ddl.commit().expect_err("the backfill missed a committed row");
+        assert!(error.is_retryable(), "{isolation:?}: {error}");
+        h.run("DELETE FROM t WHERE a = 2");
+    }
+    // Run again, it indexes every row.
+    h.run("INSERT INTO t VALUES (2, 5)");
+    h.run("CREATE INDEX t_b ON t (b)");
+    h.assert_plan("SELECT a FROM t WHERE b = 5", "Scan t INDEX t_b (prefix 1 cols)");
+    assert_eq!(h.rows("SELECT a FROM t WHERE b = 5 ORDER BY a", &[]), vec![vec![int(1)], vec![int(2)]]);
+}
+
+/// Two DDLs planned on the same catalog version: one fails, so the
+/// second cannot overwrite the first's table definition.
+#[test]
+fn two_concurrent_ddls_on_one_table_do_not_both_commit() {
+    let h = Harness::new();
+    h.run("CREATE TABLE t (a INT PRIMARY KEY, b INT, c INT)");
+    let mut first = h.txns.begin(Isolation::ReadCommitted).unwrap();
+    let mut second = h.txns.begin(Isolation::ReadCommitted).unwrap();
+    h.db.execute(&mut first, "CREATE INDEX t_b ON t (b)", &[]).unwrap();
+    h.db.execute(&mut second, "CREATE INDEX t_c ON t (c)", &[]).unwrap();
+    first.commit().unwrap();
+    let error = second.commit().expect_err("both DDLs committed");
+    assert!(error.is_retryable(), "{error}");
+    h.assert_plan("SELECT a FROM t WHERE b = 1", "Scan t INDEX t_b (prefix 1 cols)");
+}

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use geodb_sql::{Database, StatementResult};
+use geodb_sql::{Database, SqlRouter, StatementResult};
 use geodb_storage::{MemoryEngine, Value};
-use geodb_txn::{Isolation, TxnManager};
+use geodb_txn::{Isolation, SINGLE_NODE_SHARD, SystemClock, TxnManager};
 
 pub struct Harness {
     pub txns: Arc<TxnManager>,
@@ -12,8 +12,13 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A single node as `geodb dev` runs it: the SQL router (so schema
+    /// guards are checked) over one local shard.
     pub fn new() -> Harness {
-        let txns = TxnManager::new(Arc::new(MemoryEngine::new())).expect("txn manager");
+        let router = Arc::new(SqlRouter::single(SINGLE_NODE_SHARD));
+        let (txns, _) =
+            TxnManager::single_node_routed(Arc::new(MemoryEngine::new()), Box::new(SystemClock), 1_000_000, router)
+                .expect("txn manager");
         let db = Database::open(txns.clone()).expect("open");
         Harness { txns, db }
     }
