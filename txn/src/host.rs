@@ -61,7 +61,10 @@ use crate::{Error, Hlc, Result};
 /// shard. Far above a commit's normal duration (a few wide-area round trips).
 pub const RECOVERY_AFTER_US: u64 = 2_000_000;
 /// Default: how long a request waits for a lock before it is refused.
-pub const LOCK_WAIT_MAX_US: u64 = 10_000_000;
+/// Well below how long a caller waits for an answer (10 s in the server),
+/// so a refused wait is heard as a refusal (`08006`, nothing proposed),
+/// not as a lost answer (`08007`).
+pub const LOCK_WAIT_MAX_US: u64 = 5_000_000;
 /// Requests parked on locks per node, at most; beyond it new ones are
 /// refused as unavailable (load shedding rather than a growing queue).
 pub const PARKED_MAX: usize = 16_384;

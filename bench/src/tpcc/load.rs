@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -23,6 +23,15 @@ use super::random::{self, A_C_LAST, Constants};
 use super::schema::{self, DISTRICTS_PER_WAREHOUSE, Dialect, LAST_NAMES, Population};
 use super::session::{Session, Target, Value, cents, ten_thousandths};
 use super::txns::value_rows;
+
+/// Attempts of one INSERT batch before the load fails. A batch whose
+/// outcome is unknown (`08007`: a shard's leader changed under it) or that
+/// was refused for a retryable reason is sent again with `ON CONFLICT DO
+/// NOTHING`: the rows are the same (drawn before the first attempt) and
+/// every table has a primary key, so a batch that did commit adds nothing.
+const INSERT_ATTEMPTS_MAX: u32 = 8;
+/// Pause before the second attempt; doubled after each.
+const INSERT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Rows per multi-row INSERT, by table, sized so that one statement stays
 /// near 100–200 KB of SQL and parameters: well inside GeoDB's 1 MiB request
@@ -183,7 +192,21 @@ impl<S: Session> Writer<'_, S> {
             let width = batch[0].len();
             let sql = format!("INSERT INTO {table} ({columns}) VALUES {}", value_rows(batch.len(), width));
             let params: Vec<Value> = batch.iter().flatten().cloned().collect();
-            self.session.execute(&sql, &params).await.map_err(|e| format!("insert into {table}: {e}"))?;
+            let mut attempt = 1;
+            let mut pause = INSERT_RETRY_PAUSE;
+            let mut statement = sql.clone();
+            loop {
+                match self.session.execute(&statement, &params).await {
+                    Ok(_) => break,
+                    Err(e) if attempt < INSERT_ATTEMPTS_MAX && (e.retryable || e.code == "08007") => {
+                        attempt += 1;
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                        statement = format!("{sql} ON CONFLICT DO NOTHING");
+                    }
+                    Err(e) => return Err(format!("insert into {table} (attempt {attempt}): {e}")),
+                }
+            }
             self.rows += batch.len() as u64;
             self.progress.inc(batch.len() as u64);
         }

@@ -1,12 +1,13 @@
 //! A node's part in a multi-node cluster: its shards' Multi-Paxos groups,
 //! the transport to the other nodes, and where requests should go.
 //!
-//! Placement is static, from the `[cluster]` section every node shares
-//! (`geodb_geo::placement`): the data shard (group [`DATA_GROUP`]) is homed
-//! in `cluster.home`, with voters and learners by the survival goal, and
-//! every node holds a replica (voter or learner). Its state machine is a
-//! [`Shard`] over this node's slice of the engine; the replication driver
-//! runs it with the node's other groups (`replication`).
+//! Placement is static, from the `[cluster]` section every node shares: the
+//! shard map (`geodb_geo::shardmap`) names the system shard, the global
+//! shard and each region's home shards, with voters and learners by the
+//! survival goal, and every node holds a replica (voter or learner) of
+//! every shard. Each replica's state machine is a [`Shard`] over this
+//! node's slice of the engine (its key prefix); the replication driver
+//! runs them all (`replication`).
 //!
 //! Transactions run on the node a client talks to (the gateway): the
 //! coordinator reads from and commits to each shard's leader through
@@ -218,8 +219,6 @@ impl Cluster {
         self.faults.cuts(self.node, here, to, there) || self.faults.cuts(to, there, self.node, here)
     }
 
-    /// Where a request runs: on the shard leader unless it is a read-only
-    /// request at a highly available level.
     /// Where a request that must run on `shard`'s leader (a membership
     /// change) goes.
     pub fn route_to_leader(&self, shard: u64) -> Route {

@@ -382,6 +382,12 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
         .post("/v1/admin/membership", json!({"shard": SUBJECT, "voters": [4], "learners": [1, 2, 3]}))
         .await;
     assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
+    // So is a shard the map does not have, and a body that names none.
+    let (status, body) =
+        cluster.node(7).post("/v1/admin/membership", json!({"shard": 99, "voters": [1], "learners": []})).await;
+    assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
+    let (status, body) = cluster.node(7).post("/v1/admin/membership", json!({"voters": [1], "learners": []})).await;
+    assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
     cluster.kill(stopped);
     writes.acked(&cluster, 7, 5).await;
     let chosen = cluster.shard(leader).await["chosen_index"].as_u64().unwrap();

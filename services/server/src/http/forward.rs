@@ -3,7 +3,7 @@
 //! In a cluster, transactions run on the node the client talks to (their
 //! coordinator reaches each shard's leader itself), but a session lives on
 //! the node that opened it (its id starts with that node's id), and a
-//! membership change is proposed by the data shard's leader. Any node
+//! membership change is proposed by the leader of the shard it changes. Any node
 //! answers any request: this middleware runs the request here when it may,
 //! and otherwise forwards it unchanged to the right node's API and relays
 //! the answer:
@@ -56,7 +56,8 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
         let shard = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|body| body.get("shard").and_then(serde_json::Value::as_u64));
-        let Some(shard) = shard else {
+        // No shard, or one the map does not have: the handler says so.
+        let Some(shard) = shard.filter(|shard| cluster.map.shard(*shard).is_some()) else {
             return next.run(Request::from_parts(parts, Body::from(bytes))).await;
         };
         return match cluster.route_to_leader(shard) {

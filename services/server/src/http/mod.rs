@@ -7,7 +7,7 @@
 //!   `DELETE /v1/sessions/{id}` — interactive transactions ([`sessions`]).
 //! - `GET /v1/cluster`, `GET /v1/homes/{key}`, `POST /v1/admin/rehome`,
 //!   `GET|PUT /v1/admin/faults` (only with `cluster.admin_faults`),
-//!   `POST /v1/admin/membership` (a cluster's data shard),
+//!   `POST /v1/admin/membership` (one shard of a cluster),
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
 //! - In a cluster, requests that must run elsewhere are forwarded
 //!   ([`forward`]).
