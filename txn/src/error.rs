@@ -22,8 +22,26 @@ pub enum Error {
     Storage(#[from] geodb_storage::Error),
     /// A remote timestamp is further ahead of the local clock than the
     /// configured bound allows.
-    #[error("clock offset {offset_ns} ns exceeds the bound of {bound_ns} ns")]
+    #[error(
+        "a timestamp from another node is {:.1} ms ahead of this node's clock, beyond the clock bound of {:.1} ms: \
+         one of the two clocks is off (see /v1/cluster, \"clock\")",
+        *offset_ns as f64 / 1e6,
+        *bound_ns as f64 / 1e6
+    )]
     ClockOffset { offset_ns: u64, bound_ns: u64 },
+    /// This node's clock is further from most of its peers' clocks than
+    /// the bound ε allows (measured by [`crate::offsets`]): it refuses
+    /// coordinated work, whose timestamps and commit wait rely on the
+    /// bound, until its clock is back (SQLSTATE 08006). Highly available
+    /// work goes on.
+    #[error(
+        "this node's clock is {:.1} ms off most of its peers, beyond the bound of {:.1} ms (max_clock_offset_ms): \
+         it refuses snapshot-isolated and serializable transactions until its clock is fixed; \
+         use another node for them, or Read Committed / MAV here",
+        *offset_ns as f64 / 1e6,
+        *bound_ns as f64 / 1e6
+    )]
+    ClockUnsynchronized { offset_ns: u64, bound_ns: u64 },
     /// The statement ran past its deadline (SQLSTATE 57014).
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,

@@ -84,13 +84,40 @@ pub struct Hlc {
     clock: Box<dyn Clock>,
     last: Mutex<Timestamp>,
     max_offset_ns: u64,
+    /// 0 while this node's clock is within the bound of its peers'; else
+    /// the offset measured (set by the node's [`crate::Host`]).
+    unsynchronized_ns: AtomicU64,
 }
 
 impl Hlc {
     /// A clock that refuses remote timestamps more than `max_offset_ns`
     /// ahead of its physical clock.
     pub fn new(clock: Box<dyn Clock>, max_offset_ns: u64) -> Self {
-        Hlc { clock, last: Mutex::new(Timestamp::ZERO), max_offset_ns }
+        Hlc { clock, last: Mutex::new(Timestamp::ZERO), max_offset_ns, unsynchronized_ns: AtomicU64::new(0) }
+    }
+
+    /// Records what the node's offset measurements say: `Some(offset)` when
+    /// its clock is further than the bound from most of its peers', `None`
+    /// when it is within it.
+    pub fn set_unsynchronized(&self, offset_ns: Option<u64>) {
+        self.unsynchronized_ns.store(offset_ns.map_or(0, |offset| offset.max(1)), Ordering::SeqCst);
+    }
+
+    /// The offset beyond the bound, if this node's clock is outside it.
+    pub fn unsynchronized(&self) -> Option<u64> {
+        match self.unsynchronized_ns.load(Ordering::SeqCst) {
+            0 => None,
+            offset => Some(offset),
+        }
+    }
+
+    /// Refuses work that relies on the bound (coordinated transactions)
+    /// while this node's clock is outside it.
+    pub fn check_synchronized(&self) -> Result<()> {
+        match self.unsynchronized() {
+            None => Ok(()),
+            Some(offset_ns) => Err(Error::ClockUnsynchronized { offset_ns, bound_ns: self.max_offset_ns }),
+        }
     }
 
     pub fn max_offset_ns(&self) -> u64 {

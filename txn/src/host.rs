@@ -38,6 +38,10 @@
 //!   `recovery_after_us` is resolved from its record shard.
 //! - **Snapshots**: every `snapshot_interval` applied slots a shard is
 //!   snapshotted and the log compacted; a lagging replica restores one.
+//! - **Clock offsets**: the host pings its peers and keeps the verdict on
+//!   its own clock in the [`Hlc`] (module `offsets`); while its clock is
+//!   outside the bound it refuses every request that relies on the bound
+//!   (`Request::relies_on_clock_bound`).
 //!
 //! Proposals carry their origin (node and sequence number) so that the
 //! node that proposed an entry answers its coordinator once the entry is
@@ -53,6 +57,7 @@ use geodb_geo::paxos::{
 };
 use geodb_storage::TxnId;
 
+use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{Applied, Proposal, ReadGate, Shard};
 use crate::protocol::{Decision, Entry, ReadMode, Refusal, Request, Response, ShardId};
 use crate::{Error, Hlc, Result};
@@ -105,6 +110,17 @@ pub enum Body {
         id: u64,
         response: Response,
     },
+    /// A clock-offset probe: the sender's physical clock when it sent it
+    /// (see [`crate::offsets`]).
+    ClockPing {
+        sent_ns: u64,
+    },
+    /// The answer to a probe: the probe's own reading, echoed, and the
+    /// answering node's physical clock.
+    ClockPong {
+        ping_ns: u64,
+        remote_ns: u64,
+    },
 }
 
 impl NodeMessage {
@@ -143,6 +159,12 @@ pub struct HostConfig {
     pub node: NodeId,
     pub recovery_after_us: u64,
     pub lock_wait_max_us: u64,
+    /// How often the host pings each peer to measure clock offsets
+    /// (0: never, and the clock is never judged).
+    pub clock_ping_interval_us: u64,
+    /// The nodes whose clocks it measures: every node of the cluster (this
+    /// one is skipped). Empty: the members of its groups.
+    pub peers: Vec<NodeId>,
     pub faults: HostFaults,
 }
 
@@ -152,6 +174,8 @@ impl HostConfig {
             node,
             recovery_after_us: RECOVERY_AFTER_US,
             lock_wait_max_us: LOCK_WAIT_MAX_US,
+            clock_ping_interval_us: CLOCK_PING_INTERVAL_US,
+            peers: Vec::new(),
             faults: HostFaults::default(),
         }
     }
@@ -168,6 +192,8 @@ pub enum HostOutput {
     Request { id: u64, shard: ShardId, request: Request },
     /// A membership change was applied here.
     MembershipApplied { group: GroupId, membership: Membership },
+    /// Send this message (clock probes and their answers).
+    Send(NodeMessage),
 }
 
 /// Where a shard's leadership stands on this node.
@@ -240,6 +266,10 @@ pub struct Host {
     next_request_id: u64,
     outputs: Vec<HostOutput>,
     now_us: u64,
+    /// Clock offsets to peers, and when to probe them next.
+    offsets: ClockOffsets,
+    clock: ClockStatus,
+    next_ping_us: u64,
 }
 
 /// A command of a group's log: who proposed it (to answer its waiter) and
@@ -267,6 +297,7 @@ impl Host {
     /// numbers: they must not repeat across restarts while an old proposal
     /// may still be chosen (the server starts at random).
     pub fn new(config: HostConfig, hlc: Arc<Hlc>, first_seq: u64) -> Self {
+        let measurement_ttl_us = config.clock_ping_interval_us.saturating_mul(MEASUREMENT_TTL_PINGS);
         Host {
             paxos: MultiPaxos::new(config.node),
             config,
@@ -285,6 +316,9 @@ impl Host {
             next_request_id: 1,
             outputs: Vec::new(),
             now_us: 0,
+            offsets: ClockOffsets::new(measurement_ttl_us),
+            clock: ClockStatus::default(),
+            next_ping_us: 0,
         }
     }
 
@@ -380,6 +414,59 @@ impl Host {
         self.recover(now_us);
         self.expire_parked(now_us);
         self.wake(now_us);
+        self.probe_clocks(now_us);
+    }
+
+    /// Pings every peer when a ping interval has passed, and judges this
+    /// node's clock from the measurements (see [`crate::offsets`]).
+    fn probe_clocks(&mut self, now_us: u64) {
+        let interval = self.config.clock_ping_interval_us;
+        if interval == 0 || now_us < self.next_ping_us {
+            return;
+        }
+        self.next_ping_us = now_us.saturating_add(interval);
+        let sent_ns = self.hlc.physical_now_ns();
+        let me = self.config.node;
+        let mut peers: Vec<NodeId> = if self.config.peers.is_empty() {
+            self.paxos.groups().flat_map(|(_, replica)| replica.membership().members().collect::<Vec<_>>()).collect()
+        } else {
+            self.config.peers.clone()
+        };
+        peers.retain(|peer| *peer != me);
+        peers.sort_unstable();
+        peers.dedup();
+        for peer in peers {
+            let ping = NodeMessage { from: me, to: peer, body: Body::ClockPing { sent_ns } };
+            self.outputs.push(HostOutput::Send(ping));
+        }
+        self.judge_clock(now_us);
+    }
+
+    fn judge_clock(&mut self, now_us: u64) {
+        self.clock = self.offsets.status(now_us, self.hlc.max_offset_ns());
+        self.hlc.set_unsynchronized(self.clock.unsynchronized_ns);
+    }
+
+    /// A clock probe, or the answer to one of ours.
+    pub fn handle_clock(&mut self, now_us: u64, from: NodeId, body: &Body) {
+        self.now_us = now_us;
+        let physical = self.hlc.physical_now_ns();
+        match *body {
+            Body::ClockPing { sent_ns } => {
+                let pong = Body::ClockPong { ping_ns: sent_ns, remote_ns: physical };
+                self.outputs.push(HostOutput::Send(NodeMessage { from: self.config.node, to: from, body: pong }));
+            }
+            Body::ClockPong { ping_ns, remote_ns } => {
+                self.offsets.record(from, ping_ns, remote_ns, physical, now_us);
+                self.judge_clock(now_us);
+            }
+            _ => {}
+        }
+    }
+
+    /// This node's clock against its peers', as of the last tick.
+    pub fn clock_status(&self) -> &ClockStatus {
+        &self.clock
     }
 
     /// Serves the reads whose wait for the clock is over (see
@@ -479,6 +566,12 @@ impl Host {
         let origin = parked.origin;
         if parked.request.needs_leader() && !self.serving(group) {
             self.not_leader(origin, group);
+            return;
+        }
+        if parked.request.relies_on_clock_bound()
+            && let Err(error) = self.hlc.check_synchronized()
+        {
+            self.refuse(origin, &error);
             return;
         }
         match &parked.request {

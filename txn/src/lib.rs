@@ -14,6 +14,8 @@
 //! - [`host`]: a node's replicated shards as one sans-IO step function
 //!   ([`Host`]): Multi-Paxos groups driving shards, leadership, barriers,
 //!   waiting on locks, recovery. The server and the simulator both run it.
+//! - [`offsets`]: clock offsets to peers, measured by ping and pong, and
+//!   the verdict on this node's clock against the bound ε.
 //! - [`rpc`]: what a coordinator needs from its runtime ([`Router`],
 //!   [`ShardRpc`]); [`local`]: shards of this process called in place
 //!   ([`LocalShards`], a single node).
@@ -34,6 +36,7 @@ pub mod hlc;
 pub mod host;
 pub mod isolation;
 pub mod local;
+pub mod offsets;
 pub mod participant;
 pub mod protocol;
 pub mod rpc;

@@ -164,6 +164,19 @@ impl Request {
         }
     }
 
+    /// Whether serving the request relies on the clock bound ε: reads at a
+    /// snapshot timestamp, and commits and prepares of coordinated
+    /// transactions. A node whose clock is outside the bound refuses these
+    /// (and only these: finishing transactions already prepared never
+    /// waits on the clock).
+    pub fn relies_on_clock_bound(&self) -> bool {
+        match self {
+            Request::Get { mode, .. } | Request::Scan { mode, .. } => matches!(mode, ReadMode::At { .. }),
+            Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
+            Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
+        }
+    }
+
     /// Whether the request reads at the leader (or writes): everything
     /// but a Read Committed read, which any replica answers.
     pub fn needs_leader(&self) -> bool {
@@ -195,6 +208,8 @@ pub enum Refusal {
     Storage(String),
     /// Malformed or impossible request.
     Invalid(String),
+    /// This node's clock is outside the bound: it serves no coordinated work.
+    ClockUnsynchronized { offset_ns: u64, bound_ns: u64 },
 }
 
 impl From<Refusal> for Error {
@@ -208,6 +223,7 @@ impl From<Refusal> for Error {
             Refusal::ClockOffset { offset_ns, bound_ns } => Error::ClockOffset { offset_ns, bound_ns },
             Refusal::Storage(message) => Error::Storage(geodb_storage::Error::Engine(message)),
             Refusal::Invalid(message) => Error::Invalid(message),
+            Refusal::ClockUnsynchronized { offset_ns, bound_ns } => Error::ClockUnsynchronized { offset_ns, bound_ns },
         }
     }
 }
@@ -224,6 +240,9 @@ impl From<&Error> for Refusal {
             Error::OutcomeUnknown(message) => Refusal::OutcomeUnknown(message.clone()),
             Error::ClockOffset { offset_ns, bound_ns } => {
                 Refusal::ClockOffset { offset_ns: *offset_ns, bound_ns: *bound_ns }
+            }
+            Error::ClockUnsynchronized { offset_ns, bound_ns } => {
+                Refusal::ClockUnsynchronized { offset_ns: *offset_ns, bound_ns: *bound_ns }
             }
             Error::Storage(error) => Refusal::Storage(error.to_string()),
             Error::StatementTimeout | Error::Invalid(_) => Refusal::Invalid(error.to_string()),

@@ -238,6 +238,10 @@ impl TxnManager {
 
     /// Begins a transaction at `isolation`. Nothing is sent anywhere yet.
     pub fn begin(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
+        if !isolation.is_highly_available() {
+            // Coordinated timestamps and commit wait rely on the clock bound.
+            self.hlc.check_synchronized()?;
+        }
         let id = self.next_txn_id()?;
         // R1: one snapshot timestamp for every shard.
         let read_ts = self.hlc.now();
@@ -729,6 +733,10 @@ impl Transaction {
     pub async fn commit_async(self) -> Result<Timestamp> {
         if !self.has_writes() {
             return Ok(self.read_ts);
+        }
+        if !self.isolation.is_highly_available() {
+            // Commit wait below reads this node's clock.
+            self.manager.hlc.check_synchronized()?;
         }
         let parts = self.parts().await?;
         let written: Vec<ShardId> =

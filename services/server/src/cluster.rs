@@ -29,11 +29,11 @@ use geodb_sql::SqlRouter;
 use geodb_storage::{Engine, ScopedEngine};
 use geodb_txn::host::HostConfig;
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Hlc, ManagerConfig, Shard, SystemClock, TxnManager, shard_prefix};
+use geodb_txn::{Hlc, ManagerConfig, Shard, TxnManager, shard_prefix};
 
 use crate::config::{ClusterConfig, Config};
 use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
-use crate::transport::{Faults, Transport, TransportConfig};
+use crate::transport::{FaultClock, Faults, Transport, TransportConfig};
 
 /// Slots a shard leader may have in flight: one. Transactions are validated
 /// by the leader *before* they are proposed, against the log it knows. With
@@ -109,7 +109,9 @@ impl Cluster {
         let (inputs, receiver) = mpsc::sync_channel(crate::replication::INPUT_QUEUE_MAX);
         let calls = Arc::new(Calls::default());
         let max_offset_ns = config.max_clock_offset_ms.saturating_mul(1_000_000);
-        let hlc = Arc::new(Hlc::new(Box::new(SystemClock), max_offset_ns));
+        // The operating system's clock, moved only by `clock_skew` fault rules
+        // (`--admin-faults`).
+        let hlc = Arc::new(Hlc::new(Box::new(FaultClock::new(node, faults.clone())), max_offset_ns));
         let mut specs = Vec::new();
         let mut shards = Vec::new();
         for spec in &map.shards {
@@ -149,8 +151,10 @@ impl Cluster {
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
             .map_err(|error| error.to_string())?;
         let sender = transport.clone();
+        let mut host = HostConfig::new(node);
+        host.peers = places.iter().map(|place| place.id).collect();
         let driver = Driver::start(
-            HostConfig::new(node),
+            host,
             hlc.clone(),
             engine.clone(),
             specs,

@@ -112,6 +112,8 @@ pub struct GroupSpec {
 pub struct Published {
     pub groups: BTreeMap<GroupId, GroupStatus>,
     pub snapshots_installed: BTreeMap<GroupId, u64>,
+    /// This node's clock against its peers'.
+    pub clock: geodb_txn::offsets::ClockStatus,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -459,6 +461,9 @@ impl DriverState {
                         self.host.handle_reply(now, host_id, response);
                     }
                 }
+                Body::ClockPing { .. } | Body::ClockPong { .. } => {
+                    self.host.handle_clock(now, message.from, &message.body);
+                }
             },
             Input::Local { id, shard, request } => {
                 self.host.handle_request(now, Origin { node: self.node, id }, shard, request);
@@ -566,6 +571,7 @@ impl DriverState {
                             }
                         }
                     }
+                    HostOutput::Send(message) => outgoing.push(message),
                     HostOutput::MembershipApplied { group, membership } => {
                         tracing::info!(node = %self.node, %group, ?membership, "membership changed");
                         self.reconfigurations.retain(|(waiting_group, wanted, reply)| {
@@ -613,6 +619,25 @@ impl DriverState {
             }
         }
         published.groups = statuses;
+        let clock = self.host.clock_status();
+        if clock.unsynchronized_ns.is_some() != published.clock.unsynchronized_ns.is_some() {
+            match clock.unsynchronized_ns {
+                Some(offset_ns) => tracing::error!(
+                    node = %self.node,
+                    offset_ms = offset_ns / 1_000_000,
+                    bound_ms = clock.bound_ns / 1_000_000,
+                    "this node's clock is beyond max_clock_offset_ms of most peers: refusing coordinated transactions \
+                     (snapshot and serializable) until it is fixed; Read Committed and MAV go on"
+                ),
+                None => tracing::warn!(
+                    node = %self.node,
+                    "this node's clock is within max_clock_offset_ms of most peers again: serving coordinated transactions"
+                ),
+            }
+        }
+        if published.clock != *clock {
+            published.clock = clock.clone();
+        }
     }
 
     fn fail(&mut self, reason: String) {

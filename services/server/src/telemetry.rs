@@ -53,6 +53,13 @@ pub mod names {
     pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
     /// Time from proposing a commit to applying it on the leader.
     pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
+    /// A peer's clock minus this node's, as last measured, by peer.
+    pub const CLOCK_OFFSET_SECONDS: &str = "geodb_clock_offset_seconds";
+    /// 1 while this node's clock is beyond `max_clock_offset_ms` of most
+    /// peers (it refuses coordinated transactions), else 0.
+    pub const CLOCK_UNSYNCHRONIZED: &str = "geodb_clock_unsynchronized";
+    /// The bound ε, `max_clock_offset_ms`, in seconds.
+    pub const CLOCK_MAX_OFFSET_SECONDS: &str = "geodb_clock_max_offset_seconds";
     /// Node-to-node transport frames written, and their bytes (prefix
     /// included), by node. All transport metrics carry the `node` label.
     pub const TRANSPORT_FRAMES_SENT: &str = "geodb_transport_frames_sent_total";
@@ -116,6 +123,17 @@ pub mod names {
             Kind::Histogram,
             "Seconds from a coordinator sending a commit, prepare, decision or resolution to a shard's leader to its answer (one Multi-Paxos round, plus the trip to the leader when it is another node), by request.",
         ),
+        (
+            CLOCK_OFFSET_SECONDS,
+            Kind::Gauge,
+            "A peer's clock minus this node's, estimated from its last ping round trip (within half that round trip), by node and peer.",
+        ),
+        (
+            CLOCK_UNSYNCHRONIZED,
+            Kind::Gauge,
+            "1 while this node's clock is proven beyond max_clock_offset_ms of most peers (it refuses snapshot and serializable transactions), else 0, by node.",
+        ),
+        (CLOCK_MAX_OFFSET_SECONDS, Kind::Gauge, "The clock bound max_clock_offset_ms, in seconds, by node."),
         (TRANSPORT_FRAMES_SENT, Kind::Counter, "Node-to-node frames written, by node."),
         (TRANSPORT_BYTES_SENT, Kind::Counter, "Node-to-node bytes written (length prefix included), by node."),
         (TRANSPORT_FRAMES_RECEIVED, Kind::Counter, "Node-to-node frames read, by node."),

@@ -21,7 +21,10 @@
 //!    after healing the cut-off write is nowhere;
 //! 6. a voter moves from us-east to us-central through the log (learner 4
 //!    promoted, a us-east voter demoted); with the last other us-east voter
-//!    stopped, commits need node 4's vote and get it.
+//!    stopped, commits need node 4's vote and get it;
+//! 7. one node's clock jumps beyond the bound: it refuses coordinated work
+//!    and keeps serving Read Committed reads; the others go on; it serves
+//!    everything again once its clock is back.
 
 mod common;
 
@@ -142,6 +145,41 @@ impl Cluster {
                 return;
             }
             assert!(Instant::now() < deadline, "the membership change never took effect: {body}");
+        }
+    }
+
+    /// Posts a membership change through `via` and returns the first answer
+    /// that is not a retryable `08006` (a leader that changed while the
+    /// request was on its way), as a client following the API would.
+    async fn membership_answer(&self, via: u64, body: Value) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, answer) = self.node(via).post("/v1/admin/membership", body.clone()).await;
+            if common::code(&answer) != "08006" || Instant::now() > deadline {
+                return (status, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Node `id`'s `/v1/cluster`.
+    async fn view(&self, id: u64) -> Value {
+        let (status, body) = self.node(id).get("/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until node `id` judges its clock within the bound (or not);
+    /// returns its `/v1/cluster`. Peers ping each other every second.
+    async fn wait_clock(&self, id: u64, within_bound: bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let view = self.view(id).await;
+            if view["clock"]["within_bound"] == json!(within_bound) {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "node {id} never judged its clock within_bound={within_bound}: {view}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -377,16 +415,13 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     let demote = json!({"shard": SUBJECT, "voters": voters, "learners": learners});
     cluster.reconfigure(7, demote).await;
     // Two voters at once is refused.
-    let (status, body) = cluster
-        .node(7)
-        .post("/v1/admin/membership", json!({"shard": SUBJECT, "voters": [4], "learners": [1, 2, 3]}))
-        .await;
+    let (status, body) =
+        cluster.membership_answer(7, json!({"shard": SUBJECT, "voters": [4], "learners": [1, 2, 3]})).await;
     assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
     // So is a shard the map does not have, and a body that names none.
-    let (status, body) =
-        cluster.node(7).post("/v1/admin/membership", json!({"shard": 99, "voters": [1], "learners": []})).await;
+    let (status, body) = cluster.membership_answer(7, json!({"shard": 99, "voters": [1], "learners": []})).await;
     assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
-    let (status, body) = cluster.node(7).post("/v1/admin/membership", json!({"voters": [1], "learners": []})).await;
+    let (status, body) = cluster.membership_answer(7, json!({"voters": [1], "learners": []})).await;
     assert_eq!((status, common::code(&body)), (400, "22023"), "{body}");
     cluster.kill(stopped);
     writes.acked(&cluster, 7, 5).await;
@@ -402,4 +437,48 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     learners.sort_unstable();
     assert_eq!((sorted(&shard["voters"]), sorted(&shard["learners"])), (voters, learners));
     assert!(cluster.keys_at(4).await.is_superset(&writes.acked), "the new voter holds every acknowledged write");
+
+    // 7. A clock beyond the bound: node 8's clock jumps 1.7 s ahead (ε is
+    //    1 ms). Its peers measure it; it finds itself beyond the bound of
+    //    most of them and refuses snapshot and serializable work with 08006,
+    //    saying why, while it still answers Read Committed reads and says
+    //    so in /v1/cluster, /metrics and /readyz. The other gateways go on.
+    //    Once its clock is back it serves every level again.
+    let skewed = 8;
+    cluster.set_faults(json!([{"kind": "clock_skew", "node": skewed, "offset_ms": 1700}])).await;
+    let view = cluster.wait_clock(skewed, false).await;
+    assert!(view["clock"]["offset_beyond_bound_ms"].as_f64().unwrap() > 1_000.0, "{view}");
+    for level in ["serializable", "snapshot"] {
+        let (status, body) = cluster.local(skewed, json!({"sql": "SELECT count(*) FROM kv", "isolation": level})).await;
+        assert_eq!((status, common::code(&body)), (503, "08006"), "{level}: {body}");
+        // Refused by the node itself, naming the cause and the setting.
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("this node's clock") && message.contains("max_clock_offset_ms"), "{body}");
+    }
+    assert!(cluster.keys_at(skewed).await.is_superset(&writes.acked), "Read Committed reads go on");
+    let (_, metrics) = cluster.node(skewed).get("/metrics").await;
+    let gauge = format!("geodb_clock_unsynchronized{{node=\"{skewed}\"}} 1");
+    assert!(metrics.lines().any(|line| line == gauge), "{metrics}");
+    let (status, ready) = cluster.node(skewed).get("/readyz").await;
+    assert!(status == 200 && ready.contains("Read Committed and MAV only"), "{status} {ready}");
+    let view = cluster.view(7).await;
+    assert_eq!(view["clock"]["within_bound"], json!(true), "one clock off leaves the others in: {view}");
+    let seen = &view["nodes"][(skewed - 1) as usize]["clock_offset_ms"];
+    assert!(seen.as_f64().is_some_and(|ms| ms > 1_000.0), "node 7 measures node {skewed} ahead: {view}");
+    writes.acked(&cluster, 7, 3).await;
+    cluster.set_faults(json!([])).await;
+    cluster.wait_clock(skewed, true).await;
+    // Its hybrid clock ran ahead while skewed; until real time catches up,
+    // shards refuse its timestamps as too far ahead (08006, retryable).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) =
+            cluster.local(skewed, json!({"sql": "SELECT count(*) FROM kv", "isolation": "serializable"})).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(common::code(&body), "08006", "{body}");
+        assert!(Instant::now() < deadline, "node {skewed} never served serializable work again: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

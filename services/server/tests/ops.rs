@@ -170,7 +170,9 @@ async fn a_clusters_replication_and_transport_metrics_pass_promtool() {
     server.sql("INSERT INTO t VALUES (1, 1)", json!([])).await;
     let (status, metrics) = server.get("/metrics").await;
     assert_eq!(status, 200);
-    for family in ["geodb_paxos_commit_duration_seconds", "geodb_transport_frames_sent_total"] {
+    for family in
+        ["geodb_paxos_commit_duration_seconds", "geodb_transport_frames_sent_total", "geodb_clock_unsynchronized"]
+    {
         assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} missing:\n{metrics}");
     }
     let (ok, lint) = run_with_input(Command::new(tool("promtool")).args(["check", "metrics"]), &metrics);

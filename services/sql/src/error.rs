@@ -137,6 +137,7 @@ impl Error {
             Error::Txn(geodb_txn::Error::Storage(e)) | Error::Storage(e) => storage_code(e),
             Error::Txn(
                 geodb_txn::Error::ClockOffset { .. }
+                | geodb_txn::Error::ClockUnsynchronized { .. }
                 | geodb_txn::Error::NotLeader { .. }
                 | geodb_txn::Error::Unavailable(_),
             ) => "08006",

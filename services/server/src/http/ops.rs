@@ -44,6 +44,17 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if let Some(failure) = node.cluster.as_ref().and_then(|cluster| cluster.driver.failed()) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("replication stopped: {failure}\n"));
     }
+    let unsynchronized = node.cluster.as_ref().and_then(|cluster| cluster.driver.published().clock.unsynchronized_ns);
+    if let Some(offset_ns) = unsynchronized {
+        // Still ready: Read Committed and MAV are served; say what is not.
+        return (
+            StatusCode::OK,
+            format!(
+                "ready for Read Committed and MAV only: this node's clock is {} ms beyond max_clock_offset_ms of most peers\n",
+                offset_ns / 1_000_000
+            ),
+        );
+    }
     (StatusCode::OK, "ready\n".to_string())
 }
 
@@ -54,6 +65,20 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     metrics::counter!(names::STATEMENT_CACHE_HITS).absolute(cache.hits);
     metrics::counter!(names::STATEMENT_CACHE_MISSES).absolute(cache.misses);
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
+    if let Some(cluster) = &node.cluster {
+        // By node, like the transport's: `geodb dev` runs every node in one
+        // process, with one registry.
+        let clock = cluster.driver.published().clock;
+        let here = cluster.node.0.to_string();
+        let unsynchronized = if clock.unsynchronized_ns.is_some() { 1.0 } else { 0.0 };
+        metrics::gauge!(names::CLOCK_UNSYNCHRONIZED, "node" => here.clone()).set(unsynchronized);
+        metrics::gauge!(names::CLOCK_MAX_OFFSET_SECONDS, "node" => here.clone())
+            .set(node.config.max_clock_offset_ms as f64 / 1e3);
+        for (peer, offset) in &clock.peers {
+            metrics::gauge!(names::CLOCK_OFFSET_SECONDS, "node" => here.clone(), "peer" => peer.0.to_string())
+                .set(offset.offset_ns as f64 / 1e9);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render())
 }
 
@@ -93,6 +118,9 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
             regions.push(&entry.region);
         }
     }
+    let published = cluster.driver.published();
+    let clock = &published.clock;
+    let ms = |ns: f64| (ns / 1e5).round() / 10.0;
     let nodes: Vec<serde_json::Value> = cluster
         .config
         .nodes
@@ -110,10 +138,12 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                     let peer = geodb_geo::NodeId(entry.id);
                     cluster.transport.is_connected(peer) && !cluster.cut_off_from(peer)
                 },
+                // That node's clock minus this one's, as last measured from
+                // here (null: this node itself, or no fresh measurement).
+                "clock_offset_ms": clock.peers.get(&geodb_geo::NodeId(entry.id)).map(|peer| ms(peer.offset_ns as f64)),
             })
         })
         .collect();
-    let published = cluster.driver.published();
     let ids = |nodes: &[geodb_geo::NodeId]| nodes.iter().map(|node| node.0).collect::<Vec<u64>>();
     let shards: Vec<serde_json::Value> = published
         .groups
@@ -154,6 +184,15 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         "failed": published.failed,
         "node": node.config.node_id,
         "max_clock_offset_ms": node.config.max_clock_offset_ms,
+        // This node's clock against its peers' (see docs/operations.md,
+        // "Clocks"): while `within_bound` is false it refuses snapshot and
+        // serializable transactions and serves Read Committed and MAV.
+        "clock": {
+            "within_bound": clock.unsynchronized_ns.is_none(),
+            "offset_beyond_bound_ms": clock.unsynchronized_ns.map(|ns| ms(ns as f64)),
+            "max_peer_offset_ms": ms(clock.max_offset_ns() as f64),
+            "peers_measured": clock.peers.len(),
+        },
     })
 }
 

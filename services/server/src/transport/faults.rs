@@ -11,6 +11,10 @@
 //!   listed regions and a node outside them, both ways; links inside the set
 //!   and links outside it keep working.
 //!
+//! - [`FaultRule::ClockSkew`] cuts nothing: it moves one node's physical
+//!   clock ([`FaultClock`]), to test what a node does when its clock leaves
+//!   the bound `max_clock_offset_ms`.
+//!
 //! A link is cut while any rule cuts it. The transport asks on send, again
 //! when an emulated delay expires, and on receive, so that a batch already in
 //! flight when a rule appears is dropped too. Rules are not persisted.
@@ -21,7 +25,8 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use geodb_geo::{NodeId, Region};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -41,7 +46,13 @@ pub enum FaultRule {
     /// Drops every message between a node in `regions` and a node outside
     /// them, both ways. A node of no known region is outside.
     PartitionRegions { regions: BTreeSet<Region> },
+    /// Moves `node`'s physical clock by `offset_ms` (negative: behind), as
+    /// if it were that far off true time. Cuts no link.
+    ClockSkew { node: NodeId, offset_ms: i64 },
 }
+
+/// The largest skew a rule applies, either way: a day.
+pub const CLOCK_SKEW_MS_MAX: i64 = 86_400_000;
 
 impl FaultRule {
     /// Whether this rule cuts the link `from → to`.
@@ -53,6 +64,7 @@ impl FaultRule {
                 let inside = |region: Option<&Region>| region.is_some_and(|region| regions.contains(region));
                 inside(from_region) != inside(to_region)
             }
+            FaultRule::ClockSkew { .. } => false,
         }
     }
 }
@@ -66,6 +78,7 @@ impl fmt::Display for FaultRule {
                 let names: Vec<&str> = regions.iter().map(|region| region.0.as_str()).collect();
                 write!(f, "partition {{{}}} from the rest", names.join(", "))
             }
+            FaultRule::ClockSkew { node, offset_ms } => write!(f, "clock of {node} {offset_ms:+} ms"),
         }
     }
 }
@@ -79,12 +92,38 @@ pub struct TooManyRules;
 #[derive(Debug, Default)]
 pub struct Faults {
     rules: RwLock<Vec<FaultRule>>,
+    /// Whether any rule skews a clock: clocks are read far more often than
+    /// rules change, and almost never skewed.
+    skewed: AtomicBool,
 }
 
 impl Faults {
     /// No faults.
     pub fn new() -> Self {
         Faults::default()
+    }
+
+    fn note_skews(&self, rules: &[FaultRule]) {
+        let skewed = rules.iter().any(|rule| matches!(rule, FaultRule::ClockSkew { .. }));
+        self.skewed.store(skewed, Ordering::SeqCst);
+    }
+
+    /// How far the rules move `node`'s clock (ns; the sum of its skews,
+    /// each within a day).
+    pub fn clock_skew_ns(&self, node: NodeId) -> i64 {
+        if !self.skewed.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        rules
+            .iter()
+            .map(|rule| match rule {
+                FaultRule::ClockSkew { node: skewed, offset_ms } if *skewed == node => {
+                    offset_ms.clamp(&-CLOCK_SKEW_MS_MAX, &CLOCK_SKEW_MS_MAX) * 1_000_000
+                }
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Adds a rule; adding one already in force changes nothing.
@@ -98,6 +137,7 @@ impl Faults {
         }
         tracing::info!(%rule, "fault rule added");
         rules.push(rule);
+        self.note_skews(&rules);
         Ok(())
     }
 
@@ -107,6 +147,7 @@ impl Faults {
         let before = rules.len();
         rules.retain(|held| held != rule);
         let removed = rules.len() < before;
+        self.note_skews(&rules);
         if removed {
             tracing::info!(%rule, "fault rule removed");
         }
@@ -124,6 +165,7 @@ impl Faults {
                 unique.push(rule);
             }
         }
+        self.note_skews(&unique);
         *self.rules.write().unwrap_or_else(PoisonError::into_inner) = unique;
         tracing::info!(faults = %self.describe(), "fault rules replaced");
         Ok(())
@@ -132,6 +174,7 @@ impl Faults {
     /// Heals everything.
     pub fn clear(&self) {
         self.rules.write().unwrap_or_else(PoisonError::into_inner).clear();
+        self.skewed.store(false, Ordering::SeqCst);
         tracing::info!("fault rules cleared");
     }
 
@@ -153,6 +196,29 @@ impl Faults {
             return "no faults".to_string();
         }
         rules.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// A node's physical clock: the operating system's, moved by the
+/// [`FaultRule::ClockSkew`] rules that name the node (none outside tests).
+pub struct FaultClock {
+    node: NodeId,
+    faults: Arc<Faults>,
+}
+
+impl FaultClock {
+    pub fn new(node: NodeId, faults: Arc<Faults>) -> Self {
+        FaultClock { node, faults }
+    }
+}
+
+impl geodb_txn::Clock for FaultClock {
+    fn now_ns(&self) -> u64 {
+        let now = geodb_txn::SystemClock.now_ns();
+        match self.faults.clock_skew_ns(self.node) {
+            0 => now,
+            skew => (now as i128 + skew as i128).clamp(0, u64::MAX as i128) as u64,
+        }
     }
 }
 
@@ -222,6 +288,26 @@ mod tests {
         assert!(!faults.remove(&FaultRule::Isolate { node: NodeId(7) }));
         faults.clear();
         assert!(faults.rules().is_empty());
+    }
+
+    #[test]
+    fn a_clock_skew_moves_only_its_nodes_clock_and_cuts_nothing() {
+        use geodb_txn::Clock;
+        let faults = Arc::new(Faults::new());
+        let skewed = FaultClock::new(NodeId(3), faults.clone());
+        let other = FaultClock::new(NodeId(1), faults.clone());
+        faults.add(FaultRule::ClockSkew { node: NodeId(3), offset_ms: 1_700 }).unwrap();
+        assert!(!faults.cuts(NodeId(3), None, NodeId(1), None));
+        assert_eq!(faults.clock_skew_ns(NodeId(3)), 1_700_000_000);
+        assert_eq!(faults.clock_skew_ns(NodeId(1)), 0);
+        let (ahead, base) = (skewed.now_ns(), other.now_ns());
+        assert!(ahead > base + 1_600_000_000, "{ahead} vs {base}");
+        let json = serde_json::to_string(&faults.rules()).unwrap();
+        assert_eq!(json, r#"[{"kind":"clock_skew","node":3,"offset_ms":1700}]"#);
+        faults.clear();
+        assert_eq!(faults.clock_skew_ns(NodeId(3)), 0);
+        faults.replace(vec![FaultRule::ClockSkew { node: NodeId(3), offset_ms: -i64::MAX }]).unwrap();
+        assert_eq!(faults.clock_skew_ns(NodeId(3)), -CLOCK_SKEW_MS_MAX * 1_000_000, "bounded to a day");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use geodb_txn::NodeMessage;
 use serde::{Deserialize, Serialize};
 
 /// The version of this wire format; a frame with another tag is refused.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Longest frame, counting the version tag and the body: a snapshot travels
 /// in one `InstallSnapshot` envelope and must fit, yet a peer must not make a

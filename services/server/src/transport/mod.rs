@@ -74,7 +74,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-pub use faults::{FAULT_RULES_MAX, FaultRule, Faults, TooManyRules};
+pub use faults::{CLOCK_SKEW_MS_MAX, FAULT_RULES_MAX, FaultClock, FaultRule, Faults, TooManyRules};
 pub use frame::{FRAME_BYTES_MAX, PROTOCOL_VERSION};
 
 use crate::telemetry::names;

@@ -183,6 +183,9 @@ const COMPACT_AFTER_SLOTS: u64 = 16;
 /// The clock bound ε. Clocks are drawn within it (offsets, and drift too
 /// small to leave it within a run).
 const MAX_OFFSET_NS: u64 = 5_000_000;
+/// Nodes measure each other's clocks this often (simulated), so that a run
+/// sees many rounds of probes: none may find a clock skewed within ε beyond it.
+const CLOCK_PING_INTERVAL_US: u64 = 100_000;
 /// Clock drift, at most (parts per million), and what it can add to the
 /// gap between two clocks over a whole run (of at most 10 s), with margin.
 const DRIFT_PPM_MAX: i64 = 10;
@@ -452,6 +455,12 @@ impl World {
         self.report.events = self.scheduler.events_run();
         self.report.reads_waited +=
             self.nodes.values().filter(|node| node.up).map(|node| node.host.reads_waited()).sum::<u64>();
+        // The probes ran: every node measured its peers' clocks recently.
+        for (id, node) in &self.nodes {
+            if node.up && node.host.clock_status().peers.is_empty() {
+                return Err(format!("node {id} has no fresh clock measurement of any peer"));
+            }
+        }
         self.check()?;
         Ok(self.report)
     }
@@ -491,6 +500,10 @@ impl World {
                 let sim_node = self.nodes.get_mut(&node).expect("known node");
                 let local = sim_node.clock.local_us(now);
                 sim_node.host.tick(local);
+                if let Some(offset_ns) = sim_node.host.clock_status().unsynchronized_ns {
+                    // Every clock here is within ε of every other.
+                    self.fail(format!("node {node} judged its clock {offset_ns} ns beyond the bound: a false alarm"));
+                }
                 self.scheduler.after(TICK_US, Event::Tick { node, incarnation });
                 self.drive(node);
             }
@@ -590,6 +603,7 @@ impl World {
     fn restart(&mut self, node: NodeId) {
         let now = self.scheduler.now_us();
         let faults = self.options.faults;
+        let peers: Vec<NodeId> = self.nodes.keys().copied().collect();
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.up = true;
         sim_node.incarnation += 1;
@@ -599,6 +613,8 @@ impl World {
             node,
             recovery_after_us: RECOVERY_AFTER_US,
             lock_wait_max_us: LOCK_WAIT_MAX_US,
+            clock_ping_interval_us: CLOCK_PING_INTERVAL_US,
+            peers,
             faults: HostFaults {
                 ack_prepare_before_durable: faults.ack_prepare_before_durable,
                 skip_read_wait: faults.skip_read_wait,
@@ -724,6 +740,7 @@ impl World {
                         self.dispatch(node, call_id, call);
                     }
                     HostOutput::MembershipApplied { .. } => {}
+                    HostOutput::Send(message) => self.transmit(message),
                 }
             }
         }
@@ -833,6 +850,9 @@ impl World {
                 self.nodes.get_mut(&to).expect("known node").host.handle_request(local, origin, shard, request);
             }
             Body::Reply { id, response } => self.answer(to, id, response),
+            Body::ClockPing { .. } | Body::ClockPong { .. } => {
+                self.nodes.get_mut(&to).expect("known node").host.handle_clock(local, message.from, &message.body);
+            }
         }
         self.drive(to);
     }
