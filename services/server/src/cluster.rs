@@ -167,7 +167,9 @@ impl Cluster {
         let neighbours = regions.iter().filter(|(_, other)| **other == region).map(|(id, _)| *id).collect();
         let rpc = ClusterRpc::new(
             driver.clone(),
-            Box::new(move |message| sender.try_send_one(message)),
+            // Not to a peer whose connection is down: the request would be
+            // dropped unsent, and its caller wait for nothing.
+            Box::new(move |message| sender.is_connected(message.to) && sender.try_send_one(message)),
             hlc.clone(),
             neighbours,
             shards.clone(),

@@ -129,6 +129,8 @@ pub struct Calls {
 enum Waiter {
     Coordinator {
         reply: oneshot::Sender<Response>,
+        /// The node the request went to.
+        target: NodeId,
         deadline: Instant,
         /// For requests that replicate something: their kind and when they
         /// were sent (for the commit latency histogram).
@@ -150,7 +152,7 @@ impl Calls {
     }
 
     /// A coordinator's call of `request`: its id, and where the answer arrives.
-    pub fn register(&self, request: &Request) -> (u64, oneshot::Receiver<Response>) {
+    pub fn register(&self, request: &Request, target: NodeId) -> (u64, oneshot::Receiver<Response>) {
         let id = self.next_id();
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
@@ -159,7 +161,7 @@ impl Calls {
             Request::CommitOne(_) | Request::Prepare { .. } | Request::Decide { .. } | Request::Resolve { .. }
         )
         .then(|| (request.kind(), now));
-        self.lock().insert(id, Waiter::Coordinator { reply, deadline: now + CALL_WAIT_MAX, timed });
+        self.lock().insert(id, Waiter::Coordinator { reply, target, deadline: now + CALL_WAIT_MAX, timed });
         (id, receiver)
     }
 
@@ -206,6 +208,15 @@ impl Calls {
     fn forget(&self, id: u64) {
         self.lock().remove(&id);
     }
+
+    /// The connection to `peer` closed: coordinators waiting on it see their
+    /// calls lost now rather than at their deadline (an answer that was on
+    /// its way is lost with them). A lost read is sent again; a lost commit
+    /// answers "outcome unknown" — at once instead of after `CALL_WAIT_MAX`,
+    /// so a session resumes within the election bound when a leader dies.
+    pub fn abandon_to(&self, peer: NodeId) {
+        self.lock().retain(|_, waiter| !matches!(waiter, Waiter::Coordinator { target, .. } if *target == peer));
+    }
 }
 
 /// Where the transport hands received messages: the driver's inputs,
@@ -218,6 +229,10 @@ pub struct Inbox {
 }
 
 impl crate::transport::Inbound for Inbox {
+    fn link_lost(&self, peer: NodeId) {
+        self.calls.abandon_to(peer);
+    }
+
     fn deliver(&self, message: NodeMessage) -> bool {
         if let Body::Reply { id, response } = message.body {
             return match self.calls.complete(id, response) {
@@ -753,7 +768,7 @@ impl ClusterRpc {
         request: Request,
     ) -> BoxFuture<'static, Result<Response, RpcError>> {
         let calls = self.inner.driver.calls().clone();
-        let (id, answer) = calls.register(&request);
+        let (id, answer) = calls.register(&request, target);
         let sent = if target == self.inner.driver.node() {
             match self.inner.driver.inputs().try_send(Input::Local { id, shard, request }) {
                 Ok(()) => Ok(()),

@@ -12,7 +12,9 @@
 //! 1. a follower is killed and restarted while few writes happen: it
 //!    catches up from the log (no snapshot installed);
 //! 2. writes flow through the us-central gateway while the leader is
-//!    SIGKILLed: a new leader serves within the election bound;
+//!    SIGKILLed: a new leader serves within the election bound; a session
+//!    open across the kill is not lost and resumes work on the shard, and
+//!    a session on another region's shard goes on;
 //! 3. the old leader restarts after the log was truncated: it catches up
 //!    from a snapshot;
 //! 4. every acknowledged write is present on every voter (and learner);
@@ -160,6 +162,18 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Opens a serializable session on node `id`.
+    async fn open_session(&self, id: u64) -> String {
+        let (status, body) = self.node(id).post("/v1/sessions", json!({"isolation": "serializable"})).await;
+        assert_eq!(status, 201, "{body}");
+        body["session"].as_str().unwrap().to_string()
+    }
+
+    /// One statement in session `session` through node `id`.
+    async fn in_session(&self, id: u64, session: &str, sql: &str, params: Value) -> (u16, Value) {
+        self.node(id).post(&format!("/v1/sessions/{session}/sql"), json!({"sql": sql, "params": params})).await
     }
 
     /// Node `id`'s `/v1/cluster`.
@@ -314,6 +328,7 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     assert_eq!(shard["voters"], json!([1, 2, 3]));
     assert_eq!(shard["learners"], json!([4, 5, 6, 7, 8, 9]));
     cluster.node(7).sql("CREATE TABLE kv (home INT, k INT, v INT, PRIMARY KEY (home, k))", json!([])).await;
+    cluster.node(7).sql("CREATE TABLE other (home INT, k INT, v INT, PRIMARY KEY (home, k))", json!([])).await;
     let mut writes = Writes::default();
     // The first write homes locality key 0 where its gateway is.
     writes.acked(&cluster, 1, 1).await;
@@ -332,16 +347,64 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     assert_eq!(cluster.shard(follower).await["snapshots_installed"], json!(0), "caught up from the log");
     assert!(cluster.keys_at(follower).await.is_superset(&writes.acked));
 
-    // 2. SIGKILL the leader while writing through us-central.
+    // 2. SIGKILL the leader while writing through us-central, with sessions
+    //    open across the kill: one in a transaction on the subject shard
+    //    (through us-central), one on eu-west's home shard (locality key 1
+    //    of table `other`, homed there by its first write through node 7).
+    cluster.node(7).sql("INSERT INTO other VALUES (1, 0, 0)", json!([])).await;
+    let subject = cluster.open_session(4).await;
+    let elsewhere = cluster.open_session(7).await;
+    cluster.in_session(4, &subject, "BEGIN", json!([])).await;
+    let (status, body) = cluster.in_session(4, &subject, "SELECT count(*) FROM kv", json!([])).await;
+    assert_eq!(status, 200, "{body}");
+    let open_key = 2_000_000;
+    let (status, body) = cluster.in_session(4, &subject, "INSERT INTO kv VALUES (0, $1, 0)", json!([open_key])).await;
+    assert_eq!(status, 200, "{body}");
     writes.acked(&cluster, 4, 10).await;
     cluster.kill(leader);
     let killed = Instant::now();
+    // The other shard's session goes on.
+    for k in 1..=5 {
+        let (status, body) = cluster.in_session(7, &elsewhere, "INSERT INTO other VALUES (1, $1, 0)", json!([k])).await;
+        assert_eq!(status, 200, "a shard whose leader lives did not go on: {body}");
+    }
+    // The open transaction ends, committed or not (a clear answer); the
+    // session is not lost, and resumes work on the subject shard once it
+    // has a leader again.
+    let (status, body) = cluster.in_session(4, &subject, "COMMIT", json!([])).await;
+    match (status, common::code(&body)) {
+        (200, _) => drop(writes.acked.insert(open_key)),
+        (_, "08007") => drop(writes.unknown.insert(open_key)),
+        (_, "08006" | "40001") => {}
+        _ => panic!("COMMIT across the kill: {status} {body}"),
+    }
+    let mut key = open_key;
+    loop {
+        key += 1;
+        let (status, body) = cluster.in_session(4, &subject, "INSERT INTO kv VALUES (0, $1, 0)", json!([key])).await;
+        match (status, common::code(&body)) {
+            (200, _) => {
+                writes.acked.insert(key);
+                break;
+            }
+            (_, "08007") => drop(writes.unknown.insert(key)),
+            (_, "08006" | "40001") => {}
+            _ => panic!("the session did not resume: {status} {body}"),
+        }
+        assert!(killed.elapsed() <= ELECTION_BOUND + SLACK, "the session did not resume in time: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resumed = killed.elapsed();
     let new_leader = cluster.wait_for_leader(4, Some(leader), ELECTION_BOUND + SLACK).await;
     writes.acked(&cluster, 4, 1).await;
     let failover = killed.elapsed();
     assert!((1..=3).contains(&new_leader) && new_leader != leader);
     assert!(failover <= ELECTION_BOUND + SLACK, "failover took {failover:?}");
-    eprintln!("failover to node {new_leader} served a write {failover:?} after the kill");
+    eprintln!(
+        "failover to node {new_leader} served a write {failover:?} after the kill (the open session at {resumed:?})"
+    );
+    let (status, body) = cluster.in_session(7, &elsewhere, "SELECT count(*) FROM other", json!([])).await;
+    assert_eq!((status, &body["rows"][0][0]), (200, &json!(6)), "{body}");
     // The other nodes see the killed one as not alive (its connections closed).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

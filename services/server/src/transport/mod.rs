@@ -96,6 +96,10 @@ pub const INBOUND_QUEUE_MAX: usize = 65_536;
 /// (queue full or receiver gone), and the transport drops and counts it.
 pub trait Inbound: Send + Sync + 'static {
     fn deliver(&self, envelope: NodeMessage) -> bool;
+
+    /// The outbound connection to `peer` closed: whatever was sent to it and
+    /// not yet answered may never be.
+    fn link_lost(&self, _peer: NodeId) {}
 }
 
 impl Inbound for std::sync::mpsc::SyncSender<NodeMessage> {

@@ -237,6 +237,7 @@ impl PeerWriter {
     /// Drops the connection and schedules a dial.
     fn lose(&mut self, why: &str) {
         self.shared.set_connected(self.peer, false);
+        self.shared.inbound.link_lost(self.peer);
         if let Some(connection) = self.connection.take()
             && connection.since.elapsed() >= CONNECTION_HEALTHY_AFTER
         {
