@@ -81,6 +81,22 @@ pub fn locality_hash(locality: &[u8]) -> u64 {
 }
 
 impl ShardMap {
+    /// The initial voters of every shard, as text: nodes that compute
+    /// different voters for a shard (another `survival`, node list, zones
+    /// or latency matrix) could form disjoint quorums for its first slots,
+    /// so they must not talk. Learners and preferred leaders are left out:
+    /// they change no quorum, and adding a node that only learns keeps it.
+    pub fn voters_digest(&self) -> String {
+        let mut digest = String::new();
+        for shard in &self.shards {
+            let mut voters: Vec<u64> = shard.placement.voters.iter().map(|node| node.0).collect();
+            voters.sort_unstable();
+            let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
+            digest.push_str(&format!("{}:{};", shard.id, voters.join(",")));
+        }
+        digest
+    }
+
     /// The map of a cluster whose nodes are `nodes`, with the system and
     /// global shards homed in `home`.
     pub fn new(
@@ -204,6 +220,27 @@ mod tests {
         }
         assert_eq!(used.len(), 4, "keys spread over every shard of the region");
         assert_eq!(map.home_shard(&Region("mars".into()), b"k"), None);
+    }
+
+    #[test]
+    fn the_voters_digest_keeps_a_learner_added_and_changes_with_the_voters() {
+        let home = Region("us-east".into());
+        let latency = LatencyMatrix::standard();
+        let map = |nodes: &[NodePlace], survival| ShardMap::new(nodes, &home, survival, 2, &latency).unwrap();
+        let standard = NodePlace::standard();
+        let digest = map(&standard, Survival::Zone).voters_digest();
+        assert!(digest.starts_with("1:"), "{digest}");
+        // A fourth eu-west node (zone a again) only learns: the digest, and
+        // so the transport identity, stay the same through the rolling restart.
+        let mut grown = standard.clone();
+        grown.push(NodePlace {
+            id: NodeId(10),
+            region: Region("eu-west".into()),
+            zone: crate::topology::Zone("a".into()),
+        });
+        assert_eq!(map(&grown, Survival::Zone).voters_digest(), digest);
+        // Another survival goal places other voters: those nodes must not talk.
+        assert_ne!(map(&standard, Survival::Region).voters_digest(), digest);
     }
 
     #[test]

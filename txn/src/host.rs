@@ -705,6 +705,17 @@ impl Host {
     /// Proposes `entry` to `group`; `origin` (if any) hears the outcome once
     /// it is applied here.
     fn propose(&mut self, group: GroupId, origin: Option<Origin>, txn: TxnId, entry: Entry) {
+        if let Entry::Decide { decision: Decision::Commit(ts), .. }
+        | Entry::Resolve { decision: Decision::Commit(ts), .. } = &entry
+        {
+            // Before any later proposal of this shard is validated: a
+            // prepare that follows this commit in the log must take a
+            // timestamp above it, or a replica that applied the commit but
+            // not the prepare would look caught up to the prepared
+            // transaction's commit timestamp (Read Committed's
+            // read-your-writes, `Shard::caught_up`).
+            self.hlc.observe(*ts);
+        }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let command = encode_command(self.config.node, seq, &entry);

@@ -140,8 +140,12 @@ impl Cluster {
 
         let transport_config = TransportConfig {
             node,
-            // Nodes that disagree on where keys live must not talk.
-            cluster: cluster.id ^ geodb_geo::shardmap::locality_hash(cluster.layout().as_bytes()),
+            // Nodes that disagree on where keys live, or on who votes in a
+            // shard's first configuration, must not talk.
+            cluster: cluster.id
+                ^ geodb_geo::shardmap::locality_hash(
+                    format!("{} voters={}", cluster.layout(), map.voters_digest()).as_bytes(),
+                ),
             peers: cluster.nodes.iter().map(|node| (NodeId(node.id), node.peer)).collect(),
             regions: regions.clone(),
             latency: latency.clone(),

@@ -100,7 +100,12 @@ async fn receive<R: AsyncRead + Unpin>(shared: &Shared, reader: &mut R) -> Resul
         Frame::Hello { cluster, .. } if cluster != shared.cluster => {
             return Err(Ended::Refused(
                 RejectReason::Cluster,
-                format!("cluster {cluster}, expected {}", shared.cluster),
+                format!(
+                    "cluster identity {cluster}, expected {}: another cluster, or a node whose [cluster] \
+                     configuration places shards differently (regions, shards_per_region, home, survival, \
+                     nodes, zones, latency)",
+                    shared.cluster
+                ),
             ));
         }
         Frame::Hello { from, .. } if !shared.peers.contains(&from) => {
