@@ -468,7 +468,17 @@ impl Transaction {
                         let home = Home::decode(&bytes).ok_or_else(|| {
                             Error::Storage(geodb_storage::Error::Corrupt("a directory entry of the homes".into()))
                         })?;
-                        router.learn_home(&locality, home);
+                        if !self.isolation.is_highly_available() {
+                            // Cached for every transaction of this node only
+                            // when read at a timestamp: such a read is
+                            // answered once every clock has passed the
+                            // home's creation, so no transaction routed here
+                            // by the cache can commit at the new home below
+                            // a snapshot that found the key unhomed (R13).
+                            // A Read Committed read does not wait, so it
+                            // serves its own transaction only.
+                            router.learn_home(&locality, home);
+                        }
                         Ok(Some(router.shard_of_home(home, &locality)))
                     }
                     None => Ok(None),

@@ -385,6 +385,10 @@ impl Router for Homed {
 }
 
 fn homed_cluster() -> Arc<TxnManager> {
+    homed_cluster_with(Arc::new(Homed::default()))
+}
+
+fn homed_cluster_with(router: Arc<Homed>) -> Arc<TxnManager> {
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
     let hlc = Arc::new(Hlc::new(Box::new(SystemClock), 1_000_000));
     let shard = |id: ShardId| {
@@ -395,13 +399,38 @@ fn homed_cluster() -> Arc<TxnManager> {
         node: 1,
         hlc: hlc.clone(),
         rpc: Arc::new(LocalShards::new([shard(1), shard(2)])),
-        router: Arc::new(Homed::default()),
+        router,
         ids_engine: Some(engine),
         first_id: 1,
         commit_wait: false,
         faults: CoordinatorFaults::default(),
     })
     .unwrap()
+}
+
+/// A home read by Read Committed (which does not wait for the clock to pass
+/// the home's creation) serves that transaction only; one read at a
+/// timestamp is cached for the node (R13: nothing may be routed to a new
+/// home before every clock has passed its creation).
+#[test]
+fn only_homes_read_at_a_timestamp_are_cached() {
+    let router = Arc::new(Homed::default());
+    let manager = homed_cluster_with(router.clone());
+    let mut first = manager.begin(Isolation::Serializable).unwrap();
+    write(&mut first, "h9/a", 1);
+    first.commit().unwrap();
+    assert!(router.cached_home(b"9").is_some(), "the creator caches the home it made");
+    router.cache.lock().unwrap().clear();
+
+    let mut rc = manager.begin(Isolation::ReadCommitted).unwrap();
+    assert_eq!(read(&mut rc, "h9/a"), Some(1));
+    rc.commit().unwrap();
+    assert!(router.cached_home(b"9").is_none(), "a Read Committed directory read is not cached");
+
+    let mut serializable = manager.begin(Isolation::Serializable).unwrap();
+    assert_eq!(read(&mut serializable, "h9/a"), Some(1));
+    serializable.commit().unwrap();
+    assert!(router.cached_home(b"9").is_some(), "a directory read at a timestamp is cached");
 }
 
 /// A serializable transaction that finds a locality key without a home
