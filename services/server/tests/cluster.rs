@@ -524,10 +524,18 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     assert!(metrics.lines().any(|line| line == gauge), "{metrics}");
     let (status, ready) = cluster.node(skewed).get("/readyz").await;
     assert!(status == 200 && ready.contains("Read Committed and MAV only"), "{status} {ready}");
-    let view = cluster.view(7).await;
-    assert_eq!(view["clock"]["within_bound"], json!(true), "one clock off leaves the others in: {view}");
-    let seen = &view["nodes"][(skewed - 1) as usize]["clock_offset_ms"];
-    assert!(seen.as_f64().is_some_and(|ms| ms > 1_000.0), "node 7 measures node {skewed} ahead: {view}");
+    // Node 7 measures node 8 ahead at its next ping (once a second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = cluster.view(7).await;
+        assert_eq!(view["clock"]["within_bound"], json!(true), "one clock off leaves the others in: {view}");
+        let seen = &view["nodes"][(skewed - 1) as usize]["clock_offset_ms"];
+        if seen.as_f64().is_some_and(|ms| ms > 1_000.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 7 never measured node {skewed} ahead: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     writes.acked(&cluster, 7, 3).await;
     cluster.set_faults(json!([])).await;
     cluster.wait_clock(skewed, true).await;
