@@ -27,6 +27,12 @@
 //! 7. one node's clock jumps beyond the bound: it refuses coordinated work
 //!    and keeps serving Read Committed reads; the others go on; it serves
 //!    everything again once its clock is back.
+//!
+//! A second scenario on a fresh cluster (the two never run at once): a bank
+//! whose accounts are homed in all three regions, transfers between homes
+//! at snapshot and serializable through every region's gateway, auditors,
+//! while a home shard's leader and then a gateway (a coordinator) are
+//! SIGKILLed and eu-west is cut off ([`a_bank_across_three_homes_survives_kills_and_a_region_cut_off`]).
 
 mod common;
 
@@ -320,6 +326,7 @@ impl Writes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path());
     let leader = cluster.wait_for_agreed_leader(Duration::from_secs(20)).await;
@@ -552,4 +559,232 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
         assert!(Instant::now() < deadline, "node {skewed} never served serializable work again: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The two scenarios run nine processes each: one at a time.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What became of the transfers a client sent.
+#[derive(Default)]
+struct Outcomes {
+    acked: BTreeSet<i64>,
+    unknown: BTreeSet<i64>,
+    refused: usize,
+}
+
+/// Sends transfers through `url` until `until`: each moves 1..=5 from an
+/// account of one home to an account of another, and records itself in
+/// `ledger` at the source's home, all in one transaction (a batch), at
+/// serializable and snapshot in turn.
+async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, until: Instant) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    let mut seed = (first_id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |bound: i64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % bound as u64) as i64
+    };
+    let mut id = first_id;
+    while Instant::now() < until {
+        id += 1;
+        let from_home = 1 + next(3);
+        let to_home = 1 + (from_home + next(2)) % 3;
+        let (from, to, amount) = (next(BANK_ACCOUNTS), next(BANK_ACCOUNTS), 1 + next(5));
+        let isolation = if id % 2 == 0 { "serializable" } else { "snapshot" };
+        let body = json!({"statements": [
+            {"sql": "UPDATE accounts SET balance = balance - $1 WHERE home = $2 AND id = $3", "params": [amount, from_home, from]},
+            {"sql": "UPDATE accounts SET balance = balance + $1 WHERE home = $2 AND id = $3", "params": [amount, to_home, to]},
+            {"sql": "INSERT INTO ledger VALUES ($1, $2, $3, $4, $5, $6)", "params": [from_home, id, from, to_home, to, amount]},
+        ], "isolation": isolation});
+        let sent = client.post(format!("{url}/v1/sql")).json(&body).timeout(Duration::from_secs(30)).send().await;
+        let answer = match sent {
+            Ok(response) => Some((response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))),
+            Err(error) if error.is_connect() => None,
+            // Sent, then the node died or the answer never came.
+            Err(_) => Some((0, Value::Null)),
+        };
+        match answer {
+            Some((200, _)) => drop(outcomes.acked.insert(id)),
+            Some((0, _)) => drop(outcomes.unknown.insert(id)),
+            Some((_, body)) => match common::code(&body) {
+                "08007" => drop(outcomes.unknown.insert(id)),
+                "40001" | "08006" | "53000" => outcomes.refused += 1,
+                other => panic!("transfer {id} through {url}: {other}: {body}"),
+            },
+            None => {
+                outcomes.refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    outcomes
+}
+
+/// Sums every balance through `url` until `until`, at serializable and
+/// snapshot in turn; every sum answered must be the opening total.
+async fn audit_until(client: reqwest::Client, url: String, until: Instant) -> usize {
+    let mut audits = 0;
+    let mut round = 0;
+    while Instant::now() < until {
+        round += 1;
+        let isolation = if round % 2 == 0 { "serializable" } else { "snapshot" };
+        let body = json!({"sql": "SELECT sum(balance) FROM accounts", "isolation": isolation});
+        if let Ok(response) =
+            client.post(format!("{url}/v1/sql")).json(&body).timeout(Duration::from_secs(30)).send().await
+            && response.status().as_u16() == 200
+        {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["results"][0]["rows"][0][0], json!(BANK_TOTAL), "an audit through {url} at {isolation}");
+            audits += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    audits
+}
+
+const BANK_ACCOUNTS: i64 = 4;
+const BANK_OPENING: i64 = 100;
+const BANK_TOTAL: i64 = 3 * BANK_ACCOUNTS * BANK_OPENING;
+
+/// A bank whose accounts are homed in all three regions (home 1 by a first
+/// write through us-east, 2 through us-central, 3 through eu-west), with
+/// transfers between homes at snapshot and serializable through every
+/// region's gateway and auditors in two regions, while the leader of
+/// us-central's home shard is SIGKILLed, then the eu-west gateway (a
+/// coordinator, with its transactions in flight), then eu-west is cut off
+/// from the other regions; then everything heals and restarts. Every audit
+/// saw the exact total; afterwards every acknowledged transfer is in the
+/// ledger, nothing is there that was refused, the balances are exactly
+/// what the ledger says, and no prepared transaction is left on any replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path());
+    cluster.wait_for_agreed_leader(Duration::from_secs(30)).await;
+    cluster
+        .node(1)
+        .sql("CREATE TABLE accounts (home INT, id INT, balance INT, PRIMARY KEY (home, id))", json!([]))
+        .await;
+    cluster
+        .node(1)
+        .sql(
+            "CREATE TABLE ledger (home INT, id INT, from_id INT, to_home INT, to_id INT, amount INT, PRIMARY KEY (home, id))",
+            json!([]),
+        )
+        .await;
+    for (home, gateway, region) in [(1, 1, "us-east"), (2, 4, "us-central"), (3, 7, "eu-west")] {
+        for id in 0..BANK_ACCOUNTS {
+            cluster
+                .node(gateway)
+                .sql("INSERT INTO accounts VALUES ($1, $2, $3)", json!([home, id, BANK_OPENING]))
+                .await;
+        }
+        let (_, body) = cluster.node(8).get(&format!("/v1/homes/{home}")).await;
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["region"], json!(region), "{body}");
+    }
+
+    let start = Instant::now();
+    let until = start + Duration::from_secs(12);
+    let mut clients = Vec::new();
+    for (n, gateway) in [1u64, 4, 7].into_iter().enumerate() {
+        let url = cluster.node(gateway).url.clone();
+        clients.push(tokio::spawn(transfer_until(cluster.client.clone(), url, (n as i64 + 1) * 1_000_000, until)));
+    }
+    let auditors: Vec<_> = [1u64, 4]
+        .into_iter()
+        .map(|gateway| tokio::spawn(audit_until(cluster.client.clone(), cluster.node(gateway).url.clone(), until)))
+        .collect();
+
+    // The faults, one after another, while the transfers run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let view = cluster.view(1).await;
+    let central = view["shards"].as_array().unwrap().iter().find(|shard| shard["home"] == json!("us-central")).unwrap();
+    let central_leader = central["leader"].as_u64().unwrap();
+    assert!((4..=6).contains(&central_leader), "{view}");
+    cluster.kill(central_leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(7);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.set_faults(json!([{"kind": "partition_regions", "regions": ["eu-west"]}])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.set_faults(json!([])).await;
+    cluster.restart(central_leader);
+    cluster.restart(7);
+
+    let mut acked = BTreeSet::new();
+    let mut unknown = BTreeSet::new();
+    let mut refused = 0;
+    for client in clients {
+        let outcomes = client.await.unwrap();
+        acked.extend(outcomes.acked);
+        unknown.extend(outcomes.unknown);
+        refused += outcomes.refused;
+    }
+    let mut audits = 0;
+    for auditor in auditors {
+        audits += auditor.await.unwrap();
+    }
+    assert!(acked.len() >= 10 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
+    eprintln!(
+        "bank across homes: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, in {:?}",
+        acked.len(),
+        unknown.len(),
+        start.elapsed()
+    );
+
+    // No prepared transaction is left anywhere once recovery had its time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'settled: loop {
+        let mut left = Vec::new();
+        for id in 1..=NODES {
+            for shard in cluster.view(id).await["shards"].as_array().unwrap() {
+                if shard["prepared"].as_u64() != Some(0) {
+                    left.push((id, shard["id"].clone(), shard["prepared"].clone()));
+                }
+            }
+        }
+        if left.is_empty() {
+            break 'settled;
+        }
+        assert!(Instant::now() < deadline, "prepared transactions left (node, shard, count): {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The ledger and the balances, read at serializable once everything healed.
+    let read = |sql: &'static str| {
+        let server = cluster.node(1);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (status, body) = server.post("/v1/sql", json!({"sql": sql, "isolation": "serializable"})).await;
+                if status == 200 {
+                    return body["results"][0]["rows"].as_array().unwrap().clone();
+                }
+                assert!(Instant::now() < deadline, "{sql}: {body}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let ledger = read("SELECT home, id, from_id, to_home, to_id, amount FROM ledger").await;
+    let accounts = read("SELECT home, id, balance FROM accounts").await;
+    let mut expected: std::collections::BTreeMap<(i64, i64), i64> =
+        (1..=3).flat_map(|home| (0..BANK_ACCOUNTS).map(move |id| ((home, id), BANK_OPENING))).collect();
+    let mut present = BTreeSet::new();
+    for row in &ledger {
+        let field = |i: usize| row[i].as_i64().unwrap();
+        let id = field(1);
+        assert!(acked.contains(&id) || unknown.contains(&id), "transfer {id} is in the ledger but was refused");
+        present.insert(id);
+        *expected.get_mut(&(field(0), field(2))).unwrap() -= field(5);
+        *expected.get_mut(&(field(3), field(4))).unwrap() += field(5);
+    }
+    let missing: Vec<&i64> = acked.difference(&present).collect();
+    assert!(missing.is_empty(), "acknowledged transfers missing from the ledger: {missing:?}");
+    let balances: std::collections::BTreeMap<(i64, i64), i64> = accounts
+        .iter()
+        .map(|row| ((row[0].as_i64().unwrap(), row[1].as_i64().unwrap()), row[2].as_i64().unwrap()))
+        .collect();
+    assert_eq!(balances, expected, "the balances are not what the ledger says");
+    assert_eq!(balances.values().sum::<i64>(), BANK_TOTAL);
 }
