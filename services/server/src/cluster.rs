@@ -154,6 +154,13 @@ impl Cluster {
         let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone() };
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
             .map_err(|error| error.to_string())?;
+        let watcher = transport.clone();
+        calls.set_silence(Box::new(move |peer| {
+            // This node answers its own calls; a peer never heard from is
+            // as silent as one heard from long ago.
+            peer != node
+                && watcher.silent_for(peer).is_none_or(|silence| silence >= crate::replication::SILENT_PEER_AFTER)
+        }));
         let sender = transport.clone();
         let mut host = HostConfig::new(node);
         host.peers = places.iter().map(|place| place.id).collect();

@@ -59,6 +59,12 @@ const INPUTS_PER_ROUND_MAX: usize = 4096;
 /// request as lost (a leader cut off from its quorum steps down well
 /// within this, and a commit answers "outcome unknown").
 pub const CALL_WAIT_MAX: Duration = Duration::from_secs(10);
+/// A call to a peer that has sent nothing for this long (every node pings
+/// every other once a second) is given up once it is this old, rather than
+/// at `CALL_WAIT_MAX`: a leader cut off by the network, or behind a
+/// half-open connection, costs its callers this much (a lost read is sent
+/// again, a lost commit answers "outcome unknown").
+pub const SILENT_PEER_AFTER: Duration = Duration::from_secs(3);
 /// Inputs queued for the driver before new ones are refused: messages are
 /// dropped (Paxos retransmits) and requests answer "not sent" (load
 /// shedding), rather than letting a stalled driver's queue grow without bound.
@@ -124,13 +130,17 @@ pub struct Published {
 pub struct Calls {
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiter>>,
+    /// Whether a peer has been silent for SILENT_PEER_AFTER (set once the
+    /// transport exists).
+    silent: std::sync::OnceLock<Box<dyn Fn(NodeId) -> bool + Send + Sync>>,
 }
 
 enum Waiter {
     Coordinator {
         reply: oneshot::Sender<Response>,
-        /// The node the request went to.
+        /// The node the request went to, and when.
         target: NodeId,
+        sent: Instant,
         deadline: Instant,
         /// For requests that replicate something: their kind and when they
         /// were sent (for the commit latency histogram).
@@ -161,7 +171,7 @@ impl Calls {
             Request::CommitOne(_) | Request::Prepare { .. } | Request::Decide { .. } | Request::Resolve { .. }
         )
         .then(|| (request.kind(), now));
-        self.lock().insert(id, Waiter::Coordinator { reply, target, deadline: now + CALL_WAIT_MAX, timed });
+        self.lock().insert(id, Waiter::Coordinator { reply, target, sent: now, deadline: now + CALL_WAIT_MAX, timed });
         (id, receiver)
     }
 
@@ -193,8 +203,15 @@ impl Calls {
     /// returns the host requests that expired.
     fn expire(&self, now: Instant) -> Vec<u64> {
         let mut expired = Vec::new();
+        let silent = self.silent.get();
         self.lock().retain(|_, waiter| match waiter {
-            Waiter::Coordinator { deadline, .. } => *deadline > now,
+            // Also given up: a call to a peer that has said nothing for
+            // SILENT_PEER_AFTER (cut off, or a connection half open).
+            Waiter::Coordinator { target, sent, deadline, .. } => {
+                *deadline > now
+                    && !(now.saturating_duration_since(*sent) >= SILENT_PEER_AFTER
+                        && silent.is_some_and(|silent| silent(*target)))
+            }
             Waiter::Host { id, deadline } => {
                 if *deadline <= now {
                     expired.push(*id);
@@ -207,6 +224,11 @@ impl Calls {
 
     fn forget(&self, id: u64) {
         self.lock().remove(&id);
+    }
+
+    /// How to tell that a peer has been silent for [`SILENT_PEER_AFTER`].
+    pub fn set_silence(&self, silent: Box<dyn Fn(NodeId) -> bool + Send + Sync>) {
+        let _ = self.silent.set(silent);
     }
 
     /// The connection to `peer` closed: coordinators waiting on it see their

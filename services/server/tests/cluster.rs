@@ -472,6 +472,49 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
         assert!(keys.is_superset(&writes.acked), "node {id} lacks acknowledged writes");
     }
 
+    // 5b. Answers from the leader to the us-central gateway are lost (a
+    //     one-way cut, as behind a half-open connection): a commit the
+    //     gateway sent there is given up once the leader has been silent
+    //     for SILENT_PEER_AFTER (3 s), as "outcome unknown", well before
+    //     the 10 s call bound; after healing, the session goes on.
+    //     (The transaction read every home shard, so it commits in two
+    //     phases: the lost prepare aborts it.)
+    let session = cluster.open_session(4).await;
+    cluster.in_session(4, &session, "BEGIN", json!([])).await;
+    let (status, body) = cluster.in_session(4, &session, "SELECT count(*) FROM kv", json!([])).await;
+    assert_eq!(status, 200, "{body}");
+    let silent_key = 3_000_000;
+    let (status, body) = cluster.in_session(4, &session, "INSERT INTO kv VALUES (0, $1, 0)", json!([silent_key])).await;
+    assert_eq!(status, 200, "{body}");
+    cluster.set_faults(json!([{"kind": "drop_link", "from": majority_leader, "to": 4}])).await;
+    let sent = Instant::now();
+    let (status, body) = cluster.in_session(4, &session, "COMMIT", json!([])).await;
+    let waited = sent.elapsed();
+    // One shard: its outcome is unknown; several (the count read every
+    // home shard): a lost prepare aborts the transaction.
+    assert!(matches!((status, common::code(&body)), (503, "08007") | (409, "40001")), "{status} {body}");
+    assert!(waited < Duration::from_secs(8), "the commit waited {waited:?} for a silent leader");
+    eprintln!("a commit sent to a leader gone silent answered {} after {waited:?}", common::code(&body));
+    writes.unknown.insert(silent_key);
+    cluster.set_faults(json!([])).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let key = writes.next;
+        writes.next += 1;
+        let (status, body) = cluster.in_session(4, &session, "INSERT INTO kv VALUES (0, $1, 0)", json!([key])).await;
+        match (status, common::code(&body)) {
+            (200, _) => {
+                writes.acked.insert(key);
+                break;
+            }
+            (_, "08007") => drop(writes.unknown.insert(key)),
+            (_, "08006" | "40001") => {}
+            _ => panic!("the session did not go on after healing: {status} {body}"),
+        }
+        assert!(Instant::now() < deadline, "the session did not go on after healing: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // 6. Move a voter from us-east to us-central through the log: promote
     //    learner 4, then demote a us-east follower. Then stop the third
     //    us-east voter: commits now need node 4's vote, and get it.

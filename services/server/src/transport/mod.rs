@@ -296,6 +296,9 @@ struct Shared {
     closed: AtomicBool,
     /// Peers whose outbound connection is up right now.
     connected: std::sync::Mutex<BTreeSet<NodeId>>,
+    /// When each peer's last frame arrived (not counting frames a fault
+    /// rule cut). Every node pings every other once a second.
+    heard: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
 }
 
 impl Shared {
@@ -353,6 +356,7 @@ impl Shared {
             self.count_dropped(DropReason::Fault, envelopes.len());
             return;
         }
+        self.heard.lock().unwrap_or_else(PoisonError::into_inner).insert(from, Instant::now());
         let mut tally = Tally::default();
         for envelope in envelopes {
             if envelope.to != self.node {
@@ -431,6 +435,7 @@ impl Transport {
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             connected: std::sync::Mutex::new(BTreeSet::new()),
+            heard: std::sync::Mutex::new(BTreeMap::new()),
         });
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::with_capacity(peers.len() + 1);
@@ -513,6 +518,11 @@ impl Transport {
 
     /// Whether this node's connection to `peer` is up: a live process at
     /// the other end accepted it and has not closed it since.
+    /// How long since `peer`'s last frame arrived (`None`: never).
+    pub fn silent_for(&self, peer: NodeId) -> Option<Duration> {
+        self.shared.heard.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).map(Instant::elapsed)
+    }
+
     pub fn is_connected(&self, peer: NodeId) -> bool {
         self.shared.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&peer)
     }
