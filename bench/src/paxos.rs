@@ -43,7 +43,10 @@ use geodb_storage::{Durability, Engine, HookedEngine, RocksEngine, ScopedEngine}
 use geodb_txn::host::HostConfig;
 use geodb_txn::protocol::KeyRange;
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Hlc, Isolation, ManagerConfig, Place, Router, Shard, SystemClock, TxnManager, shard_prefix};
+use geodb_txn::{
+    Hlc, Isolation, ManagerConfig, NodeMessage, Place, Router, Shard, SystemClock, TxnManager, shard_prefix,
+    stamp_messages,
+};
 
 use crate::report::Measurement;
 
@@ -230,24 +233,30 @@ impl Cluster {
                 latency: LatencyMatrix::standard(),
                 latency_scale,
             };
-            let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone() };
+            let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
             let transport = Transport::start(transport_config, listener, Arc::new(Faults::new()), inbound)
                 .map_err(|e| e.to_string())?;
-            let sender = transport.clone();
+            let (sender, clock) = (transport.clone(), hlc.clone());
             let driver = Driver::start(
                 HostConfig::new(id),
                 hlc.clone(),
                 engine.clone(),
                 specs,
-                Box::new(move |messages| sender.send(messages)),
+                Box::new(move |mut messages: Vec<NodeMessage>| {
+                    stamp_messages(&clock, &mut messages);
+                    sender.send(messages)
+                }),
                 inputs,
                 receiver,
                 calls,
             )?;
-            let sender = transport.clone();
+            let (sender, clock) = (transport.clone(), hlc.clone());
             let rpc = ClusterRpc::new(
                 driver.clone(),
-                Box::new(move |message| sender.try_send_one(message)),
+                Box::new(move |mut message: NodeMessage| {
+                    stamp_messages(&clock, std::slice::from_mut(&mut message));
+                    sender.try_send_one(message)
+                }),
                 hlc.clone(),
                 ids.iter().copied().collect(),
                 Vec::new(),

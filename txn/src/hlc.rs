@@ -152,13 +152,20 @@ impl Hlc {
     /// than the bound ahead of the local physical clock, unless this clock
     /// is past them already (then they drag nothing forward).
     pub fn update(&self, remote: Timestamp) -> Result<Timestamp> {
+        self.receive(remote)?;
+        Ok(self.now())
+    }
+
+    /// Folds in a timestamp received from another node (the max rule),
+    /// with [`Hlc::update`]'s check, without taking a reading.
+    pub fn receive(&self, remote: Timestamp) -> Result<()> {
         let physical = self.clock.now_ns();
         let offset_ns = remote.physical.saturating_sub(physical);
         if offset_ns > self.max_offset_ns && remote > *self.last() {
             return Err(Error::ClockOffset { offset_ns, bound_ns: self.max_offset_ns });
         }
         self.observe(remote);
-        Ok(self.now())
+        Ok(())
     }
 
     /// Makes every later reading greater than `ts`, without the offset
@@ -251,6 +258,30 @@ mod tests {
         let after = hlc.now();
         assert!(after > before);
         assert_eq!(after.physical, 1_000);
+    }
+
+    #[test]
+    fn a_message_carries_its_senders_clock_and_the_receiver_follows_it_within_the_bound() {
+        use crate::host::{Body, NodeMessage, observe_sender_clock, stamp_messages};
+        use geodb_geo::NodeId;
+        let ahead = Hlc::new(Box::new(ManualClock::new(5_000)), 10);
+        let receiver_clock = Arc::new(ManualClock::new(4_995));
+        let receiver = Hlc::new(Box::new(receiver_clock.clone()), 10);
+        let ping = || NodeMessage::new(NodeId(1), NodeId(2), Body::ClockPing { sent_ns: 0 });
+        let mut messages = vec![ping(), ping()];
+        stamp_messages(&ahead, &mut messages);
+        assert_eq!(messages[0].hlc, messages[1].hlc, "one reading for the whole batch");
+        assert_eq!(messages[0].hlc, Timestamp::new(5_000, 0));
+        assert!(observe_sender_clock(&receiver, &messages[0]));
+        assert!(receiver.now() > messages[0].hlc, "the receiver's next timestamp is above the sender's reading");
+
+        // A sender more than ε ahead is not followed.
+        receiver_clock.set(4_000);
+        let far = Hlc::new(Box::new(ManualClock::new(6_000)), 10);
+        let mut message = ping();
+        stamp_messages(&far, std::slice::from_mut(&mut message));
+        assert!(!observe_sender_clock(&receiver, &message));
+        assert!(receiver.now() < message.hlc);
     }
 
     #[test]

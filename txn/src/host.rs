@@ -55,7 +55,7 @@ use geodb_geo::paxos::{
     Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, RoleKind,
     Snapshot, Stored, Value,
 };
-use geodb_storage::TxnId;
+use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{Applied, Proposal, ReadGate, Shard};
@@ -89,7 +89,32 @@ pub struct Origin {
 pub struct NodeMessage {
     pub from: NodeId,
     pub to: NodeId,
+    /// The sender's hybrid logical clock as it sent the message (stamped
+    /// by [`stamp_messages`] at the last moment); the receiver folds it
+    /// into its own ([`observe_sender_clock`]).
+    pub hlc: Timestamp,
     pub body: Body,
+}
+
+/// A message arrived: every later timestamp of the receiving node's clock
+/// `hlc` is above the sender's reading on it (Kulkarni et al., the receive
+/// event), unless that reading is more than ε ahead of the receiver's
+/// physical clock. Then it is ignored, and this answers false for the
+/// caller to count: a peer that far off is judged by the offset
+/// measurements ([`crate::offsets`]), never followed.
+pub fn observe_sender_clock(hlc: &Hlc, message: &NodeMessage) -> bool {
+    hlc.receive(message.hlc).is_ok()
+}
+
+/// Stamps messages about to be sent with one reading of the sender's clock.
+pub fn stamp_messages(hlc: &Hlc, messages: &mut [NodeMessage]) {
+    if messages.is_empty() {
+        return;
+    }
+    let now = hlc.now();
+    for message in messages {
+        message.hlc = now;
+    }
 }
 
 /// What a [`NodeMessage`] carries.
@@ -124,12 +149,14 @@ pub enum Body {
 }
 
 impl NodeMessage {
+    /// A message not yet stamped with the sender's clock ([`stamp_messages`]).
+    pub fn new(from: NodeId, to: NodeId, body: Body) -> NodeMessage {
+        NodeMessage { from, to, hlc: Timestamp::ZERO, body }
+    }
+
     pub fn paxos(envelope: Envelope) -> NodeMessage {
-        NodeMessage {
-            from: envelope.from,
-            to: envelope.to,
-            body: Body::Paxos { group: envelope.group, message: envelope.message },
-        }
+        let body = Body::Paxos { group: envelope.group, message: envelope.message };
+        NodeMessage::new(envelope.from, envelope.to, body)
     }
 
     /// The Paxos envelope, if this is one.
@@ -436,7 +463,7 @@ impl Host {
         peers.sort_unstable();
         peers.dedup();
         for peer in peers {
-            let ping = NodeMessage { from: me, to: peer, body: Body::ClockPing { sent_ns } };
+            let ping = NodeMessage::new(me, peer, Body::ClockPing { sent_ns });
             self.outputs.push(HostOutput::Send(ping));
         }
         self.judge_clock(now_us);
@@ -454,7 +481,7 @@ impl Host {
         match *body {
             Body::ClockPing { sent_ns } => {
                 let pong = Body::ClockPong { ping_ns: sent_ns, remote_ns: physical };
-                self.outputs.push(HostOutput::Send(NodeMessage { from: self.config.node, to: from, body: pong }));
+                self.outputs.push(HostOutput::Send(NodeMessage::new(self.config.node, from, pong)));
             }
             Body::ClockPong { ping_ns, remote_ns } => {
                 self.offsets.record(from, ping_ns, remote_ns, physical, now_us);

@@ -15,6 +15,11 @@ pub const PROPOSALS_PENDING_MAX: usize = 1024;
 /// Keeps one message small while a lagging replica streams the log.
 pub const CATCH_UP_ENTRIES_MAX: usize = 64;
 
+/// Default bytes of one snapshot chunk (`Config::snapshot_chunk_bytes`):
+/// far below a transport frame, large enough that a wide-area round trip
+/// per chunk still moves tens of MiB per second.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 4 << 20;
+
 /// Most read requests a leader holds while confirming leadership.
 pub const READS_PENDING_MAX: usize = 1024;
 
@@ -53,6 +58,8 @@ pub struct Config {
     pub placement_delay_us: u64,
     /// Slots a leader may have proposed but not yet chosen (pipelining depth).
     pub window_slots_max: u64,
+    /// Most bytes of a snapshot in one `SnapshotChunk` message.
+    pub snapshot_chunk_bytes: usize,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,
 }
@@ -71,6 +78,7 @@ impl Config {
             election_timeout_us: 5 * heartbeat_interval_us,
             placement_delay_us: 5 * heartbeat_interval_us,
             window_slots_max: 8,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             seed: 0,
         }
     }
@@ -93,7 +101,7 @@ impl Config {
             "{}: the preferred leader must be a voter",
             self.group
         );
-        assert!(self.heartbeat_interval_us > 0 && self.window_slots_max > 0);
+        assert!(self.heartbeat_interval_us > 0 && self.window_slots_max > 0 && self.snapshot_chunk_bytes > 0);
         assert!(
             self.election_timeout_us > 2 * self.heartbeat_interval_us,
             "{}: an election timeout must outlast a lost heartbeat or two",

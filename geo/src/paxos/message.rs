@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Any replica may answer `Reject(promised)` to a ballot below its promise;
-//! lagging replicas ask for `CatchUpRequest` and get chosen entries or a snapshot.
+//! lagging replicas ask for `CatchUpRequest` and get chosen entries or a snapshot
+//! (in chunks: `SnapshotChunk`, `SnapshotChunkRequest`).
 
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +93,16 @@ pub enum Message {
     CatchUpRequest { from: Slot },
     /// Chosen entries, contiguous, and the sender's chosen index.
     CatchUp { entries: Vec<Entry>, chosen: Slot },
-    /// A snapshot for a replica whose missing entries were compacted away.
-    InstallSnapshot { snapshot: Snapshot },
+    /// Bytes `offset..offset + data.len()` of the snapshot at `slot` (of
+    /// `total` bytes), for a replica whose missing entries were compacted
+    /// away. A snapshot travels in chunks of at most
+    /// `Config::snapshot_chunk_bytes`, one per request, so that a snapshot
+    /// of any size fits the transport's frames and never floods a link.
+    SnapshotChunk { slot: Slot, membership: Option<Membership>, total: u64, offset: u64, data: Vec<u8> },
+    /// The sender holds the first `offset` bytes of the snapshot at `slot`
+    /// and asks for the next chunk (from the start of the receiver's own
+    /// snapshot if it no longer keeps that one).
+    SnapshotChunkRequest { slot: Slot, offset: u64 },
     /// The leader asks the preferred replica to take over (it is caught up).
     Handoff { ballot: Ballot },
 }

@@ -48,7 +48,10 @@ mod replica;
 mod tests;
 
 pub use ballot::{Ballot, GroupId, Slot};
-pub use config::{BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX};
+pub use config::{
+    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX,
+    SNAPSHOT_CHUNK_BYTES_DEFAULT,
+};
 pub use jitter::Jitter;
 pub use membership::Membership;
 pub use message::{Command, Entry, Envelope, Message, Snapshot, Value};

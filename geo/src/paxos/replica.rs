@@ -161,6 +161,18 @@ struct Leader {
     elected_us: u64,
 }
 
+/// The chunks of a snapshot received so far, in order.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    /// Every chunk comes from this node: replicas may encode the same
+    /// state differently, so chunks of two senders never mix.
+    from: NodeId,
+    slot: Slot,
+    membership: Option<Membership>,
+    total: u64,
+    data: Vec<u8>,
+}
+
 /// One replica of one group. See the module documentation.
 #[derive(Debug)]
 pub struct Replica {
@@ -189,6 +201,8 @@ pub struct Replica {
     leader_heard_us: u64,
     election_deadline_us: u64,
     catch_up_sent_us: Option<u64>,
+    /// A snapshot arriving in chunks (not durable: a restart asks again).
+    incoming: Option<IncomingSnapshot>,
     promise_dirty: bool,
     /// The promise last handed out to persist: promises never go backwards.
     promised_persisted: Ballot,
@@ -223,6 +237,7 @@ impl Replica {
             leader_heard_us: now_us,
             election_deadline_us: 0,
             catch_up_sent_us: None,
+            incoming: None,
             promise_dirty: false,
             promised_persisted: stored.hard_state.promised,
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
@@ -443,7 +458,10 @@ impl Replica {
             Message::HeartbeatAck { ballot, seq, chosen } => self.on_heartbeat_ack(from, ballot, seq, chosen),
             Message::CatchUpRequest { from: from_slot } => self.on_catch_up_request(from, from_slot),
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
-            Message::InstallSnapshot { snapshot } => self.on_install_snapshot(snapshot),
+            Message::SnapshotChunk { slot, membership, total, offset, data } => {
+                self.on_snapshot_chunk(IncomingSnapshot { from, slot, membership, total, data }, offset)
+            }
+            Message::SnapshotChunkRequest { slot, offset } => self.send_snapshot_chunk(from, slot, offset),
             Message::Handoff { ballot } => {
                 if ballot == self.promised
                     && from == ballot.node
@@ -1098,14 +1116,24 @@ impl Replica {
             return;
         }
         self.catch_up_sent_us = Some(self.now_us);
+        // A snapshot half received from this node resumes where it
+        // stopped (from the start of the one the node keeps now, if
+        // compaction replaced it meanwhile).
+        if let Some(incoming) = self.incoming.take_if(|incoming| incoming.slot > self.chosen && incoming.from == from) {
+            let (slot, offset) = (incoming.slot, incoming.data.len() as u64);
+            self.incoming = Some(incoming);
+            self.send(from, Message::SnapshotChunkRequest { slot, offset });
+            return;
+        }
+        self.incoming = None;
         let next = self.chosen.next();
         self.send(from, Message::CatchUpRequest { from: next });
     }
 
     fn on_catch_up_request(&mut self, from: NodeId, from_slot: Slot) {
         if from_slot <= self.snapshot_slot() {
-            let snapshot = self.snapshot.clone().expect("a snapshot slot implies a snapshot");
-            self.send(from, Message::InstallSnapshot { snapshot });
+            let slot = self.snapshot_slot();
+            self.send_snapshot_chunk(from, slot, 0);
             return;
         }
         // The requester may be ahead of this replica (which restarted with
@@ -1149,8 +1177,66 @@ impl Replica {
         }
     }
 
-    fn on_install_snapshot(&mut self, snapshot: Snapshot) {
+    /// Sends the chunk of this replica's snapshot that starts at `offset`,
+    /// if the snapshot asked for is the one it keeps; from the start of the
+    /// one it keeps otherwise (compaction replaced it meanwhile).
+    fn send_snapshot_chunk(&mut self, to: NodeId, slot: Slot, offset: u64) {
+        let Some(snapshot) = &self.snapshot else { return };
+        let total = snapshot.data.len();
+        let start = if snapshot.slot == slot { usize::try_from(offset).unwrap_or(usize::MAX).min(total) } else { 0 };
+        let end = start.saturating_add(self.config.snapshot_chunk_bytes).min(total);
+        let message = Message::SnapshotChunk {
+            slot: snapshot.slot,
+            membership: snapshot.membership.clone(),
+            total: total as u64,
+            offset: start as u64,
+            data: snapshot.data[start..end].to_vec(),
+        };
+        self.send(to, message);
+    }
+
+    /// A chunk of a snapshot: appended if it continues the one being
+    /// received (or starts one), installed once complete, else the next
+    /// chunk is asked for. Anything out of order is dropped; a lost chunk is
+    /// asked for again by the next catch-up request.
+    fn on_snapshot_chunk(&mut self, chunk: IncomingSnapshot, offset: u64) {
         self.catch_up_sent_us = None;
+        if chunk.slot <= self.chosen || matches!(self.role, Role::Leader(_)) {
+            self.incoming = None;
+            return;
+        }
+        let fits = offset.checked_add(chunk.data.len() as u64).is_some_and(|end| end <= chunk.total);
+        if !fits || (chunk.data.is_empty() && offset < chunk.total) {
+            return;
+        }
+        let continues = self.incoming.as_ref().is_some_and(|incoming| {
+            (incoming.from, incoming.slot, incoming.total, incoming.data.len() as u64)
+                == (chunk.from, chunk.slot, chunk.total, offset)
+        });
+        if continues {
+            let incoming = self.incoming.as_mut().expect("checked above");
+            incoming.data.extend_from_slice(&chunk.data);
+        } else if offset == 0 {
+            self.incoming = Some(chunk);
+        } else {
+            return;
+        }
+        let incoming = self.incoming.as_ref().expect("set above");
+        if (incoming.data.len() as u64) < incoming.total {
+            let (from, slot, offset) = (incoming.from, incoming.slot, incoming.data.len() as u64);
+            self.catch_up_sent_us = Some(self.now_us);
+            self.send(from, Message::SnapshotChunkRequest { slot, offset });
+            return;
+        }
+        let incoming = self.incoming.take().expect("set above");
+        self.on_install_snapshot(Snapshot {
+            slot: incoming.slot,
+            data: incoming.data,
+            membership: incoming.membership,
+        });
+    }
+
+    fn on_install_snapshot(&mut self, snapshot: Snapshot) {
         if snapshot.slot <= self.chosen || matches!(self.role, Role::Leader(_)) {
             return;
         }

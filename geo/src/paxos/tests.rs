@@ -27,6 +27,8 @@ struct Cluster {
     leaders: BTreeMap<Ballot, NodeId>,
     down: BTreeSet<NodeId>,
     cut: BTreeSet<NodeId>,
+    /// Messages for which this answers true are lost.
+    lose: Option<Box<dyn FnMut(&Envelope) -> bool>>,
 }
 
 fn n(id: u64) -> NodeId {
@@ -54,6 +56,7 @@ impl Cluster {
             leaders: BTreeMap::new(),
             down: BTreeSet::new(),
             cut: BTreeSet::new(),
+            lose: None,
         };
         for node in voters.iter().chain(&learner_ids) {
             let mut config = Config::new(GROUP, *node, voters.clone(), RTT_US);
@@ -123,7 +126,8 @@ impl Cluster {
             }
             let batch = std::mem::take(&mut self.in_flight);
             for envelope in batch {
-                if self.deliverable(&envelope) {
+                let lost = self.lose.as_mut().is_some_and(|lose| lose(&envelope));
+                if !lost && self.deliverable(&envelope) {
                     let now = self.now_us;
                     let to = envelope.to;
                     self.replica(to).step(now, envelope);
@@ -435,6 +439,55 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     assert_eq!(cluster.restored[&n(3)], vec![compacted]);
     assert_eq!(cluster.commands(n(3)), vec![bytes("after")], "entries after the snapshot arrive as usual");
     assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, format!("state@{}", compacted.0).into_bytes());
+}
+
+/// A snapshot larger than a chunk travels in chunks, one per request; a
+/// lost chunk stalls the transfer until the next catch-up request, which
+/// resumes it where it stopped rather than from the start.
+#[test]
+fn a_snapshot_travels_in_chunks_and_resumes_after_a_lost_one() {
+    const CHUNK: usize = 7;
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    for node in [n(1), n(2), n(3)] {
+        cluster.configs.get_mut(&node).unwrap().snapshot_chunk_bytes = CHUNK;
+        cluster.restart(node);
+    }
+    let leader = cluster.elect();
+    cluster.cut.insert(n(3));
+    for i in 0..20 {
+        cluster.propose(leader, &format!("c{i}"));
+        cluster.deliver_all();
+    }
+    let state: Vec<u8> = (0..100u8).collect();
+    for node in [n(1), n(2)] {
+        let applied = cluster.replicas[&node].applied();
+        cluster.replica(node).compact(Snapshot::new(applied, state.clone()));
+        cluster.process(node);
+    }
+    let compacted = cluster.replicas[&leader].snapshot_slot();
+
+    let offsets = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = offsets.clone();
+    let mut lost_once = false;
+    cluster.lose = Some(Box::new(move |envelope| {
+        let Message::SnapshotChunk { offset, data, .. } = &envelope.message else { return false };
+        assert!(data.len() <= CHUNK, "a chunk of {} bytes", data.len());
+        if *offset == 3 * CHUNK as u64 && !lost_once {
+            lost_once = true;
+            return true;
+        }
+        seen.borrow_mut().push(*offset);
+        false
+    }));
+    cluster.cut.clear();
+    cluster.propose(leader, "after");
+    cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
+
+    assert_eq!(cluster.restored[&n(3)], vec![compacted]);
+    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, state, "reassembled byte for byte");
+    assert_eq!(cluster.commands(n(3)), vec![bytes("after")]);
+    let expected: Vec<u64> = (0..state.len().div_ceil(CHUNK) as u64).map(|i| i * CHUNK as u64).collect();
+    assert_eq!(*offsets.borrow(), expected, "every chunk delivered once, the lost one resent, none from the start");
 }
 
 /// Every message duplicated and delivered newest first: safety holds and

@@ -29,7 +29,7 @@ use geodb_sql::SqlRouter;
 use geodb_storage::{Engine, ScopedEngine};
 use geodb_txn::host::HostConfig;
 use geodb_txn::transaction::CoordinatorFaults;
-use geodb_txn::{Hlc, ManagerConfig, Shard, TxnManager, shard_prefix};
+use geodb_txn::{Hlc, ManagerConfig, NodeMessage, Shard, TxnManager, shard_prefix, stamp_messages};
 
 use crate::config::{ClusterConfig, Config};
 use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
@@ -151,7 +151,7 @@ impl Cluster {
             latency: latency.clone(),
             latency_scale: 1.0,
         };
-        let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone() };
+        let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
             .map_err(|error| error.to_string())?;
         let watcher = transport.clone();
@@ -161,7 +161,7 @@ impl Cluster {
             peer != node
                 && watcher.silent_for(peer).is_none_or(|silence| silence >= crate::replication::SILENT_PEER_AFTER)
         }));
-        let sender = transport.clone();
+        let (sender, clock) = (transport.clone(), hlc.clone());
         let mut host = HostConfig::new(node);
         host.peers = places.iter().map(|place| place.id).collect();
         let driver = Driver::start(
@@ -169,18 +169,24 @@ impl Cluster {
             hlc.clone(),
             engine.clone(),
             specs,
-            Box::new(move |messages| sender.send(messages)),
+            Box::new(move |mut messages: Vec<NodeMessage>| {
+                stamp_messages(&clock, &mut messages);
+                sender.send(messages)
+            }),
             inputs,
             receiver,
             calls,
         )?;
-        let sender = transport.clone();
+        let (sender, clock) = (transport.clone(), hlc.clone());
         let neighbours = regions.iter().filter(|(_, other)| **other == region).map(|(id, _)| *id).collect();
         let rpc = ClusterRpc::new(
             driver.clone(),
             // Not to a peer whose connection is down: the request would be
             // dropped unsent, and its caller wait for nothing.
-            Box::new(move |message| sender.is_connected(message.to) && sender.try_send_one(message)),
+            Box::new(move |mut message: NodeMessage| {
+                stamp_messages(&clock, std::slice::from_mut(&mut message));
+                sender.is_connected(message.to) && sender.try_send_one(message)
+            }),
             hlc.clone(),
             neighbours,
             shards.clone(),

@@ -248,6 +248,8 @@ impl Calls {
 pub struct Inbox {
     pub inputs: SyncSender<Input>,
     pub calls: Arc<Calls>,
+    /// This node's clock: every message's sender reading is folded in.
+    pub hlc: Arc<geodb_txn::Hlc>,
 }
 
 impl crate::transport::Inbound for Inbox {
@@ -256,6 +258,10 @@ impl crate::transport::Inbound for Inbox {
     }
 
     fn deliver(&self, message: NodeMessage) -> bool {
+        if !geodb_txn::observe_sender_clock(&self.hlc, &message) {
+            metrics::counter!(crate::telemetry::names::CLOCK_READINGS_IGNORED, "node" => message.to.0.to_string())
+                .increment(1);
+        }
         if let Body::Reply { id, response } = message.body {
             return match self.calls.complete(id, response) {
                 None => true,
@@ -472,8 +478,7 @@ impl DriverState {
                     self.calls.complete(id, refusal());
                 }
                 Input::Message(NodeMessage { from, body: Body::Request { id, .. }, .. }) => {
-                    let reply =
-                        NodeMessage { from: self.node, to: from, body: Body::Reply { id, response: refusal() } };
+                    let reply = NodeMessage::new(self.node, from, Body::Reply { id, response: refusal() });
                     (self.send)(vec![reply]);
                 }
                 Input::Reconfigure { reply, .. } => {
@@ -585,22 +590,20 @@ impl DriverState {
                             self.host.handle_reply(now, host_id, response);
                         }
                     }
-                    HostOutput::Reply { origin, response } => outgoing.push(NodeMessage {
-                        from: self.node,
-                        to: origin.node,
-                        body: Body::Reply { id: origin.id, response },
-                    }),
+                    HostOutput::Reply { origin, response } => {
+                        outgoing.push(NodeMessage::new(self.node, origin.node, Body::Reply { id: origin.id, response }))
+                    }
                     HostOutput::Request { id, shard, request } => {
                         let call = self.calls.register_host(id);
                         match self.host.leader_of(shard) {
                             Some(leader) if leader == self.node => {
                                 self.host.handle_request(now, Origin { node: self.node, id: call }, shard, request);
                             }
-                            Some(leader) => outgoing.push(NodeMessage {
-                                from: self.node,
-                                to: leader,
-                                body: Body::Request { id: call, shard, request },
-                            }),
+                            Some(leader) => outgoing.push(NodeMessage::new(
+                                self.node,
+                                leader,
+                                Body::Request { id: call, shard, request },
+                            )),
                             None => {
                                 self.calls.forget(call);
                                 let refusal = Refusal::NotLeader { leader: None };
@@ -699,11 +702,7 @@ impl DriverState {
                 if origin.node == self.node {
                     self.calls.complete(origin.id, response);
                 } else {
-                    outgoing.push(NodeMessage {
-                        from: self.node,
-                        to: origin.node,
-                        body: Body::Reply { id: origin.id, response },
-                    });
+                    outgoing.push(NodeMessage::new(self.node, origin.node, Body::Reply { id: origin.id, response }));
                 }
             }
         }
@@ -798,8 +797,7 @@ impl ClusterRpc {
                 Err(TrySendError::Disconnected(_)) => Err("this node's replication has stopped"),
             }
         } else {
-            let message =
-                NodeMessage { from: self.inner.driver.node(), to: target, body: Body::Request { id, shard, request } };
+            let message = NodeMessage::new(self.inner.driver.node(), target, Body::Request { id, shard, request });
             if (self.inner.send)(message) { Ok(()) } else { Err("the node is unreachable from here") }
         };
         if let Err(reason) = sent {

@@ -60,6 +60,9 @@ pub mod names {
     pub const CLOCK_UNSYNCHRONIZED: &str = "geodb_clock_unsynchronized";
     /// The bound ε, `max_clock_offset_ms`, in seconds.
     pub const CLOCK_MAX_OFFSET_SECONDS: &str = "geodb_clock_max_offset_seconds";
+    /// Messages whose sender's clock reading was more than ε ahead of this
+    /// node's clock, and so was not folded into it, by node.
+    pub const CLOCK_READINGS_IGNORED: &str = "geodb_clock_readings_ignored_total";
     /// Node-to-node transport frames written, and their bytes (prefix
     /// included), by node. All transport metrics carry the `node` label.
     pub const TRANSPORT_FRAMES_SENT: &str = "geodb_transport_frames_sent_total";
@@ -134,6 +137,11 @@ pub mod names {
             "1 while this node's clock is proven beyond max_clock_offset_ms of most peers (it refuses snapshot and serializable transactions), else 0, by node.",
         ),
         (CLOCK_MAX_OFFSET_SECONDS, Kind::Gauge, "The clock bound max_clock_offset_ms, in seconds, by node."),
+        (
+            CLOCK_READINGS_IGNORED,
+            Kind::Counter,
+            "Messages from peers whose clock reading was more than max_clock_offset_ms ahead of this node's clock, and so was not followed, by node.",
+        ),
         (TRANSPORT_FRAMES_SENT, Kind::Counter, "Node-to-node frames written, by node."),
         (TRANSPORT_BYTES_SENT, Kind::Counter, "Node-to-node bytes written (length prefix included), by node."),
         (TRANSPORT_FRAMES_RECEIVED, Kind::Counter, "Node-to-node frames read, by node."),

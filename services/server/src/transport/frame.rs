@@ -24,11 +24,12 @@ use geodb_txn::NodeMessage;
 use serde::{Deserialize, Serialize};
 
 /// The version of this wire format; a frame with another tag is refused.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Longest frame, counting the version tag and the body: a snapshot travels
-/// in one `InstallSnapshot` envelope and must fit, yet a peer must not make a
-/// node buffer gigabytes on the strength of a length prefix.
+/// in chunks of `paxos::Config::snapshot_chunk_bytes` (4 MiB), a catch-up
+/// reply holds at most 64 slots, and a peer must not make a node buffer
+/// gigabytes on the strength of a length prefix.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 
 /// Bytes of the length prefix.

@@ -52,7 +52,7 @@ use geodb_storage::{Engine, MemoryEngine, ScopedEngine};
 use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
 use geodb_txn::protocol::{Refusal, Request, Response, ShardId};
-use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard};
+use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard, observe_sender_clock, stamp_messages};
 
 use crate::clock::Clock;
 use crate::network::{Network, NetworkConfig, Partition};
@@ -180,6 +180,9 @@ const NODES_PER_REGION: u64 = 3;
 /// Shards compact after this many applied slots: snapshots and catch-up
 /// from them happen in every run.
 const COMPACT_AFTER_SLOTS: u64 = 16;
+/// Bytes of one snapshot chunk (the server's is 4 MiB): small enough that
+/// every snapshot the run takes travels in several chunks.
+const SNAPSHOT_CHUNK_BYTES: usize = 256;
 /// The clock bound ε. Clocks are drawn within it (offsets, and drift too
 /// small to leave it within a run).
 const MAX_OFFSET_NS: u64 = 5_000_000;
@@ -372,6 +375,9 @@ impl World {
                 config.preferred_leader = Some(shard.preferred);
                 // As the server's shards: one slot in flight.
                 config.window_slots_max = 1;
+                // Snapshots of a few KiB travel in many chunks, so that
+                // chunked transfer runs under every fault.
+                config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
                 config.seed = rand::Rng::random(scheduler.rng());
                 configs.insert((*member, GroupId(shard.id)), config);
             }
@@ -726,11 +732,9 @@ impl World {
                     HostOutput::Reply { origin, response } if origin.node == node => {
                         self.answer(node, origin.id, response);
                     }
-                    HostOutput::Reply { origin, response } => self.transmit(NodeMessage {
-                        from: node,
-                        to: origin.node,
-                        body: Body::Reply { id: origin.id, response },
-                    }),
+                    HostOutput::Reply { origin, response } => {
+                        self.transmit(NodeMessage::new(node, origin.node, Body::Reply { id: origin.id, response }))
+                    }
                     HostOutput::Request { id, shard, request } => {
                         if matches!(request, Request::Recover { .. }) {
                             self.report.recovered += 1;
@@ -775,7 +779,7 @@ impl World {
             sim_node.host.handle_request(local, Origin { node, id }, shard, request);
             self.drive(node);
         } else {
-            self.transmit(NodeMessage { from: node, to: target, body: Body::Request { id, shard, request } });
+            self.transmit(NodeMessage::new(node, target, Body::Request { id, shard, request }));
         }
     }
 
@@ -825,7 +829,8 @@ impl World {
     /// delivers each at most once (one TCP connection per node pair, no
     /// retransmission above it), and a coordinator's own retries are
     /// separate requests.
-    fn transmit(&mut self, message: NodeMessage) {
+    fn transmit(&mut self, mut message: NodeMessage) {
+        stamp_messages(self.nodes[&message.from].host.hlc(), std::slice::from_mut(&mut message));
         let duplicable = matches!(message.body, Body::Paxos { .. });
         let delivery = self.network.send(&mut self.scheduler, message.from, message.to, duplicable);
         self.report.messages_lost += u64::from(delivery.lost);
@@ -840,6 +845,14 @@ impl World {
             return;
         }
         let local = self.nodes[&to].clock.local_us(self.scheduler.now_us());
+        if !observe_sender_clock(self.nodes[&to].host.hlc(), &message) {
+            // Every clock here is within ε of every other, and a hybrid
+            // clock never runs ahead of the fastest physical one.
+            self.fail(format!(
+                "node {to} found {}'s clock reading {} more than ε ahead of its own",
+                message.from, message.hlc
+            ));
+        }
         match message.body {
             Body::Paxos { .. } => {
                 let envelope = message.into_envelope().expect("a Paxos message");

@@ -141,6 +141,9 @@ const TICK_US: u64 = 2_000;
 /// Replicas compact after applying this many slots beyond their snapshot,
 /// small so that snapshots and catch-up from them happen in every run.
 const COMPACT_AFTER_SLOTS: u64 = 16;
+/// Bytes of one snapshot chunk (the server's is 4 MiB): small enough that
+/// every snapshot the run takes travels in several chunks.
+const SNAPSHOT_CHUNK_BYTES: usize = 32;
 /// Keys per group and clients per group: enough load that writes are often in
 /// flight when faults strike, while each key's history stays small to check.
 const KEYS_PER_GROUP: u64 = 8;
@@ -329,6 +332,9 @@ impl World {
                 config.election_timeout_us = 5 * config.heartbeat_interval_us;
                 config.placement_delay_us = 5 * config.heartbeat_interval_us;
                 config.preferred_leader = Some(group.preferred);
+                // Snapshots of a few KiB travel in many chunks, so that
+                // chunked transfer runs under every fault.
+                config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
                 config.seed = scheduler.rng().random();
                 configs.insert((*member, group.id), config);
             }
