@@ -41,22 +41,29 @@ pub struct Args {
     /// The gateway to measure through (the first region's, by default).
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     url: String,
-    /// Concurrent clients, each with its own session and row.
-    #[arg(long, default_value_t = 1)]
-    clients: usize,
-    /// Seconds measured per phase.
-    #[arg(long, default_value_t = 20)]
-    duration_s: u64,
-    /// Seconds run before each phase's measurement, not counted.
-    #[arg(long, default_value_t = 3)]
-    warmup_s: u64,
+    #[command(flatten)]
+    run: RunArgs,
     /// The lower bound: round trip in ms from the shard leader to the nodes
     /// completing its quorum (2 for zone survival, 31 for region survival).
     #[arg(long)]
     rtt_ms: f64,
+}
+
+/// How long and how wide a latency benchmark runs (`geo-commit`, `geo-homes`).
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// Concurrent clients, each with its own session and rows.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) clients: usize,
+    /// Seconds measured per phase or class.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) duration_s: u64,
+    /// Seconds run before each measurement, not counted.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) warmup_s: u64,
     /// Also write the results to this JSON file.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 const TABLE: &str = "geo_commit_bench";
@@ -65,18 +72,20 @@ const UPDATE: &str = "UPDATE geo_commit_bench SET n = n + 1 WHERE id = $1";
 
 /// A failed API call: retryable ones (serialization failures, a leader
 /// change) are counted and the transaction is tried again.
-struct Failure {
-    retryable: bool,
-    message: String,
+pub(crate) struct Failure {
+    /// The SQLSTATE, if the server answered one.
+    pub(crate) code: Option<String>,
+    pub(crate) retryable: bool,
+    pub(crate) message: String,
 }
 
 impl From<reqwest::Error> for Failure {
     fn from(error: reqwest::Error) -> Self {
-        Failure { retryable: false, message: error.to_string() }
+        Failure { code: None, retryable: false, message: error.to_string() }
     }
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &Json) -> Result<Json, Failure> {
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &Json) -> Result<Json, Failure> {
     let response = client.post(url).json(body).send().await?;
     let status = response.status();
     let answer: Json = response.json().await?;
@@ -84,7 +93,8 @@ async fn post(client: &reqwest::Client, url: &str, body: &Json) -> Result<Json, 
         return Ok(answer);
     }
     let retryable = answer["error"]["retryable"].as_bool().unwrap_or(false);
-    Err(Failure { retryable, message: format!("{url}: {status}: {answer}") })
+    let code = answer["error"]["code"].as_str().map(str::to_string);
+    Err(Failure { code, retryable, message: format!("{url}: {status}: {answer}") })
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -115,19 +125,25 @@ async fn run_async(args: Args) -> Result<(), String> {
     post(&client, &endpoint, &sql(format!("CREATE TABLE {TABLE} (id INT PRIMARY KEY, n INT)")))
         .await
         .map_err(|failure| failure.message)?;
-    let rows: Vec<String> = (0..args.clients).map(|id| format!("({id}, 0)")).collect();
+    let rows: Vec<String> = (0..args.run.clients).map(|id| format!("({id}, 0)")).collect();
     post(&client, &endpoint, &sql(format!("INSERT INTO {TABLE} VALUES {}", rows.join(", "))))
         .await
         .map_err(|failure| failure.message)?;
 
-    let warmup = Duration::from_secs(args.warmup_s);
-    let duration = Duration::from_secs(args.duration_s);
-    eprintln!("sessions: {} clients, {} s warm-up, {} s measured", args.clients, args.warmup_s, args.duration_s);
-    let sessions = sessions_phase(&client, &url, args.clients, warmup, duration).await?;
-    eprintln!("one-shot: {} clients, {} s warm-up, {} s measured", args.clients, args.warmup_s, args.duration_s);
-    let one_shot = one_shot_phase(&client, &url, args.clients, warmup, duration).await?;
+    let warmup = Duration::from_secs(args.run.warmup_s);
+    let duration = Duration::from_secs(args.run.duration_s);
+    eprintln!(
+        "sessions: {} clients, {} s warm-up, {} s measured",
+        args.run.clients, args.run.warmup_s, args.run.duration_s
+    );
+    let sessions = sessions_phase(&client, &url, args.run.clients, warmup, duration).await?;
+    eprintln!(
+        "one-shot: {} clients, {} s warm-up, {} s measured",
+        args.run.clients, args.run.warmup_s, args.run.duration_s
+    );
+    let one_shot = one_shot_phase(&client, &url, args.run.clients, warmup, duration).await?;
 
-    let clients = args.clients;
+    let clients = args.run.clients;
     let results = [
         (format!("COMMIT request (session), {clients} clients"), &sessions.commit),
         (format!("BEGIN request (read barrier), {clients} clients"), &sessions.begin),
@@ -143,12 +159,12 @@ async fn run_async(args: Args) -> Result<(), String> {
     }
     println!("retried transactions: sessions {}, one-shot {}", sessions.retries, one_shot.retries);
 
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let document = json!({
             "url": url,
-            "clients": args.clients,
-            "duration_s": args.duration_s,
-            "warmup_s": args.warmup_s,
+            "clients": args.run.clients,
+            "duration_s": args.run.duration_s,
+            "warmup_s": args.run.warmup_s,
             "rtt_ms": args.rtt_ms,
             "isolation": ISOLATION,
             "cluster": cluster,

@@ -6,6 +6,8 @@
 //!   N concurrent clients against a running `geodb`.
 //! - `geo-commit`: single-shard write commit latency against a running
 //!   `geodb dev` cluster, as a ratio to the quorum round trip.
+//! - `geo-homes`: serializable transactions on one home and across two
+//!   homes of a `geodb dev` cluster, as ratios to their lower bounds.
 //! - `paxos`: throughput of one Multi-Paxos group against many groups on
 //!   one node, three nodes in one process over the real transport.
 //! - `tpcc`: TPC-C against GeoDB and PostgreSQL, side by side.
@@ -15,6 +17,7 @@
 
 mod engine;
 mod geo_commit;
+mod geo_homes;
 mod http;
 mod paxos;
 mod report;
@@ -37,6 +40,8 @@ enum Command {
     Http(http::Args),
     /// Single-shard write commit latency across the emulated regions.
     GeoCommit(geo_commit::Args),
+    /// Serializable transactions on one home and across two homes.
+    GeoHomes(geo_homes::Args),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
@@ -48,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Engine(args) => engine::run(args),
         Command::Http(args) => http::run(args),
         Command::GeoCommit(args) => geo_commit::run(args),
+        Command::GeoHomes(args) => geo_homes::run(args),
         Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };

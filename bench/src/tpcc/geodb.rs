@@ -28,6 +28,9 @@ pub struct Gateway {
 /// next transaction so that think times never hit a vanished session.
 const SESSION_REFRESH_IDLE: Duration = Duration::from_secs(30);
 
+/// The SQLSTATE of a session that does not exist (reaped or never opened).
+const SESSION_UNKNOWN: &str = "08003";
+
 /// An HTTP request that takes longer than this is a failure: far beyond
 /// any statement of TPC-C, short enough that a hung server ends the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,6 +103,7 @@ impl GeoDbTarget {
             id: String::new(),
             isolation: self.isolation,
             last_used: Instant::now(),
+            in_transaction: false,
         };
         session.open().await?;
         Ok(session)
@@ -113,6 +117,9 @@ pub struct GeoDbSession {
     id: String,
     isolation: Isolation,
     last_used: Instant,
+    /// Between `BEGIN` and its `COMMIT` or `ROLLBACK`: the session then
+    /// holds a transaction and is never replaced under it.
+    in_transaction: bool,
 }
 
 impl GeoDbSession {
@@ -125,6 +132,14 @@ impl GeoDbSession {
             .to_string();
         self.last_used = Instant::now();
         Ok(())
+    }
+}
+
+impl GeoDbSession {
+    /// Ends this server-side session (if it still exists) and opens another.
+    async fn reopen(&mut self) -> Result<(), DbError> {
+        let _ = self.client.delete(format!("{}/v1/sessions/{}", self.url, self.id)).send().await;
+        self.open().await
     }
 }
 
@@ -166,17 +181,29 @@ impl Target for GeoDbTarget {
 
 impl Session for GeoDbSession {
     async fn begin(&mut self) -> Result<(), DbError> {
-        if self.last_used.elapsed() > SESSION_REFRESH_IDLE {
-            let _ = self.client.delete(format!("{}/v1/sessions/{}", self.url, self.id)).send().await;
-            self.open().await?;
-        }
-        self.execute("BEGIN", &[]).await.map(drop)
+        self.execute("BEGIN", &[]).await?;
+        self.in_transaction = true;
+        Ok(())
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        // Outside a transaction (BEGIN, or a statement that commits on its
+        // own, as the loader's), a session idle for long is replaced
+        // first, and one the server has reaped all the same (`08003`: the
+        // statement never ran) is replaced and the statement sent again.
+        if !self.in_transaction && self.last_used.elapsed() > SESSION_REFRESH_IDLE {
+            self.reopen().await?;
+        }
         let params: Vec<Json> = params.iter().map(to_json).collect();
+        let body = json!({"sql": sql, "params": params});
         let url = format!("{}/v1/sessions/{}/sql", self.url, self.id);
-        let answer = post(&self.client, &url, &json!({"sql": sql, "params": params})).await?;
+        let answer = match post(&self.client, &url, &body).await {
+            Err(error) if error.code == SESSION_UNKNOWN && !self.in_transaction => {
+                self.reopen().await?;
+                post(&self.client, &format!("{}/v1/sessions/{}/sql", self.url, self.id), &body).await?
+            }
+            answer => answer?,
+        };
         self.last_used = Instant::now();
         let rows = match answer["rows"].as_array() {
             Some(rows) => rows
@@ -189,11 +216,15 @@ impl Session for GeoDbSession {
     }
 
     async fn commit(&mut self) -> Result<(), DbError> {
-        self.execute("COMMIT", &[]).await.map(drop)
+        let outcome = self.execute("COMMIT", &[]).await.map(drop);
+        self.in_transaction = false;
+        outcome
     }
 
     async fn rollback(&mut self) -> Result<(), DbError> {
-        self.execute("ROLLBACK", &[]).await.map(drop)
+        let outcome = self.execute("ROLLBACK", &[]).await.map(drop);
+        self.in_transaction = false;
+        outcome
     }
 
     async fn close(self) {
