@@ -27,8 +27,12 @@
 //!   read-index round (everything chosen before its ballot is applied here),
 //!   then waits until its physical clock is ε past that moment, and only
 //!   then lets its shard serve. Losing leadership stops serving at once:
-//!   in-flight locks are dropped, waiting requests are refused, and
-//!   proposals in flight answer "outcome unknown".
+//!   in-flight locks are dropped and waiting requests are refused.
+//!   Proposals in flight wait for the next leader to settle them: applied
+//!   here, they answer as usual; once every slot of the lost leadership
+//!   is applied without them, they answer "not leader" (never chosen, safe
+//!   to send again); after [`ORPHAN_WAIT_US`], or when a snapshot skips
+//!   their slots, "outcome unknown".
 //! - **Barriers** (R4): a read that carries `barrier` is served only after a
 //!   read-index round that started after it arrived.
 //! - **Waiting** (R3): a read, or a highly available write, that meets a
@@ -47,7 +51,7 @@
 //! node that proposed an entry answers its coordinator once the entry is
 //! applied locally.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use geodb_geo::NodeId;
@@ -178,6 +182,9 @@ pub struct HostFaults {
     /// Answer reads at once, even of versions whose timestamps the clocks
     /// have not passed yet.
     pub skip_read_wait: bool,
+    /// Declare an orphaned proposal never chosen two slots before every
+    /// slot of its leadership is applied.
+    pub settle_orphans_early: bool,
 }
 
 /// How a host behaves.
@@ -252,7 +259,51 @@ struct Parked {
 
 /// Who hears the outcome of a proposal in flight once it is applied.
 struct Pending {
-    origin: Option<Origin>,
+    /// Who asked: the first request, and duplicates of it that arrived
+    /// while it was in flight (a coordinator that sent it again).
+    origins: Vec<Origin>,
+    txn: TxnId,
+    /// A commit or prepare: the shard holds its locks in flight until it
+    /// is applied or known never to be.
+    holds_locks: bool,
+    /// Set once this node stopped leading the group with the proposal
+    /// still in flight.
+    orphaned: Option<Orphaned>,
+}
+
+/// A proposal whose leader stepped down before it was applied. The next
+/// leader re-proposes whatever it finds accepted, at the same slot, so the
+/// proposal's fate is settled once this replica has applied every slot
+/// its leadership used: applied by then, it was chosen; not applied, it
+/// never will be, and its origin may safely send it again. If that takes
+/// longer than [`ORPHAN_WAIT_US`], or a snapshot skips the slots, the
+/// origin hears that the outcome is unknown.
+#[derive(Clone, Copy, Debug)]
+struct Orphaned {
+    last_slot: u64,
+    since_us: u64,
+}
+
+/// How long an orphaned proposal waits for the next leader to settle it.
+const ORPHAN_WAIT_US: u64 = 5_000_000;
+
+/// How many proposals declared never chosen are remembered, to check the
+/// claim if one is applied after all.
+const NEVER_CHOSEN_KEPT: usize = 4_096;
+
+/// How orphaned proposals were settled (see [`Orphaned`]), since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrphanCounts {
+    /// Chosen after all: their origins heard the outcome.
+    pub chosen: u64,
+    /// Every slot of the lost leadership applied without them: their
+    /// origins heard "not leader" and may send them again.
+    pub never_chosen: u64,
+    /// Their origins heard "outcome unknown".
+    pub unknown: u64,
+    /// Declared never chosen, then applied: a broken protocol invariant
+    /// (always 0; the simulator fails a run otherwise).
+    pub contradicted: u64,
 }
 
 /// The status of one group on this node.
@@ -276,6 +327,10 @@ pub struct Host {
     shards: BTreeMap<GroupId, Hosted>,
     next_seq: u64,
     proposals: HashMap<(GroupId, u64), Pending>,
+    orphans: OrphanCounts,
+    /// The latest proposals declared never chosen, oldest first.
+    never_chosen: VecDeque<(GroupId, u64)>,
+    never_chosen_set: HashSet<(GroupId, u64)>,
     /// Requests waiting for a read-index round, by round id.
     barriers: HashMap<u64, Vec<Parked>>,
     /// Requests waiting on locks, by group.
@@ -332,6 +387,9 @@ impl Host {
             shards: BTreeMap::new(),
             next_seq: first_seq,
             proposals: HashMap::new(),
+            orphans: OrphanCounts::default(),
+            never_chosen: VecDeque::new(),
+            never_chosen_set: HashSet::new(),
             barriers: HashMap::new(),
             parked: BTreeMap::new(),
             timed: Vec::new(),
@@ -440,6 +498,7 @@ impl Host {
         }
         self.recover(now_us);
         self.expire_parked(now_us);
+        self.expire_orphans(now_us);
         self.wake(now_us);
         self.probe_clocks(now_us);
     }
@@ -472,6 +531,10 @@ impl Host {
     fn judge_clock(&mut self, now_us: u64) {
         self.clock = self.offsets.status(now_us, self.hlc.max_offset_ns());
         self.hlc.set_unsynchronized(self.clock.unsynchronized_ns);
+        // A node whose clock is outside the bound would hand out timestamps
+        // (highly available writes too) that others follow: it leads
+        // nothing until its clock is back.
+        self.paxos.set_abstaining(self.clock.unsynchronized_ns.is_some());
     }
 
     /// A clock probe, or the answer to one of ours.
@@ -516,6 +579,11 @@ impl Host {
 
     /// Reads answered only after waiting for the clock to pass the versions
     /// they returned, so far.
+    /// How orphaned proposals were settled (see [`OrphanCounts`]).
+    pub fn orphans(&self) -> OrphanCounts {
+        self.orphans
+    }
+
     pub fn reads_waited(&self) -> u64 {
         self.reads_waited
     }
@@ -646,8 +714,8 @@ impl Host {
                     Ok(Proposal::Entry(entry)) => self.propose(group, Some(origin), txn, entry),
                     Ok(Proposal::Blocked(_)) => self.park(parked),
                     Ok(Proposal::AlreadyCommitted(ts)) => self.reply(origin, Response::Committed(ts)),
-                    // A duplicate of a request in flight: the first one is answered.
-                    Ok(Proposal::InFlight) => {}
+                    // A duplicate of a request in flight: answered with it.
+                    Ok(Proposal::InFlight) => self.answer_with_in_flight(group, changes.txn, origin),
                     Ok(Proposal::AlreadyPrepared(_)) => unreachable!("a one-round commit is never prepared"),
                     Err(error) => self.refuse(origin, &error),
                 }
@@ -669,8 +737,8 @@ impl Host {
                     }
                     Ok(Proposal::AlreadyPrepared(ts)) => self.reply(origin, Response::Prepared(ts)),
                     Ok(Proposal::Blocked(_)) => self.park(parked),
-                    // A duplicate of a prepare in flight: the first one is answered.
-                    Ok(Proposal::InFlight) => {}
+                    // A duplicate of a prepare in flight: answered with it.
+                    Ok(Proposal::InFlight) => self.answer_with_in_flight(group, txn, origin),
                     Ok(Proposal::AlreadyCommitted(_)) => unreachable!("a prepare is never a one-round commit"),
                     Err(error) => self.refuse(origin, &error),
                 }
@@ -719,6 +787,25 @@ impl Host {
         self.timed.push((until_ns, parked));
     }
 
+    /// A request repeated while its first copy is in flight here hears the
+    /// first copy's outcome. If the first copy is not in flight through
+    /// this host (its locks are held by an earlier leadership's proposal,
+    /// which is orphaned or gone), the outcome is unknown.
+    fn answer_with_in_flight(&mut self, group: GroupId, txn: TxnId, origin: Origin) {
+        let pending = self
+            .proposals
+            .iter_mut()
+            .find(|((of, _), pending)| *of == group && pending.holds_locks && pending.txn == txn)
+            .map(|(_, pending)| pending);
+        match pending {
+            Some(pending) => pending.origins.push(origin),
+            None => {
+                let message = format!("transaction {txn} is already being committed here; its outcome is unknown");
+                self.reply(origin, Response::Refused(Refusal::OutcomeUnknown(message)));
+            }
+        }
+    }
+
     fn park(&mut self, parked: Parked) {
         if self.parked_count >= PARKED_MAX {
             let error = Error::Unavailable("too many requests are waiting on locks here; retry shortly".into());
@@ -748,7 +835,9 @@ impl Host {
         let command = encode_command(self.config.node, seq, &entry);
         match self.paxos.propose(group, command) {
             Ok(()) => {
-                self.proposals.insert((group, seq), Pending { origin });
+                let holds_locks = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_));
+                let origins = origin.into_iter().collect();
+                self.proposals.insert((group, seq), Pending { origins, txn, holds_locks, orphaned: None });
             }
             Err(error) => {
                 if matches!(entry, Entry::Commit { .. } | Entry::Prepare(_)) {
@@ -798,10 +887,14 @@ impl Host {
                 && snapshot.slot.0 > shard.applied_slot()
             {
                 shard.restore(snapshot.slot.0, &snapshot.data, now_us)?;
+                self.settle_orphans(group, true);
             }
             let mut applied = false;
             for committed in group_ready.apply {
                 applied |= self.apply(group, &shard, committed)?;
+            }
+            if applied {
+                self.settle_orphans(group, false);
             }
             for read in group_ready.reads {
                 self.read_done(group, read.id, read.outcome);
@@ -849,8 +942,15 @@ impl Host {
             if node != self.config.node {
                 continue;
             }
-            let Some(pending) = self.proposals.remove(&(group, seq)) else { continue };
-            let Some(origin) = pending.origin else { continue };
+            let Some(pending) = self.proposals.remove(&(group, seq)) else {
+                if self.never_chosen_set.contains(&(group, seq)) {
+                    self.orphans.contradicted += 1;
+                }
+                continue;
+            };
+            if pending.orphaned.is_some() {
+                self.orphans.chosen += 1;
+            }
             let response = match outcome {
                 Applied::Committed(ts) => Response::Committed(ts),
                 Applied::Prepared(ts) => Response::Prepared(ts),
@@ -860,7 +960,9 @@ impl Host {
                     "the transaction was already resolved here: this prepare came late".into(),
                 )),
             };
-            self.reply(origin, response);
+            for origin in pending.origins {
+                self.reply(origin, response.clone());
+            }
         }
         Ok(true)
     }
@@ -933,17 +1035,17 @@ impl Host {
         if lost.is_empty() {
             return;
         }
-        let proposals: Vec<(GroupId, u64)> =
-            self.proposals.keys().filter(|(group, _)| lost.contains(group)).copied().collect();
-        for key in proposals {
-            let pending = self.proposals.remove(&key).expect("listed above");
-            if let Some(origin) = pending.origin {
-                let message = format!(
-                    "the leader of shard {} changed before the request was confirmed; it may or may not have taken effect",
-                    key.0.0
-                );
-                self.reply(origin, Response::Refused(Refusal::OutcomeUnknown(message)));
+        let now_us = self.now_us;
+        for group in &lost {
+            let last_slot = self.paxos.group(*group).map_or(0, |replica| replica.last_slot().0);
+            for ((_, _), pending) in self.proposals.iter_mut().filter(|((of, _), _)| of == group) {
+                let since_us = pending.orphaned.map_or(now_us, |orphaned| orphaned.since_us);
+                let last_slot = pending.orphaned.map_or(last_slot, |orphaned| orphaned.last_slot.max(last_slot));
+                pending.orphaned = Some(Orphaned { last_slot, since_us });
             }
+        }
+        for group in &lost {
+            self.settle_orphans(*group, false);
         }
         for group in lost {
             for parked in self.parked.remove(&group).unwrap_or_default() {
@@ -952,6 +1054,75 @@ impl Host {
             }
         }
         // Barrier waiters of a lost group hear `Aborted` from Paxos itself.
+    }
+
+    /// Answers the orphaned proposals of `group` whose fate is now known
+    /// (see [`Orphaned`]); `skipped` says a snapshot replaced slots here
+    /// without applying them one by one.
+    fn settle_orphans(&mut self, group: GroupId, skipped: bool) {
+        let Some(hosted) = self.shards.get(&group) else { return };
+        let applied = hosted.shard.applied_slot();
+        let leading = hosted.leadership != Leadership::Follower;
+        let applied = if self.config.faults.settle_orphans_early { applied + 2 } else { applied };
+        let settled: Vec<(GroupId, u64)> = self
+            .proposals
+            .iter()
+            .filter(|((of, _), pending)| {
+                *of == group && pending.orphaned.is_some_and(|orphaned| skipped || applied >= orphaned.last_slot)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in settled {
+            let pending = self.proposals.remove(&key).expect("listed above");
+            if skipped {
+                self.orphan_unknown(group, pending);
+                continue;
+            }
+            // Never chosen. Its locks went when leadership did; a ghost in
+            // the log of recent commits is dropped unless this node leads
+            // again (then it only costs spurious conflicts).
+            if pending.holds_locks && !leading {
+                self.shards[&group].shard.abandon(pending.txn);
+            }
+            self.orphans.never_chosen += 1;
+            if self.never_chosen.len() >= NEVER_CHOSEN_KEPT
+                && let Some(oldest) = self.never_chosen.pop_front()
+            {
+                self.never_chosen_set.remove(&oldest);
+            }
+            self.never_chosen.push_back(key);
+            self.never_chosen_set.insert(key);
+            for origin in pending.origins {
+                self.not_leader(origin, group);
+            }
+        }
+    }
+
+    /// Orphaned proposals that waited [`ORPHAN_WAIT_US`] in vain.
+    fn expire_orphans(&mut self, now_us: u64) {
+        let expired: Vec<(GroupId, u64)> = self
+            .proposals
+            .iter()
+            .filter(|(_, pending)| {
+                pending.orphaned.is_some_and(|orphaned| now_us >= orphaned.since_us.saturating_add(ORPHAN_WAIT_US))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            let pending = self.proposals.remove(&key).expect("listed above");
+            self.orphan_unknown(key.0, pending);
+        }
+    }
+
+    fn orphan_unknown(&mut self, group: GroupId, pending: Pending) {
+        self.orphans.unknown += 1;
+        let message = format!(
+            "the leader of shard {} changed before the request was confirmed; it may or may not have taken effect",
+            group.0
+        );
+        for origin in pending.origins {
+            self.reply(origin, Response::Refused(Refusal::OutcomeUnknown(message.clone())));
+        }
     }
 
     fn retry_parked(&mut self, group: GroupId) {
@@ -1047,10 +1218,10 @@ impl Host {
             hosted.shard.set_serving(false);
         }
         for (_, pending) in self.proposals.drain() {
-            if let Some(origin) = pending.origin {
-                let message = format!("replication stopped ({reason}); the request may or may not have taken effect");
-                self.outputs
-                    .push(HostOutput::Reply { origin, response: Response::Refused(Refusal::OutcomeUnknown(message)) });
+            let message = format!("replication stopped ({reason}); the request may or may not have taken effect");
+            for origin in pending.origins {
+                let response = Response::Refused(Refusal::OutcomeUnknown(message.clone()));
+                self.outputs.push(HostOutput::Reply { origin, response });
             }
         }
         let waiting: Vec<Parked> = self

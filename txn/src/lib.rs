@@ -45,7 +45,9 @@ pub mod transaction;
 pub use error::{Error, Result};
 pub use geodb_storage::{Timestamp, TxnId};
 pub use hlc::{Clock, Hlc, ManualClock, SystemClock};
-pub use host::{Body, Host, HostConfig, HostOutput, NodeMessage, Origin, observe_sender_clock, stamp_messages};
+pub use host::{
+    Body, Host, HostConfig, HostOutput, NodeMessage, Origin, OrphanCounts, observe_sender_clock, stamp_messages,
+};
 pub use isolation::Isolation;
 pub use local::LocalShards;
 pub use participant::Shard;

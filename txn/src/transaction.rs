@@ -418,6 +418,10 @@ impl Transaction {
         if !self.may_replan() {
             return Err(Error::Invalid("a transaction that read or wrote keeps its snapshot".into()));
         }
+        if !self.isolation.is_highly_available() {
+            // A new coordinated snapshot relies on the clock bound, as at BEGIN.
+            self.manager.hlc.check_synchronized()?;
+        }
         self.schema = None;
         self.read_ts = self.manager.hlc.now();
         self.reads.clear();
@@ -431,14 +435,18 @@ impl Transaction {
     /// transaction that has neither read nor written takes a fresh
     /// snapshot; one that has keeps its snapshot, and its earlier reads
     /// keep the guarantees of the level they ran at.
-    pub fn escalate_to_serializable(&mut self) {
+    /// Refused while this node's clock is outside the bound, like BEGIN of
+    /// a serializable transaction.
+    pub fn escalate_to_serializable(&mut self) -> Result<()> {
         if self.isolation == Isolation::Serializable {
-            return;
+            return Ok(());
         }
+        self.manager.hlc.check_synchronized()?;
         if !self.has_writes() && self.confirmed.is_empty() {
             self.read_ts = self.manager.hlc.now();
         }
         self.isolation = Isolation::Serializable;
+        Ok(())
     }
 
     /// Whether this transaction wrote (or deleted) `key`.

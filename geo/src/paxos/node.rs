@@ -25,11 +25,12 @@ pub type NodeReady = Vec<(GroupId, Ready)>;
 pub struct MultiPaxos {
     node: NodeId,
     groups: BTreeMap<GroupId, Replica>,
+    abstaining: bool,
 }
 
 impl MultiPaxos {
     pub fn new(node: NodeId) -> Self {
-        MultiPaxos { node, groups: BTreeMap::new() }
+        MultiPaxos { node, groups: BTreeMap::new(), abstaining: false }
     }
 
     pub fn node(&self) -> NodeId {
@@ -56,8 +57,19 @@ impl MultiPaxos {
     pub fn add_group(&mut self, config: Config, stored: Stored, now_us: u64) {
         assert_eq!(config.node, self.node, "a replica for another node");
         let group = config.group;
-        let previous = self.groups.insert(group, Replica::new(config, stored, now_us));
+        let mut replica = Replica::new(config, stored, now_us);
+        replica.set_abstaining(self.abstaining);
+        let previous = self.groups.insert(group, replica);
         assert!(previous.is_none(), "{group} added twice on {}", self.node);
+    }
+
+    /// Every replica of this node, present and future, abstains from
+    /// leading while `abstain` holds ([`Replica::set_abstaining`]).
+    pub fn set_abstaining(&mut self, abstain: bool) {
+        self.abstaining = abstain;
+        for replica in self.groups.values_mut() {
+            replica.set_abstaining(abstain);
+        }
     }
 
     /// Drops this node's replica of `group` (for instance once a chosen

@@ -158,7 +158,9 @@ struct Leader {
     peer_chosen: BTreeMap<NodeId, Slot>,
     reads: VecDeque<PendingRead>,
     handoff_sent_us: Option<u64>,
-    elected_us: u64,
+    /// The check-quorum judges what was heard since here: the election, or
+    /// the end of the latest pause of this replica (see `Replica::tick`).
+    quorum_from_us: u64,
 }
 
 /// The chunks of a snapshot received so far, in order.
@@ -200,6 +202,11 @@ pub struct Replica {
     leader: Option<NodeId>,
     leader_heard_us: u64,
     election_deadline_us: u64,
+    /// When `tick` last ran (a longer gap than a heartbeat interval is a
+    /// pause of this replica).
+    ticked_us: u64,
+    /// Neither stands for election nor keeps leading (see `set_abstaining`).
+    abstaining: bool,
     catch_up_sent_us: Option<u64>,
     /// A snapshot arriving in chunks (not durable: a restart asks again).
     incoming: Option<IncomingSnapshot>,
@@ -236,6 +243,8 @@ impl Replica {
             leader: None,
             leader_heard_us: now_us,
             election_deadline_us: 0,
+            ticked_us: now_us,
+            abstaining: false,
             catch_up_sent_us: None,
             incoming: None,
             promise_dirty: false,
@@ -291,6 +300,47 @@ impl Replica {
         }
     }
 
+    /// While `abstain` holds, this replica neither stands for election nor
+    /// keeps leading: the runtime sets it while its node is unfit to lead
+    /// (a clock outside the bound). A leader hands leadership to the most
+    /// caught-up voter it heard from lately (or, if none, simply steps
+    /// down); a candidate gives up. Safety never depends on it.
+    pub fn set_abstaining(&mut self, abstain: bool) {
+        if self.abstaining == abstain {
+            return;
+        }
+        self.abstaining = abstain;
+        if !abstain {
+            return;
+        }
+        let me = self.config.node;
+        let interval = self.config.heartbeat_interval_us;
+        let now = self.now_us;
+        match &self.role {
+            Role::Leader(leader) => {
+                let ballot = leader.ballot;
+                let successor = self
+                    .membership
+                    .voters
+                    .iter()
+                    .filter(|voter| **voter != me)
+                    .filter(|voter| leader.heard_us.get(voter).is_some_and(|at| *at + 2 * interval >= now))
+                    .max_by_key(|voter| (leader.peer_chosen.get(voter).copied().unwrap_or(Slot::ZERO), **voter))
+                    .copied();
+                self.become_follower(None);
+                self.reset_election_deadline();
+                if let Some(successor) = successor {
+                    self.send(successor, Message::Handoff { ballot });
+                }
+            }
+            Role::Candidate(_) => {
+                self.become_follower(None);
+                self.reset_election_deadline();
+            }
+            Role::Follower => {}
+        }
+    }
+
     /// The ballot this replica leads, if it is the leader.
     pub fn leader_ballot(&self) -> Option<Ballot> {
         match &self.role {
@@ -314,6 +364,16 @@ impl Replica {
 
     pub fn applied(&self) -> Slot {
         self.applied
+    }
+
+    /// The highest slot this replica holds a value for (accepted, chosen or
+    /// under its snapshot). A replica that stops leading has proposed nothing
+    /// beyond it, and the next leader re-proposes what it accepted at the
+    /// same slots: once every slot up to here is applied, a command of its
+    /// leadership that was not applied was never chosen.
+    pub fn last_slot(&self) -> Slot {
+        let logged = self.log.last_key_value().map_or(Slot::ZERO, |(slot, _)| *slot);
+        logged.max(self.chosen).max(self.snapshot_slot())
     }
 
     /// The slot of the latest snapshot (log entries at or below it are gone).
@@ -417,11 +477,30 @@ impl Replica {
     pub fn tick(&mut self, now_us: u64) {
         self.now_us = self.now_us.max(now_us);
         let now = self.now_us;
+        // A replica that was not running for longer than a heartbeat
+        // interval (its process paused, its thread starved) heard and sent
+        // nothing meanwhile, through no fault of its peers: a leader gives
+        // its followers a full timeout from now before judging the quorum,
+        // and a follower its leader before standing. This only delays a
+        // step-down or a candidacy, which liveness needs and safety never
+        // relies on.
+        let paused = now > self.ticked_us + self.config.heartbeat_interval_us;
+        self.ticked_us = now;
+        if paused {
+            match &mut self.role {
+                Role::Leader(leader) => leader.quorum_from_us = now,
+                Role::Follower if self.leader.is_some() => {
+                    self.leader_heard_us = now;
+                    self.reset_election_deadline();
+                }
+                Role::Follower | Role::Candidate(_) => {}
+            }
+        }
         match &self.role {
             Role::Follower => {
                 // Learners (and nodes outside the configuration) follow the
                 // log but never stand.
-                if now >= self.election_deadline_us && self.is_voter() {
+                if now >= self.election_deadline_us && self.is_voter() && !self.abstaining {
                     self.start_candidacy(false);
                 }
             }
@@ -467,6 +546,7 @@ impl Replica {
                     && from == ballot.node
                     && matches!(self.role, Role::Follower)
                     && self.is_voter()
+                    && !self.abstaining
                 {
                     self.start_candidacy(true);
                 }
@@ -739,7 +819,7 @@ impl Replica {
             peer_chosen: candidate.promises.iter().map(|(node, report)| (*node, report.chosen)).collect(),
             reads: VecDeque::new(),
             handoff_sent_us: None,
-            elected_us: self.now_us,
+            quorum_from_us: self.now_us,
         };
         self.role = Role::Leader(Box::new(leader));
         self.leader = Some(self.config.node);
@@ -962,7 +1042,7 @@ impl Replica {
             .iter()
             .filter(|voter| **voter == me || leader.heard_us.get(voter).is_some_and(|at| *at + timeout > now))
             .count();
-        if now >= leader.elected_us + timeout && !quorum::is_majority(heard, voters.len()) {
+        if now >= leader.quorum_from_us + timeout && !quorum::is_majority(heard, voters.len()) {
             self.become_follower(None);
             self.reset_election_deadline();
             return;

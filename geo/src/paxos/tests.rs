@@ -693,6 +693,59 @@ fn no_progress_without_a_quorum() {
     assert_ne!(cluster.replicas[&leader].role(), RoleKind::Leader, "check-quorum stepped it down");
 }
 
+/// A pause of the whole process (a stop-the-world stall, a starved
+/// thread) is not a failure of anyone's peers: once everyone runs again,
+/// the leader keeps leading and its proposals are chosen, where judging
+/// the stale silence would step it down and start an election.
+#[test]
+fn a_pause_longer_than_the_election_timeout_changes_no_leader() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    let ballot = cluster.replicas[&leader].leader_ballot().unwrap();
+    let timeout = cluster.configs[&leader].election_timeout_us;
+    cluster.now_us += 10 * timeout;
+    cluster.propose(leader, "after the pause");
+    for _ in 0..50 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.replicas[&leader].leader_ballot(), Some(ballot), "the pause changed the leader");
+    assert_eq!(cluster.leaders.len(), 1, "an election was held: {:?}", cluster.leaders);
+    for node in [n(1), n(2), n(3)] {
+        assert_eq!(cluster.commands(node), vec![bytes("after the pause")], "{node}");
+    }
+}
+
+/// A leader told to abstain (its node's clock is out of bounds) hands
+/// leadership to a caught-up voter at once, never stands while it
+/// abstains, and, being the preferred leader, gets it back afterwards.
+#[test]
+fn an_abstaining_leader_hands_over_and_never_stands_until_it_may() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    assert_eq!(cluster.elect(), n(1));
+    cluster.propose(n(1), "before");
+    cluster.tick_all(RTT_US);
+    cluster.replica(n(1)).set_abstaining(true);
+    cluster.process_all();
+    cluster.deliver_all();
+    // The handoff elects a successor within a few round trips, well
+    // before any election timeout would.
+    for _ in 0..5 {
+        cluster.tick_all(RTT_US);
+    }
+    let successor = cluster.leader().expect("a successor leads");
+    assert_ne!(successor, n(1));
+    cluster.propose(successor, "after");
+    for _ in 0..500 {
+        cluster.tick_all(RTT_US);
+        assert_ne!(cluster.replicas[&n(1)].role(), RoleKind::Leader, "n1 led while abstaining");
+        assert_ne!(cluster.replicas[&n(1)].role(), RoleKind::Candidate, "n1 stood while abstaining");
+    }
+    assert_eq!(cluster.commands(n(1)), vec![bytes("before"), bytes("after")]);
+    cluster.replica(n(1)).set_abstaining(false);
+    cluster.run_until(|cluster| cluster.leader() == Some(n(1)));
+    assert_eq!(cluster.leader(), Some(n(1)), "the preferred leader leads again");
+}
+
 /// Many groups on one node: messages are routed by group.
 #[test]
 fn multi_paxos_routes_messages_by_group() {

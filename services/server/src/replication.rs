@@ -47,7 +47,7 @@ use geodb_storage::Engine;
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
 use geodb_txn::host::{GroupStatus, HostConfig};
 use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
-use geodb_txn::{Body, Host, HostOutput, NodeMessage, Origin, RpcError, Shard, ShardRpc};
+use geodb_txn::{Body, Host, HostOutput, NodeMessage, Origin, OrphanCounts, RpcError, Shard, ShardRpc};
 
 /// How often the host is ticked: a tenth of the shortest heartbeat the
 /// configuration allows, and never slower than this.
@@ -120,6 +120,8 @@ pub struct Published {
     pub snapshots_installed: BTreeMap<GroupId, u64>,
     /// This node's clock against its peers'.
     pub clock: geodb_txn::offsets::ClockStatus,
+    /// How proposals orphaned by a change of leader were settled.
+    pub orphans: OrphanCounts,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -659,6 +661,26 @@ impl DriverState {
             }
         }
         published.groups = statuses;
+        let orphans = self.host.orphans();
+        if orphans != published.orphans {
+            let before = published.orphans;
+            for (outcome, now, then) in [
+                ("chosen", orphans.chosen, before.chosen),
+                ("never_chosen", orphans.never_chosen, before.never_chosen),
+                ("unknown", orphans.unknown, before.unknown),
+                ("contradicted", orphans.contradicted, before.contradicted),
+            ] {
+                metrics::counter!(crate::telemetry::names::PAXOS_ORPHANED_PROPOSALS, "node" => self.node.0.to_string(), "outcome" => outcome)
+                    .increment(now - then);
+            }
+            if orphans.contradicted > before.contradicted {
+                tracing::error!(
+                    node = %self.node,
+                    "a proposal declared never chosen was applied after all: a protocol invariant is broken; please report it"
+                );
+            }
+            published.orphans = orphans;
+        }
         let clock = self.host.clock_status();
         if clock.unsynchronized_ns.is_some() != published.clock.unsynchronized_ns.is_some() {
             match clock.unsynchronized_ns {

@@ -51,6 +51,9 @@ pub mod names {
     pub const PAXOS_SNAPSHOTS_INSTALLED: &str = "geodb_paxos_snapshots_installed_total";
     /// Leadership changes seen by a node's replica of a shard, by node.
     pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
+    /// Proposals in flight when their leader stepped down, by node and how
+    /// they were settled (chosen, never_chosen, unknown, contradicted).
+    pub const PAXOS_ORPHANED_PROPOSALS: &str = "geodb_paxos_orphaned_proposals_total";
     /// Time from proposing a commit to applying it on the leader.
     pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
     /// A peer's clock minus this node's, as last measured, by peer.
@@ -121,6 +124,11 @@ pub mod names {
         (STATEMENT_CACHE_MISSES, Kind::Counter, "Statements parsed and planned because the statement cache missed."),
         (PAXOS_SNAPSHOTS_INSTALLED, Kind::Counter, "Snapshots a replica installed from its shard leader, by node."),
         (PAXOS_LEADER_CHANGES, Kind::Counter, "Shard leadership changes seen by a node's replica, by node."),
+        (
+            PAXOS_ORPHANED_PROPOSALS,
+            Kind::Counter,
+            "Proposals in flight when their shard leader stepped down, by node and outcome: chosen (answered as usual), never_chosen (answered not-leader, safe to retry), unknown (answered 08007), contradicted (a broken invariant; always 0).",
+        ),
         (
             PAXOS_COMMIT_SECONDS,
             Kind::Histogram,

@@ -574,6 +574,20 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     assert!(metrics.lines().any(|line| line == gauge), "{metrics}");
     let (status, ready) = cluster.node(skewed).get("/readyz").await;
     assert!(status == 200 && ready.contains("Read Committed and MAV only"), "{status} {ready}");
+    // It leads nothing while its clock is off (its timestamps, highly
+    // available writes' included, would drag the others' clocks along):
+    // the shards it led are handed to other voters.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = cluster.view(7).await;
+        let shards = view["shards"].as_array().unwrap();
+        let led_elsewhere = shards.iter().all(|shard| shard["leader"].as_u64().is_some_and(|leader| leader != skewed));
+        if led_elsewhere {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {skewed} still leads, or a shard has no leader: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Node 7 measures node 8 ahead at its next ping (once a second).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -88,6 +88,9 @@ struct BankArgs {
     /// Plant "leaders answer reads of versions the clocks have not passed" (test-only).
     #[arg(long)]
     skip_read_wait: bool,
+    /// Plant "an orphaned proposal is declared never chosen two slots too early" (test-only).
+    #[arg(long)]
+    settle_orphans_early: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -96,6 +99,7 @@ fn bank(args: BankArgs) -> ExitCode {
         ack_prepare_before_durable: args.ack_prepare_before_durable,
         skip_range_validation: args.skip_range_validation,
         skip_read_wait: args.skip_read_wait,
+        settle_orphans_early: args.settle_orphans_early,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -123,7 +127,8 @@ fn bank(args: BankArgs) -> ExitCode {
     let total = |field: fn(&geodb_sim::BankReport) -> u64| reports.iter().map(field).sum::<u64>();
     println!(
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
-         {} aborted, {} unknown, {} audits, {} crashes, {} recovered, {} reads waited for the clock; failing seeds: {failed:?}",
+         {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
+         orphaned proposals {} chosen / {} never chosen / {} unknown; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -133,8 +138,12 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.unknown),
         total(|report| report.audits),
         total(|report| report.crashes),
+        total(|report| report.pauses),
         total(|report| report.recovered),
         total(|report| report.reads_waited),
+        total(|report| report.orphans_chosen),
+        total(|report| report.orphans_never_chosen),
+        total(|report| report.orphans_unknown),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

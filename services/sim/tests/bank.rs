@@ -44,6 +44,9 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     assert!(total(|report| report.unknown) > 0, "no transaction ever had an unknown outcome");
     assert!(total(|report| report.recovered) >= CI_SEEDS, "recovery of prepared transactions too rare");
     assert!(total(|report| report.distributed_commits) >= 10 * CI_SEEDS, "too few commits across shards");
+    assert!(total(|report| report.pauses) >= CI_SEEDS, "too few pauses");
+    assert!(total(|report| report.orphans_chosen) > 0, "no orphaned proposal was ever chosen after all");
+    assert!(total(|report| report.orphans_never_chosen) > 0, "no orphaned proposal was ever settled as never chosen");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -74,6 +77,13 @@ fn planted_prepare_acknowledged_before_it_is_durable_is_caught() {
 fn planted_validation_that_skips_scanned_ranges_is_caught() {
     let failure = caught(BankFaults { skip_range_validation: true, ..BankFaults::default() });
     assert!(failure.message.contains("flags") || failure.message.contains("cycle"), "{failure}");
+}
+
+#[test]
+fn planted_orphans_settled_before_their_slots_are_applied_are_caught() {
+    let failure = caught(BankFaults { settle_orphans_early: true, ..BankFaults::default() });
+    assert!(failure.message.contains("declared never chosen"), "{failure}");
+    assert!(failure.replay.ends_with("--settle-orphans-early"), "{failure}");
 }
 
 #[test]

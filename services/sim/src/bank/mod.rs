@@ -72,6 +72,8 @@ pub struct BankFaults {
     pub skip_range_validation: bool,
     /// Leaders answer reads of versions the clocks have not passed yet.
     pub skip_read_wait: bool,
+    /// Hosts declare orphaned proposals never chosen too early.
+    pub settle_orphans_early: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -114,6 +116,8 @@ pub struct BankReport {
     pub distributed_commits: u64,
     pub audits: u64,
     pub crashes: u64,
+    /// Nodes stalled for a while (up to a few election timeouts).
+    pub pauses: u64,
     pub partitions: u64,
     pub messages_lost: u64,
     pub snapshots_installed: u64,
@@ -124,6 +128,13 @@ pub struct BankReport {
     pub edges: u64,
     /// Reads a leader held until the clocks passed what they returned.
     pub reads_waited: u64,
+    /// Proposals in flight when their leader stepped down: settled as
+    /// chosen, as never chosen (their origins may send them again), or
+    /// unknown. A proposal declared never chosen and then applied fails
+    /// the run.
+    pub orphans_chosen: u64,
+    pub orphans_never_chosen: u64,
+    pub orphans_unknown: u64,
     pub trace_digest: u64,
 }
 
@@ -159,6 +170,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.skip_read_wait {
         command.push_str(" --skip-read-wait");
+    }
+    if options.faults.settle_orphans_early {
+        command.push_str(" --settle-orphans-early");
     }
     command
 }
@@ -229,6 +243,12 @@ enum Event {
     },
     Restart {
         node: NodeId,
+    },
+    /// The node stalls (a stop-the-world pause, a starved process): it
+    /// handles nothing for `duration_us` while its clock runs on.
+    Pause {
+        node: NodeId,
+        duration_us: u64,
     },
     Partition {
         id: u64,
@@ -303,6 +323,9 @@ struct SimNode {
     syncing: VecDeque<NodeReady>,
     rpc: NodeRpc,
     calls: HashMap<u64, Call>,
+    /// The node is paused (a stalled process: its clock runs, it does
+    /// nothing) until this instant, simulated.
+    paused_until_us: u64,
 }
 
 struct Client {
@@ -410,6 +433,7 @@ impl World {
                     syncing: VecDeque::new(),
                     rpc: NodeRpc::detached(),
                     calls: HashMap::new(),
+                    paused_until_us: 0,
                 },
             );
         }
@@ -461,6 +485,12 @@ impl World {
         self.report.events = self.scheduler.events_run();
         self.report.reads_waited +=
             self.nodes.values().filter(|node| node.up).map(|node| node.host.reads_waited()).sum::<u64>();
+        for node in self.nodes.values().filter(|node| node.up) {
+            let orphans = node.host.orphans();
+            self.report.orphans_chosen += orphans.chosen;
+            self.report.orphans_never_chosen += orphans.never_chosen;
+            self.report.orphans_unknown += orphans.unknown;
+        }
         // The probes ran: every node measured its peers' clocks recently.
         for (id, node) in &self.nodes {
             if node.up && node.host.clock_status().peers.is_empty() {
@@ -489,6 +519,7 @@ impl World {
             Event::Crash { nodes } => 300 + nodes.len() as u64,
             Event::CrashWhileSyncing { .. } => 400,
             Event::Restart { node } => 500 + node.0,
+            Event::Pause { node, .. } => 550 + node.0,
             Event::Partition { id } | Event::Heal { id } => 600 + id,
             Event::CallTimeout { node, .. } | Event::Wake { node, .. } => 700 + node.0,
             Event::ClientStart { client } => 800 + *client as u64,
@@ -497,6 +528,22 @@ impl World {
         };
         for word in [now, kind] {
             self.report.trace_digest = (self.report.trace_digest ^ word).wrapping_mul(0x0100_0000_01b3);
+        }
+        // What a paused node would do waits until the pause ends.
+        let target = match &event {
+            Event::Tick { node, .. }
+            | Event::SyncDone { node, .. }
+            | Event::CallTimeout { node, .. }
+            | Event::Wake { node, .. } => Some(*node),
+            Event::Deliver(message) => Some(message.to),
+            Event::ClientStart { client } => Some(self.clients[*client].node),
+            _ => None,
+        };
+        if let Some(node) = target
+            && self.nodes[&node].paused_until_us > now
+        {
+            self.scheduler.at(self.nodes[&node].paused_until_us, event);
+            return;
         }
         match event {
             Event::Tick { node, incarnation } => {
@@ -528,6 +575,12 @@ impl World {
             Event::Restart { node } => {
                 if !self.nodes[&node].up {
                     self.restart(node);
+                }
+            }
+            Event::Pause { node, duration_us } => {
+                if !self.quiet && self.nodes[&node].up {
+                    self.nodes.get_mut(&node).expect("known node").paused_until_us = now + duration_us;
+                    self.report.pauses += 1;
                 }
             }
             Event::Partition { id } => {
@@ -591,6 +644,10 @@ impl World {
         // table, every coordinator running here, every call in flight.
         sim_node.up = false;
         sim_node.incarnation += 1;
+        let orphans = sim_node.host.orphans();
+        self.report.orphans_chosen += orphans.chosen;
+        self.report.orphans_never_chosen += orphans.never_chosen;
+        self.report.orphans_unknown += orphans.unknown;
         sim_node.syncing.clear();
         sim_node.calls.clear();
         sim_node.rpc.detach();
@@ -613,6 +670,7 @@ impl World {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.up = true;
         sim_node.incarnation += 1;
+        sim_node.paused_until_us = 0;
         sim_node.disk.restart(now);
         let local = sim_node.clock.local_us(now);
         let config = HostConfig {
@@ -624,6 +682,7 @@ impl World {
             faults: HostFaults {
                 ack_prepare_before_durable: faults.ack_prepare_before_durable,
                 skip_read_wait: faults.skip_read_wait,
+                settle_orphans_early: faults.settle_orphans_early,
             },
         };
         // A restarted node rebuilds its state machines from its durable
@@ -708,6 +767,10 @@ impl World {
         let local = sim_node.clock.local_us(now);
         if let Err(error) = sim_node.host.advance(local, ready) {
             self.fail(format!("{node}: the host could not apply: {error}"));
+            return;
+        }
+        if sim_node.host.orphans().contradicted > 0 {
+            self.fail(format!("{node}: a proposal its host declared never chosen was applied"));
             return;
         }
         for message in outgoing {

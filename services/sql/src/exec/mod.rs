@@ -51,7 +51,7 @@ pub fn execute(
     if plan.kind() == StatementKind::Ddl {
         // A DDL's backfill must conflict with concurrent writers of its
         // table, whatever the session's level (docs/design/transactions.md).
-        txn.escalate_to_serializable();
+        txn.escalate_to_serializable()?;
     }
     match plan {
         Plan::Select(select) => select::run_select(txn, select, params),
