@@ -51,13 +51,13 @@
 //! node that proposed an entry answers its coordinator once the entry is
 //! applied locally.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use geodb_geo::NodeId;
 use geodb_geo::paxos::{
-    Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, RoleKind,
-    Snapshot, Stored, Value,
+    Ballot, Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome,
+    RoleKind, Snapshot, Stored, Value,
 };
 use geodb_storage::{Timestamp, TxnId};
 
@@ -263,6 +263,8 @@ struct Pending {
     /// while it was in flight (a coordinator that sent it again).
     origins: Vec<Origin>,
     txn: TxnId,
+    /// The leadership it was proposed under.
+    ballot: Option<Ballot>,
     /// A commit or prepare: the shard holds its locks in flight until it
     /// is applied or known never to be.
     holds_locks: bool,
@@ -837,7 +839,8 @@ impl Host {
             Ok(()) => {
                 let holds_locks = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_));
                 let origins = origin.into_iter().collect();
-                self.proposals.insert((group, seq), Pending { origins, txn, holds_locks, orphaned: None });
+                let ballot = self.paxos.group(group).and_then(|replica| replica.leader_ballot());
+                self.proposals.insert((group, seq), Pending { origins, txn, ballot, holds_locks, orphaned: None });
             }
             Err(error) => {
                 if matches!(entry, Entry::Commit { .. } | Entry::Prepare(_)) {
@@ -1032,20 +1035,23 @@ impl Host {
         for group in unconfirmed {
             self.start_leadership(group);
         }
-        if lost.is_empty() {
-            return;
-        }
+        // A proposal of a leadership that is over (lost, or lost and won
+        // again under a new ballot since the last look) is orphaned. The
+        // slots it can hold are those its leadership used, all at or below
+        // the replica's last slot now: a new leadership only re-proposes
+        // what it recovers at the same slots.
         let now_us = self.now_us;
-        for group in &lost {
-            let last_slot = self.paxos.group(*group).map_or(0, |replica| replica.last_slot().0);
-            for ((_, _), pending) in self.proposals.iter_mut().filter(|((of, _), _)| of == group) {
-                let since_us = pending.orphaned.map_or(now_us, |orphaned| orphaned.since_us);
-                let last_slot = pending.orphaned.map_or(last_slot, |orphaned| orphaned.last_slot.max(last_slot));
-                pending.orphaned = Some(Orphaned { last_slot, since_us });
+        let mut orphaned = BTreeSet::new();
+        for ((group, _), pending) in &mut self.proposals {
+            let replica = self.paxos.group(*group);
+            if pending.orphaned.is_none() && pending.ballot != replica.and_then(|replica| replica.leader_ballot()) {
+                let last_slot = replica.map_or(0, |replica| replica.last_slot().0);
+                pending.orphaned = Some(Orphaned { last_slot, since_us: now_us });
+                orphaned.insert(*group);
             }
         }
-        for group in &lost {
-            self.settle_orphans(*group, false);
+        for group in orphaned {
+            self.settle_orphans(group, false);
         }
         for group in lost {
             for parked in self.parked.remove(&group).unwrap_or_default() {
