@@ -247,6 +247,8 @@ struct Hosted {
     shard: Arc<Shard>,
     snapshot_interval: u64,
     leadership: Leadership,
+    /// Snapshots restored here since start.
+    restores: u64,
 }
 
 /// A request waiting: on a read-index round, or on a lock.
@@ -265,6 +267,8 @@ struct Pending {
     txn: TxnId,
     /// The leadership it was proposed under.
     ballot: Option<Ballot>,
+    /// The group's restore count when it was proposed (see `settle_orphans`).
+    restores: u64,
     /// A commit or prepare: the shard holds its locks in flight until it
     /// is applied or known never to be.
     holds_locks: bool,
@@ -434,7 +438,7 @@ impl Host {
         shard.set_serving(false);
         shard.stamp_prepared(now_us);
         self.paxos.add_group(config, stored, now_us);
-        self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower });
+        self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0 });
     }
 
     pub fn shard(&self, shard: ShardId) -> Option<&Arc<Shard>> {
@@ -489,6 +493,9 @@ impl Host {
     pub fn tick(&mut self, now_us: u64) {
         self.now_us = now_us;
         self.paxos.tick(now_us);
+        // A step-down by check-quorum persists and sends nothing, so no
+        // `advance` may follow soon: notice it here.
+        self.track_leadership(false);
         let physical = self.hlc.physical_now_ns();
         for hosted in self.shards.values_mut() {
             if let Leadership::Waiting { until_ns } = hosted.leadership
@@ -840,7 +847,9 @@ impl Host {
                 let holds_locks = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_));
                 let origins = origin.into_iter().collect();
                 let ballot = self.paxos.group(group).and_then(|replica| replica.leader_ballot());
-                self.proposals.insert((group, seq), Pending { origins, txn, ballot, holds_locks, orphaned: None });
+                let restores = self.shards[&group].restores;
+                let pending = Pending { origins, txn, ballot, restores, holds_locks, orphaned: None };
+                self.proposals.insert((group, seq), pending);
             }
             Err(error) => {
                 if matches!(entry, Entry::Commit { .. } | Entry::Prepare(_)) {
@@ -890,14 +899,15 @@ impl Host {
                 && snapshot.slot.0 > shard.applied_slot()
             {
                 shard.restore(snapshot.slot.0, &snapshot.data, now_us)?;
-                self.settle_orphans(group, true);
+                self.shards.get_mut(&group).expect("hosted").restores += 1;
+                self.settle_orphans(group);
             }
             let mut applied = false;
             for committed in group_ready.apply {
                 applied |= self.apply(group, &shard, committed)?;
             }
             if applied {
-                self.settle_orphans(group, false);
+                self.settle_orphans(group);
             }
             for read in group_ready.reads {
                 self.read_done(group, read.id, read.outcome);
@@ -911,7 +921,7 @@ impl Host {
         for group in elected {
             self.start_leadership(group);
         }
-        self.track_leadership();
+        self.track_leadership(true);
         self.maybe_compact()?;
         Ok(())
     }
@@ -1015,10 +1025,12 @@ impl Host {
     }
 
     /// Groups this node stopped leading stop serving: their proposals in
-    /// flight may or may not be chosen by the next leader (their
-    /// coordinators hear "unknown"), and requests waiting here are refused.
-    /// A leader whose own confirmation failed tries again.
-    fn track_leadership(&mut self) {
+    /// flight are orphaned (settled from the next leader's log) and requests
+    /// waiting here are refused. With `start_gained`, a group this node
+    /// leads but does not serve yet starts confirming its leadership (a
+    /// leader whose own confirmation failed tries again); `tick` leaves that
+    /// to the `advance` that follows, which hears of a new leadership.
+    fn track_leadership(&mut self, start_gained: bool) {
         let mut lost = Vec::new();
         let mut unconfirmed = Vec::new();
         for (group, hosted) in &mut self.shards {
@@ -1028,7 +1040,7 @@ impl Host {
                 hosted.shard.set_serving(false);
                 lost.push(*group);
             }
-            if leads && hosted.leadership == Leadership::Follower {
+            if start_gained && leads && hosted.leadership == Leadership::Follower {
                 unconfirmed.push(*group);
             }
         }
@@ -1051,7 +1063,7 @@ impl Host {
             }
         }
         for group in orphaned {
-            self.settle_orphans(group, false);
+            self.settle_orphans(group);
         }
         for group in lost {
             for parked in self.parked.remove(&group).unwrap_or_default() {
@@ -1063,32 +1075,36 @@ impl Host {
     }
 
     /// Answers the orphaned proposals of `group` whose fate is now known
-    /// (see [`Orphaned`]); `skipped` says a snapshot replaced slots here
-    /// without applying them one by one.
-    fn settle_orphans(&mut self, group: GroupId, skipped: bool) {
+    /// (see [`Orphaned`]). A snapshot restored here since a proposal was
+    /// made replaced slots without applying them one by one: its fate is
+    /// unknown.
+    fn settle_orphans(&mut self, group: GroupId) {
         let Some(hosted) = self.shards.get(&group) else { return };
         let applied = hosted.shard.applied_slot();
-        let leading = hosted.leadership != Leadership::Follower;
+        let restores = hosted.restores;
         let applied = if self.config.faults.settle_orphans_early { applied + 2 } else { applied };
         let settled: Vec<(GroupId, u64)> = self
             .proposals
             .iter()
             .filter(|((of, _), pending)| {
-                *of == group && pending.orphaned.is_some_and(|orphaned| skipped || applied >= orphaned.last_slot)
+                *of == group
+                    && pending
+                        .orphaned
+                        .is_some_and(|orphaned| pending.restores != restores || applied >= orphaned.last_slot)
             })
             .map(|(key, _)| *key)
             .collect();
         for key in settled {
             let pending = self.proposals.remove(&key).expect("listed above");
-            if skipped {
+            if pending.restores != restores {
                 self.orphan_unknown(group, pending);
                 continue;
             }
-            // Never chosen. Its locks went when leadership did; a ghost in
-            // the log of recent commits is dropped unless this node leads
-            // again (then it only costs spurious conflicts).
-            if pending.holds_locks && !leading {
-                self.shards[&group].shard.abandon(pending.txn);
+            // Never chosen. Its locks went when leadership did; its ghost in
+            // the log of recent commits goes too (never a commit of the same
+            // transaction that was applied through another proposal).
+            if pending.holds_locks {
+                self.shards[&group].shard.forget_unchosen(pending.txn);
             }
             self.orphans.never_chosen += 1;
             if self.never_chosen.len() >= NEVER_CHOSEN_KEPT

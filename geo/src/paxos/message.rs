@@ -105,6 +105,13 @@ pub enum Message {
     SnapshotChunkRequest { slot: Slot, offset: u64 },
     /// The leader asks the preferred replica to take over (it is caught up).
     Handoff { ballot: Ballot },
+    /// The sender cannot vote on a slot of `ballot`: its snapshot at
+    /// `snapshot_slot` (its own, or installed from another replica)
+    /// replaced that slot. A leader whose chosen index is below it, and
+    /// whose slot is still not chosen a heartbeat later, lags a prefix it
+    /// cannot recover by proposing: it steps down and catches up.
+    /// (Variants are numbered by position on the wire: new ones go last.)
+    Compacted { ballot: Ballot, snapshot_slot: Slot },
 }
 
 impl Message {

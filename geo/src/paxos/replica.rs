@@ -158,9 +158,10 @@ struct Leader {
     peer_chosen: BTreeMap<NodeId, Slot>,
     reads: VecDeque<PendingRead>,
     handoff_sent_us: Option<u64>,
-    /// The check-quorum judges what was heard since here: the election, or
-    /// the end of the latest pause of this replica (see `Replica::tick`).
-    quorum_from_us: u64,
+    elected_us: u64,
+    /// A voter answered `Compacted`: when first, who, and the highest
+    /// snapshot slot heard (see `on_compacted`).
+    compacted: Option<(u64, NodeId, Slot)>,
 }
 
 /// The chunks of a snapshot received so far, in order.
@@ -202,9 +203,6 @@ pub struct Replica {
     leader: Option<NodeId>,
     leader_heard_us: u64,
     election_deadline_us: u64,
-    /// When `tick` last ran (a longer gap than a heartbeat interval is a
-    /// pause of this replica).
-    ticked_us: u64,
     /// Neither stands for election nor keeps leading (see `set_abstaining`).
     abstaining: bool,
     catch_up_sent_us: Option<u64>,
@@ -243,7 +241,6 @@ impl Replica {
             leader: None,
             leader_heard_us: now_us,
             election_deadline_us: 0,
-            ticked_us: now_us,
             abstaining: false,
             catch_up_sent_us: None,
             incoming: None,
@@ -477,25 +474,6 @@ impl Replica {
     pub fn tick(&mut self, now_us: u64) {
         self.now_us = self.now_us.max(now_us);
         let now = self.now_us;
-        // A replica that was not running for longer than a heartbeat
-        // interval (its process paused, its thread starved) heard and sent
-        // nothing meanwhile, through no fault of its peers: a leader gives
-        // its followers a full timeout from now before judging the quorum,
-        // and a follower its leader before standing. This only delays a
-        // step-down or a candidacy, which liveness needs and safety never
-        // relies on.
-        let paused = now > self.ticked_us + self.config.heartbeat_interval_us;
-        self.ticked_us = now;
-        if paused {
-            match &mut self.role {
-                Role::Leader(leader) => leader.quorum_from_us = now,
-                Role::Follower if self.leader.is_some() => {
-                    self.leader_heard_us = now;
-                    self.reset_election_deadline();
-                }
-                Role::Follower | Role::Candidate(_) => {}
-            }
-        }
         match &self.role {
             Role::Follower => {
                 // Learners (and nodes outside the configuration) follow the
@@ -533,6 +511,7 @@ impl Replica {
             Message::Accept { ballot, slot, value, chosen } => self.on_accept(from, ballot, slot, value, chosen),
             Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
             Message::Reject { ballot, promised } => self.on_reject(from, ballot, promised),
+            Message::Compacted { ballot, snapshot_slot } => self.on_compacted(from, ballot, snapshot_slot),
             Message::Heartbeat { ballot, seq, chosen } => self.on_heartbeat(from, ballot, seq, chosen),
             Message::HeartbeatAck { ballot, seq, chosen } => self.on_heartbeat_ack(from, ballot, seq, chosen),
             Message::CatchUpRequest { from: from_slot } => self.on_catch_up_request(from, from_slot),
@@ -819,7 +798,8 @@ impl Replica {
             peer_chosen: candidate.promises.iter().map(|(node, report)| (*node, report.chosen)).collect(),
             reads: VecDeque::new(),
             handoff_sent_us: None,
-            quorum_from_us: self.now_us,
+            elected_us: self.now_us,
+            compacted: None,
         };
         self.role = Role::Leader(Box::new(leader));
         self.leader = Some(self.config.node);
@@ -880,9 +860,13 @@ impl Replica {
         } else if self.log.get(&slot).is_some_and(|(_, known)| *known == value) {
             // Already chosen with this very value: voting again changes nothing.
             self.send(from, Message::Accepted { ballot, slot });
+        } else if slot <= self.snapshot_slot() {
+            // Compacted here: no vote for a value this replica cannot store.
+            // The leader lags (a snapshot from an earlier leader outran it)
+            // and would never learn it from silence.
+            let snapshot_slot = self.snapshot_slot();
+            self.send(from, Message::Compacted { ballot, snapshot_slot });
         }
-        // Otherwise the slot is chosen (or compacted) here: stay silent rather
-        // than vote for a value this replica cannot store.
         self.learn_chosen(from, ballot, chosen);
     }
 
@@ -1024,14 +1008,59 @@ impl Replica {
         }
     }
 
+    /// A voter's snapshot replaced a slot this leader is still proposing:
+    /// the slot was chosen (a snapshot holds only chosen state), but that
+    /// voter cannot vote on it again. Often other voters still can (it took
+    /// a routine snapshot after promising): the leader waits a heartbeat
+    /// interval for them (`tick_leader`). If the slot is still not chosen
+    /// then, it steps down and fetches what it lacks; it may stand again
+    /// once caught up, as any follower. Never does it take the snapshot's
+    /// word for its own in-flight values: a snapshot may hold choices of a
+    /// later ballot this leader does not know of.
+    fn on_compacted(&mut self, from: NodeId, ballot: Ballot, snapshot_slot: Slot) {
+        let now = self.now_us;
+        let chosen = self.chosen;
+        let Role::Leader(leader) = &mut self.role else { return };
+        if leader.ballot != ballot || snapshot_slot <= chosen {
+            return;
+        }
+        leader.compacted = Some(match leader.compacted {
+            Some((at, _, slot)) if slot >= snapshot_slot => (at, from, slot),
+            Some((at, _, _)) => (at, from, snapshot_slot),
+            None => (now, from, snapshot_slot),
+        });
+    }
+
+    /// The step-down `on_compacted` defers: true if this leader stepped down.
+    fn step_down_if_compacted_past(&mut self) -> bool {
+        let (now, chosen, interval) = (self.now_us, self.chosen, self.config.heartbeat_interval_us);
+        let Role::Leader(leader) = &mut self.role else { return false };
+        let Some((at, from, slot)) = leader.compacted else { return false };
+        if slot <= chosen {
+            leader.compacted = None;
+            return false;
+        }
+        if now < at + interval {
+            return false;
+        }
+        self.become_follower(None);
+        self.reset_election_deadline();
+        self.catch_up_sent_us = None;
+        self.request_catch_up(from);
+        true
+    }
+
     // --- leader upkeep -----------------------------------------------------
 
     fn tick_leader(&mut self) {
         let now = self.now_us;
         let interval = self.config.heartbeat_interval_us;
         let timeout = self.config.election_timeout_us;
-        let voters = &self.membership.voters;
         let me = self.config.node;
+        if self.step_down_if_compacted_past() {
+            return;
+        }
+        let voters = &self.membership.voters;
         let Role::Leader(leader) = &mut self.role else { return };
         if now < leader.heartbeat_sent_us + interval {
             return;
@@ -1042,7 +1071,7 @@ impl Replica {
             .iter()
             .filter(|voter| **voter == me || leader.heard_us.get(voter).is_some_and(|at| *at + timeout > now))
             .count();
-        if now >= leader.quorum_from_us + timeout && !quorum::is_majority(heard, voters.len()) {
+        if now >= leader.elected_us + timeout && !quorum::is_majority(heard, voters.len()) {
             self.become_follower(None);
             self.reset_election_deadline();
             return;
@@ -1192,7 +1221,13 @@ impl Replica {
     }
 
     fn request_catch_up(&mut self, from: NodeId) {
-        if self.catch_up_sent_us.is_some_and(|at| self.now_us < at + self.config.heartbeat_interval_us) {
+        // A chunk of a snapshot may take longer than a heartbeat to cross a
+        // wide-area link: asking again every heartbeat would send each chunk
+        // several times. It is asked for again only once it is surely lost.
+        let receiving =
+            self.incoming.as_ref().is_some_and(|incoming| incoming.from == from && incoming.slot > self.chosen);
+        let resend_us = if receiving { self.config.election_timeout_us } else { self.config.heartbeat_interval_us };
+        if self.catch_up_sent_us.is_some_and(|at| self.now_us < at + resend_us) {
             return;
         }
         self.catch_up_sent_us = Some(self.now_us);
@@ -1280,7 +1315,6 @@ impl Replica {
     /// chunk is asked for. Anything out of order is dropped; a lost chunk is
     /// asked for again by the next catch-up request.
     fn on_snapshot_chunk(&mut self, chunk: IncomingSnapshot, offset: u64) {
-        self.catch_up_sent_us = None;
         if chunk.slot <= self.chosen || matches!(self.role, Role::Leader(_)) {
             self.incoming = None;
             return;
@@ -1293,14 +1327,23 @@ impl Replica {
             (incoming.from, incoming.slot, incoming.total, incoming.data.len() as u64)
                 == (chunk.from, chunk.slot, chunk.total, offset)
         });
+        // A late copy of an earlier chunk of the same snapshot (sent twice,
+        // or answered after a resend) must not wipe the progress made since.
+        let repeats = self.incoming.as_ref().is_some_and(|incoming| {
+            (incoming.from, incoming.slot, incoming.total) == (chunk.from, chunk.slot, chunk.total)
+                || incoming.slot > chunk.slot
+        });
         if continues {
             let incoming = self.incoming.as_mut().expect("checked above");
             incoming.data.extend_from_slice(&chunk.data);
-        } else if offset == 0 {
+        } else if offset == 0 && !repeats {
             self.incoming = Some(chunk);
         } else {
             return;
         }
+        // Progress: what was asked for arrived (a copy that brings nothing
+        // new leaves the resend timer running).
+        self.catch_up_sent_us = None;
         let incoming = self.incoming.as_ref().expect("set above");
         if (incoming.data.len() as u64) < incoming.total {
             let (from, slot, offset) = (incoming.from, incoming.slot, incoming.data.len() as u64);

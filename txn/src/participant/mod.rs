@@ -567,6 +567,21 @@ impl Shard {
         }
     }
 
+    /// A proposal of `txn` proved never chosen (an orphan settled by the
+    /// next leader's log): drops its commit from the log of recent commits,
+    /// so that a resend is validated afresh rather than answered "outcome
+    /// unknown" — unless a commit of `txn` was applied here after all
+    /// (through another proposal) or `txn` is in flight or prepared here
+    /// again. Its in-flight locks went when its leadership did.
+    pub fn forget_unchosen(&self, txn: TxnId) {
+        let mut state = self.state();
+        let unapplied = matches!(state.recent_txns.get(&txn), Some((_, false)));
+        if unapplied && !state.locks.holds(txn) && !state.prepared.contains_key(&txn) {
+            state.recent_txns.remove(&txn);
+            state.recent.retain(|record| record.txn != txn);
+        }
+    }
+
     /// Whether `txn` was resolved here, or decided here as its record: a
     /// prepare of it now is a late one.
     fn is_finished(&self, txn: TxnId) -> Result<bool> {
