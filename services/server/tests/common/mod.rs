@@ -118,11 +118,21 @@ impl Server {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    /// One statement through `/v1/sql`; panics unless it succeeds.
+    /// One statement through `/v1/sql`; panics unless it succeeds. A
+    /// `08006` (retryable: no leader yet, as while a cluster starts or a
+    /// shard's leader changes under a loaded machine) is retried for up to
+    /// 30 s, as the API tells clients to.
     pub async fn sql(&self, sql: &str, params: Value) -> Value {
-        let (status, body) = self.post("/v1/sql", json!({"sql": sql, "params": params})).await;
-        assert_eq!(status, 200, "{sql}: {body}");
-        body["results"][0].clone()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = self.post("/v1/sql", json!({"sql": sql, "params": params})).await;
+            if status == 503 && code(&body) == "08006" && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            assert_eq!(status, 200, "{sql}: {body}");
+            return body["results"][0].clone();
+        }
     }
 
     /// One statement through `/v1/sql`; returns (status, body).
