@@ -31,8 +31,8 @@
 //!   Proposals in flight wait for the next leader to settle them: applied
 //!   here, they answer as usual; once every slot of the lost leadership
 //!   is applied without them, they answer "not leader" (never chosen, safe
-//!   to send again); after [`ORPHAN_WAIT_US`], or when a snapshot skips
-//!   their slots, "outcome unknown".
+//!   to send again); after [`ORPHAN_WAIT_US`], or once a snapshot was
+//!   restored here since they were proposed, "outcome unknown".
 //! - **Barriers** (R4): a read that carries `barrier` is served only after a
 //!   read-index round that started after it arrived.
 //! - **Waiting** (R3): a read, or a highly available write, that meets a
@@ -282,7 +282,8 @@ struct Pending {
 /// proposal's fate is settled once this replica has applied every slot
 /// its leadership used: applied by then, it was chosen; not applied, it
 /// never will be, and its origin may safely send it again. If that takes
-/// longer than [`ORPHAN_WAIT_US`], or a snapshot skips the slots, the
+/// longer than [`ORPHAN_WAIT_US`], or a snapshot is restored here
+/// meanwhile (it replaces slots without applying them one by one), the
 /// origin hears that the outcome is unknown.
 #[derive(Clone, Copy, Debug)]
 struct Orphaned {
@@ -586,13 +587,13 @@ impl Host {
         }
     }
 
-    /// Reads answered only after waiting for the clock to pass the versions
-    /// they returned, so far.
     /// How orphaned proposals were settled (see [`OrphanCounts`]).
     pub fn orphans(&self) -> OrphanCounts {
         self.orphans
     }
 
+    /// Reads answered only after waiting for the clock to pass the versions
+    /// they returned, so far.
     pub fn reads_waited(&self) -> u64 {
         self.reads_waited
     }

@@ -727,10 +727,7 @@ impl Replica {
             .max_by_key(|(_, report)| report.snapshot_slot)
             .map(|(node, _)| *node);
         if let Some(ahead) = ahead {
-            self.role = Role::Follower;
-            self.reset_election_deadline();
-            self.catch_up_sent_us = None;
-            self.request_catch_up(ahead);
+            self.catch_up_first(ahead);
             return;
         }
         // Paxos Made Simple §3 (reconfiguration): each slot's instance needs a
@@ -1025,9 +1022,8 @@ impl Replica {
             return;
         }
         leader.compacted = Some(match leader.compacted {
-            Some((at, _, slot)) if slot >= snapshot_slot => (at, from, slot),
-            Some((at, _, _)) => (at, from, snapshot_slot),
-            None => (now, from, snapshot_slot),
+            Some(furthest @ (_, _, slot)) if slot >= snapshot_slot => furthest,
+            earlier => (earlier.map_or(now, |(at, _, _)| at), from, snapshot_slot),
         });
     }
 
@@ -1043,11 +1039,17 @@ impl Replica {
         if now < at + interval {
             return false;
         }
+        self.catch_up_first(from);
+        true
+    }
+
+    /// Gives up leading or standing to fetch from `ahead` the chosen slots
+    /// it compacted, which no quorum can report or vote on any more.
+    fn catch_up_first(&mut self, ahead: NodeId) {
         self.become_follower(None);
         self.reset_election_deadline();
         self.catch_up_sent_us = None;
-        self.request_catch_up(from);
-        true
+        self.request_catch_up(ahead);
     }
 
     // --- leader upkeep -----------------------------------------------------
