@@ -37,14 +37,17 @@
 //!  ─────────────────────  ─────────────────────
 //!  01 group:8             [format 1] hard state
 //!  02 group:8             [format 1] snapshot slot:8
-//!  03 group:8             [format 1] snapshot data
+//!  03 group:8             [format 2] snapshot data
 //! ```
 //!
 //! The state keys lead with their kind, so that all snapshot slots are one
 //! short range of small records: [`LogStore::new`] reads them into memory,
 //! and `write` knows each group's floor without a read. The snapshot data
-//! (a whole state machine, perhaps large) lives in its own record, read
-//! only by `load`. The slot and data records are always written together.
+//! (the caller's description of a snapshot, whose bytes the state machine
+//! keeps in chunks: see `snapshot`) lives in its own record, read only by
+//! `load`. The slot and data records are always written together. Format 1
+//! of the data record held a whole state machine inline; GeoDB no longer
+//! reads it, and says so.
 //!
 //! The engine has no range delete, so a snapshot deletes the entries it
 //! covers one by one, after scanning for them from the previous floor up:
@@ -72,8 +75,10 @@ const ENTRY_FORMAT_V1: u8 = 1;
 const HARD_STATE_FORMAT_V1: u8 = 1;
 /// Format byte of snapshot slot records.
 const SNAPSHOT_SLOT_FORMAT_V1: u8 = 1;
-/// Format byte of snapshot data records.
-const SNAPSHOT_DATA_FORMAT_V1: u8 = 1;
+/// Format byte of snapshot data records (format 1 held a whole state
+/// machine; see the module documentation).
+const SNAPSHOT_DATA_FORMAT_V2: u8 = 2;
+const SNAPSHOT_DATA_FORMAT_INLINE: u8 = 1;
 
 /// The kinds of `PaxosState` record: the first byte of its key.
 const STATE_HARD_STATE: u8 = 1;
@@ -200,7 +205,7 @@ impl LogStore {
                 batch.put(
                     ColumnFamily::PaxosState,
                     state_key(STATE_SNAPSHOT_DATA, group),
-                    record(SNAPSHOT_DATA_FORMAT_V1, data),
+                    record(SNAPSHOT_DATA_FORMAT_V2, data),
                 );
                 state.floor = slot;
                 state.snapshot_written = true;
@@ -252,7 +257,16 @@ impl LogStore {
             .transpose()?;
         let data = engine
             .get(ColumnFamily::PaxosState, &state_key(STATE_SNAPSHOT_DATA, group))?
-            .map(|bytes| decode_record(SNAPSHOT_DATA_FORMAT_V1, &bytes, "snapshot data", group))
+            .map(|bytes| {
+                if bytes.first() == Some(&SNAPSHOT_DATA_FORMAT_INLINE) {
+                    return Err(Error::Corrupt(format!(
+                        "group {group}: its snapshot was written by an older GeoDB, which kept snapshots inline; \
+                         this version keeps them in chunks and cannot read it (start from an empty data directory, \
+                         or load the data again)"
+                    )));
+                }
+                decode_record(SNAPSHOT_DATA_FORMAT_V2, &bytes, "snapshot data", group)
+            })
             .transpose()?;
         let snapshot = match (slot, data) {
             (Some(slot), Some(data)) => Some((slot, data)),

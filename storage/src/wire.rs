@@ -20,7 +20,7 @@
 use crate::{Error, Result};
 
 /// The longest varint: ten bytes of seven bits hold 64 bits.
-const VARINT_BYTES_MAX: usize = 10;
+pub(crate) const VARINT_BYTES_MAX: usize = 10;
 /// The largest last byte of a ten-byte varint: it holds bit 63 only.
 const VARINT_LAST_BYTE_MAX: u8 = 0x01;
 const VARINT_CONTINUE: u8 = 0x80;
@@ -117,6 +117,11 @@ impl<'a> Reader<'a> {
             }
             _ => Err(self.corrupt(format_args!("length {length} exceeds the bytes left"))),
         }
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     /// Ends the read: bytes left over mean the blob is not what it claims.

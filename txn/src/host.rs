@@ -56,8 +56,8 @@ use std::sync::Arc;
 
 use geodb_geo::NodeId;
 use geodb_geo::paxos::{
-    Ballot, Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome,
-    RoleKind, Snapshot, Stored, Value,
+    Ballot, ChunkReceived, ChunkToSend, Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady,
+    ProposeError, ReadOutcome, RoleKind, Snapshot, Stored, Value,
 };
 use geodb_storage::{Timestamp, TxnId};
 
@@ -322,6 +322,8 @@ pub struct GroupStatus {
     pub chosen: u64,
     pub applied: u64,
     pub snapshot_slot: u64,
+    /// How many chunks that snapshot is stored in (0: none yet).
+    pub snapshot_chunks: u64,
     pub membership: Membership,
     pub prepared: usize,
 }
@@ -425,7 +427,8 @@ impl Host {
     /// Adds (or, after a restart, restores) this node's replica of a group
     /// whose state machine is `shard` (opened over the node's engine). The
     /// replica replays its log from `stored`; entries the shard already
-    /// applied are skipped.
+    /// applied are skipped. Snapshot chunks other than those of the stored
+    /// snapshot (an older one, a transfer cut short) are dropped.
     pub fn add_group(
         &mut self,
         config: Config,
@@ -433,13 +436,16 @@ impl Host {
         shard: Arc<Shard>,
         snapshot_interval: u64,
         now_us: u64,
-    ) {
+    ) -> Result<()> {
         let group = config.group;
         assert_eq!(group.0, shard.id(), "a shard is the state machine of the group with its number");
+        let keep = stored.snapshot.as_ref().map(|snapshot| snapshot.slot.0);
+        shard.drop_snapshots(|slot| Some(slot) != keep)?;
         shard.set_serving(false);
         shard.stamp_prepared(now_us);
         self.paxos.add_group(config, stored, now_us);
         self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0 });
+        Ok(())
     }
 
     pub fn shard(&self, shard: ShardId) -> Option<&Arc<Shard>> {
@@ -471,6 +477,7 @@ impl Host {
                     chosen: replica.chosen().0,
                     applied: hosted.shard.applied_slot(),
                     snapshot_slot: replica.snapshot_slot().0,
+                    snapshot_chunks: replica.snapshot_chunks(),
                     membership: replica.membership().clone(),
                     prepared: hosted.shard.stats().prepared,
                 };
@@ -896,10 +903,11 @@ impl Host {
                 elected.push(group);
             }
             let shard = self.shards[&group].shard.clone();
+            self.move_snapshot_chunks(group, &shard, group_ready.snapshot_sends, group_ready.snapshot_chunks)?;
             if let Some(snapshot) = group_ready.restore
                 && snapshot.slot.0 > shard.applied_slot()
             {
-                shard.restore(snapshot.slot.0, &snapshot.data, now_us)?;
+                shard.restore(snapshot.slot.0, snapshot.chunks, now_us)?;
                 self.shards.get_mut(&group).expect("hosted").restores += 1;
                 self.settle_orphans(group);
             }
@@ -918,12 +926,41 @@ impl Host {
             if applied {
                 self.retry_parked(group);
             }
+            // A snapshot persisted: the ones before it are needed no more.
+            if let Some(snapshot) = &group_ready.persist.snapshot {
+                shard.drop_snapshots(|slot| slot < snapshot.slot.0)?;
+            }
         }
         for group in elected {
             self.start_leadership(group);
         }
         self.track_leadership(true);
         self.maybe_compact()?;
+        Ok(())
+    }
+
+    /// Sends the snapshot chunks peers asked for, read from the shard's
+    /// store (one it no longer has is not sent: the peer asks again), and
+    /// stores the chunks received, durably, before telling the replica.
+    fn move_snapshot_chunks(
+        &mut self,
+        group: GroupId,
+        shard: &Shard,
+        sends: Vec<ChunkToSend>,
+        received: Vec<ChunkReceived>,
+    ) -> Result<()> {
+        for send in sends {
+            let Some(data) = shard.snapshot_chunk(send.slot.0, send.index)? else { continue };
+            let envelope = send.envelope(group, self.config.node, data);
+            self.outputs.push(HostOutput::Send(NodeMessage::paxos(envelope)));
+        }
+        for chunk in received {
+            // Kept: the replica's own snapshot, and any older one not yet
+            // replaced on disk (a newer one waits to be persisted).
+            let keep = self.paxos.group(group).map_or(0, |replica| replica.snapshot_slot().0);
+            shard.store_snapshot_chunk(chunk.slot.0, chunk.index, chunk.data, keep)?;
+            self.paxos.chunk_stored(group, chunk.slot, chunk.index);
+        }
         Ok(())
     }
 
@@ -1226,9 +1263,12 @@ impl Host {
                 due.push((*group, applied));
             }
         }
-        for (group, slot) in due {
-            let data = self.shards[&group].shard.snapshot()?;
-            self.paxos.compact(group, Snapshot::new(geodb_geo::paxos::Slot(slot), data));
+        for (group, _) in due {
+            let Some(chunk_bytes) = self.paxos.group(group).map(|replica| replica.config().snapshot_chunk_bytes) else {
+                continue;
+            };
+            let (slot, chunks) = self.shards[&group].shard.write_snapshot(chunk_bytes)?;
+            self.paxos.compact(group, Snapshot::new(geodb_geo::paxos::Slot(slot), chunks));
         }
         Ok(())
     }

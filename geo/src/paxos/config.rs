@@ -58,7 +58,9 @@ pub struct Config {
     pub placement_delay_us: u64,
     /// Slots a leader may have proposed but not yet chosen (pipelining depth).
     pub window_slots_max: u64,
-    /// Most bytes of a snapshot in one `SnapshotChunk` message.
+    /// Bytes the state machine aims for in one snapshot chunk, so one
+    /// `SnapshotChunk` message (a record larger than this is a chunk of
+    /// its own).
     pub snapshot_chunk_bytes: usize,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,

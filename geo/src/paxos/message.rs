@@ -47,13 +47,16 @@ pub struct Entry {
     pub value: Value,
 }
 
-/// A snapshot of the state machine supplied by the layer above: opaque bytes
-/// covering every slot up to and including `slot`, and the configuration in
-/// effect after that slot (the log that named it is compacted away).
+/// A snapshot of the state machine, as the replicas know it: the state
+/// machine keeps its bytes, in `chunks` chunks it stores and reads itself
+/// (a replica never holds a snapshot's bytes), covering every slot up to
+/// and including `slot`, and the configuration in effect after that slot
+/// (the log that named it is compacted away).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub slot: Slot,
-    pub data: Vec<u8>,
+    /// How many chunks the state machine stored it in (at least one).
+    pub chunks: u64,
     /// The configuration for the slots after `slot`, if a `Reconfigure` at or
     /// before `slot` named it; `None` means the group's initial configuration
     /// (`Config::voters` and `Config::learners`). The state machine leaves it
@@ -63,8 +66,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// A snapshot as the state machine takes it; the replica adds the membership.
-    pub fn new(slot: Slot, data: Vec<u8>) -> Self {
-        Snapshot { slot, data, membership: None }
+    pub fn new(slot: Slot, chunks: u64) -> Self {
+        Snapshot { slot, chunks, membership: None }
     }
 }
 
@@ -93,16 +96,18 @@ pub enum Message {
     CatchUpRequest { from: Slot },
     /// Chosen entries, contiguous, and the sender's chosen index.
     CatchUp { entries: Vec<Entry>, chosen: Slot },
-    /// Bytes `offset..offset + data.len()` of the snapshot at `slot` (of
-    /// `total` bytes), for a replica whose missing entries were compacted
-    /// away. A snapshot travels in chunks of at most
-    /// `Config::snapshot_chunk_bytes`, one per request, so that a snapshot
-    /// of any size fits the transport's frames and never floods a link.
-    SnapshotChunk { slot: Slot, membership: Option<Membership>, total: u64, offset: u64, data: Vec<u8> },
-    /// The sender holds the first `offset` bytes of the snapshot at `slot`
-    /// and asks for the next chunk (from the start of the receiver's own
-    /// snapshot if it no longer keeps that one).
-    SnapshotChunkRequest { slot: Slot, offset: u64 },
+    /// Chunk `index` of the `chunks` of the snapshot at `slot`, for a
+    /// replica whose missing entries were compacted away. A snapshot
+    /// travels one chunk per request (each about
+    /// `Config::snapshot_chunk_bytes`), read from and stored to the state
+    /// machine's disk one at a time, so that a snapshot of any size fits
+    /// the transport's frames, never floods a link and is never held in
+    /// memory whole.
+    SnapshotChunk { slot: Slot, membership: Option<Membership>, chunks: u64, index: u64, data: Vec<u8> },
+    /// The sender stored the chunks before `index` of the snapshot at
+    /// `slot` and asks for that one (for the first chunk of the receiver's
+    /// own snapshot if it no longer keeps that one).
+    SnapshotChunkRequest { slot: Slot, index: u64 },
     /// The leader asks the preferred replica to take over (it is caught up).
     Handoff { ballot: Ballot },
     /// The sender cannot vote on a slot of `ballot`: its snapshot at

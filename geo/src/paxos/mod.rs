@@ -56,5 +56,5 @@ pub use jitter::Jitter;
 pub use membership::Membership;
 pub use message::{Command, Entry, Envelope, Message, Snapshot, Value};
 pub use node::{MultiPaxos, NodeReady};
-pub use ready::{Committed, HardState, Persist, ReadOutcome, ReadState, Ready, Stored};
+pub use ready::{ChunkReceived, ChunkToSend, Committed, HardState, Persist, ReadOutcome, ReadState, Ready, Stored};
 pub use replica::{ProposeError, Replica, RoleKind};

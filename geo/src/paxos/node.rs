@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ballot::GroupId;
+use super::ballot::{GroupId, Slot};
 use super::config::Config;
 use super::membership::Membership;
 use super::message::{Command, Envelope, Snapshot};
@@ -126,6 +126,14 @@ impl MultiPaxos {
 
     pub fn compact(&mut self, group: GroupId, snapshot: Snapshot) {
         self.groups.get_mut(&group).expect("compacting a group this node hosts").compact(snapshot);
+    }
+
+    /// The state machine stored a chunk handed to it (see
+    /// [`Replica::chunk_stored`]); a group no longer hosted is ignored.
+    pub fn chunk_stored(&mut self, group: GroupId, slot: Slot, index: u64) {
+        if let Some(replica) = self.groups.get_mut(&group) {
+            replica.chunk_stored(slot, index);
+        }
     }
 
     /// Every non-empty Ready, in group order.

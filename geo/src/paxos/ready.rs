@@ -8,7 +8,10 @@
 //!    Live* §5.1, "disk corruption" and the need to persist before replying).
 //! 2. `send`: only after `persist` is durable. A message in `send` may
 //!    promise what `persist` wrote.
-//! 3. `restore`, then `apply`, then `reads`: hand the state machine a snapshot
+//! 3. `snapshot_sends` and `snapshot_chunks`: read each chunk asked for
+//!    from the state machine's store and send it; store each chunk received
+//!    durably, then tell the replica (`Replica::chunk_stored`).
+//! 4. `restore`, then `apply`, then `reads`: hand the state machine a snapshot
 //!    to restore (if any), then the newly chosen entries in slot order, then
 //!    the reads whose index has now been applied.
 //!
@@ -17,8 +20,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ballot::{Ballot, Slot};
-use super::message::{Entry, Envelope, Snapshot, Value};
+use super::ballot::{Ballot, GroupId, Slot};
+use super::membership::Membership;
+use super::message::{Entry, Envelope, Message, Snapshot, Value};
+use crate::topology::NodeId;
 
 /// The acceptor's durable scalars.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,14 +76,55 @@ pub struct ReadState {
     pub outcome: ReadOutcome,
 }
 
+/// Send chunk `index` of the snapshot at `slot` to `to`, as a
+/// `Message::SnapshotChunk` with these fields and the chunk's bytes. A
+/// chunk the store no longer has (a newer snapshot replaced it) is not
+/// sent: the receiver asks again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkToSend {
+    pub to: NodeId,
+    pub slot: Slot,
+    pub membership: Option<Membership>,
+    pub chunks: u64,
+    pub index: u64,
+}
+
+impl ChunkToSend {
+    /// The message that sends it, with the chunk's bytes, from `from`.
+    pub fn envelope(self, group: GroupId, from: NodeId, data: Vec<u8>) -> Envelope {
+        let message = Message::SnapshotChunk {
+            slot: self.slot,
+            membership: self.membership,
+            chunks: self.chunks,
+            index: self.index,
+            data,
+        };
+        Envelope { group, from, to: self.to, message }
+    }
+}
+
+/// Store chunk `index` of the snapshot at `slot` durably, then call
+/// `Replica::chunk_stored(slot, index)`. Storing chunk 0 may drop what is
+/// stored of any other snapshot above the replica's own (a transfer that
+/// was given up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkReceived {
+    pub slot: Slot,
+    pub index: u64,
+    pub data: Vec<u8>,
+}
+
 /// The outputs of one or more inputs, in the order the runtime must handle
-/// them: make `persist` durable; only then send `send`; then hand `restore`,
-/// `apply` and `reads` to the state machine, in that order. Readies are
-/// handled one after another, in the order they were taken.
+/// them: make `persist` durable; only then send `send`; then the snapshot
+/// chunks to send and to store; then hand `restore`, `apply` and `reads`
+/// to the state machine, in that order. Readies are handled one after
+/// another, in the order they were taken.
 #[derive(Clone, Debug, Default)]
 pub struct Ready {
     pub persist: Persist,
     pub send: Vec<Envelope>,
+    pub snapshot_sends: Vec<ChunkToSend>,
+    pub snapshot_chunks: Vec<ChunkReceived>,
     pub restore: Option<Snapshot>,
     pub apply: Vec<Committed>,
     pub reads: Vec<ReadState>,
@@ -91,6 +137,8 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.persist.is_empty()
             && self.send.is_empty()
+            && self.snapshot_sends.is_empty()
+            && self.snapshot_chunks.is_empty()
             && self.restore.is_none()
             && self.apply.is_empty()
             && self.reads.is_empty()

@@ -51,7 +51,7 @@ use super::jitter::Jitter;
 use super::membership::Membership;
 use super::message::{Command, Entry, Envelope, Message, Snapshot, Value};
 use super::quorum;
-use super::ready::{Committed, HardState, ReadOutcome, ReadState, Ready, Stored};
+use super::ready::{ChunkReceived, ChunkToSend, Committed, HardState, ReadOutcome, ReadState, Ready, Stored};
 use crate::topology::NodeId;
 
 /// Why a proposal, read or membership change was refused. All but
@@ -164,7 +164,8 @@ struct Leader {
     compacted: Option<(u64, NodeId, Slot)>,
 }
 
-/// The chunks of a snapshot received so far, in order.
+/// A snapshot being received chunk by chunk: the state machine stores
+/// each chunk, and the next is asked for once it has.
 #[derive(Debug)]
 struct IncomingSnapshot {
     /// Every chunk comes from this node: replicas may encode the same
@@ -172,7 +173,20 @@ struct IncomingSnapshot {
     from: NodeId,
     slot: Slot,
     membership: Option<Membership>,
-    total: u64,
+    chunks: u64,
+    /// Chunks handed to the state machine to store (`Ready::snapshot_chunks`).
+    received: u64,
+    /// Chunks the state machine says it has stored.
+    stored: u64,
+}
+
+/// A `SnapshotChunk` message's fields.
+struct Chunk {
+    from: NodeId,
+    slot: Slot,
+    membership: Option<Membership>,
+    chunks: u64,
+    index: u64,
     data: Vec<u8>,
 }
 
@@ -378,6 +392,11 @@ impl Replica {
         self.snapshot.as_ref().map_or(Slot::ZERO, |snapshot| snapshot.slot)
     }
 
+    /// How many chunks the latest snapshot is stored in (0: none yet).
+    pub fn snapshot_chunks(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |snapshot| snapshot.chunks)
+    }
+
     /// The entry this replica holds for `slot`, if any (for tests and checkers).
     pub fn entry(&self, slot: Slot) -> Option<(Ballot, &Value)> {
         self.log.get(&slot).map(|(ballot, value)| (*ballot, value))
@@ -516,10 +535,10 @@ impl Replica {
             Message::HeartbeatAck { ballot, seq, chosen } => self.on_heartbeat_ack(from, ballot, seq, chosen),
             Message::CatchUpRequest { from: from_slot } => self.on_catch_up_request(from, from_slot),
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
-            Message::SnapshotChunk { slot, membership, total, offset, data } => {
-                self.on_snapshot_chunk(IncomingSnapshot { from, slot, membership, total, data }, offset)
+            Message::SnapshotChunk { slot, membership, chunks, index, data } => {
+                self.on_snapshot_chunk(Chunk { from, slot, membership, chunks, index, data })
             }
-            Message::SnapshotChunkRequest { slot, offset } => self.send_snapshot_chunk(from, slot, offset),
+            Message::SnapshotChunkRequest { slot, index } => self.send_snapshot_chunk(from, slot, index),
             Message::Handoff { ballot } => {
                 if ballot == self.promised
                     && from == ballot.node
@@ -1237,9 +1256,12 @@ impl Replica {
         // stopped (from the start of the one the node keeps now, if
         // compaction replaced it meanwhile).
         if let Some(incoming) = self.incoming.take_if(|incoming| incoming.slot > self.chosen && incoming.from == from) {
-            let (slot, offset) = (incoming.slot, incoming.data.len() as u64);
+            let (slot, index, storing) = (incoming.slot, incoming.received, incoming.stored < incoming.received);
             self.incoming = Some(incoming);
-            self.send(from, Message::SnapshotChunkRequest { slot, offset });
+            // A chunk the state machine is still storing was not lost.
+            if !storing {
+                self.send(from, Message::SnapshotChunkRequest { slot, index });
+            }
             return;
         }
         self.incoming = None;
@@ -1294,69 +1316,91 @@ impl Replica {
         }
     }
 
-    /// Sends the chunk of this replica's snapshot that starts at `offset`,
-    /// if the snapshot asked for is the one it keeps; from the start of the
-    /// one it keeps otherwise (compaction replaced it meanwhile).
-    fn send_snapshot_chunk(&mut self, to: NodeId, slot: Slot, offset: u64) {
+    /// Has chunk `index` of this replica's snapshot sent, if the snapshot
+    /// asked for is the one it keeps; the first chunk of the one it keeps
+    /// otherwise (compaction replaced it meanwhile). The state machine
+    /// reads the chunk (`Ready::snapshot_sends`).
+    fn send_snapshot_chunk(&mut self, to: NodeId, slot: Slot, index: u64) {
         let Some(snapshot) = &self.snapshot else { return };
-        let total = snapshot.data.len();
-        let start = if snapshot.slot == slot { usize::try_from(offset).unwrap_or(usize::MAX).min(total) } else { 0 };
-        let end = start.saturating_add(self.config.snapshot_chunk_bytes).min(total);
-        let message = Message::SnapshotChunk {
+        let index = if snapshot.slot == slot && index < snapshot.chunks { index } else { 0 };
+        self.ready.snapshot_sends.push(ChunkToSend {
+            to,
             slot: snapshot.slot,
             membership: snapshot.membership.clone(),
-            total: total as u64,
-            offset: start as u64,
-            data: snapshot.data[start..end].to_vec(),
-        };
-        self.send(to, message);
+            chunks: snapshot.chunks,
+            index,
+        });
     }
 
-    /// A chunk of a snapshot: appended if it continues the one being
-    /// received (or starts one), installed once complete, else the next
-    /// chunk is asked for. Anything out of order is dropped; a lost chunk is
-    /// asked for again by the next catch-up request.
-    fn on_snapshot_chunk(&mut self, chunk: IncomingSnapshot, offset: u64) {
+    /// A chunk of a snapshot: handed to the state machine to store if it
+    /// continues the one being received (or starts one). The next chunk is
+    /// asked for once the state machine stored this one
+    /// ([`Replica::chunk_stored`]). Anything out of order is dropped; a
+    /// lost chunk is asked for again by the next catch-up request.
+    fn on_snapshot_chunk(&mut self, chunk: Chunk) {
+        // A late copy of a chunk of a snapshot already passed says nothing
+        // of the transfer under way (if any).
         if chunk.slot <= self.chosen || matches!(self.role, Role::Leader(_)) {
-            self.incoming = None;
+            self.incoming.take_if(|incoming| incoming.slot <= self.chosen || matches!(self.role, Role::Leader(_)));
             return;
         }
-        let fits = offset.checked_add(chunk.data.len() as u64).is_some_and(|end| end <= chunk.total);
-        if !fits || (chunk.data.is_empty() && offset < chunk.total) {
+        if chunk.index >= chunk.chunks {
             return;
         }
         let continues = self.incoming.as_ref().is_some_and(|incoming| {
-            (incoming.from, incoming.slot, incoming.total, incoming.data.len() as u64)
-                == (chunk.from, chunk.slot, chunk.total, offset)
+            (incoming.from, incoming.slot, incoming.chunks, incoming.received, incoming.stored)
+                == (chunk.from, chunk.slot, chunk.chunks, chunk.index, chunk.index)
         });
         // A late copy of an earlier chunk of the same snapshot (sent twice,
         // or answered after a resend) must not wipe the progress made since.
         let repeats = self.incoming.as_ref().is_some_and(|incoming| {
-            (incoming.from, incoming.slot, incoming.total) == (chunk.from, chunk.slot, chunk.total)
+            (incoming.from, incoming.slot, incoming.chunks) == (chunk.from, chunk.slot, chunk.chunks)
                 || incoming.slot > chunk.slot
         });
         if continues {
-            let incoming = self.incoming.as_mut().expect("checked above");
-            incoming.data.extend_from_slice(&chunk.data);
-        } else if offset == 0 && !repeats {
-            self.incoming = Some(chunk);
+            self.incoming.as_mut().expect("checked above").received += 1;
+        } else if chunk.index == 0 && !repeats {
+            self.incoming = Some(IncomingSnapshot {
+                from: chunk.from,
+                slot: chunk.slot,
+                membership: chunk.membership,
+                chunks: chunk.chunks,
+                received: 1,
+                stored: 0,
+            });
         } else {
             return;
         }
         // Progress: what was asked for arrived (a copy that brings nothing
         // new leaves the resend timer running).
         self.catch_up_sent_us = None;
-        let incoming = self.incoming.as_ref().expect("set above");
-        if (incoming.data.len() as u64) < incoming.total {
-            let (from, slot, offset) = (incoming.from, incoming.slot, incoming.data.len() as u64);
-            self.catch_up_sent_us = Some(self.now_us);
-            self.send(from, Message::SnapshotChunkRequest { slot, offset });
+        self.ready.snapshot_chunks.push(ChunkReceived { slot: chunk.slot, index: chunk.index, data: chunk.data });
+    }
+
+    /// The state machine durably stored chunk `index` of the snapshot at
+    /// `slot` (handed to it in `Ready::snapshot_chunks`): the next chunk is
+    /// asked for, or, after the last, the snapshot is installed. Only then,
+    /// so that a persisted snapshot always has its chunks on disk.
+    pub fn chunk_stored(&mut self, slot: Slot, index: u64) {
+        let Some(incoming) = self.incoming.as_mut() else { return };
+        if incoming.slot != slot || index.checked_add(1) != Some(incoming.received) || incoming.stored != index {
             return;
         }
-        let incoming = self.incoming.take().expect("set above");
+        incoming.stored = incoming.received;
+        if slot <= self.chosen || matches!(self.role, Role::Leader(_)) {
+            self.incoming = None;
+            return;
+        }
+        if incoming.stored < incoming.chunks {
+            let (from, index) = (incoming.from, incoming.stored);
+            self.catch_up_sent_us = Some(self.now_us);
+            self.send(from, Message::SnapshotChunkRequest { slot, index });
+            return;
+        }
+        let incoming = self.incoming.take().expect("checked above");
         self.on_install_snapshot(Snapshot {
             slot: incoming.slot,
-            data: incoming.data,
+            chunks: incoming.chunks,
             membership: incoming.membership,
         });
     }

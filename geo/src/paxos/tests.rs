@@ -15,11 +15,21 @@ const GROUP: GroupId = GroupId(7);
 /// new leader chooses after what phase 1 recovered.
 const WINDOW_SLOTS: u64 = 8;
 
+/// One node's snapshot chunks by slot and index.
+type ChunkStore = BTreeMap<(Slot, u64), Vec<u8>>;
+
 struct Cluster {
     now_us: u64,
     replicas: BTreeMap<NodeId, Replica>,
     configs: BTreeMap<NodeId, Config>,
     stored: BTreeMap<NodeId, Stored>,
+    /// Each node's snapshot chunks by slot and index, as its state machine
+    /// stores them (durable: they survive a crash).
+    chunks: BTreeMap<NodeId, ChunkStore>,
+    /// The state machines of these nodes store chunks but do not say so:
+    /// they wait in `unconfirmed` until a test confirms them.
+    slow_stores: BTreeSet<NodeId>,
+    unconfirmed: Vec<(NodeId, Slot, u64)>,
     in_flight: Vec<Envelope>,
     applied: BTreeMap<NodeId, Vec<Committed>>,
     restored: BTreeMap<NodeId, Vec<Slot>>,
@@ -49,6 +59,9 @@ impl Cluster {
             replicas: BTreeMap::new(),
             configs: BTreeMap::new(),
             stored: BTreeMap::new(),
+            chunks: BTreeMap::new(),
+            slow_stores: BTreeSet::new(),
+            unconfirmed: Vec::new(),
             in_flight: Vec::new(),
             applied: BTreeMap::new(),
             restored: BTreeMap::new(),
@@ -75,12 +88,22 @@ impl Cluster {
         self.replicas.get_mut(&node).expect("a live replica")
     }
 
-    /// Handles one node's Ready: persist, then queue sends, then apply.
+    /// Handles one node's Ready: persist, then queue sends, then send and
+    /// store snapshot chunks, then apply.
     fn process(&mut self, node: NodeId) {
         let Some(replica) = self.replicas.get_mut(&node) else { return };
         let ready = replica.take_ready();
         self.stored.get_mut(&node).unwrap().apply(&ready.persist);
         self.in_flight.extend(ready.send);
+        let chunks = self.chunks.entry(node).or_default();
+        for send in ready.snapshot_sends {
+            let Some(data) = chunks.get(&(send.slot, send.index)).cloned() else { continue };
+            self.in_flight.push(send.envelope(GROUP, node, data));
+        }
+        let stored_chunks: Vec<(Slot, u64)> = ready.snapshot_chunks.iter().map(|c| (c.slot, c.index)).collect();
+        for chunk in ready.snapshot_chunks {
+            chunks.insert((chunk.slot, chunk.index), chunk.data);
+        }
         if let Some(snapshot) = ready.restore {
             let applied = self.applied.get_mut(&node).unwrap();
             applied.retain(|committed| committed.slot > snapshot.slot);
@@ -99,6 +122,35 @@ impl Cluster {
             assert_eq!(ballot.node, node);
             assert!(self.leaders.insert(ballot, node).is_none(), "two leaders for {ballot}");
         }
+        if self.slow_stores.contains(&node) {
+            self.unconfirmed.extend(stored_chunks.iter().map(|(slot, index)| (node, *slot, *index)));
+        } else if !stored_chunks.is_empty() {
+            for (slot, index) in stored_chunks {
+                self.replica(node).chunk_stored(slot, index);
+            }
+            self.process(node);
+        }
+    }
+
+    /// The state machine of `node` snapshots `state` at its applied slot:
+    /// stores it in chunks of its configured size, then compacts.
+    fn compact(&mut self, node: NodeId, state: &[u8]) -> Slot {
+        let slot = self.replicas[&node].applied();
+        let chunk_bytes = self.configs[&node].snapshot_chunk_bytes;
+        let pieces: Vec<&[u8]> = if state.is_empty() { vec![&[]] } else { state.chunks(chunk_bytes).collect() };
+        let stored = self.chunks.entry(node).or_default();
+        for (index, piece) in pieces.iter().enumerate() {
+            stored.insert((slot, index as u64), piece.to_vec());
+        }
+        self.replica(node).compact(Snapshot::new(slot, pieces.len() as u64));
+        self.process(node);
+        slot
+    }
+
+    /// The bytes of the snapshot `node` keeps, reassembled from its chunks.
+    fn snapshot_bytes(&self, node: NodeId) -> Vec<u8> {
+        let snapshot = self.stored[&node].snapshot.as_ref().expect("a snapshot");
+        (0..snapshot.chunks).flat_map(|index| self.chunks[&node][&(snapshot.slot, index)].clone()).collect()
     }
 
     fn process_all(&mut self) {
@@ -428,8 +480,7 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     }
     for node in [n(1), n(2)] {
         let applied = cluster.replicas[&node].applied();
-        cluster.replica(node).compact(Snapshot::new(applied, format!("state@{}", applied.0).into_bytes()));
-        cluster.process(node);
+        cluster.compact(node, format!("state@{}", applied.0).as_bytes());
     }
     let compacted = cluster.replicas[&leader].snapshot_slot();
     assert!(compacted > Slot::ZERO);
@@ -438,7 +489,7 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
     assert_eq!(cluster.restored[&n(3)], vec![compacted]);
     assert_eq!(cluster.commands(n(3)), vec![bytes("after")], "entries after the snapshot arrive as usual");
-    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, format!("state@{}", compacted.0).into_bytes());
+    assert_eq!(cluster.snapshot_bytes(n(3)), format!("state@{}", compacted.0).into_bytes());
 }
 
 /// Bytes of one snapshot chunk in the chunked-transfer tests.
@@ -462,9 +513,7 @@ fn behind_a_chunked_snapshot() -> (Cluster, NodeId, Vec<u8>, Slot) {
     }
     let state: Vec<u8> = (0..100u8).collect();
     for node in [n(1), n(2)] {
-        let applied = cluster.replicas[&node].applied();
-        cluster.replica(node).compact(Snapshot::new(applied, state.clone()));
-        cluster.process(node);
+        cluster.compact(node, &state);
     }
     let compacted = cluster.replicas[&leader].snapshot_slot();
     (cluster, leader, state, compacted)
@@ -477,17 +526,17 @@ fn behind_a_chunked_snapshot() -> (Cluster, NodeId, Vec<u8>, Slot) {
 fn a_snapshot_travels_in_chunks_and_resumes_after_a_lost_one() {
     let (mut cluster, leader, state, compacted) = behind_a_chunked_snapshot();
 
-    let offsets = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let seen = offsets.clone();
+    let indexes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = indexes.clone();
     let mut lost_once = false;
     cluster.lose = Some(Box::new(move |envelope| {
-        let Message::SnapshotChunk { offset, data, .. } = &envelope.message else { return false };
+        let Message::SnapshotChunk { index, data, .. } = &envelope.message else { return false };
         assert!(data.len() <= CHUNK, "a chunk of {} bytes", data.len());
-        if *offset == 3 * CHUNK as u64 && !lost_once {
+        if *index == 3 && !lost_once {
             lost_once = true;
             return true;
         }
-        seen.borrow_mut().push(*offset);
+        seen.borrow_mut().push(*index);
         false
     }));
     cluster.cut.clear();
@@ -495,10 +544,10 @@ fn a_snapshot_travels_in_chunks_and_resumes_after_a_lost_one() {
     cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
 
     assert_eq!(cluster.restored[&n(3)], vec![compacted]);
-    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, state, "reassembled byte for byte");
+    assert_eq!(cluster.snapshot_bytes(n(3)), state, "reassembled byte for byte");
     assert_eq!(cluster.commands(n(3)), vec![bytes("after")]);
-    let expected: Vec<u64> = (0..state.len().div_ceil(CHUNK) as u64).map(|i| i * CHUNK as u64).collect();
-    assert_eq!(*offsets.borrow(), expected, "every chunk delivered once, the lost one resent, none from the start");
+    let expected: Vec<u64> = (0..state.len().div_ceil(CHUNK) as u64).collect();
+    assert_eq!(*indexes.borrow(), expected, "every chunk delivered once, the lost one resent, none from the start");
 }
 
 /// A link slower than a heartbeat: every chunk arrives two heartbeats after
@@ -517,8 +566,8 @@ fn a_slow_link_asks_for_each_chunk_once_and_a_late_copy_changes_nothing() {
             hold.borrow_mut().push(envelope.clone());
             true
         }
-        Message::SnapshotChunkRequest { offset, .. } => {
-            count.borrow_mut().push(*offset);
+        Message::SnapshotChunkRequest { index, .. } => {
+            count.borrow_mut().push(*index);
             false
         }
         _ => false,
@@ -535,7 +584,7 @@ fn a_slow_link_asks_for_each_chunk_once_and_a_late_copy_changes_nothing() {
         let mut arriving = std::mem::take(&mut *held.borrow_mut());
         if first_chunk.is_none() {
             first_chunk =
-                arriving.iter().find(|e| matches!(e.message, Message::SnapshotChunk { offset: 0, .. })).cloned();
+                arriving.iter().find(|e| matches!(e.message, Message::SnapshotChunk { index: 0, .. })).cloned();
         } else {
             arriving.extend(first_chunk.clone());
         }
@@ -548,9 +597,104 @@ fn a_slow_link_asks_for_each_chunk_once_and_a_late_copy_changes_nothing() {
 
     assert_eq!(cluster.replicas[&n(3)].applied(), cluster.replicas[&leader].applied(), "caught up");
     assert_eq!(cluster.restored[&n(3)], vec![compacted], "installed once");
-    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().unwrap().data, state, "reassembled byte for byte");
-    let expected: Vec<u64> = (1..state.len().div_ceil(CHUNK) as u64).map(|i| i * CHUNK as u64).collect();
+    assert_eq!(cluster.snapshot_bytes(n(3)), state, "reassembled byte for byte");
+    let expected: Vec<u64> = (1..state.len().div_ceil(CHUNK) as u64).collect();
     assert_eq!(*requested.borrow(), expected, "every chunk after the first asked for once, in order");
+}
+
+/// A late copy of a chunk of a snapshot installed long ago arrives in the
+/// middle of the next transfer: it is dropped, and the transfer goes on
+/// where it was (found by review: it used to start over).
+#[test]
+fn a_stale_chunk_of_an_older_snapshot_does_not_restart_a_transfer() {
+    let (mut cluster, leader, _, first) = behind_a_chunked_snapshot();
+    let old_chunk = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let keep = old_chunk.clone();
+    cluster.lose = Some(Box::new(move |envelope| {
+        if matches!(envelope.message, Message::SnapshotChunk { index: 2, .. }) && keep.borrow().is_none() {
+            *keep.borrow_mut() = Some(envelope.clone());
+        }
+        false
+    }));
+    cluster.cut.clear();
+    cluster.propose(leader, "after");
+    cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
+    assert_eq!(cluster.restored[&n(3)], vec![first]);
+
+    // n3 falls behind a second snapshot, larger than the first.
+    cluster.cut.insert(n(3));
+    for i in 0..20 {
+        cluster.propose(leader, &format!("d{i}"));
+        cluster.deliver_all();
+    }
+    let state: Vec<u8> = (0..200u8).collect();
+    for node in [n(1), n(2)] {
+        cluster.compact(node, &state);
+    }
+    let second = cluster.replicas[&leader].snapshot_slot();
+    let stale = old_chunk.borrow_mut().take().expect("a chunk of the first snapshot");
+    let requests = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let count = requests.clone();
+    cluster.lose = Some(Box::new(move |envelope| {
+        if let Message::SnapshotChunkRequest { index, .. } = envelope.message {
+            count.borrow_mut().push(index);
+        }
+        false
+    }));
+    // Chunk by chunk; halfway through, the old chunk arrives again.
+    cluster.slow_stores.insert(n(3));
+    cluster.cut.clear();
+    cluster.propose(leader, "after the second");
+    cluster.deliver_all();
+    let chunks = state.len().div_ceil(CHUNK) as u64;
+    for index in 0..chunks {
+        assert_eq!(cluster.unconfirmed, vec![(n(3), second, index)]);
+        if index == chunks / 2 {
+            let (to, now) = (stale.to, cluster.now_us);
+            cluster.replica(to).step(now, stale.clone());
+            cluster.process(to);
+        }
+        let (node, slot, index) = cluster.unconfirmed.pop().unwrap();
+        cluster.replica(node).chunk_stored(slot, index);
+        cluster.process(node);
+        cluster.deliver_all();
+    }
+    cluster.slow_stores.clear();
+    cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
+    assert_eq!(cluster.restored[&n(3)], vec![first, second]);
+    assert_eq!(cluster.snapshot_bytes(n(3)), state);
+    let expected: Vec<u64> = (1..chunks).collect();
+    assert_eq!(*requests.borrow(), expected, "each chunk asked for once: the transfer never started over");
+}
+
+/// The receiver asks for the next chunk, and installs the snapshot, only
+/// once its state machine says it stored the chunk before: a snapshot in
+/// the log store always has every chunk on disk.
+#[test]
+fn the_next_chunk_is_asked_for_only_once_the_last_one_is_stored() {
+    let (mut cluster, leader, state, compacted) = behind_a_chunked_snapshot();
+    cluster.slow_stores.insert(n(3));
+    cluster.cut.clear();
+    cluster.propose(leader, "after");
+    cluster.deliver_all();
+    let chunks = state.len().div_ceil(CHUNK) as u64;
+    for index in 0..chunks {
+        assert_eq!(cluster.unconfirmed, vec![(n(3), compacted, index)], "one chunk at a time, in order");
+        assert!(cluster.stored[&n(3)].snapshot.is_none(), "not installed before its last chunk is stored");
+        // Heartbeats come and go: nothing more is asked for meanwhile.
+        let heartbeat_us = cluster.configs[&leader].heartbeat_interval_us;
+        cluster.tick_all(heartbeat_us);
+        assert_eq!(cluster.unconfirmed.len(), 1);
+        let (node, slot, index) = cluster.unconfirmed.pop().unwrap();
+        cluster.replica(node).chunk_stored(slot, index);
+        cluster.process(node);
+        cluster.deliver_all();
+    }
+    assert!(cluster.unconfirmed.is_empty());
+    assert_eq!(cluster.stored[&n(3)].snapshot.as_ref().map(|snapshot| snapshot.slot), Some(compacted));
+    cluster.run_until(|cluster| cluster.replicas[&n(3)].applied() == cluster.replicas[&leader].applied());
+    assert_eq!(cluster.snapshot_bytes(n(3)), state);
+    assert_eq!(cluster.commands(n(3)), vec![bytes("after")]);
 }
 
 /// A voter compacts slots between promising a new leader and voting on
@@ -578,8 +722,7 @@ fn a_leader_behind_a_voters_snapshot_steps_down_catches_up_and_leads_again() {
     cluster.run_until(|cluster| cluster.replicas[&n(2)].leader_ballot().is_some());
     let applied = cluster.replicas[&n(3)].applied();
     assert!(applied > cluster.replicas[&n(2)].chosen(), "n3 knows more chosen slots than the new leader");
-    cluster.replica(n(3)).compact(Snapshot::new(applied, b"state".to_vec()));
-    cluster.process(n(3));
+    cluster.compact(n(3), b"state");
     cluster.lose = None;
 
     let compacted = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -881,9 +1024,7 @@ fn learner_follows_the_log_but_never_votes_or_stands() {
         cluster.propose(leader, &format!("c{i}"));
         cluster.deliver_all();
     }
-    let applied = cluster.replicas[&leader].applied();
-    cluster.replica(leader).compact(Snapshot::new(applied, b"registers".to_vec()));
-    cluster.process(leader);
+    let applied = cluster.compact(leader, b"registers");
     cluster.cut.clear();
     cluster.run_until(|cluster| cluster.replicas[&learner].applied() == applied);
     assert_eq!(cluster.restored[&learner].last(), Some(&applied));
@@ -1133,8 +1274,7 @@ fn membership_new_node_catches_up_from_a_snapshot_after_the_change() {
     cluster.run_while_writing(&mut written, |cluster| cluster.commands(n(2)).len() >= 20);
     for node in [n(1), n(2)] {
         let applied = cluster.replicas[&node].applied();
-        cluster.replica(node).compact(Snapshot::new(applied, format!("state@{}", applied.0).into_bytes()));
-        cluster.process(node);
+        cluster.compact(node, format!("state@{}", applied.0).as_bytes());
     }
     let snapshot = cluster.stored[&leader].snapshot.clone().unwrap();
     assert_eq!(snapshot.membership.as_ref(), Some(&target), "the snapshot carries the configuration");
@@ -1182,9 +1322,7 @@ fn membership_restart_recovers_the_new_configuration() {
     assert!(cluster.replicas[&n(4)].is_voter());
     // From the snapshot: compact everything, restart again.
     cluster.run_until(|cluster| cluster.replicas[&n(2)].applied() == cluster.replicas[&n(1)].chosen());
-    let applied = cluster.replicas[&n(2)].applied();
-    cluster.replica(n(2)).compact(Snapshot::new(applied, b"registers".to_vec()));
-    cluster.process(n(2));
+    cluster.compact(n(2), b"registers");
     assert!(cluster.stored[&n(2)].entries.iter().all(|entry| !matches!(entry.value, Value::Reconfigure(_))));
     cluster.crash(n(2));
     cluster.restart(n(2));

@@ -88,6 +88,10 @@ pub struct ClusterConfig {
     /// 0 never truncates.
     #[serde(default = "default_snapshot_interval_entries")]
     pub snapshot_interval_entries: u64,
+    /// A snapshot is stored, sent and restored in chunks of about this
+    /// many KiB (a record larger than that is a chunk of its own).
+    #[serde(default = "default_snapshot_chunk_kib")]
+    pub snapshot_chunk_kib: u64,
     /// Serve `/v1/admin/faults` (drop or partition links at runtime, for
     /// tests and drills). Off unless asked for: it can cut a node off.
     #[serde(default)]
@@ -139,6 +143,13 @@ fn default_election_timeout_ms() -> u64 {
 fn default_snapshot_interval_entries() -> u64 {
     10_000
 }
+
+fn default_snapshot_chunk_kib() -> u64 {
+    4 * 1024
+}
+
+/// The largest snapshot chunk: well within a transport frame (64 MiB).
+const SNAPSHOT_CHUNK_KIB_MAX: u64 = 16 * 1024;
 
 impl ClusterConfig {
     /// The latency matrix, scaled.
@@ -201,6 +212,9 @@ impl ClusterConfig {
         }
         if self.heartbeat_interval_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
             return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
+        }
+        if !(1..=SNAPSHOT_CHUNK_KIB_MAX).contains(&self.snapshot_chunk_kib) {
+            return Err(format!("cluster.snapshot_chunk_kib must be between 1 and {SNAPSHOT_CHUNK_KIB_MAX}"));
         }
         let matrix = self.latency_matrix()?;
         for node in &self.nodes {

@@ -82,6 +82,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         heartbeat_interval_ms: 50,
         election_timeout_ms: 500,
         snapshot_interval_entries: 10_000,
+        snapshot_chunk_kib: 4 * 1024,
         admin_faults: shape.admin_faults,
         shards_per_region: shape.shards_per_region,
     };

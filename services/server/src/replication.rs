@@ -55,6 +55,9 @@ pub const TICK_INTERVAL_MAX: Duration = Duration::from_millis(5);
 /// Inputs taken per loop before the Readies are handled: bounds the time
 /// between receiving a message and persisting what it caused.
 const INPUTS_PER_ROUND_MAX: usize = 4096;
+/// Persist-send-apply rounds per wake of the driver loop: applying may give
+/// the replicas more to do at once, which need not wait for the next tick.
+const ROUNDS_PER_WAKE_MAX: usize = 4;
 /// How long a coordinator waits for a shard's answer before it counts the
 /// request as lost (a leader cut off from its quorum steps down well
 /// within this, and a commit answers "outcome unknown").
@@ -326,7 +329,9 @@ impl Driver {
         let mut host = Host::new(config, hlc, rand::random::<u64>() >> 1);
         for spec in groups {
             let stored = load(&store, spec.config.group)?;
-            host.add_group(spec.config, stored, spec.shard, spec.snapshot_interval, 0);
+            let group = spec.config.group;
+            host.add_group(spec.config, stored, spec.shard, spec.snapshot_interval, 0)
+                .map_err(|e| format!("{group}: cannot open its snapshots: {e}"))?;
         }
         let published = Arc::new(Mutex::new(Published::default()));
         let mut state = DriverState {
@@ -528,11 +533,30 @@ impl DriverState {
         }
     }
 
-    /// Persist, then send, then apply (see the module documentation).
+    /// Persist, then send, then apply (see the module documentation); again
+    /// while applying gave the replicas more to do (a proposal sent again, a
+    /// snapshot chunk stored and the next one to ask for), a few times at
+    /// most before inputs are read again.
     fn round(&mut self) {
+        for _ in 0..ROUNDS_PER_WAKE_MAX {
+            if !self.round_once() {
+                break;
+            }
+        }
+        // A failed node publishes nothing more (`fail` said what it had to).
+        if self.failed.is_some() {
+            return;
+        }
+        self.track_reconfigurations();
+        self.publish();
+    }
+
+    /// One persist, send and apply; whether there was anything to do.
+    fn round_once(&mut self) -> bool {
         self.dispatch();
         let ready = self.host.take_ready();
-        if !ready.is_empty() {
+        let busy = !ready.is_empty();
+        if busy {
             let writes: Vec<GroupWrite> = ready
                 .iter()
                 .filter(|(_, group_ready)| !group_ready.persist.is_empty())
@@ -542,7 +566,7 @@ impl DriverState {
                 && let Err(error) = self.store.write(&writes)
             {
                 self.fail(format!("cannot persist the Paxos log: {error}"));
-                return;
+                return false;
             }
             let mut outgoing = Vec::new();
             for (_, group_ready) in &ready {
@@ -559,7 +583,7 @@ impl DriverState {
             let now = self.now_us();
             if let Err(error) = self.host.advance(now, ready) {
                 self.fail(format!("cannot apply to the state machine: {error}"));
-                return;
+                return false;
             }
             if !restored.is_empty() {
                 let mut published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -571,8 +595,7 @@ impl DriverState {
             }
             self.dispatch();
         }
-        self.track_reconfigurations();
-        self.publish();
+        busy
     }
 
     /// Delivers the host's outputs: answers to coordinators here or on other

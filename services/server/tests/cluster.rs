@@ -1,6 +1,7 @@
 //! A real cluster: nine `geodb start --config` processes on 127.0.0.1–9,
 //! three regions of three nodes (the standard topology, latencies ÷10),
-//! one home shard per region, a snapshot every 20 applied entries. The
+//! one home shard per region, a snapshot every 20 applied entries, stored
+//! and sent in chunks of 1 KiB. The
 //! subject is us-east's home shard ([`SUBJECT`], zone survival: voters 1,
 //! 2, 3; learners 4–9): the table `kv` is a home table whose every row has
 //! locality key 0, homed in us-east by a first write through node 1, so
@@ -16,7 +17,7 @@
 //!    open across the kill is not lost and resumes work on the shard, and
 //!    a session on another region's shard goes on;
 //! 3. the old leader restarts after the log was truncated: it catches up
-//!    from a snapshot;
+//!    from a snapshot that travels in several chunks;
 //! 4. every acknowledged write is present on every voter (and learner);
 //! 5. the leader is cut off by fault rules: a write sent to it cannot
 //!    commit, the majority elects another leader and keeps serving, and
@@ -86,7 +87,7 @@ impl Cluster {
             let config = format!(
                 "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\nmax_clock_offset_ms = 1\n\
                  [cluster]\nhome = \"us-east\"\nlatency_scale = 0.1\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = 20\nadmin_faults = true\nshards_per_region = 1\n{nodes}",
+                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = 20\nsnapshot_chunk_kib = 1\nadmin_faults = true\nshards_per_region = 1\n{nodes}",
                 dir.join(format!("n{id}")).display()
             );
             std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
@@ -433,7 +434,10 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
     cluster.restart(leader);
     let chosen = cluster.shard(new_leader).await["chosen_index"].as_u64().unwrap();
     cluster.wait_applied(leader, chosen).await;
-    assert!(cluster.shard(leader).await["snapshots_installed"].as_u64().unwrap() >= 1, "caught up from a snapshot");
+    let restarted = cluster.shard(leader).await;
+    assert!(restarted["snapshots_installed"].as_u64().unwrap() >= 1, "caught up from a snapshot");
+    let chunks = restarted["snapshot_chunks"].as_u64().unwrap();
+    assert!(chunks >= 3, "the snapshot is larger than a chunk, and travelled in {chunks} chunks");
 
     // 4. Every acknowledged write on every replica; all replicas agree.
     let chosen = cluster.shard(new_leader).await["chosen_index"].as_u64().unwrap();

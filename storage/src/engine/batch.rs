@@ -185,7 +185,7 @@ mod tests {
         let good = batch.encode();
         let mut cases: Vec<Vec<u8>> = Vec::new();
         // Unknown format, unknown operation, unknown family.
-        for (at, byte) in [(0, 2), (2, 9), (3, 0), (3, 7)] {
+        for (at, byte) in [(0, 2), (2, 9), (3, 0), (3, 8)] {
             let mut bad = good.clone();
             bad[at] = byte;
             cases.push(bad);

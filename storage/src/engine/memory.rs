@@ -97,6 +97,7 @@ fn family_index(cf: ColumnFamily) -> usize {
         ColumnFamily::Meta => 3,
         ColumnFamily::PaxosLog => 4,
         ColumnFamily::PaxosState => 5,
+        ColumnFamily::Snapshots => 6,
     }
 }
 

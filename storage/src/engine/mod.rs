@@ -48,16 +48,21 @@ pub enum ColumnFamily {
     /// Each Multi-Paxos group's hard state and latest snapshot, apart from
     /// the log so that truncating the log never scans over them.
     PaxosState,
+    /// State-machine snapshots in chunks, each under its snapshot's slot
+    /// and its index (see `snapshot`): kept to send to lagging replicas,
+    /// and received chunk by chunk before one is restored.
+    Snapshots,
 }
 
 impl ColumnFamily {
-    pub const ALL: [ColumnFamily; 6] = [
+    pub const ALL: [ColumnFamily; 7] = [
         ColumnFamily::Data,
         ColumnFamily::Latest,
         ColumnFamily::Locks,
         ColumnFamily::Meta,
         ColumnFamily::PaxosLog,
         ColumnFamily::PaxosState,
+        ColumnFamily::Snapshots,
     ];
 
     /// The family's name on disk. Never change one: it is part of the format.
@@ -69,6 +74,7 @@ impl ColumnFamily {
             ColumnFamily::Meta => "meta",
             ColumnFamily::PaxosLog => "paxos_log",
             ColumnFamily::PaxosState => "paxos_state",
+            ColumnFamily::Snapshots => "snapshots",
         }
     }
 
@@ -85,6 +91,7 @@ impl ColumnFamily {
             ColumnFamily::Meta => 4,
             ColumnFamily::PaxosLog => 5,
             ColumnFamily::PaxosState => 6,
+            ColumnFamily::Snapshots => 7,
         }
     }
 

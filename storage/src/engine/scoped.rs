@@ -189,8 +189,17 @@ mod tests {
         put(&b, b"keep", b"2");
         let source: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         put(source.as_ref(), b"new", b"3");
-        let export = crate::snapshot::export(source.as_ref(), &[ColumnFamily::Data]).unwrap();
-        crate::snapshot::import(&a, &[ColumnFamily::Data], &export).unwrap();
+        let mut chunks = Vec::new();
+        crate::snapshot::export(source.as_ref(), &[ColumnFamily::Data], 1 << 20, |chunk| {
+            chunks.push(chunk);
+            Ok(())
+        })
+        .unwrap();
+        let mut import = crate::snapshot::Import::begin(&a, &[ColumnFamily::Data]).unwrap();
+        for chunk in &chunks {
+            import.chunk(chunk).unwrap();
+        }
+        import.finish(WriteBatch::new()).unwrap();
         assert_eq!(all(&a), vec![(b"new".to_vec(), b"3".to_vec())]);
         assert_eq!(all(&b), vec![(b"keep".to_vec(), b"2".to_vec())]);
     }

@@ -35,11 +35,11 @@ mod locks;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use geodb_storage::group_commit::GroupCommitter;
-use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc};
+use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc, snapshot};
 
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
 
@@ -62,6 +62,10 @@ pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(10);
 
 const META_LAST_COMMIT_TS: &[u8] = b"shard/last_commit_ts";
 const META_APPLIED_SLOT: &[u8] = b"shard/applied_slot";
+/// Present while a snapshot is being restored (its slot): a shard opened
+/// with it holds a half-written state, restores again, and serves nothing
+/// until then.
+const META_RESTORING: &[u8] = b"shard/restoring";
 /// Families a state-machine snapshot carries (`meta` is node-local).
 const SNAPSHOT_FAMILIES: [ColumnFamily; 3] = [ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks];
 
@@ -162,6 +166,9 @@ struct State {
     prepared: HashMap<TxnId, (Prepared, u64)>,
     last_commit_ts: Timestamp,
     applied_slot: u64,
+    /// A snapshot restore is under way or was cut short by a crash: the
+    /// engine holds part of it, and no read is caught up.
+    restoring: bool,
     /// Bumped whenever a lock is released: local waiters watch it.
     releases: u64,
 }
@@ -176,6 +183,10 @@ pub struct Shard {
     faults: ValidationFaults,
     state: Mutex<State>,
     released: Condvar,
+    /// Reads of the engine hold it shared; a snapshot restore, which
+    /// rewrites the engine in several batches, holds it exclusively, so no
+    /// read sees a state half restored.
+    restore_gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -206,7 +217,10 @@ impl Shard {
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard last commit timestamp".into()))?,
             None => Timestamp::ZERO,
         };
+        let restoring = engine.get(ColumnFamily::Meta, META_RESTORING)?.is_some();
         let applied_slot = match engine.get(ColumnFamily::Meta, META_APPLIED_SLOT)? {
+            // A restore cut short: nothing is applied until it is redone.
+            _ if restoring => 0,
             Some(bytes) => u64::from_be_bytes(
                 bytes.as_slice().try_into().map_err(|_| geodb_storage::Error::Corrupt("shard applied slot".into()))?,
             ),
@@ -232,11 +246,15 @@ impl Shard {
                 prepared: HashMap::new(),
                 last_commit_ts,
                 applied_slot,
+                restoring,
                 releases: 0,
             }),
             released: Condvar::new(),
+            restore_gate: RwLock::new(()),
         };
-        shard.load_prepared(0)?;
+        if !restoring {
+            shard.load_prepared(0)?;
+        }
         Ok(shard)
     }
 
@@ -256,9 +274,21 @@ impl Shard {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Held while reading the engine (see `restore_gate`).
+    fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.restore_gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Rebuilds the prepared transactions and their locks from the durable
-    /// records (after open or a restored snapshot).
+    /// records (after open).
     fn load_prepared(&self, now_us: u64) -> Result<()> {
+        let records = self.read_prepared()?;
+        self.install_prepared(&mut self.state(), records, now_us);
+        Ok(())
+    }
+
+    /// The durable records of the prepared transactions.
+    fn read_prepared(&self) -> Result<Vec<Prepared>> {
         let start = b"p".to_vec();
         let end = b"q".to_vec();
         let mut records = Vec::new();
@@ -271,7 +301,11 @@ impl Shard {
             let (_, bytes) = item?;
             records.push(decode::<Prepared>(&bytes, "prepared transaction")?);
         }
-        let mut state = self.state();
+        Ok(records)
+    }
+
+    /// Replaces the prepared transactions and their locks with `records`.
+    fn install_prepared(&self, state: &mut State, records: Vec<Prepared>, now_us: u64) {
         state.locks = LockTable::default();
         state.prepared.clear();
         for prepared in records {
@@ -279,7 +313,6 @@ impl Shard {
             self.hlc.observe(prepared.prepare_ts);
             state.prepared.insert(prepared.changes.txn, (prepared, now_us));
         }
-        Ok(())
     }
 
     // --- leadership ----------------------------------------------------------
@@ -335,6 +368,7 @@ impl Shard {
     /// of that snapshot everywhere.
     pub fn check_guard(&self, guard: Option<&Guard>, mode: &ReadMode) -> Result<()> {
         let Some((key, expected)) = guard else { return Ok(()) };
+        let _reading = self.reading();
         if mvcc::get(self.engine.as_ref(), key, read_ts(mode))? == *expected {
             return Ok(());
         }
@@ -369,6 +403,7 @@ impl Shard {
 
     /// [`Shard::get`], and the timestamp of the version read (none: ZERO).
     pub fn get_timed(&self, key: &[u8], mode: &ReadMode) -> Result<(Option<Vec<u8>>, Timestamp)> {
+        let _reading = self.reading();
         let version = mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?;
         Ok(match version {
             Some(version) => (version.value, version.ts),
@@ -384,6 +419,7 @@ impl Shard {
         limit: Option<usize>,
         mode: &ReadMode,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Timestamp)> {
+        let _reading = self.reading();
         Ok(mvcc::scan_with_newest(
             self.engine.as_ref(),
             mvcc::bound_as_slice(&range.0),
@@ -398,11 +434,13 @@ impl Shard {
     /// `Ready`: no lock at or below the timestamp was held then, and none can
     /// appear below it since (R2), so the engine's answer is final.
     pub fn get(&self, key: &[u8], mode: &ReadMode) -> Result<Option<Vec<u8>>> {
+        let _reading = self.reading();
         Ok(mvcc::get(self.engine.as_ref(), key, read_ts(mode))?)
     }
 
     /// The version of `key` visible as `mode` says, with its writer.
     pub fn get_version(&self, key: &[u8], mode: &ReadMode) -> Result<Option<mvcc::Version>> {
+        let _reading = self.reading();
         Ok(mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?)
     }
 
@@ -806,32 +844,107 @@ impl Shard {
         self.state().applied_slot
     }
 
-    /// The shard's replicated state as one byte string (its versions,
-    /// prepared transactions and decisions, and its newest commit time).
-    /// Taken between applies: the caller keeps `apply` out meanwhile.
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
-        let last = self.state().last_commit_ts;
-        let mut out = last.encode().to_vec();
-        out.extend_from_slice(&geodb_storage::snapshot::export(self.engine.as_ref(), &SNAPSHOT_FAMILIES)?);
-        Ok(out)
+    /// Snapshots the shard's replicated state (its versions, prepared
+    /// transactions and decisions, and its newest commit time) at its
+    /// applied slot, into chunks of about `chunk_bytes` stored in the
+    /// engine's snapshots family, streamed from one engine scan per family
+    /// (never the whole state in memory). Returns the slot and the chunk
+    /// count; the chunks are durable on return. Taken between applies: the
+    /// caller keeps `apply` out meanwhile.
+    ///
+    /// Chunk 0 is the newest commit time; the others are the
+    /// `geodb_storage::snapshot` export of [`SNAPSHOT_FAMILIES`].
+    pub fn write_snapshot(&self, chunk_bytes: usize) -> Result<(u64, u64)> {
+        let (slot, last) = {
+            let state = self.state();
+            (state.applied_slot, state.last_commit_ts)
+        };
+        // Each chunk is written as the next one is cut; the last is synced,
+        // which makes all of them durable.
+        let mut pending = WriteBatch::new();
+        snapshot::put_chunk(&mut pending, slot, 0, last.encode().to_vec());
+        let mut index = 1;
+        snapshot::export(self.engine.as_ref(), &SNAPSHOT_FAMILIES, chunk_bytes, |chunk| {
+            self.engine.write(std::mem::take(&mut pending), Durability::Buffered)?;
+            snapshot::put_chunk(&mut pending, slot, index, chunk);
+            index += 1;
+            Ok(())
+        })?;
+        self.engine.write(pending, Durability::Sync)?;
+        Ok((slot, index))
     }
 
-    /// Replaces the shard's state with a snapshot taken at `slot` by another
-    /// replica. Transactions whose snapshots predate it can no longer be
-    /// validated here (the log of recent commits restarts empty).
-    pub fn restore(&self, slot: u64, bytes: &[u8], now_us: u64) -> Result<()> {
-        let corrupt = || Error::Storage(geodb_storage::Error::Corrupt("shard snapshot".into()));
-        if bytes.len() < Timestamp::ENCODED_LEN {
-            return Err(corrupt());
+    /// Chunk `index` of the snapshot at `slot`, if this replica stores it.
+    pub fn snapshot_chunk(&self, slot: u64, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(snapshot::chunk(self.engine.as_ref(), slot, index)?)
+    }
+
+    /// Stores, durably, chunk `index` of the snapshot at `slot` received
+    /// from another replica. The first chunk of one drops every other
+    /// snapshot stored above `keep` (the replica's own): transfers given up.
+    pub fn store_snapshot_chunk(&self, slot: u64, index: u64, bytes: Vec<u8>, keep: u64) -> Result<()> {
+        if index == 0 {
+            self.drop_snapshots(|stored| stored > keep && stored != slot)?;
         }
-        let (ts, data) = bytes.split_at(Timestamp::ENCODED_LEN);
-        let last = Timestamp::decode(ts).ok_or_else(corrupt)?;
-        geodb_storage::snapshot::import(self.engine.as_ref(), &SNAPSHOT_FAMILIES, data)?;
+        let mut batch = WriteBatch::new();
+        snapshot::put_chunk(&mut batch, slot, index, bytes);
+        Ok(self.engine.write(batch, Durability::Sync)?)
+    }
+
+    /// Drops the stored snapshots whose slot `drop` picks.
+    pub fn drop_snapshots(&self, drop: impl Fn(u64) -> bool) -> Result<()> {
+        for slot in snapshot::stored_slots(self.engine.as_ref())? {
+            if drop(slot) {
+                snapshot::drop_snapshot(self.engine.as_ref(), slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the shard's state with the snapshot of `chunks` chunks at
+    /// `slot`, stored in the engine (taken by another replica, or by this
+    /// one before a crash). Transactions whose snapshots predate it can no
+    /// longer be validated here (the log of recent commits restarts empty).
+    ///
+    /// The whole snapshot is checked first: a corrupt or missing chunk is an
+    /// error and changes nothing. The import then rewrites the families in
+    /// bounded batches, between a durable restoring mark and the synced
+    /// batch that ends it; reads wait meanwhile, and a shard opened with
+    /// the mark set serves nothing until it has restored again.
+    pub fn restore(&self, slot: u64, chunks: u64, now_us: u64) -> Result<()> {
+        let chunk = |index: u64| -> Result<Vec<u8>> {
+            snapshot::chunk(self.engine.as_ref(), slot, index)?.ok_or_else(|| {
+                Error::Storage(geodb_storage::Error::Corrupt(format!(
+                    "chunk {index} of the snapshot at slot {slot} of shard {} is missing",
+                    self.id
+                )))
+            })
+        };
+        let last = Timestamp::decode(&chunk(0)?)
+            .ok_or_else(|| Error::Storage(geodb_storage::Error::Corrupt("shard snapshot: commit time".into())))?;
+        let mut check = snapshot::check(&SNAPSHOT_FAMILIES);
+        for index in 1..chunks {
+            check.chunk(&chunk(index)?)?;
+        }
+
+        let _exclusive = self.restore_gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.state().restoring = true;
+        let mut mark = WriteBatch::new();
+        mark.put(ColumnFamily::Meta, META_RESTORING.to_vec(), slot.to_be_bytes().to_vec());
+        self.engine.write(mark, Durability::Sync)?;
+        let mut import = snapshot::Import::begin(self.engine.as_ref(), &SNAPSHOT_FAMILIES)?;
+        for index in 1..chunks {
+            import.chunk(&chunk(index)?)?;
+        }
         let mut meta = WriteBatch::new();
         meta.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last.encode().to_vec());
         meta.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
-        self.engine.write(meta, Durability::Sync)?;
+        meta.delete(ColumnFamily::Meta, META_RESTORING.to_vec());
+        import.finish(meta)?;
         self.hlc.observe(last);
+        let prepared = self.read_prepared()?;
+        // Published at once: the restored commits with the transactions
+        // prepared in them, so no read is caught up against half of it.
         {
             let mut state = self.state();
             state.recent.clear();
@@ -839,9 +952,10 @@ impl Shard {
             state.log_floor = state.log_floor.max(last);
             state.last_commit_ts = last;
             state.applied_slot = slot;
+            self.install_prepared(&mut state, prepared, now_us);
+            state.restoring = false;
             state.releases += 1;
         }
-        self.load_prepared(now_us)?;
         self.released.notify_all();
         Ok(())
     }
@@ -915,7 +1029,9 @@ impl Shard {
     /// resolution was applied.
     pub fn caught_up(&self, after: Timestamp) -> bool {
         let state = self.state();
-        state.last_commit_ts >= after && state.prepared.values().all(|(prepared, _)| prepared.prepare_ts > after)
+        !state.restoring
+            && state.last_commit_ts >= after
+            && state.prepared.values().all(|(prepared, _)| prepared.prepare_ts > after)
     }
 
     pub fn stats(&self) -> ShardStats {

@@ -171,6 +171,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "applied_index": status.applied,
                 "chosen_index": status.chosen,
                 "snapshot_index": status.snapshot_slot,
+                "snapshot_chunks": status.snapshot_chunks,
                 "snapshots_installed": published.snapshots_installed.get(group).copied().unwrap_or(0),
                 "prepared": status.prepared,
                 "last_commit_ts": shard.map(|shard| shard.stats().last_commit_ts.to_string()),

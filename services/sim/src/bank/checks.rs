@@ -250,8 +250,18 @@ impl World {
 
 /// A replica's replicated state, for comparing replicas.
 fn dump(engine: &dyn Engine) -> Result<Vec<u8>, String> {
-    geodb_storage::snapshot::export(engine, &[ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks])
-        .map_err(|e| e.to_string())
+    let mut out = Vec::new();
+    geodb_storage::snapshot::export(
+        engine,
+        &[ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks],
+        usize::MAX,
+        |chunk| {
+            out.extend_from_slice(&chunk);
+            Ok(())
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn check_flags(chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {

@@ -43,12 +43,13 @@ mod rpc;
 mod workload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use geodb_geo::paxos::{Config, GroupId, NodeReady, Stored};
 use geodb_geo::{LatencyMatrix, NodeId};
-use geodb_storage::{Engine, MemoryEngine, ScopedEngine};
+use geodb_storage::{ColumnFamily, Durability, Engine, MemoryEngine, ScopedEngine, WriteBatch};
 use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
 use geodb_txn::protocol::{Refusal, Request, Response, ShardId};
@@ -318,7 +319,10 @@ struct SimNode {
     disk: crate::disk::Disk,
     hlc: Arc<Hlc>,
     host: Host,
-    engine: Arc<dyn Engine>,
+    /// The node's store. Only its snapshots family outlives a crash here:
+    /// the state machines are rebuilt from their durable Paxos state and
+    /// the snapshot chunks it names.
+    engine: Arc<MemoryEngine>,
     durable: BTreeMap<GroupId, Stored>,
     syncing: VecDeque<NodeReady>,
     rpc: NodeRpc,
@@ -686,23 +690,30 @@ impl World {
             },
         };
         // A restarted node rebuilds its state machines from its durable
-        // Paxos state alone (the engine is volatile here), with a new
-        // hybrid clock (a process's clock state does not survive it).
+        // Paxos state and snapshot chunks alone (the rest of the engine is
+        // volatile here), with a new hybrid clock (a process's clock state
+        // does not survive it).
         sim_node.hlc = Arc::new(Hlc::new(
             Box::new(NodeClock { now_us: self.now_us.clone(), clock: sim_node.clock }),
             MAX_OFFSET_NS,
         ));
-        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let engine = match snapshots_after_a_crash(&sim_node.engine) {
+            Ok(engine) => engine,
+            Err(error) => return self.fail(format!("{node}: its snapshots cannot be read after a crash: {error}")),
+        };
         let mut host = Host::new(config, sim_node.hlc.clone(), sim_node.incarnation << 40);
         let validation = ValidationFaults { skip_ranges: faults.skip_range_validation };
         for shard in &self.shards {
             let group = GroupId(shard.id);
             let Some(config) = self.configs.get(&(node, group)) else { continue };
-            let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), geodb_txn::shard_prefix(shard.id)));
+            let view: Arc<dyn Engine> =
+                Arc::new(ScopedEngine::new(engine.clone() as Arc<dyn Engine>, geodb_txn::shard_prefix(shard.id)));
             let state = Shard::open_with_faults(shard.id, view, sim_node.hlc.clone(), true, validation)
                 .expect("a fresh memory engine opens");
             let stored = sim_node.durable.entry(group).or_default().clone();
-            host.add_group(config.clone(), stored, Arc::new(state), COMPACT_AFTER_SLOTS, local);
+            if let Err(error) = host.add_group(config.clone(), stored, Arc::new(state), COMPACT_AFTER_SLOTS, local) {
+                return self.fail(format!("{node}: {group} cannot restart: {error}"));
+            }
         }
         sim_node.host = host;
         sim_node.engine = engine;
@@ -983,4 +994,18 @@ fn true_time_at(clock: &Clock, until_ns: u64, now_us: u64) -> u64 {
         if clock.local_us(middle) >= wanted_us { high = middle } else { low = middle }
     }
     high
+}
+
+/// What a node's engine keeps through a crash here: what was synced of its
+/// snapshots family (everything else is rebuilt from the Paxos state).
+fn snapshots_after_a_crash(engine: &MemoryEngine) -> geodb_storage::Result<Arc<MemoryEngine>> {
+    engine.crash();
+    let mut chunks = WriteBatch::new();
+    for pair in engine.scan(ColumnFamily::Snapshots, Bound::Unbounded, Bound::Unbounded, false)? {
+        let (key, value) = pair?;
+        chunks.put(ColumnFamily::Snapshots, key, value);
+    }
+    let kept = Arc::new(MemoryEngine::new());
+    kept.write(chunks, Durability::Sync)?;
+    Ok(kept)
 }

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use geodb_geo::paxos::{
-    Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, Slot, Snapshot, Stored,
-    Value,
+    Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady, ProposeError, ReadOutcome, Ready, Slot, Snapshot,
+    Stored, Value,
 };
 use geodb_geo::{LatencyMatrix, NodeId};
 use rand::Rng;
@@ -214,6 +214,9 @@ struct SimNode {
     disk: crate::disk::Disk,
     paxos: MultiPaxos,
     durable: BTreeMap<GroupId, Stored>,
+    /// Each group's snapshot chunks by slot and index, as its state machine
+    /// stores them (durable: a crash keeps them).
+    chunks: BTreeMap<GroupId, BTreeMap<(Slot, u64), Vec<u8>>>,
     syncing: VecDeque<NodeReady>,
     registers: BTreeMap<GroupId, Registers>,
 }
@@ -360,6 +363,7 @@ impl World {
                     disk: crate::disk::Disk::new(fsync_us),
                     paxos: MultiPaxos::new(*node),
                     durable: BTreeMap::new(),
+                    chunks: BTreeMap::new(),
                     syncing: VecDeque::new(),
                     registers: BTreeMap::new(),
                 },
@@ -557,6 +561,9 @@ impl World {
         for group in &self.groups {
             if let Some(config) = self.configs.get(&(node, group.id)) {
                 let stored = sim_node.durable.entry(group.id).or_default().clone();
+                // Only the stored snapshot's chunks are kept across a restart.
+                let keep = stored.snapshot.as_ref().map(|snapshot| snapshot.slot);
+                sim_node.chunks.entry(group.id).or_default().retain(|(slot, _), _| Some(*slot) == keep);
                 paxos.add_group(config.clone(), stored, local);
                 sim_node.registers.insert(group.id, Registers::default());
             }
@@ -632,6 +639,9 @@ impl World {
                 self.transmit(envelope);
             }
         }
+        for (group, group_ready) in ready.iter_mut() {
+            self.move_snapshot_chunks(node, *group, group_ready);
+        }
         for (group, group_ready) in ready {
             if let Some(snapshot) = &group_ready.restore {
                 self.restore(node, group, snapshot);
@@ -657,8 +667,48 @@ impl World {
         }
     }
 
+    /// Sends the chunks asked for, stores the chunks received and tells the
+    /// replica, and drops the chunks of snapshots replaced on disk, as the
+    /// real host does.
+    fn move_snapshot_chunks(&mut self, node: NodeId, group: GroupId, ready: &mut Ready) {
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        let chunks = sim_node.chunks.entry(group).or_default();
+        let mut outgoing = Vec::new();
+        for send in std::mem::take(&mut ready.snapshot_sends) {
+            let Some(data) = chunks.get(&(send.slot, send.index)).cloned() else { continue };
+            outgoing.push(send.envelope(group, node, data));
+        }
+        for chunk in std::mem::take(&mut ready.snapshot_chunks) {
+            if chunk.index == 0 {
+                let keep = sim_node.paxos.group(group).map_or(Slot::ZERO, |replica| replica.snapshot_slot());
+                chunks.retain(|(slot, _), _| *slot <= keep || *slot == chunk.slot);
+            }
+            chunks.insert((chunk.slot, chunk.index), chunk.data);
+            sim_node.paxos.chunk_stored(group, chunk.slot, chunk.index);
+        }
+        if let Some(snapshot) = &ready.persist.snapshot {
+            chunks.retain(|(slot, _), _| *slot >= snapshot.slot);
+        }
+        for envelope in outgoing {
+            self.transmit(envelope);
+        }
+    }
+
     fn restore(&mut self, node: NodeId, group: GroupId, snapshot: &Snapshot) {
-        let registers = Registers::restore(snapshot.slot, &snapshot.data);
+        let chunks = &self.nodes[&node].chunks[&group];
+        let mut bytes = Vec::new();
+        for index in 0..snapshot.chunks {
+            match chunks.get(&(snapshot.slot, index)) {
+                Some(chunk) => bytes.extend_from_slice(chunk),
+                None => {
+                    let missing =
+                        format!("{node} {group}: chunk {index} of the snapshot at {} is missing", snapshot.slot);
+                    self.fail(Err(missing));
+                    return;
+                }
+            }
+        }
+        let registers = Registers::restore(snapshot.slot, &bytes);
         let digest = registers.digest();
         self.nodes.get_mut(&node).expect("known node").registers.insert(group, registers);
         self.report.snapshots_installed += 1;
@@ -693,8 +743,14 @@ impl World {
         let Some(registers) = sim_node.registers.get(&group) else { return };
         let Some(replica) = sim_node.paxos.group(group) else { return };
         if registers.applied.0 >= replica.snapshot_slot().0 + COMPACT_AFTER_SLOTS {
-            let snapshot = Snapshot::new(registers.applied, registers.snapshot());
-            sim_node.paxos.compact(group, snapshot);
+            let (slot, bytes) = (registers.applied, registers.snapshot());
+            let pieces: Vec<&[u8]> =
+                if bytes.is_empty() { vec![&[]] } else { bytes.chunks(SNAPSHOT_CHUNK_BYTES).collect() };
+            let chunks = sim_node.chunks.entry(group).or_default();
+            for (index, piece) in pieces.iter().enumerate() {
+                chunks.insert((slot, index as u64), piece.to_vec());
+            }
+            sim_node.paxos.compact(group, Snapshot::new(slot, pieces.len() as u64));
         }
     }
 }

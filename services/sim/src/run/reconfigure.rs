@@ -220,6 +220,7 @@ impl World {
         let now = self.scheduler.now_us();
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.durable.insert(id, Stored::default());
+        sim_node.chunks.remove(&id);
         if sim_node.up {
             let local = sim_node.clock.local_us(now);
             sim_node.paxos.add_group(config, Stored::default(), local);
@@ -236,6 +237,7 @@ impl World {
         sim_node.paxos.remove_group(id);
         sim_node.registers.remove(&id);
         sim_node.durable.remove(&id);
+        sim_node.chunks.remove(&id);
         self.invariants.on_retire(node, id);
     }
 }
