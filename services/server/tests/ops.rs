@@ -2,7 +2,8 @@
 //! them with: `promtool` on a live node's `/metrics` and on the Prometheus
 //! rules, the Grafana dashboard against Grafana's published schema,
 //! `kubectl kustomize` and `helm template` output against the Kubernetes API
-//! schemas, hadolint on the Dockerfile, and the log formats.
+//! schemas, hadolint on the Dockerfile, shellcheck on the scripts, the
+//! `./geodb` launcher on a fresh machine, and the log formats.
 //!
 //! The tools are installed by `.ci/ops-tools` into `$GEODB_OPS_TOOLS`
 //! (default `~/.cache/geodb-ops-tools`), one per name in its `bin/`. A
@@ -236,6 +237,93 @@ fn the_dockerfile_passes_hadolint() {
 
 /// The manifests of each YAML file as JSON objects, parsed by the tools'
 /// Python (one process for all files: its start-up is most of the cost).
+#[test]
+fn the_launcher_passes_shellcheck() {
+    run(Command::new(tool("shellcheck"))
+        .arg(repo().join("geodb"))
+        .arg(repo().join(".ci/run"))
+        .arg(repo().join(".ci/ops-tools")));
+}
+
+/// Where the system keeps `tool`.
+fn system_tool(tool: &str) -> PathBuf {
+    ["/usr/bin", "/bin"].iter().map(|dir| Path::new(dir).join(tool)).find(|path| path.exists()).unwrap()
+}
+
+/// A directory to be the whole `PATH` of `./geodb`: the few system tools it
+/// needs, and stand-ins for the commands `names`, each appending its name
+/// and arguments to `calls`; `id -u` answers 0 (root).
+fn stand_ins(dir: &Path, names: &[&str]) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["dirname", "grep", "env"] {
+        std::os::unix::fs::symlink(system_tool(tool), bin.join(tool)).unwrap();
+    }
+    let calls = dir.join("calls");
+    for name in names {
+        let answer = match *name {
+            "id" => "echo 0",
+            // Neither the package nor the library is installed.
+            "dpkg" => "exit 1",
+            _ => "true",
+        };
+        let script = format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n{answer}\n", calls.display());
+        let path = bin.join(name);
+        std::fs::write(&path, script).unwrap();
+        run(Command::new("chmod").arg("+x").arg(&path));
+    }
+    calls
+}
+
+/// `./geodb` on a fresh checkout (nothing built) of a Debian machine
+/// without libclang, as root: it installs libclang-dev with apt-get, then
+/// runs GeoDB through cargo with the arguments it was given.
+#[test]
+fn the_launcher_installs_libclang_on_a_fresh_machine_then_runs_geodb() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    std::fs::copy(repo().join("geodb"), checkout.join("geodb")).unwrap();
+    let calls = stand_ins(dir.path(), &["cargo", "dpkg", "ldconfig", "apt-get", "id"]);
+    let output = Command::new(system_tool("bash"))
+        .arg(checkout.join("geodb"))
+        .args(["dev", "--data-dir", "my data"])
+        .env("PATH", dir.path().join("bin"))
+        .env_remove("LIBCLANG_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("installing libclang-dev") && stderr.contains("first build"), "{stderr}");
+    let calls = std::fs::read_to_string(calls).unwrap();
+    let manifest = checkout.join("Cargo.toml");
+    let expected = [
+        "id -u".to_string(),
+        "apt-get update -qq".to_string(),
+        "apt-get install -y -qq --no-install-recommends libclang-dev".to_string(),
+        format!("cargo run --manifest-path {} -p geodb-server -- dev --data-dir my data", manifest.display()),
+    ];
+    let seen: Vec<&str> =
+        calls.lines().filter(|line| !line.starts_with("dpkg") && !line.starts_with("ldconfig")).collect();
+    assert_eq!(seen, expected, "{calls}");
+}
+
+/// Without cargo, `./geodb` says what to install instead of failing obscurely.
+#[test]
+fn the_launcher_without_cargo_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    stand_ins(dir.path(), &["id"]);
+    let output = Command::new(system_tool("bash"))
+        .arg(repo().join("geodb"))
+        .arg("dev")
+        .env("PATH", dir.path().join("bin"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cargo is not installed") && stderr.contains("rustup.rs"), "{stderr}");
+}
+
 fn parse_yaml(files: &[PathBuf]) -> Vec<Vec<Value>> {
     let mut python = Command::new(tool("python"));
     python
