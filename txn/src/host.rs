@@ -693,7 +693,7 @@ impl Host {
                 // R4: confirm leadership with a round that starts now.
                 let id = self.next_read_id;
                 self.next_read_id += 1;
-                match self.paxos.read_index(group, id) {
+                match self.paxos.read_index(group, id, self.now_us) {
                     Ok(()) => {
                         let mut parked = parked;
                         clear_barrier(&mut parked.request);
@@ -1058,8 +1058,11 @@ impl Host {
         self.next_read_id += 1;
         let Some(hosted) = self.shards.get_mut(&group) else { return };
         hosted.shard.set_serving(false);
-        hosted.leadership =
-            if self.paxos.read_index(group, id).is_ok() { Leadership::Confirming(id) } else { Leadership::Follower };
+        hosted.leadership = if self.paxos.read_index(group, id, self.now_us).is_ok() {
+            Leadership::Confirming(id)
+        } else {
+            Leadership::Follower
+        };
     }
 
     /// Groups this node stopped leading stop serving: their proposals in

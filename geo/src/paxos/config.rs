@@ -23,6 +23,19 @@ pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 4 << 20;
 /// Most read requests a leader holds while confirming leadership.
 pub const READS_PENDING_MAX: usize = 1024;
 
+/// A lease lasts this share of the election timeout (the leader's, which
+/// must be every voter's: see `docs/design/multipaxos.md`), in percent, from the
+/// heartbeat round that confirmed it (`docs/design/multipaxos.md`,
+/// "Leases"): the rest absorbs clocks that run at different rates. 85 %
+/// holds while no two clocks' rates differ by more than 16 % (each within
+/// ±8 % of true time; NTP keeps them within 0.05 %).
+pub const LEASE_PERCENT: u64 = 85;
+
+/// Heartbeat rounds a leader remembers the sending time of, waiting for a
+/// quorum's acknowledgements (older ones are forgotten: acknowledgements of
+/// a forgotten round extend no lease, which is safe).
+pub const ROUNDS_UNCONFIRMED_MAX: usize = 64;
+
 const _: () = assert!(BATCH_COMMANDS_MAX > 0 && CATCH_UP_ENTRIES_MAX > 0);
 // Eight full batches (the default window) fit in the pending queue, so a
 // burst the pipeline can absorb is never refused as `Busy`.
@@ -62,6 +75,9 @@ pub struct Config {
     /// `SnapshotChunk` message (a record larger than this is a chunk of
     /// its own).
     pub snapshot_chunk_bytes: usize,
+    /// Whether a leader serves reads under a lease, without a heartbeat
+    /// round, while a quorum's acknowledgements say no other can lead.
+    pub leases: bool,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,
 }
@@ -81,6 +97,7 @@ impl Config {
             placement_delay_us: 5 * heartbeat_interval_us,
             window_slots_max: 8,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+            leases: true,
             seed: 0,
         }
     }

@@ -74,10 +74,12 @@ impl Snapshot {
 /// A message between two replicas of one group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// Phase 1a for every slot from `from` on. `handoff` marks a candidacy the
-    /// current leader asked for (placement), which acceptors must not refuse
-    /// for having heard from that leader recently.
-    Prepare { ballot: Ballot, from: Slot, handoff: bool },
+    /// Phase 1a for every slot from `from` on. `handoff` names the ballot of
+    /// the leader that asked for this candidacy (placement): acceptors that
+    /// follow that very ballot must not refuse it for having heard from
+    /// their leader recently (that leader gave up its lease to ask); any
+    /// other acceptor treats it as an ordinary candidacy.
+    Prepare { ballot: Ballot, from: Slot, handoff: Option<Ballot> },
     /// Phase 1b: the acceptor promised `ballot` and reports what it accepted at
     /// or after the prepare's `from`. Entries at or below `chosen` are chosen.
     /// Nothing at or below `snapshot_slot` is reported: it was compacted away.

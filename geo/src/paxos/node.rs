@@ -117,9 +117,9 @@ impl MultiPaxos {
         }
     }
 
-    pub fn read_index(&mut self, group: GroupId, id: u64) -> Result<(), ProposeError> {
+    pub fn read_index(&mut self, group: GroupId, id: u64, now_us: u64) -> Result<(), ProposeError> {
         match self.groups.get_mut(&group) {
-            Some(replica) => replica.read_index(id),
+            Some(replica) => replica.read_index(id, now_us),
             None => Err(ProposeError::NotLeader { leader: None }),
         }
     }

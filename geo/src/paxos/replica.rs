@@ -39,14 +39,19 @@
 //! its chosen log and snapshot, never stored on its own.
 //!
 //! Linearizable reads use read-index (Ongaro, *Consensus: Bridging Theory and
-//! Practice* §6.4), not leases: no clock bound is needed for safety. See
-//! `docs/design/multipaxos.md`.
+//! Practice* §6.4), answered without a round while the leader holds a lease
+//! (§6.4.1): safe while clock rates differ by less than the lease's margin,
+//! every voter uses the same election timeout, and no clock stops while its
+//! process runs on. See `docs/design/multipaxos.md`, "Leases".
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::mem;
 
 use super::ballot::{Ballot, GroupId, Slot};
-use super::config::{BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX};
+use super::config::{
+    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, LEASE_PERCENT, PROPOSALS_PENDING_MAX, READS_PENDING_MAX,
+    ROUNDS_UNCONFIRMED_MAX,
+};
 use super::jitter::Jitter;
 use super::membership::Membership;
 use super::message::{Command, Entry, Envelope, Message, Snapshot, Value};
@@ -106,7 +111,8 @@ struct PromiseReport {
 struct Candidate {
     ballot: Ballot,
     from: Slot,
-    handoff: bool,
+    /// The ballot of the leader that asked for this candidacy, if one did.
+    handoff: Option<Ballot>,
     promises: BTreeMap<NodeId, PromiseReport>,
     /// Every voter a `Prepare` went to: the voters of each configuration
     /// phase 1 has found so far (see `phase1_configurations`).
@@ -159,6 +165,13 @@ struct Leader {
     reads: VecDeque<PendingRead>,
     handoff_sent_us: Option<u64>,
     elected_us: u64,
+    /// Heartbeat rounds sent and not yet confirmed: their number and when
+    /// they left (a lease counts from there).
+    rounds_sent: VecDeque<(u64, u64)>,
+    /// This leader's lease runs until then (its own clock; 0: none).
+    lease_until_us: u64,
+    /// It asked another voter to take over: no lease in this ballot again.
+    lease_given_up: bool,
     /// A voter answered `Compacted`: when first, who, and the highest
     /// snapshot slot heard (see `on_compacted`).
     compacted: Option<(u64, NodeId, Slot)>,
@@ -225,6 +238,9 @@ pub struct Replica {
     promise_dirty: bool,
     /// The promise last handed out to persist: promises never go backwards.
     promised_persisted: Ballot,
+    /// When this replica (re)started: it promises no ballot but the one a
+    /// leader asked for until an election timeout later (see `on_prepare`).
+    started_us: u64,
     ready: Ready,
 }
 
@@ -260,6 +276,7 @@ impl Replica {
             incoming: None,
             promise_dirty: false,
             promised_persisted: stored.hard_state.promised,
+            started_us: now_us,
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
             snapshot: stored.snapshot,
             membership: initial,
@@ -418,9 +435,11 @@ impl Replica {
 
     /// Asks for a linearizable read. A later Ready reports `id` as ready (serve
     /// it from the state machine then) or aborted (leadership lost).
-    pub fn read_index(&mut self, id: u64) -> Result<(), ProposeError> {
+    pub fn read_index(&mut self, id: u64, now_us: u64) -> Result<(), ProposeError> {
+        self.now_us = self.now_us.max(now_us);
         let leader_hint = self.leader;
         let chosen = self.chosen;
+        let leased = self.has_lease(self.now_us);
         let Role::Leader(leader) = &mut self.role else {
             return Err(ProposeError::NotLeader { leader: leader_hint });
         };
@@ -434,6 +453,13 @@ impl Replica {
         let index = chosen.max(leader.recovery_end);
         // Ongaro §6.4 step 3: a heartbeat round sent after the request arrived,
         // acknowledged by a quorum, proves no higher ballot has chosen anything yet.
+        // Under a lease (§6.4.1), no other ballot can have been elected now:
+        // the read waits only for the index to be applied.
+        if leased {
+            leader.reads.push_back(PendingRead { id, index, seq: 0 });
+            self.serve_reads();
+            return Ok(());
+        }
         leader.reads.push_back(PendingRead { id, index, seq: leader.heartbeat_seq + 1 });
         leader.read_round_due = true;
         Ok(())
@@ -498,12 +524,12 @@ impl Replica {
                 // Learners (and nodes outside the configuration) follow the
                 // log but never stand.
                 if now >= self.election_deadline_us && self.is_voter() && !self.abstaining {
-                    self.start_candidacy(false);
+                    self.start_candidacy(None);
                 }
             }
             Role::Candidate(candidate) => {
                 if now >= self.election_deadline_us {
-                    self.start_candidacy(false);
+                    self.start_candidacy(None);
                 } else if now >= candidate.sent_us + self.config.heartbeat_interval_us {
                     self.resend_prepare();
                 }
@@ -546,7 +572,7 @@ impl Replica {
                     && self.is_voter()
                     && !self.abstaining
                 {
-                    self.start_candidacy(true);
+                    self.start_candidacy(Some(ballot));
                 }
             }
         }
@@ -593,7 +619,7 @@ impl Replica {
         self.config.preferred_leader.filter(|preferred| self.membership.is_voter(*preferred))
     }
 
-    fn start_candidacy(&mut self, handoff: bool) {
+    fn start_candidacy(&mut self, handoff: Option<Ballot>) {
         self.abort_reads();
         let ballot = self.promised.next_for(self.config.node, self.round_seen);
         self.round_seen = ballot.round;
@@ -677,6 +703,16 @@ impl Replica {
         configurations
     }
 
+    /// Restarted less than an election timeout ago, having promised some
+    /// ballot before: it may have acknowledged a leader's heartbeat just
+    /// before, and no longer knows when (a fresh replica never did). Only
+    /// leases need this wait.
+    fn restarted_recently(&self) -> bool {
+        self.config.leases
+            && self.promised > Ballot::ZERO
+            && self.now_us < self.started_us + self.config.election_timeout_us
+    }
+
     /// Whether this replica is following a leader it heard from recently (or leads).
     fn leader_alive(&self) -> bool {
         match self.role {
@@ -691,7 +727,7 @@ impl Replica {
     /// Every replica answers: whether its promise counts is the candidate's
     /// business (a voter of some configuration it must cover), and a replica
     /// may be a voter there without knowing it yet (or any more).
-    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot, handoff: bool) {
+    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot, handoff: Option<Ballot>) {
         self.round_seen = self.round_seen.max(ballot.round);
         // Paxos Made Simple §2.2 (P1a): never promise below a promise already made.
         if ballot < self.promised {
@@ -701,8 +737,13 @@ impl Replica {
         if ballot > self.promised {
             // Ongaro's thesis §4.2.3 (disruptive servers): while a live leader is
             // heard, refuse to depose it, unless it asked for this candidacy.
-            // Refusing a promise is always safe.
-            if self.leader_alive() && !handoff {
+            // Refusing a promise is always safe. Leases rest on it: a voter
+            // that acknowledged a leader's heartbeat promises no other ballot
+            // for an election timeout after it heard it (nor for one after a
+            // restart, having forgotten when), unless that leader itself gave
+            // up its lease and asked for the candidacy.
+            let asked_by_my_leader = handoff.is_some_and(|asking| asking == self.promised);
+            if (self.leader_alive() || self.restarted_recently()) && !asked_by_my_leader {
                 self.send(from, Message::Reject { ballot, promised: self.promised });
                 return;
             }
@@ -815,6 +856,9 @@ impl Replica {
             reads: VecDeque::new(),
             handoff_sent_us: None,
             elected_us: self.now_us,
+            rounds_sent: VecDeque::new(),
+            lease_until_us: 0,
+            lease_given_up: false,
             compacted: None,
         };
         self.role = Role::Leader(Box::new(leader));
@@ -1122,6 +1166,10 @@ impl Replica {
         });
         if handoff_to.is_some() {
             leader.handoff_sent_us = Some(now);
+            // The successor's candidacy may be promised by voters that
+            // still follow this ballot: its lease ends here, for good.
+            leader.lease_given_up = true;
+            leader.lease_until_us = 0;
         }
         for (voter, slot) in resend {
             let value = self.log.get(&slot).expect("in-flight slots are in the log").1.clone();
@@ -1139,6 +1187,10 @@ impl Replica {
         let Role::Leader(leader) = &mut self.role else { return };
         leader.heartbeat_seq += 1;
         leader.heartbeat_sent_us = now;
+        if leader.rounds_sent.len() == ROUNDS_UNCONFIRMED_MAX {
+            leader.rounds_sent.pop_front();
+        }
+        leader.rounds_sent.push_back((leader.heartbeat_seq, now));
         leader.read_round_due = false;
         let (ballot, seq) = (leader.ballot, leader.heartbeat_seq);
         self.broadcast(Message::Heartbeat { ballot, seq, chosen });
@@ -1177,7 +1229,48 @@ impl Replica {
         *acked = (*acked).max(seq);
         let peer_chosen = leader.peer_chosen.entry(from).or_insert(Slot::ZERO);
         *peer_chosen = (*peer_chosen).max(chosen);
+        self.extend_lease();
         self.serve_reads();
+    }
+
+    /// A quorum acknowledged heartbeat round `k`, sent at `s`: each of its
+    /// voters heard this leader after `s` and promises no other ballot for
+    /// an election timeout after that, by its own clock (`on_prepare`). So
+    /// no other leader can be elected before `s` plus an election timeout,
+    /// shortened to `LEASE_PERCENT` of it for clocks that run at different
+    /// rates; until then this leader may serve reads without a round.
+    fn extend_lease(&mut self) {
+        if !self.config.leases {
+            return;
+        }
+        let confirmed = self.confirmed_seq();
+        let lease_us = self.config.election_timeout_us * LEASE_PERCENT / 100;
+        let Role::Leader(leader) = &mut self.role else { return };
+        let mut sent_at = None;
+        while let Some(&(seq, sent_us)) = leader.rounds_sent.front()
+            && seq <= confirmed
+        {
+            sent_at = Some(sent_us);
+            leader.rounds_sent.pop_front();
+        }
+        if let Some(sent_us) = sent_at
+            && !leader.lease_given_up
+        {
+            leader.lease_until_us = leader.lease_until_us.max(sent_us + lease_us);
+        }
+    }
+
+    /// When this leader's lease ends (its own clock), if it holds one.
+    pub fn lease_expiry_us(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader(leader) if !leader.lease_given_up && leader.lease_until_us > 0 => Some(leader.lease_until_us),
+            _ => None,
+        }
+    }
+
+    /// Whether this replica leads with a lease at `now_us` (its own clock).
+    pub fn has_lease(&self, now_us: u64) -> bool {
+        matches!(&self.role, Role::Leader(leader) if !leader.lease_given_up && now_us < leader.lease_until_us)
     }
 
     /// Leadership confirmed up to the heartbeat a quorum acknowledged.
@@ -1491,6 +1584,12 @@ impl Replica {
     fn on_membership_changed(&mut self, previous: Membership) {
         let me = self.config.node;
         let still_voter = self.membership.is_voter(me);
+        // A lease rests on a quorum of one configuration: a new one must
+        // confirm it again, from a round sent from now on.
+        if let Role::Leader(leader) = &mut self.role {
+            leader.lease_until_us = 0;
+            leader.rounds_sent.clear();
+        }
         match &self.role {
             Role::Leader(leader) => {
                 let (ballot, seq, chosen) = (leader.ballot, leader.heartbeat_seq, self.chosen);

@@ -236,6 +236,19 @@ impl Cluster {
             .collect()
     }
 
+    /// Every replica restarted (nothing is stored yet) with leases off.
+    fn without_leases(&mut self) {
+        for node in self.replicas.keys().copied().collect::<Vec<_>>() {
+            self.configs.get_mut(&node).unwrap().leases = false;
+            self.restart(node);
+        }
+    }
+
+    fn read_index(&mut self, node: NodeId, id: u64) -> Result<(), ProposeError> {
+        let now = self.now_us;
+        self.replica(node).read_index(id, now)
+    }
+
     fn propose(&mut self, node: NodeId, command: &str) {
         self.replica(node).propose(command.as_bytes().to_vec()).expect("leader accepts");
     }
@@ -794,31 +807,34 @@ fn stale_leader_cannot_commit() {
     cluster.assert_logs_agree();
 }
 
-/// Read-index on a healthy leader: served after one quorum round, at an
-/// index covering every write chosen before the request.
+/// Read-index on a healthy leader without leases: served after one quorum
+/// round, at an index covering every write chosen before the request.
 #[test]
 fn read_index_serves_after_a_quorum_round() {
     let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.without_leases();
     let leader = cluster.elect();
     cluster.propose(leader, "w");
     cluster.deliver_all();
     let written = cluster.replicas[&leader].chosen();
-    cluster.replica(leader).read_index(42).unwrap();
+    cluster.read_index(leader, 42).unwrap();
     cluster.process(leader);
     assert!(cluster.reads.get(&leader).is_none_or(|reads| reads.is_empty()), "not before a quorum answered");
     cluster.deliver_all();
     assert_eq!(cluster.reads[&leader], vec![ReadState { id: 42, outcome: ReadOutcome::Ready { index: written } }]);
-    assert_eq!(cluster.replica(n(2)).read_index(43), Err(ProposeError::NotLeader { leader: Some(leader) }));
+    assert_eq!(cluster.read_index(n(2), 43), Err(ProposeError::NotLeader { leader: Some(leader) }));
 }
 
-/// Read-index refuses on a deposed leader: cut off, it cannot gather a quorum
-/// for its read round, and when it learns of the higher ballot it aborts the read.
+/// Read-index refuses on a deposed leader without leases: cut off, it
+/// cannot gather a quorum for its read round, and when it learns of the
+/// higher ballot it aborts the read.
 #[test]
 fn read_index_refuses_on_a_deposed_leader() {
     let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.without_leases();
     let old = cluster.elect();
     cluster.cut.insert(old);
-    cluster.replica(old).read_index(7).expect("it still believes it leads");
+    cluster.read_index(old, 7).expect("it still believes it leads");
     let new = cluster.elect();
     cluster.propose(new, "newer write");
     cluster.deliver_all();
@@ -827,10 +843,175 @@ fn read_index_refuses_on_a_deposed_leader() {
         "a deposed leader served a read"
     );
     assert_eq!(cluster.reads[&old], vec![ReadState { id: 7, outcome: ReadOutcome::Aborted }]);
-    assert_eq!(cluster.replica(old).read_index(8), Err(ProposeError::NotLeader { leader: None }));
+    assert_eq!(cluster.read_index(old, 8), Err(ProposeError::NotLeader { leader: None }));
     cluster.cut.clear();
     cluster.run_until(|cluster| cluster.replicas[&old].leader() == Some(new));
-    assert_eq!(cluster.replica(old).read_index(9), Err(ProposeError::NotLeader { leader: Some(new) }));
+    assert_eq!(cluster.read_index(old, 9), Err(ProposeError::NotLeader { leader: Some(new) }));
+}
+
+/// Leases: a leader whose heartbeat round a quorum acknowledged serves a
+/// read without another round (no message leaves), at an index covering
+/// every write chosen before the request.
+#[test]
+fn lease_a_leader_with_a_lease_reads_without_a_round() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.propose(leader, "w");
+    cluster.deliver_all();
+    let written = cluster.replicas[&leader].chosen();
+    assert!(cluster.replicas[&leader].has_lease(cluster.now_us));
+    cluster.read_index(leader, 42).unwrap();
+    let ready = cluster.replica(leader).take_ready();
+    assert!(ready.send.is_empty(), "no round: {:?}", ready.send);
+    assert_eq!(ready.reads, vec![ReadState { id: 42, outcome: ReadOutcome::Ready { index: written } }]);
+}
+
+/// Leases: a leader cut off from the others keeps its lease until it runs
+/// out, and no other node is elected before it has: every step of the
+/// way, a node leading a higher ballot means the old lease is over. After
+/// that the old leader's reads need a round again, which it cannot get.
+#[test]
+fn lease_no_other_leader_is_elected_before_the_lease_runs_out() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let old = cluster.elect();
+    cluster.deliver_all();
+    assert!(cluster.replicas[&old].has_lease(cluster.now_us));
+    cluster.cut.insert(old);
+    let step_us = cluster.configs[&old].heartbeat_interval_us / 4;
+    let mut new = None;
+    for _ in 0..400 {
+        cluster.now_us += step_us;
+        let now = cluster.now_us;
+        for node in [n(2), n(3)] {
+            cluster.replica(node).tick(now);
+        }
+        cluster.deliver_all();
+        new = [n(2), n(3)].into_iter().find(|node| cluster.replicas[node].leader_ballot().is_some());
+        if new.is_some() {
+            break;
+        }
+        // The old leader is not ticked (as if its process stalled): only
+        // its clock, passed in with the read, ends its lease.
+    }
+    let new = new.expect("the others elect a leader once the lease is over");
+    assert!(!cluster.replicas[&old].has_lease(cluster.now_us), "two leaders while a lease held");
+    assert!(cluster.read_index(old, 7).is_ok(), "it still believes it leads");
+    let ready = cluster.replica(old).take_ready();
+    assert!(ready.reads.is_empty(), "an expired lease serves nothing without a round");
+    cluster.propose(new, "newer");
+    cluster.deliver_all();
+    assert!(cluster.reads.get(&old).is_none_or(|reads| reads.is_empty()));
+}
+
+/// Leases: every voter whose acknowledgement counted for the lease refuses
+/// another ballot until the lease has ended (the harness runs every clock
+/// at the same rate; the lease ends well before the voters' refusals do).
+#[test]
+fn lease_the_voters_that_granted_it_refuse_other_ballots_until_it_ends() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    let heartbeat_us = cluster.configs[&leader].heartbeat_interval_us;
+    cluster.tick_all(heartbeat_us);
+    let expiry = cluster.replicas[&leader].lease_expiry_us().expect("a lease");
+    assert!(expiry > cluster.now_us);
+    cluster.cut.insert(leader);
+    for voter in [n(2), n(3)] {
+        let ballot = Ballot::new(cluster.replicas[&voter].promised().round + 1, n(9));
+        let message = Message::Prepare { ballot, from: Slot(1), handoff: None };
+        cluster.replica(voter).step(expiry - 1, Envelope { group: GROUP, from: n(9), to: voter, message });
+        let ready = cluster.replica(voter).take_ready();
+        assert!(matches!(ready.send[0].message, Message::Reject { .. }), "{voter} promised while the lease held");
+    }
+}
+
+/// Leases: a voter that restarted promises no ballot for an election
+/// timeout (it may have acknowledged a lease just before, and forgot when),
+/// unless it never promised anything; then it votes as usual.
+#[test]
+fn lease_a_restarted_voter_promises_nothing_for_an_election_timeout() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.deliver_all();
+    cluster.crash(n(2));
+    cluster.restart(n(2));
+    let now = cluster.now_us;
+    let ballot = Ballot::new(99, n(3));
+    let prepare = Message::Prepare { ballot, from: Slot(1), handoff: None };
+    cluster.replica(n(2)).step(now, Envelope { group: GROUP, from: n(3), to: n(2), message: prepare.clone() });
+    let ready = cluster.replica(n(2)).take_ready();
+    assert!(matches!(ready.send[0].message, Message::Reject { .. }), "{:?}", ready.send);
+    let later = now + cluster.configs[&n(2)].election_timeout_us;
+    cluster.replica(n(2)).step(later, Envelope { group: GROUP, from: n(3), to: n(2), message: prepare });
+    let ready = cluster.replica(n(2)).take_ready();
+    assert!(ready.send.iter().any(|e| matches!(e.message, Message::Promise { .. })), "{:?}", ready.send);
+    let _ = leader;
+}
+
+/// Leases: the leader that asks its preferred successor to take over gives
+/// up its lease first (its voters will promise the successor); and a
+/// candidacy asked for by an older ballot's leader gets no such favour.
+#[test]
+fn lease_a_handoff_ends_the_lease_and_a_stale_one_is_refused() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    cluster.crash(n(1));
+    let interim = cluster.elect();
+    cluster.deliver_all();
+    assert!(cluster.replicas[&interim].has_lease(cluster.now_us));
+    let interim_ballot = cluster.replicas[&interim].leader_ballot().unwrap();
+    cluster.restart(n(1));
+    // Until the preferred node has caught up and the interim leader hands over.
+    let handed_over = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = handed_over.clone();
+    // The handoff is held back: the interim leader still leads, without a lease.
+    cluster.lose = Some(Box::new(move |envelope| {
+        let handoff = matches!(envelope.message, Message::Handoff { .. });
+        seen.set(seen.get() || handoff);
+        handoff
+    }));
+    for _ in 0..200 {
+        let heartbeat_us = cluster.configs[&interim].heartbeat_interval_us;
+        cluster.tick_all(heartbeat_us);
+        if handed_over.get() {
+            break;
+        }
+    }
+    assert_eq!(cluster.replicas[&interim].leader_ballot(), Some(interim_ballot));
+    assert!(!cluster.replicas[&interim].has_lease(cluster.now_us), "no lease once it asked for a successor");
+    cluster.lose = None;
+    assert!(handed_over.get(), "the interim leader handed over");
+    cluster.run_until(|cluster| cluster.leader() == Some(n(1)));
+    cluster.deliver_all();
+
+    // n2 or n3 now follows n1's ballot and heard it just now: a candidacy
+    // that claims the interim leader's (older) handoff is refused.
+    let follower = if interim == n(2) { n(3) } else { n(2) };
+    let now = cluster.now_us;
+    let ballot = Ballot::new(cluster.replicas[&follower].promised().round + 1, interim);
+    let prepare = Message::Prepare { ballot, from: Slot(1), handoff: Some(interim_ballot) };
+    cluster.replica(follower).step(now, Envelope { group: GROUP, from: interim, to: follower, message: prepare });
+    let ready = cluster.replica(follower).take_ready();
+    assert!(matches!(ready.send[0].message, Message::Reject { .. }), "{:?}", ready.send);
+    assert!(cluster.replicas[&n(1)].has_lease(cluster.now_us));
+}
+
+/// Leases: a membership change ends the lease; the next round acknowledged
+/// by a quorum of the new configuration starts another.
+#[test]
+fn lease_a_membership_change_needs_a_new_round() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    let leader = cluster.elect();
+    cluster.deliver_all();
+    assert!(cluster.replicas[&leader].has_lease(cluster.now_us));
+    cluster.join(n(4));
+    let target = membership(&[1, 2, 3], &[4]);
+    cluster.replica(leader).propose_membership(target.clone()).unwrap();
+    cluster.process(leader);
+    cluster.deliver_all();
+    assert_eq!(cluster.replicas[&leader].membership(), &target);
+    assert!(!cluster.replicas[&leader].has_lease(cluster.now_us), "the change ended the lease");
+    let heartbeat_us = cluster.configs[&leader].heartbeat_interval_us;
+    cluster.tick_all(heartbeat_us);
+    assert!(cluster.replicas[&leader].has_lease(cluster.now_us), "a round in the new configuration renews it");
 }
 
 /// A read right after an election waits until the slots recovered from
@@ -843,7 +1024,7 @@ fn read_index_waits_for_the_new_leaders_recovered_slots() {
     cluster.deliver_all();
     cluster.crash(leader);
     let next = cluster.elect();
-    cluster.replica(next).read_index(1).unwrap();
+    cluster.read_index(next, 1).unwrap();
     cluster.deliver_all();
     let Some(ReadState { outcome: ReadOutcome::Ready { index }, .. }) = cluster.reads[&next].first().copied() else {
         panic!("read not served");
@@ -915,7 +1096,7 @@ fn single_voter_group_commits_alone() {
     cluster.propose(leader, "solo");
     cluster.process_all();
     assert_eq!(cluster.commands(leader), vec![bytes("solo")]);
-    cluster.replica(leader).read_index(5).unwrap();
+    cluster.read_index(leader, 5).unwrap();
     cluster.process_all();
     // The no-ops a new leader chooses first (a window of them), then "solo".
     assert_eq!(cluster.reads[&leader][0].outcome, ReadOutcome::Ready { index: Slot(WINDOW_SLOTS + 1) });

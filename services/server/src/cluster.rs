@@ -129,6 +129,7 @@ impl Cluster {
             group.placement_delay_us = cluster.election_timeout_ms * 1_000;
             group.seed = cluster.id ^ spec.id.rotate_left(32);
             group.window_slots_max = COMMIT_WINDOW_SLOTS;
+            group.leases = cluster.leader_leases;
             group.snapshot_chunk_bytes = usize::try_from(cluster.snapshot_chunk_kib * 1024).unwrap_or(usize::MAX);
             let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(spec.id)));
             let shard = Arc::new(

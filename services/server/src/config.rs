@@ -92,6 +92,11 @@ pub struct ClusterConfig {
     /// many KiB (a record larger than that is a chunk of its own).
     #[serde(default = "default_snapshot_chunk_kib")]
     pub snapshot_chunk_kib: u64,
+    /// A shard leader serves coordinated reads under a lease, without a
+    /// round to a quorum, while a quorum's acknowledgements say no other
+    /// leader can be elected (`docs/design/multipaxos.md`, "Leases").
+    #[serde(default = "default_leader_leases")]
+    pub leader_leases: bool,
     /// Serve `/v1/admin/faults` (drop or partition links at runtime, for
     /// tests and drills). Off unless asked for: it can cut a node off.
     #[serde(default)]
@@ -142,6 +147,10 @@ fn default_election_timeout_ms() -> u64 {
 
 fn default_snapshot_interval_entries() -> u64 {
     10_000
+}
+
+fn default_leader_leases() -> bool {
+    true
 }
 
 fn default_snapshot_chunk_kib() -> u64 {

@@ -40,6 +40,8 @@ pub struct DevShape {
     pub admin_faults: bool,
     /// Shards per region for `home` tables.
     pub shards_per_region: u64,
+    /// Leaders serve reads under leases (`cluster.leader_leases`).
+    pub leader_leases: bool,
 }
 
 /// Starts every node of a dev cluster in this process and serves until
@@ -85,6 +87,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         snapshot_chunk_kib: 4 * 1024,
         admin_faults: shape.admin_faults,
         shards_per_region: shape.shards_per_region,
+        leader_leases: shape.leader_leases,
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();

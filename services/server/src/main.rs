@@ -55,6 +55,10 @@ enum Command {
         /// Shards per region for home tables.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
         shards_per_region: u64,
+        /// Shard leaders confirm every coordinated read with a round to a
+        /// quorum instead of serving it under a lease (for comparison).
+        #[arg(long)]
+        no_leader_leases: bool,
     },
     /// Run one node from a configuration file.
     Start {
@@ -85,6 +89,7 @@ fn run(cli: Cli) -> Result<(), String> {
             survival,
             admin_faults,
             shards_per_region,
+            no_leader_leases,
         } => {
             let temporary = match &data_dir {
                 Some(_) => None,
@@ -110,6 +115,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     survival,
                     admin_faults,
                     shards_per_region,
+                    leader_leases: !no_leader_leases,
                 };
                 runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
             };

@@ -1,9 +1,11 @@
 //! Simulated per-node clocks: a fixed offset (skew) and a rate error (drift).
 //!
-//! Replicas read time only through the `now_us` the runtime passes them. The
-//! protocol uses read-index rather than leases, so skew and drift can only
-//! change *when* timeouts fire, never what is safe; the simulator still
-//! varies both so that elections see unequal timers.
+//! Replicas read time only through the `now_us` the runtime passes them.
+//! Leader leases compare durations, each on one clock: skew (offsets) can
+//! only change *when* timeouts fire, and drift is what the lease's margin
+//! absorbs (`paxos::LEASE_PERCENT` holds for rates within about ±8 %; the
+//! simulator draws up to ±5 %), so reads under leases are checked for
+//! linearizability with unequal clocks and timers.
 
 /// Drift is bounded well below 100 % so that local time stays monotonic.
 pub const DRIFT_PPM_MAX: i64 = 50_000;

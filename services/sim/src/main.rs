@@ -186,10 +186,12 @@ fn main() -> ExitCode {
             let partitions: u64 = reports.iter().map(|report| report.partitions).sum();
             let events: u64 = reports.iter().map(|report| report.events).sum();
             let moves: u64 = reports.iter().map(|report| report.moves_completed).sum();
+            let leased: u64 = reports.iter().map(|report| report.reads_under_lease).sum();
+            let rounds: u64 = reports.iter().map(|report| report.reads_with_a_round).sum();
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
                  {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
-                 {moves} voters moved",
+                 {moves} voters moved, reads {leased} under a lease / {rounds} with a round",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

@@ -86,6 +86,10 @@ pub struct Report {
     pub operations_ok: u64,
     pub operations_maybe: u64,
     pub reads_ok: u64,
+    /// Reads asked of a leader that held a lease then (served without a
+    /// round), and of one that did not.
+    pub reads_under_lease: u64,
+    pub reads_with_a_round: u64,
     pub leaders_elected: usize,
     pub slots_chosen: usize,
     pub crashes: u64,

@@ -107,7 +107,17 @@ impl World {
         let result = if !sim_node.up {
             Err(ProposeError::NotLeader { leader: None })
         } else if op == Op::Read {
-            sim_node.paxos.read_index(group, op_id)
+            let local = sim_node.clock.local_us(self.scheduler.now_us());
+            let leased = sim_node.paxos.group(group).is_some_and(|replica| replica.has_lease(local));
+            let result = sim_node.paxos.read_index(group, op_id, local);
+            if result.is_ok() {
+                if leased {
+                    self.report.reads_under_lease += 1;
+                } else {
+                    self.report.reads_with_a_round += 1;
+                }
+            }
+            result
         } else {
             sim_node.paxos.propose(group, Command { op_id, key, op }.encode())
         };
