@@ -955,8 +955,9 @@ impl Host {
             self.outputs.push(HostOutput::Send(NodeMessage::paxos(envelope)));
         }
         for chunk in received {
-            // Kept: the replica's own snapshot, and any older one not yet
-            // replaced on disk (a newer one waits to be persisted).
+            // Kept when a transfer starts: the replica's own snapshot (asked
+            // for each time: storing a chunk may install one), and any older
+            // one not yet replaced on disk (a newer one waits to be persisted).
             let keep = self.paxos.group(group).map_or(0, |replica| replica.snapshot_slot().0);
             shard.store_snapshot_chunk(chunk.slot.0, chunk.index, chunk.data, keep)?;
             self.paxos.chunk_stored(group, chunk.slot, chunk.index);
@@ -1263,10 +1264,10 @@ impl Host {
                 && hosted.snapshot_interval > 0
                 && applied >= replica.snapshot_slot().0 + hosted.snapshot_interval
             {
-                due.push((*group, applied));
+                due.push(*group);
             }
         }
-        for (group, _) in due {
+        for group in due {
             let Some(chunk_bytes) = self.paxos.group(group).map(|replica| replica.config().snapshot_chunk_bytes) else {
                 continue;
             };

@@ -1260,17 +1260,18 @@ impl Replica {
         }
     }
 
-    /// When this leader's lease ends (its own clock), if it holds one.
+    /// When this leader's lease ends (its own clock), if it ever held one
+    /// in this ballot and did not give it up.
     pub fn lease_expiry_us(&self) -> Option<u64> {
         match &self.role {
-            Role::Leader(leader) if !leader.lease_given_up && leader.lease_until_us > 0 => Some(leader.lease_until_us),
+            Role::Leader(leader) if leader.lease_until_us > 0 => Some(leader.lease_until_us),
             _ => None,
         }
     }
 
     /// Whether this replica leads with a lease at `now_us` (its own clock).
     pub fn has_lease(&self, now_us: u64) -> bool {
-        matches!(&self.role, Role::Leader(leader) if !leader.lease_given_up && now_us < leader.lease_until_us)
+        self.lease_expiry_us().is_some_and(|expiry| now_us < expiry)
     }
 
     /// Leadership confirmed up to the heartbeat a quorum acknowledged.
