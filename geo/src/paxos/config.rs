@@ -41,6 +41,15 @@ const _: () = assert!(BATCH_COMMANDS_MAX > 0 && CATCH_UP_ENTRIES_MAX > 0);
 // burst the pipeline can absorb is never refused as `Busy`.
 const _: () = assert!(PROPOSALS_PENDING_MAX >= 8 * BATCH_COMMANDS_MAX);
 
+/// Test-only switches that plant replica bugs, to prove the simulator
+/// catches them. Never set outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaFaults {
+    /// A leader keeps using its lease after it expired by its own clock:
+    /// [`Replica::has_lease`](super::Replica::has_lease) ignores the expiry.
+    pub lease_past_expiry: bool,
+}
+
 /// How one replica of one group behaves. Times are in microseconds of the
 /// replica's own clock (the `now_us` passed to `tick`).
 #[derive(Clone, Debug)]
@@ -80,6 +89,8 @@ pub struct Config {
     pub leases: bool,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,
+    /// Planted bugs (tests only).
+    pub faults: ReplicaFaults,
 }
 
 impl Config {
@@ -99,6 +110,7 @@ impl Config {
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             leases: true,
             seed: 0,
+            faults: ReplicaFaults::default(),
         }
     }
 

@@ -49,7 +49,7 @@ mod tests;
 
 pub use ballot::{Ballot, GroupId, Slot};
 pub use config::{
-    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX,
+    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, PROPOSALS_PENDING_MAX, READS_PENDING_MAX, ReplicaFaults,
     SNAPSHOT_CHUNK_BYTES_DEFAULT,
 };
 pub use jitter::Jitter;

@@ -1271,7 +1271,7 @@ impl Replica {
 
     /// Whether this replica leads with a lease at `now_us` (its own clock).
     pub fn has_lease(&self, now_us: u64) -> bool {
-        self.lease_expiry_us().is_some_and(|expiry| now_us < expiry)
+        self.lease_expiry_us().is_some_and(|expiry| now_us < expiry || self.config.faults.lease_past_expiry)
     }
 
     /// Leadership confirmed up to the heartbeat a quorum acknowledged.

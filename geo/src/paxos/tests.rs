@@ -1014,6 +1014,51 @@ fn lease_a_membership_change_needs_a_new_round() {
     assert!(cluster.replicas[&leader].has_lease(cluster.now_us), "a round in the new configuration renews it");
 }
 
+/// Leases and clock rates (`docs/design/multipaxos.md`, "Leases"): a leader
+/// cut off right after a heartbeat round, its clock running `drift_permille`
+/// slow and the others' as much fast, with no placement preference (so no
+/// extra wait before standing). Answers whether the old leader still holds
+/// its lease, by its own clock, when another node is elected.
+fn lease_outlives_a_new_election(drift_permille: u64) -> bool {
+    let mut cluster = Cluster::new(3, None);
+    let old = cluster.elect();
+    let heartbeat_us = cluster.configs[&old].heartbeat_interval_us;
+    cluster.tick_all(heartbeat_us);
+    assert!(cluster.replicas[&old].has_lease(cluster.now_us));
+    cluster.cut.insert(old);
+    let start = cluster.now_us;
+    let others: Vec<NodeId> = cluster.replicas.keys().copied().filter(|node| *node != old).collect();
+    for true_elapsed in (1..).map(|step| step * heartbeat_us / 8) {
+        // Everything after the cut happens among the others, on their (fast) clocks.
+        cluster.now_us = start + true_elapsed * (1_000 + drift_permille) / 1_000;
+        let now = cluster.now_us;
+        for node in &others {
+            cluster.replica(*node).tick(now);
+        }
+        cluster.deliver_all();
+        if others.iter().any(|node| cluster.replicas[node].leader_ballot().is_some()) {
+            let old_clock = start + true_elapsed * (1_000 - drift_permille) / 1_000;
+            return cluster.replicas[&old].has_lease(old_clock);
+        }
+        assert!(true_elapsed < 100 * heartbeat_us, "no one was elected");
+    }
+    unreachable!()
+}
+
+/// Leases hold while clock rates stay within the bound that
+/// `LEASE_PERCENT` absorbs (each clock within ±8 % of true time): the old
+/// lease has run out, by the old leader's own slow clock, before the fast
+/// clocks elect anyone. Beyond the bound (±45 %) the same steps leave the
+/// old leader serving reads under a lease while another leads: the bound is
+/// what makes leases safe, and offsets between clocks play no part.
+#[test]
+fn lease_safe_within_the_clock_rate_bound_and_not_beyond() {
+    for drift_permille in [0, 40, 80] {
+        assert!(!lease_outlives_a_new_election(drift_permille), "two leaders at ±{drift_permille} ‰");
+    }
+    assert!(lease_outlives_a_new_election(450), "the rate bound is not what keeps leases safe");
+}
+
 /// A read right after an election waits until the slots recovered from
 /// earlier ballots are chosen (raft-rs `test_read_only_for_new_leader`).
 #[test]

@@ -4,11 +4,17 @@
 //! Leader leases compare durations, each on one clock: skew (offsets) can
 //! only change *when* timeouts fire, and drift is what the lease's margin
 //! absorbs (`paxos::LEASE_PERCENT` holds for rates within about ±8 %; the
-//! simulator draws up to ±5 %), so reads under leases are checked for
-//! linearizability with unequal clocks and timers.
+//! register simulation draws up to ±5 % unless told otherwise), so reads
+//! under leases are checked for linearizability with unequal clocks and
+//! timers. Offsets are drawn up to a second, far beyond any clock bound ε:
+//! leases must not depend on them.
 
 /// Drift is bounded well below 100 % so that local time stays monotonic.
-pub const DRIFT_PPM_MAX: i64 = 50_000;
+pub const DRIFT_PPM_MAX: i64 = 500_000;
+
+/// The register simulation's drift bound unless told otherwise: within what
+/// `paxos::LEASE_PERCENT` absorbs.
+pub const DRIFT_PPM_DEFAULT: i64 = 50_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {

@@ -4,6 +4,7 @@
 //! geodb-sim --seed 1234                 # one seed of the Paxos register workload, with its report
 //! geodb-sim --seeds 1000 [--start 5000] # many seeds; prints seeds per second
 //! geodb-sim --seeds 300 --ack-before-persist   # the planted bug: expect a failure
+//! geodb-sim --seeds 300 --drift-ppm 300000     # clocks beyond what leases absorb: expect a failure
 //! geodb-sim bank --seeds 300            # the bank: distributed transactions (see `bank/`)
 //! geodb-sim bank --seed 17 --trace      # replay one bank seed, printing every event
 //! ```
@@ -29,6 +30,14 @@ struct Args {
     /// Plant the "acknowledge a write before it is chosen" bug (test-only).
     #[arg(long)]
     ack_write_before_commit: bool,
+    /// Plant "a leader uses its lease after it expired by its own clock"
+    /// (test-only).
+    #[arg(long)]
+    lease_past_expiry: bool,
+    /// Clocks run at rates within ± this many parts per million of true time
+    /// (default 50000, ±5 %; leases hold within about ±8 %, at most 500000).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=500_000))]
+    drift_ppm: Option<i64>,
     /// Simulated length of the fault phase, in milliseconds.
     #[arg(long)]
     fault_phase_ms: Option<u64>,
@@ -153,9 +162,15 @@ fn main() -> ExitCode {
     if let Some(Workload::Bank(bank_args)) = args.workload {
         return bank(bank_args);
     }
-    let faults =
-        Faults { ack_before_persist: args.ack_before_persist, ack_write_before_commit: args.ack_write_before_commit };
+    let faults = Faults {
+        ack_before_persist: args.ack_before_persist,
+        ack_write_before_commit: args.ack_write_before_commit,
+        lease_past_expiry: args.lease_past_expiry,
+    };
     let mut options = Options { faults, trace: args.seeds.trace, ..Options::default() };
+    if let Some(ppm) = args.drift_ppm {
+        options.drift_ppm_max = ppm;
+    }
     if let Some(ms) = args.fault_phase_ms {
         options.fault_phase_us = ms * 1_000;
     }
@@ -184,6 +199,8 @@ fn main() -> ExitCode {
             let maybe: u64 = reports.iter().map(|report| report.operations_maybe).sum();
             let crashes: u64 = reports.iter().map(|report| report.crashes).sum();
             let partitions: u64 = reports.iter().map(|report| report.partitions).sum();
+            let pauses: u64 = reports.iter().map(|report| report.pauses).sum();
+            let aimed: u64 = reports.iter().map(|report| report.pauses_of_leaseholders).sum();
             let events: u64 = reports.iter().map(|report| report.events).sum();
             let moves: u64 = reports.iter().map(|report| report.moves_completed).sum();
             let leased: u64 = reports.iter().map(|report| report.reads_under_lease).sum();
@@ -191,7 +208,7 @@ fn main() -> ExitCode {
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
                  {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
-                 {moves} voters moved, reads {leased} under a lease / {rounds} with a round",
+                 {pauses} pauses ({aimed} of a leaseholder), {moves} voters moved, reads {leased} under a lease / {rounds} with a round",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

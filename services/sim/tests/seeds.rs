@@ -37,6 +37,9 @@ fn three_hundred_seeds_with_every_fault_pass() {
     // checks nothing must not pass silently.
     assert!(total(|report| report.crashes) >= CI_SEEDS, "too few crashes");
     assert!(total(|report| report.partitions) >= CI_SEEDS / 2, "too few partitions");
+    // Nodes stall with their clocks running on, leaseholders among them.
+    assert!(total(|report| report.pauses) >= CI_SEEDS, "too few pauses");
+    assert!(total(|report| report.pauses_of_leaseholders) >= CI_SEEDS / 2, "too few leaseholders paused");
     assert!(total(|report| report.messages_lost) > 0 && total(|report| report.messages_duplicated) > 0);
     assert!(total(|report| report.snapshots_installed) > 0, "no snapshot was ever installed");
     assert!(total(|report| report.operations_maybe) > 0, "no operation ever had an unknown outcome");
@@ -84,4 +87,15 @@ fn planted_ack_write_before_commit_is_caught_by_the_linearizability_check() {
     // Every replica agrees on every slot; only the client history shows it.
     assert!(failure.message.contains("is not linearizable"), "{failure}");
     assert!(failure.replay.ends_with("--ack-write-before-commit"), "{failure}");
+}
+
+#[test]
+fn planted_lease_used_past_its_expiry_is_caught_by_the_linearizability_check() {
+    let options = Options { faults: Faults { lease_past_expiry: true, ..Faults::default() }, ..Options::default() };
+    let failure =
+        (0..CI_SEEDS).find_map(|seed| run_one(seed, &options).err()).expect("the planted bug escaped every seed");
+    // A leader stalled past its lease serves a read that misses a newer
+    // leader's write: every replica still agrees on every slot.
+    assert!(failure.message.contains("is not linearizable"), "{failure}");
+    assert!(failure.replay.ends_with("--lease-past-expiry"), "{failure}");
 }

@@ -3,6 +3,13 @@
 use super::*;
 use crate::faults::{DiskState, FaultEvent};
 
+/// At most this many pauses per run, half of them aimed at a node holding
+/// a lease, each up to `PAUSE_US_MAX`: long enough to outlast a region
+/// survival group's lease and its election several times over, so that a
+/// new leader commits while the old one is stalled.
+const PAUSES_MAX: u64 = 4;
+const PAUSE_US_MAX: u64 = 400_000;
+
 impl FaultEvent for Event {
     fn crash(nodes: Vec<NodeId>) -> Self {
         Event::Crash { nodes }
@@ -26,6 +33,29 @@ impl World {
         let regions: BTreeMap<NodeId, usize> = node_ids.iter().map(|node| (*node, self.nodes[node].region)).collect();
         let fault_end = self.options.fault_phase_us;
         crate::faults::schedule(&mut self.scheduler, &regions, fault_end, 50_000, &mut self.planned_partitions);
+        for _ in 0..self.scheduler.between(0, PAUSES_MAX) {
+            let at = self.scheduler.between(0, fault_end);
+            let duration_us = self.scheduler.between(1_000, PAUSE_US_MAX);
+            if self.scheduler.chance(50_000) {
+                self.scheduler.at(at, Event::PauseLeaseholder { duration_us });
+            } else {
+                let node = node_ids[self.scheduler.between(0, node_ids.len() as u64 - 1) as usize];
+                self.scheduler.at(at, Event::Pause { node, duration_us });
+            }
+        }
+    }
+
+    /// Stalls `node` for `duration_us` (see `Event::Pause`).
+    pub(super) fn pause(&mut self, node: NodeId, duration_us: u64) {
+        let now = self.scheduler.now_us();
+        if self.quiet || !self.nodes[&node].up {
+            return;
+        }
+        let clients_first = self.scheduler.chance(50_000);
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        sim_node.paused_until_us = sim_node.paused_until_us.max(now + duration_us);
+        sim_node.resume_clients_first = clients_first;
+        self.report.pauses += 1;
     }
 
     /// Crashes a node (or a whole region) with an fsync in progress, at a

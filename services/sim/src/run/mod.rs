@@ -3,7 +3,8 @@
 //! Setup builds the standard topology (three regions of three nodes), three
 //! Multi-Paxos groups over it, clients, and a fault schedule drawn from the
 //! seed. The run has two phases: a fault phase (crashes and restarts,
-//! partitions, loss, duplication, reordering, clock drift) and a quiet phase
+//! partitions, loss, duplication, reordering, clock drift, pauses of a
+//! node while its clock runs on) and a quiet phase
 //! (everything healed and restarted) in which every group must make progress
 //! again. About half of the seeds also move a voter to another region
 //! through membership changes (`reconfigure.rs`), across both phases.
@@ -24,7 +25,7 @@ use geodb_geo::paxos::{
 use geodb_geo::{LatencyMatrix, NodeId};
 use rand::Rng;
 
-use crate::clock::{Clock, DRIFT_PPM_MAX};
+use crate::clock::{Clock, DRIFT_PPM_DEFAULT, DRIFT_PPM_MAX};
 use crate::invariants::Invariants;
 use crate::linearizability::{OPERATIONS_PER_KEY_MAX, Operation, is_linearizable};
 use crate::network::{Network, NetworkConfig, Partition};
@@ -47,6 +48,11 @@ pub struct Faults {
     /// queued it, before it is chosen. Only the linearizability check can
     /// see this one: every replica still agrees on every slot.
     pub ack_write_before_commit: bool,
+    /// Replicas keep using a lease after it expired by their own clock
+    /// (`paxos::ReplicaFaults::lease_past_expiry`): a leader stalled past
+    /// its lease serves stale reads. Only the linearizability check can see
+    /// this one.
+    pub lease_past_expiry: bool,
 }
 
 /// What a run looks like; everything else is drawn from the seed.
@@ -61,6 +67,10 @@ pub struct Options {
     pub latency_divisor: u64,
     /// Most operations issued per register (the checker's history bound).
     pub operations_per_key_max: usize,
+    /// Clocks run at rates within ± this many parts per million of true
+    /// time. Leases hold within ±8 % (`paxos::LEASE_PERCENT`); beyond it the
+    /// checks are expected to find stale reads.
+    pub drift_ppm_max: i64,
     /// Print every event to stderr (for replaying a failing seed).
     pub trace: bool,
 }
@@ -73,6 +83,7 @@ impl Default for Options {
             quiet_phase_us: 800_000,
             latency_divisor: 10,
             operations_per_key_max: 60,
+            drift_ppm_max: DRIFT_PPM_DEFAULT,
             trace: false,
         }
     }
@@ -94,6 +105,10 @@ pub struct Report {
     pub slots_chosen: usize,
     pub crashes: u64,
     pub partitions: u64,
+    /// Pauses of a node (its clock runs on, it does nothing), and of those
+    /// the ones that struck a node holding a lease.
+    pub pauses: u64,
+    pub pauses_of_leaseholders: u64,
     pub snapshots_installed: u64,
     pub messages_sent: u64,
     pub messages_lost: u64,
@@ -133,6 +148,12 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     if options.faults.ack_write_before_commit {
         command.push_str(" --ack-write-before-commit");
     }
+    if options.faults.lease_past_expiry {
+        command.push_str(" --lease-past-expiry");
+    }
+    if options.drift_ppm_max != Options::default().drift_ppm_max {
+        command.push_str(&format!(" --drift-ppm {}", options.drift_ppm_max));
+    }
     if options.fault_phase_us != Options::default().fault_phase_us {
         command.push_str(&format!(" --fault-phase-ms {}", options.fault_phase_us / 1_000));
     }
@@ -157,6 +178,9 @@ const CLIENTS_PER_GROUP: usize = 3;
 const FAULT_PHASE_BUDGET_PERCENT: usize = 75;
 const _: () = assert!(FAULT_PHASE_BUDGET_PERCENT <= 100);
 const NODES_PER_REGION: u64 = 3;
+/// What a paused node would have done happens within this long after the
+/// pause ends, in an order drawn from the seed.
+const PAUSE_RESUME_SPREAD_US: u64 = 500;
 
 #[derive(Debug)]
 enum Event {
@@ -187,6 +211,17 @@ enum Event {
     Heal {
         id: u64,
     },
+    /// The node stalls (a stop-the-world pause, a starved process): its
+    /// clock runs on, and whatever it would do meanwhile waits until the
+    /// pause ends, then happens in an order drawn from the seed.
+    Pause {
+        node: NodeId,
+        duration_us: u64,
+    },
+    /// A pause aimed at a node holding a lease, if any does now.
+    PauseLeaseholder {
+        duration_us: u64,
+    },
     ClientStep {
         client: usize,
     },
@@ -215,6 +250,12 @@ struct SimNode {
     up: bool,
     incarnation: u64,
     clock: Clock,
+    /// Paused until then (true time; zero: not paused).
+    paused_until_us: u64,
+    /// When the pause ends, the clients' requests that waited are served
+    /// before anything else that waited (drawn per pause: a runtime may
+    /// well poll its client sockets first, and lease bugs hide there).
+    resume_clients_first: bool,
     disk: crate::disk::Disk,
     paxos: MultiPaxos,
     durable: BTreeMap<GroupId, Stored>,
@@ -343,15 +384,17 @@ impl World {
                 // chunked transfer runs under every fault.
                 config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
                 config.seed = scheduler.rng().random();
+                config.faults.lease_past_expiry = options.faults.lease_past_expiry;
                 configs.insert((*member, group.id), config);
             }
         }
 
         let mut nodes = BTreeMap::new();
+        let drift_max = options.drift_ppm_max.clamp(0, DRIFT_PPM_MAX);
         for node in &node_ids {
             let clock = Clock {
                 offset_us: scheduler.between(0, 1_000_000),
-                drift_ppm: scheduler.between(0, 2 * DRIFT_PPM_MAX as u64) as i64 - DRIFT_PPM_MAX,
+                drift_ppm: scheduler.between(0, 2 * drift_max as u64) as i64 - drift_max,
             };
             // Most disks are fast; some are slow, which keeps acknowledged but
             // not yet durable state around for crashes to find.
@@ -364,6 +407,8 @@ impl World {
                     up: false,
                     incarnation: 0,
                     clock,
+                    paused_until_us: 0,
+                    resume_clients_first: false,
                     disk: crate::disk::Disk::new(fsync_us),
                     paxos: MultiPaxos::new(*node),
                     durable: BTreeMap::new(),
@@ -454,6 +499,8 @@ impl World {
             Event::CrashWhileSyncing { .. } => 400,
             Event::Restart { node } => 500 + node.0,
             Event::Partition { id } | Event::Heal { id } => 600 + id,
+            Event::Pause { node, .. } => 1000 + node.0,
+            Event::PauseLeaseholder { .. } => 1100,
             Event::ClientStep { client } | Event::ClientTimeout { client, .. } => 700 + *client as u64,
             Event::QuietPhase => 800,
             Event::Operator => 900,
@@ -461,6 +508,27 @@ impl World {
         for word in [now, kind] {
             // FNV-1a, word at a time: cheap and stable.
             self.report.trace_digest = (self.report.trace_digest ^ word).wrapping_mul(0x0100_0000_01b3);
+        }
+        // What a paused node would do waits until the pause ends; the waiting
+        // events then happen in an order drawn from the seed (a timer and a
+        // socket become ready together after a stall, in no set order).
+        let target = match &event {
+            Event::Tick { node, .. } | Event::SyncDone { node, .. } => Some(*node),
+            Event::Deliver(envelope) => Some(envelope.to),
+            Event::ClientStep { client } => Some(self.clients[*client].target),
+            _ => None,
+        };
+        if let Some(node) = target
+            && self.nodes[&node].paused_until_us > now
+        {
+            let sim_node = &self.nodes[&node];
+            let after = if sim_node.resume_clients_first && !matches!(event, Event::ClientStep { .. }) {
+                self.scheduler.between(PAUSE_RESUME_SPREAD_US, 2 * PAUSE_RESUME_SPREAD_US)
+            } else {
+                self.scheduler.between(0, PAUSE_RESUME_SPREAD_US)
+            };
+            self.scheduler.at(sim_node.paused_until_us + after, event);
+            return;
         }
         match event {
             Event::Tick { node, incarnation } => {
@@ -512,6 +580,23 @@ impl World {
                 }
             }
             Event::Heal { id } => self.network.heal(id),
+            Event::Pause { node, duration_us } => self.pause(node, duration_us),
+            Event::PauseLeaseholder { duration_us } => {
+                let holders: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, sim_node)| {
+                        let local = sim_node.clock.local_us(now);
+                        sim_node.up && sim_node.paxos.groups().any(|(_, replica)| replica.has_lease(local))
+                    })
+                    .map(|(node, _)| *node)
+                    .collect();
+                if !holders.is_empty() {
+                    let node = holders[self.scheduler.between(0, holders.len() as u64 - 1) as usize];
+                    self.report.pauses_of_leaseholders += 1;
+                    self.pause(node, duration_us);
+                }
+            }
             Event::ClientStep { client } => self.client_step(client),
             Event::ClientTimeout { client, op_id } => {
                 if self.pending.remove(&op_id).is_some() {
@@ -519,6 +604,10 @@ impl World {
                     // and no return in the history; a read is simply dropped.
                     self.report.operations_maybe += 1;
                     self.clients[client].waiting = None;
+                    // Try another voter: the one asked may be stalled or cut off.
+                    let voters = &self.groups[self.clients[client].group].voters;
+                    let pick = self.scheduler.between(0, voters.len() as u64 - 1) as usize;
+                    self.clients[client].target = voters[pick];
                     self.scheduler.after(1_000, Event::ClientStep { client });
                 }
             }
@@ -559,6 +648,7 @@ impl World {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.up = true;
         sim_node.incarnation += 1;
+        sim_node.paused_until_us = 0;
         sim_node.disk.restart(now);
         let local = sim_node.clock.local_us(now);
         let mut paxos = MultiPaxos::new(node);

@@ -179,7 +179,7 @@ impl World {
         let leader = self
             .nodes
             .iter()
-            .filter(|(_, sim_node)| sim_node.up)
+            .filter(|(_, sim_node)| sim_node.up && sim_node.paused_until_us <= now)
             .filter_map(|(node, sim_node)| {
                 sim_node.paxos.group(group).and_then(|replica| replica.leader_ballot()).map(|ballot| (ballot, *node))
             })
