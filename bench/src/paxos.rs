@@ -223,7 +223,7 @@ impl Cluster {
                 // As the server's shards: one slot in flight (see
                 // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`).
                 config.window_slots_max = geodb_server::cluster::COMMIT_WINDOW_SLOTS;
-                specs.push(GroupSpec { config, shard, snapshot_interval: 0 });
+                specs.push(GroupSpec { config, shard, snapshot_interval: 0, closing: None });
             }
             let transport_config = TransportConfig {
                 node: id,

@@ -80,6 +80,9 @@ pub enum ConflictKind {
 pub struct ValidationFaults {
     /// Serializable validation ignores scanned ranges (phantoms go unseen).
     pub skip_ranges: bool,
+    /// A leader hands out commit and prepare timestamps from its clock
+    /// alone, at or below the timestamps it closed (R14).
+    pub commit_below_closed: bool,
 }
 
 /// Checks a committing transaction against the commits after its snapshot.
@@ -161,7 +164,7 @@ mod tests {
             validate(&changes(Isolation::Serializable, 10, ranges_only.clone()), recent.iter(), none),
             Err(Conflict { key: b"r/5".to_vec(), kind: ConflictKind::Read })
         );
-        let planted = ValidationFaults { skip_ranges: true };
+        let planted = ValidationFaults { skip_ranges: true, ..ValidationFaults::default() };
         assert!(validate(&changes(Isolation::Serializable, 10, ranges_only), recent.iter(), planted).is_ok());
         // Writing x after a later commit of x: first committer wins.
         assert_eq!(

@@ -168,6 +168,21 @@ impl Hlc {
         Ok(())
     }
 
+    /// [`Hlc::observe`] for a timestamp this node's physical clock has
+    /// already reached; a later one is not followed. Timestamps a node
+    /// applies or hears of may lie ahead of every clock on purpose (writes
+    /// of a shard that closes timestamps, R14): following them would push
+    /// every timestamp this node hands out, and every commit wait, that far
+    /// ahead, and its readings past what the refusal rule allows its peers.
+    /// Causality needs no more: every node-to-node message carries its
+    /// sender's reading ([`Hlc::receive`]), and each shard keeps its own
+    /// floor above its timestamps.
+    pub fn observe_past(&self, ts: Timestamp) {
+        if ts.physical <= self.clock.now_ns() {
+            self.observe(ts);
+        }
+    }
+
     /// Makes every later reading greater than `ts`, without the offset
     /// check: for timestamps this node itself made durable earlier (a
     /// restart must not hand out timestamps below its own data).

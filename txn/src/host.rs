@@ -230,6 +230,17 @@ pub enum HostOutput {
     Send(NodeMessage),
 }
 
+/// Reads at a closed timestamp (R14) on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettledCounts {
+    /// Answered from this node's replica.
+    pub served: u64,
+    /// Found the replica's closed timestamp below the read and waited for
+    /// the next one (a lead too short for the topology, or a replica cut
+    /// off from its leader).
+    pub waited_for_close: u64,
+}
+
 /// Where a shard's leadership stands on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Leadership {
@@ -249,6 +260,16 @@ struct Hosted {
     leadership: Leadership,
     /// Snapshots restored here since start.
     restores: u64,
+    /// R14: while this node leads the group, it closes timestamps ahead.
+    closing: Option<Closing>,
+}
+
+/// How a group's leader closes timestamps (R14).
+#[derive(Clone, Copy, Debug)]
+struct Closing {
+    lead_ns: u64,
+    interval_us: u64,
+    next_us: u64,
 }
 
 /// A request waiting: on a read-index round, or on a lock.
@@ -348,6 +369,7 @@ pub struct Host {
     timed: Vec<(u64, Parked)>,
     /// Reads that had to wait for the clock (for metrics and the simulator).
     reads_waited: u64,
+    settled: SettledCounts,
     parked_count: usize,
     next_read_id: u64,
     /// Recovery requests this host sent: id → (group, transaction).
@@ -403,6 +425,7 @@ impl Host {
             parked: BTreeMap::new(),
             timed: Vec::new(),
             reads_waited: 0,
+            settled: SettledCounts::default(),
             parked_count: 0,
             next_read_id: 1,
             requests: HashMap::new(),
@@ -444,8 +467,44 @@ impl Host {
         shard.set_serving(false);
         shard.stamp_prepared(now_us);
         self.paxos.add_group(config, stored, now_us);
-        self.shards.insert(group, Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0 });
+        self.shards.insert(
+            group,
+            Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0, closing: None },
+        );
         Ok(())
+    }
+
+    /// R14: this node, while it leads `shard`, closes timestamps `lead_ns`
+    /// ahead of its clock every `interval_us` (a `Close` entry), so that
+    /// every replica serves reads at the present from what it has applied
+    /// ([`ReadMode::Settled`]), and writes there commit `lead_ns` in the
+    /// future (and wait that out). The lead must cover the interval, the
+    /// time for an entry to reach the farthest replica, and twice the clock
+    /// bound, or readers wait for the next `Close`.
+    pub fn set_closing(&mut self, shard: ShardId, lead_ns: u64, interval_us: u64) {
+        if let Some(hosted) = self.shards.get_mut(&GroupId(shard)) {
+            hosted.closing = Some(Closing { lead_ns, interval_us: interval_us.max(1), next_us: 0 });
+        }
+    }
+
+    /// Proposes a closed timestamp for every group this node leads and
+    /// closes, when its interval has passed.
+    fn close_timestamps(&mut self, now_us: u64) {
+        let mut due = Vec::new();
+        for (group, hosted) in &mut self.shards {
+            if let Some(closing) = &mut hosted.closing
+                && hosted.leadership == Leadership::Serving
+                && now_us >= closing.next_us
+            {
+                closing.next_us = now_us.saturating_add(closing.interval_us);
+                due.push((*group, hosted.shard.clone(), closing.lead_ns));
+            }
+        }
+        for (group, shard, lead_ns) in due {
+            if let Ok(entry) = shard.propose_close(lead_ns) {
+                self.propose(group, None, TxnId(0), entry);
+            }
+        }
     }
 
     pub fn shard(&self, shard: ShardId) -> Option<&Arc<Shard>> {
@@ -513,6 +572,7 @@ impl Host {
                 hosted.shard.set_serving(true);
             }
         }
+        self.close_timestamps(now_us);
         self.recover(now_us);
         self.expire_parked(now_us);
         self.expire_orphans(now_us);
@@ -603,6 +663,12 @@ impl Host {
     /// they returned, so far.
     pub fn reads_waited(&self) -> u64 {
         self.reads_waited
+    }
+
+    /// Reads at a closed timestamp (R14) served here, and how often one
+    /// waited for a newer closed timestamp, so far.
+    pub fn settled_reads(&self) -> SettledCounts {
+        self.settled
     }
 
     /// The physical time (ns, this node's clock) at which a read waiting
@@ -702,18 +768,20 @@ impl Host {
                     Err(_) => self.not_leader(origin, group),
                 }
             }
-            Request::Get { key, mode, guard, .. } => match shard.check_get(key, guard.as_ref(), mode) {
-                Ok(ReadGate::Ready) => {
-                    match shard.check_guard(guard.as_ref(), mode).and_then(|()| shard.get_timed(key, mode)) {
-                        Ok((value, newest)) => self.answer_when_past(parked, newest, Response::Value(value)),
-                        Err(error) => self.refuse(origin, &error),
+            Request::Get { key, mode, guard, .. } => {
+                match self.count_settled(mode, shard.check_get(key, guard.as_ref(), mode)) {
+                    Ok(ReadGate::Ready) => {
+                        match shard.check_guard(guard.as_ref(), mode).and_then(|()| shard.get_timed(key, mode)) {
+                            Ok((value, newest)) => self.answer_when_past(parked, newest, Response::Value(value)),
+                            Err(error) => self.refuse(origin, &error),
+                        }
                     }
+                    Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
+                    Err(error) => self.refuse(origin, &error),
                 }
-                Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
-                Err(error) => self.refuse(origin, &error),
-            },
+            }
             Request::Scan { range, reverse, limit, mode, guard, .. } => {
-                match shard.check_scan(range, guard.as_ref(), mode) {
+                match self.count_settled(mode, shard.check_scan(range, guard.as_ref(), mode)) {
                     Ok(ReadGate::Ready) => match shard
                         .check_guard(guard.as_ref(), mode)
                         .and_then(|()| shard.scan_timed(range, *reverse, *limit, mode))
@@ -793,7 +861,8 @@ impl Host {
     fn answer_when_past(&mut self, parked: Parked, newest: geodb_storage::Timestamp, response: Response) {
         let at_timestamp = matches!(
             parked.request,
-            Request::Get { mode: ReadMode::At { .. }, .. } | Request::Scan { mode: ReadMode::At { .. }, .. }
+            Request::Get { mode: ReadMode::At { .. } | ReadMode::Settled { .. }, .. }
+                | Request::Scan { mode: ReadMode::At { .. } | ReadMode::Settled { .. }, .. }
         );
         let until_ns = newest.physical.saturating_add(self.hlc.max_offset_ns()).saturating_add(1);
         if !at_timestamp || self.config.faults.skip_read_wait || self.hlc.physical_now_ns() >= until_ns {
@@ -823,6 +892,19 @@ impl Host {
         }
     }
 
+    /// Counts a read at a closed timestamp (R14) by how it found the
+    /// replica, and passes the gate on.
+    fn count_settled(&mut self, mode: &ReadMode, gate: Result<ReadGate>) -> Result<ReadGate> {
+        if matches!(mode, ReadMode::Settled { .. }) {
+            match gate {
+                Ok(ReadGate::Ready) => self.settled.served += 1,
+                Ok(ReadGate::Behind) => self.settled.waited_for_close += 1,
+                _ => {}
+            }
+        }
+        gate
+    }
+
     fn park(&mut self, parked: Parked) {
         if self.parked_count >= PARKED_MAX {
             let error = Error::Unavailable("too many requests are waiting on locks here; retry shortly".into());
@@ -844,8 +926,13 @@ impl Host {
             // timestamp above it, or a replica that applied the commit but
             // not the prepare would look caught up to the prepared
             // transaction's commit timestamp (Read Committed's
-            // read-your-writes, `Shard::caught_up`).
-            self.hlc.observe(*ts);
+            // read-your-writes, `Shard::caught_up`). The shard's floor says
+            // so even for a timestamp ahead of every clock (R14), which
+            // the clock does not follow.
+            self.hlc.observe_past(*ts);
+            if let Some(hosted) = self.shards.get(&group) {
+                hosted.shard.raise_floor(*ts);
+            }
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -1011,6 +1098,7 @@ impl Host {
                 Applied::Late => Response::Refused(Refusal::Conflict(
                     "the transaction was already resolved here: this prepare came late".into(),
                 )),
+                Applied::Closed => continue,
             };
             for origin in pending.origins {
                 self.reply(origin, response.clone());

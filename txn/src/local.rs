@@ -116,6 +116,7 @@ fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<R
             crate::participant::Applied::Late => Response::Refused(Refusal::Conflict(
                 "the transaction was already resolved here: this prepare came late".into(),
             )),
+            crate::participant::Applied::Closed => unreachable!("a local shard closes no timestamps"),
         }),
         Err(error) => {
             if matches!(entry, Entry::Prepare(_)) {

@@ -10,7 +10,7 @@
 //! format byte in front of every encoded entry.
 //!
 //! The rules these messages implement are numbered in
-//! `docs/design/transactions.md` (R1…R9).
+//! `docs/design/transactions.md` (R1…R14).
 
 use std::ops::Bound;
 
@@ -38,6 +38,21 @@ pub enum ReadMode {
     /// it (R3). `barrier` asks the leader to confirm its leadership first
     /// (R4): the transaction's first read at this shard.
     At { read_ts: Timestamp, barrier: bool },
+    /// The versions at `read_ts`, at any replica of a shard that closes
+    /// timestamps (the global shard, R14), once that replica has applied a
+    /// closed timestamp at or above `read_ts`: waits on locks at or below
+    /// it (R3), never leaves the reader's region.
+    Settled { read_ts: Timestamp },
+}
+
+impl ReadMode {
+    /// The snapshot timestamp of a read at one (`None`: the newest applied).
+    pub fn read_ts(&self) -> Option<Timestamp> {
+        match self {
+            ReadMode::Latest { .. } => None,
+            ReadMode::At { read_ts, .. } | ReadMode::Settled { read_ts } => Some(*read_ts),
+        }
+    }
 }
 
 /// What a transaction read at one shard (serializable validation, R7/R8).
@@ -171,7 +186,7 @@ impl Request {
     /// waits on the clock).
     pub fn relies_on_clock_bound(&self) -> bool {
         match self {
-            Request::Get { mode, .. } | Request::Scan { mode, .. } => matches!(mode, ReadMode::At { .. }),
+            Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
             Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
         }
@@ -182,7 +197,8 @@ impl Request {
     pub fn needs_leader(&self) -> bool {
         !matches!(
             self,
-            Request::Get { mode: ReadMode::Latest { .. }, .. } | Request::Scan { mode: ReadMode::Latest { .. }, .. }
+            Request::Get { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
+                | Request::Scan { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
         )
     }
 }
@@ -296,6 +312,10 @@ pub enum Entry {
     Decide { txn: TxnId, decision: Decision },
     /// Resolve a prepared transaction's part here.
     Resolve { txn: TxnId, decision: Decision },
+    /// R14: nothing commits at this shard at or below `ts` after this
+    /// entry (its leader hands out no timestamp at or below it), so a
+    /// replica that applied it serves reads at `ts` and below.
+    Close { ts: Timestamp },
 }
 
 /// Format tag of an encoded [`Entry`]; bump on any change.

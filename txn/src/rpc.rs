@@ -88,6 +88,15 @@ pub trait Router: Send + Sync + 'static {
 
     fn learn_home(&self, _locality: &[u8], _home: Home) {}
 
+    /// Whether `shard` closes timestamps (R14: the global shard), so that
+    /// reads at a timestamp go to the local replica ([`ReadMode::Settled`])
+    /// instead of the leader.
+    ///
+    /// [`ReadMode::Settled`]: crate::protocol::ReadMode::Settled
+    fn reads_settled(&self, _shard: ShardId) -> bool {
+        false
+    }
+
     /// The schema guard of each shard (a key in it): a transaction commits
     /// at a shard only if the guard holds the schema version it planned
     /// with. Empty when schemas are not guarded.

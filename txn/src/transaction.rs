@@ -565,6 +565,8 @@ impl Transaction {
     fn mode_for(&self, shard: ShardId) -> ReadMode {
         match self.isolation {
             Isolation::ReadCommitted => ReadMode::Latest { after: self.manager.seen(shard) },
+            // R14: complete at any replica that closed the snapshot.
+            _ if self.manager.router.reads_settled(shard) => ReadMode::Settled { read_ts: self.read_ts },
             _ => ReadMode::At { read_ts: self.read_ts, barrier: !self.confirmed.contains(&shard) },
         }
     }
@@ -874,7 +876,7 @@ impl Transaction {
         loop {
             match self.manager.rpc.call(shard, request.clone()).await {
                 Ok(Response::Committed(ts)) => {
-                    self.manager.hlc.observe(ts);
+                    self.manager.hlc.observe_past(ts);
                     return Ok(ts);
                 }
                 // Refused before anything was proposed: safe to send again.
@@ -1028,7 +1030,7 @@ async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request)
                 | Response::Decided(Decision::Commit(ts))
                 | Response::Refused(Refusal::SchemaChanged { newest: ts, .. }) = &response
                 {
-                    manager.hlc.observe(*ts);
+                    manager.hlc.observe_past(*ts);
                 }
                 return response.into_result();
             }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use geodb_geo::paxos::{self, GroupId};
 use geodb_geo::placement::NodePlace;
-use geodb_geo::shardmap::ShardMap;
+use geodb_geo::shardmap::{ShardMap, ShardRole};
 use geodb_geo::{LatencyMatrix, NodeId, Region, Zone};
 use geodb_sql::SqlRouter;
 use geodb_storage::{Engine, ScopedEngine};
@@ -114,6 +114,7 @@ impl Cluster {
         let hlc = Arc::new(Hlc::new(Box::new(FaultClock::new(node, faults.clone())), max_offset_ns));
         let mut specs = Vec::new();
         let mut shards = Vec::new();
+        let global_lead_ns = cluster.global_lead_ms(config.max_clock_offset_ms)?.saturating_mul(1_000_000);
         for spec in &map.shards {
             let placement = &spec.placement;
             if !placement.voters.contains(&node) && !placement.learners.contains(&node) {
@@ -137,7 +138,16 @@ impl Cluster {
                     .map_err(|e| format!("cannot open shard {}: {e}", spec.id))?,
             );
             shards.push(shard.clone());
-            specs.push(GroupSpec { config: group, shard, snapshot_interval: cluster.snapshot_interval_entries });
+            // R14: the global shard closes timestamps, so that every region
+            // reads it locally; a heartbeat interval apart.
+            let closing = (spec.role == ShardRole::Global)
+                .then_some((global_lead_ns, cluster.heartbeat_interval_ms.saturating_mul(1_000)));
+            specs.push(GroupSpec {
+                config: group,
+                shard,
+                snapshot_interval: cluster.snapshot_interval_entries,
+                closing,
+            });
         }
 
         let transport_config = TransportConfig {

@@ -97,6 +97,14 @@ pub struct ClusterConfig {
     /// leader can be elected (`docs/design/multipaxos.md`, "Leases").
     #[serde(default = "default_leader_leases")]
     pub leader_leases: bool,
+    /// How far ahead of its clock the global shard's leader closes
+    /// timestamps (`docs/design/transactions.md`, R14): every region reads
+    /// `global` tables from its own replica at the present, and writes to
+    /// them commit this far in the future and wait it out. Default: the
+    /// largest round trip of the latency matrix, two heartbeat intervals
+    /// and twice the clock bound, plus 5 ms (what a closed timestamp needs
+    /// to reach the farthest replica before clocks pass it).
+    pub global_lead_ms: Option<u64>,
     /// Serve `/v1/admin/faults` (drop or partition links at runtime, for
     /// tests and drills). Off unless asked for: it can cut a node off.
     #[serde(default)]
@@ -178,6 +186,17 @@ impl ClusterConfig {
         let scale = |rtt: u64| (rtt as f64 * self.latency_scale).round() as u64;
         let rtt_us = matrix.rtt_us.iter().map(|row| row.iter().map(|rtt| scale(*rtt)).collect()).collect();
         geodb_geo::LatencyMatrix::new(matrix.regions, rtt_us).map_err(|e| e.to_string())
+    }
+
+    /// [`ClusterConfig::global_lead_ms`], or its default for this matrix
+    /// and clock bound.
+    pub fn global_lead_ms(&self, max_clock_offset_ms: u64) -> Result<u64, String> {
+        if let Some(lead) = self.global_lead_ms {
+            return Ok(lead);
+        }
+        let matrix = self.latency_matrix()?;
+        let max_rtt_ms = matrix.rtt_us.iter().flatten().copied().max().unwrap_or(0).div_ceil(1_000);
+        Ok(max_rtt_ms + 2 * self.heartbeat_interval_ms + 2 * max_clock_offset_ms + 5)
     }
 
     /// The home region of the system and global shards.

@@ -88,6 +88,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         admin_faults: shape.admin_faults,
         shards_per_region: shape.shards_per_region,
         leader_leases: shape.leader_leases,
+        global_lead_ms: None,
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();

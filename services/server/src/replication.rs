@@ -114,6 +114,9 @@ pub struct GroupSpec {
     pub shard: Arc<Shard>,
     /// Take a snapshot (and truncate the log) every this many applied slots.
     pub snapshot_interval: u64,
+    /// R14: close timestamps this far ahead (ns), every this often (µs),
+    /// while leading (the global shard; `Host::set_closing`).
+    pub closing: Option<(u64, u64)>,
 }
 
 /// What the rest of the node can see of the driver, as of its last round.
@@ -125,6 +128,8 @@ pub struct Published {
     pub clock: geodb_txn::offsets::ClockStatus,
     /// How proposals orphaned by a change of leader were settled.
     pub orphans: OrphanCounts,
+    /// Reads at a closed timestamp served by this node's replicas (R14).
+    pub settled: geodb_txn::host::SettledCounts,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -330,8 +335,12 @@ impl Driver {
         for spec in groups {
             let stored = load(&store, spec.config.group)?;
             let group = spec.config.group;
+            let shard = spec.shard.id();
             host.add_group(spec.config, stored, spec.shard, spec.snapshot_interval, 0)
                 .map_err(|e| format!("{group}: cannot open its snapshots: {e}"))?;
+            if let Some((lead_ns, interval_us)) = spec.closing {
+                host.set_closing(shard, lead_ns, interval_us);
+            }
         }
         let published = Arc::new(Mutex::new(Published::default()));
         let mut state = DriverState {
@@ -704,6 +713,18 @@ impl DriverState {
             }
             published.orphans = orphans;
         }
+        let settled = self.host.settled_reads();
+        if settled != published.settled {
+            let before = published.settled;
+            for (outcome, now, then) in [
+                ("served", settled.served, before.served),
+                ("waited_for_close", settled.waited_for_close, before.waited_for_close),
+            ] {
+                metrics::counter!(crate::telemetry::names::GLOBAL_READS, "node" => self.node.0.to_string(), "outcome" => outcome)
+                    .increment(now - then);
+            }
+            published.settled = settled;
+        }
         let clock = self.host.clock_status();
         if clock.unsynchronized_ns.is_some() != published.clock.unsynchronized_ns.is_some() {
             match clock.unsynchronized_ns {
@@ -815,6 +836,14 @@ impl ClusterRpc {
         let after = match request {
             Request::Get { mode: ReadMode::Latest { after }, .. }
             | Request::Scan { mode: ReadMode::Latest { after }, .. } => *after,
+            // R14: this node's replica serves it once it closed the snapshot
+            // (it waits for that), never another region's.
+            Request::Get { mode: ReadMode::Settled { .. }, .. }
+            | Request::Scan { mode: ReadMode::Settled { .. }, .. }
+                if self.inner.local.contains_key(&shard) =>
+            {
+                return Some(here);
+            }
             _ => return leader,
         };
         let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up(after));
@@ -942,7 +971,7 @@ mod tests {
         let mut config = paxos::Config::new(GROUP, NODE, vec![NODE], 0);
         config.heartbeat_interval_us = 2_000;
         config.election_timeout_us = 10_000;
-        let spec = GroupSpec { config, shard: shard.clone(), snapshot_interval: 0 };
+        let spec = GroupSpec { config, shard: shard.clone(), snapshot_interval: 0, closing: None };
         let driver = Driver::start(
             HostConfig::new(NODE),
             hlc.clone(),

@@ -54,6 +54,9 @@ pub mod names {
     /// Proposals in flight when their leader stepped down, by node and how
     /// they were settled (chosen, never_chosen, unknown, contradicted).
     pub const PAXOS_ORPHANED_PROPOSALS: &str = "geodb_paxos_orphaned_proposals_total";
+    /// Reads of the global shard at a closed timestamp (R14) on a node's
+    /// own replica, by node and outcome (served, waited_for_close).
+    pub const GLOBAL_READS: &str = "geodb_global_reads_total";
     /// Time from proposing a commit to applying it on the leader.
     pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
     /// A peer's clock minus this node's, as last measured, by peer.
@@ -128,6 +131,11 @@ pub mod names {
             PAXOS_ORPHANED_PROPOSALS,
             Kind::Counter,
             "Proposals in flight when their shard leader stepped down, by node and outcome: chosen (answered as usual), never_chosen (answered not-leader, safe to retry), unknown (answered 08007), contradicted (a broken invariant; always 0).",
+        ),
+        (
+            GLOBAL_READS,
+            Kind::Counter,
+            "Reads of global tables at a closed timestamp on a node's own replica, by node and outcome: served, waited_for_close (the replica's closed timestamp was behind the read: a lead too short for the topology, or a replica cut off from the global shard's leader).",
         ),
         (
             PAXOS_COMMIT_SECONDS,

@@ -100,6 +100,9 @@ struct BankArgs {
     /// Plant "an orphaned proposal is declared never chosen two slots too early" (test-only).
     #[arg(long)]
     settle_orphans_early: bool,
+    /// Plant "a leader commits below the timestamps it closed" (test-only).
+    #[arg(long)]
+    commit_below_closed: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -109,6 +112,7 @@ fn bank(args: BankArgs) -> ExitCode {
         skip_range_validation: args.skip_range_validation,
         skip_read_wait: args.skip_read_wait,
         settle_orphans_early: args.settle_orphans_early,
+        commit_below_closed: args.commit_below_closed,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -137,6 +141,7 @@ fn bank(args: BankArgs) -> ExitCode {
     println!(
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
+         {} reads at a closed timestamp ({} waited for one), \
          orphaned proposals {} chosen / {} never chosen / {} unknown; failing seeds: {failed:?}",
         failed.len(),
         start + count,
@@ -150,6 +155,8 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.pauses),
         total(|report| report.recovered),
         total(|report| report.reads_waited),
+        total(|report| report.settled_reads),
+        total(|report| report.settled_waits),
         total(|report| report.orphans_chosen),
         total(|report| report.orphans_never_chosen),
         total(|report| report.orphans_unknown),

@@ -47,6 +47,10 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     assert!(total(|report| report.pauses) >= CI_SEEDS, "too few pauses");
     assert!(total(|report| report.orphans_chosen) > 0, "no orphaned proposal was ever chosen after all");
     assert!(total(|report| report.orphans_never_chosen) > 0, "no orphaned proposal was ever settled as never chosen");
+    // R14: reads of the shard that closes timestamps are served by the
+    // readers' own replicas, mostly without waiting for a closed timestamp.
+    assert!(total(|report| report.settled_reads) >= 50 * CI_SEEDS, "too few reads at closed timestamps");
+    assert!(total(|report| report.settled_waits) * 4 < total(|report| report.settled_reads));
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -84,6 +88,12 @@ fn planted_orphans_settled_before_their_slots_are_applied_are_caught() {
     let failure = caught(BankFaults { settle_orphans_early: true, ..BankFaults::default() });
     assert!(failure.message.contains("declared never chosen"), "{failure}");
     assert!(failure.replay.ends_with("--settle-orphans-early"), "{failure}");
+}
+
+#[test]
+fn planted_commit_below_a_closed_timestamp_is_caught() {
+    let failure = caught(BankFaults { commit_below_closed: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--commit-below-closed"), "{failure}");
 }
 
 #[test]

@@ -212,6 +212,12 @@ impl Router for SqlRouter {
     fn guard_key(&self, shard: ShardId) -> Option<Vec<u8>> {
         Some(keys::guard_key(shard))
     }
+
+    /// The global shard closes timestamps on a cluster (R14): its reads go
+    /// to the local replica.
+    fn reads_settled(&self, shard: ShardId) -> bool {
+        matches!(self.layout, Layout::Cluster { .. }) && shard == GLOBAL_SHARD
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //!  locks  p<txn>  a prepared transaction (`Prepared`): its locks survive restarts and leader changes
 //!  locks  d<txn>  the decision of a transaction this shard is the record of (R9)
 //!  locks  r<txn>  a transaction resolved here: a late prepare of it is refused
+//!  locks  c       the closed timestamp (R14): nothing commits here at or below it
 //!  meta   shard/last_commit_ts, shard/applied_slot
 //! ```
 //!
@@ -61,6 +62,9 @@ pub const RECENT_COMMIT_WINDOW_NS: u64 = 120_000_000_000;
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(10);
 
 const META_LAST_COMMIT_TS: &[u8] = b"shard/last_commit_ts";
+/// In the `locks` family, so that snapshots carry it: a replica restored
+/// from one and then elected must keep its predecessors' promise.
+const CLOSED_KEY: &[u8] = b"c";
 const META_APPLIED_SLOT: &[u8] = b"shard/applied_slot";
 /// Present while a snapshot is being restored (its slot): a shard opened
 /// with it holds a half-written state, restores again, and serves nothing
@@ -137,6 +141,8 @@ pub enum Applied {
     Resolved,
     /// A prepare chosen after its transaction was resolved here: ignored.
     Late,
+    /// A closed timestamp (R14).
+    Closed,
 }
 
 /// Counters of a shard, for metrics and `/v1/cluster`.
@@ -165,6 +171,15 @@ struct State {
     /// caller's microseconds), for recovery.
     prepared: HashMap<TxnId, (Prepared, u64)>,
     last_commit_ts: Timestamp,
+    /// R14: the newest closed timestamp applied here (nothing commits here
+    /// at or below it any more).
+    closed: Timestamp,
+    /// Every timestamp this shard handed out or applied (commits, prepares,
+    /// decisions, closed timestamps) is at or below it, and every timestamp
+    /// it hands out next is above it. The node's clock usually is too; this
+    /// also holds for timestamps ahead of every clock (writes of a shard
+    /// that closes timestamps), which the clock does not follow.
+    floor: Timestamp,
     applied_slot: u64,
     /// A snapshot restore is under way or was cut short by a crash: the
     /// engine holds part of it, and no read is caught up.
@@ -226,7 +241,12 @@ impl Shard {
             ),
             None => 0,
         };
-        hlc.observe(last_commit_ts);
+        let closed = match engine.get(ColumnFamily::Locks, CLOSED_KEY)? {
+            Some(bytes) => Timestamp::decode(&bytes)
+                .ok_or_else(|| geodb_storage::Error::Corrupt("shard closed timestamp".into()))?,
+            None => Timestamp::ZERO,
+        };
+        follow_clock(&hlc, replicated, last_commit_ts);
         let committer = (!replicated).then(|| GroupCommitter::new(engine.clone()));
         let shard = Shard {
             id,
@@ -245,6 +265,8 @@ impl Shard {
                 locks: LockTable::default(),
                 prepared: HashMap::new(),
                 last_commit_ts,
+                closed,
+                floor: last_commit_ts.max(closed),
                 applied_slot,
                 restoring,
                 releases: 0,
@@ -310,7 +332,8 @@ impl Shard {
         state.prepared.clear();
         for prepared in records {
             state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
-            self.hlc.observe(prepared.prepare_ts);
+            follow_clock(&self.hlc, self.committer.is_none(), prepared.prepare_ts);
+            state.floor = state.floor.max(prepared.prepare_ts);
             state.prepared.insert(prepared.changes.txn, (prepared, now_us));
         }
     }
@@ -385,6 +408,19 @@ impl Shard {
         let read_ts = match mode {
             ReadMode::Latest { after } => {
                 return Ok(if self.caught_up(*after) { ReadGate::Ready } else { ReadGate::Behind });
+            }
+            ReadMode::Settled { read_ts } => {
+                // R14: every commit at or below a closed timestamp is applied
+                // here, or held by a lock here (prepared), before the entry
+                // that closed it; no other can come.
+                let state = self.state();
+                if state.restoring || state.closed < *read_ts {
+                    return Ok(ReadGate::Behind);
+                }
+                return Ok(match blocked(&state.locks, *read_ts) {
+                    Some(lock) => ReadGate::Blocked(lock.txn),
+                    None => ReadGate::Ready,
+                });
             }
             ReadMode::At { read_ts, .. } => read_ts,
         };
@@ -479,7 +515,7 @@ impl Shard {
         if let Some(blocked) = self.validate(&mut state, changes)? {
             return Ok(Proposal::Blocked(blocked));
         }
-        let ts = self.hlc.now();
+        let ts = self.next_ts(&mut state);
         state.locks.acquire(changes, ts, HoldKind::InFlightCommit);
         // Logged at once, even before it is chosen: a transaction validated
         // meanwhile must see it (and conservatively keeps it if the outcome
@@ -519,7 +555,15 @@ impl Shard {
                 self.id
             )));
         }
-        let prepare_ts = self.hlc.now();
+        // A part that only read here writes no version: it may take the
+        // clock's timestamp even at a shard that closes timestamps (R14),
+        // so that a transaction which read a global table and writes only
+        // elsewhere does not commit, and wait, in the future.
+        let prepare_ts = if changes.writes.is_empty() && changes.locked.is_empty() {
+            self.hlc.now()
+        } else {
+            self.next_ts(&mut state)
+        };
         state.locks.acquire(changes, prepare_ts, HoldKind::InFlightPrepare);
         Ok(Proposal::Entry(Entry::Prepare(Prepared {
             changes: changes.clone(),
@@ -527,6 +571,47 @@ impl Shard {
             record,
             participants: participants.to_vec(),
         })))
+    }
+
+    /// The timestamp of a commit or prepare validated now: the clock's, or
+    /// above the shard's floor where that is ahead (R14).
+    fn next_ts(&self, state: &mut State) -> Timestamp {
+        if self.faults.commit_below_closed {
+            return self.hlc.now();
+        }
+        let ts = self.hlc.now().max(state.floor.next());
+        state.floor = ts;
+        ts
+    }
+
+    /// R14 (leader): closes timestamps up to `lead_ns` ahead of the clock
+    /// and returns the entry that says so, to be proposed at once: every
+    /// timestamp this shard hands out from now on is above it, and every
+    /// commit it handed out at or below it was proposed before it.
+    pub fn propose_close(&self, lead_ns: u64) -> Result<Entry> {
+        let mut state = self.state();
+        if !state.serving {
+            return Err(Error::NotLeader { leader: None });
+        }
+        let now = self.hlc.now();
+        let ts = Timestamp::new(now.physical.saturating_add(lead_ns), 0).max(state.floor);
+        state.floor = ts;
+        Ok(Entry::Close { ts })
+    }
+
+    /// Lifts the floor to `ts` (a commit decision proposed here: every
+    /// prepare proposed after it takes a timestamp above it, so a replica
+    /// caught up to the decision is caught up to everything before it;
+    /// `Shard::caught_up`).
+    pub fn raise_floor(&self, ts: Timestamp) {
+        let mut state = self.state();
+        state.floor = state.floor.max(ts);
+    }
+
+    /// The newest closed timestamp applied here (R14; zero for a shard that
+    /// does not close timestamps).
+    pub fn closed(&self) -> Timestamp {
+        self.state().closed
     }
 
     /// The checks of R7 under the sequencer: `Ok(Some(txn))` when a highly
@@ -683,6 +768,7 @@ impl Shard {
         let mut prepared_here: HashMap<TxnId, Option<Prepared>> = HashMap::new();
         let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
         let mut newest = Timestamp::ZERO;
+        let mut closed = self.state().closed;
         for entry in entries {
             match entry {
                 Entry::Commit { txn, ts, writes, locked } => {
@@ -737,6 +823,13 @@ impl Shard {
                     self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, *decision)?;
                     outcomes.push(Applied::Resolved);
                 }
+                Entry::Close { ts } => {
+                    if *ts > closed {
+                        closed = *ts;
+                        batch.put(ColumnFamily::Locks, CLOSED_KEY.to_vec(), ts.encode().to_vec());
+                    }
+                    outcomes.push(Applied::Closed);
+                }
             }
         }
         let last_commit_ts = {
@@ -761,13 +854,15 @@ impl Shard {
         for effect in effects {
             match effect {
                 Effect::Commit(record) => {
-                    self.hlc.observe(record.ts);
+                    self.hlc.observe_past(record.ts);
+                    state.floor = state.floor.max(record.ts);
                     released |= state.locks.release(record.txn);
                     Self::remember(&mut state, record, true);
                 }
                 Effect::Prepare(prepared) => {
                     let txn = prepared.changes.txn;
-                    self.hlc.observe(prepared.prepare_ts);
+                    self.hlc.observe_past(prepared.prepare_ts);
+                    state.floor = state.floor.max(prepared.prepare_ts);
                     state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
                     state.prepared.insert(txn, (prepared, now_us));
                 }
@@ -778,6 +873,8 @@ impl Shard {
             }
         }
         state.last_commit_ts = last_commit_ts;
+        state.closed = closed;
+        state.floor = state.floor.max(closed);
         if let Some(slot) = slot {
             state.applied_slot = slot;
         }
@@ -941,7 +1038,12 @@ impl Shard {
         meta.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
         meta.delete(ColumnFamily::Meta, META_RESTORING.to_vec());
         import.finish(meta)?;
-        self.hlc.observe(last);
+        let closed = match self.engine.get(ColumnFamily::Locks, CLOSED_KEY)? {
+            Some(bytes) => Timestamp::decode(&bytes)
+                .ok_or_else(|| geodb_storage::Error::Corrupt("shard snapshot: closed timestamp".into()))?,
+            None => Timestamp::ZERO,
+        };
+        follow_clock(&self.hlc, self.committer.is_none(), last);
         let prepared = self.read_prepared()?;
         // Published at once: the restored commits with the transactions
         // prepared in them, so no read is caught up against half of it.
@@ -951,6 +1053,8 @@ impl Shard {
             state.recent_txns.clear();
             state.log_floor = state.log_floor.max(last);
             state.last_commit_ts = last;
+            state.closed = closed;
+            state.floor = state.floor.max(last).max(closed);
             state.applied_slot = slot;
             self.install_prepared(&mut state, prepared, now_us);
             state.restoring = false;
@@ -1074,9 +1178,18 @@ fn written_keys(writes: &[crate::protocol::Write], locked: &[Vec<u8>]) -> Vec<Ve
     keys
 }
 
+/// Moves the clock past a timestamp of this shard's own data after a
+/// restart or restore. A local shard (one node, no peers to keep its clock
+/// honest, nothing placed in the future) follows it whatever it is: a clock
+/// stepped back must not hide the node's own commits. A replicated shard
+/// follows only what its clock has reached: its data may lie ahead of every
+/// clock on purpose (R14, and commits lifted above a shard's floor), its
+/// floor keeps its own timestamps above its data, and its peers' readings
+/// keep its clock with theirs.
+fn follow_clock(hlc: &Hlc, replicated: bool, ts: Timestamp) {
+    if replicated { hlc.observe_past(ts) } else { hlc.observe(ts) }
+}
+
 fn read_ts(mode: &ReadMode) -> Timestamp {
-    match mode {
-        ReadMode::Latest { .. } => Timestamp::MAX,
-        ReadMode::At { read_ts, .. } => *read_ts,
-    }
+    mode.read_ts().unwrap_or(Timestamp::MAX)
 }

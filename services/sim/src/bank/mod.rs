@@ -7,7 +7,9 @@
 //! ([`TxnManager`], [`Transaction`]) as async tasks on this module's
 //! executor, reaching shards through a simulated [`ShardRpc`]. Four shards:
 //! two homed in us-east and one in eu-west (zone survival, with learners in
-//! other regions), and one with region survival.
+//! other regions), and one with region survival that closes timestamps like
+//! the global shard (R14): a replica in every node, and reads at a
+//! timestamp served by the reader's own node.
 //!
 //! The workload (`workload.rs`): transfers between accounts of different
 //! shards at Snapshot Isolation and Serializable, audits of every account,
@@ -52,7 +54,7 @@ use geodb_geo::{LatencyMatrix, NodeId};
 use geodb_storage::{ColumnFamily, Durability, Engine, MemoryEngine, ScopedEngine, WriteBatch};
 use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
-use geodb_txn::protocol::{Refusal, Request, Response, ShardId};
+use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
 use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard, observe_sender_clock, stamp_messages};
 
 use crate::clock::Clock;
@@ -75,6 +77,8 @@ pub struct BankFaults {
     pub skip_read_wait: bool,
     /// Hosts declare orphaned proposals never chosen too early.
     pub settle_orphans_early: bool,
+    /// Leaders commit below the timestamps they closed (R14).
+    pub commit_below_closed: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -129,6 +133,10 @@ pub struct BankReport {
     pub edges: u64,
     /// Reads a leader held until the clocks passed what they returned.
     pub reads_waited: u64,
+    /// Reads at a closed timestamp (R14) served by the reader's own
+    /// replica, and how often one waited for the next closed timestamp.
+    pub settled_reads: u64,
+    pub settled_waits: u64,
     /// Proposals in flight when their leader stepped down: settled as
     /// chosen, as never chosen (their origins may send them again), or
     /// unknown. A proposal declared never chosen and then applied fails
@@ -174,6 +182,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.settle_orphans_early {
         command.push_str(" --settle-orphans-early");
+    }
+    if options.faults.commit_below_closed {
+        command.push_str(" --commit-below-closed");
     }
     command
 }
@@ -279,6 +290,9 @@ enum Event {
 }
 
 /// A shard as configured at the start.
+/// The shard that closes timestamps (R14), as the server's global shard.
+pub(crate) const CLOSING_SHARD: ShardId = 4;
+
 #[derive(Clone, Debug)]
 struct ShardSpec {
     id: ShardId,
@@ -383,7 +397,12 @@ impl World {
             ShardSpec { id: 1, voters: vec![n(1), n(2), n(3)], learners: vec![n(4), n(7)], preferred: n(1) },
             ShardSpec { id: 2, voters: vec![n(1), n(2), n(3)], learners: vec![n(5), n(8)], preferred: n(2) },
             ShardSpec { id: 3, voters: vec![n(7), n(8), n(9)], learners: vec![n(1), n(4)], preferred: n(8) },
-            ShardSpec { id: 4, voters: vec![n(1), n(2), n(4), n(5), n(7)], learners: Vec::new(), preferred: n(1) },
+            ShardSpec {
+                id: CLOSING_SHARD,
+                voters: vec![n(1), n(2), n(4), n(5), n(7)],
+                learners: vec![n(3), n(6), n(8), n(9)],
+                preferred: n(1),
+            },
         ];
         let mut configs = BTreeMap::new();
         for shard in &shards {
@@ -489,6 +508,10 @@ impl World {
         self.report.events = self.scheduler.events_run();
         self.report.reads_waited +=
             self.nodes.values().filter(|node| node.up).map(|node| node.host.reads_waited()).sum::<u64>();
+        for node in self.nodes.values().filter(|node| node.up) {
+            self.report.settled_reads += node.host.settled_reads().served;
+            self.report.settled_waits += node.host.settled_reads().waited_for_close;
+        }
         for node in self.nodes.values().filter(|node| node.up) {
             let orphans = node.host.orphans();
             self.report.orphans_chosen += orphans.chosen;
@@ -702,7 +725,10 @@ impl World {
             Err(error) => return self.fail(format!("{node}: its snapshots cannot be read after a crash: {error}")),
         };
         let mut host = Host::new(config, sim_node.hlc.clone(), sim_node.incarnation << 40);
-        let validation = ValidationFaults { skip_ranges: faults.skip_range_validation };
+        let validation = ValidationFaults {
+            skip_ranges: faults.skip_range_validation,
+            commit_below_closed: faults.commit_below_closed,
+        };
         for shard in &self.shards {
             let group = GroupId(shard.id);
             let Some(config) = self.configs.get(&(node, group)) else { continue };
@@ -711,8 +737,12 @@ impl World {
             let state = Shard::open_with_faults(shard.id, view, sim_node.hlc.clone(), true, validation)
                 .expect("a fresh memory engine opens");
             let stored = sim_node.durable.entry(group).or_default().clone();
+            let (lead_ns, interval_us) = closing(config);
             if let Err(error) = host.add_group(config.clone(), stored, Arc::new(state), COMPACT_AFTER_SLOTS, local) {
                 return self.fail(format!("{node}: {group} cannot restart: {error}"));
+            }
+            if shard.id == CLOSING_SHARD {
+                host.set_closing(shard.id, lead_ns, interval_us);
             }
         }
         sim_node.host = host;
@@ -867,6 +897,16 @@ impl World {
             return leader;
         }
         let hosts_replica = self.configs.contains_key(&(node, GroupId(shard)));
+        if hosts_replica
+            && matches!(
+                request,
+                Request::Get { mode: ReadMode::Settled { .. }, .. }
+                    | Request::Scan { mode: ReadMode::Settled { .. }, .. }
+            )
+        {
+            // R14: the reader's own replica, as the server does.
+            return Some(node);
+        }
         match leader {
             Some(leader) if self.nodes[&leader].region == sim_node.region => Some(leader),
             _ if hosts_replica => Some(node),
@@ -1008,4 +1048,14 @@ fn snapshots_after_a_crash(engine: &MemoryEngine) -> geodb_storage::Result<Arc<M
     let kept = Arc::new(MemoryEngine::new());
     kept.write(chunks, Durability::Sync)?;
     Ok(kept)
+}
+
+/// How the closing shard's leader closes timestamps (R14): every
+/// heartbeat interval, as the server's, ahead by what a `Close` needs to
+/// reach the farthest replica (twice the group's widest round trip, which
+/// the heartbeat interval is, and two intervals) plus twice the clock bound.
+fn closing(config: &Config) -> (u64, u64) {
+    let interval_us = config.heartbeat_interval_us;
+    let lead_ns = (config.heartbeat_interval_us + 2 * interval_us) * 1_000 + 2 * MAX_OFFSET_NS;
+    (lead_ns, interval_us)
 }

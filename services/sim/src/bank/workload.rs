@@ -92,6 +92,10 @@ impl Router for BankRouter {
     fn places_of_range(&self, range: &KeyRange) -> Vec<Place> {
         self.shards_of_range(range).into_iter().map(Place::Shard).collect()
     }
+
+    fn reads_settled(&self, shard: ShardId) -> bool {
+        shard == super::CLOSING_SHARD
+    }
 }
 
 impl BankRouter {
