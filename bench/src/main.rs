@@ -17,6 +17,7 @@
 
 mod engine;
 mod geo_commit;
+mod geo_global;
 mod geo_homes;
 mod http;
 mod paxos;
@@ -42,6 +43,8 @@ enum Command {
     GeoCommit(geo_commit::Args),
     /// Serializable transactions on one home and across two homes.
     GeoHomes(geo_homes::Args),
+    /// Global tables: reads from every region, writes.
+    GeoGlobal(geo_global::Args),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Http(args) => http::run(args),
         Command::GeoCommit(args) => geo_commit::run(args),
         Command::GeoHomes(args) => geo_homes::run(args),
+        Command::GeoGlobal(args) => geo_global::run(args),
         Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };

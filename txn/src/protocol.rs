@@ -318,7 +318,9 @@ pub enum Entry {
     Close { ts: Timestamp },
 }
 
-/// Format tag of an encoded [`Entry`]; bump on any change.
+/// Format tag of an encoded [`Entry`]; bump on any change that makes
+/// entries already written decode differently (a variant appended at the
+/// end, as `Close` was, leaves them as they were).
 const ENTRY_FORMAT: u8 = 3;
 
 impl Entry {

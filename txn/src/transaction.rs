@@ -768,6 +768,13 @@ impl Transaction {
             self.commit_distributed(parts).await?
         };
         self.manager.saw(written, ts);
+        if self.isolation.is_highly_available() {
+            // No commit wait, but a commit placed ahead of every clock (a
+            // global table's, R14, or one lifted above such a commit) is
+            // answered once this node's clock reaches it: the next
+            // transaction here then reads at or above it, and sees it.
+            wait_until_past(&self.manager, ts).await;
+        }
         if self.manager.commit_wait && !self.isolation.is_highly_available() && !self.manager.faults.skip_commit_wait {
             // R6 (Spanner §4.1.2): answer only once every clock in the
             // cluster reads past the commit timestamp.
@@ -1032,6 +1039,12 @@ async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request)
                 {
                     manager.hlc.observe_past(*ts);
                 }
+                if let Response::Refused(Refusal::SchemaChanged { newest, .. }) = &response {
+                    // A DDL writes the global shard's guard too, so it may
+                    // commit ahead of every clock (R14): a statement planned
+                    // again must take its new snapshot above it (R11).
+                    wait_until_past(manager, *newest).await;
+                }
                 return response.into_result();
             }
             Err(error) => error.to_string(),
@@ -1043,6 +1056,15 @@ async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request)
             )));
         }
     }
+}
+
+/// Waits until this node's physical clock has reached `ts`, then moves the
+/// clock past it; at once for a timestamp the clock has already passed.
+async fn wait_until_past(manager: &TxnManager, ts: Timestamp) {
+    if ts.physical > manager.hlc.physical_now_ns() {
+        manager.rpc.sleep_until(ts.physical.saturating_add(1)).await;
+    }
+    manager.hlc.observe_past(ts);
 }
 
 /// Pauses between attempts: exponential, capped, within [`RETRY_WINDOW_NS`].

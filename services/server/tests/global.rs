@@ -3,8 +3,8 @@
 //! of a `global` table at every level are answered by the gateway's own
 //! replica of the global shard (whose leader is in us-east), writes to it
 //! commit in the future and are visible to every transaction that begins
-//! after they were acknowledged, and a serializable transaction that read
-//! it and writes a home table commits.
+//! after they were acknowledged (highly available writes included), and a
+//! serializable transaction that read it and writes a home table commits.
 
 mod common;
 
@@ -51,6 +51,20 @@ async fn global_tables_are_read_from_the_local_replica_at_every_level() {
     assert_eq!(rows(&server, "SELECT name FROM item WHERE id = 1", "serializable").await, json!([["axe"]]));
     let after = served_locally(&server.get("/metrics").await.1, &node);
     assert!(after >= before + 3, "reads of the global table served by node {node}'s replica: {before} then {after}");
+
+    // A highly available write commits in the future too, without commit
+    // wait; it is answered once the gateway's clock has reached it, so the
+    // next transaction here, at any level, reads it.
+    for (isolation, name) in [("read committed", "adze"), ("monotonic atomic view", "auger")] {
+        let (status, body) = server
+            .post(
+                "/v1/sql",
+                json!({"sql": "UPDATE item SET name = $1 WHERE id = 1", "params": [name], "isolation": isolation}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(rows(&server, "SELECT name FROM item WHERE id = 1", "snapshot").await, json!([[name]]));
+    }
 
     // A serializable transaction that read the global table and writes a
     // home table commits.

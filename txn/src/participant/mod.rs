@@ -772,6 +772,7 @@ impl Shard {
         for entry in entries {
             match entry {
                 Entry::Commit { txn, ts, writes, locked } => {
+                    closed_below(closed, *ts, *txn)?;
                     for (key, value) in writes {
                         mvcc::put_version_ordered(self.engine.as_ref(), &mut batch, key, *ts, *txn, value.as_deref())?;
                     }
@@ -795,6 +796,9 @@ impl Shard {
                         // decided here (a late copy): it holds nothing.
                         None if finished => outcomes.push(Applied::Late),
                         None => {
+                            if !prepared.changes.writes.is_empty() || !prepared.changes.locked.is_empty() {
+                                closed_below(closed, prepared.prepare_ts, txn)?;
+                            }
                             batch.put(ColumnFamily::Locks, prepared_key(txn), encode(prepared));
                             prepared_here.insert(txn, Some(prepared.clone()));
                             effects.push(Effect::Prepare(prepared.clone()));
@@ -1176,6 +1180,19 @@ fn written_keys(writes: &[crate::protocol::Write], locked: &[Vec<u8>]) -> Vec<Ve
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+/// R14 as every replica sees it: a commit, or a prepare that writes, comes
+/// above every timestamp closed before it in the log. Anything else is a
+/// broken protocol invariant (its readers may have missed it): the replica
+/// stops applying rather than diverge from what it answered.
+fn closed_below(closed: Timestamp, ts: Timestamp, txn: TxnId) -> Result<()> {
+    if ts <= closed {
+        return Err(Error::Storage(geodb_storage::Error::Corrupt(format!(
+            "transaction {txn} commits at {ts}, at or below the closed timestamp {closed}: a protocol invariant is broken"
+        ))));
+    }
+    Ok(())
 }
 
 /// Moves the clock past a timestamp of this shard's own data after a

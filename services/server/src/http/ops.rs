@@ -175,6 +175,8 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "snapshots_installed": published.snapshots_installed.get(group).copied().unwrap_or(0),
                 "prepared": status.prepared,
                 "last_commit_ts": shard.map(|shard| shard.stats().last_commit_ts.to_string()),
+                // R14: the shard's newest closed timestamp, if it closes any.
+                "closed_ts": shard.map(|shard| shard.closed()).filter(|ts| *ts > geodb_txn::Timestamp::ZERO).map(|ts| ts.to_string()),
             })
         })
         .collect();
@@ -185,6 +187,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         "failed": published.failed,
         "node": node.config.node_id,
         "max_clock_offset_ms": node.config.max_clock_offset_ms,
+        "global_lead_ms": cluster.config.global_lead_ms(node.config.max_clock_offset_ms).ok(),
         // This node's clock against its peers' (see docs/operations.md,
         // "Clocks"): while `within_bound` is false it refuses snapshot and
         // serializable transactions and serves Read Committed and MAV.
