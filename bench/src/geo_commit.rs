@@ -70,6 +70,27 @@ const TABLE: &str = "geo_commit_bench";
 const ISOLATION: &str = "serializable";
 const UPDATE: &str = "UPDATE geo_commit_bench SET n = n + 1 WHERE id = $1";
 
+/// One gateway per region and how long to run (`geo-homes`, `geo-global`).
+#[derive(clap::Args)]
+pub(crate) struct GatewayArgs {
+    /// One gateway per region, as `geodb dev` prints them (the first in the
+    /// home region of the system and global shards).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
+    )]
+    pub(crate) gateways: Vec<String>,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+/// `GET url` as JSON.
+pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Result<Json, String> {
+    let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    response.json::<Json>().await.map_err(|e| format!("{url}: {e}"))
+}
+
 /// A failed API call: retryable ones (serialization failures, a leader
 /// change) are counted and the transaction is tried again.
 pub(crate) struct Failure {

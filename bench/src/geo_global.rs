@@ -24,22 +24,8 @@ use std::time::{Duration, Instant};
 use geodb_geo::{LatencyMatrix, Region};
 use serde_json::{Value as Json, json};
 
-use crate::geo_commit::{RunArgs, post};
+use crate::geo_commit::{GatewayArgs as Args, get_json, post};
 use crate::report::Measurement;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// One gateway per region, as `geodb dev` prints them; the first is in
-    /// the global shard's home region.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
-    )]
-    gateways: Vec<String>,
-    #[command(flatten)]
-    run: RunArgs,
-}
 
 const TABLE: &str = "geo_global_bench";
 const ISOLATION: &str = "serializable";
@@ -61,11 +47,6 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(run_async(args))
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Result<Json, String> {
-    let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
-    response.json::<Json>().await.map_err(|e| format!("{url}: {e}"))
 }
 
 /// `geodb_global_reads_total` by outcome, summed over the nodes of the

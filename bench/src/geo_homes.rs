@@ -31,21 +31,8 @@ use std::time::{Duration, Instant};
 use geodb_geo::{LatencyMatrix, Region};
 use serde_json::{Value as Json, json};
 
-use crate::geo_commit::{Failure, RunArgs, post};
+use crate::geo_commit::{Failure, GatewayArgs as Args, get_json as get, post};
 use crate::report::Measurement;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// One gateway per region, as `geodb dev` prints them.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
-    )]
-    gateways: Vec<String>,
-    #[command(flatten)]
-    run: RunArgs,
-}
 
 const TABLE: &str = "geo_homes_bench";
 /// The SQLSTATE of an answer whose outcome is unknown.
@@ -107,11 +94,6 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(run_async(args))
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> Result<Json, String> {
-    let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
-    response.json::<Json>().await.map_err(|e| format!("{url}: {e}"))
 }
 
 async fn run_async(args: Args) -> Result<(), String> {

@@ -42,9 +42,9 @@ enum Command {
     /// Single-shard write commit latency across the emulated regions.
     GeoCommit(geo_commit::Args),
     /// Serializable transactions on one home and across two homes.
-    GeoHomes(geo_homes::Args),
+    GeoHomes(geo_commit::GatewayArgs),
     /// Global tables: reads from every region, writes.
-    GeoGlobal(geo_global::Args),
+    GeoGlobal(geo_commit::GatewayArgs),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.

@@ -239,6 +239,9 @@ pub struct SettledCounts {
     /// the next one (a lead too short for the topology, or a replica cut
     /// off from its leader).
     pub waited_for_close: u64,
+    /// Serializable transactions' reads validated here up to the closed
+    /// timestamp, for a commit elsewhere ([`Request::ValidateSettled`]).
+    pub validated: u64,
 }
 
 /// Where a shard's leadership stands on this node.
@@ -845,6 +848,15 @@ impl Host {
                 Ok(None) => {
                     self.propose(group, Some(origin), *txn, Entry::Decide { txn: *txn, decision: Decision::Abort })
                 }
+                Err(error) => self.refuse(origin, &error),
+            },
+            Request::ValidateSettled(changes) => match shard.validate_settled(changes) {
+                Ok(Some(closed)) => {
+                    self.settled.validated += 1;
+                    self.reply(origin, Response::Validated(closed));
+                }
+                // Not closed up to the snapshot yet: after the next `Close`.
+                Ok(None) => self.park(parked),
                 Err(error) => self.refuse(origin, &error),
             },
         }

@@ -101,6 +101,9 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
                     None => apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: Decision::Abort }),
                 };
             }
+            Request::ValidateSettled(_) => {
+                return Err(Error::Invalid("a local shard closes no timestamps".into()));
+            }
         };
         shard.wait_for_release(seen, blocked, deadline)?;
     }

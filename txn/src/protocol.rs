@@ -163,6 +163,13 @@ pub enum Request {
     Recover {
         txn: TxnId,
     },
+    /// R14, at any replica of a shard that closes timestamps: validate what
+    /// a serializable transaction read there (R7, the keys and ranges of
+    /// `changes.reads`) up to the closed timestamp the replica applied, and
+    /// answer it ([`Response::Validated`]); the transaction then commits
+    /// elsewhere at or below it. Waits until the replica closed
+    /// `changes.read_ts`.
+    ValidateSettled(Changes),
 }
 
 impl Request {
@@ -176,6 +183,7 @@ impl Request {
             Request::Decide { .. } => "decide",
             Request::Resolve { .. } => "resolve",
             Request::Recover { .. } => "recover",
+            Request::ValidateSettled(_) => "validate",
         }
     }
 
@@ -189,6 +197,7 @@ impl Request {
             Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
             Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
+            Request::ValidateSettled(_) => true,
         }
     }
 
@@ -199,6 +208,7 @@ impl Request {
             self,
             Request::Get { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
                 | Request::Scan { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
+                | Request::ValidateSettled(_)
         )
     }
 }
@@ -275,6 +285,9 @@ pub enum Response {
     Prepared(Timestamp),
     /// The recorded decision (which may differ from the one asked for).
     Decided(Decision),
+    /// [`Request::ValidateSettled`]: nothing the transaction read there
+    /// changed up to this closed timestamp, and nothing can at or below it.
+    Validated(Timestamp),
     Resolved,
     Refused(Refusal),
 }

@@ -65,6 +65,9 @@ const HOME_ATTEMPTS_MAX: u32 = 8;
 pub struct CoordinatorFaults {
     /// Answer a commit without commit wait (R6).
     pub skip_commit_wait: bool,
+    /// Drop what a serializable transaction only read at a shard that
+    /// closes timestamps without validating it (R14).
+    pub skip_settled_validation: bool,
 }
 
 struct TxnIds {
@@ -758,14 +761,15 @@ impl Transaction {
             // Commit wait below reads this node's clock.
             self.manager.hlc.check_synchronized()?;
         }
-        let parts = self.parts().await?;
+        let mut parts = self.parts().await?;
+        let cap = self.validate_settled(&mut parts).await?;
         let written: Vec<ShardId> =
             parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
-        let ts = if parts.len() == 1 {
+        let ts = if parts.len() == 1 && cap.is_none() {
             let (shard, part) = parts.into_iter().next().expect("one part");
             self.commit_one(shard, part.changes).await?
         } else {
-            self.commit_distributed(parts).await?
+            self.commit_distributed(parts, cap).await?
         };
         self.manager.saw(written, ts);
         if self.isolation.is_highly_available() {
@@ -874,6 +878,34 @@ impl Transaction {
         Ok(parts)
     }
 
+    /// R14: what a serializable transaction only read at shards that close
+    /// timestamps (the global shard) is validated at this node's replica of
+    /// each, not by making that shard a participant (a wide-area round trip
+    /// to its leader): each answers the closed timestamp up to which the
+    /// reads hold, and the parts are removed. The transaction must then
+    /// commit at or below the smallest of them, which two-phase commit (even
+    /// with one participant left) checks before deciding: the answer.
+    async fn validate_settled(&self, parts: &mut BTreeMap<ShardId, Part>) -> Result<Option<Timestamp>> {
+        let router = &self.manager.router;
+        let settled: Vec<ShardId> = parts
+            .iter()
+            .filter(|(shard, part)| !part.writes_here && router.reads_settled(**shard))
+            .map(|(shard, _)| *shard)
+            .collect();
+        let mut cap: Option<Timestamp> = None;
+        for shard in settled {
+            let part = parts.remove(&shard).expect("listed above");
+            if self.manager.faults.skip_settled_validation {
+                continue;
+            }
+            match call_repeatable(&self.manager, shard, Request::ValidateSettled(part.changes)).await? {
+                Response::Validated(closed) => cap = Some(cap.map_or(closed, |cap| cap.min(closed))),
+                other => return Err(unexpected(shard, &other)),
+            }
+        }
+        Ok(cap)
+    }
+
     /// One participant: validate, commit and apply in one round. Never
     /// repeated once it may have been proposed (a second proposal could
     /// commit the writes twice): an unknown outcome is reported as such.
@@ -905,8 +937,11 @@ impl Transaction {
         }
     }
 
-    /// Two-phase commit over the participants (R9).
-    async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>) -> Result<Timestamp> {
+    /// Two-phase commit over the participants (R9), at a commit timestamp
+    /// no higher than `cap` if one is given (reads validated elsewhere up to
+    /// it, [`Transaction::validate_settled`]): above it, the transaction
+    /// aborts.
+    async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>, cap: Option<Timestamp>) -> Result<Timestamp> {
         let record = *parts
             .iter()
             .find(|(_, part)| part.writes_here)
@@ -927,6 +962,15 @@ impl Transaction {
                 Ok(other) => failure = failure.or(Some(unexpected(*shard, &other))),
                 Err(error) => failure = failure.or(Some(error)),
             }
+        }
+        if failure.is_none()
+            && let Some(cap) = cap
+            && commit_ts > cap
+        {
+            failure = Some(Error::Conflict(format!(
+                "transaction {}: its reads of a global table hold up to {cap}, its commit would be at {commit_ts}",
+                self.id
+            )));
         }
         if let Some(error) = failure {
             // No `Decide(Commit)` was sent, so the transaction cannot commit

@@ -160,3 +160,31 @@ fn a_settled_read_waits_on_a_transaction_prepared_below_it() {
     assert_eq!(settled(&leader, prepared.prepare_ts), ReadGate::Blocked(TxnId(4)));
     assert_eq!(settled(&leader, Timestamp::new(START_NS - 1, 0)), ReadGate::Ready);
 }
+
+#[test]
+fn reads_are_validated_at_a_replica_up_to_its_closed_timestamp() {
+    let (_, leader_hlc) = clock();
+    let (_, replica_hlc) = clock();
+    let leader = replica(&Arc::new(MemoryEngine::new()), &leader_hlc);
+    let follower = replica(&Arc::new(MemoryEngine::new()), &replica_hlc);
+    leader.set_serving(true);
+    let snapshot = Timestamp::new(START_NS, 0);
+    let mut reader = changes(10, snapshot, "unused");
+    reader.writes.clear();
+    reader.reads.keys.push(b"k".to_vec());
+    // Not closed up to the snapshot yet: wait.
+    let close = leader.propose_close(LEAD_NS).unwrap();
+    assert_eq!(follower.validate_settled(&reader).unwrap(), None);
+    // Closed past it, nothing written: valid up to the closed timestamp.
+    follower.apply(Some(1), std::slice::from_ref(&close), 0).unwrap();
+    leader.apply(Some(1), std::slice::from_ref(&close), 0).unwrap();
+    assert_eq!(follower.validate_settled(&reader).unwrap(), Some(closed_ts(&close)));
+    // A commit of the key read, above the snapshot: a conflict.
+    let write = entry(leader.propose_commit(&changes(11, leader_hlc.now(), "k")).unwrap());
+    let close = leader.propose_close(LEAD_NS).unwrap();
+    follower.apply(Some(2), &[write, close], 0).unwrap();
+    assert!(matches!(follower.validate_settled(&reader), Err(geodb_txn::Error::Conflict(_))));
+    // A shard that closed nothing yet (or never does) validates nothing.
+    let plain = replica(&Arc::new(MemoryEngine::new()), &replica_hlc);
+    assert_eq!(plain.validate_settled(&reader).unwrap(), None);
+}

@@ -103,6 +103,9 @@ struct BankArgs {
     /// Plant "a leader commits below the timestamps it closed" (test-only).
     #[arg(long)]
     commit_below_closed: bool,
+    /// Plant "serializable reads of the closing shard are not validated" (test-only).
+    #[arg(long)]
+    skip_settled_validation: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -113,6 +116,7 @@ fn bank(args: BankArgs) -> ExitCode {
         skip_read_wait: args.skip_read_wait,
         settle_orphans_early: args.settle_orphans_early,
         commit_below_closed: args.commit_below_closed,
+        skip_settled_validation: args.skip_settled_validation,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -141,7 +145,7 @@ fn bank(args: BankArgs) -> ExitCode {
     println!(
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
-         {} reads at a closed timestamp ({} waited for one), \
+         {} reads at a closed timestamp ({} waited for one), {} validated there, \
          orphaned proposals {} chosen / {} never chosen / {} unknown; failing seeds: {failed:?}",
         failed.len(),
         start + count,
@@ -157,6 +161,7 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.reads_waited),
         total(|report| report.settled_reads),
         total(|report| report.settled_waits),
+        total(|report| report.settled_validations),
         total(|report| report.orphans_chosen),
         total(|report| report.orphans_never_chosen),
         total(|report| report.orphans_unknown),

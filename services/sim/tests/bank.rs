@@ -51,6 +51,9 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     // readers' own replicas, mostly without waiting for a closed timestamp.
     assert!(total(|report| report.settled_reads) >= 50 * CI_SEEDS, "too few reads at closed timestamps");
     assert!(total(|report| report.settled_waits) * 4 < total(|report| report.settled_reads));
+    // Serializable transactions that read it and write elsewhere validate
+    // those reads at their own replica instead of making it a participant.
+    assert!(total(|report| report.settled_validations) >= CI_SEEDS, "too few reads validated at a replica");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -94,6 +97,12 @@ fn planted_orphans_settled_before_their_slots_are_applied_are_caught() {
 fn planted_commit_below_a_closed_timestamp_is_caught() {
     let failure = caught(BankFaults { commit_below_closed: true, ..BankFaults::default() });
     assert!(failure.replay.ends_with("--commit-below-closed"), "{failure}");
+}
+
+#[test]
+fn planted_serializable_reads_of_the_closing_shard_left_unvalidated_are_caught() {
+    let failure = caught(BankFaults { skip_settled_validation: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--skip-settled-validation"), "{failure}");
 }
 
 #[test]

@@ -608,6 +608,39 @@ impl Shard {
         state.floor = state.floor.max(ts);
     }
 
+    /// R14, at any replica: validates what a serializable transaction read
+    /// here (R7: no commit above its snapshot on a key or range it read, no
+    /// other transaction's write lock on one) against what this replica
+    /// applied, and answers the closed timestamp that covers it: nothing at
+    /// or below it can commit here any more, so the reads hold for a commit
+    /// of the transaction at any timestamp up to it. `None` while the
+    /// replica has not closed the transaction's snapshot yet (wait for it).
+    pub fn validate_settled(&self, changes: &Changes) -> Result<Option<Timestamp>> {
+        let state = self.state();
+        if state.restoring || state.closed < changes.read_ts {
+            return Ok(None);
+        }
+        if changes.read_ts < state.log_floor {
+            return Err(Error::Conflict(format!(
+                "transaction {} is too old to validate at shard {}: its snapshot {} predates the log of recent commits",
+                changes.txn, self.id, changes.read_ts
+            )));
+        }
+        if let Some(Obstacle::Held { txn, key }) = state.locks.conflict(changes) {
+            return Err(Error::Conflict(format!(
+                "key {} is locked by concurrent transaction {txn}",
+                crate::conflict::printable(&key)
+            )));
+        }
+        conflict::validate(changes, state.recent.iter(), self.faults).map_err(|conflict| {
+            Error::Conflict(format!(
+                "read of a value changed by a later commit on key {}",
+                crate::conflict::printable(&conflict.key)
+            ))
+        })?;
+        Ok(Some(state.closed))
+    }
+
     /// The newest closed timestamp applied here (R14; zero for a shard that
     /// does not close timestamps).
     pub fn closed(&self) -> Timestamp {

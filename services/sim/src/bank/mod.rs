@@ -79,6 +79,9 @@ pub struct BankFaults {
     pub settle_orphans_early: bool,
     /// Leaders commit below the timestamps they closed (R14).
     pub commit_below_closed: bool,
+    /// Coordinators skip validating serializable reads of the closing shard
+    /// at their replica (R14).
+    pub skip_settled_validation: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -137,6 +140,9 @@ pub struct BankReport {
     /// replica, and how often one waited for the next closed timestamp.
     pub settled_reads: u64,
     pub settled_waits: u64,
+    /// Serializable transactions whose reads of that shard were validated
+    /// at the coordinator's own replica, for a commit elsewhere.
+    pub settled_validations: u64,
     /// Proposals in flight when their leader stepped down: settled as
     /// chosen, as never chosen (their origins may send them again), or
     /// unknown. A proposal declared never chosen and then applied fails
@@ -185,6 +191,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.commit_below_closed {
         command.push_str(" --commit-below-closed");
+    }
+    if options.faults.skip_settled_validation {
+        command.push_str(" --skip-settled-validation");
     }
     command
 }
@@ -511,6 +520,7 @@ impl World {
         for node in self.nodes.values().filter(|node| node.up) {
             self.report.settled_reads += node.host.settled_reads().served;
             self.report.settled_waits += node.host.settled_reads().waited_for_close;
+            self.report.settled_validations += node.host.settled_reads().validated;
         }
         for node in self.nodes.values().filter(|node| node.up) {
             let orphans = node.host.orphans();
@@ -902,6 +912,7 @@ impl World {
                 request,
                 Request::Get { mode: ReadMode::Settled { .. }, .. }
                     | Request::Scan { mode: ReadMode::Settled { .. }, .. }
+                    | Request::ValidateSettled(_)
             )
         {
             // R14: the reader's own replica, as the server does.

@@ -205,7 +205,10 @@ impl World {
             ids_engine: None,
             first_id: sim_node.incarnation << 24,
             commit_wait: true,
-            faults: CoordinatorFaults { skip_commit_wait: self.options.faults.skip_commit_wait },
+            faults: CoordinatorFaults {
+                skip_commit_wait: self.options.faults.skip_commit_wait,
+                skip_settled_validation: self.options.faults.skip_settled_validation,
+            },
         })
         .expect("a manager without durable ids opens");
         let context = ClientContext {
@@ -219,7 +222,10 @@ impl World {
             stopping: self.stopping.clone(),
             gateways: self.gateways.clone(),
             hops: self.hops.clone(),
-            coordinator_faults: CoordinatorFaults { skip_commit_wait: self.options.faults.skip_commit_wait },
+            coordinator_faults: CoordinatorFaults {
+                skip_commit_wait: self.options.faults.skip_commit_wait,
+                skip_settled_validation: self.options.faults.skip_settled_validation,
+            },
             budget: self.options.transactions_per_client,
             fault_phase_us: self.options.fault_phase_us,
             rng: StdRng::seed_from_u64(rand::Rng::random(self.scheduler.rng())),
