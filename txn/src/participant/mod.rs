@@ -620,24 +620,7 @@ impl Shard {
         if state.restoring || state.closed < changes.read_ts {
             return Ok(None);
         }
-        if changes.read_ts < state.log_floor {
-            return Err(Error::Conflict(format!(
-                "transaction {} is too old to validate at shard {}: its snapshot {} predates the log of recent commits",
-                changes.txn, self.id, changes.read_ts
-            )));
-        }
-        if let Some(Obstacle::Held { txn, key }) = state.locks.conflict(changes) {
-            return Err(Error::Conflict(format!(
-                "key {} is locked by concurrent transaction {txn}",
-                crate::conflict::printable(&key)
-            )));
-        }
-        conflict::validate(changes, state.recent.iter(), self.faults).map_err(|conflict| {
-            Error::Conflict(format!(
-                "read of a value changed by a later commit on key {}",
-                crate::conflict::printable(&conflict.key)
-            ))
-        })?;
+        self.check_against_log(&state, changes)?;
         Ok(Some(state.closed))
     }
 
@@ -674,6 +657,16 @@ impl Shard {
         if changes.isolation.is_highly_available() {
             return Ok(state.locks.conflict(changes).map(|Obstacle::Held { txn, .. }| txn));
         }
+        self.check_against_log(state, changes)?;
+        self.hlc.update(changes.read_ts)?;
+        Ok(None)
+    }
+
+    /// R7 against the log of recent commits and the locks held here: the
+    /// snapshot is still covered by the log, no other transaction holds a
+    /// lock in the way, and nothing the transaction wrote (or, serializable,
+    /// read) was committed above its snapshot.
+    fn check_against_log(&self, state: &State, changes: &Changes) -> Result<()> {
         if changes.read_ts < state.log_floor {
             return Err(Error::Conflict(format!(
                 "transaction {} is too old to validate at shard {}: its snapshot {} predates the log of recent commits",
@@ -692,9 +685,7 @@ impl Shard {
                 ConflictKind::Read => "read of a value changed by a later commit",
             };
             Error::Conflict(format!("{rule} on key {}", crate::conflict::printable(&conflict.key)))
-        })?;
-        self.hlc.update(changes.read_ts)?;
-        Ok(None)
+        })
     }
 
     /// Logs a commit for later validations (once), and whether it was
