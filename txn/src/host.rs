@@ -850,7 +850,7 @@ impl Host {
                 }
                 Err(error) => self.refuse(origin, &error),
             },
-            Request::ValidateSettled(changes) => match shard.validate_settled(changes) {
+            Request::ValidateSettled { changes, at_least } => match shard.validate_settled(changes, *at_least) {
                 Ok(Some(closed)) => {
                     self.settled.validated += 1;
                     self.reply(origin, Response::Validated(closed));

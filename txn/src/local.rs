@@ -101,7 +101,7 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
                     None => apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: Decision::Abort }),
                 };
             }
-            Request::ValidateSettled(_) => {
+            Request::ValidateSettled { .. } => {
                 return Err(Error::Invalid("a local shard closes no timestamps".into()));
             }
         };

@@ -168,8 +168,12 @@ pub enum Request {
     /// `changes.reads`) up to the closed timestamp the replica applied, and
     /// answer it ([`Response::Validated`]); the transaction then commits
     /// elsewhere at or below it. Waits until the replica closed
-    /// `changes.read_ts`.
-    ValidateSettled(Changes),
+    /// `changes.read_ts` and `at_least` (a commit timestamp the
+    /// transaction's other participants already imposed).
+    ValidateSettled {
+        changes: Changes,
+        at_least: Timestamp,
+    },
 }
 
 impl Request {
@@ -183,7 +187,7 @@ impl Request {
             Request::Decide { .. } => "decide",
             Request::Resolve { .. } => "resolve",
             Request::Recover { .. } => "recover",
-            Request::ValidateSettled(_) => "validate",
+            Request::ValidateSettled { .. } => "validate",
         }
     }
 
@@ -197,7 +201,7 @@ impl Request {
             Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
             Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
-            Request::ValidateSettled(_) => true,
+            Request::ValidateSettled { .. } => true,
         }
     }
 
@@ -208,7 +212,7 @@ impl Request {
             self,
             Request::Get { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
                 | Request::Scan { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
-                | Request::ValidateSettled(_)
+                | Request::ValidateSettled { .. }
         )
     }
 }

@@ -334,6 +334,14 @@ pub struct Transaction {
     unhomed: BTreeMap<Vec<u8>, Reads>,
 }
 
+/// What a serializable transaction read at shards that close timestamps,
+/// validated at this node's replicas ([`Transaction::validate_settled`]):
+/// the reads hold for a commit at or below `cap`.
+struct Settled {
+    cap: Timestamp,
+    parts: Vec<(ShardId, Changes)>,
+}
+
 /// One participant's part of a commit.
 struct Part {
     changes: Changes,
@@ -762,14 +770,14 @@ impl Transaction {
             self.manager.hlc.check_synchronized()?;
         }
         let mut parts = self.parts().await?;
-        let cap = self.validate_settled(&mut parts).await?;
+        let settled = self.validate_settled(&mut parts).await?;
         let written: Vec<ShardId> =
             parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
-        let ts = if parts.len() == 1 && cap.is_none() {
+        let ts = if parts.len() == 1 && settled.is_none() {
             let (shard, part) = parts.into_iter().next().expect("one part");
             self.commit_one(shard, part.changes).await?
         } else {
-            self.commit_distributed(parts, cap).await?
+            self.commit_distributed(parts, settled).await?
         };
         self.manager.saw(written, ts);
         if self.isolation.is_highly_available() {
@@ -884,23 +892,39 @@ impl Transaction {
     /// to its leader): each answers the closed timestamp up to which the
     /// reads hold, and the parts are removed. The transaction must then
     /// commit at or below the smallest of them, which two-phase commit (even
-    /// with one participant left) checks before deciding: the answer.
-    async fn validate_settled(&self, parts: &mut BTreeMap<ShardId, Part>) -> Result<Option<Timestamp>> {
+    /// with one participant left) checks before deciding: the answer, with
+    /// the parts validated.
+    async fn validate_settled(&self, parts: &mut BTreeMap<ShardId, Part>) -> Result<Option<Settled>> {
         let router = &self.manager.router;
         let settled: Vec<ShardId> = parts
             .iter()
             .filter(|(shard, part)| !part.writes_here && router.reads_settled(**shard))
             .map(|(shard, _)| *shard)
             .collect();
-        let mut cap: Option<Timestamp> = None;
+        if settled.is_empty() {
+            return Ok(None);
+        }
+        let mut validated = Settled { cap: Timestamp::MAX, parts: Vec::new() };
         for shard in settled {
             let part = parts.remove(&shard).expect("listed above");
-            if self.manager.faults.skip_settled_validation {
-                continue;
+            if !self.manager.faults.skip_settled_validation {
+                validated.parts.push((shard, part.changes));
             }
-            match call_repeatable(&self.manager, shard, Request::ValidateSettled(part.changes)).await? {
-                Response::Validated(closed) => cap = Some(cap.map_or(closed, |cap| cap.min(closed))),
-                other => return Err(unexpected(shard, &other)),
+        }
+        validated.cap = self.validate_settled_at(&validated.parts, Timestamp::ZERO).await?;
+        Ok(Some(validated))
+    }
+
+    /// Validates `parts` at this node's replicas once they closed `at_least`
+    /// ([`Request::ValidateSettled`]); the smallest closed timestamp they
+    /// answer.
+    async fn validate_settled_at(&self, parts: &[(ShardId, Changes)], at_least: Timestamp) -> Result<Timestamp> {
+        let mut cap = Timestamp::MAX;
+        for (shard, changes) in parts {
+            let request = Request::ValidateSettled { changes: changes.clone(), at_least };
+            match call_repeatable(&self.manager, *shard, request).await? {
+                Response::Validated(closed) => cap = cap.min(closed),
+                other => return Err(unexpected(*shard, &other)),
             }
         }
         Ok(cap)
@@ -941,7 +965,7 @@ impl Transaction {
     /// no higher than `cap` if one is given (reads validated elsewhere up to
     /// it, [`Transaction::validate_settled`]): above it, the transaction
     /// aborts.
-    async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>, cap: Option<Timestamp>) -> Result<Timestamp> {
+    async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>, settled: Option<Settled>) -> Result<Timestamp> {
         let record = *parts
             .iter()
             .find(|(_, part)| part.writes_here)
@@ -964,13 +988,23 @@ impl Transaction {
             }
         }
         if failure.is_none()
-            && let Some(cap) = cap
-            && commit_ts > cap
+            && let Some(settled) = &settled
+            && commit_ts > settled.cap
         {
-            failure = Some(Error::Conflict(format!(
-                "transaction {}: its reads of a global table hold up to {cap}, its commit would be at {commit_ts}",
-                self.id
-            )));
+            // A participant's timestamp lies above what the replicas closed
+            // when they validated (its floor was lifted by a recent write
+            // ahead of the clocks): validate again once they closed the
+            // commit timestamp, the locks held meanwhile.
+            match self.validate_settled_at(&settled.parts, commit_ts).await {
+                Ok(cap) if cap >= commit_ts => {}
+                Ok(cap) => {
+                    failure = Some(Error::Conflict(format!(
+                        "transaction {}: its reads of a global table hold up to {cap}, its commit is at {commit_ts}",
+                        self.id
+                    )));
+                }
+                Err(error) => failure = Some(error),
+            }
         }
         if let Some(error) = failure {
             // No `Decide(Commit)` was sent, so the transaction cannot commit

@@ -174,17 +174,19 @@ fn reads_are_validated_at_a_replica_up_to_its_closed_timestamp() {
     reader.reads.keys.push(b"k".to_vec());
     // Not closed up to the snapshot yet: wait.
     let close = leader.propose_close(LEAD_NS).unwrap();
-    assert_eq!(follower.validate_settled(&reader).unwrap(), None);
+    assert_eq!(follower.validate_settled(&reader, Timestamp::ZERO).unwrap(), None);
     // Closed past it, nothing written: valid up to the closed timestamp.
     follower.apply(Some(1), std::slice::from_ref(&close), 0).unwrap();
     leader.apply(Some(1), std::slice::from_ref(&close), 0).unwrap();
-    assert_eq!(follower.validate_settled(&reader).unwrap(), Some(closed_ts(&close)));
+    assert_eq!(follower.validate_settled(&reader, Timestamp::ZERO).unwrap(), Some(closed_ts(&close)));
+    // Asked to cover a later commit timestamp: wait for a later close.
+    assert_eq!(follower.validate_settled(&reader, closed_ts(&close).next()).unwrap(), None);
     // A commit of the key read, above the snapshot: a conflict.
     let write = entry(leader.propose_commit(&changes(11, leader_hlc.now(), "k")).unwrap());
     let close = leader.propose_close(LEAD_NS).unwrap();
     follower.apply(Some(2), &[write, close], 0).unwrap();
-    assert!(matches!(follower.validate_settled(&reader), Err(geodb_txn::Error::Conflict(_))));
+    assert!(matches!(follower.validate_settled(&reader, Timestamp::ZERO), Err(geodb_txn::Error::Conflict(_))));
     // A shard that closed nothing yet (or never does) validates nothing.
     let plain = replica(&Arc::new(MemoryEngine::new()), &replica_hlc);
-    assert_eq!(plain.validate_settled(&reader).unwrap(), None);
+    assert_eq!(plain.validate_settled(&reader, Timestamp::ZERO).unwrap(), None);
 }

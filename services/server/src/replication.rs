@@ -840,7 +840,7 @@ impl ClusterRpc {
             // (it waits for that), never another region's.
             Request::Get { mode: ReadMode::Settled { .. }, .. }
             | Request::Scan { mode: ReadMode::Settled { .. }, .. }
-            | Request::ValidateSettled(_)
+            | Request::ValidateSettled { .. }
                 if self.inner.local.contains_key(&shard) =>
             {
                 return Some(here);

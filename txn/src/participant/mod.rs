@@ -614,10 +614,18 @@ impl Shard {
     /// applied, and answers the closed timestamp that covers it: nothing at
     /// or below it can commit here any more, so the reads hold for a commit
     /// of the transaction at any timestamp up to it. `None` while the
-    /// replica has not closed the transaction's snapshot yet (wait for it).
-    pub fn validate_settled(&self, changes: &Changes) -> Result<Option<Timestamp>> {
+    /// replica has not closed the transaction's snapshot, and `at_least`,
+    /// yet (wait for it).
+    pub fn validate_settled(&self, changes: &Changes, at_least: Timestamp) -> Result<Option<Timestamp>> {
+        if changes.isolation != crate::Isolation::Serializable
+            || !changes.writes.is_empty()
+            || !changes.locked.is_empty()
+            || !changes.guards.is_empty()
+        {
+            return Err(Error::Invalid("only a serializable transaction's reads are validated at a replica".into()));
+        }
         let state = self.state();
-        if state.restoring || state.closed < changes.read_ts {
+        if state.restoring || state.closed < changes.read_ts.max(at_least) {
             return Ok(None);
         }
         self.check_against_log(&state, changes)?;

@@ -912,7 +912,7 @@ impl World {
                 request,
                 Request::Get { mode: ReadMode::Settled { .. }, .. }
                     | Request::Scan { mode: ReadMode::Settled { .. }, .. }
-                    | Request::ValidateSettled(_)
+                    | Request::ValidateSettled { .. }
             )
         {
             // R14: the reader's own replica, as the server does.
