@@ -192,9 +192,7 @@ async fn run_async(args: Args) -> Result<(), String> {
             "results": results.iter().map(|(name, m)| result_json(name, m, args.rtt_ms)).collect::<Vec<Json>>(),
             "retries": {"sessions": sessions.retries, "one_shot": one_shot.retries},
         });
-        let text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::report::write_json(path, &document)?;
     }
     Ok(())
 }

@@ -213,9 +213,7 @@ async fn run_async(args: Args) -> Result<(), String> {
             "results": results,
             "cluster": cluster,
         });
-        let text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::report::write_json(path, &document)?;
     }
     Ok(())
 }

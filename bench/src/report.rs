@@ -45,3 +45,11 @@ pub fn row(m: &Measurement) -> String {
 }
 
 pub const HEADER: &str = "| operation | ops | ops/s | p50 µs | p99 µs |\n|---|---|---|---|---|";
+
+/// Writes a benchmark's results as pretty JSON to `path`, and says so.
+pub fn write_json(path: &std::path::Path, document: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(document).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

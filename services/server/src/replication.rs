@@ -696,15 +696,15 @@ impl DriverState {
         let orphans = self.host.orphans();
         if orphans != published.orphans {
             let before = published.orphans;
-            for (outcome, now, then) in [
-                ("chosen", orphans.chosen, before.chosen),
-                ("never_chosen", orphans.never_chosen, before.never_chosen),
-                ("unknown", orphans.unknown, before.unknown),
-                ("contradicted", orphans.contradicted, before.contradicted),
-            ] {
-                metrics::counter!(crate::telemetry::names::PAXOS_ORPHANED_PROPOSALS, "node" => self.node.0.to_string(), "outcome" => outcome)
-                    .increment(now - then);
-            }
+            self.count_by_outcome(
+                crate::telemetry::names::PAXOS_ORPHANED_PROPOSALS,
+                [
+                    ("chosen", orphans.chosen, before.chosen),
+                    ("never_chosen", orphans.never_chosen, before.never_chosen),
+                    ("unknown", orphans.unknown, before.unknown),
+                    ("contradicted", orphans.contradicted, before.contradicted),
+                ],
+            );
             if orphans.contradicted > before.contradicted {
                 tracing::error!(
                     node = %self.node,
@@ -716,13 +716,13 @@ impl DriverState {
         let settled = self.host.settled_reads();
         if settled != published.settled {
             let before = published.settled;
-            for (outcome, now, then) in [
-                ("served", settled.served, before.served),
-                ("waited_for_close", settled.waited_for_close, before.waited_for_close),
-            ] {
-                metrics::counter!(crate::telemetry::names::GLOBAL_READS, "node" => self.node.0.to_string(), "outcome" => outcome)
-                    .increment(now - then);
-            }
+            self.count_by_outcome(
+                crate::telemetry::names::GLOBAL_READS,
+                [
+                    ("served", settled.served, before.served),
+                    ("waited_for_close", settled.waited_for_close, before.waited_for_close),
+                ],
+            );
             published.settled = settled;
         }
         let clock = self.host.clock_status();
@@ -743,6 +743,14 @@ impl DriverState {
         }
         if published.clock != *clock {
             published.clock = clock.clone();
+        }
+    }
+
+    /// Adds to counter `name`, by `outcome`, what each count grew by since
+    /// it was last published (`(outcome, now, then)`).
+    fn count_by_outcome<const N: usize>(&self, name: &'static str, counts: [(&'static str, u64, u64); N]) {
+        for (outcome, now, then) in counts {
+            metrics::counter!(name, "node" => self.node.0.to_string(), "outcome" => outcome).increment(now - then);
         }
     }
 
