@@ -238,6 +238,11 @@ impl ClusterConfig {
         if !(0.0..=100.0).contains(&self.latency_scale) {
             return Err("cluster.latency_scale must be between 0 and 100".into());
         }
+        if self.global_lead_ms.is_some_and(|lead| lead <= self.heartbeat_interval_ms) {
+            // Timestamps are closed once a heartbeat interval: a shorter lead
+            // leaves every read of a global table waiting for the next one.
+            return Err("cluster.global_lead_ms must exceed cluster.heartbeat_interval_ms".into());
+        }
         if self.heartbeat_interval_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
             return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
         }
@@ -448,5 +453,8 @@ mod tests {
         assert!(parse(format!("{}home = \"eu-west\"\n{}", base, node(1, "us-east"))).is_err());
         // An election timeout that a lost heartbeat would trip.
         assert!(parse(format!("{}election_timeout_ms = 60\n{}", base, node(1, "us-east"))).is_err());
+        // A global lead that the next closed timestamp never covers.
+        assert!(parse(format!("{}global_lead_ms = 50\n{}", base, node(1, "us-east"))).is_err());
+        assert!(parse(format!("{}global_lead_ms = 300\n{}", base, node(1, "us-east"))).is_ok());
     }
 }
