@@ -220,9 +220,11 @@ impl Cluster {
                 config.election_timeout_us = ELECTION_TIMEOUT_US;
                 config.placement_delay_us = ELECTION_TIMEOUT_US;
                 config.seed = g;
-                // As the server's shards: one slot in flight (see
-                // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`).
+                // As the server's shards: its pipeline (see
+                // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`), accepts sent
+                // beside the leader's disk write.
                 config.window_slots_max = geodb_server::cluster::COMMIT_WINDOW_SLOTS;
+                config.early_accepts = true;
                 specs.push(GroupSpec { config, shard, snapshot_interval: 0, closing: None });
             }
             let transport_config = TransportConfig {

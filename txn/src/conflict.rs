@@ -83,6 +83,10 @@ pub struct ValidationFaults {
     /// A leader hands out commit and prepare timestamps from its clock
     /// alone, at or below the timestamps it closed (R14).
     pub commit_below_closed: bool,
+    /// Replicas apply pipelined entries without re-validating them (R15):
+    /// an entry validated against a log a leader change replaced applies
+    /// anyway.
+    pub skip_revalidation: bool,
 }
 
 /// Checks a committing transaction against the commits after its snapshot.

@@ -49,7 +49,10 @@
 //!
 //! Proposals carry their origin (node and sequence number) so that the
 //! node that proposed an entry answers its coordinator once the entry is
-//! applied locally.
+//! applied locally, and their lineage (the leadership that validated them
+//! and the slot its shard had applied then), so that every replica skips
+//! the same pipelined entries when a leader change replaced entries they
+//! were validated against (R15).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -63,9 +66,17 @@ use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{Applied, Proposal, ReadGate, Shard};
-use crate::protocol::{Decision, Entry, ReadMode, Refusal, Request, Response, ShardId};
+use crate::protocol::{Decision, Entry, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::{Error, Hlc, Result};
 
+/// Slots a shard's leader keeps in flight (`paxos::Config::window_slots_max`
+/// of every shard group): commits no longer wait for the slot before theirs
+/// to be chosen. Safe because every replica re-validates a pipelined entry
+/// as it applies it (R15, `Shard::apply_chosen`) and a new leader fills
+/// this many slots with no-ops beyond what phase 1 recovered. It must be
+/// the same on every node of a cluster (the wire protocol version changes
+/// with it).
+pub const COMMIT_WINDOW_SLOTS: u64 = 8;
 /// Default: a prepared transaction this old is resolved from its record
 /// shard. Far above a commit's normal duration (a few wide-area round trips).
 pub const RECOVERY_AFTER_US: u64 = 2_000_000;
@@ -373,6 +384,8 @@ pub struct Host {
     /// Reads that had to wait for the clock (for metrics and the simulator).
     reads_waited: u64,
     settled: SettledCounts,
+    /// Proposals of this node skipped by re-validation (R15).
+    skipped: u64,
     parked_count: usize,
     next_read_id: u64,
     /// Recovery requests this host sent: id → (group, transaction).
@@ -388,24 +401,44 @@ pub struct Host {
     next_ping_us: u64,
 }
 
-/// A command of a group's log: who proposed it (to answer its waiter) and
-/// the entry itself.
-fn encode_command(node: NodeId, seq: u64, entry: &Entry) -> Vec<u8> {
+/// Marks a command that carries its [`Lineage`] after the proposer's
+/// header. Commands written before pipelines have the entry's format byte
+/// there instead (never this value), and no lineage.
+const LINEAGE_TAG: u8 = 0xA5;
+
+/// A command of a group's log: who proposed it (to answer its waiter),
+/// where its leader validated it (R15), and the entry itself.
+fn encode_command(node: NodeId, seq: u64, lineage: Option<Lineage>, entry: &Entry) -> Vec<u8> {
     let entry = entry.encode();
-    let mut out = Vec::with_capacity(16 + entry.len());
+    let mut out = Vec::with_capacity(16 + 25 + entry.len());
     out.extend_from_slice(&node.0.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
+    if let Some(lineage) = lineage {
+        out.push(LINEAGE_TAG);
+        out.extend_from_slice(&lineage.ballot.0.to_be_bytes());
+        out.extend_from_slice(&lineage.ballot.1.to_be_bytes());
+        out.extend_from_slice(&lineage.base.to_be_bytes());
+    }
     out.extend_from_slice(&entry);
     out
 }
 
-fn decode_command(bytes: &[u8]) -> Result<(NodeId, u64, Entry)> {
-    if bytes.len() < 16 {
-        return Err(Error::Storage(geodb_storage::Error::Corrupt("log command shorter than its header".into())));
-    }
-    let node = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    Ok((NodeId(node), seq, Entry::decode(&bytes[16..])?))
+fn decode_command(bytes: &[u8]) -> Result<(NodeId, u64, Option<Lineage>, Entry)> {
+    let corrupt = |what: &str| Error::Storage(geodb_storage::Error::Corrupt(format!("log command {what}")));
+    let word = |at: usize| -> Result<u64> {
+        let bytes = bytes.get(at..at + 8).ok_or_else(|| corrupt("shorter than its header"))?;
+        Ok(u64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+    };
+    let node = word(0)?;
+    let seq = word(8)?;
+    let (lineage, entry_at) = if bytes.get(16) == Some(&LINEAGE_TAG) {
+        let lineage = Lineage { ballot: (word(17)?, word(25)?), base: word(33)? };
+        (Some(lineage), 41)
+    } else {
+        (None, 16)
+    };
+    let entry = bytes.get(entry_at..).ok_or_else(|| corrupt("shorter than its header"))?;
+    Ok((NodeId(node), seq, lineage, Entry::decode(entry)?))
 }
 
 impl Host {
@@ -429,6 +462,7 @@ impl Host {
             timed: Vec::new(),
             reads_waited: 0,
             settled: SettledCounts::default(),
+            skipped: 0,
             parked_count: 0,
             next_read_id: 1,
             requests: HashMap::new(),
@@ -672,6 +706,13 @@ impl Host {
     /// waited for a newer closed timestamp, so far.
     pub fn settled_reads(&self) -> SettledCounts {
         self.settled
+    }
+
+    /// Proposals of this node that the log chose but re-validation skipped
+    /// (R15): their leader changed while they were in flight, and their
+    /// coordinators heard `40001`.
+    pub fn skipped_proposals(&self) -> u64 {
+        self.skipped
     }
 
     /// The physical time (ns, this node's clock) at which a read waiting
@@ -948,12 +989,18 @@ impl Host {
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        let command = encode_command(self.config.node, seq, &entry);
+        // R15: the entry was validated (if at all) just now, against what
+        // the shard applied and the proposals before it in flight.
+        let ballot = self.paxos.group(group).and_then(|replica| replica.leader_ballot());
+        let lineage = ballot.map(|ballot| Lineage {
+            ballot: (ballot.round, ballot.node.0),
+            base: self.shards.get(&group).map_or(0, |hosted| hosted.shard.applied_slot()),
+        });
+        let command = encode_command(self.config.node, seq, lineage, &entry);
         match self.paxos.propose(group, command) {
             Ok(()) => {
                 let holds_locks = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_));
                 let origins = origin.into_iter().collect();
-                let ballot = self.paxos.group(group).and_then(|replica| replica.leader_ballot());
                 let restores = self.shards[&group].restores;
                 let pending = Pending { origins, txn, ballot, restores, holds_locks, orphaned: None };
                 self.proposals.insert((group, seq), pending);
@@ -995,6 +1042,9 @@ impl Host {
         self.now_us = now_us;
         let mut elected = Vec::new();
         for (group, group_ready) in ready {
+            // The leader's own acceptances in it now count as votes
+            // (`Config::early_accepts`: its accepts went out before this).
+            self.paxos.persisted(group, &group_ready.persist);
             if !self.shards.contains_key(&group) {
                 continue;
             }
@@ -1080,15 +1130,17 @@ impl Host {
             }
         };
         let mut origins = Vec::with_capacity(commands.len());
+        let mut lineages = Vec::with_capacity(commands.len());
         let mut entries = Vec::with_capacity(commands.len());
         for command in &commands {
-            let (node, seq, entry) = decode_command(command)?;
+            let (node, seq, lineage, entry) = decode_command(command)?;
             origins.push((node, seq));
+            lineages.push(lineage);
             entries.push(entry);
         }
         // Every slot is applied, commands or not, so the applied index never
         // lags what the log holds.
-        let outcomes = shard.apply(Some(slot), &entries, self.now_us)?;
+        let outcomes = shard.apply_chosen(slot, &entries, &lineages, self.now_us)?;
         for ((node, seq), outcome) in origins.into_iter().zip(outcomes) {
             if node != self.config.node {
                 continue;
@@ -1111,6 +1163,24 @@ impl Host {
                     "the transaction was already resolved here: this prepare came late".into(),
                 )),
                 Applied::Closed => continue,
+                Applied::Skipped => {
+                    if !pending.holds_locks {
+                        // A closed timestamp: nobody waits for it.
+                        continue;
+                    }
+                    // Never applied and never will be: drop its locks in
+                    // flight and its commit from the log of recent commits
+                    // now, whether this node still leads (its own
+                    // reconfiguration or no-op came between the entry's
+                    // lineage and its slot) or is about to hear it does not.
+                    self.skipped += 1;
+                    shard.abandon(pending.txn);
+                    Response::Refused(Refusal::Conflict(
+                        "the shard's leader changed while this commit was in flight, and the log did not choose \
+                         everything it was validated against"
+                            .into(),
+                    ))
+                }
             };
             for origin in pending.origins {
                 self.reply(origin, response.clone());

@@ -120,6 +120,7 @@ fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<R
                 "the transaction was already resolved here: this prepare came late".into(),
             )),
             crate::participant::Applied::Closed => unreachable!("a local shard closes no timestamps"),
+            crate::participant::Applied::Skipped => unreachable!("a local shard has no log to re-validate against"),
         }),
         Err(error) => {
             if matches!(entry, Entry::Prepare(_)) {

@@ -317,6 +317,18 @@ pub struct Prepared {
     pub participants: Vec<ShardId>,
 }
 
+/// Where a leader validated an entry it proposed (R15): its leadership,
+/// and the last slot its shard had applied then. Everything it validated
+/// against is that prefix plus its own proposals still in flight, which
+/// the log holds in the slots after `base`, in order, unless a leader
+/// change replaced some of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The proposing leader's ballot: round and node.
+    pub ballot: (u64, u64),
+    pub base: u64,
+}
+
 /// One command of a shard's replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {

@@ -25,7 +25,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use futures::executor::block_on;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch};
@@ -92,8 +93,15 @@ pub struct TxnManager {
     /// Whether coordinated commits wait out the clock bound (R6): on a
     /// cluster, where other nodes' clocks take snapshots; not on one node.
     commit_wait: bool,
+    /// Told how long each commit waited after it was durable (see
+    /// [`TxnManager::observe_commit_waits`]).
+    commit_waited: OnceLock<CommitWaitObserver>,
     faults: CoordinatorFaults,
 }
+
+/// Hears, per commit, its isolation level and how long its answer waited
+/// for the clocks after the commit was durable.
+pub type CommitWaitObserver = Box<dyn Fn(Isolation, Duration) + Send + Sync>;
 
 /// How a [`TxnManager`] is built.
 pub struct ManagerConfig {
@@ -192,8 +200,26 @@ impl TxnManager {
             ids: Mutex::new(TxnIds { next, reserved_below }),
             seen: Mutex::new(BTreeMap::new()),
             commit_wait: config.commit_wait,
+            commit_waited: OnceLock::new(),
             faults: config.faults,
         }))
+    }
+
+    /// Calls `observe` after every commit that waited for the clocks, with
+    /// how long it waited once durable: a coordinated commit's wait until
+    /// every clock passes its timestamp (R6; the part the replication
+    /// round did not already cover), or a highly available commit's wait
+    /// for a timestamp ahead of this node's clock (R14). Set once; later
+    /// calls are ignored.
+    pub fn observe_commit_waits(&self, observe: CommitWaitObserver) {
+        let _ = self.commit_waited.set(observe);
+    }
+
+    fn commit_waited(&self, isolation: Isolation, until_ns: u64) {
+        if let Some(observe) = self.commit_waited.get() {
+            let remaining = until_ns.saturating_sub(self.hlc.physical_now_ns());
+            observe(isolation, Duration::from_nanos(remaining));
+        }
     }
 
     pub fn hlc(&self) -> &Arc<Hlc> {
@@ -785,13 +811,18 @@ impl Transaction {
             // global table's, R14, or one lifted above such a commit) is
             // answered once this node's clock reaches it: the next
             // transaction here then reads at or above it, and sees it.
+            self.manager.commit_waited(self.isolation, ts.physical.saturating_add(1));
             wait_until_past(&self.manager, ts).await;
         }
         if self.manager.commit_wait && !self.isolation.is_highly_available() && !self.manager.faults.skip_commit_wait {
             // R6 (Spanner §4.1.2): answer only once every clock in the
-            // cluster reads past the commit timestamp.
+            // cluster reads past the commit timestamp. The timestamp was
+            // taken before the replication round, so the round already
+            // covered most or all of it.
             let bound = self.manager.hlc.max_offset_ns();
-            self.manager.rpc.sleep_until(ts.physical.saturating_add(bound).saturating_add(1)).await;
+            let until_ns = ts.physical.saturating_add(bound).saturating_add(1);
+            self.manager.commit_waited(self.isolation, until_ns);
+            self.manager.rpc.sleep_until(until_ns).await;
         }
         Ok(ts)
     }

@@ -48,6 +48,14 @@ pub struct ReplicaFaults {
     /// A leader keeps using its lease after it expired by its own clock:
     /// [`Replica::has_lease`](super::Replica::has_lease) ignores the expiry.
     pub lease_past_expiry: bool,
+    /// A new leader fills one slot with no-ops beyond what phase 1
+    /// recovered, instead of a whole window: a deposed leader's pipelined
+    /// proposal can then be chosen after the new leader's own values (as
+    /// when replicas of one group disagree on the window).
+    pub narrow_recovery: bool,
+    /// With `Config::early_accepts`, a leader counts its own vote for a
+    /// slot at once, before the runtime said its acceptance is durable.
+    pub own_vote_before_durable: bool,
 }
 
 /// How one replica of one group behaves. Times are in microseconds of the
@@ -80,6 +88,12 @@ pub struct Config {
     pub placement_delay_us: u64,
     /// Slots a leader may have proposed but not yet chosen (pipelining depth).
     pub window_slots_max: u64,
+    /// A new leader fills at least this many slots with no-ops beyond what
+    /// phase 1 recovered (and at least `window_slots_max`): the deepest
+    /// window any earlier leader of the group may have used, so that the
+    /// window can be lowered across a restart without a deposed leader's
+    /// proposal being chosen after the new leader's.
+    pub padding_slots_min: u64,
     /// Bytes the state machine aims for in one snapshot chunk, so one
     /// `SnapshotChunk` message (a record larger than this is a chunk of
     /// its own).
@@ -87,6 +101,14 @@ pub struct Config {
     /// Whether a leader serves reads under a lease, without a heartbeat
     /// round, while a quorum's acknowledgements say no other can lead.
     pub leases: bool,
+    /// The runtime sends a leader's `Accept`s before the Ready that holds
+    /// its own accepted entries is durable (*Paxos Made Live* §4.2: the
+    /// leader's disk write runs beside the round trip), and calls
+    /// [`Replica::persisted`](super::Replica::persisted) once it is. The
+    /// leader's own vote for a slot then counts only from that call on.
+    /// Off: every message goes out after the persist, and the leader's vote
+    /// counts at once (it is in the same, earlier persist as its `Accept`).
+    pub early_accepts: bool,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,
     /// Planted bugs (tests only).
@@ -107,8 +129,10 @@ impl Config {
             election_timeout_us: 5 * heartbeat_interval_us,
             placement_delay_us: 5 * heartbeat_interval_us,
             window_slots_max: 8,
+            padding_slots_min: 0,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             leases: true,
+            early_accepts: false,
             seed: 0,
             faults: ReplicaFaults::default(),
         }

@@ -127,6 +127,14 @@ impl Message {
     pub fn is_acceptor_ack(&self) -> bool {
         matches!(self, Message::Promise { .. } | Message::Accepted { .. })
     }
+
+    /// A leader's phase 2a, which a runtime may send before the Ready that
+    /// holds the leader's own acceptance is durable when the group runs
+    /// with `Config::early_accepts`: it promises nothing about the sender's
+    /// disk, and the leader counts its own vote only once told it is durable.
+    pub fn may_precede_persist(&self) -> bool {
+        matches!(self, Message::Accept { .. })
+    }
 }
 
 /// A message with its routing: many groups share one connection per node pair.

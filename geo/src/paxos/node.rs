@@ -11,7 +11,7 @@ use super::ballot::{GroupId, Slot};
 use super::config::Config;
 use super::membership::Membership;
 use super::message::{Command, Envelope, Snapshot};
-use super::ready::{Ready, Stored};
+use super::ready::{Persist, Ready, Stored};
 use super::replica::{ProposeError, Replica};
 use crate::topology::NodeId;
 
@@ -133,6 +133,14 @@ impl MultiPaxos {
     pub fn chunk_stored(&mut self, group: GroupId, slot: Slot, index: u64) {
         if let Some(replica) = self.groups.get_mut(&group) {
             replica.chunk_stored(slot, index);
+        }
+    }
+
+    /// The runtime made `persist` of `group`'s Ready durable (see
+    /// [`Replica::persisted`]); a group no longer hosted is ignored.
+    pub fn persisted(&mut self, group: GroupId, persist: &Persist) {
+        if let Some(replica) = self.groups.get_mut(&group) {
+            replica.persisted(persist);
         }
     }
 

@@ -131,9 +131,28 @@ pub struct Ready {
     /// Informational: the replica became leader with this ballot (after this
     /// Ready's persist). The simulator checks one leader per ballot with it.
     pub became_leader: Option<Ballot>,
+    /// The runtime may send this Ready's `Accept`s
+    /// (`Message::may_precede_persist`) before its persist is durable: the
+    /// group runs with `Config::early_accepts`, and the runtime has already
+    /// said (`Replica::persisted`) that the promise of the leader's ballot
+    /// is durable, so a crash cannot make the node reuse that ballot.
+    pub accepts_early: bool,
 }
 
 impl Ready {
+    /// Takes the messages the runtime may send before this Ready's persist
+    /// is durable (a leader's accepts, when `accepts_early`); the rest stay
+    /// in `send`, for after it.
+    pub fn take_early_sends(&mut self) -> Vec<Envelope> {
+        if !self.accepts_early {
+            return Vec::new();
+        }
+        let (early, rest) =
+            std::mem::take(&mut self.send).into_iter().partition(|envelope| envelope.message.may_precede_persist());
+        self.send = rest;
+        early
+    }
+
     pub fn is_empty(&self) -> bool {
         self.persist.is_empty()
             && self.send.is_empty()

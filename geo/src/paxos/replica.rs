@@ -56,7 +56,7 @@ use super::jitter::Jitter;
 use super::membership::Membership;
 use super::message::{Command, Entry, Envelope, Message, Snapshot, Value};
 use super::quorum;
-use super::ready::{ChunkReceived, ChunkToSend, Committed, HardState, ReadOutcome, ReadState, Ready, Stored};
+use super::ready::{ChunkReceived, ChunkToSend, Committed, HardState, Persist, ReadOutcome, ReadState, Ready, Stored};
 use crate::topology::NodeId;
 
 /// Why a proposal, read or membership change was refused. All but
@@ -124,6 +124,9 @@ struct Candidate {
 #[derive(Debug)]
 struct InFlight {
     votes: BTreeSet<NodeId>,
+    /// The leader's own acceptance is durable (at once without
+    /// `Config::early_accepts`; otherwise once `Replica::persisted` says so).
+    own_durable: bool,
     chosen: bool,
     sent_us: u64,
 }
@@ -213,6 +216,9 @@ pub struct Replica {
     promised: Ballot,
     /// The highest round heard of, promised or not: the next candidacy goes above it.
     round_seen: u64,
+    /// Leaderships this replica lost with two or more batches of commands
+    /// in flight.
+    pipelines_cut: u64,
     /// Durable: accepted or chosen entries above the snapshot.
     log: BTreeMap<Slot, (Ballot, Value)>,
     /// Durable: the latest snapshot, kept to send to lagging replicas.
@@ -238,6 +244,9 @@ pub struct Replica {
     promise_dirty: bool,
     /// The promise last handed out to persist: promises never go backwards.
     promised_persisted: Ballot,
+    /// The promise the runtime said is durable (`persisted`; only tracked
+    /// with `Config::early_accepts`): accepts go out early only under it.
+    promise_durable: Ballot,
     /// When this replica (re)started: it promises no ballot but the one a
     /// leader asked for until an election timeout later (see `on_prepare`).
     started_us: u64,
@@ -264,6 +273,7 @@ impl Replica {
             now_us,
             promised: stored.hard_state.promised,
             round_seen: stored.hard_state.promised.round,
+            pipelines_cut: 0,
             log,
             chosen,
             applied: snapshot_slot,
@@ -276,6 +286,7 @@ impl Replica {
             incoming: None,
             promise_dirty: false,
             promised_persisted: stored.hard_state.promised,
+            promise_durable: stored.hard_state.promised,
             started_us: now_us,
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
             snapshot: stored.snapshot,
@@ -402,6 +413,14 @@ impl Replica {
     pub fn last_slot(&self) -> Slot {
         let logged = self.log.last_key_value().map_or(Slot::ZERO, |(slot, _)| *slot);
         logged.max(self.chosen).max(self.snapshot_slot())
+    }
+
+    /// How many times this replica stopped leading with two or more slots
+    /// of commands proposed and not known chosen (the simulator's measure
+    /// of how often a leader change cut a pipeline; recovery no-ops do not
+    /// count).
+    pub fn pipelines_cut(&self) -> u64 {
+        self.pipelines_cut
     }
 
     /// The slot of the latest snapshot (log entries at or below it are gone).
@@ -599,6 +618,9 @@ impl Replica {
             self.ready.persist.hard_state = Some(HardState { promised: self.promised, chosen: self.chosen });
             self.promise_dirty = false;
         }
+        // A single voter elects itself in the Ready that first persists its
+        // promise: its accepts wait for that persist like everything else.
+        self.ready.accepts_early = self.config.early_accepts && self.promise_durable == self.promised;
         mem::take(&mut self.ready)
     }
 
@@ -833,7 +855,12 @@ impl Replica {
         // that should have seen it. So this ballot chooses those slots too
         // (no-ops), and a read index covers them (Raft's "no-op of the
         // current term", widened to the window).
-        let recovery_end = Slot(recovered_end.0 + self.config.window_slots_max);
+        let widening = if self.config.faults.narrow_recovery {
+            1
+        } else {
+            self.config.window_slots_max.max(self.config.padding_slots_min)
+        };
+        let recovery_end = Slot(recovered_end.0 + widening);
         let recovering = (self.chosen.0 + 1..=recovery_end.0)
             .map(|slot| recovered.remove(&Slot(slot)).map_or(Value::Noop, |(_, _, value)| value))
             .collect();
@@ -872,6 +899,18 @@ impl Replica {
 
     fn become_follower(&mut self, leader: Option<NodeId>) {
         if !matches!(self.role, Role::Follower) {
+            if let Role::Leader(leader) = &self.role {
+                let batches_in_flight = leader
+                    .in_flight
+                    .iter()
+                    .filter(|(slot, in_flight)| {
+                        !in_flight.chosen && matches!(self.log.get(slot), Some((_, Value::Batch(_))))
+                    })
+                    .count();
+                if batches_in_flight >= 2 {
+                    self.pipelines_cut += 1;
+                }
+            }
             self.abort_reads();
             self.role = Role::Follower;
         }
@@ -939,11 +978,40 @@ impl Replica {
         leader.heard_us.insert(from, now);
         if let Some(in_flight) = leader.in_flight.get_mut(&slot) {
             in_flight.votes.insert(from);
-            if is_chosen(&self.membership, self.config.node, &in_flight.votes) {
+            if is_chosen(&self.membership, self.config.node, in_flight) {
                 in_flight.chosen = true;
             }
         }
         self.advance_leader_chosen();
+    }
+
+    /// The runtime made `persist` (taken from this replica's Ready) durable.
+    /// With `Config::early_accepts`, the leader's own acceptances in it now
+    /// count as votes; otherwise nothing changes.
+    pub fn persisted(&mut self, persist: &Persist) {
+        if !self.config.early_accepts {
+            return;
+        }
+        if let Some(hard_state) = &persist.hard_state {
+            self.promise_durable = self.promise_durable.max(hard_state.promised);
+        }
+        let Role::Leader(leader) = &mut self.role else { return };
+        let mut counted = false;
+        for entry in &persist.entries {
+            if entry.ballot != leader.ballot {
+                continue;
+            }
+            if let Some(in_flight) = leader.in_flight.get_mut(&entry.slot) {
+                in_flight.own_durable = true;
+                if is_chosen(&self.membership, self.config.node, in_flight) {
+                    in_flight.chosen = true;
+                }
+                counted = true;
+            }
+        }
+        if counted {
+            self.advance_leader_chosen();
+        }
     }
 
     fn advance_leader_chosen(&mut self) {
@@ -958,7 +1026,7 @@ impl Replica {
             );
             // The configuration cannot change under the loop: every in-flight
             // slot is at or below the one unchosen Reconfigure, if any.
-            if is_chosen(&self.membership, self.config.node, &first.get().votes) {
+            if is_chosen(&self.membership, self.config.node, first.get()) {
                 first.get_mut().chosen = true;
             }
             if !first.get().chosen {
@@ -1046,7 +1114,10 @@ impl Replica {
                 leader.reconfigure_at = Some(slot);
             }
             leader.next_slot = slot.next();
-            leader.in_flight.insert(slot, InFlight { votes: BTreeSet::new(), chosen: false, sent_us: now });
+            let own_durable = !self.config.early_accepts || self.config.faults.own_vote_before_durable;
+            leader
+                .in_flight
+                .insert(slot, InFlight { votes: BTreeSet::new(), own_durable, chosen: false, sent_us: now });
             let ballot = leader.ballot;
             self.accept_own_and_send(ballot, slot, value);
         }
@@ -1645,8 +1716,14 @@ impl Replica {
 
 /// Paxos Made Simple §2.2: a slot is chosen once a majority of its
 /// configuration accepted it in one ballot. The leader's own vote counts (if
-/// it is a voter): it is in the same, earlier persist as its `Accept`.
-fn is_chosen(membership: &Membership, leader: NodeId, votes: &BTreeSet<NodeId>) -> bool {
-    let count = membership.voters.iter().filter(|voter| **voter == leader || votes.contains(voter)).count();
+/// it is a voter) once its acceptance is durable: in the same, earlier
+/// persist as its `Accept`, or, with `Config::early_accepts`, once the
+/// runtime said so.
+fn is_chosen(membership: &Membership, leader: NodeId, in_flight: &InFlight) -> bool {
+    let count = membership
+        .voters
+        .iter()
+        .filter(|voter| (**voter == leader && in_flight.own_durable) || in_flight.votes.contains(voter))
+        .count();
     quorum::is_majority(count, membership.voters.len())
 }

@@ -1595,3 +1595,82 @@ fn membership_phase1_needs_majorities_of_old_and_new_configurations() {
     cluster.run_until(|cluster| cluster.replicas[&next].membership() == &membership(&[1, 2, 3, 4], &[]));
     cluster.assert_logs_agree();
 }
+
+/// Every replica of `cluster` restarted (nothing is stored yet) sending its
+/// accepts before its own log write (`Config::early_accepts`).
+fn with_early_accepts(cluster: &mut Cluster, planted: bool) {
+    for node in cluster.replicas.keys().copied().collect::<Vec<_>>() {
+        let config = cluster.configs.get_mut(&node).unwrap();
+        config.early_accepts = true;
+        config.faults.own_vote_before_durable = planted;
+        cluster.restart(node);
+    }
+}
+
+fn promise_durable(replica: &mut Replica) {
+    let promised = replica.promised();
+    let hard_state = HardState { promised, chosen: Slot::ZERO };
+    replica.persisted(&Persist { snapshot: None, entries: Vec::new(), hard_state: Some(hard_state) });
+}
+
+/// *Paxos Made Live* §4.2: a leader's accepts leave before its own log
+/// write; a follower's acceptance alone is not a majority of three, so the
+/// slot is chosen only once the runtime says the leader's write is durable
+/// (and, planted, a leader that counts its own vote at once chooses it on
+/// a write that a crash could still lose).
+#[test]
+fn a_leader_sending_accepts_early_counts_its_own_vote_only_once_durable() {
+    for planted in [false, true] {
+        let mut cluster = Cluster::new(3, Some(n(1)));
+        with_early_accepts(&mut cluster, planted);
+        let leader = cluster.elect();
+        promise_durable(cluster.replica(leader));
+        let before = cluster.replica(leader).chosen();
+        cluster.propose(leader, "x");
+        let ready = cluster.replica(leader).take_ready();
+        assert!(ready.accepts_early, "the promise of its ballot is durable");
+        let slot = ready.persist.entries.last().expect("the leader's own acceptance").slot;
+        assert!(slot > before);
+        let follower = if leader == n(2) { n(3) } else { n(2) };
+        let accept = ready.send.iter().find(|envelope| envelope.to == follower).expect("an accept").clone();
+        assert!(accept.message.may_precede_persist());
+        let now = cluster.now_us;
+        cluster.replica(follower).step(now, accept);
+        let answer = cluster.replica(follower).take_ready();
+        for envelope in answer.send.into_iter().filter(|envelope| envelope.to == leader) {
+            cluster.replica(leader).step(now, envelope);
+        }
+        let chosen_early = cluster.replica(leader).chosen() >= slot;
+        assert_eq!(chosen_early, planted, "chosen on one follower's vote before the leader's write was durable");
+        cluster.replica(leader).persisted(&ready.persist);
+        assert!(cluster.replica(leader).chosen() >= slot, "chosen once the leader's write is durable");
+    }
+}
+
+/// A single voter elects itself in the Ready that first persists its
+/// promise: that Ready's accepts must wait for the persist (a crash before
+/// it would let the restarted node take the same ballot again); later
+/// ones may leave early.
+#[test]
+fn a_single_voter_sends_no_accept_early_before_its_promise_is_durable() {
+    let mut config = Config::new(GROUP, n(1), vec![n(1)], RTT_US);
+    config.learners = vec![n(2)];
+    config.early_accepts = true;
+    let mut replica = Replica::new(config.clone(), Stored::default(), 0);
+    let mut now = 0;
+    let election = loop {
+        now += RTT_US;
+        replica.tick(now);
+        let ready = replica.take_ready();
+        if ready.became_leader.is_some() {
+            break ready;
+        }
+        assert!(now < 100 * config.election_timeout_us, "no election");
+    };
+    assert!(!election.accepts_early, "its promise is in this very Ready");
+    replica.persisted(&election.persist);
+    replica.propose(b"x".to_vec()).unwrap();
+    let next = replica.take_ready();
+    assert!(next.accepts_early);
+    assert!(next.send.iter().any(|envelope| envelope.message.may_precede_persist()));
+}

@@ -35,17 +35,7 @@ use crate::config::{ClusterConfig, Config};
 use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
 use crate::transport::{FaultClock, Faults, Transport, TransportConfig};
 
-/// Slots a shard leader may have in flight: one. Transactions are validated
-/// by the leader *before* they are proposed, against the log it knows. With
-/// more than one slot in flight, a deposed leader's later slots could be
-/// recovered and chosen by a future leader after a different value took an
-/// earlier slot, so a commit would be applied after one it was never
-/// validated against (a lost update), possibly with a smaller timestamp.
-/// With one slot, a leader proposes slot s only once s − 1 is chosen, so
-/// every value in the log was validated against exactly the chosen prefix
-/// before it. Batching still packs every commit queued meanwhile into the
-/// next slot. Validating again at apply time would allow a deeper pipeline.
-pub const COMMIT_WINDOW_SLOTS: u64 = 1;
+pub use geodb_txn::host::COMMIT_WINDOW_SLOTS;
 
 /// Where a request should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +119,21 @@ impl Cluster {
             group.election_timeout_us = cluster.election_timeout_ms * 1_000;
             group.placement_delay_us = cluster.election_timeout_ms * 1_000;
             group.seed = cluster.id ^ spec.id.rotate_left(32);
-            group.window_slots_max = COMMIT_WINDOW_SLOTS;
+            let voters_rtt_us = placement
+                .voters
+                .iter()
+                .flat_map(|a| placement.voters.iter().map(move |b| (a, b)))
+                .filter_map(|(a, b)| latency.rtt_us(regions.get(a)?, regions.get(b)?))
+                .max()
+                .unwrap_or(0);
+            group.window_slots_max = cluster.commit_window_slots.unwrap_or(
+                if voters_rtt_us >= crate::config::PIPELINE_VOTER_RTT_MIN_MS * 1_000 { COMMIT_WINDOW_SLOTS } else { 1 },
+            );
+            // Whatever window an earlier run of this cluster used, a new
+            // leader pads past it (the window may be lowered across a restart).
+            group.padding_slots_min = crate::config::COMMIT_WINDOW_SLOTS_MAX;
             group.leases = cluster.leader_leases;
+            group.early_accepts = true;
             group.snapshot_chunk_bytes = usize::try_from(cluster.snapshot_chunk_kib * 1024).unwrap_or(usize::MAX);
             let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(spec.id)));
             let shard = Arc::new(
@@ -152,11 +155,18 @@ impl Cluster {
 
         let transport_config = TransportConfig {
             node,
-            // Nodes that disagree on where keys live, or on who votes in a
-            // shard's first configuration, must not talk.
+            // Nodes that disagree on where keys live, on who votes in a
+            // shard's first configuration, or on how many slots a leader
+            // may leave in flight (a new leader pads that many), must not talk.
             cluster: cluster.id
                 ^ geodb_geo::shardmap::locality_hash(
-                    format!("{} voters={}", cluster.layout(), map.voters_digest()).as_bytes(),
+                    format!(
+                        "{} voters={} window={:?}",
+                        cluster.layout(),
+                        map.voters_digest(),
+                        cluster.commit_window_slots
+                    )
+                    .as_bytes(),
                 ),
             peers: cluster.nodes.iter().map(|node| (NodeId(node.id), node.peer)).collect(),
             regions: regions.clone(),
@@ -215,6 +225,10 @@ impl Cluster {
             faults: CoordinatorFaults::default(),
         })
         .map_err(|e| format!("cannot open transactions: {e}"))?;
+        txns.observe_commit_waits(Box::new(|isolation, waited| {
+            metrics::histogram!(crate::telemetry::names::COMMIT_WAIT_SECONDS, "isolation" => isolation.label())
+                .record(waited.as_secs_f64());
+        }));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             // Reuse a pooled connection only while it is fresh: one the

@@ -97,6 +97,17 @@ pub struct ClusterConfig {
     /// leader can be elected (`docs/design/multipaxos.md`, "Leases").
     #[serde(default = "default_leader_leases")]
     pub leader_leases: bool,
+    /// Slots a shard's leader keeps in flight (`docs/design/cluster.md`,
+    /// "A pipeline of slots"): commits stop waiting for the slot before
+    /// theirs. Default (unset): [`geodb_txn::host::COMMIT_WINDOW_SLOTS`] for
+    /// shards whose voters are at least [`PIPELINE_VOTER_RTT_MIN_MS`] apart
+    /// (region survival: the round trip dwarfs a log sync), one slot for the
+    /// others (zone survival: batching behind one slot costs less CPU).
+    /// Every node of a cluster must agree (it is part of the transport's
+    /// cluster identity: nodes that differ do not talk); 1 turns
+    /// pipelining off everywhere.
+    #[serde(default)]
+    pub commit_window_slots: Option<u64>,
     /// How far ahead of its clock the global shard's leader closes
     /// timestamps (`docs/design/transactions.md`, R14): every region reads
     /// `global` tables from its own replica at the present, and writes to
@@ -160,6 +171,14 @@ fn default_snapshot_interval_entries() -> u64 {
 fn default_leader_leases() -> bool {
     true
 }
+
+/// The deepest pipeline a shard may keep (a new leader fills as many slots
+/// with no-ops after its election).
+pub const COMMIT_WINDOW_SLOTS_MAX: u64 = 16;
+
+/// Shards whose voters are at least this many milliseconds apart (the
+/// widest round trip among them) pipeline by default.
+pub const PIPELINE_VOTER_RTT_MIN_MS: u64 = 10;
 
 fn default_snapshot_chunk_kib() -> u64 {
     4 * 1024
@@ -245,6 +264,9 @@ impl ClusterConfig {
         }
         if self.heartbeat_interval_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
             return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
+        }
+        if self.commit_window_slots.is_some_and(|slots| !(1..=COMMIT_WINDOW_SLOTS_MAX).contains(&slots)) {
+            return Err(format!("cluster.commit_window_slots must be between 1 and {COMMIT_WINDOW_SLOTS_MAX}"));
         }
         if !(1..=SNAPSHOT_CHUNK_KIB_MAX).contains(&self.snapshot_chunk_kib) {
             return Err(format!("cluster.snapshot_chunk_kib must be between 1 and {SNAPSHOT_CHUNK_KIB_MAX}"));

@@ -42,6 +42,9 @@ pub struct DevShape {
     pub shards_per_region: u64,
     /// Leaders serve reads under leases (`cluster.leader_leases`).
     pub leader_leases: bool,
+    /// Slots a shard's leader keeps in flight (`cluster.commit_window_slots`;
+    /// `None`: by where its voters are).
+    pub commit_window_slots: Option<u64>,
 }
 
 /// Starts every node of a dev cluster in this process and serves until
@@ -88,6 +91,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         admin_faults: shape.admin_faults,
         shards_per_region: shape.shards_per_region,
         leader_leases: shape.leader_leases,
+        commit_window_slots: shape.commit_window_slots,
         global_lead_ms: None,
     };
     let faults = Arc::new(Faults::new());

@@ -59,6 +59,11 @@ enum Command {
         /// quorum instead of serving it under a lease (for comparison).
         #[arg(long)]
         no_leader_leases: bool,
+        /// Slots every shard's leader keeps in flight (default: 8 where a
+        /// shard's voters are in several regions, 1 where they share one);
+        /// 1 turns pipelining off everywhere (for comparison).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=geodb_server::config::COMMIT_WINDOW_SLOTS_MAX))]
+        commit_window_slots: Option<u64>,
     },
     /// Run one node from a configuration file.
     Start {
@@ -90,6 +95,7 @@ fn run(cli: Cli) -> Result<(), String> {
             admin_faults,
             shards_per_region,
             no_leader_leases,
+            commit_window_slots,
         } => {
             let temporary = match &data_dir {
                 Some(_) => None,
@@ -116,6 +122,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     admin_faults,
                     shards_per_region,
                     leader_leases: !no_leader_leases,
+                    commit_window_slots,
                 };
                 runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
             };

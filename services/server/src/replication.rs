@@ -8,11 +8,14 @@
 //!    requests from other nodes' coordinators, answers), requests from this
 //!    node's coordinators, membership changes — and tick the host on the
 //!    clock;
-//! 2. take the groups' Readies and make all their `persist` parts durable
-//!    with **one** synced write ([`LogStore::write`]: group commit across
-//!    groups);
-//! 3. only then send their messages (Paxos Made Live §5.1: an acceptor must
-//!    not answer before what it answers is durable);
+//! 2. send the leaders' `Accept`s at once (*Paxos Made Live* §4.2: the
+//!    leader's disk write runs beside the round trip; its own vote counts
+//!    only once step 4 tells its replica the write is durable,
+//!    `paxos::Config::early_accepts`), then make all the Readies' `persist`
+//!    parts durable with **one** synced write ([`LogStore::write`]: group
+//!    commit across groups);
+//! 3. only then send their other messages (an acceptor must not answer
+//!    before what it answers is durable);
 //! 4. let the host restore snapshots, apply chosen entries and serve
 //!    read-index rounds, and deliver what it answers: to this node's
 //!    coordinators through [`Calls`], to other nodes over the transport.
@@ -130,6 +133,8 @@ pub struct Published {
     pub orphans: OrphanCounts,
     /// Reads at a closed timestamp served by this node's replicas (R14).
     pub settled: geodb_txn::host::SettledCounts,
+    /// Pipelined proposals of this node skipped by re-validation (R15).
+    pub skipped: u64,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -563,9 +568,19 @@ impl DriverState {
     /// One persist, send and apply; whether there was anything to do.
     fn round_once(&mut self) -> bool {
         self.dispatch();
-        let ready = self.host.take_ready();
+        let mut ready = self.host.take_ready();
         let busy = !ready.is_empty();
         if busy {
+            // A leader's accepts go out first, and its disk write runs
+            // beside their round trip (`paxos::Config::early_accepts`: its
+            // own votes count once `advance` says they are durable).
+            let mut early = Vec::new();
+            for (_, group_ready) in ready.iter_mut() {
+                early.extend(group_ready.take_early_sends().into_iter().map(NodeMessage::paxos));
+            }
+            if !early.is_empty() {
+                (self.send)(early);
+            }
             let writes: Vec<GroupWrite> = ready
                 .iter()
                 .filter(|(_, group_ready)| !group_ready.persist.is_empty())
@@ -724,6 +739,12 @@ impl DriverState {
                 ],
             );
             published.settled = settled;
+        }
+        let skipped = self.host.skipped_proposals();
+        if skipped != published.skipped {
+            metrics::counter!(crate::telemetry::names::PAXOS_PIPELINE_SKIPPED, "node" => self.node.0.to_string())
+                .increment(skipped - published.skipped);
+            published.skipped = skipped;
         }
         let clock = self.host.clock_status();
         if clock.unsynchronized_ns.is_some() != published.clock.unsynchronized_ns.is_some() {

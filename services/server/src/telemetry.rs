@@ -57,6 +57,10 @@ pub mod names {
     /// Reads of the global shard at a closed timestamp (R14) on a node's
     /// own replica, by node and outcome (served, waited_for_close).
     pub const GLOBAL_READS: &str = "geodb_global_reads_total";
+    /// Pipelined proposals the log chose and re-validation skipped (R15).
+    pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
+    /// How long a commit's answer waited for the clocks once durable.
+    pub const COMMIT_WAIT_SECONDS: &str = "geodb_commit_wait_seconds";
     /// Time from proposing a commit to applying it on the leader.
     pub const PAXOS_COMMIT_SECONDS: &str = "geodb_paxos_commit_duration_seconds";
     /// A peer's clock minus this node's, as last measured, by peer.
@@ -136,6 +140,16 @@ pub mod names {
             GLOBAL_READS,
             Kind::Counter,
             "Reads of global tables at a closed timestamp on a node's own replica, by node and outcome: served, waited_for_close (the replica's closed timestamp was behind the read: a lead too short for the topology, or a replica cut off from the global shard's leader).",
+        ),
+        (
+            PAXOS_PIPELINE_SKIPPED,
+            Kind::Counter,
+            "Proposals of a node that the log chose but every replica skipped, because the shard's leader changed while they were in flight and they had been validated against entries the log did not choose (their clients heard 40001), by node.",
+        ),
+        (
+            COMMIT_WAIT_SECONDS,
+            Kind::Histogram,
+            "Seconds a commit's answer waited for the clocks after the commit was durable, by isolation level: for si and serializable, until every clock passes the commit timestamp (the part of 2 x max_clock_offset the replication round did not cover); for rc and mav, until this node's clock reaches a timestamp placed ahead of it (writes of global tables).",
         ),
         (
             PAXOS_COMMIT_SECONDS,

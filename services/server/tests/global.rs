@@ -4,7 +4,8 @@
 //! replica of the global shard (whose leader is in us-east), writes to it
 //! commit in the future and are visible to every transaction that begins
 //! after they were acknowledged (highly available writes included), and a
-//! serializable transaction that read it and writes a home table commits.
+//! serializable transaction that read it and writes a home table commits;
+//! `/metrics` records every commit's wait.
 
 mod common;
 
@@ -73,4 +74,17 @@ async fn global_tables_are_read_from_the_local_replica_at_every_level() {
     session.ok("INSERT INTO orders VALUES (1, 2)").await;
     session.ok("COMMIT").await;
     assert_eq!(rows(&server, "SELECT item FROM orders WHERE id = 1", "serializable").await, json!([[2]]));
+
+    // Commit wait is measured per commit: the serializable commits above
+    // (the DDL, the inserts and updates, the session's) and the highly
+    // available writes in the future each recorded how long they waited.
+    let metrics = server.get("/metrics").await.1;
+    for (isolation, at_least) in [("serializable", 5.0), ("rc", 1.0), ("mav", 1.0)] {
+        let count = metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("geodb_commit_wait_seconds_count{{isolation=\"{isolation}\"}}")))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no commit wait recorded at {isolation}"));
+        assert!(count >= at_least, "{count} commit waits recorded at {isolation}");
+    }
 }

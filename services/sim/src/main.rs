@@ -34,6 +34,10 @@ struct Args {
     /// (test-only).
     #[arg(long)]
     lease_past_expiry: bool,
+    /// Plant "a leader whose accepts go out before its disk write counts its
+    /// own vote before the write is durable" (test-only).
+    #[arg(long)]
+    own_vote_before_durable: bool,
     /// Clocks run at rates within ± this many parts per million of true time
     /// (default 50000, ±5 %; leases hold within about ±8 %, at most 500000).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=500_000))]
@@ -106,6 +110,12 @@ struct BankArgs {
     /// Plant "serializable reads of the closing shard are not validated" (test-only).
     #[arg(long)]
     skip_settled_validation: bool,
+    /// Plant "replicas apply pipelined entries without re-validating them" (test-only).
+    #[arg(long)]
+    skip_revalidation: bool,
+    /// Plant "a new leader fills one slot beyond what phase 1 recovered, not a window" (test-only).
+    #[arg(long)]
+    narrow_recovery: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -117,6 +127,8 @@ fn bank(args: BankArgs) -> ExitCode {
         settle_orphans_early: args.settle_orphans_early,
         commit_below_closed: args.commit_below_closed,
         skip_settled_validation: args.skip_settled_validation,
+        skip_revalidation: args.skip_revalidation,
+        narrow_recovery: args.narrow_recovery,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -146,7 +158,8 @@ fn bank(args: BankArgs) -> ExitCode {
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
          {} reads at a closed timestamp ({} waited for one), {} validated there, \
-         orphaned proposals {} chosen / {} never chosen / {} unknown; failing seeds: {failed:?}",
+         orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply; \
+         failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -165,6 +178,8 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.orphans_chosen),
         total(|report| report.orphans_never_chosen),
         total(|report| report.orphans_unknown),
+        total(|report| report.pipelines_cut),
+        total(|report| report.skipped),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -178,6 +193,7 @@ fn main() -> ExitCode {
         ack_before_persist: args.ack_before_persist,
         ack_write_before_commit: args.ack_write_before_commit,
         lease_past_expiry: args.lease_past_expiry,
+        own_vote_before_durable: args.own_vote_before_durable,
     };
     let mut options = Options { faults, trace: args.seeds.trace, ..Options::default() };
     if let Some(ppm) = args.drift_ppm {

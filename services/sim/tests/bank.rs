@@ -47,6 +47,8 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     assert!(total(|report| report.pauses) >= CI_SEEDS, "too few pauses");
     assert!(total(|report| report.orphans_chosen) > 0, "no orphaned proposal was ever chosen after all");
     assert!(total(|report| report.orphans_never_chosen) > 0, "no orphaned proposal was ever settled as never chosen");
+    // R15: shards keep several slots in flight, and leader changes cut them.
+    assert!(total(|report| report.pipelines_cut) >= CI_SEEDS / 10, "leader changes seldom cut a pipeline");
     // R14: reads of the shard that closes timestamps are served by the
     // readers' own replicas, mostly without waiting for a closed timestamp.
     assert!(total(|report| report.settled_reads) >= 50 * CI_SEEDS, "too few reads at closed timestamps");

@@ -22,6 +22,7 @@
 //!  locks  d<txn>  the decision of a transaction this shard is the record of (R9)
 //!  locks  r<txn>  a transaction resolved here: a late prepare of it is refused
 //!  locks  c       the closed timestamp (R14): nothing commits here at or below it
+//!  locks  v       the run of slots one leadership filled (R15: re-validation)
 //!  meta   shard/last_commit_ts, shard/applied_slot
 //! ```
 //!
@@ -45,7 +46,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBat
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
-use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Prepared, ReadMode, ShardId};
+use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, ShardId};
 use crate::{Error, Hlc, Result};
 
 /// Commits remembered for validation. At ~100 bytes of keys per commit this
@@ -65,6 +66,10 @@ const META_LAST_COMMIT_TS: &[u8] = b"shard/last_commit_ts";
 /// In the `locks` family, so that snapshots carry it: a replica restored
 /// from one and then elected must keep its predecessors' promise.
 const CLOSED_KEY: &[u8] = b"c";
+/// In the `locks` family too: every replica must judge a pipelined entry
+/// (R15) the same way, whether it applied the slots before it one by one
+/// or restored them from a snapshot.
+const RUN_KEY: &[u8] = b"v";
 const META_APPLIED_SLOT: &[u8] = b"shard/applied_slot";
 /// Present while a snapshot is being restored (its slot): a shard opened
 /// with it holds a half-written state, restores again, and serves nothing
@@ -143,6 +148,41 @@ pub enum Applied {
     Late,
     /// A closed timestamp (R14).
     Closed,
+    /// R15: a pipelined entry whose leader validated it against entries the
+    /// log did not choose (a leader change replaced some of them): skipped
+    /// on every replica, so nothing of it happened.
+    Skipped,
+}
+
+/// R15: the latest slots applied here, from `since` on, were all batches
+/// of one leadership (`ballot`), none of whose entries was skipped. An
+/// entry of that leadership validated at a base of `since − 1` or later
+/// saw exactly those slots, in flight, before it. `ballot: None` is an
+/// empty run (a no-op, a reconfiguration, a skip, or mixed proposers):
+/// only an entry validated right after the slot before its own fits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Run {
+    ballot: Option<(u64, u64)>,
+    since: u64,
+}
+
+impl Run {
+    /// Whether an entry at `slot` proposed with `lineage` was validated
+    /// against exactly the slots this run holds before it.
+    fn fits(&self, slot: u64, lineage: &Lineage) -> bool {
+        lineage.base.saturating_add(1) >= slot
+            || (self.ballot == Some(lineage.ballot) && self.since <= lineage.base.saturating_add(1))
+    }
+
+    /// The run once `slot` is applied: `filled_by` is the leadership whose
+    /// batch filled it whole, with nothing skipped, if there is one.
+    fn after(self, slot: u64, filled_by: Option<(u64, u64)>) -> Run {
+        match filled_by {
+            Some(ballot) if self.ballot == Some(ballot) => self,
+            Some(ballot) => Run { ballot: Some(ballot), since: slot },
+            None => Run { ballot: None, since: slot.saturating_add(1) },
+        }
+    }
 }
 
 /// Counters of a shard, for metrics and `/v1/cluster`.
@@ -181,6 +221,8 @@ struct State {
     /// that closes timestamps), which the clock does not follow.
     floor: Timestamp,
     applied_slot: u64,
+    /// R15: which leadership filled the latest slots (see [`Run`]).
+    run: Run,
     /// A snapshot restore is under way or was cut short by a crash: the
     /// engine holds part of it, and no read is caught up.
     restoring: bool,
@@ -246,6 +288,7 @@ impl Shard {
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard closed timestamp".into()))?,
             None => Timestamp::ZERO,
         };
+        let run = read_run(engine.as_ref())?;
         follow_clock(&hlc, replicated, last_commit_ts);
         let committer = (!replicated).then(|| GroupCommitter::new(engine.clone()));
         let shard = Shard {
@@ -268,6 +311,7 @@ impl Shard {
                 closed,
                 floor: last_commit_ts.max(closed),
                 applied_slot,
+                run,
                 restoring,
                 releases: 0,
             }),
@@ -709,15 +753,18 @@ impl Shard {
     }
 
     /// A proposal that was never replicated (refused, or the log could not
-    /// take it): drop its locks, and its commit from the log of recent
-    /// commits so later writers of its keys do not conflict with a ghost.
+    /// take it) or that every replica skipped (R15): drop its locks, and its
+    /// commit from the log of recent commits so later writers of its keys
+    /// do not conflict with a ghost (unless a commit of it was applied here
+    /// after all, through another proposal, or it is prepared here).
     pub fn abandon(&self, txn: TxnId) {
         let mut state = self.state();
         if !state.prepared.contains_key(&txn) && state.locks.release(txn) {
             state.releases += 1;
             self.released.notify_all();
         }
-        if state.recent_txns.remove(&txn).is_some() {
+        if matches!(state.recent_txns.get(&txn), Some((_, false))) {
+            state.recent_txns.remove(&txn);
             state.recent.retain(|record| record.txn != txn);
         }
     }
@@ -783,16 +830,39 @@ impl Shard {
     /// diverge).
     pub fn apply(&self, slot: Option<u64>, entries: &[Entry], now_us: u64) -> Result<Vec<Applied>> {
         let durability = if self.committer.is_some() { Durability::Sync } else { Durability::Buffered };
-        self.apply_with(slot, entries, now_us, durability)
+        self.apply_with(slot, entries, None, now_us, durability)
+    }
+
+    /// Applies the entries the log chose for `slot` (an empty slice for a
+    /// no-op or a reconfiguration), each with the lineage it was proposed
+    /// with (`None`: an entry of a version that kept one slot in flight).
+    /// Re-validates every commit, prepare and closed timestamp first (R15):
+    /// one whose leader validated it against entries the log did not
+    /// choose is skipped ([`Applied::Skipped`]), and so is every such entry
+    /// after it in the slot.
+    pub fn apply_chosen(
+        &self,
+        slot: u64,
+        entries: &[Entry],
+        lineages: &[Option<Lineage>],
+        now_us: u64,
+    ) -> Result<Vec<Applied>> {
+        assert_eq!(entries.len(), lineages.len(), "one lineage per entry");
+        self.apply_with(Some(slot), entries, Some(lineages), now_us, Durability::Buffered)
     }
 
     fn apply_with(
         &self,
         slot: Option<u64>,
         entries: &[Entry],
+        lineages: Option<&[Option<Lineage>]>,
         now_us: u64,
         durability: Durability,
     ) -> Result<Vec<Applied>> {
+        let skips = match (slot, lineages) {
+            (Some(slot), Some(lineages)) => self.revalidate(slot, entries, lineages),
+            _ => Revalidated::default(),
+        };
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut effects = Vec::new();
@@ -801,7 +871,11 @@ impl Shard {
         let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
         let mut newest = Timestamp::ZERO;
         let mut closed = self.state().closed;
-        for entry in entries {
+        for (index, entry) in entries.iter().enumerate() {
+            if skips.skipped.contains(&index) {
+                outcomes.push(Applied::Skipped);
+                continue;
+            }
             match entry {
                 Entry::Commit { txn, ts, writes, locked } => {
                     closed_below(closed, *ts, *txn)?;
@@ -878,6 +952,9 @@ impl Shard {
         if let Some(slot) = slot {
             batch.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
         }
+        if let Some(run) = skips.run {
+            batch.put(ColumnFamily::Locks, RUN_KEY.to_vec(), encode(&run));
+        }
         match &self.committer {
             Some(committer) if durability == Durability::Sync => {
                 let ticket = committer.submit(batch);
@@ -914,12 +991,37 @@ impl Shard {
         if let Some(slot) = slot {
             state.applied_slot = slot;
         }
+        if let Some(run) = skips.run {
+            state.run = run;
+        }
         self.trim(&mut state);
         if released {
             state.releases += 1;
             self.released.notify_all();
         }
         Ok(outcomes)
+    }
+
+    /// R15: which entries of `slot` to skip, and the run after it (`None`
+    /// when unchanged). Deterministic: it reads only the slot's entries and
+    /// the replicated run, so every replica skips the same entries.
+    fn revalidate(&self, slot: u64, entries: &[Entry], lineages: &[Option<Lineage>]) -> Revalidated {
+        let run = self.state().run;
+        let mut skipped = Vec::new();
+        for (index, (entry, lineage)) in entries.iter().zip(lineages).enumerate() {
+            // Decisions and resolutions are not validated against the log:
+            // the first decision recorded wins, whenever it is applied.
+            let validated = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_) | Entry::Close { .. });
+            let fits = lineage.is_none_or(|lineage| skipped.is_empty() && run.fits(slot, &lineage));
+            if validated && !fits && !self.faults.skip_revalidation {
+                skipped.push(index);
+            }
+        }
+        let mut ballots = lineages.iter().map(|lineage| lineage.map(|lineage| lineage.ballot));
+        let first = ballots.next().flatten();
+        let filled_by = first.filter(|ballot| skipped.is_empty() && ballots.all(|other| other == Some(*ballot)));
+        let after = run.after(slot, filled_by);
+        Revalidated { skipped, run: (after != run).then_some(after) }
     }
 
     /// Adds to `batch` the resolution of `txn`'s prepared part here, if it
@@ -1079,6 +1181,7 @@ impl Shard {
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard snapshot: closed timestamp".into()))?,
             None => Timestamp::ZERO,
         };
+        let run = read_run(self.engine.as_ref())?;
         follow_clock(&self.hlc, self.committer.is_none(), last);
         let prepared = self.read_prepared()?;
         // Published at once: the restored commits with the transactions
@@ -1092,6 +1195,7 @@ impl Shard {
             state.closed = closed;
             state.floor = state.floor.max(last).max(closed);
             state.applied_slot = slot;
+            state.run = run;
             self.install_prepared(&mut state, prepared, now_us);
             state.restoring = false;
             state.releases += 1;
@@ -1198,6 +1302,24 @@ impl Shard {
     /// none survives recovery).
     pub fn holds_locks(&self) -> bool {
         !self.state().locks.is_empty()
+    }
+}
+
+/// What [`Shard::revalidate`] made of a slot.
+#[derive(Default)]
+struct Revalidated {
+    /// Indexes of the entries to skip.
+    skipped: Vec<usize>,
+    /// The run after the slot, if it changed.
+    run: Option<Run>,
+}
+
+/// The run stored in `engine` (an empty one if none: a new shard, or data
+/// written before pipelines, which no pipelined entry fits after).
+fn read_run(engine: &dyn Engine) -> Result<Run> {
+    match engine.get(ColumnFamily::Locks, RUN_KEY)? {
+        Some(bytes) => decode(&bytes, "shard run of slots"),
+        None => Ok(Run::default()),
     }
 }
 

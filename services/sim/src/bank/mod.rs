@@ -82,6 +82,12 @@ pub struct BankFaults {
     /// Coordinators skip validating serializable reads of the closing shard
     /// at their replica (R14).
     pub skip_settled_validation: bool,
+    /// Replicas apply pipelined entries without re-validating them (R15).
+    pub skip_revalidation: bool,
+    /// New leaders fill one slot with no-ops beyond what phase 1 recovered,
+    /// not a whole window (a deposed leader's pipelined proposals can then
+    /// be chosen after the new leader's).
+    pub narrow_recovery: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -150,6 +156,11 @@ pub struct BankReport {
     pub orphans_chosen: u64,
     pub orphans_never_chosen: u64,
     pub orphans_unknown: u64,
+    /// Pipelined proposals the log chose but every replica skipped (R15):
+    /// validated against entries a leader change replaced.
+    pub skipped: u64,
+    /// Leaderships lost with two or more slots in flight.
+    pub pipelines_cut: u64,
     pub trace_digest: u64,
 }
 
@@ -194,6 +205,12 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.skip_settled_validation {
         command.push_str(" --skip-settled-validation");
+    }
+    if options.faults.skip_revalidation {
+        command.push_str(" --skip-revalidation");
+    }
+    if options.faults.narrow_recovery {
+        command.push_str(" --narrow-recovery");
     }
     command
 }
@@ -428,8 +445,10 @@ impl World {
                 config.election_timeout_us = 5 * config.heartbeat_interval_us;
                 config.placement_delay_us = 5 * config.heartbeat_interval_us;
                 config.preferred_leader = Some(shard.preferred);
-                // As the server's shards: one slot in flight.
-                config.window_slots_max = 1;
+                // As the server's shards: a pipeline, re-validated at apply.
+                config.window_slots_max = geodb_txn::host::COMMIT_WINDOW_SLOTS;
+                config.early_accepts = true;
+                config.faults.narrow_recovery = options.faults.narrow_recovery;
                 // Snapshots of a few KiB travel in many chunks, so that
                 // chunked transfer runs under every fault.
                 config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
@@ -527,6 +546,9 @@ impl World {
             self.report.orphans_chosen += orphans.chosen;
             self.report.orphans_never_chosen += orphans.never_chosen;
             self.report.orphans_unknown += orphans.unknown;
+            self.report.skipped += node.host.skipped_proposals();
+            self.report.pipelines_cut +=
+                node.host.paxos().groups().map(|(_, replica)| replica.pipelines_cut()).sum::<u64>();
         }
         // The probes ran: every node measured its peers' clocks recently.
         for (id, node) in &self.nodes {
@@ -738,6 +760,7 @@ impl World {
         let validation = ValidationFaults {
             skip_ranges: faults.skip_range_validation,
             commit_below_closed: faults.commit_below_closed,
+            skip_revalidation: faults.skip_revalidation,
         };
         for shard in &self.shards {
             let group = GroupId(shard.id);
@@ -785,15 +808,24 @@ impl World {
         if !sim_node.up {
             return;
         }
-        let ready = sim_node.host.take_ready();
+        let mut ready = sim_node.host.take_ready();
         if ready.is_empty() {
             return;
+        }
+        // As the server's driver: a leader's accepts go out at once, beside
+        // its disk write (`paxos::Config::early_accepts`, set on every shard).
+        let mut early = Vec::new();
+        for (_, group_ready) in ready.iter_mut() {
+            early.extend(group_ready.take_early_sends().into_iter().map(NodeMessage::paxos));
         }
         let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
         let done_at = sim_node.disk.durable_at(now, has_persist);
         let incarnation = sim_node.incarnation;
         let immediate = done_at == now && sim_node.syncing.is_empty();
         sim_node.syncing.push_back(ready);
+        for message in early {
+            self.transmit(message);
+        }
         if immediate {
             self.sync_done(node);
         } else {

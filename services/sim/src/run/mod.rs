@@ -53,6 +53,10 @@ pub struct Faults {
     /// its lease serves stale reads. Only the linearizability check can see
     /// this one.
     pub lease_past_expiry: bool,
+    /// Leaders whose accepts go out before their own disk write count
+    /// their own vote before it is durable
+    /// (`paxos::ReplicaFaults::own_vote_before_durable`).
+    pub own_vote_before_durable: bool,
 }
 
 /// What a run looks like; everything else is drawn from the seed.
@@ -150,6 +154,9 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     }
     if options.faults.lease_past_expiry {
         command.push_str(" --lease-past-expiry");
+    }
+    if options.faults.own_vote_before_durable {
+        command.push_str(" --own-vote-before-durable");
     }
     if options.drift_ppm_max != Options::default().drift_ppm_max {
         command.push_str(&format!(" --drift-ppm {}", options.drift_ppm_max));
@@ -373,6 +380,7 @@ impl World {
                 .flat_map(|a| group.voters.iter().map(|b| network.rtt_us(*a, *b)))
                 .max()
                 .unwrap_or(0);
+            let early_accepts = scheduler.chance(75_000);
             for member in group.voters.iter().chain(&group.learners) {
                 let mut config = Config::new(group.id, *member, group.voters.clone(), rtt_us);
                 config.learners = group.learners.clone();
@@ -385,6 +393,10 @@ impl World {
                 config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
                 config.seed = scheduler.rng().random();
                 config.faults.lease_past_expiry = options.faults.lease_past_expiry;
+                config.faults.own_vote_before_durable = options.faults.own_vote_before_durable;
+                // As the server's shards: accepts go out beside the
+                // leader's disk write (in most groups: both ways are run).
+                config.early_accepts = early_accepts;
                 configs.insert((*member, group.id), config);
             }
         }
@@ -680,10 +692,15 @@ impl World {
         if ready.is_empty() {
             return;
         }
+        // A leader's accepts go out before its persist is durable where the
+        // group allows it (`paxos::Config::early_accepts`).
+        let mut early = Vec::new();
+        for (_, group_ready) in ready.iter_mut() {
+            early.extend(group_ready.take_early_sends());
+        }
         let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
         let done_at = sim_node.disk.durable_at(now, has_persist);
         let incarnation = sim_node.incarnation;
-        let mut early = Vec::new();
         if self.options.faults.ack_before_persist {
             for (_, group_ready) in ready.iter_mut() {
                 let (acks, rest): (Vec<Envelope>, Vec<Envelope>) =
@@ -727,6 +744,7 @@ impl World {
         ready.retain(|(group, _)| self.configs.contains_key(&(node, *group)));
         for (group, group_ready) in &ready {
             sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
+            sim_node.paxos.persisted(*group, &group_ready.persist);
         }
         for (_, group_ready) in ready.iter_mut() {
             for envelope in std::mem::take(&mut group_ready.send) {
