@@ -205,8 +205,9 @@ impl TxnManager {
         }))
     }
 
-    /// Calls `observe` after every commit that waited for the clocks, with
-    /// how long it waited once durable: a coordinated commit's wait until
+    /// Calls `observe` for every commit that may wait for the clocks once
+    /// durable, with how long that wait is planned to be (zero when the
+    /// clocks are already past): a coordinated commit's wait until
     /// every clock passes its timestamp (R6; the part the replication
     /// round did not already cover), or a highly available commit's wait
     /// for a timestamp ahead of this node's clock (R14). Set once; later
