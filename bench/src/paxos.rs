@@ -220,10 +220,12 @@ impl Cluster {
                 config.election_timeout_us = ELECTION_TIMEOUT_US;
                 config.placement_delay_us = ELECTION_TIMEOUT_US;
                 config.seed = g;
-                // As the server's shards: its pipeline (see
-                // `geodb_server::cluster::COMMIT_WINDOW_SLOTS`), accepts sent
-                // beside the leader's disk write.
-                config.window_slots_max = geodb_server::cluster::COMMIT_WINDOW_SLOTS;
+                // As the server's shards whose voters share a region (these
+                // three nodes share a machine): one slot in flight, accepts
+                // sent beside the leader's disk write, no-ops padded as the
+                // server pads them.
+                config.window_slots_max = 1;
+                config.padding_slots_min = geodb_server::config::COMMIT_WINDOW_SLOTS_MAX;
                 config.early_accepts = true;
                 specs.push(GroupSpec { config, shard, snapshot_interval: 0, closing: None });
             }
