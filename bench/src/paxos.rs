@@ -64,6 +64,11 @@ pub struct Args {
     /// Seconds run before each measurement, not counted.
     #[arg(long, default_value_t = 3)]
     warmup_s: u64,
+    /// Seconds the nodes sit idle (every group elected, no client) before
+    /// the load, measuring the process's CPU time: what a node of G idle
+    /// groups costs (0: skip).
+    #[arg(long, default_value_t = 10)]
+    idle_s: u64,
     /// Multiplies the emulated 2 ms round trip between the nodes' zones
     /// (0: no emulated latency).
     #[arg(long, default_value_t = 0.0)]
@@ -84,6 +89,9 @@ const REGION: &str = "us-east";
 /// what a many-group node must not pay.
 const HEARTBEAT_INTERVAL_US: u64 = 50_000;
 const ELECTION_TIMEOUT_US: u64 = 500_000;
+/// How long elected groups get to settle (and fall quiet) before their
+/// idle cost is measured.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// How long to wait for node 1 to lead every group.
 const LEADERS_WAIT_MAX: Duration = Duration::from_secs(30);
 /// The clock bound ε of `geodb dev` (`max_clock_offset_ms` = 250).
@@ -120,7 +128,10 @@ pub fn run(args: Args) -> Result<(), String> {
                 args.warmup_s,
                 args.duration_s
             );
-            measure(&cluster, &args, groups)
+            let idle = measure_idle(&cluster, args.idle_s)?;
+            let mut outcome = measure(&cluster, &args, groups)?;
+            outcome.idle = idle;
+            Ok(outcome)
         });
         cluster.stop();
         drop(cluster);
@@ -227,6 +238,7 @@ impl Cluster {
                 config.window_slots_max = 1;
                 config.padding_slots_min = geodb_server::config::COMMIT_WINDOW_SLOTS_MAX;
                 config.early_accepts = true;
+                config.quiesce = true;
                 specs.push(GroupSpec { config, shard, snapshot_interval: 0, closing: None });
             }
             let transport_config = TransportConfig {
@@ -328,6 +340,44 @@ impl Cluster {
     }
 }
 
+/// The whole process's CPU time (user and system, all threads) so far.
+fn process_cpu() -> Result<Duration, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err("cannot parse /proc/self/stat".into());
+    };
+    // In USER_HZ, which Linux fixes at 100 for every architecture's
+    // user-space ABI.
+    Ok(Duration::from_millis((user + system) * 10))
+}
+
+/// What the idle nodes cost, and how many of node 1's groups were quiet.
+#[derive(Default)]
+struct Idle {
+    /// CPU time of the whole process (three nodes) per second of idling,
+    /// divided by three: one node's share of a core, in percent.
+    cpu_percent_per_node: f64,
+    quiet_groups: usize,
+}
+
+/// Lets the elected groups settle for a few seconds, then measures the
+/// process's CPU time over `seconds` of idling.
+fn measure_idle(cluster: &Cluster, seconds: u64) -> Result<Idle, String> {
+    if seconds == 0 {
+        return Ok(Idle::default());
+    }
+    std::thread::sleep(IDLE_SETTLE);
+    let (started, cpu_before) = (Instant::now(), process_cpu()?);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (wall, cpu) = (started.elapsed(), process_cpu()? - cpu_before);
+    let quiet_groups = cluster.nodes[0].driver.published().groups.values().filter(|status| status.quiet).count();
+    Ok(Idle { cpu_percent_per_node: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64() / NODES as f64, quiet_groups })
+}
+
 /// What one group count measured.
 struct Outcome {
     groups: u64,
@@ -338,6 +388,7 @@ struct Outcome {
     leader_frames: u64,
     errors: u64,
     last_error: Option<String>,
+    idle: Idle,
 }
 
 fn measure(cluster: &Cluster, args: &Args, groups: u64) -> Result<Outcome, String> {
@@ -394,6 +445,7 @@ fn measure(cluster: &Cluster, args: &Args, groups: u64) -> Result<Outcome, Strin
             leader_frames: frames_after - frames_before,
             errors: 0,
             last_error: None,
+            idle: Idle::default(),
         };
         for client in clients {
             let (latency, errors, last_error) = client.join().map_err(|_| "a client thread panicked".to_string())??;
@@ -435,6 +487,16 @@ fn print_outcomes(args: &Args, outcomes: &[Outcome]) {
             followers.join(", "),
             outcome.leader_frames as f64 / seconds,
         );
+    }
+    if args.idle_s > 0 {
+        println!();
+        println!("Idle, before the load: every group elected, no client, {} s measured", args.idle_s);
+        println!("| groups | quiet on node 1 | CPU per node (% of a core) |");
+        println!("|---|---|---|");
+        for outcome in outcomes {
+            let idle = &outcome.idle;
+            println!("| {} | {} | {:.2} |", outcome.groups, idle.quiet_groups, idle.cpu_percent_per_node);
+        }
     }
     for outcome in outcomes {
         if outcome.errors > 0 {

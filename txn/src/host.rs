@@ -361,6 +361,9 @@ pub struct GroupStatus {
     pub snapshot_chunks: u64,
     pub membership: Membership,
     pub prepared: usize,
+    /// The group is quiet here (`paxos::Config::quiesce`): idle, no timer
+    /// running, woken by the next request or a member's change of liveness.
+    pub quiet: bool,
 }
 
 /// A node's replicated shards. See the module documentation.
@@ -399,6 +402,19 @@ pub struct Host {
     offsets: ClockOffsets,
     clock: ClockStatus,
     next_ping_us: u64,
+    /// When stale prepared transactions are looked for next (`recover`).
+    next_recover_us: u64,
+    /// Groups whose leadership to look at in the next `track_leadership`:
+    /// it changed, or a leader's confirmation could not start yet.
+    watch: BTreeSet<GroupId>,
+    /// Groups whose [`GroupStatus`] may have changed since the last
+    /// [`Host::take_status_changes`].
+    status_dirty: BTreeSet<GroupId>,
+    /// Groups whose new leader waits out ε before serving (R5), and groups
+    /// that close timestamps (R14): what `tick` looks at, instead of every
+    /// group.
+    waiting: BTreeSet<GroupId>,
+    closing: Vec<GroupId>,
 }
 
 /// Marks a command that carries its [`Lineage`] after the proposer's
@@ -448,7 +464,7 @@ impl Host {
     pub fn new(config: HostConfig, hlc: Arc<Hlc>, first_seq: u64) -> Self {
         let measurement_ttl_us = config.clock_ping_interval_us.saturating_mul(MEASUREMENT_TTL_PINGS);
         Host {
-            paxos: MultiPaxos::new(config.node),
+            paxos: MultiPaxos::new(config.node, first_seq),
             config,
             hlc,
             shards: BTreeMap::new(),
@@ -473,6 +489,11 @@ impl Host {
             offsets: ClockOffsets::new(measurement_ttl_us),
             clock: ClockStatus::default(),
             next_ping_us: 0,
+            next_recover_us: 0,
+            watch: BTreeSet::new(),
+            status_dirty: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            closing: Vec::new(),
         }
     }
 
@@ -504,6 +525,7 @@ impl Host {
         shard.set_serving(false);
         shard.stamp_prepared(now_us);
         self.paxos.add_group(config, stored, now_us);
+        self.status_dirty.insert(group);
         self.shards.insert(
             group,
             Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0, closing: None },
@@ -521,6 +543,9 @@ impl Host {
     pub fn set_closing(&mut self, shard: ShardId, lead_ns: u64, interval_us: u64) {
         if let Some(hosted) = self.shards.get_mut(&GroupId(shard)) {
             hosted.closing = Some(Closing { lead_ns, interval_us: interval_us.max(1), next_us: 0 });
+            if !self.closing.contains(&GroupId(shard)) {
+                self.closing.push(GroupId(shard));
+            }
         }
     }
 
@@ -528,7 +553,8 @@ impl Host {
     /// closes, when its interval has passed.
     fn close_timestamps(&mut self, now_us: u64) {
         let mut due = Vec::new();
-        for (group, hosted) in &mut self.shards {
+        for group in &self.closing {
+            let Some(hosted) = self.shards.get_mut(group) else { continue };
             if let Some(closing) = &mut hosted.closing
                 && hosted.leadership == Leadership::Serving
                 && now_us >= closing.next_us
@@ -562,24 +588,33 @@ impl Host {
     }
 
     pub fn status(&self) -> BTreeMap<GroupId, GroupStatus> {
-        self.paxos
-            .groups()
-            .map(|(group, replica)| {
-                let hosted = &self.shards[&group];
-                let status = GroupStatus {
-                    role: Some(replica.role()),
-                    leader: replica.leader(),
-                    serving: hosted.leadership == Leadership::Serving,
-                    chosen: replica.chosen().0,
-                    applied: hosted.shard.applied_slot(),
-                    snapshot_slot: replica.snapshot_slot().0,
-                    snapshot_chunks: replica.snapshot_chunks(),
-                    membership: replica.membership().clone(),
-                    prepared: hosted.shard.stats().prepared,
-                };
-                (group, status)
-            })
+        self.paxos.groups().map(|(group, replica)| (group, self.status_of(group, replica))).collect()
+    }
+
+    /// The status of every group that may have changed since the last call
+    /// (all of them, the first time): what a runtime publishing statuses
+    /// after every round needs, at the cost of the groups that did work.
+    pub fn take_status_changes(&mut self) -> BTreeMap<GroupId, GroupStatus> {
+        std::mem::take(&mut self.status_dirty)
+            .into_iter()
+            .filter_map(|group| Some((group, self.status_of(group, self.paxos.group(group)?))))
             .collect()
+    }
+
+    fn status_of(&self, group: GroupId, replica: &geodb_geo::paxos::Replica) -> GroupStatus {
+        let hosted = &self.shards[&group];
+        GroupStatus {
+            role: Some(replica.role()),
+            leader: replica.leader(),
+            serving: hosted.leadership == Leadership::Serving,
+            chosen: replica.chosen().0,
+            applied: hosted.shard.applied_slot(),
+            snapshot_slot: replica.snapshot_slot().0,
+            snapshot_chunks: replica.snapshot_chunks(),
+            membership: replica.membership().clone(),
+            prepared: hosted.shard.stats().prepared,
+            quiet: replica.is_quiesced(),
+        }
     }
 
     // --- inputs --------------------------------------------------------------
@@ -601,16 +636,29 @@ impl Host {
         // `advance` may follow soon: notice it here.
         self.track_leadership(false);
         let physical = self.hlc.physical_now_ns();
-        for hosted in self.shards.values_mut() {
-            if let Leadership::Waiting { until_ns } = hosted.leadership
-                && physical >= until_ns
-            {
-                hosted.leadership = Leadership::Serving;
-                hosted.shard.set_serving(true);
+        let shards = &mut self.shards;
+        let status_dirty = &mut self.status_dirty;
+        self.waiting.retain(|group| {
+            let Some(hosted) = shards.get_mut(group) else { return false };
+            match hosted.leadership {
+                Leadership::Waiting { until_ns } if physical >= until_ns => {
+                    hosted.leadership = Leadership::Serving;
+                    hosted.shard.set_serving(true);
+                    status_dirty.insert(*group);
+                    false
+                }
+                Leadership::Waiting { .. } => true,
+                _ => false,
             }
-        }
+        });
         self.close_timestamps(now_us);
-        self.recover(now_us);
+        if now_us >= self.next_recover_us {
+            // A tenth of the recovery delay late at most: looking at every
+            // shard's prepared transactions on every tick costs a node of
+            // many groups more than recovery is worth.
+            self.next_recover_us = now_us.saturating_add(self.config.recovery_after_us / 10);
+            self.recover(now_us);
+        }
         self.expire_parked(now_us);
         self.expire_orphans(now_us);
         self.wake(now_us);
@@ -1041,6 +1089,8 @@ impl Host {
     pub fn advance(&mut self, now_us: u64, ready: NodeReady) -> Result<()> {
         self.now_us = now_us;
         let mut elected = Vec::new();
+        let advanced: Vec<GroupId> = ready.iter().map(|(group, _)| *group).collect();
+        self.status_dirty.extend(advanced.iter().copied());
         for (group, group_ready) in ready {
             // The leader's own acceptances in it now count as votes
             // (`Config::early_accepts`: its accepts went out before this).
@@ -1084,7 +1134,7 @@ impl Host {
             self.start_leadership(group);
         }
         self.track_leadership(true);
-        self.maybe_compact()?;
+        self.maybe_compact(&advanced)?;
         Ok(())
     }
 
@@ -1200,10 +1250,16 @@ impl Host {
                 ReadOutcome::Ready { .. } => {
                     let until_ns =
                         self.hlc.physical_now_ns().saturating_add(self.hlc.max_offset_ns()).saturating_add(1);
+                    self.waiting.insert(group);
                     Leadership::Waiting { until_ns }
                 }
-                ReadOutcome::Aborted => Leadership::Follower,
+                ReadOutcome::Aborted => {
+                    // Tried again while this node still leads.
+                    self.watch.insert(group);
+                    Leadership::Follower
+                }
             };
+            self.status_dirty.insert(group);
             if let Leadership::Waiting { until_ns } = hosted.leadership
                 && self.hlc.physical_now_ns() >= until_ns
             {
@@ -1243,21 +1299,35 @@ impl Host {
     /// leader whose own confirmation failed tries again); `tick` leaves that
     /// to the `advance` that follows, which hears of a new leadership.
     fn track_leadership(&mut self, start_gained: bool) {
+        // Only groups whose leadership changed, and leaders not yet
+        // confirming, are looked at: idle groups cost nothing here.
+        let changes = self.paxos.take_leadership_changes();
+        self.status_dirty.extend(changes.iter().copied());
+        self.watch.extend(changes);
         let mut lost = Vec::new();
         let mut unconfirmed = Vec::new();
-        for (group, hosted) in &mut self.shards {
-            let leads = self.paxos.group(*group).is_some_and(|replica| replica.role() == RoleKind::Leader);
+        for group in std::mem::take(&mut self.watch) {
+            let Some(hosted) = self.shards.get_mut(&group) else { continue };
+            let leads = self.paxos.group(group).is_some_and(|replica| replica.role() == RoleKind::Leader);
             if !leads && hosted.leadership != Leadership::Follower {
                 hosted.leadership = Leadership::Follower;
                 hosted.shard.set_serving(false);
-                lost.push(*group);
+                lost.push(group);
             }
-            if start_gained && leads && hosted.leadership == Leadership::Follower {
-                unconfirmed.push(*group);
+            if leads && hosted.leadership == Leadership::Follower {
+                if start_gained {
+                    unconfirmed.push(group);
+                } else {
+                    self.watch.insert(group);
+                }
             }
         }
         for group in unconfirmed {
             self.start_leadership(group);
+            if self.shards.get(&group).is_some_and(|hosted| hosted.leadership == Leadership::Follower) {
+                // Its confirmation could not start: tried again next time.
+                self.watch.insert(group);
+            }
         }
         // A proposal of a leadership that is over (lost, or lost and won
         // again under a new ballot since the last look) is orphaned. The
@@ -1376,6 +1446,7 @@ impl Host {
             *waiting = young;
             expired.extend(old);
         }
+        self.parked.retain(|_, waiting| !waiting.is_empty());
         self.parked_count -= expired.len();
         for parked in expired {
             let error = Error::Unavailable(format!(
@@ -1420,12 +1491,13 @@ impl Host {
         }
     }
 
-    /// Snapshots shards that applied enough slots since their last snapshot
-    /// and compacts their logs.
-    fn maybe_compact(&mut self) -> Result<()> {
+    /// Snapshots those of `groups` (the groups a Ready just advanced: only
+    /// they applied anything) that applied enough slots since their last
+    /// snapshot, and compacts their logs.
+    fn maybe_compact(&mut self, groups: &[GroupId]) -> Result<()> {
         let mut due = Vec::new();
-        for (group, hosted) in &self.shards {
-            let Some(replica) = self.paxos.group(*group) else { continue };
+        for group in groups {
+            let (Some(hosted), Some(replica)) = (self.shards.get(group), self.paxos.group(*group)) else { continue };
             let applied = hosted.shard.applied_slot();
             // After a restart the engine may hold more than the replica has
             // replayed: a snapshot then would be labelled below its data.

@@ -72,6 +72,12 @@ impl fmt::Display for Slot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupId(pub u64);
 
+impl GroupId {
+    /// Not a group: the node-to-node messages of [`MultiPaxos`](super::MultiPaxos)
+    /// (`Message::Alive`) travel under it, and no group may use it.
+    pub const NODE: GroupId = GroupId(0);
+}
+
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "g{}", self.0)

@@ -11,6 +11,12 @@ pub const BATCH_COMMANDS_MAX: usize = 64;
 /// it `propose` answers `Busy` and the caller backs off (load shedding).
 pub const PROPOSALS_PENDING_MAX: usize = 1024;
 
+/// The chosen index (a hint for restarts) is persisted along with other
+/// writes once it moved this many slots past the last one persisted, or
+/// with a new promise or snapshot: after a restart a replica re-learns at
+/// most this many chosen slots from the leader.
+pub const HARD_STATE_CHOSEN_STRIDE: u64 = 32;
+
 /// Most chosen entries in one catch-up reply; the receiver asks again for more.
 /// Keeps one message small while a lagging replica streams the log.
 pub const CATCH_UP_ENTRIES_MAX: usize = 64;
@@ -56,6 +62,10 @@ pub struct ReplicaFaults {
     /// With `Config::early_accepts`, a leader counts its own vote for a
     /// slot at once, before the runtime said its acceptance is durable.
     pub own_vote_before_durable: bool,
+    /// A quiet follower sleeps through whatever should wake it but a
+    /// message from its leader: that node going silent or restarting,
+    /// its own candidacy, a client's request.
+    pub quiet_deaf: bool,
 }
 
 /// How one replica of one group behaves. Times are in microseconds of the
@@ -109,6 +119,16 @@ pub struct Config {
     /// Off: every message goes out after the persist, and the leader's vote
     /// counts at once (it is in the same, earlier persist as its `Accept`).
     pub early_accepts: bool,
+    /// An idle group falls quiet: once nothing is in flight and every
+    /// member has acknowledged the leader's whole log, the leader stops
+    /// heartbeating and its followers stop their election timers, until
+    /// the next proposal, read, or a change in a member's liveness
+    /// ([`MultiPaxos`](super::MultiPaxos) sends one `Alive` per peer node
+    /// and heartbeat interval for all its groups, and wakes the quiet
+    /// groups of a peer that stopped answering or restarted). A quiet
+    /// follower refuses other candidates while its leader's node is alive.
+    /// Only timers change: safety never depends on it.
+    pub quiesce: bool,
     /// Seed of the election jitter; the simulator passes one derived from its seed.
     pub seed: u64,
     /// Planted bugs (tests only).
@@ -133,6 +153,7 @@ impl Config {
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             leases: true,
             early_accepts: false,
+            quiesce: false,
             seed: 0,
             faults: ReplicaFaults::default(),
         }

@@ -119,6 +119,24 @@ pub enum Message {
     /// cannot recover by proposing: it steps down and catches up.
     /// (Variants are numbered by position on the wire: new ones go last.)
     Compacted { ballot: Ballot, snapshot_slot: Slot },
+    /// A heartbeat that asks the group to fall quiet (`Config::quiesce`):
+    /// nothing is in flight and the leader's log is chosen up to `chosen`.
+    /// A member that has everything up to there stops its election timer
+    /// and acknowledges (learners too); the leader stops heartbeating once
+    /// every member has.
+    Quiesce { ballot: Ballot, seq: u64, chosen: Slot },
+    /// Node to node, once per heartbeat interval, for all the groups the
+    /// two share (the envelope's group is [`GroupId::NODE`]): the sender is
+    /// up, and has been since it started as `incarnation`. Quiet groups
+    /// rest on it (see `Config::quiesce`).
+    ///
+    /// `abstaining`: the sender leads nothing for now (its clock left the
+    /// bound); quiet groups it led must elect another.
+    Alive { incarnation: u64, abstaining: bool },
+    /// A member of a quiet group woke (its leader's node went silent and
+    /// came back, say): the leader heartbeats again, so that the member's
+    /// timer does not depose it.
+    Wake,
 }
 
 impl Message {

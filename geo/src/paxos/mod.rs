@@ -29,10 +29,14 @@
 //! learner); [`Membership`] (a configuration); [`MultiPaxos`] (all groups of
 //! a node); [`Message`] and [`Envelope`]; [`Ready`], [`Persist`] and [`Stored`].
 //!
-//! The design, the safety argument for membership changes, alternatives
-//! considered (omnipaxos, raft-rs, openraft) and what is not there yet
-//! (joint consensus, leases, coalesced heartbeats) are in
-//! `docs/design/multipaxos.md`.
+//! Idle groups fall quiet ([`Config::quiesce`]): no heartbeats and no
+//! timers, while [`MultiPaxos`] sends one `Alive` per peer node for all of
+//! them and wakes those of a peer that goes silent or restarts.
+//!
+//! The design, the safety arguments for leases, quiet groups and
+//! membership changes, alternatives considered (omnipaxos, raft-rs,
+//! openraft) and what is not there yet (joint consensus, coalesced
+//! heartbeats of busy groups) are in `docs/design/multipaxos.md`.
 
 mod ballot;
 mod config;
@@ -44,6 +48,8 @@ pub mod quorum;
 mod ready;
 mod replica;
 
+#[cfg(test)]
+mod quiet_tests;
 #[cfg(test)]
 mod tests;
 

@@ -49,8 +49,8 @@ use std::mem;
 
 use super::ballot::{Ballot, GroupId, Slot};
 use super::config::{
-    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, LEASE_PERCENT, PROPOSALS_PENDING_MAX, READS_PENDING_MAX,
-    ROUNDS_UNCONFIRMED_MAX,
+    BATCH_COMMANDS_MAX, CATCH_UP_ENTRIES_MAX, Config, HARD_STATE_CHOSEN_STRIDE, LEASE_PERCENT, PROPOSALS_PENDING_MAX,
+    READS_PENDING_MAX, ROUNDS_UNCONFIRMED_MAX,
 };
 use super::jitter::Jitter;
 use super::membership::Membership;
@@ -178,6 +178,13 @@ struct Leader {
     /// A voter answered `Compacted`: when first, who, and the highest
     /// snapshot slot heard (see `on_compacted`).
     compacted: Option<(u64, NodeId, Slot)>,
+    /// `Config::quiesce`: the first `Quiesce` round of the current attempt
+    /// to fall quiet, and the members that acknowledged one since with the
+    /// whole log.
+    quiesce_seq: Option<u64>,
+    quiet_acks: BTreeSet<NodeId>,
+    /// The last proposal, read or membership change asked of this leader.
+    active_us: u64,
 }
 
 /// A snapshot being received chunk by chunk: the state machine stores
@@ -238,12 +245,19 @@ pub struct Replica {
     election_deadline_us: u64,
     /// Neither stands for election nor keeps leading (see `set_abstaining`).
     abstaining: bool,
+    /// The group is quiet (`Config::quiesce`): no timer runs here.
+    quiesced: bool,
+    /// Times this replica fell quiet, and woke from it.
+    quiet_spells: u64,
+    quiet_wakes: u64,
     catch_up_sent_us: Option<u64>,
     /// A snapshot arriving in chunks (not durable: a restart asks again).
     incoming: Option<IncomingSnapshot>,
     promise_dirty: bool,
     /// The promise last handed out to persist: promises never go backwards.
     promised_persisted: Ballot,
+    /// The chosen index last handed out to persist (see `take_ready`).
+    chosen_persisted: Slot,
     /// The promise the runtime said is durable (`persisted`; only tracked
     /// with `Config::early_accepts`): accepts go out early only under it.
     promise_durable: Ballot,
@@ -282,10 +296,14 @@ impl Replica {
             leader_heard_us: now_us,
             election_deadline_us: 0,
             abstaining: false,
+            quiesced: false,
+            quiet_spells: 0,
+            quiet_wakes: 0,
             catch_up_sent_us: None,
             incoming: None,
             promise_dirty: false,
             promised_persisted: stored.hard_state.promised,
+            chosen_persisted: stored.hard_state.chosen,
             promise_durable: stored.hard_state.promised,
             started_us: now_us,
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
@@ -351,6 +369,17 @@ impl Replica {
         self.abstaining = abstain;
         if !abstain {
             return;
+        }
+        // A quiet follower stays quiet: its timer would fire the moment
+        // this node may stand again. A leader whose followers may be quiet
+        // (it is, or asked them to be) tells them it steps down: a plain
+        // heartbeat restarts their timers. Should it be lost, they wake on
+        // this node's `Alive`, which says it abstains (`MultiPaxos`).
+        if let Role::Leader(leader) = &self.role
+            && (self.quiesced || leader.quiesce_seq.is_some())
+        {
+            let (ballot, seq, chosen) = (leader.ballot, leader.heartbeat_seq, self.chosen);
+            self.broadcast(Message::Heartbeat { ballot, seq, chosen });
         }
         let me = self.config.node;
         let interval = self.config.heartbeat_interval_us;
@@ -441,6 +470,7 @@ impl Replica {
     /// Queues a command. Only a leader accepts; the command is packed into a
     /// batch when the next Ready is taken, if the in-flight window has room.
     pub fn propose(&mut self, command: Command) -> Result<(), ProposeError> {
+        self.stir_leader();
         let leader_hint = self.leader;
         let Role::Leader(leader) = &mut self.role else {
             return Err(ProposeError::NotLeader { leader: leader_hint });
@@ -456,6 +486,7 @@ impl Replica {
     /// it from the state machine then) or aborted (leadership lost).
     pub fn read_index(&mut self, id: u64, now_us: u64) -> Result<(), ProposeError> {
         self.now_us = self.now_us.max(now_us);
+        self.stir_leader();
         let leader_hint = self.leader;
         let chosen = self.chosen;
         let leased = self.has_lease(self.now_us);
@@ -496,6 +527,7 @@ impl Replica {
     /// it: watch [`Replica::membership`] or the applied entries. Like any
     /// proposal it is lost if this replica stops leading before proposing it.
     pub fn propose_membership(&mut self, membership: Membership) -> Result<(), ProposeError> {
+        self.stir_leader();
         let leader_hint = self.leader;
         let Role::Leader(leader) = &mut self.role else {
             return Err(ProposeError::NotLeader { leader: leader_hint });
@@ -538,6 +570,9 @@ impl Replica {
     pub fn tick(&mut self, now_us: u64) {
         self.now_us = self.now_us.max(now_us);
         let now = self.now_us;
+        if self.quiesced {
+            return;
+        }
         match &self.role {
             Role::Follower => {
                 // Learners (and nodes outside the configuration) follow the
@@ -554,6 +589,26 @@ impl Replica {
                 }
             }
             Role::Leader(_) => self.tick_leader(),
+        }
+    }
+
+    /// The earliest time at which [`Replica::tick`] may do something: a
+    /// runtime holding many groups ticks only those whose time has come
+    /// (and any it handed an input since, whose deadline may have moved).
+    /// `None`: no timer runs (a learner, an abstaining follower). Ticking
+    /// earlier is harmless; ticking later delays elections and heartbeats.
+    pub fn next_deadline_us(&self) -> Option<u64> {
+        let interval = self.config.heartbeat_interval_us;
+        if self.quiesced {
+            return None;
+        }
+        match &self.role {
+            Role::Follower => (self.is_voter() && !self.abstaining).then_some(self.election_deadline_us),
+            Role::Candidate(candidate) => Some(self.election_deadline_us.min(candidate.sent_us + interval)),
+            Role::Leader(leader) => {
+                let compacted = leader.compacted.map_or(u64::MAX, |(at, _, _)| at + interval);
+                Some((leader.heartbeat_sent_us + interval).min(compacted))
+            }
         }
     }
 
@@ -576,7 +631,15 @@ impl Replica {
             Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
             Message::Reject { ballot, promised } => self.on_reject(from, ballot, promised),
             Message::Compacted { ballot, snapshot_slot } => self.on_compacted(from, ballot, snapshot_slot),
-            Message::Heartbeat { ballot, seq, chosen } => self.on_heartbeat(from, ballot, seq, chosen),
+            Message::Heartbeat { ballot, seq, chosen } => self.on_heartbeat(from, ballot, seq, chosen, false),
+            Message::Quiesce { ballot, seq, chosen } => self.on_heartbeat(from, ballot, seq, chosen, true),
+            // Node to node: `MultiPaxos` takes these.
+            Message::Alive { .. } => {}
+            Message::Wake => {
+                if matches!(self.role, Role::Leader(_)) {
+                    self.stir();
+                }
+            }
             Message::HeartbeatAck { ballot, seq, chosen } => self.on_heartbeat_ack(from, ballot, seq, chosen),
             Message::CatchUpRequest { from: from_slot } => self.on_catch_up_request(from, from_slot),
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
@@ -605,8 +668,14 @@ impl Replica {
         // The promise must be durable before anything that relies on it is
         // sent. The chosen index is only a hint for restarts (it can always be
         // learned again), so it rides along with other writes instead of
-        // costing an fsync of its own before the leader can apply.
-        if self.promise_dirty || !self.ready.persist.is_empty() {
+        // costing an fsync of its own before the leader can apply, and only
+        // every `HARD_STATE_CHOSEN_STRIDE` slots: a node of many groups
+        // would otherwise write one more key per group and slot.
+        if self.promise_dirty
+            || self.ready.persist.snapshot.is_some()
+            || (!self.ready.persist.is_empty() && self.chosen.0 >= self.chosen_persisted.0 + HARD_STATE_CHOSEN_STRIDE)
+        {
+            self.chosen_persisted = self.chosen;
             assert!(
                 self.promised >= self.promised_persisted,
                 "{}: promise went backwards from {} to {}",
@@ -627,6 +696,8 @@ impl Replica {
     // --- elections -------------------------------------------------------
 
     fn reset_election_deadline(&mut self) {
+        self.quiet_wakes += u64::from(self.quiesced);
+        self.quiesced = false;
         let timeout = self.config.election_timeout_us;
         let mut deadline = self.now_us + timeout + self.jitter.below(timeout);
         // Placement: the preferred node (the home region) stands first.
@@ -740,8 +811,11 @@ impl Replica {
         match self.role {
             Role::Leader(_) => true,
             Role::Candidate(_) => false,
+            // A quiet follower's leader is alive while its node is: the
+            // runtime wakes the group when that node goes silent.
             Role::Follower => {
-                self.leader.is_some() && self.now_us < self.leader_heard_us + self.config.election_timeout_us
+                self.leader.is_some()
+                    && (self.quiesced || self.now_us < self.leader_heard_us + self.config.election_timeout_us)
             }
         }
     }
@@ -751,6 +825,12 @@ impl Replica {
     /// may be a voter there without knowing it yet (or any more).
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot, handoff: Option<Ballot>) {
         self.round_seen = self.round_seen.max(ballot.round);
+        // A candidate in a quiet group: a leader wakes (its heartbeats tell
+        // the candidate whom to follow); a follower wakes when the candidate
+        // is its own leader's node, which restarted and no longer leads.
+        if self.quiesced && (matches!(self.role, Role::Leader(_)) || Some(from) == self.leader) {
+            self.stir();
+        }
         // Paxos Made Simple §2.2 (P1a): never promise below a promise already made.
         if ballot < self.promised {
             self.send(from, Message::Reject { ballot, promised: self.promised });
@@ -887,6 +967,9 @@ impl Replica {
             lease_until_us: 0,
             lease_given_up: false,
             compacted: None,
+            quiesce_seq: None,
+            quiet_acks: BTreeSet::new(),
+            active_us: self.now_us,
         };
         self.role = Role::Leader(Box::new(leader));
         self.leader = Some(self.config.node);
@@ -1249,10 +1332,115 @@ impl Replica {
         if let Some(preferred) = handoff_to {
             self.send(preferred, Message::Handoff { ballot });
         }
-        self.send_heartbeat_round();
+        if self.may_quiesce() {
+            self.send_round(true);
+        } else {
+            if let Role::Leader(leader) = &mut self.role {
+                leader.quiesce_seq = None;
+                leader.quiet_acks.clear();
+            }
+            self.send_heartbeat_round();
+        }
+    }
+
+    /// An idle leader (`Config::quiesce`): nothing asked of it for an
+    /// election timeout (a quiet leader's lease runs out, so a group in
+    /// steady use keeps heartbeating and serving reads under its lease),
+    /// nothing proposed, pending, recovering, read or handed off, and its
+    /// log chosen and applied.
+    fn may_quiesce(&self) -> bool {
+        let Role::Leader(leader) = &self.role else { return false };
+        self.config.quiesce
+            && self.now_us >= leader.active_us.saturating_add(self.config.election_timeout_us)
+            && !self.abstaining
+            && leader.in_flight.is_empty()
+            && leader.pending.is_empty()
+            && leader.recovering.is_empty()
+            && leader.reconfigure_at.is_none()
+            && leader.membership_pending.is_none()
+            && leader.reads.is_empty()
+            && !leader.read_round_due
+            && leader.compacted.is_none()
+            && leader.next_slot == self.chosen.next()
+            && self.applied == self.chosen
+            && self.preferred_leader().is_none_or(|preferred| preferred == self.config.node)
+    }
+
+    /// Whether this replica's group is quiet here (`Config::quiesce`).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// How often this replica fell quiet, and woke from it, since it started.
+    pub fn quiet_counts(&self) -> (u64, u64) {
+        (self.quiet_spells, self.quiet_wakes)
+    }
+
+    fn fall_quiet(&mut self) {
+        if !self.quiesced {
+            self.quiesced = true;
+            self.quiet_spells += 1;
+        }
+    }
+
+    /// The runtime saw a member of this group go silent, come back or
+    /// restart: a quiet replica runs its timers again (a leader heartbeats
+    /// at once, a follower's election timer restarts).
+    pub fn wake(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
+        self.stir();
+    }
+
+    /// A request: a leader wakes (or starts its attempt to fall quiet
+    /// over); a follower, which answers "not the leader", sleeps on (its
+    /// timer would only depose a leader that is fine).
+    fn stir_leader(&mut self) {
+        if matches!(self.role, Role::Leader(_)) {
+            self.stir();
+        }
+    }
+
+    /// Something happened that a quiet group must not sleep through: it
+    /// wakes; a leader trying to fall quiet starts over. A follower that
+    /// wakes asks its leader to heartbeat again (`Wake`), so that its timer
+    /// does not depose a leader that is fine but quiet.
+    fn stir(&mut self) {
+        if self.config.faults.quiet_deaf && matches!(self.role, Role::Follower) {
+            return;
+        }
+        let (now, interval, was_quiet) = (self.now_us, self.config.heartbeat_interval_us, self.quiesced);
+        self.quiesced = false;
+        self.quiet_wakes += u64::from(was_quiet);
+        match &mut self.role {
+            Role::Leader(leader) => {
+                leader.quiesce_seq = None;
+                leader.quiet_acks.clear();
+                leader.active_us = now;
+                if was_quiet {
+                    // Heartbeat at the next tick; check-quorum counts from
+                    // now, not from before the quiet.
+                    leader.heartbeat_sent_us = now.saturating_sub(interval);
+                    for heard in leader.heard_us.values_mut() {
+                        *heard = (*heard).max(now);
+                    }
+                }
+            }
+            _ if was_quiet => {
+                self.reset_election_deadline();
+                if let Some(leader) = self.leader.filter(|leader| *leader != self.config.node) {
+                    self.send(leader, Message::Wake);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn send_heartbeat_round(&mut self) {
+        self.send_round(false);
+    }
+
+    /// A heartbeat round, or (`quiesce`) a round asking the group to fall quiet.
+    fn send_round(&mut self, quiesce: bool) {
         let chosen = self.chosen;
         let now = self.now_us;
         let Role::Leader(leader) = &mut self.role else { return };
@@ -1264,7 +1452,12 @@ impl Replica {
         leader.rounds_sent.push_back((leader.heartbeat_seq, now));
         leader.read_round_due = false;
         let (ballot, seq) = (leader.ballot, leader.heartbeat_seq);
-        self.broadcast(Message::Heartbeat { ballot, seq, chosen });
+        if quiesce {
+            leader.quiesce_seq.get_or_insert(seq);
+            self.broadcast(Message::Quiesce { ballot, seq, chosen });
+        } else {
+            self.broadcast(Message::Heartbeat { ballot, seq, chosen });
+        }
         self.serve_reads();
     }
 
@@ -1276,14 +1469,20 @@ impl Replica {
         }
     }
 
-    fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, seq: u64, chosen: Slot) {
+    fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, seq: u64, chosen: Slot, quiesce: bool) {
         if !self.admit(from, ballot) {
             return;
         }
         self.follow(ballot);
         self.learn_chosen(from, ballot, chosen);
-        // The leader counts only voters' acknowledgements (read-index, check-quorum).
-        if self.is_voter() {
+        // Quiet only with the whole log the leader has chosen: a member that
+        // lacks some keeps its timer and keeps asking.
+        if quiesce && self.config.quiesce && self.chosen >= chosen && matches!(self.role, Role::Follower) {
+            self.fall_quiet();
+        }
+        // The leader counts only voters' acknowledgements (read-index,
+        // check-quorum); a quiet group waits for learners too.
+        if self.is_voter() || quiesce {
             let chosen = self.chosen;
             self.send(from, Message::HeartbeatAck { ballot, seq, chosen });
         }
@@ -1300,8 +1499,27 @@ impl Replica {
         *acked = (*acked).max(seq);
         let peer_chosen = leader.peer_chosen.entry(from).or_insert(Slot::ZERO);
         *peer_chosen = (*peer_chosen).max(chosen);
+        if leader.quiesce_seq.is_some_and(|first| seq >= first) && chosen >= self.chosen {
+            leader.quiet_acks.insert(from);
+        }
         self.extend_lease();
         self.serve_reads();
+        self.maybe_fall_quiet();
+    }
+
+    /// Every other member acknowledged a `Quiesce` round with the whole
+    /// log, and the leader is still idle: it stops heartbeating.
+    fn maybe_fall_quiet(&mut self) {
+        let me = self.config.node;
+        let Role::Leader(leader) = &self.role else { return };
+        if leader.quiesce_seq.is_none() || self.quiesced {
+            return;
+        }
+        let all =
+            self.membership.members().filter(|member| *member != me).all(|member| leader.quiet_acks.contains(&member));
+        if all && self.may_quiesce() {
+            self.fall_quiet();
+        }
     }
 
     /// A quorum acknowledged heartbeat round `k`, sent at `s`: each of its

@@ -1206,7 +1206,7 @@ fn an_abstaining_leader_hands_over_and_never_stands_until_it_may() {
 #[test]
 fn multi_paxos_routes_messages_by_group() {
     let voters = vec![n(1)];
-    let mut node = MultiPaxos::new(n(1));
+    let mut node = MultiPaxos::new(n(1), 1);
     for group in [GroupId(1), GroupId(2)] {
         let config = Config::new(group, n(1), voters.clone(), RTT_US);
         node.add_group(config, Stored::default(), 0);

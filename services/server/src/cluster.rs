@@ -134,6 +134,8 @@ impl Cluster {
             group.padding_slots_min = crate::config::COMMIT_WINDOW_SLOTS_MAX;
             group.leases = cluster.leader_leases;
             group.early_accepts = true;
+            // Idle shards fall quiet: a node holds thousands of them.
+            group.quiesce = true;
             group.snapshot_chunk_bytes = usize::try_from(cluster.snapshot_chunk_kib * 1024).unwrap_or(usize::MAX);
             let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(spec.id)));
             let shard = Arc::new(

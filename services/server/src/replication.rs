@@ -135,6 +135,8 @@ pub struct Published {
     pub settled: geodb_txn::host::SettledCounts,
     /// Pipelined proposals of this node skipped by re-validation (R15).
     pub skipped: u64,
+    /// This node's replicas that are quiet now.
+    pub quiet_groups: usize,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -696,18 +698,28 @@ impl DriverState {
         });
     }
 
-    fn publish(&self) {
-        let statuses = self.host.status();
+    fn publish(&mut self) {
+        // Only the groups that did something since the last round.
+        let statuses = self.host.take_status_changes();
         let mut published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (group, status) in &statuses {
-            let previous = published.groups.get(group).and_then(|status| status.leader);
-            if previous != status.leader && status.leader.is_some() {
+        let quiet_before = published.quiet_groups;
+        for (group, status) in statuses {
+            let previous = published.groups.get(&group);
+            let previous_leader = previous.and_then(|status| status.leader);
+            let was_quiet = previous.is_some_and(|status| status.quiet);
+            if previous_leader != status.leader && status.leader.is_some() {
                 metrics::counter!(crate::telemetry::names::PAXOS_LEADER_CHANGES, "node" => self.node.0.to_string())
                     .increment(1);
                 tracing::info!(node = %self.node, %group, leader = ?status.leader, "shard leader changed");
             }
+            published.quiet_groups =
+                (published.quiet_groups + usize::from(status.quiet)).saturating_sub(usize::from(was_quiet));
+            published.groups.insert(group, status);
         }
-        published.groups = statuses;
+        if published.quiet_groups != quiet_before {
+            metrics::gauge!(crate::telemetry::names::PAXOS_QUIET_GROUPS, "node" => self.node.0.to_string())
+                .set(published.quiet_groups as f64);
+        }
         let orphans = self.host.orphans();
         if orphans != published.orphans {
             let before = published.orphans;

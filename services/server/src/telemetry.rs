@@ -59,6 +59,8 @@ pub mod names {
     pub const GLOBAL_READS: &str = "geodb_global_reads_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
+    /// Shards idle and quiet on a node (no heartbeats, no timers).
+    pub const PAXOS_QUIET_GROUPS: &str = "geodb_paxos_quiet_groups";
     /// How long a commit's answer waited for the clocks once durable.
     pub const COMMIT_WAIT_SECONDS: &str = "geodb_commit_wait_seconds";
     /// Time from proposing a commit to applying it on the leader.
@@ -145,6 +147,11 @@ pub mod names {
             PAXOS_PIPELINE_SKIPPED,
             Kind::Counter,
             "Proposals of a node that the log chose but every replica skipped, because the shard's leader changed while they were in flight and they had been validated against entries the log did not choose (their clients heard 40001), by node.",
+        ),
+        (
+            PAXOS_QUIET_GROUPS,
+            Kind::Gauge,
+            "Shards whose replica on this node is quiet: idle, no heartbeats and no timers until the next request or a replica's node goes silent or restarts, by node.",
         ),
         (
             COMMIT_WAIT_SECONDS,

@@ -38,6 +38,10 @@ struct Args {
     /// own vote before the write is durable" (test-only).
     #[arg(long)]
     own_vote_before_durable: bool,
+    /// Plant "a quiet replica sleeps through its leader's node going down
+    /// or restarting" (test-only).
+    #[arg(long)]
+    quiet_deaf: bool,
     /// Clocks run at rates within ± this many parts per million of true time
     /// (default 50000, ±5 %; leases hold within about ±8 %, at most 500000).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=500_000))]
@@ -158,8 +162,8 @@ fn bank(args: BankArgs) -> ExitCode {
         "{} of {count} seeds failed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {} committed ({} across shards), \
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
          {} reads at a closed timestamp ({} waited for one), {} validated there, \
-         orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply; \
-         failing seeds: {failed:?}",
+         orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply, \
+         replicas fell quiet {} times; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -180,6 +184,7 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.orphans_unknown),
         total(|report| report.pipelines_cut),
         total(|report| report.skipped),
+        total(|report| report.quiet_spells),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
         ack_write_before_commit: args.ack_write_before_commit,
         lease_past_expiry: args.lease_past_expiry,
         own_vote_before_durable: args.own_vote_before_durable,
+        quiet_deaf: args.quiet_deaf,
     };
     let mut options = Options { faults, trace: args.seeds.trace, ..Options::default() };
     if let Some(ppm) = args.drift_ppm {
@@ -233,10 +239,13 @@ fn main() -> ExitCode {
             let moves: u64 = reports.iter().map(|report| report.moves_completed).sum();
             let leased: u64 = reports.iter().map(|report| report.reads_under_lease).sum();
             let rounds: u64 = reports.iter().map(|report| report.reads_with_a_round).sum();
+            let spells: u64 = reports.iter().map(|report| report.quiet_spells).sum();
+            let wakes: u64 = reports.iter().map(|report| report.quiet_wakes).sum();
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
                  {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
-                 {pauses} pauses ({aimed} of a leaseholder), {moves} voters moved, reads {leased} under a lease / {rounds} with a round",
+                 {pauses} pauses ({aimed} of a leaseholder), {moves} voters moved, reads {leased} under a lease / {rounds} with a round, \
+                 replicas fell quiet {spells} times and woke {wakes} times",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

@@ -51,6 +51,9 @@ fn three_hundred_seeds_with_every_fault_pass() {
     // the old voter); most moves finish within the run.
     assert!(total(|report| report.moves_completed) >= CI_SEEDS / 4, "too few voters moved");
     assert!(total(|report| report.reconfigurations) >= 3 * CI_SEEDS / 4, "too few membership changes chosen");
+    // Idle groups fall quiet and wake again, under the same faults.
+    assert!(total(|report| report.quiet_spells) >= 10 * CI_SEEDS, "groups seldom fell quiet");
+    assert!(total(|report| report.quiet_wakes) >= 10 * CI_SEEDS, "quiet groups seldom woke");
     for report in &reports {
         assert!(report.operations_ok > 0, "seed {} acknowledged nothing", report.seed);
         assert!(report.leaders_elected >= 3, "seed {}: a group never elected a leader", report.seed);
@@ -98,4 +101,15 @@ fn planted_lease_used_past_its_expiry_is_caught_by_the_linearizability_check() {
     // leader's write: every replica still agrees on every slot.
     assert!(failure.message.contains("is not linearizable"), "{failure}");
     assert!(failure.replay.ends_with("--lease-past-expiry"), "{failure}");
+}
+
+#[test]
+fn planted_deaf_quiet_followers_are_caught_by_the_liveness_check() {
+    let options = Options { faults: Faults { quiet_deaf: true, ..Faults::default() }, ..Options::default() };
+    let failure =
+        (0..CI_SEEDS).find_map(|seed| run_one(seed, &options).err()).expect("the planted bug escaped every seed");
+    // Nothing unsafe happens: a group whose leader died while it was quiet
+    // just never elects another.
+    assert!(failure.message.contains("(liveness)"), "{failure}");
+    assert!(failure.replay.ends_with("--quiet-deaf"), "{failure}");
 }

@@ -70,6 +70,10 @@ const CLOSED_KEY: &[u8] = b"c";
 /// (R15) the same way, whether it applied the slots before it one by one
 /// or restored them from a snapshot.
 const RUN_KEY: &[u8] = b"v";
+/// The applied slot (8 bytes, big-endian) of a replicated shard, followed
+/// by its last commit timestamp: one key written per slot, not two (a
+/// shard written before holds the slot alone, and the timestamp under
+/// `META_LAST_COMMIT_TS`, which local shards still use).
 const META_APPLIED_SLOT: &[u8] = b"shard/applied_slot";
 /// Present while a snapshot is being restored (its slot): a shard opened
 /// with it holds a half-written state, restores again, and serves nothing
@@ -252,6 +256,22 @@ impl std::fmt::Debug for Shard {
     }
 }
 
+/// `META_APPLIED_SLOT`'s value: the slot, then the last commit timestamp.
+fn encode_applied(slot: u64, last_commit_ts: Timestamp) -> Vec<u8> {
+    let mut bytes = slot.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&last_commit_ts.encode());
+    bytes
+}
+
+/// Reads `META_APPLIED_SLOT`, in either format (the slot alone before the
+/// timestamp moved in with it).
+fn decode_applied(bytes: &[u8]) -> Result<(u64, Timestamp)> {
+    let corrupt = || geodb_storage::Error::Corrupt("shard applied slot".into());
+    let (slot, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    let ts = if rest.is_empty() { Timestamp::ZERO } else { Timestamp::decode(rest).ok_or_else(corrupt)? };
+    Ok((u64::from_be_bytes(*slot), ts))
+}
+
 impl Shard {
     /// Opens shard `id` over `engine` (its own view of the node's store).
     /// A replicated shard serves nothing until its host says it leads; a
@@ -269,20 +289,20 @@ impl Shard {
         replicated: bool,
         faults: ValidationFaults,
     ) -> Result<Shard> {
-        let last_commit_ts = match engine.get(ColumnFamily::Meta, META_LAST_COMMIT_TS)? {
+        let mut last_commit_ts = match engine.get(ColumnFamily::Meta, META_LAST_COMMIT_TS)? {
             Some(bytes) => Timestamp::decode(&bytes)
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard last commit timestamp".into()))?,
             None => Timestamp::ZERO,
         };
         let restoring = engine.get(ColumnFamily::Meta, META_RESTORING)?.is_some();
-        let applied_slot = match engine.get(ColumnFamily::Meta, META_APPLIED_SLOT)? {
-            // A restore cut short: nothing is applied until it is redone.
-            _ if restoring => 0,
-            Some(bytes) => u64::from_be_bytes(
-                bytes.as_slice().try_into().map_err(|_| geodb_storage::Error::Corrupt("shard applied slot".into()))?,
-            ),
-            None => 0,
+        let applied = engine.get(ColumnFamily::Meta, META_APPLIED_SLOT)?;
+        let (applied_slot, applied_commit_ts) = match &applied {
+            Some(bytes) => decode_applied(bytes)?,
+            None => (0, Timestamp::ZERO),
         };
+        last_commit_ts = last_commit_ts.max(applied_commit_ts);
+        // A restore cut short: nothing is applied until it is redone.
+        let applied_slot = if restoring { 0 } else { applied_slot };
         let closed = match engine.get(ColumnFamily::Locks, CLOSED_KEY)? {
             Some(bytes) => Timestamp::decode(&bytes)
                 .ok_or_else(|| geodb_storage::Error::Corrupt("shard closed timestamp".into()))?,
@@ -946,11 +966,14 @@ impl Shard {
             let state = self.state();
             state.last_commit_ts.max(newest)
         };
-        if newest > Timestamp::ZERO {
-            batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last_commit_ts.encode().to_vec());
-        }
-        if let Some(slot) = slot {
-            batch.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
+        match slot {
+            Some(slot) => {
+                batch.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), encode_applied(slot, last_commit_ts))
+            }
+            None if newest > Timestamp::ZERO => {
+                batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last_commit_ts.encode().to_vec())
+            }
+            None => {}
         }
         if let Some(run) = skips.run {
             batch.put(ColumnFamily::Locks, RUN_KEY.to_vec(), encode(&run));
@@ -1173,7 +1196,7 @@ impl Shard {
         }
         let mut meta = WriteBatch::new();
         meta.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last.encode().to_vec());
-        meta.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), slot.to_be_bytes().to_vec());
+        meta.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), encode_applied(slot, last));
         meta.delete(ColumnFamily::Meta, META_RESTORING.to_vec());
         import.finish(meta)?;
         let closed = match self.engine.get(ColumnFamily::Locks, CLOSED_KEY)? {

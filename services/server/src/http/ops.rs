@@ -174,6 +174,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "snapshot_chunks": status.snapshot_chunks,
                 "snapshots_installed": published.snapshots_installed.get(group).copied().unwrap_or(0),
                 "prepared": status.prepared,
+                "quiet": status.quiet,
                 "last_commit_ts": shard.map(|shard| shard.stats().last_commit_ts.to_string()),
                 // R14: the shard's newest closed timestamp, if it closes any.
                 "closed_ts": shard.map(|shard| shard.closed()).filter(|ts| *ts > geodb_txn::Timestamp::ZERO).map(|ts| ts.to_string()),

@@ -161,6 +161,8 @@ pub struct BankReport {
     pub skipped: u64,
     /// Leaderships lost with two or more slots in flight.
     pub pipelines_cut: u64,
+    /// Replicas that fell quiet (`paxos::Config::quiesce`).
+    pub quiet_spells: u64,
     pub trace_digest: u64,
 }
 
@@ -448,6 +450,7 @@ impl World {
                 // As the server's shards: a pipeline, re-validated at apply.
                 config.window_slots_max = geodb_txn::host::COMMIT_WINDOW_SLOTS;
                 config.early_accepts = true;
+                config.quiesce = true;
                 config.faults.narrow_recovery = options.faults.narrow_recovery;
                 // Snapshots of a few KiB travel in many chunks, so that
                 // chunked transfer runs under every fault.
@@ -549,6 +552,7 @@ impl World {
             self.report.skipped += node.host.skipped_proposals();
             self.report.pipelines_cut +=
                 node.host.paxos().groups().map(|(_, replica)| replica.pipelines_cut()).sum::<u64>();
+            self.report.quiet_spells += node.host.paxos().quiet_counts().0;
         }
         // The probes ran: every node measured its peers' clocks recently.
         for (id, node) in &self.nodes {
@@ -707,6 +711,7 @@ impl World {
         self.report.orphans_chosen += orphans.chosen;
         self.report.orphans_never_chosen += orphans.never_chosen;
         self.report.orphans_unknown += orphans.unknown;
+        self.report.quiet_spells += sim_node.host.paxos().quiet_counts().0;
         sim_node.syncing.clear();
         sim_node.calls.clear();
         sim_node.rpc.detach();

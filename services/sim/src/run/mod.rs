@@ -57,6 +57,11 @@ pub struct Faults {
     /// their own vote before it is durable
     /// (`paxos::ReplicaFaults::own_vote_before_durable`).
     pub own_vote_before_durable: bool,
+    /// Quiet replicas sleep through what should wake them
+    /// (`paxos::ReplicaFaults::quiet_deaf`): a group whose leader's node
+    /// went down or restarted while it was quiet never elects again. Only
+    /// the liveness check can see this one.
+    pub quiet_deaf: bool,
 }
 
 /// What a run looks like; everything else is drawn from the seed.
@@ -121,6 +126,9 @@ pub struct Report {
     pub reconfigurations: u64,
     /// Voter moves carried through to the old voter's retirement.
     pub moves_completed: u64,
+    /// Replicas that fell quiet (`paxos::Config::quiesce`), and woke.
+    pub quiet_spells: u64,
+    pub quiet_wakes: u64,
     /// A digest of every event's time and kind: equal digests, equal runs.
     pub trace_digest: u64,
 }
@@ -157,6 +165,9 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     }
     if options.faults.own_vote_before_durable {
         command.push_str(" --own-vote-before-durable");
+    }
+    if options.faults.quiet_deaf {
+        command.push_str(" --quiet-deaf");
     }
     if options.drift_ppm_max != Options::default().drift_ppm_max {
         command.push_str(&format!(" --drift-ppm {}", options.drift_ppm_max));
@@ -309,6 +320,9 @@ struct World {
     next_op_id: u64,
     quiet: bool,
     completed_in_quiet: BTreeSet<GroupId>,
+    /// Per group: its clients pause until then (an idle spell in which the
+    /// group falls quiet, `paxos::Config::quiesce`, while faults go on).
+    idle_until_us: Vec<u64>,
     report: Report,
     failure: Option<String>,
 }
@@ -381,6 +395,7 @@ impl World {
                 .max()
                 .unwrap_or(0);
             let early_accepts = scheduler.chance(75_000);
+            let quiesce = scheduler.chance(75_000);
             for member in group.voters.iter().chain(&group.learners) {
                 let mut config = Config::new(group.id, *member, group.voters.clone(), rtt_us);
                 config.learners = group.learners.clone();
@@ -397,6 +412,10 @@ impl World {
                 // As the server's shards: accepts go out beside the
                 // leader's disk write (in most groups: both ways are run).
                 config.early_accepts = early_accepts;
+                // As the server's shards: idle groups fall quiet (most
+                // groups; the workload leaves them idle now and then).
+                config.quiesce = quiesce;
+                config.faults.quiet_deaf = options.faults.quiet_deaf;
                 configs.insert((*member, group.id), config);
             }
         }
@@ -422,7 +441,7 @@ impl World {
                     paused_until_us: 0,
                     resume_clients_first: false,
                     disk: crate::disk::Disk::new(fsync_us),
-                    paxos: MultiPaxos::new(*node),
+                    paxos: MultiPaxos::new(*node, 0),
                     durable: BTreeMap::new(),
                     chunks: BTreeMap::new(),
                     syncing: VecDeque::new(),
@@ -431,6 +450,7 @@ impl World {
             );
         }
 
+        let group_count = groups.len();
         let clients = (0..groups.len() * CLIENTS_PER_GROUP)
             .map(|index| {
                 let group = index % groups.len();
@@ -455,6 +475,7 @@ impl World {
             next_op_id: 1,
             quiet: false,
             completed_in_quiet: BTreeSet::new(),
+            idle_until_us: vec![0; group_count],
             report: Report { seed, trace_digest: 0xcbf2_9ce4_8422_2325, ..Report::default() },
             failure: None,
         }
@@ -479,6 +500,11 @@ impl World {
             if let Some(message) = self.failure.take() {
                 return Err(format!("{message} (at {} us)", self.scheduler.now_us()));
             }
+        }
+        for sim_node in self.nodes.values() {
+            let (spells, wakes) = sim_node.paxos.quiet_counts();
+            self.report.quiet_spells += spells;
+            self.report.quiet_wakes += wakes;
         }
         self.check_liveness()?;
         self.check_histories()?;
@@ -650,7 +676,10 @@ impl World {
         sim_node.incarnation += 1;
         sim_node.syncing.clear();
         sim_node.registers.clear();
-        sim_node.paxos = MultiPaxos::new(node);
+        let (spells, wakes) = sim_node.paxos.quiet_counts();
+        self.report.quiet_spells += spells;
+        self.report.quiet_wakes += wakes;
+        sim_node.paxos = MultiPaxos::new(node, sim_node.incarnation);
         self.invariants.on_crash(node);
         self.report.crashes += 1;
     }
@@ -663,7 +692,7 @@ impl World {
         sim_node.paused_until_us = 0;
         sim_node.disk.restart(now);
         let local = sim_node.clock.local_us(now);
-        let mut paxos = MultiPaxos::new(node);
+        let mut paxos = MultiPaxos::new(node, sim_node.incarnation);
         for group in &self.groups {
             if let Some(config) = self.configs.get(&(node, group.id)) {
                 let stored = sim_node.durable.entry(group.id).or_default().clone();
@@ -741,7 +770,7 @@ impl World {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         let mut ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
         // A replica retired since it handed this Ready over is gone, with its store.
-        ready.retain(|(group, _)| self.configs.contains_key(&(node, *group)));
+        ready.retain(|(group, _)| *group == GroupId::NODE || self.configs.contains_key(&(node, *group)));
         for (group, group_ready) in &ready {
             sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
             sim_node.paxos.persisted(*group, &group_ready.persist);

@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// Chance (thousandths of a percent, per finished operation) that a group's clients start
+/// an idle spell, and its length range: long enough for the group to fall
+/// quiet (a few heartbeat intervals) and for faults to strike meanwhile.
+const IDLE_SPELL_CHANCE: u64 = 1_500;
+const IDLE_SPELL_US: (u64, u64) = (30_000, 250_000);
+
 impl World {
     /// The operation `op_id` was applied at `node`: answer its client if it
     /// was submitted there, in this incarnation.
@@ -52,6 +58,13 @@ impl World {
         }
         self.clients[client].waiting = None;
         let think_us = self.scheduler.between(0, 10_000);
+        // Now and then every client of the group pauses for a while: the
+        // group falls quiet under whatever faults run meanwhile.
+        let group_index = self.clients[client].group;
+        if !self.quiet && self.scheduler.chance(IDLE_SPELL_CHANCE) {
+            let spell_us = self.scheduler.between(IDLE_SPELL_US.0, IDLE_SPELL_US.1);
+            self.idle_until_us[group_index] = self.scheduler.now_us() + spell_us;
+        }
         self.scheduler.after(think_us, Event::ClientStep { client });
     }
 
@@ -61,6 +74,10 @@ impl World {
         }
         let group_index = self.clients[client].group;
         let group = self.groups[group_index].id;
+        if self.idle_until_us[group_index] > self.scheduler.now_us() {
+            self.scheduler.at(self.idle_until_us[group_index], Event::ClientStep { client });
+            return;
+        }
         if self.clients[client].planned.is_none() {
             let budget = if self.quiet {
                 self.options.operations_per_key_max
