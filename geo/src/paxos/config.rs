@@ -63,8 +63,8 @@ pub struct ReplicaFaults {
     /// slot at once, before the runtime said its acceptance is durable.
     pub own_vote_before_durable: bool,
     /// A quiet follower sleeps through whatever should wake it but a
-    /// message from its leader: that node going silent or restarting,
-    /// its own candidacy, a client's request.
+    /// message from its leader: that node going silent, restarting or
+    /// abstaining, and candidacies.
     pub quiet_deaf: bool,
 }
 

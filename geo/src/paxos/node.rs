@@ -47,6 +47,8 @@ pub struct MultiPaxos {
     /// Node liveness, for quiet groups (`Config::quiesce`): this node's
     /// incarnation, the peers heard from, and when `Alive` goes out next.
     incarnation: u64,
+    /// The latest time handed to this node (a tick, a message, a read).
+    now_us: u64,
     peers: BTreeMap<NodeId, Peer>,
     next_alive_us: u64,
     /// Whom `Alive` goes to, with the interval and the silence that counts
@@ -116,6 +118,7 @@ impl MultiPaxos {
             leaderships: BTreeMap::new(),
             leadership_changes: BTreeSet::new(),
             incarnation,
+            now_us: 0,
             peers: BTreeMap::new(),
             next_alive_us: 0,
             alive_targets: None,
@@ -200,6 +203,7 @@ impl MultiPaxos {
     /// host are dropped (the group may have moved away).
     pub fn step(&mut self, now_us: u64, envelope: Envelope) {
         assert_eq!(envelope.to, self.node, "message for another node");
+        self.now_us = self.now_us.max(now_us);
         if let Message::Alive { incarnation, abstaining } = envelope.message {
             self.heard(envelope.from, now_us, Some((incarnation, abstaining)));
             return;
@@ -211,6 +215,7 @@ impl MultiPaxos {
     /// Ticks the groups whose deadline has come, and those handed an input
     /// since their last Ready (their deadline may have moved earlier).
     pub fn tick(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
         self.tick_liveness(now_us);
         let due: Vec<GroupId> = self
             .timers
@@ -235,17 +240,27 @@ impl MultiPaxos {
     }
 
     pub fn propose(&mut self, group: GroupId, command: Command) -> Result<(), ProposeError> {
-        self.with_group(group, |replica| replica.propose(command))
-            .unwrap_or(Err(ProposeError::NotLeader { leader: None }))
+        // A quiet replica heard nothing for long: it wakes at the node's time.
+        let now_us = self.now_us;
+        self.with_group(group, |replica| {
+            replica.observe_time(now_us);
+            replica.propose(command)
+        })
+        .unwrap_or(Err(ProposeError::NotLeader { leader: None }))
     }
 
     /// See [`Replica::propose_membership`].
     pub fn propose_membership(&mut self, group: GroupId, membership: Membership) -> Result<(), ProposeError> {
-        self.with_group(group, |replica| replica.propose_membership(membership))
-            .unwrap_or(Err(ProposeError::NotLeader { leader: None }))
+        let now_us = self.now_us;
+        self.with_group(group, |replica| {
+            replica.observe_time(now_us);
+            replica.propose_membership(membership)
+        })
+        .unwrap_or(Err(ProposeError::NotLeader { leader: None }))
     }
 
     pub fn read_index(&mut self, group: GroupId, id: u64, now_us: u64) -> Result<(), ProposeError> {
+        self.now_us = self.now_us.max(now_us);
         self.with_group(group, |replica| replica.read_index(id, now_us))
             .unwrap_or(Err(ProposeError::NotLeader { leader: None }))
     }
@@ -363,6 +378,7 @@ impl MultiPaxos {
         let restarted = incarnation.is_some() && peer.incarnation.is_some_and(|known| Some(known) != incarnation);
         let back = !peer.alive;
         let began_abstaining = alive.is_some() && abstaining && !peer.abstaining;
+        let still_abstaining = alive.is_some() && abstaining && peer.abstaining;
         peer.heard_us = peer.heard_us.max(now_us);
         peer.alive = true;
         if alive.is_some() {
@@ -371,6 +387,22 @@ impl MultiPaxos {
         }
         if restarted || back || began_abstaining {
             self.wake_groups_with(from, now_us);
+        } else if still_abstaining {
+            // Level, not edge: should the `Alive` that began it be lost, the
+            // quiet groups it led still wake (the others sleep on).
+            self.wake_groups_led_by(from, now_us);
+        }
+    }
+
+    fn wake_groups_led_by(&mut self, peer: NodeId, now_us: u64) {
+        let quiet: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, replica)| replica.is_quiesced() && replica.leader() == Some(peer))
+            .map(|(group, _)| *group)
+            .collect();
+        for group in quiet {
+            self.with_group(group, |replica| replica.wake(now_us));
         }
     }
 

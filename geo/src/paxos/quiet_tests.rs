@@ -270,6 +270,27 @@ fn a_restarted_follower_rejoins_a_quiet_group_without_an_election() {
     assert!(nodes.all_quiet(), "and fall quiet again");
 }
 
+/// A quiet leader's replica heard nothing for long: a write wakes it at
+/// the node's time, not at the time it fell quiet (else its check-quorum,
+/// at the next tick, would find nobody heard from and step down).
+#[test]
+fn a_write_after_a_long_quiet_keeps_its_leader() {
+    let mut nodes = quiet_nodes(false);
+    nodes.run_for(2_000_000);
+    let group = GroupId(5);
+    let ballot = nodes.ballot_of(group);
+    let leader = nodes.leader_of(group).expect("a leader");
+    nodes.nodes.get_mut(&leader).unwrap().propose(group, b"late".to_vec()).expect("leads");
+    // The next tick comes before any answer.
+    nodes.now_us += TICK_US;
+    let now = nodes.now_us;
+    nodes.nodes.get_mut(&leader).unwrap().tick(now);
+    nodes.settle();
+    nodes.run_for(100_000);
+    assert_eq!(nodes.ballot_of(group), ballot, "the write cost no election");
+    assert!(nodes.nodes.values().all(|paxos| paxos.group(group).unwrap().chosen() > Slot(0)));
+}
+
 #[test]
 fn a_cut_between_followers_leaves_the_quiet_leader_in_place() {
     let mut nodes = quiet_nodes(false);

@@ -376,7 +376,7 @@ impl Replica {
         // heartbeat restarts their timers. Should it be lost, they wake on
         // this node's `Alive`, which says it abstains (`MultiPaxos`).
         if let Role::Leader(leader) = &self.role
-            && (self.quiesced || leader.quiesce_seq.is_some())
+            && self.config.quiesce
         {
             let (ballot, seq, chosen) = (leader.ballot, leader.heartbeat_seq, self.chosen);
             self.broadcast(Message::Heartbeat { ballot, seq, chosen });
@@ -828,7 +828,14 @@ impl Replica {
         // A candidate in a quiet group: a leader wakes (its heartbeats tell
         // the candidate whom to follow); a follower wakes when the candidate
         // is its own leader's node, which restarted and no longer leads.
-        if self.quiesced && (matches!(self.role, Role::Leader(_)) || Some(from) == self.leader) {
+        // A quiet follower hearing another candidate wakes too (it asks its
+        // leader to heartbeat), but refuses this one as if it had just heard
+        // its leader: its sleep ends within an election timeout, whatever
+        // became of that leader.
+        if self.quiesced {
+            if matches!(self.role, Role::Follower) && Some(from) != self.leader && !self.config.faults.quiet_deaf {
+                self.leader_heard_us = self.now_us;
+            }
             self.stir();
         }
         // Paxos Made Simple §2.2 (P1a): never promise below a promise already made.
@@ -1381,6 +1388,12 @@ impl Replica {
             self.quiesced = true;
             self.quiet_spells += 1;
         }
+    }
+
+    /// Time passes without anything else happening (a runtime handing a
+    /// request to a replica that heard nothing for long).
+    pub fn observe_time(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
     }
 
     /// The runtime saw a member of this group go silent, come back or
