@@ -79,7 +79,6 @@ struct Peer {
     heard_us: u64,
     incarnation: Option<u64>,
     alive: bool,
-    abstaining: bool,
 }
 
 /// What [`MultiPaxos::take_leadership_changes`] watches of a replica.
@@ -364,59 +363,44 @@ impl MultiPaxos {
             })
             .collect();
         for peer in silent {
-            self.wake_groups_with(peer, now_us);
+            self.wake_groups_with(peer, now_us, false);
         }
     }
 
     /// Heard from `from` (with its incarnation and whether it abstains,
-    /// from an `Alive`): a peer that was silent, restarted or began to
-    /// abstain wakes the quiet groups it is in.
+    /// from an `Alive`): a peer that was silent or restarted wakes the quiet
+    /// groups it is in; one that abstains, those it led (on every `Alive`
+    /// that says so, should the first be lost).
     fn heard(&mut self, from: NodeId, now_us: u64, alive: Option<(u64, bool)>) {
         let incarnation = alive.map(|(incarnation, _)| incarnation);
-        let abstaining = alive.is_some_and(|(_, abstaining)| abstaining);
-        let peer = self.peers.entry(from).or_insert(Peer { heard_us: now_us, incarnation, alive: true, abstaining });
+        let peer = self.peers.entry(from).or_insert(Peer { heard_us: now_us, incarnation, alive: true });
         let restarted = incarnation.is_some() && peer.incarnation.is_some_and(|known| Some(known) != incarnation);
         let back = !peer.alive;
-        let began_abstaining = alive.is_some() && abstaining && !peer.abstaining;
-        let still_abstaining = alive.is_some() && abstaining && peer.abstaining;
         peer.heard_us = peer.heard_us.max(now_us);
         peer.alive = true;
-        if alive.is_some() {
+        if incarnation.is_some() {
             peer.incarnation = incarnation;
-            peer.abstaining = abstaining;
         }
-        if restarted || back || began_abstaining {
-            self.wake_groups_with(from, now_us);
-        } else if still_abstaining {
-            // Level, not edge: should the `Alive` that began it be lost, the
-            // quiet groups it led still wake (the others sleep on).
-            self.wake_groups_led_by(from, now_us);
-        }
-    }
-
-    fn wake_groups_led_by(&mut self, peer: NodeId, now_us: u64) {
-        let quiet: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, replica)| replica.is_quiesced() && replica.leader() == Some(peer))
-            .map(|(group, _)| *group)
-            .collect();
-        for group in quiet {
-            self.with_group(group, |replica| replica.wake(now_us));
+        if restarted || back {
+            self.wake_groups_with(from, now_us, false);
+        } else if alive.is_some_and(|(_, abstaining)| abstaining) {
+            self.wake_groups_with(from, now_us, true);
         }
     }
 
     /// Wakes the quiet groups `peer`'s change of liveness concerns: those
-    /// this node leads with `peer` a member (a restarted member must hear
-    /// its leader), and those `peer` leads.
-    fn wake_groups_with(&mut self, peer: NodeId, now_us: u64) {
+    /// `peer` leads and, unless `led_only`, those this node leads with
+    /// `peer` a member (a restarted member must hear its leader).
+    fn wake_groups_with(&mut self, peer: NodeId, now_us: u64, led_only: bool) {
         let me = self.node;
         let quiet: Vec<GroupId> = self
             .groups
             .iter()
             .filter(|(_, replica)| replica.is_quiesced())
             .filter(|(_, replica)| match replica.leader() {
-                Some(leader) if leader == me => replica.membership().members().any(|member| member == peer),
+                Some(leader) if leader == me => {
+                    !led_only && replica.membership().members().any(|member| member == peer)
+                }
                 leader => leader == Some(peer),
             })
             .map(|(group, _)| *group)

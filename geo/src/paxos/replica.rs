@@ -187,6 +187,14 @@ struct Leader {
     active_us: u64,
 }
 
+impl Leader {
+    /// An attempt to fall quiet, if any, starts over.
+    fn forget_quiesce(&mut self) {
+        self.quiesce_seq = None;
+        self.quiet_acks.clear();
+    }
+}
+
 /// A snapshot being received chunk by chunk: the state machine stores
 /// each chunk, and the next is asked for once it has.
 #[derive(Debug)]
@@ -635,11 +643,7 @@ impl Replica {
             Message::Quiesce { ballot, seq, chosen } => self.on_heartbeat(from, ballot, seq, chosen, true),
             // Node to node: `MultiPaxos` takes these.
             Message::Alive { .. } => {}
-            Message::Wake => {
-                if matches!(self.role, Role::Leader(_)) {
-                    self.stir();
-                }
-            }
+            Message::Wake => self.stir_leader(),
             Message::HeartbeatAck { ballot, seq, chosen } => self.on_heartbeat_ack(from, ballot, seq, chosen),
             Message::CatchUpRequest { from: from_slot } => self.on_catch_up_request(from, from_slot),
             Message::CatchUp { entries, chosen } => self.on_catch_up(from, entries, chosen),
@@ -1343,8 +1347,7 @@ impl Replica {
             self.send_round(true);
         } else {
             if let Role::Leader(leader) = &mut self.role {
-                leader.quiesce_seq = None;
-                leader.quiet_acks.clear();
+                leader.forget_quiesce();
             }
             self.send_heartbeat_round();
         }
@@ -1426,8 +1429,7 @@ impl Replica {
         self.quiet_wakes += u64::from(was_quiet);
         match &mut self.role {
             Role::Leader(leader) => {
-                leader.quiesce_seq = None;
-                leader.quiet_acks.clear();
+                leader.forget_quiesce();
                 leader.active_us = now;
                 if was_quiet {
                     // Heartbeat at the next tick; check-quorum counts from
