@@ -118,6 +118,52 @@ pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &Json) -> Re
     Err(Failure { code, retryable, message: format!("{url}: {status}: {answer}") })
 }
 
+/// `clients` closed loops of one-statement transactions (`POST
+/// {url}/v1/sql`, client `i` sending `body(i)`) for `warmup` unmeasured and
+/// then `duration` measured: their latencies, and how many retryable
+/// failures were tried again. Any other failure ends the run.
+pub(crate) async fn closed_loops(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    body: impl Fn(usize) -> Json,
+) -> Result<(Measurement, u64), String> {
+    let measure_from = Instant::now() + warmup;
+    let until = measure_from + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|id| {
+            let (client, url, body) = (client.clone(), format!("{url}/v1/sql"), body(id));
+            tokio::spawn(async move {
+                let mut times = Measurement::new("");
+                let mut retries = 0;
+                loop {
+                    let started = Instant::now();
+                    if started >= until {
+                        return Ok::<_, String>((times, retries));
+                    }
+                    match post(&client, &url, &body).await {
+                        Ok(_) if started >= measure_from => times.record(started.elapsed()),
+                        Ok(_) => {}
+                        Err(failure) if failure.retryable => retries += 1,
+                        Err(failure) => return Err(failure.message),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut total = Measurement::new("");
+    let mut retries = 0;
+    for task in tasks {
+        let (times, more) = task.await.map_err(|e| e.to_string())??;
+        total.merge(&times);
+        retries += more;
+    }
+    total.elapsed = measure_from.elapsed();
+    Ok((total, retries))
+}
+
 pub fn run(args: Args) -> Result<(), String> {
     if !(args.rtt_ms.is_finite() && args.rtt_ms > 0.0) {
         return Err(format!("--rtt-ms {} must be a positive number of milliseconds", args.rtt_ms));

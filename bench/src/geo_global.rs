@@ -19,12 +19,12 @@
 //! intra-region round trip, and the global reads each node's replica served
 //! or waited for (`geodb_global_reads_total`), before and after.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use geodb_geo::{LatencyMatrix, Region};
 use serde_json::{Value as Json, json};
 
-use crate::geo_commit::{GatewayArgs as Args, get_json, post};
+use crate::geo_commit::{GatewayArgs as Args, closed_loops, get_json, post};
 use crate::report::Measurement;
 
 const TABLE: &str = "geo_global_bench";
@@ -192,37 +192,6 @@ async fn measure(
     warmup: Duration,
     duration: Duration,
 ) -> Result<(Measurement, u64), String> {
-    let measure_from = Instant::now() + warmup;
-    let until = measure_from + duration;
-    let tasks: Vec<_> = (0..clients)
-        .map(|id| {
-            let (client, url, sql) = (client.clone(), format!("{}/v1/sql", class.url), class.sql);
-            tokio::spawn(async move {
-                let body = json!({"sql": sql, "params": [id], "isolation": ISOLATION});
-                let mut times = Measurement::new("");
-                let mut retries = 0;
-                loop {
-                    let started = Instant::now();
-                    if started >= until {
-                        return Ok::<_, String>((times, retries));
-                    }
-                    match post(&client, &url, &body).await {
-                        Ok(_) if started >= measure_from => times.record(started.elapsed()),
-                        Ok(_) => {}
-                        Err(failure) if failure.retryable => retries += 1,
-                        Err(failure) => return Err(failure.message),
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut total = Measurement::new("");
-    let mut retries = 0;
-    for task in tasks {
-        let (times, more) = task.await.map_err(|e| e.to_string())??;
-        total.merge(&times);
-        retries += more;
-    }
-    total.elapsed = measure_from.elapsed();
-    Ok((total, retries))
+    let body = |id: usize| json!({"sql": class.sql, "params": [id], "isolation": ISOLATION});
+    closed_loops(client, &class.url, clients, warmup, duration, body).await
 }

@@ -8,6 +8,9 @@
 //!   `geodb dev` cluster, as a ratio to the quorum round trip.
 //! - `geo-homes`: serializable transactions on one home and across two
 //!   homes of a `geodb dev` cluster, as ratios to their lower bounds.
+//! - `geo-global`: reads of `global` tables from every region, and writes.
+//! - `geo-hat`: Read Committed writes from a region to keys homed
+//!   elsewhere, reachable and cut off, and the outbox's drain.
 //! - `paxos`: throughput of one Multi-Paxos group against many groups on
 //!   one node, three nodes in one process over the real transport.
 //! - `tpcc`: TPC-C against GeoDB and PostgreSQL, side by side.
@@ -18,6 +21,7 @@
 mod engine;
 mod geo_commit;
 mod geo_global;
+mod geo_hat;
 mod geo_homes;
 mod http;
 mod paxos;
@@ -45,6 +49,9 @@ enum Command {
     GeoHomes(geo_commit::GatewayArgs),
     /// Global tables: reads from every region, writes.
     GeoGlobal(geo_commit::GatewayArgs),
+    /// Read Committed writes from a region to keys homed elsewhere, with
+    /// the region reachable and cut off; the outbox's drain after the heal.
+    GeoHat(geo_commit::GatewayArgs),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
@@ -58,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::GeoCommit(args) => geo_commit::run(args),
         Command::GeoHomes(args) => geo_homes::run(args),
         Command::GeoGlobal(args) => geo_global::run(args),
+        Command::GeoHat(args) => geo_hat::run(args),
         Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };

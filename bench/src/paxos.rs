@@ -276,6 +276,7 @@ impl Cluster {
                 hlc.clone(),
                 ids.iter().copied().collect(),
                 Vec::new(),
+                Default::default(),
             );
             let txns = TxnManager::with_config(ManagerConfig {
                 node: id.0,

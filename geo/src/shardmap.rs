@@ -10,6 +10,7 @@
 //! | [`SYSTEM_SHARD`] | the catalog and the directory of homes | `cluster.home` | region survival when the cluster spans three regions, else the cluster's goal |
 //! | [`GLOBAL_SHARD`] | `global` tables | `cluster.home` | as the system shard |
 //! | `FIRST_HOME_SHARD` + k | `home` tables' rows of the locality keys homed in a region | that region | the cluster's survival goal |
+//! | after the home shards, one per region | the region's outbox: highly available writes queued for their homes | that region | zone survival, replicas in the region only |
 //!
 //! Home shards are numbered region by region in the order regions first
 //! appear in the node list, `shards_per_region` each. A locality key homed
@@ -19,7 +20,8 @@
 //!
 //! The preferred leaders of a region's shards are spread over its voters
 //! (shard k prefers the k-th voter, round robin), so one node does not lead
-//! them all. Every node holds a replica of every group (voter or learner);
+//! them all. Every node holds a replica of every group (voter or learner)
+//! but the other regions' outboxes;
 //! the format leaves room for placing groups on a few nodes of each region
 //! later (`Placement` lists replicas explicitly).
 
@@ -49,6 +51,10 @@ pub enum ShardRole {
     Home {
         index: u64,
     },
+    /// The outbox of its region: highly available writes to keys whose
+    /// home shards cannot commit within the region, durable here and
+    /// queued for those shards (R16 of `docs/design/transactions.md`).
+    Outbox,
 }
 
 /// One shard: its role, home region and replicas.
@@ -67,6 +73,8 @@ pub struct ShardMap {
     /// The regions in the order of the node list.
     pub regions: Vec<Region>,
     pub shards_per_region: u64,
+    /// Every node's region.
+    pub node_regions: BTreeMap<NodeId, Region>,
 }
 
 /// The home shard hash of a locality key's encoded bytes (FNV-1a, 64 bits).
@@ -144,7 +152,17 @@ impl ShardMap {
                 id += 1;
             }
         }
-        Ok(ShardMap { shards, regions, shards_per_region })
+        for region in &regions {
+            // Voters in the region's zones, every other node of the region
+            // a learner, nobody elsewhere: an outbox is read and written by
+            // its own region only, and must commit while cut off.
+            let mut placement = place(nodes, region, Survival::Zone, latency)?;
+            placement.learners.retain(|learner| nodes.iter().any(|node| node.id == *learner && &node.region == region));
+            shards.push(ShardSpec { id, role: ShardRole::Outbox, home: region.clone(), placement });
+            id += 1;
+        }
+        let node_regions = nodes.iter().map(|node| (node.id, node.region.clone())).collect();
+        Ok(ShardMap { shards, regions, shards_per_region, node_regions })
     }
 
     pub fn shard(&self, id: ShardId) -> Option<&ShardSpec> {
@@ -163,6 +181,18 @@ impl ShardMap {
     /// Every home shard of every region, in id order.
     pub fn all_home_shards(&self) -> Vec<ShardId> {
         self.shards.iter().filter(|shard| matches!(shard.role, ShardRole::Home { .. })).map(|shard| shard.id).collect()
+    }
+
+    /// The outbox of `region`.
+    pub fn outbox(&self, region: &Region) -> Option<ShardId> {
+        self.shards.iter().find(|shard| shard.role == ShardRole::Outbox && &shard.home == region).map(|shard| shard.id)
+    }
+
+    /// Whether every voter of `shard` is in `region`: a commit there needs
+    /// nobody outside it.
+    pub fn commits_within(&self, shard: ShardId, region: &Region) -> bool {
+        self.shard(shard)
+            .is_some_and(|spec| spec.placement.voters.iter().all(|voter| self.node_regions.get(voter) == Some(region)))
     }
 
     /// The shard of a locality key (its encoded bytes) homed in `region`,
@@ -193,7 +223,7 @@ mod tests {
     fn three_regions_get_shared_shards_and_home_shards_each() {
         let home = Region("us-east".into());
         let map = ShardMap::new(&NodePlace::standard(), &home, Survival::Zone, 2, &LatencyMatrix::standard()).unwrap();
-        assert_eq!(map.shards.len(), 2 + 3 * 2);
+        assert_eq!(map.shards.len(), 2 + 3 * 2 + 3);
         // The shared shards survive a region: five voters over three regions.
         assert_eq!(map.shard(SYSTEM_SHARD).unwrap().placement.voters.len(), 5);
         let eu = Region("eu-west".into());
@@ -203,8 +233,15 @@ mod tests {
         // Preferred leaders spread over the region's voters.
         assert_eq!(map.shard(7).unwrap().placement.preferred_leader, Some(NodeId(7)));
         assert_eq!(map.shard(8).unwrap().placement.preferred_leader, Some(NodeId(8)));
-        // Every node holds a replica of every shard.
-        assert!(map.replicas_by_node().values().all(|shards| shards.len() == map.shards.len()));
+        // Every node holds a replica of every shard but the other regions'
+        // outboxes; each region's outbox has its three nodes as voters.
+        assert!(map.replicas_by_node().values().all(|shards| shards.len() == map.shards.len() - 2));
+        let outbox = map.outbox(&eu).unwrap();
+        assert_eq!(outbox, 11);
+        assert_eq!(eu_voters(outbox), vec![NodeId(7), NodeId(8), NodeId(9)]);
+        assert!(map.shard(outbox).unwrap().placement.learners.is_empty());
+        assert!(map.commits_within(7, &eu) && map.commits_within(outbox, &eu));
+        assert!(!map.commits_within(SYSTEM_SHARD, &eu) && !map.commits_within(3, &eu));
     }
 
     #[test]

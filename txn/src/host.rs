@@ -65,9 +65,13 @@ use geodb_geo::paxos::{
 use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
-use crate::participant::{Applied, Proposal, ReadGate, Shard};
+use crate::participant::{Applied, DeliveryProposal, Proposal, ReadGate, Shard};
 use crate::protocol::{Decision, Entry, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::{Error, Hlc, Result};
+
+mod ship;
+
+pub use ship::{SHIP_RETRY_US, SHIP_TIMEOUT_US};
 
 /// Slots a shard's leader keeps in flight (`paxos::Config::window_slots_max`
 /// of every shard group): commits no longer wait for the slot before theirs
@@ -196,6 +200,9 @@ pub struct HostFaults {
     /// Declare an orphaned proposal never chosen two slots before every
     /// slot of its leadership is applied.
     pub settle_orphans_early: bool,
+    /// Answer an enqueue at an outbox as soon as it is proposed, before
+    /// the region's quorum has it (R16).
+    pub ack_enqueue_before_durable: bool,
 }
 
 /// How a host behaves.
@@ -415,6 +422,8 @@ pub struct Host {
     /// group.
     waiting: BTreeSet<GroupId>,
     closing: Vec<GroupId>,
+    /// R16: the outboxes' queues this node ships while it leads them.
+    shipping: ship::Shipping,
 }
 
 /// Marks a command that carries its [`Lineage`] after the proposer's
@@ -494,6 +503,7 @@ impl Host {
             status_dirty: BTreeSet::new(),
             waiting: BTreeSet::new(),
             closing: Vec::new(),
+            shipping: ship::Shipping::default(),
         }
     }
 
@@ -524,6 +534,9 @@ impl Host {
         shard.drop_snapshots(|slot| Some(slot) != keep)?;
         shard.set_serving(false);
         shard.stamp_prepared(now_us);
+        if !shard.queues().is_empty() {
+            self.note_outbox(group);
+        }
         self.paxos.add_group(config, stored, now_us);
         self.status_dirty.insert(group);
         self.shards.insert(
@@ -663,6 +676,7 @@ impl Host {
         self.expire_orphans(now_us);
         self.wake(now_us);
         self.probe_clocks(now_us);
+        self.ship();
     }
 
     /// Pings every peer when a ping interval has passed, and judges this
@@ -784,6 +798,9 @@ impl Host {
     /// The answer to a request this host sent ([`HostOutput::Request`]).
     pub fn handle_reply(&mut self, now_us: u64, id: u64, response: Response) {
         self.now_us = now_us;
+        if self.shipped_reply(id, response.clone()) {
+            return;
+        }
         let Some((group, txn)) = self.requests.remove(&id) else { return };
         if let Response::Decided(decision) = response {
             // Resolve our part as recorded; a later tick asks again if this
@@ -939,6 +956,43 @@ impl Host {
                 }
                 Err(error) => self.refuse(origin, &error),
             },
+            Request::Enqueue(enqueued) => {
+                let txn = enqueued.txn;
+                match shard.propose_enqueue(enqueued) {
+                    Ok(Proposal::Entry(entry)) => {
+                        if self.config.faults.ack_enqueue_before_durable
+                            && let Entry::Enqueue { ts, .. } = &entry
+                        {
+                            self.reply(origin, Response::Committed(*ts));
+                            self.propose(group, None, txn, entry);
+                        } else {
+                            self.propose(group, Some(origin), txn, entry);
+                        }
+                    }
+                    Ok(Proposal::Blocked(_)) => self.park(parked),
+                    Ok(Proposal::AlreadyCommitted(ts)) => self.reply(origin, Response::Committed(ts)),
+                    Ok(Proposal::InFlight) => self.answer_with_in_flight(group, txn, origin),
+                    Ok(Proposal::AlreadyPrepared(_)) => unreachable!("an enqueue is never prepared"),
+                    Err(error) => self.refuse(origin, &error),
+                }
+            }
+            Request::Deliver { from, entries } => {
+                let (from, entries) = (*from, entries.clone());
+                self.serve_delivery(parked, &shard, from, &entries);
+            }
+            Request::Pending { range, after } => {
+                if shard.caught_up(*after) {
+                    match shard.pending(range) {
+                        Ok(writes) => {
+                            let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
+                            self.reply(origin, Response::Pending { writes, shipped: shard.shipped(), oldest });
+                        }
+                        Err(error) => self.refuse(origin, &error),
+                    }
+                } else {
+                    self.park(parked);
+                }
+            }
             Request::ValidateSettled { changes, at_least } => match shard.validate_settled(changes, *at_least) {
                 Ok(Some(closed)) => {
                     self.settled.validated += 1;
@@ -1045,16 +1099,17 @@ impl Host {
             base: self.shards.get(&group).map_or(0, |hosted| hosted.shard.applied_slot()),
         });
         let command = encode_command(self.config.node, seq, lineage, &entry);
+        let holds_locks =
+            matches!(entry, Entry::Commit { .. } | Entry::Prepare(_) | Entry::Enqueue { .. } | Entry::Deliver { .. });
         match self.paxos.propose(group, command) {
             Ok(()) => {
-                let holds_locks = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_));
                 let origins = origin.into_iter().collect();
                 let restores = self.shards[&group].restores;
                 let pending = Pending { origins, txn, ballot, restores, holds_locks, orphaned: None };
                 self.proposals.insert((group, seq), pending);
             }
             Err(error) => {
-                if matches!(entry, Entry::Commit { .. } | Entry::Prepare(_)) {
+                if holds_locks {
                     self.shards[&group].shard.abandon(txn);
                 }
                 if let Some(origin) = origin {
@@ -1108,6 +1163,9 @@ impl Host {
             {
                 shard.restore(snapshot.slot.0, snapshot.chunks, now_us)?;
                 self.shards.get_mut(&group).expect("hosted").restores += 1;
+                if !shard.queues().is_empty() {
+                    self.note_outbox(group);
+                }
                 self.settle_orphans(group);
             }
             let mut applied = false;
@@ -1135,6 +1193,7 @@ impl Host {
         }
         self.track_leadership(true);
         self.maybe_compact(&advanced)?;
+        self.ship();
         Ok(())
     }
 
@@ -1184,6 +1243,9 @@ impl Host {
         let mut entries = Vec::with_capacity(commands.len());
         for command in &commands {
             let (node, seq, lineage, entry) = decode_command(command)?;
+            if matches!(entry, Entry::Enqueue { .. }) {
+                self.note_outbox(group);
+            }
             origins.push((node, seq));
             lineages.push(lineage);
             entries.push(entry);
@@ -1212,7 +1274,19 @@ impl Host {
                 Applied::Late => Response::Refused(Refusal::Conflict(
                     "the transaction was already resolved here: this prepare came late".into(),
                 )),
-                Applied::Closed => continue,
+                Applied::Closed | Applied::Shipped => continue,
+                Applied::Delivered { through, applied } => {
+                    // A copy that wrote nothing drops its locks in flight and
+                    // its commit from the log of recent commits. An orphan's
+                    // locks went with its leadership (a later copy of this
+                    // leadership may hold the transaction's locks now).
+                    match (applied, pending.orphaned.is_some()) {
+                        (true, _) => {}
+                        (false, false) => shard.abandon(pending.txn),
+                        (false, true) => shard.forget_unchosen(pending.txn),
+                    }
+                    Response::Delivered { through, ts: shard.last_commit_ts() }
+                }
                 Applied::Skipped => {
                     if !pending.holds_locks {
                         // A closed timestamp: nobody waits for it.
@@ -1348,6 +1422,7 @@ impl Host {
             self.settle_orphans(group);
         }
         for group in lost {
+            self.forget_shipments(group);
             for parked in self.parked.remove(&group).unwrap_or_default() {
                 self.parked_count -= 1;
                 self.not_leader(parked.origin, group);

@@ -104,6 +104,9 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
             Request::ValidateSettled { .. } => {
                 return Err(Error::Invalid("a local shard closes no timestamps".into()));
             }
+            Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } => {
+                return Err(Error::Invalid("a single node has no outbox".into()));
+            }
         };
         shard.wait_for_release(seen, blocked, deadline)?;
     }
@@ -121,6 +124,9 @@ fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<R
             )),
             crate::participant::Applied::Closed => unreachable!("a local shard closes no timestamps"),
             crate::participant::Applied::Skipped => unreachable!("a local shard has no log to re-validate against"),
+            crate::participant::Applied::Delivered { .. } | crate::participant::Applied::Shipped => {
+                unreachable!("a single node has no outbox")
+            }
         }),
         Err(error) => {
             if matches!(entry, Entry::Prepare(_)) {

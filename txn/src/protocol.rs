@@ -32,8 +32,12 @@ pub enum ReadMode {
     /// The newest applied version of each key, at whichever replica answers,
     /// ignoring locks (Read Committed). The replica answers only once it has
     /// applied a commit at or above `after`: the newest commit its gateway
-    /// acknowledged at this shard, so a client reads what it wrote.
-    Latest { after: Timestamp },
+    /// acknowledged at this shard, so a client reads what it wrote; and
+    /// (R16) a commit at or above `shipped`, the newest by which the shard
+    /// applied writes the reader's region's outbox no longer shows (no
+    /// prepared transaction is waited for on its account: those writes
+    /// were one-shard commits).
+    Latest { after: Timestamp, shipped: Timestamp },
     /// The versions at `read_ts`, at the leader: waits on locks at or below
     /// it (R3). `barrier` asks the leader to confirm its leadership first
     /// (R4): the transaction's first read at this shard.
@@ -174,6 +178,66 @@ pub enum Request {
         changes: Changes,
         at_least: Timestamp,
     },
+    /// At the outbox of the coordinator's region: make a highly available
+    /// transaction's writes durable in the region (one round, no lock
+    /// waited on elsewhere) and queue each part for its home shard
+    /// (`docs/design/transactions.md`, R16). Answered
+    /// [`Response::Committed`] once chosen and applied there.
+    Enqueue(Enqueued),
+    /// At a home shard, from an outbox's leader: apply the queued entries
+    /// `from` sent, in order, each exactly once ([`Response::Delivered`]).
+    Deliver {
+        from: ShardId,
+        entries: Vec<Queued>,
+    },
+    /// At any replica of an outbox: the writes it holds for keys in `range`
+    /// that are not yet shipped (the newest of each key; `None` a delete),
+    /// once the replica has applied an enqueue at or above `after` (the
+    /// newest its gateway acknowledged, so a client reads what it wrote).
+    Pending {
+        range: KeyRange,
+        after: Timestamp,
+    },
+}
+
+/// A highly available transaction's writes, by the home shard each goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub txn: TxnId,
+    /// The schema guard of the outbox shard (as for any commit).
+    pub guards: Vec<Guard>,
+    /// Home shard and its writes (sorted by key); shards in order, once each.
+    pub parts: Vec<(ShardId, Vec<Write>)>,
+}
+
+impl Enqueued {
+    /// The writes as one change set, for the outbox's own sequencing.
+    pub fn changes(&self) -> Changes {
+        let mut writes: Vec<Write> = self.parts.iter().flat_map(|(_, writes)| writes.iter().cloned()).collect();
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.dedup_by(|a, b| a.0 == b.0);
+        Changes {
+            txn: self.txn,
+            isolation: Isolation::ReadCommitted,
+            read_ts: Timestamp::ZERO,
+            writes,
+            locked: Vec::new(),
+            reads: Reads::default(),
+            guards: self.guards.clone(),
+        }
+    }
+}
+
+/// One entry of an outbox queue: a transaction's writes to one home shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Position in the queue from its outbox to this home shard: 1, 2, …
+    /// with no gap; a home shard applies only the next one.
+    pub seq: u64,
+    pub txn: TxnId,
+    /// When the outbox committed it (its origin timestamp).
+    pub ts: Timestamp,
+    pub writes: Vec<Write>,
 }
 
 impl Request {
@@ -188,6 +252,9 @@ impl Request {
             Request::Resolve { .. } => "resolve",
             Request::Recover { .. } => "recover",
             Request::ValidateSettled { .. } => "validate",
+            Request::Enqueue(_) => "enqueue",
+            Request::Deliver { .. } => "deliver",
+            Request::Pending { .. } => "pending",
         }
     }
 
@@ -201,6 +268,7 @@ impl Request {
             Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
             Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
+            Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } => false,
             Request::ValidateSettled { .. } => true,
         }
     }
@@ -213,6 +281,7 @@ impl Request {
             Request::Get { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
                 | Request::Scan { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
                 | Request::ValidateSettled { .. }
+                | Request::Pending { .. }
         )
     }
 }
@@ -294,6 +363,23 @@ pub enum Response {
     Validated(Timestamp),
     Resolved,
     Refused(Refusal),
+    /// [`Request::Deliver`]: the home shard has applied its queue from the
+    /// outbox through this position (maybe short of what was sent); every
+    /// commit applied there is at or below `ts`.
+    Delivered {
+        through: u64,
+        ts: Timestamp,
+    },
+    /// [`Request::Pending`]: key, and value or delete, in key order; and
+    /// for each home shard, the newest of its commits that applied entries
+    /// no longer pending (a read of it must see that shard's replica caught
+    /// up to it, or miss a write that left the outbox).
+    /// `oldest`: the origin timestamp of the oldest entry still queued.
+    Pending {
+        writes: Vec<Write>,
+        shipped: Vec<(ShardId, Timestamp)>,
+        oldest: Option<Timestamp>,
+    },
 }
 
 impl Response {
@@ -345,6 +431,19 @@ pub enum Entry {
     /// entry (its leader hands out no timestamp at or below it), so a
     /// replica that applied it serves reads at `ts` and below.
     Close { ts: Timestamp },
+    /// At an outbox (R16): a highly available transaction's writes at `ts`,
+    /// queued for their home shards (each part takes the next position of
+    /// its queue as it is applied) and shown to the region's reads until
+    /// shipped.
+    Enqueue { txn: TxnId, ts: Timestamp, parts: Vec<(ShardId, Vec<Write>)> },
+    /// At a home shard (R16): write a queued entry's versions at `ts` (this
+    /// shard's timestamp), if it is the next of `from`'s queue here; a copy
+    /// already applied, or one ahead of a gap, changes nothing.
+    Deliver { from: ShardId, seq: u64, txn: TxnId, ts: Timestamp, writes: Vec<Write> },
+    /// At an outbox (R16): the home shard `dest` applied its queue through
+    /// `through`, in commits at or below `ts`: those entries leave the
+    /// queue and the region's reads.
+    Shipped { dest: ShardId, through: u64, ts: Timestamp },
 }
 
 /// Format tag of an encoded [`Entry`]; bump on any change that makes

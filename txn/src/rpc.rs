@@ -97,6 +97,26 @@ pub trait Router: Send + Sync + 'static {
         false
     }
 
+    /// The outbox of this node's region (R16): where a highly available
+    /// transaction commits writes whose home shards cannot commit within
+    /// the region. `None`: every write commits at its home shard.
+    fn outbox(&self) -> Option<ShardId> {
+        None
+    }
+
+    /// Whether a highly available write to `shard` may be queued at the
+    /// outbox (a home shard: not the catalog's, not one that closes
+    /// timestamps).
+    fn queued_through_outbox(&self, _shard: ShardId) -> bool {
+        false
+    }
+
+    /// Whether `shard` commits within this node's region (every voter is
+    /// there), so a highly available write to it needs no outbox.
+    fn commits_in_region(&self, _shard: ShardId) -> bool {
+        true
+    }
+
     /// The schema guard of each shard (a key in it): a transaction commits
     /// at a shard only if the guard holds the schema version it planned
     /// with. Empty when schemas are not guarded.

@@ -41,6 +41,11 @@ const META_NEXT_TXN_ID: &[u8] = b"txn/next_id";
 /// Transaction ids reserved per durable write of [`META_NEXT_TXN_ID`]:
 /// one sync per million transactions.
 const TXN_ID_BLOCK: u64 = 1 << 20;
+/// R16: how long [`TxnManager::settle_enqueued`] waits for this node's
+/// queued writes to reach their homes, and how often it looks.
+pub const SETTLE_WAIT_MAX_NS: u64 = 5_000_000_000;
+const SETTLE_POLL_NS: u64 = 5_000_000;
+
 /// Bits of a transaction id that count; the node id sits above them, so
 /// ids are unique across the cluster.
 pub const TXN_ID_COUNTER_BITS: u32 = 44;
@@ -90,6 +95,9 @@ pub struct TxnManager {
     /// Committed reads at a replica wait until it applied as much, so a
     /// client reads its own writes through any replica.
     seen: Mutex<BTreeMap<ShardId, Timestamp>>,
+    /// R16: the newest of this node's enqueues known shipped to its homes
+    /// ([`TxnManager::settle_enqueued`]).
+    settled: Mutex<Timestamp>,
     /// Whether coordinated commits wait out the clock bound (R6): on a
     /// cluster, where other nodes' clocks take snapshots; not on one node.
     commit_wait: bool,
@@ -199,6 +207,7 @@ impl TxnManager {
             ids_engine: config.ids_engine,
             ids: Mutex::new(TxnIds { next, reserved_below }),
             seen: Mutex::new(BTreeMap::new()),
+            settled: Mutex::new(Timestamp::ZERO),
             commit_wait: config.commit_wait,
             commit_waited: OnceLock::new(),
             faults: config.faults,
@@ -266,6 +275,55 @@ impl TxnManager {
         Ok(TxnId(self.node << TXN_ID_COUNTER_BITS | counter))
     }
 
+    /// R16: waits until this region's outbox has shipped to their home
+    /// shards every write this node's coordinators committed there, and
+    /// moves this node's clock past the commits that applied them: a
+    /// transaction begun here next at a level that reads at the shards'
+    /// leaders (snapshot, serializable, MAV) then sees them, as it sees
+    /// this node's other commits. Gives up after [`SETTLE_WAIT_MAX_NS`]
+    /// (an unreachable home) with a retryable error.
+    pub async fn settle_enqueued(&self) -> Result<()> {
+        let Some(outbox) = self.router.outbox() else { return Ok(()) };
+        let enqueued = self.seen(outbox);
+        if enqueued <= *self.settled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+            return Ok(());
+        }
+        let deadline = self.hlc.physical_now_ns().saturating_add(SETTLE_WAIT_MAX_NS);
+        let nothing = (Bound::Included(Vec::new()), Bound::Excluded(Vec::new()));
+        loop {
+            let request = Request::Pending { range: nothing.clone(), after: enqueued };
+            match call_repeatable(self, outbox, request).await? {
+                Response::Pending { shipped, oldest, .. } if oldest.is_none_or(|oldest| oldest > enqueued) => {
+                    for (_, ts) in shipped {
+                        self.hlc.observe_past(ts);
+                    }
+                    let mut settled = self.settled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    *settled = (*settled).max(enqueued);
+                    return Ok(());
+                }
+                Response::Pending { .. } => {}
+                other => return Err(unexpected(outbox, &other)),
+            }
+            let now = self.hlc.physical_now_ns();
+            if now >= deadline {
+                return Err(Error::Unavailable(
+                    "Read Committed writes this node committed are still queued for their home shards (is another region unreachable?); a transaction at this level would not see them"
+                        .into(),
+                ));
+            }
+            self.rpc.sleep_until(now.saturating_add(SETTLE_POLL_NS)).await;
+        }
+    }
+
+    /// [`TxnManager::begin`], after [`TxnManager::settle_enqueued`] for a
+    /// level that reads at leaders. Blocks: for callers outside async code.
+    pub fn begin_settled(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
+        if isolation != Isolation::ReadCommitted {
+            block_on(self.settle_enqueued())?;
+        }
+        self.begin(isolation)
+    }
+
     /// Begins a transaction at `isolation`. Nothing is sent anywhere yet.
     pub fn begin(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
         if !isolation.is_highly_available() {
@@ -287,6 +345,7 @@ impl TxnManager {
             deadline_ns: None,
             schema: None,
             unhomed: BTreeMap::new(),
+            shipped: BTreeMap::new(),
         })
     }
 
@@ -359,6 +418,10 @@ pub struct Transaction {
     /// commit creates the home, these become reads at the new home shard
     /// in place of the directory read (see [`Transaction::parts`]).
     unhomed: BTreeMap<Vec<u8>, Reads>,
+    /// R16, Read Committed: per home shard, the newest of its commits that
+    /// applied writes this region's outbox no longer holds (as its last
+    /// answer said): a read there waits for a replica caught up to it.
+    shipped: BTreeMap<ShardId, Timestamp>,
 }
 
 /// What a serializable transaction read at shards that close timestamps,
@@ -555,7 +618,7 @@ impl Transaction {
     /// behind other nodes' commits, for caches that commits check exactly.
     pub async fn peek_replica_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let Some(shard) = self.route_read(self.manager.router.place(key)).await? else { return Ok(None) };
-        let mode = ReadMode::Latest { after: self.manager.seen(shard) };
+        let mode = ReadMode::Latest { after: self.manager.seen(shard), shipped: Timestamp::ZERO };
         let request = Request::Get { txn: self.id, key: key.to_vec(), mode, guard: None };
         match self.call(shard, request).await? {
             Response::Value(value) => Ok(value),
@@ -577,7 +640,7 @@ impl Transaction {
                 return Err(Error::Invalid("a replica scan must stay within one shard".into()));
             };
             let Some(shard) = self.route_read(place.clone()).await? else { return Ok(Vec::new()) };
-            let mode = ReadMode::Latest { after: self.manager.seen(shard) };
+            let mode = ReadMode::Latest { after: self.manager.seen(shard), shipped: Timestamp::ZERO };
             let request = Request::Scan { txn: self.id, range, reverse: false, limit: None, mode, guard: None };
             match self.call(shard, request).await? {
                 Response::Rows(rows) => Ok(rows),
@@ -602,10 +665,35 @@ impl Transaction {
 
     fn mode_for(&self, shard: ShardId) -> ReadMode {
         match self.isolation {
-            Isolation::ReadCommitted => ReadMode::Latest { after: self.manager.seen(shard) },
+            Isolation::ReadCommitted => {
+                let shipped = self.shipped.get(&shard).copied().unwrap_or_default();
+                ReadMode::Latest { after: self.manager.seen(shard), shipped }
+            }
             // R14: complete at any replica that closed the snapshot.
             _ if self.manager.router.reads_settled(shard) => ReadMode::Settled { read_ts: self.read_ts },
             _ => ReadMode::At { read_ts: self.read_ts, barrier: !self.confirmed.contains(&shard) },
+        }
+    }
+
+    /// R16: the writes of this region's highly available transactions in
+    /// `range` still queued at its outbox (the newest of each key, `None` a
+    /// delete), which a Read Committed read sees over its home shard's
+    /// replica. Empty at other levels and where there is no outbox.
+    async fn pending(&mut self, range: &KeyRange) -> Result<Vec<crate::protocol::Write>> {
+        let outbox = match self.manager.router.outbox() {
+            Some(outbox) if self.isolation == Isolation::ReadCommitted => outbox,
+            _ => return Ok(Vec::new()),
+        };
+        let request = Request::Pending { range: range.clone(), after: self.manager.seen(outbox) };
+        match self.call(outbox, request).await? {
+            Response::Pending { writes, shipped, .. } => {
+                for (shard, ts) in shipped {
+                    let floor = self.shipped.entry(shard).or_default();
+                    *floor = (*floor).max(ts);
+                }
+                Ok(writes)
+            }
+            other => Err(unexpected(outbox, &other)),
         }
     }
 
@@ -626,7 +714,15 @@ impl Transaction {
         }
         let place = self.manager.router.place(key);
         match self.route_read(place.clone()).await? {
-            Some(shard) => self.read_in(shard, key).await,
+            Some(shard) => {
+                if self.manager.router.queued_through_outbox(shard) {
+                    let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+                    if let Some((_, value)) = self.pending(&range).await?.pop() {
+                        return Ok(value);
+                    }
+                }
+                self.read_in(shard, key).await
+            }
             None => {
                 if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
                     self.unhomed.entry(locality).or_default().keys.push(key.to_vec());
@@ -664,15 +760,6 @@ impl Transaction {
         {
             return Ok(Vec::new());
         }
-        let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .writes
-            .iter()
-            .filter(|(key, _)| range_contains(&range, key))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        // Each own write can hide at most one stored pair, so fetching that
-        // many more than the limit is enough to fill it after the overlay.
-        let fetch = limit.map(|limit| limit.saturating_add(own.len()));
         let mut shards = Vec::new();
         for place in self.manager.router.places_of_range(&range) {
             match self.route_read(place.clone()).await? {
@@ -685,6 +772,23 @@ impl Transaction {
                 }
             }
         }
+        // R16: this region's queued writes first (where a shard of the range
+        // may have some), then the transaction's own.
+        let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            if shards.iter().any(|shard| self.manager.router.queued_through_outbox(*shard)) {
+                self.pending(&range).await?
+            } else {
+                Vec::new()
+            };
+        own.extend(
+            self.writes
+                .iter()
+                .filter(|(key, _)| range_contains(&range, key))
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        // Each own write can hide at most one stored pair, so fetching that
+        // many more than the limit is enough to fill it after the overlay.
+        let fetch = limit.map(|limit| limit.saturating_add(own.len()));
         let mut requests = Vec::with_capacity(shards.len());
         for shard in &shards {
             let request = Request::Scan {
@@ -788,7 +892,7 @@ impl Transaction {
     /// on every shard they touch. Returns the commit timestamp (a read-only
     /// transaction "commits" at its snapshot). A conflict aborts with a
     /// retryable error and nothing applied.
-    pub async fn commit_async(self) -> Result<Timestamp> {
+    pub async fn commit_async(mut self) -> Result<Timestamp> {
         if !self.has_writes() {
             return Ok(self.read_ts);
         }
@@ -797,14 +901,19 @@ impl Transaction {
             self.manager.hlc.check_synchronized()?;
         }
         let mut parts = self.parts().await?;
-        let settled = self.validate_settled(&mut parts).await?;
-        let written: Vec<ShardId> =
-            parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
-        let ts = if parts.len() == 1 && settled.is_none() {
-            let (shard, part) = parts.into_iter().next().expect("one part");
-            self.commit_one(shard, part.changes).await?
+        let (ts, written) = if let Some(outbox) = self.outbox_for(&parts).await? {
+            (self.commit_enqueued(outbox, parts).await?, vec![outbox])
         } else {
-            self.commit_distributed(parts, settled).await?
+            let settled = self.validate_settled(&mut parts).await?;
+            let written: Vec<ShardId> =
+                parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
+            let ts = if parts.len() == 1 && settled.is_none() {
+                let (shard, part) = parts.into_iter().next().expect("one part");
+                self.commit_one(shard, part.changes).await?
+            } else {
+                self.commit_distributed(parts, settled).await?
+            };
+            (ts, written)
         };
         self.manager.saw(written, ts);
         if self.isolation.is_highly_available() {
@@ -826,6 +935,47 @@ impl Transaction {
             self.manager.rpc.sleep_until(until_ns).await;
         }
         Ok(ts)
+    }
+
+    /// R16: the outbox a Read Committed transaction commits at: every shard
+    /// it writes may be queued for (nothing locked, no global or catalog
+    /// key), and one of them cannot commit within this region, or a key it
+    /// writes has a write queued at the outbox still (committing it at its
+    /// home directly would let the queued, older write land on top).
+    async fn outbox_for(&mut self, parts: &BTreeMap<ShardId, Part>) -> Result<Option<ShardId>> {
+        let router = self.manager.router.clone();
+        let Some(outbox) = router.outbox() else { return Ok(None) };
+        let eligible = self.isolation == Isolation::ReadCommitted
+            && self.locked.is_empty()
+            && parts.iter().all(|(shard, part)| part.changes.reads.is_empty() && router.queued_through_outbox(*shard));
+        if !eligible {
+            return Ok(None);
+        }
+        if parts.keys().any(|shard| !router.commits_in_region(*shard)) {
+            return Ok(Some(outbox));
+        }
+        let (Some(first), Some(last)) = (self.writes.keys().next(), self.writes.keys().next_back()) else {
+            return Ok(None);
+        };
+        let span = (Bound::Included(first.clone()), Bound::Included(last.clone()));
+        let queued = self.pending(&span).await?;
+        Ok(queued.iter().any(|(key, _)| self.writes.contains_key(key)).then_some(outbox))
+    }
+
+    /// R16: commits at this region's outbox, which queues each part for its
+    /// home shard. Like a one-round commit, never repeated once it may have
+    /// been proposed.
+    async fn commit_enqueued(&self, outbox: ShardId, parts: BTreeMap<ShardId, Part>) -> Result<Timestamp> {
+        let guards = match (&self.schema, self.manager.router.guard_key(outbox)) {
+            (Some(version), Some(key)) => vec![(key, version.clone())],
+            _ => Vec::new(),
+        };
+        let parts = parts
+            .into_iter()
+            .filter(|(_, part)| part.writes_here)
+            .map(|(shard, part)| (shard, part.changes.writes))
+            .collect();
+        self.commit_once(outbox, Request::Enqueue(crate::protocol::Enqueued { txn: self.id, guards, parts })).await
     }
 
     /// The shard of a written key: a locality key's home shard, homing it
@@ -966,7 +1116,13 @@ impl Transaction {
     /// repeated once it may have been proposed (a second proposal could
     /// commit the writes twice): an unknown outcome is reported as such.
     async fn commit_one(&self, shard: ShardId, changes: Changes) -> Result<Timestamp> {
-        let request = Request::CommitOne(changes);
+        self.commit_once(shard, Request::CommitOne(changes)).await
+    }
+
+    /// Sends a request that commits in one round (a one-participant commit,
+    /// an enqueue) until it is refused for good or answered; never again
+    /// once it may have been proposed.
+    async fn commit_once(&self, shard: ShardId, request: Request) -> Result<Timestamp> {
         let mut backoff = Backoff::new(&self.manager);
         loop {
             match self.manager.rpc.call(shard, request.clone()).await {

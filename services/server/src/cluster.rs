@@ -214,6 +214,7 @@ impl Cluster {
             hlc.clone(),
             neighbours,
             shards.clone(),
+            remote_voters(&map, node),
         );
         let router = Arc::new(SqlRouter::cluster(map.clone(), &region)?);
         let txns = TxnManager::with_config(ManagerConfig {
@@ -291,4 +292,22 @@ impl Cluster {
         self.driver.stop();
         self.transport.shutdown();
     }
+}
+
+/// The voters, preferred leader first, of every shard `node` holds no
+/// replica of (the other regions' outboxes).
+fn remote_voters(map: &ShardMap, node: NodeId) -> BTreeMap<u64, Vec<NodeId>> {
+    map.shards
+        .iter()
+        .filter(|spec| !spec.placement.voters.contains(&node) && !spec.placement.learners.contains(&node))
+        .map(|spec| {
+            let mut voters = spec.placement.voters.clone();
+            if let Some(preferred) = spec.placement.preferred_leader
+                && let Some(at) = voters.iter().position(|voter| *voter == preferred)
+            {
+                voters.swap(0, at);
+            }
+            (spec.id, voters)
+        })
+        .collect()
 }

@@ -119,7 +119,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
     let gateways: Vec<&NodeAddress> = addresses.iter().filter(|address| address.zone == "a").collect();
     // The first line on stdout says where to connect; tests read it.
     println!(
-        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} shards ({} per region), {} survival, {}, latency ×{}, data in {}{durability})",
+        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} shards ({} home shards and an outbox per region), {} survival, {}, latency ×{}, data in {}{durability})",
         gateways[0].http,
         gateways[0].region,
         shape.regions,

@@ -76,7 +76,7 @@ pub fn run_transaction(
             ));
         }
     }
-    let mut txn = node.txns.begin(isolation).map_err(geodb_sql::Error::from)?;
+    let mut txn = node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?;
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
         match run_statement(node, &mut txn, statement) {

@@ -137,6 +137,8 @@ pub struct Published {
     pub skipped: u64,
     /// This node's replicas that are quiet now.
     pub quiet_groups: usize,
+    /// Deliveries of outbox entries this node sent (R16).
+    pub deliveries: u64,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -185,7 +187,11 @@ impl Calls {
         let now = Instant::now();
         let timed = matches!(
             request,
-            Request::CommitOne(_) | Request::Prepare { .. } | Request::Decide { .. } | Request::Resolve { .. }
+            Request::CommitOne(_)
+                | Request::Prepare { .. }
+                | Request::Decide { .. }
+                | Request::Resolve { .. }
+                | Request::Enqueue(_)
         )
         .then(|| (request.kind(), now));
         self.lock().insert(id, Waiter::Coordinator { reply, target, sent: now, deadline: now + CALL_WAIT_MAX, timed });
@@ -752,6 +758,12 @@ impl DriverState {
             );
             published.settled = settled;
         }
+        let deliveries = self.host.deliveries_sent();
+        if deliveries != published.deliveries {
+            metrics::counter!(crate::telemetry::names::OUTBOX_DELIVERIES, "node" => self.node.0.to_string())
+                .increment(deliveries - published.deliveries);
+            published.deliveries = deliveries;
+        }
         let skipped = self.host.skipped_proposals();
         if skipped != published.skipped {
             metrics::counter!(crate::telemetry::names::PAXOS_PIPELINE_SKIPPED, "node" => self.node.0.to_string())
@@ -850,6 +862,15 @@ struct RpcInner {
     region: std::collections::BTreeSet<NodeId>,
     /// This node's replicas, by shard.
     local: BTreeMap<ShardId, Arc<Shard>>,
+    /// The voters of the shards this node holds no replica of (another
+    /// region's outbox), preferred leader first: whom to ask, since this
+    /// node never hears who leads them. A voter that does not lead answers
+    /// with the leader it knows.
+    remote: BTreeMap<ShardId, Vec<NodeId>>,
+    /// The leaders of `remote` shards as their voters last said.
+    remote_leaders: Mutex<HashMap<ShardId, NodeId>>,
+    /// Turns among `remote` voters when none is known to lead.
+    next_voter: AtomicU64,
 }
 
 impl ClusterRpc {
@@ -861,9 +882,41 @@ impl ClusterRpc {
         hlc: Arc<geodb_txn::Hlc>,
         region: std::collections::BTreeSet<NodeId>,
         local: Vec<Arc<Shard>>,
+        remote: BTreeMap<ShardId, Vec<NodeId>>,
     ) -> ClusterRpc {
         let local = local.into_iter().map(|shard| (shard.id(), shard)).collect();
-        ClusterRpc { inner: Arc::new(RpcInner { driver, send, hlc, region, local }) }
+        let (remote_leaders, next_voter) = (Mutex::default(), AtomicU64::new(0));
+        ClusterRpc {
+            inner: Arc::new(RpcInner { driver, send, hlc, region, local, remote, remote_leaders, next_voter }),
+        }
+    }
+
+    fn remote_leaders(&self) -> std::sync::MutexGuard<'_, HashMap<ShardId, NodeId>> {
+        self.inner.remote_leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes who leads a shard this node holds no replica of: `leader`, or
+    /// nobody known (try the voters in turn).
+    fn learn_remote_leader(&self, shard: ShardId, leader: Option<NodeId>) {
+        if self.inner.remote.contains_key(&shard) {
+            match leader {
+                Some(leader) => self.remote_leaders().insert(shard, leader),
+                None => self.remote_leaders().remove(&shard),
+            };
+        }
+    }
+
+    /// The leader of `shard` as this node knows it; for a shard it holds no
+    /// replica of, one of its voters, in turn.
+    fn leader(&self, shard: ShardId) -> Option<NodeId> {
+        self.inner.driver.leader_of(shard).or_else(|| {
+            if let Some(leader) = self.remote_leaders().get(&shard) {
+                return Some(*leader);
+            }
+            let voters = self.inner.remote.get(&shard).filter(|voters| !voters.is_empty())?;
+            let turn = self.inner.next_voter.fetch_add(1, Ordering::Relaxed) as usize;
+            Some(voters[turn % voters.len()])
+        })
     }
 
     /// Where a request goes first: the leader, as this node knows it. A
@@ -872,23 +925,25 @@ impl ClusterRpc {
     /// region (never leaving it), else to this node's replica, which waits
     /// until it has caught up.
     fn target(&self, shard: ShardId, request: &Request) -> Option<NodeId> {
-        let leader = self.inner.driver.leader_of(shard);
+        let leader = self.leader(shard);
         let here = self.inner.driver.node();
-        let after = match request {
-            Request::Get { mode: ReadMode::Latest { after }, .. }
-            | Request::Scan { mode: ReadMode::Latest { after }, .. } => *after,
+        let (after, shipped) = match request {
+            Request::Get { mode: ReadMode::Latest { after, shipped }, .. }
+            | Request::Scan { mode: ReadMode::Latest { after, shipped }, .. } => (*after, *shipped),
             // R14: this node's replica serves it once it closed the snapshot
             // (it waits for that), never another region's.
             Request::Get { mode: ReadMode::Settled { .. }, .. }
             | Request::Scan { mode: ReadMode::Settled { .. }, .. }
             | Request::ValidateSettled { .. }
+            // R16: this region's outbox, held by every node of the region.
+            | Request::Pending { .. }
                 if self.inner.local.contains_key(&shard) =>
             {
                 return Some(here);
             }
             _ => return leader,
         };
-        let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up(after));
+        let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up_for(after, shipped));
         match leader {
             _ if caught_up => Some(here),
             Some(leader) if self.inner.region.contains(&leader) => Some(leader),
@@ -944,12 +999,26 @@ impl ShardRpc for ClusterRpc {
                         "shard {shard} has no leader right now (an election is under way)"
                     )));
                 };
-                match this.attempt(node, shard, request.clone()).await? {
+                let answer = this.attempt(node, shard, request.clone()).await;
+                if answer.is_err() {
+                    this.learn_remote_leader(shard, None);
+                }
+                match answer? {
                     // Follow the refusing node's hint at once.
                     Response::Refused(Refusal::NotLeader { leader: Some(leader) }) if leader != node.0 => {
+                        this.learn_remote_leader(shard, Some(NodeId(leader)));
                         target = Some(NodeId(leader));
                     }
-                    response => return Ok(response),
+                    refused @ Response::Refused(Refusal::NotLeader { .. }) => {
+                        this.learn_remote_leader(shard, None);
+                        return Ok(refused);
+                    }
+                    response => {
+                        if request.needs_leader() {
+                            this.learn_remote_leader(shard, Some(node));
+                        }
+                        return Ok(response);
+                    }
                 }
             }
             Ok(Response::Refused(Refusal::NotLeader { leader: None }))
@@ -1025,7 +1094,14 @@ mod tests {
             calls,
         )
         .unwrap();
-        let rpc = ClusterRpc::new(driver.clone(), Box::new(|_| false), hlc.clone(), [NODE].into(), vec![shard.clone()]);
+        let rpc = ClusterRpc::new(
+            driver.clone(),
+            Box::new(|_| false),
+            hlc.clone(),
+            [NODE].into(),
+            vec![shard.clone()],
+            BTreeMap::new(),
+        );
         let txns = TxnManager::with_config(ManagerConfig {
             node: NODE.0,
             hlc,

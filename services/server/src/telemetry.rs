@@ -61,6 +61,12 @@ pub mod names {
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
     /// Shards idle and quiet on a node (no heartbeats, no timers).
     pub const PAXOS_QUIET_GROUPS: &str = "geodb_paxos_quiet_groups";
+    /// R16: entries a region's outbox holds for home shards, and the age
+    /// of the oldest, by node (a replica of it) and outbox shard.
+    pub const OUTBOX_DEPTH: &str = "geodb_outbox_depth";
+    pub const OUTBOX_OLDEST_SECONDS: &str = "geodb_outbox_oldest_seconds";
+    /// R16: deliveries of outbox entries sent to home shards, by node.
+    pub const OUTBOX_DELIVERIES: &str = "geodb_outbox_deliveries_total";
     /// How long a commit's answer waited for the clocks once durable.
     pub const COMMIT_WAIT_SECONDS: &str = "geodb_commit_wait_seconds";
     /// Time from proposing a commit to applying it on the leader.
@@ -152,6 +158,21 @@ pub mod names {
             PAXOS_QUIET_GROUPS,
             Kind::Gauge,
             "Shards whose replica on this node is quiet: idle, no heartbeats and no timers until the next request or a replica's node goes silent or restarts, by node.",
+        ),
+        (
+            OUTBOX_DEPTH,
+            Kind::Gauge,
+            "Entries the region's outbox holds for home shards (Read Committed writes committed in this region whose home shards have not applied them yet), by node holding a replica of it and outbox shard.",
+        ),
+        (
+            OUTBOX_OLDEST_SECONDS,
+            Kind::Gauge,
+            "Age of the oldest entry the region's outbox holds (0 when it holds none), by node holding a replica of it and outbox shard: how long the home shards it writes to have been out of reach.",
+        ),
+        (
+            OUTBOX_DELIVERIES,
+            Kind::Counter,
+            "Deliveries of outbox entries a node sent to home shards while leading its region's outbox (each carries up to 256 entries; resent after a refusal or silence), by node.",
         ),
         (
             COMMIT_WAIT_SECONDS,

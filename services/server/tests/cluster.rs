@@ -860,3 +860,89 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
     assert_eq!(balances, expected, "the balances are not what the ledger says");
     assert_eq!(balances.values().sum::<i64>(), BANK_TOTAL);
 }
+
+/// R16: eu-west is cut off from both other regions by fault rules. Its
+/// gateway keeps committing Read Committed writes to keys homed in us-east
+/// (through eu-west's outbox) and in eu-west, and reads them back at once;
+/// a serializable write that needs us-east answers a retryable error. After
+/// healing, every acknowledged write is at its home shard and readable
+/// from every region: a counter incremented once per acknowledged write,
+/// in order, ends exactly at their number (an entry applied twice, lost or
+/// out of order would leave another value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_their_homes_once() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    cluster.wait_for_agreed_leader(Duration::from_secs(30)).await;
+    cluster.node(1).sql("CREATE TABLE notes (home INT, id INT, n INT, PRIMARY KEY (home, id))", json!([])).await;
+    // Home 1 in us-east, home 3 in eu-west (each by a first write through
+    // its region's gateway); eu-west's gateway learns both homes.
+    cluster.node(1).sql("INSERT INTO notes VALUES (1, 0, 0)", json!([])).await;
+    cluster.node(7).sql("INSERT INTO notes VALUES (3, 0, 0)", json!([])).await;
+    for home in [1, 3] {
+        cluster.node(7).sql("SELECT n FROM notes WHERE home = $1 AND id = 0", json!([home])).await;
+    }
+
+    cluster.set_faults(json!([{"kind": "partition_regions", "regions": ["eu-west"]}])).await;
+    let rc = |sql: &'static str, params: Value| json!({"sql": sql, "params": params, "isolation": "read committed"});
+    let mut acked = 0;
+    for id in 1..=15i64 {
+        let statements = json!({
+            "statements": [
+                {"sql": "INSERT INTO notes VALUES (1, $1, $1), (3, $1, $1)", "params": [id]},
+                {"sql": "UPDATE notes SET n = n + 1 WHERE home = 1 AND id = 0"},
+            ],
+            "isolation": "read committed",
+        });
+        let (status, body) = cluster.node(7).post("/v1/sql", statements).await;
+        assert_eq!(status, 200, "a Read Committed write in a region cut off: {body}");
+        acked += 1;
+        // Read back at once, through the same gateway.
+        let (status, body) =
+            cluster.node(7).post("/v1/sql", rc("SELECT n FROM notes WHERE home = 1 AND id = 0", json!([]))).await;
+        assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[acked]])), "{body}");
+    }
+    let (status, body) =
+        cluster.node(7).post("/v1/sql", rc("SELECT count(*) FROM notes WHERE home = 1", json!([]))).await;
+    assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[acked + 1]])), "{body}");
+    // The outbox holds them meanwhile.
+    let view = cluster.view(7).await;
+    let outbox = view["shards"].as_array().unwrap().iter().find(|shard| shard["holds"] == json!("outbox")).unwrap();
+    assert!(outbox["outbox"]["depth"].as_u64().unwrap() > 0, "{outbox}");
+    // A coordinated write that needs us-east answers a retryable error.
+    let (status, body) = cluster
+        .node(7)
+        .post(
+            "/v1/sql",
+            json!({"sql": "UPDATE notes SET n = 0 WHERE home = 1 AND id = 0", "isolation": "serializable"}),
+        )
+        .await;
+    assert!(status >= 500 && matches!(common::code(&body), "08006" | "40001"), "{status} {body}");
+
+    cluster.set_faults(json!([])).await;
+    for gateway in [1, 4, 7] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let statements = json!({
+                "statements": [
+                    {"sql": "SELECT n FROM notes WHERE home = 1 AND id = 0"},
+                    {"sql": "SELECT count(*) FROM notes WHERE home = 3"},
+                ],
+                "isolation": "serializable",
+            });
+            let (status, body) = cluster.node(gateway).post("/v1/sql", statements).await;
+            if status == 200
+                && body["results"][0]["rows"] == json!([[acked]])
+                && body["results"][1]["rows"] == json!([[acked + 1]])
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {gateway} never saw every write at its home: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let view = cluster.view(7).await;
+    let outbox = view["shards"].as_array().unwrap().iter().find(|shard| shard["holds"] == json!("outbox")).unwrap();
+    assert_eq!(outbox["outbox"]["depth"], json!(0), "{outbox}");
+}

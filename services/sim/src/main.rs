@@ -120,6 +120,9 @@ struct BankArgs {
     /// Plant "a new leader fills one slot beyond what phase 1 recovered, not a window" (test-only).
     #[arg(long)]
     narrow_recovery: bool,
+    /// Plant "an outbox answers an enqueue before the region's quorum has it" (test-only).
+    #[arg(long)]
+    ack_enqueue_before_durable: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -133,6 +136,7 @@ fn bank(args: BankArgs) -> ExitCode {
         skip_settled_validation: args.skip_settled_validation,
         skip_revalidation: args.skip_revalidation,
         narrow_recovery: args.narrow_recovery,
+        ack_enqueue_before_durable: args.ack_enqueue_before_durable,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -163,7 +167,7 @@ fn bank(args: BankArgs) -> ExitCode {
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
          {} reads at a closed timestamp ({} waited for one), {} validated there, \
          orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply, \
-         replicas fell quiet {} times; failing seeds: {failed:?}",
+         replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped); failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -185,6 +189,8 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.pipelines_cut),
         total(|report| report.skipped),
         total(|report| report.quiet_spells),
+        total(|report| report.notes),
+        total(|report| report.queued),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -56,6 +56,11 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     // Serializable transactions that read it and write elsewhere validate
     // those reads at their own replica instead of making it a participant.
     assert!(total(|report| report.settled_validations) >= CI_SEEDS, "too few reads validated at a replica");
+    // R16: Read Committed notes commit in their writer's region, many of
+    // them through its outbox, and every queued entry reached its home
+    // shard exactly once (checked per seed).
+    assert!(total(|report| report.notes) >= 10 * CI_SEEDS, "too few notes acknowledged");
+    assert!(total(|report| report.queued) >= 10 * CI_SEEDS, "too few notes went through an outbox");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -105,6 +110,13 @@ fn planted_commit_below_a_closed_timestamp_is_caught() {
 fn planted_serializable_reads_of_the_closing_shard_left_unvalidated_are_caught() {
     let failure = caught(BankFaults { skip_settled_validation: true, ..BankFaults::default() });
     assert!(failure.replay.ends_with("--skip-settled-validation"), "{failure}");
+}
+
+#[test]
+fn planted_enqueue_acknowledged_before_the_region_has_it_is_caught() {
+    let failure = caught(BankFaults { ack_enqueue_before_durable: true, ..BankFaults::default() });
+    assert!(failure.message.to_lowercase().contains("note"), "{failure}");
+    assert!(failure.replay.ends_with("--ack-enqueue-before-durable"), "{failure}");
 }
 
 #[test]

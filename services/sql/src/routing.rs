@@ -18,7 +18,7 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use geodb_geo::Region;
-use geodb_geo::shardmap::{GLOBAL_SHARD, SYSTEM_SHARD, ShardMap};
+use geodb_geo::shardmap::{GLOBAL_SHARD, SYSTEM_SHARD, ShardMap, ShardRole};
 use geodb_storage::keycode;
 use geodb_txn::protocol::KeyRange;
 use geodb_txn::{Home, Place, Router, ShardId};
@@ -213,6 +213,29 @@ impl Router for SqlRouter {
         Some(keys::guard_key(shard))
     }
 
+    fn outbox(&self) -> Option<ShardId> {
+        match &self.layout {
+            Layout::One(_) => None,
+            Layout::Cluster { map, region } => map.outbox(&map.regions[*region as usize]),
+        }
+    }
+
+    fn queued_through_outbox(&self, shard: ShardId) -> bool {
+        match &self.layout {
+            Layout::One(_) => false,
+            Layout::Cluster { map, .. } => {
+                map.shard(shard).is_some_and(|spec| matches!(spec.role, ShardRole::Home { .. }))
+            }
+        }
+    }
+
+    fn commits_in_region(&self, shard: ShardId) -> bool {
+        match &self.layout {
+            Layout::One(_) => true,
+            Layout::Cluster { map, region } => map.commits_within(shard, &map.regions[*region as usize]),
+        }
+    }
+
     /// The global shard closes timestamps on a cluster (R14): its reads go
     /// to the local replica.
     fn reads_settled(&self, shard: ShardId) -> bool {
@@ -277,10 +300,11 @@ mod tests {
         let end = keycode::prefix_end(&prefix).unwrap();
         let places = router.places_of_range(&(Bound::Included(prefix), Bound::Excluded(end)));
         assert_eq!(places.len(), 6);
-        // The catalog: the system shard; everything: every shard.
+        // The catalog: the system shard; everything: every shard, the
+        // outboxes (which hold their schema guards) included.
         let catalog =
             (Bound::Included(vec![keys::CATALOG_SPACE, b't']), Bound::Excluded(vec![keys::CATALOG_SPACE, b'u']));
         assert_eq!(router.places_of_range(&catalog), vec![Place::Shard(SYSTEM_SHARD)]);
-        assert_eq!(router.places_of_range(&(Bound::Unbounded, Bound::Unbounded)).len(), 8);
+        assert_eq!(router.places_of_range(&(Bound::Unbounded, Bound::Unbounded)).len(), 11);
     }
 }

@@ -23,6 +23,8 @@
 //!  locks  r<txn>  a transaction resolved here: a late prepare of it is refused
 //!  locks  c       the closed timestamp (R14): nothing commits here at or below it
 //!  locks  v       the run of slots one leadership filled (R15: re-validation)
+//!  locks  q s o h  an outbox's queues and pending writes, a home shard's
+//!                  positions applied of each outbox's queue (R16, `outbox`)
 //!  meta   shard/last_commit_ts, shard/applied_slot
 //! ```
 //!
@@ -34,8 +36,9 @@
 //! [`ScopedEngine`]: geodb_storage::ScopedEngine
 
 mod locks;
+mod outbox;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -44,6 +47,7 @@ use geodb_storage::group_commit::GroupCommitter;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc, snapshot};
 
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
+pub use outbox::{DELIVER_BYTES_MAX, DELIVER_ENTRIES_MAX, DeliveryProposal, QueueStatus};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
 use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, ShardId};
@@ -156,6 +160,16 @@ pub enum Applied {
     /// log did not choose (a leader change replaced some of them): skipped
     /// on every replica, so nothing of it happened.
     Skipped,
+    /// R16, at a home shard: the queue of an outbox is applied here through
+    /// `through`; `applied` if this entry was the next one (else it wrote
+    /// nothing: a copy applied before, or one ahead of a gap, whose
+    /// proposer drops what its proposal holds).
+    Delivered {
+        through: u64,
+        applied: bool,
+    },
+    /// R16, at an outbox: shipped entries dropped.
+    Shipped,
 }
 
 /// R15: the latest slots applied here, from `since` on, were all batches
@@ -232,6 +246,10 @@ struct State {
     restoring: bool,
     /// Bumped whenever a lock is released: local waiters watch it.
     releases: u64,
+    /// R16, at an outbox: its queues, by home shard.
+    queues: BTreeMap<ShardId, outbox::Queue>,
+    /// R16, at a home shard: each outbox's queue applied through.
+    delivered: HashMap<ShardId, u64>,
 }
 
 /// One shard. See the module documentation.
@@ -309,6 +327,7 @@ impl Shard {
             None => Timestamp::ZERO,
         };
         let run = read_run(engine.as_ref())?;
+        let (queues, delivered) = outbox::load(engine.as_ref())?;
         follow_clock(&hlc, replicated, last_commit_ts);
         let committer = (!replicated).then(|| GroupCommitter::new(engine.clone()));
         let shard = Shard {
@@ -334,6 +353,8 @@ impl Shard {
                 run,
                 restoring,
                 releases: 0,
+                queues,
+                delivered,
             }),
             released: Condvar::new(),
             restore_gate: RwLock::new(()),
@@ -375,19 +396,17 @@ impl Shard {
 
     /// The durable records of the prepared transactions.
     fn read_prepared(&self) -> Result<Vec<Prepared>> {
-        let start = b"p".to_vec();
-        let end = b"q".to_vec();
         let mut records = Vec::new();
-        for item in self.engine.scan(
-            ColumnFamily::Locks,
-            Bound::Included(start.as_slice()),
-            Bound::Excluded(end.as_slice()),
-            false,
-        )? {
+        for item in self.scan_locks(Bound::Included(b"p"), Bound::Excluded(b"q"))? {
             let (_, bytes) = item?;
             records.push(decode::<Prepared>(&bytes, "prepared transaction")?);
         }
         Ok(records)
+    }
+
+    /// The `locks` family's records between `start` and `end`, in order.
+    fn scan_locks(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<geodb_storage::engine::ScanIter<'_>> {
+        Ok(self.engine.scan(ColumnFamily::Locks, start, end, false)?)
     }
 
     /// Replaces the prepared transactions and their locks with `records`.
@@ -470,8 +489,8 @@ impl Shard {
 
     fn check(&self, mode: &ReadMode, blocked: impl Fn(&LockTable, Timestamp) -> Option<WriteLock>) -> Result<ReadGate> {
         let read_ts = match mode {
-            ReadMode::Latest { after } => {
-                return Ok(if self.caught_up(*after) { ReadGate::Ready } else { ReadGate::Behind });
+            ReadMode::Latest { after, shipped } => {
+                return Ok(if self.caught_up_for(*after, *shipped) { ReadGate::Ready } else { ReadGate::Behind });
             }
             ReadMode::Settled { read_ts } => {
                 // R14: every commit at or below a closed timestamp is applied
@@ -891,6 +910,7 @@ impl Shard {
         let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
         let mut newest = Timestamp::ZERO;
         let mut closed = self.state().closed;
+        let mut queue_changes = outbox::QueueChanges::default();
         for (index, entry) in entries.iter().enumerate() {
             if skips.skipped.contains(&index) {
                 outcomes.push(Applied::Skipped);
@@ -960,6 +980,39 @@ impl Shard {
                     }
                     outcomes.push(Applied::Closed);
                 }
+                Entry::Enqueue { txn, ts, parts } => {
+                    closed_below(closed, *ts, *txn)?;
+                    self.apply_enqueue(&self.state(), &mut queue_changes, &mut batch, *txn, *ts, parts);
+                    let keys: Vec<Vec<u8>> = parts.iter().flat_map(|(_, writes)| written_keys(writes, &[])).collect();
+                    effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
+                    newest = newest.max(*ts);
+                    outcomes.push(Applied::Committed(*ts));
+                }
+                Entry::Deliver { from, seq, txn, ts, writes } => {
+                    let next = self.apply_delivery(&self.state(), &mut queue_changes, &mut batch, *from, *seq);
+                    if next {
+                        closed_below(closed, *ts, *txn)?;
+                        for (key, value) in writes {
+                            mvcc::put_version_ordered(
+                                self.engine.as_ref(),
+                                &mut batch,
+                                key,
+                                *ts,
+                                *txn,
+                                value.as_deref(),
+                            )?;
+                        }
+                        let keys = written_keys(writes, &[]);
+                        effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
+                        newest = newest.max(*ts);
+                    }
+                    let through = self.delivered_in(&self.state(), &queue_changes, *from);
+                    outcomes.push(Applied::Delivered { through, applied: next });
+                }
+                Entry::Shipped { dest, through, ts } => {
+                    self.apply_shipped(&self.state(), &mut queue_changes, &mut batch, *dest, *through, *ts)?;
+                    outcomes.push(Applied::Shipped);
+                }
             }
         }
         let last_commit_ts = {
@@ -1008,6 +1061,7 @@ impl Shard {
                 }
             }
         }
+        Self::publish_queues(&mut state, queue_changes);
         state.last_commit_ts = last_commit_ts;
         state.closed = closed;
         state.floor = state.floor.max(closed);
@@ -1034,7 +1088,14 @@ impl Shard {
         for (index, (entry, lineage)) in entries.iter().zip(lineages).enumerate() {
             // Decisions and resolutions are not validated against the log:
             // the first decision recorded wins, whenever it is applied.
-            let validated = matches!(entry, Entry::Commit { .. } | Entry::Prepare(_) | Entry::Close { .. });
+            let validated = matches!(
+                entry,
+                Entry::Commit { .. }
+                    | Entry::Prepare(_)
+                    | Entry::Close { .. }
+                    | Entry::Enqueue { .. }
+                    | Entry::Deliver { .. }
+            );
             let fits = lineage.is_none_or(|lineage| skipped.is_empty() && run.fits(slot, &lineage));
             if validated && !fits && !self.faults.skip_revalidation {
                 skipped.push(index);
@@ -1096,6 +1157,11 @@ impl Shard {
     }
 
     // --- snapshots -----------------------------------------------------------
+
+    /// The newest commit timestamp applied here.
+    pub fn last_commit_ts(&self) -> Timestamp {
+        self.state().last_commit_ts
+    }
 
     /// The applied slot: every entry up to it is in the engine.
     pub fn applied_slot(&self) -> u64 {
@@ -1219,6 +1285,7 @@ impl Shard {
             state.floor = state.floor.max(last).max(closed);
             state.applied_slot = slot;
             state.run = run;
+            self.reload_queues(&mut state)?;
             self.install_prepared(&mut state, prepared, now_us);
             state.restoring = false;
             state.releases += 1;
@@ -1285,6 +1352,12 @@ impl Shard {
     /// The release counter, for [`Shard::wait_for_release`].
     pub fn releases(&self) -> u64 {
         self.state().releases
+    }
+
+    /// [`Shard::caught_up`] to `after`, and applied a commit at or above
+    /// `shipped` (see [`ReadMode::Latest`]).
+    pub fn caught_up_for(&self, after: Timestamp, shipped: Timestamp) -> bool {
+        self.caught_up(after) && self.state().last_commit_ts >= shipped
     }
 
     /// Whether this replica has applied every commit at or below `after`

@@ -78,8 +78,29 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             metrics::gauge!(names::CLOCK_OFFSET_SECONDS, "node" => here.clone(), "peer" => peer.0.to_string())
                 .set(offset.offset_ns as f64 / 1e9);
         }
+        for shard in node.shards.iter().filter(|shard| is_outbox(cluster, shard.id())) {
+            let (depth, oldest_s) = outbox_depth(shard);
+            let outbox = shard.id().to_string();
+            metrics::gauge!(names::OUTBOX_DEPTH, "node" => here.clone(), "outbox" => outbox.clone()).set(depth as f64);
+            metrics::gauge!(names::OUTBOX_OLDEST_SECONDS, "node" => here.clone(), "outbox" => outbox).set(oldest_s);
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render())
+}
+
+fn is_outbox(cluster: &crate::cluster::Cluster, shard: u64) -> bool {
+    cluster.map.shard(shard).is_some_and(|spec| spec.role == geodb_geo::shardmap::ShardRole::Outbox)
+}
+
+/// R16: the entries an outbox replica holds, and the age of the oldest in
+/// seconds (by this node's clock; 0 when it holds none).
+fn outbox_depth(shard: &geodb_txn::Shard) -> (u64, f64) {
+    let queues = shard.queues();
+    let depth = queues.iter().map(|queue| queue.last - queue.shipped).sum();
+    let now_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
+    let oldest = queues.iter().filter_map(|queue| queue.oldest).min();
+    (depth, oldest.map_or(0.0, |ts| now_ns.saturating_sub(ts.physical) as f64 / 1e9))
 }
 
 pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
@@ -156,8 +177,19 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 Some(geodb_geo::shardmap::ShardRole::System) => "system".to_string(),
                 Some(geodb_geo::shardmap::ShardRole::Global) => "global".to_string(),
                 Some(geodb_geo::shardmap::ShardRole::Home { index }) => format!("home {index}"),
+                Some(geodb_geo::shardmap::ShardRole::Outbox) => "outbox".to_string(),
                 None => "unknown".to_string(),
             };
+            // R16: what an outbox holds for each home shard.
+            let outbox = shard.filter(|shard| is_outbox(cluster, shard.id())).map(|shard| {
+                let (depth, oldest_s) = outbox_depth(shard);
+                let queues: Vec<serde_json::Value> = shard
+                    .queues()
+                    .iter()
+                    .map(|queue| json!({"shard": queue.dest, "shipped": queue.shipped, "queued": queue.last}))
+                    .collect();
+                json!({"depth": depth, "oldest_age_ms": (oldest_s * 1e3).round(), "queues": queues})
+            });
             json!({
                 "id": group.0,
                 "home": spec.map(|spec| spec.home.0.clone()),
@@ -178,6 +210,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "last_commit_ts": shard.map(|shard| shard.stats().last_commit_ts.to_string()),
                 // R14: the shard's newest closed timestamp, if it closes any.
                 "closed_ts": shard.map(|shard| shard.closed()).filter(|ts| *ts > geodb_txn::Timestamp::ZERO).map(|ts| ts.to_string()),
+                "outbox": outbox,
             })
         })
         .collect();

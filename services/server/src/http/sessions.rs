@@ -133,7 +133,7 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
                 return Ok(exec::empty_result_json());
             }
             let isolation = isolation.or(session.next_isolation.take()).unwrap_or(session.default_isolation);
-            session.txn = Some(node.txns.begin(isolation).map_err(geodb_sql::Error::from)?);
+            session.txn = Some(node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?);
             session.failed = false;
             session.txn_used = false;
         }
@@ -149,7 +149,7 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
             Some(_) => {
                 // Nothing was read or written yet: restart at the new level.
                 // Begin first, so that a failure leaves the old transaction.
-                let txn = node.txns.begin(isolation).map_err(geodb_sql::Error::from)?;
+                let txn = node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?;
                 if let Some(old) = session.txn.replace(txn) {
                     old.rollback();
                 }

@@ -52,13 +52,17 @@ impl World {
         let records: Vec<TxnRecord> = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         for record in &records {
             if let Outcome::Aborted(reason) = &record.outcome
-                && reason.starts_with("AUDIT")
+                && (reason.starts_with("AUDIT") || reason.starts_with("NOTE"))
             {
-                return Err(format!("audit {} at {:?} read {reason}: {record:?}", record.txn, record.isolation));
+                return Err(format!(
+                    "{:?} {} at {:?} read {reason}: {record:?}",
+                    record.kind, record.txn, record.isolation
+                ));
             }
         }
         self.check_convergence()?;
         self.check_locks()?;
+        self.check_outboxes()?;
         let chains = self.final_versions()?;
         let committed = self.check_outcomes(&records, &chains)?;
         check_flags(&chains)?;
@@ -196,6 +200,19 @@ impl World {
             let describe =
                 || format!("{} ({:?}, {:?}, writes {:?})", record.txn, record.kind, record.isolation, record.writes);
             match &record.outcome {
+                // R16: a note that went through an outbox has a version at
+                // each home shard, at that shard's timestamp, once each.
+                Outcome::Committed(_) if record.kind == Kind::Note => {
+                    for key in &record.writes {
+                        if !versions.iter().any(|(written, _)| *written == key) {
+                            return Err(format!("acknowledged note {} is missing its write to {key:?}", describe()));
+                        }
+                    }
+                    if versions.len() != record.writes.len() {
+                        return Err(format!("{} wrote {versions:?}", describe()));
+                    }
+                    self.report.notes += 1;
+                }
                 Outcome::Committed(ts) => {
                     for key in &record.writes {
                         if !versions.iter().any(|(written, at)| *written == key && at == ts) {
@@ -231,8 +248,9 @@ impl World {
                         continue;
                     }
                     let ts = versions[0].1;
-                    let complete =
-                        record.writes.iter().all(|key| versions.iter().any(|(k, at)| *k == key && *at == ts));
+                    let complete = record.writes.iter().all(|key| {
+                        versions.iter().any(|(k, at)| *k == key && (*at == ts || record.kind == Kind::Note))
+                    });
                     if !complete || versions.len() != record.writes.len() {
                         return Err(format!("{} is half applied: {versions:?}", describe()));
                     }
@@ -243,8 +261,36 @@ impl World {
         Ok(committed)
     }
 
+    /// R16: once the faults stopped, every outbox shipped all it queued,
+    /// and every home shard applied each queue exactly through its end.
+    fn check_outboxes(&mut self) -> Result<(), String> {
+        for outbox in OUTBOXES {
+            let replica = self.most_advanced(outbox).ok_or(format!("outbox {outbox}: no replica is up"))?;
+            for queue in replica.queues() {
+                if queue.shipped != queue.last {
+                    return Err(format!(
+                        "outbox {outbox} still holds entries {}..={} for shard {} after the faults stopped",
+                        queue.shipped + 1,
+                        queue.last,
+                        queue.dest
+                    ));
+                }
+                let home = self.most_advanced(queue.dest).ok_or(format!("shard {}: no replica is up", queue.dest))?;
+                let through = home.delivered_through(outbox);
+                if through != queue.last {
+                    return Err(format!(
+                        "shard {} applied outbox {outbox}'s queue through {through}, which ends at {}",
+                        queue.dest, queue.last
+                    ));
+                }
+                self.report.queued += queue.last;
+            }
+        }
+        Ok(())
+    }
+
     fn shard_of(&self, key: &[u8]) -> ShardId {
-        workload::BankRouter.shard_of(key)
+        workload::BankRouter::shard_of(key)
     }
 }
 

@@ -9,12 +9,15 @@
 //! two homed in us-east and one in eu-west (zone survival, with learners in
 //! other regions), and one with region survival that closes timestamps like
 //! the global shard (R14): a replica in every node, and reads at a
-//! timestamp served by the reader's own node.
+//! timestamp served by the reader's own node. And one outbox per region
+//! (R16), replicated over that region's nodes only.
 //!
 //! The workload (`workload.rs`): transfers between accounts of different
 //! shards at Snapshot Isolation and Serializable, audits of every account,
 //! and a predicate workload (insert a flag only while fewer than a limit
-//! exist across two shards' ranges) at Serializable. Faults
+//! exist across two shards' ranges) at Serializable, and notes: Read
+//! Committed writes that commit in the writer's region, through its outbox
+//! where a note's shard is homed elsewhere, read back at once. Faults
 //! (`faults.rs`): crashes — coordinators die between prepare and decision
 //! with their node — aimed at writes in flight to disk, partitions (nodes,
 //! regions, single links, one-way), message loss, duplication and
@@ -88,6 +91,8 @@ pub struct BankFaults {
     /// not a whole window (a deposed leader's pipelined proposals can then
     /// be chosen after the new leader's).
     pub narrow_recovery: bool,
+    /// Outboxes answer an enqueue before the region's quorum has it (R16).
+    pub ack_enqueue_before_durable: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -163,6 +168,11 @@ pub struct BankReport {
     pub pipelines_cut: u64,
     /// Replicas that fell quiet (`paxos::Config::quiesce`).
     pub quiet_spells: u64,
+    /// Notes acknowledged (Read Committed writes, R16), and entries the
+    /// outboxes queued for home shards (all of them shipped and applied
+    /// once each by the end).
+    pub notes: u64,
+    pub queued: u64,
     pub trace_digest: u64,
 }
 
@@ -213,6 +223,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.narrow_recovery {
         command.push_str(" --narrow-recovery");
+    }
+    if options.faults.ack_enqueue_before_durable {
+        command.push_str(" --ack-enqueue-before-durable");
     }
     command
 }
@@ -317,10 +330,22 @@ enum Event {
     Settle,
 }
 
-/// A shard as configured at the start.
 /// The shard that closes timestamps (R14), as the server's global shard.
 pub(crate) const CLOSING_SHARD: ShardId = 4;
+/// The outboxes of the three regions, in region order (R16).
+pub(crate) const OUTBOXES: [ShardId; 3] = [5, 6, 7];
 
+/// The region whose nodes are all of a shard's voters (`None`: the
+/// closing shard, whose voters span regions).
+pub(crate) fn home_region(shard: ShardId) -> Option<usize> {
+    match shard {
+        1 | 2 => Some(0),
+        3 => Some(2),
+        _ => OUTBOXES.iter().position(|outbox| *outbox == shard),
+    }
+}
+
+/// A shard as configured at the start.
 #[derive(Clone, Debug)]
 struct ShardSpec {
     id: ShardId,
@@ -431,6 +456,9 @@ impl World {
                 learners: vec![n(3), n(6), n(8), n(9)],
                 preferred: n(1),
             },
+            ShardSpec { id: OUTBOXES[0], voters: vec![n(1), n(2), n(3)], learners: vec![], preferred: n(2) },
+            ShardSpec { id: OUTBOXES[1], voters: vec![n(4), n(5), n(6)], learners: vec![], preferred: n(4) },
+            ShardSpec { id: OUTBOXES[2], voters: vec![n(7), n(8), n(9)], learners: vec![], preferred: n(9) },
         ];
         let mut configs = BTreeMap::new();
         for shard in &shards {
@@ -747,6 +775,7 @@ impl World {
                 ack_prepare_before_durable: faults.ack_prepare_before_durable,
                 skip_read_wait: faults.skip_read_wait,
                 settle_orphans_early: faults.settle_orphans_early,
+                ack_enqueue_before_durable: faults.ack_enqueue_before_durable,
             },
         };
         // A restarted node rebuilds its state machines from its durable
@@ -950,9 +979,10 @@ impl World {
                 Request::Get { mode: ReadMode::Settled { .. }, .. }
                     | Request::Scan { mode: ReadMode::Settled { .. }, .. }
                     | Request::ValidateSettled { .. }
+                    | Request::Pending { .. }
             )
         {
-            // R14: the reader's own replica, as the server does.
+            // R14, R16: the reader's own replica, as the server does.
             return Some(node);
         }
         match leader {

@@ -2,8 +2,10 @@
 //! real coordinator, and the history they leave for the checks.
 //!
 //! Keys: `acct` + shard byte + account byte (an account; absent means the
-//! opening balance), and `flag` + shard byte + transaction id (a flag of
-//! the predicate workload). A value is the balance (or 1 for a flag) and
+//! opening balance), `flag` + shard byte + transaction id (a flag of the
+//! predicate workload), and `note` + shard byte + transaction id (a note:
+//! a Read Committed write, through the region's outbox where its shard
+//! cannot commit within the writer's region, R16). A value is the balance (or 1 for a flag) and
 //! the id of the transaction that wrote it, so every read names the version
 //! it saw.
 
@@ -75,18 +77,25 @@ pub fn decode_value(bytes: &[u8]) -> (i64, u64) {
     (amount, writer)
 }
 
-/// Keys name their shard in their fifth byte.
-pub struct BankRouter;
+/// Shards notes are written to: the zone-survival ones.
+pub const NOTE_SHARDS: [ShardId; 3] = [1, 2, 3];
+
+/// Keys name their shard in their fifth byte; `region` is the
+/// coordinator's, whose outbox takes its highly available writes to
+/// shards homed elsewhere.
+pub struct BankRouter {
+    pub region: usize,
+}
 
 impl BankRouter {
-    pub fn shard_of(&self, key: &[u8]) -> ShardId {
+    pub fn shard_of(key: &[u8]) -> ShardId {
         key.get(4).map_or(SHARDS[0], |shard| *shard as ShardId)
     }
 }
 
 impl Router for BankRouter {
     fn place(&self, key: &[u8]) -> Place {
-        Place::Shard(self.shard_of(key))
+        Place::Shard(Self::shard_of(key))
     }
 
     fn places_of_range(&self, range: &KeyRange) -> Vec<Place> {
@@ -95,6 +104,18 @@ impl Router for BankRouter {
 
     fn reads_settled(&self, shard: ShardId) -> bool {
         shard == super::CLOSING_SHARD
+    }
+
+    fn outbox(&self) -> Option<ShardId> {
+        super::OUTBOXES.get(self.region).copied()
+    }
+
+    fn queued_through_outbox(&self, shard: ShardId) -> bool {
+        NOTE_SHARDS.contains(&shard)
+    }
+
+    fn commits_in_region(&self, shard: ShardId) -> bool {
+        super::home_region(shard) == Some(self.region)
     }
 }
 
@@ -125,6 +146,10 @@ pub enum Kind {
     /// through gateways whose clocks differ, are what real-time order
     /// violations of readers show up in.
     Peek,
+    /// A Read Committed transaction writing one or two notes (through the
+    /// region's outbox when a note's shard is homed elsewhere), then read
+    /// back through the same gateway: it must see them.
+    Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,7 +226,7 @@ impl World {
             node: node.0,
             hlc: sim_node.hlc.clone(),
             rpc: Arc::new(sim_node.rpc.clone()),
-            router: Arc::new(BankRouter),
+            router: Arc::new(BankRouter { region: sim_node.region }),
             ids_engine: None,
             first_id: sim_node.incarnation << 24,
             commit_wait: true,
@@ -249,9 +274,10 @@ async fn run_client(mut context: ClientContext) {
         }
         context.begun.fetch_add(1, Ordering::Relaxed);
         let kind = match context.rng.random_range(0..100) {
-            0..45 => Kind::Transfer,
-            45..60 => Kind::Audit,
-            60..75 => Kind::Predicate,
+            0..40 => Kind::Transfer,
+            40..52 => Kind::Audit,
+            52..64 => Kind::Predicate,
+            64..80 => Kind::Note,
             _ => Kind::Peek,
         };
         let mut checked = None;
@@ -263,6 +289,7 @@ async fn run_client(mut context: ClientContext) {
                 }
             }
             Kind::Audit => audit(&mut context).await,
+            Kind::Note => note(&mut context).await,
             Kind::Predicate => predicate(&mut context).await,
             Kind::Peek => {
                 // What a reader saw, another gateway must see too once
@@ -398,7 +425,7 @@ async fn check(context: &mut ClientContext, keys: Vec<Vec<u8>>) {
         node: node.0,
         hlc: gateway.hlc.clone(),
         rpc: Arc::new(gateway.rpc.clone()),
-        router: Arc::new(BankRouter),
+        router: Arc::new(BankRouter { region: gateway.region }),
         ids_engine: None,
         first_id: HOP_IDS + hop,
         commit_wait: true,
@@ -491,4 +518,52 @@ async fn predicate(context: &mut ClientContext) {
     }
     .await;
     finish(context, index, outcome);
+}
+
+/// Writes one or two notes at Read Committed, then reads them back through
+/// the same gateway at Read Committed: a client reads its own region's
+/// acknowledged writes, queued or shipped (R16).
+async fn note(context: &mut ClientContext) {
+    let Ok(mut txn) = context.manager.begin(Isolation::ReadCommitted) else { return };
+    let index = record(context, &txn, Kind::Note);
+    let count = context.rng.random_range(1..=2);
+    let mut keys: Vec<Vec<u8>> = (0..count)
+        .map(|_| {
+            let mut key = b"note".to_vec();
+            key.push(NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())] as u8);
+            key.extend_from_slice(&txn.id().0.to_be_bytes());
+            key
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let outcome = async {
+        for key in &keys {
+            txn.put(key.clone(), encode_value(1, txn.id()))?;
+        }
+        update(context, index, |record| record.writes = keys.clone());
+        txn.commit_async().await
+    }
+    .await;
+    let committed = outcome.is_ok();
+    finish(context, index, outcome);
+    if !committed {
+        return;
+    }
+    let Ok(mut reader) = context.manager.begin(Isolation::ReadCommitted) else { return };
+    for key in &keys {
+        match reader.get_async(key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // Recorded; the checks fail the run with the details.
+                let key = key.clone();
+                update(context, index, |record| {
+                    record.outcome = Outcome::Aborted(format!("NOTE UNREAD {key:?} after its commit was acknowledged"));
+                });
+                return;
+            }
+            // Unreachable replicas (faults): nothing to judge.
+            Err(_) => return,
+        }
+    }
 }

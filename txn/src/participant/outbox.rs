@@ -1,0 +1,451 @@
+//! R16: a region's outbox and the queues it ships to home shards
+//! (`docs/design/transactions.md`, "Highly available writes that never
+//! leave the region").
+//!
+//! A highly available transaction that writes keys whose home shards
+//! cannot commit within the coordinator's region commits instead at the
+//! region's outbox, a shard whose voters are the region's zones: one
+//! [`Entry::Enqueue`] makes the writes durable there and queues each home
+//! shard's part at the next position of that shard's queue. The outbox's
+//! leader ships each queue in order ([`Request::Deliver`]); a home shard
+//! applies an entry only if it is the next of its queue
+//! ([`Entry::Deliver`]: a durable high-water mark per outbox), so each is
+//! applied exactly once however often it is sent, and answers how far it
+//! got; the outbox then drops what was applied ([`Entry::Shipped`]).
+//! Until then the region's reads see the queued writes ([`Shard::pending`]).
+//!
+//! Durable state, in the `locks` family (so snapshots carry it):
+//!
+//! ```text
+//!  outbox  q<dest><seq>  a queued entry (`Queued`), big-endian ids
+//!  outbox  s<dest>       the queue's position shipped through, and the
+//!                        home shard's commit timestamp it was applied by
+//!  outbox  o<key>        the newest queued write of a key (`PendingWrite`)
+//!  home    h<from>       the position of `from`'s queue applied through
+//! ```
+//!
+//! [`Entry::Enqueue`]: crate::protocol::Entry::Enqueue
+//! [`Entry::Deliver`]: crate::protocol::Entry::Deliver
+//! [`Entry::Shipped`]: crate::protocol::Entry::Shipped
+//! [`Request::Deliver`]: crate::protocol::Request::Deliver
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+
+use geodb_storage::{ColumnFamily, Engine, Timestamp, WriteBatch, mvcc};
+use serde::{Deserialize, Serialize};
+
+use super::{Proposal, Shard, State, decode, encode};
+use crate::protocol::{Changes, Enqueued, Entry, KeyRange, Queued, Reads, ShardId, Write};
+use crate::{Isolation, Result};
+
+/// Entries sent to a home shard in one [`crate::protocol::Request::Deliver`].
+pub const DELIVER_ENTRIES_MAX: usize = 256;
+/// Bytes of writes sent in one delivery (at least one entry goes, whatever its size).
+pub const DELIVER_BYTES_MAX: usize = 1 << 20;
+
+fn id_key(prefix: u8, id: u64) -> Vec<u8> {
+    let mut key = vec![prefix];
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn queue_key(dest: ShardId, seq: u64) -> Vec<u8> {
+    let mut key = id_key(b'q', dest);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn shipped_key(dest: ShardId) -> Vec<u8> {
+    id_key(b's', dest)
+}
+
+fn delivered_key(from: ShardId) -> Vec<u8> {
+    id_key(b'h', from)
+}
+
+fn pending_key(key: &[u8]) -> Vec<u8> {
+    let mut pending = b"o".to_vec();
+    pending.extend_from_slice(key);
+    pending
+}
+
+fn encode_shipped(through: u64, ts: Timestamp) -> Vec<u8> {
+    let mut bytes = through.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&ts.encode());
+    bytes
+}
+
+fn decode_shipped(bytes: &[u8]) -> Result<(u64, Timestamp)> {
+    let corrupt = || crate::Error::Storage(geodb_storage::Error::Corrupt("an outbox shipped position".into()));
+    let (through, ts) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    Ok((u64::from_be_bytes(*through), Timestamp::decode(ts).ok_or_else(corrupt)?))
+}
+
+fn decode_position(bytes: &[u8]) -> Result<u64> {
+    let position: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| crate::Error::Storage(geodb_storage::Error::Corrupt("an outbox queue position".into())))?;
+    Ok(u64::from_be_bytes(position))
+}
+
+/// The newest queued write of a key at an outbox, and the queue entry it
+/// came in with (shipping that entry drops it, a newer one replaces it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PendingWrite {
+    dest: ShardId,
+    seq: u64,
+    value: Option<Vec<u8>>,
+}
+
+/// One queue of an outbox, in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Queue {
+    /// Applied at the home shard through this position (and dropped here).
+    shipped: u64,
+    /// ... by commits at or below this timestamp of the home shard.
+    shipped_ts: Timestamp,
+    /// Positions still queued, with their origin timestamps, oldest first.
+    waiting: VecDeque<(u64, Timestamp)>,
+}
+
+impl Queue {
+    fn last(&self) -> u64 {
+        self.waiting.back().map_or(self.shipped, |(seq, _)| *seq)
+    }
+}
+
+/// What an outbox holds for one home shard, for the shipper and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub dest: ShardId,
+    /// Applied at the home shard through this position.
+    pub shipped: u64,
+    /// The newest position queued.
+    pub last: u64,
+    /// The origin timestamp of the oldest entry not yet shipped.
+    pub oldest: Option<Timestamp>,
+}
+
+/// What a home shard's leader made of one queued entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeliveryProposal {
+    /// Applied here already (a copy sent again): nothing to propose.
+    Applied,
+    /// Proposed here and in flight.
+    InFlight,
+    /// Replicate this entry (its locks are held in flight).
+    Entry(Entry),
+    /// A key is locked by a transaction (prepared or in flight): try again
+    /// once it resolves; the entry then commits above it.
+    Blocked(crate::TxnId),
+}
+
+/// What applying one slot did to the queues, before it is published.
+#[derive(Default)]
+pub(super) struct QueueChanges {
+    /// Outbox: the last position handed out per queue in this slot.
+    last: HashMap<ShardId, u64>,
+    /// Outbox: queued keys' newest pending write in this slot.
+    pending: HashMap<Vec<u8>, (ShardId, u64)>,
+    /// Outbox: shipped-through per queue, and the home commits' newest
+    /// timestamp, as of this slot.
+    shipped: HashMap<ShardId, (u64, Timestamp)>,
+    /// Home: applied-through per outbox, as of this slot.
+    delivered: HashMap<ShardId, u64>,
+    /// Outbox: entries queued, in order.
+    queued: Vec<(ShardId, u64, Timestamp)>,
+}
+
+/// Reads every queue of an outbox and every high-water mark of a home shard.
+pub(super) fn load(engine: &dyn Engine) -> Result<(BTreeMap<ShardId, Queue>, HashMap<ShardId, u64>)> {
+    let mut queues: BTreeMap<ShardId, Queue> = BTreeMap::new();
+    let mut delivered = HashMap::new();
+    for (prefix, end) in [(b"h", b"i"), (b"q", b"r"), (b"s", b"t")] {
+        for item in engine.scan(
+            ColumnFamily::Locks,
+            Bound::Included(prefix.as_slice()),
+            Bound::Excluded(end.as_slice()),
+            false,
+        )? {
+            let (key, bytes) = item?;
+            let id = decode_position(key.get(1..9).unwrap_or_default())?;
+            match prefix {
+                b"h" => {
+                    delivered.insert(id, decode_position(&bytes)?);
+                }
+                b"s" => {
+                    let (through, ts) = decode_shipped(&bytes)?;
+                    let queue = queues.entry(id).or_default();
+                    queue.shipped = through;
+                    queue.shipped_ts = ts;
+                }
+                _ => {
+                    let queued: Queued = decode(&bytes, "an outbox queue entry")?;
+                    queues.entry(id).or_default().waiting.push_back((queued.seq, queued.ts));
+                }
+            }
+        }
+    }
+    Ok((queues, delivered))
+}
+
+impl Shard {
+    /// Validates an enqueue at the outbox's leader (as a Read Committed
+    /// commit of the writes: the schema guard, and no other transaction in
+    /// flight on its keys) and returns its entry.
+    pub fn propose_enqueue(&self, enqueued: &Enqueued) -> Result<Proposal> {
+        Ok(match self.propose_commit(&enqueued.changes())? {
+            Proposal::Entry(Entry::Commit { txn, ts, .. }) => {
+                Proposal::Entry(Entry::Enqueue { txn, ts, parts: enqueued.parts.clone() })
+            }
+            other => other,
+        })
+    }
+
+    /// At a home shard's leader: what to do with entry `queued` of the queue
+    /// from outbox `from`. A copy of an entry in flight, or already
+    /// applied, is not proposed again; any other is, even one an earlier
+    /// leadership proposed (its copies are applied once, whatever the log
+    /// chooses).
+    pub fn propose_delivery(&self, from: ShardId, queued: &Queued) -> Result<DeliveryProposal> {
+        let mut state = self.state();
+        if queued.seq <= state.delivered.get(&from).copied().unwrap_or(0) {
+            return Ok(DeliveryProposal::Applied);
+        }
+        if state.locks.holds(queued.txn) {
+            return Ok(DeliveryProposal::InFlight);
+        }
+        let changes = Changes {
+            txn: queued.txn,
+            isolation: Isolation::ReadCommitted,
+            read_ts: Timestamp::ZERO,
+            writes: queued.writes.clone(),
+            locked: Vec::new(),
+            reads: Reads::default(),
+            guards: Vec::new(),
+        };
+        if let Some(blocked) = self.validate(&mut state, &changes)? {
+            return Ok(DeliveryProposal::Blocked(blocked));
+        }
+        let ts = self.next_ts(&mut state);
+        state.locks.acquire(&changes, ts, super::HoldKind::InFlightCommit);
+        // A proposal of an earlier leadership that was never applied here
+        // leaves its timestamp in the log of recent commits: this one's
+        // replaces it.
+        if matches!(state.recent_txns.get(&queued.txn), Some((_, false))) {
+            state.recent_txns.remove(&queued.txn);
+            state.recent.retain(|record| record.txn != queued.txn);
+        }
+        let keys = changes.written_keys();
+        Self::remember(&mut state, crate::conflict::CommitRecord { ts, txn: queued.txn, keys }, false);
+        Ok(DeliveryProposal::Entry(Entry::Deliver {
+            from,
+            seq: queued.seq,
+            txn: queued.txn,
+            ts,
+            writes: queued.writes.clone(),
+        }))
+    }
+
+    /// The position of `from`'s queue this replica applied through.
+    pub fn delivered_through(&self, from: ShardId) -> u64 {
+        self.state().delivered.get(&from).copied().unwrap_or(0)
+    }
+
+    /// Every queue of this outbox replica.
+    pub fn queues(&self) -> Vec<QueueStatus> {
+        let state = self.state();
+        state
+            .queues
+            .iter()
+            .map(|(dest, queue)| QueueStatus {
+                dest: *dest,
+                shipped: queue.shipped,
+                last: queue.last(),
+                oldest: queue.waiting.front().map(|(_, ts)| *ts),
+            })
+            .collect()
+    }
+
+    /// Up to [`DELIVER_ENTRIES_MAX`] entries (and about
+    /// [`DELIVER_BYTES_MAX`] bytes) of the queue to `dest` after position
+    /// `after`, in order.
+    pub fn queued(&self, dest: ShardId, after: u64) -> Result<Vec<Queued>> {
+        let _reading = self.reading();
+        let start = queue_key(dest, after.saturating_add(1));
+        let end = id_key(b'q', dest.saturating_add(1));
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for item in self.scan_locks(Bound::Included(&start), Bound::Excluded(&end))? {
+            let (_, value) = item?;
+            bytes += value.len();
+            entries.push(decode::<Queued>(&value, "an outbox queue entry")?);
+            if entries.len() >= DELIVER_ENTRIES_MAX || bytes >= DELIVER_BYTES_MAX {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// For each queue, the home shard's newest commit that applied entries
+    /// this replica no longer holds.
+    pub fn shipped(&self) -> Vec<(ShardId, Timestamp)> {
+        self.state().queues.iter().map(|(dest, queue)| (*dest, queue.shipped_ts)).collect()
+    }
+
+    /// The newest queued write of each key in `range` (a replica of an
+    /// outbox), in key order.
+    pub fn pending(&self, range: &KeyRange) -> Result<Vec<Write>> {
+        let _reading = self.reading();
+        let start = match &range.0 {
+            Bound::Included(key) => Bound::Included(pending_key(key)),
+            Bound::Excluded(key) => Bound::Excluded(pending_key(key)),
+            Bound::Unbounded => Bound::Included(b"o".to_vec()),
+        };
+        let end = match &range.1 {
+            Bound::Included(key) => Bound::Included(pending_key(key)),
+            Bound::Excluded(key) => Bound::Excluded(pending_key(key)),
+            Bound::Unbounded => Bound::Excluded(b"p".to_vec()),
+        };
+        let mut writes = Vec::new();
+        for item in self.scan_locks(mvcc::bound_as_slice(&start), mvcc::bound_as_slice(&end))? {
+            let (key, bytes) = item?;
+            let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
+            writes.push((key[1..].to_vec(), pending.value));
+        }
+        Ok(writes)
+    }
+
+    /// Applies an [`Entry::Enqueue`] into `batch`: each part at the next
+    /// position of its queue, each write shown as pending.
+    pub(super) fn apply_enqueue(
+        &self,
+        state: &State,
+        changes: &mut QueueChanges,
+        batch: &mut WriteBatch,
+        txn: crate::TxnId,
+        ts: Timestamp,
+        parts: &[(ShardId, Vec<Write>)],
+    ) {
+        for (dest, writes) in parts {
+            let last = match changes.last.get(dest) {
+                Some(last) => *last,
+                None => state.queues.get(dest).map_or(0, Queue::last),
+            };
+            let seq = last + 1;
+            changes.last.insert(*dest, seq);
+            changes.queued.push((*dest, seq, ts));
+            let queued = Queued { seq, txn, ts, writes: writes.clone() };
+            batch.put(ColumnFamily::Locks, queue_key(*dest, seq), encode(&queued));
+            for (key, value) in writes {
+                let pending = PendingWrite { dest: *dest, seq, value: value.clone() };
+                batch.put(ColumnFamily::Locks, pending_key(key), encode(&pending));
+                changes.pending.insert(key.clone(), (*dest, seq));
+            }
+        }
+    }
+
+    /// Whether an [`Entry::Deliver`] of position `seq` from `from` is the
+    /// next of its queue here; if so, records it as applied in `batch`.
+    pub(super) fn apply_delivery(
+        &self,
+        state: &State,
+        changes: &mut QueueChanges,
+        batch: &mut WriteBatch,
+        from: ShardId,
+        seq: u64,
+    ) -> bool {
+        let through = match changes.delivered.get(&from) {
+            Some(through) => *through,
+            None => state.delivered.get(&from).copied().unwrap_or(0),
+        };
+        if seq != through + 1 {
+            return false;
+        }
+        changes.delivered.insert(from, seq);
+        batch.put(ColumnFamily::Locks, delivered_key(from), seq.to_be_bytes().to_vec());
+        true
+    }
+
+    /// The position of `from`'s queue applied through, counting this slot.
+    pub(super) fn delivered_in(&self, state: &State, changes: &QueueChanges, from: ShardId) -> u64 {
+        match changes.delivered.get(&from) {
+            Some(through) => *through,
+            None => state.delivered.get(&from).copied().unwrap_or(0),
+        }
+    }
+
+    /// Applies an [`Entry::Shipped`] into `batch`: the queue's entries
+    /// through `through` leave it, and so do their pending writes that no
+    /// newer entry replaced.
+    pub(super) fn apply_shipped(
+        &self,
+        state: &State,
+        changes: &mut QueueChanges,
+        batch: &mut WriteBatch,
+        dest: ShardId,
+        through: u64,
+        ts: Timestamp,
+    ) -> Result<()> {
+        let (shipped, shipped_ts) = match changes.shipped.get(&dest) {
+            Some(shipped) => *shipped,
+            None => state.queues.get(&dest).map_or((0, Timestamp::ZERO), |queue| (queue.shipped, queue.shipped_ts)),
+        };
+        if through <= shipped {
+            return Ok(());
+        }
+        let ts = ts.max(shipped_ts);
+        let start = queue_key(dest, shipped + 1);
+        let end = queue_key(dest, through);
+        for item in self.scan_locks(Bound::Included(&start), Bound::Included(&end))? {
+            let (key, bytes) = item?;
+            let queued: Queued = decode(&bytes, "an outbox queue entry")?;
+            batch.delete(ColumnFamily::Locks, key);
+            for (written, _) in &queued.writes {
+                let newest = match changes.pending.get(written) {
+                    Some(newest) => Some(*newest),
+                    None => match self.engine.get(ColumnFamily::Locks, &pending_key(written))? {
+                        Some(bytes) => {
+                            let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
+                            Some((pending.dest, pending.seq))
+                        }
+                        None => None,
+                    },
+                };
+                if newest == Some((dest, queued.seq)) {
+                    batch.delete(ColumnFamily::Locks, pending_key(written));
+                    changes.pending.remove(written);
+                }
+            }
+        }
+        batch.put(ColumnFamily::Locks, shipped_key(dest), encode_shipped(through, ts));
+        changes.shipped.insert(dest, (through, ts));
+        Ok(())
+    }
+
+    /// Publishes what a slot did to the queues (after its batch is written).
+    pub(super) fn publish_queues(state: &mut State, changes: QueueChanges) {
+        for (dest, seq, ts) in changes.queued {
+            state.queues.entry(dest).or_default().waiting.push_back((seq, ts));
+        }
+        for (dest, (through, ts)) in changes.shipped {
+            let queue = state.queues.entry(dest).or_default();
+            queue.shipped = through;
+            queue.shipped_ts = queue.shipped_ts.max(ts);
+            while queue.waiting.front().is_some_and(|(seq, _)| *seq <= through) {
+                queue.waiting.pop_front();
+            }
+        }
+        state.delivered.extend(changes.delivered);
+    }
+
+    /// Reloads the queues and high-water marks from the engine (after a
+    /// snapshot restore).
+    pub(super) fn reload_queues(&self, state: &mut State) -> Result<()> {
+        let (queues, delivered) = load(self.engine.as_ref())?;
+        state.queues = queues;
+        state.delivered = delivered;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! R16: a region's outbox queues highly available writes for their home
+//! shards, which apply each queued entry exactly once, in queue order,
+//! however often and in whatever order copies of it reach their logs
+//! (`docs/design/transactions.md`, "Highly available writes that never
+//! leave the region"). The state machines alone, as every replica runs
+//! them; the simulator runs them under faults.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use geodb_storage::MemoryEngine;
+use geodb_txn::participant::{Applied, DeliveryProposal, Proposal};
+use geodb_txn::protocol::{Enqueued, KeyRange, Queued, ReadMode, Write};
+use geodb_txn::{Entry, Hlc, ManualClock, Shard, Timestamp, TxnId};
+
+const OUTBOX: u64 = 9;
+const HOME: u64 = 3;
+const OTHER_HOME: u64 = 4;
+
+fn hlc() -> Arc<Hlc> {
+    Arc::new(Hlc::new(Box::new(ManualClock::new(1_000_000_000)), 1_000_000))
+}
+
+/// A leader replica of `id` (serving), over its own engine.
+fn leader(id: u64) -> Shard {
+    let shard = Shard::open(id, Arc::new(MemoryEngine::new()), hlc(), true).unwrap();
+    shard.set_serving(true);
+    shard
+}
+
+fn write(key: &str, value: &str) -> Write {
+    (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+}
+
+fn everything() -> KeyRange {
+    (Bound::Unbounded, Bound::Unbounded)
+}
+
+fn latest(shard: &Shard, key: &str) -> Option<String> {
+    shard
+        .get(key.as_bytes(), &ReadMode::Latest { after: Timestamp::ZERO, shipped: Timestamp::ZERO })
+        .unwrap()
+        .map(|bytes| String::from_utf8(bytes).unwrap())
+}
+
+/// Enqueues `parts` for transaction `txn` at `outbox` (validated and
+/// applied, as a leader whose proposal was chosen); returns the entry.
+fn enqueue(outbox: &Shard, slot: u64, txn: u64, parts: Vec<(u64, Vec<Write>)>) -> Entry {
+    let enqueued = Enqueued { txn: TxnId(txn), guards: Vec::new(), parts };
+    let entry = match outbox.propose_enqueue(&enqueued).unwrap() {
+        Proposal::Entry(entry) => entry,
+        other => panic!("expected an entry, got {other:?}"),
+    };
+    let applied = outbox.apply(Some(slot), std::slice::from_ref(&entry), 0).unwrap();
+    assert!(matches!(applied[..], [Applied::Committed(_)]), "{applied:?}");
+    entry
+}
+
+fn delivery(home: &Shard, queued: &Queued) -> Entry {
+    match home.propose_delivery(OUTBOX, queued).unwrap() {
+        DeliveryProposal::Entry(entry) => entry,
+        other => panic!("expected an entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_enqueue_queues_each_home_shards_part_in_order_and_shows_its_writes() {
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")]), (OTHER_HOME, vec![write("x", "1")])]);
+    enqueue(&outbox, 2, 11, vec![(HOME, vec![write("a", "2"), write("b", "1")])]);
+    let queues = outbox.queues();
+    let positions: Vec<(u64, u64, u64)> = queues.iter().map(|queue| (queue.dest, queue.shipped, queue.last)).collect();
+    assert_eq!(positions, vec![(HOME, 0, 2), (OTHER_HOME, 0, 1)]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    assert_eq!(
+        queued.iter().map(|entry| (entry.seq, entry.txn)).collect::<Vec<_>>(),
+        vec![(1, TxnId(10)), (2, TxnId(11))]
+    );
+    // The newest queued write of each key is what the region reads.
+    assert_eq!(outbox.pending(&everything()).unwrap(), vec![write("a", "2"), write("b", "1"), write("x", "1")]);
+    // Nothing is written as a version at the outbox itself.
+    assert_eq!(latest(&outbox, "a"), None);
+}
+
+#[test]
+fn a_home_shard_applies_each_entry_once_in_queue_order_however_often_it_arrives() {
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    enqueue(&outbox, 2, 11, vec![(HOME, vec![write("b", "2")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader(HOME);
+
+    // Two copies of the first entry proposed (a resend): the second finds
+    // the first in flight.
+    let first = delivery(&home, &queued[0]);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::InFlight);
+    // The second entry is chosen first (its copy reached the log before
+    // the first's): it is ahead of a gap, so it writes nothing.
+    let second = delivery(&home, &queued[1]);
+    assert_eq!(
+        home.apply(Some(1), std::slice::from_ref(&second), 0).unwrap(),
+        vec![Applied::Delivered { through: 0, applied: false }]
+    );
+    assert_eq!(latest(&home, "b"), None);
+    // Its proposer drops what the proposal holds, as the host does.
+    home.abandon(TxnId(11));
+    // Then the first, then a duplicate of it, then the second again.
+    assert_eq!(
+        home.apply(Some(2), std::slice::from_ref(&first), 0).unwrap(),
+        vec![Applied::Delivered { through: 1, applied: true }]
+    );
+    assert_eq!(
+        home.apply(Some(3), std::slice::from_ref(&first), 0).unwrap(),
+        vec![Applied::Delivered { through: 1, applied: false }]
+    );
+    assert_eq!(latest(&home, "a").as_deref(), Some("1"));
+    assert_eq!(latest(&home, "b"), None);
+    let again = delivery(&home, &queued[1]);
+    assert_eq!(
+        home.apply(Some(4), std::slice::from_ref(&again), 0).unwrap(),
+        vec![Applied::Delivered { through: 2, applied: true }]
+    );
+    assert_eq!(latest(&home, "b").as_deref(), Some("2"));
+    assert_eq!(home.delivered_through(OUTBOX), 2);
+    // Sent once more: already applied, nothing to propose.
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Applied);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[1]).unwrap(), DeliveryProposal::Applied);
+    // Exactly one version of each entry.
+    let versions = geodb_storage::mvcc::all_versions(home.engine().as_ref()).unwrap();
+    let writers: Vec<TxnId> = versions.iter().map(|(_, version)| version.txn).collect();
+    assert_eq!(writers.len(), 2, "{versions:?}");
+    assert!(writers.contains(&TxnId(10)) && writers.contains(&TxnId(11)));
+    assert!(!home.holds_locks(), "a copy that wrote nothing left its locks");
+}
+
+#[test]
+fn a_queued_write_meeting_a_lock_waits_for_it() {
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader(HOME);
+    // A coordinated commit of "a" in flight at the home shard.
+    let changes = geodb_txn::protocol::Changes {
+        txn: TxnId(99),
+        isolation: geodb_txn::Isolation::Snapshot,
+        read_ts: Timestamp::ZERO,
+        writes: vec![write("a", "coordinated")],
+        locked: Vec::new(),
+        reads: Default::default(),
+        guards: Vec::new(),
+    };
+    let Proposal::Entry(commit) = home.propose_commit(&changes).unwrap() else { panic!("a commit entry") };
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Blocked(TxnId(99)));
+    home.apply(Some(1), &[commit], 0).unwrap();
+    // Once it is applied, the queued write goes above it.
+    let entry = delivery(&home, &queued[0]);
+    home.apply(Some(2), &[entry], 0).unwrap();
+    assert_eq!(latest(&home, "a").as_deref(), Some("1"));
+}
+
+#[test]
+fn the_high_water_mark_survives_a_restart() {
+    let engine = Arc::new(MemoryEngine::new());
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    {
+        let home = Shard::open(HOME, engine.clone(), hlc(), true).unwrap();
+        home.set_serving(true);
+        let entry = delivery(&home, &queued[0]);
+        home.apply(Some(1), &[entry], 0).unwrap();
+    }
+    let home = Shard::open(HOME, engine, hlc(), true).unwrap();
+    home.set_serving(true);
+    assert_eq!(home.delivered_through(OUTBOX), 1);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Applied);
+}
+
+#[test]
+fn shipping_drops_the_entries_and_their_writes_unless_a_newer_entry_replaced_them() {
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1"), write("b", "1")])]);
+    enqueue(&outbox, 2, 11, vec![(HOME, vec![write("a", "2")])]);
+    let shipped = Entry::Shipped { dest: HOME, through: 1, ts: Timestamp::ZERO };
+    assert_eq!(outbox.apply(Some(3), std::slice::from_ref(&shipped), 0).unwrap(), vec![Applied::Shipped]);
+    // "b" left with entry 1; "a" is entry 2's now, still queued.
+    assert_eq!(outbox.pending(&everything()).unwrap(), vec![write("a", "2")]);
+    let queue = outbox.queues()[0];
+    assert_eq!((queue.shipped, queue.last), (1, 2));
+    assert_eq!(outbox.queued(HOME, 1).unwrap().len(), 1);
+    // Applied again: nothing changes.
+    outbox.apply(Some(4), &[shipped], 0).unwrap();
+    assert_eq!(outbox.queues()[0], queue);
+    // The rest ships; new entries continue the positions.
+    outbox.apply(Some(5), &[Entry::Shipped { dest: HOME, through: 2, ts: Timestamp::ZERO }], 0).unwrap();
+    assert!(outbox.pending(&everything()).unwrap().is_empty());
+    enqueue(&outbox, 6, 12, vec![(HOME, vec![write("c", "1")])]);
+    assert_eq!(outbox.queued(HOME, 2).unwrap()[0].seq, 3);
+}
+
+#[test]
+fn every_replica_of_an_outbox_assigns_the_same_positions() {
+    let leader_replica = leader(OUTBOX);
+    let follower = Shard::open(OUTBOX, Arc::new(MemoryEngine::new()), hlc(), true).unwrap();
+    let entries = [
+        enqueue(&leader_replica, 1, 10, vec![(HOME, vec![write("a", "1")])]),
+        enqueue(&leader_replica, 2, 11, vec![(OTHER_HOME, vec![write("x", "1")]), (HOME, vec![write("b", "1")])]),
+    ];
+    follower.apply(Some(1), &entries[..1], 0).unwrap();
+    follower.apply(Some(2), &entries[1..], 0).unwrap();
+    assert_eq!(follower.queues(), leader_replica.queues());
+    assert_eq!(follower.queued(HOME, 0).unwrap(), leader_replica.queued(HOME, 0).unwrap());
+    assert_eq!(follower.pending(&everything()).unwrap(), leader_replica.pending(&everything()).unwrap());
+}
