@@ -983,7 +983,17 @@ impl Host {
             Request::Pending { range, after } => {
                 if shard.caught_up(*after) {
                     match shard.pending(range) {
-                        Ok(writes) => {
+                        Ok(reads) => {
+                            // A shipped write is read from this node's replica
+                            // of its home shard once that has applied it.
+                            let applied_here = |dest: ShardId, ts| {
+                                self.shards.get(&GroupId(dest)).is_some_and(|home| home.shard.last_commit_ts() >= ts)
+                            };
+                            let writes = reads
+                                .into_iter()
+                                .filter(|read| read.shipped.is_none_or(|(dest, ts)| !applied_here(dest, ts)))
+                                .map(|read| (read.key, read.value, read.shipped))
+                                .collect();
                             let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
                             self.reply(origin, Response::Pending { writes, shipped: shard.shipped(), oldest });
                         }

@@ -32,12 +32,8 @@ pub enum ReadMode {
     /// The newest applied version of each key, at whichever replica answers,
     /// ignoring locks (Read Committed). The replica answers only once it has
     /// applied a commit at or above `after`: the newest commit its gateway
-    /// acknowledged at this shard, so a client reads what it wrote; and
-    /// (R16) a commit at or above `shipped`, the newest by which the shard
-    /// applied writes the reader's region's outbox no longer shows (no
-    /// prepared transaction is waited for on its account: those writes
-    /// were one-shard commits).
-    Latest { after: Timestamp, shipped: Timestamp },
+    /// acknowledged at this shard, so a client reads what it wrote.
+    Latest { after: Timestamp },
     /// The versions at `read_ts`, at the leader: waits on locks at or below
     /// it (R3). `barrier` asks the leader to confirm its leadership first
     /// (R4): the transaction's first read at this shard.
@@ -370,13 +366,13 @@ pub enum Response {
         through: u64,
         ts: Timestamp,
     },
-    /// [`Request::Pending`]: key, and value or delete, in key order; and
-    /// for each home shard, the newest of its commits that applied entries
-    /// no longer pending (a read of it must see that shard's replica caught
-    /// up to it, or miss a write that left the outbox).
-    /// `oldest`: the origin timestamp of the oldest entry still queued.
+    /// [`Request::Pending`]: key, value or delete, and for a write already
+    /// shipped its home shard and a commit timestamp there at or above the
+    /// one that applied it, in key order; for each home shard, the newest
+    /// commit timestamp that applied entries shipped from this outbox; and
+    /// the origin timestamp of the oldest entry still queued.
     Pending {
-        writes: Vec<Write>,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>, Option<(ShardId, Timestamp)>)>,
         shipped: Vec<(ShardId, Timestamp)>,
         oldest: Option<Timestamp>,
     },

@@ -345,7 +345,7 @@ impl TxnManager {
             deadline_ns: None,
             schema: None,
             unhomed: BTreeMap::new(),
-            shipped: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
         })
     }
 
@@ -418,10 +418,9 @@ pub struct Transaction {
     /// commit creates the home, these become reads at the new home shard
     /// in place of the directory read (see [`Transaction::parts`]).
     unhomed: BTreeMap<Vec<u8>, Reads>,
-    /// R16, Read Committed: per home shard, the newest of its commits that
-    /// applied writes this region's outbox no longer holds (as its last
-    /// answer said): a read there waits for a replica caught up to it.
-    shipped: BTreeMap<ShardId, Timestamp>,
+    /// R16, Read Committed: per home shard, a commit timestamp there at or
+    /// above every write this region's outbox shipped and no longer shows.
+    forgotten: BTreeMap<ShardId, Timestamp>,
 }
 
 /// What a serializable transaction read at shards that close timestamps,
@@ -618,7 +617,7 @@ impl Transaction {
     /// behind other nodes' commits, for caches that commits check exactly.
     pub async fn peek_replica_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let Some(shard) = self.route_read(self.manager.router.place(key)).await? else { return Ok(None) };
-        let mode = ReadMode::Latest { after: self.manager.seen(shard), shipped: Timestamp::ZERO };
+        let mode = ReadMode::Latest { after: self.manager.seen(shard) };
         let request = Request::Get { txn: self.id, key: key.to_vec(), mode, guard: None };
         match self.call(shard, request).await? {
             Response::Value(value) => Ok(value),
@@ -640,7 +639,7 @@ impl Transaction {
                 return Err(Error::Invalid("a replica scan must stay within one shard".into()));
             };
             let Some(shard) = self.route_read(place.clone()).await? else { return Ok(Vec::new()) };
-            let mode = ReadMode::Latest { after: self.manager.seen(shard), shipped: Timestamp::ZERO };
+            let mode = ReadMode::Latest { after: self.manager.seen(shard) };
             let request = Request::Scan { txn: self.id, range, reverse: false, limit: None, mode, guard: None };
             match self.call(shard, request).await? {
                 Response::Rows(rows) => Ok(rows),
@@ -666,8 +665,8 @@ impl Transaction {
     fn mode_for(&self, shard: ShardId) -> ReadMode {
         match self.isolation {
             Isolation::ReadCommitted => {
-                let shipped = self.shipped.get(&shard).copied().unwrap_or_default();
-                ReadMode::Latest { after: self.manager.seen(shard), shipped }
+                let forgotten = self.forgotten.get(&shard).copied().unwrap_or_default();
+                ReadMode::Latest { after: self.manager.seen(shard).max(forgotten) }
             }
             // R14: complete at any replica that closed the snapshot.
             _ if self.manager.router.reads_settled(shard) => ReadMode::Settled { read_ts: self.read_ts },
@@ -676,9 +675,14 @@ impl Transaction {
     }
 
     /// R16: the writes of this region's highly available transactions in
-    /// `range` still queued at its outbox (the newest of each key, `None` a
+    /// `range` its outbox still holds (the newest of each key, `None` a
     /// delete), which a Read Committed read sees over its home shard's
-    /// replica. Empty at other levels and where there is no outbox.
+    /// replica: queued ones, and shipped ones this node's replica of their
+    /// home may not have yet (unless this node acknowledged a commit there
+    /// since, which the replica read waits for). Notes, per home shard, how
+    /// far back the outbox may have forgotten shipped writes: the replica
+    /// read waits for that much. Empty at other levels and where there is
+    /// no outbox.
     async fn pending(&mut self, range: &KeyRange) -> Result<Vec<crate::protocol::Write>> {
         let outbox = match self.manager.router.outbox() {
             Some(outbox) if self.isolation == Isolation::ReadCommitted => outbox,
@@ -688,10 +692,18 @@ impl Transaction {
         match self.call(outbox, request).await? {
             Response::Pending { writes, shipped, .. } => {
                 for (shard, ts) in shipped {
-                    let floor = self.shipped.entry(shard).or_default();
-                    *floor = (*floor).max(ts);
+                    let forgotten = Timestamp {
+                        physical: ts.physical.saturating_sub(crate::participant::MARKER_KEEP_NS),
+                        logical: 0,
+                    };
+                    let floor = self.forgotten.entry(shard).or_default();
+                    *floor = (*floor).max(forgotten);
                 }
-                Ok(writes)
+                Ok(writes
+                    .into_iter()
+                    .filter(|(_, _, shipped)| shipped.is_none_or(|(home, ts)| self.manager.seen(home) < ts))
+                    .map(|(key, value, _)| (key, value))
+                    .collect())
             }
             other => Err(unexpected(outbox, &other)),
         }

@@ -9,7 +9,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use geodb_storage::MemoryEngine;
-use geodb_txn::participant::{Applied, DeliveryProposal, Proposal};
+use geodb_txn::participant::{Applied, DeliveryProposal, MARKER_KEEP_NS, PendingRead, Proposal};
 use geodb_txn::protocol::{Enqueued, KeyRange, Queued, ReadMode, Write};
 use geodb_txn::{Entry, Hlc, ManualClock, Shard, Timestamp, TxnId};
 
@@ -36,9 +36,20 @@ fn everything() -> KeyRange {
     (Bound::Unbounded, Bound::Unbounded)
 }
 
+/// What an outbox replica holds of every key: value, and the home shard
+/// and commit timestamp of a shipped one.
+fn pending(outbox: &Shard) -> Vec<(Write, Option<(u64, Timestamp)>)> {
+    let reads = outbox.pending(&everything()).unwrap();
+    reads.into_iter().map(|PendingRead { key, value, shipped }| ((key, value), shipped)).collect()
+}
+
+fn at(seconds: u64) -> Timestamp {
+    Timestamp { physical: seconds * 1_000_000_000, logical: 0 }
+}
+
 fn latest(shard: &Shard, key: &str) -> Option<String> {
     shard
-        .get(key.as_bytes(), &ReadMode::Latest { after: Timestamp::ZERO, shipped: Timestamp::ZERO })
+        .get(key.as_bytes(), &ReadMode::Latest { after: Timestamp::ZERO })
         .unwrap()
         .map(|bytes| String::from_utf8(bytes).unwrap())
 }
@@ -57,7 +68,7 @@ fn enqueue(outbox: &Shard, slot: u64, txn: u64, parts: Vec<(u64, Vec<Write>)>) -
 }
 
 fn delivery(home: &Shard, queued: &Queued) -> Entry {
-    match home.propose_delivery(OUTBOX, queued).unwrap() {
+    match home.propose_delivery(OUTBOX, queued, &[]).unwrap() {
         DeliveryProposal::Entry(entry) => entry,
         other => panic!("expected an entry, got {other:?}"),
     }
@@ -77,7 +88,7 @@ fn an_enqueue_queues_each_home_shards_part_in_order_and_shows_its_writes() {
         vec![(1, TxnId(10)), (2, TxnId(11))]
     );
     // The newest queued write of each key is what the region reads.
-    assert_eq!(outbox.pending(&everything()).unwrap(), vec![write("a", "2"), write("b", "1"), write("x", "1")]);
+    assert_eq!(pending(&outbox), vec![(write("a", "2"), None), (write("b", "1"), None), (write("x", "1"), None)]);
     // Nothing is written as a version at the outbox itself.
     assert_eq!(latest(&outbox, "a"), None);
 }
@@ -93,7 +104,7 @@ fn a_home_shard_applies_each_entry_once_in_queue_order_however_often_it_arrives(
     // Two copies of the first entry proposed (a resend): the second finds
     // the first in flight.
     let first = delivery(&home, &queued[0]);
-    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::InFlight);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0], &[]).unwrap(), DeliveryProposal::InFlight);
     // The second entry is chosen first (its copy reached the log before
     // the first's): it is ahead of a gap, so it writes nothing.
     let second = delivery(&home, &queued[1]);
@@ -123,8 +134,8 @@ fn a_home_shard_applies_each_entry_once_in_queue_order_however_often_it_arrives(
     assert_eq!(latest(&home, "b").as_deref(), Some("2"));
     assert_eq!(home.delivered_through(OUTBOX), 2);
     // Sent once more: already applied, nothing to propose.
-    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Applied);
-    assert_eq!(home.propose_delivery(OUTBOX, &queued[1]).unwrap(), DeliveryProposal::Applied);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0], &[]).unwrap(), DeliveryProposal::Applied);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[1], &[]).unwrap(), DeliveryProposal::Applied);
     // Exactly one version of each entry.
     let versions = geodb_storage::mvcc::all_versions(home.engine().as_ref()).unwrap();
     let writers: Vec<TxnId> = versions.iter().map(|(_, version)| version.txn).collect();
@@ -150,7 +161,7 @@ fn a_queued_write_meeting_a_lock_waits_for_it() {
         guards: Vec::new(),
     };
     let Proposal::Entry(commit) = home.propose_commit(&changes).unwrap() else { panic!("a commit entry") };
-    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Blocked(TxnId(99)));
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0], &[]).unwrap(), DeliveryProposal::Blocked(TxnId(99)));
     home.apply(Some(1), &[commit], 0).unwrap();
     // Once it is applied, the queued write goes above it.
     let entry = delivery(&home, &queued[0]);
@@ -173,29 +184,38 @@ fn the_high_water_mark_survives_a_restart() {
     let home = Shard::open(HOME, engine, hlc(), true).unwrap();
     home.set_serving(true);
     assert_eq!(home.delivered_through(OUTBOX), 1);
-    assert_eq!(home.propose_delivery(OUTBOX, &queued[0]).unwrap(), DeliveryProposal::Applied);
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[0], &[]).unwrap(), DeliveryProposal::Applied);
 }
 
 #[test]
-fn shipping_drops_the_entries_and_their_writes_unless_a_newer_entry_replaced_them() {
+fn shipping_drops_the_entries_and_marks_their_writes_until_a_later_shipment_is_much_newer() {
     let outbox = leader(OUTBOX);
     enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1"), write("b", "1")])]);
     enqueue(&outbox, 2, 11, vec![(HOME, vec![write("a", "2")])]);
-    let shipped = Entry::Shipped { dest: HOME, through: 1, ts: Timestamp::ZERO };
+    let shipped = Entry::Shipped { dest: HOME, through: 1, ts: at(100) };
     assert_eq!(outbox.apply(Some(3), std::slice::from_ref(&shipped), 0).unwrap(), vec![Applied::Shipped]);
-    // "b" left with entry 1; "a" is entry 2's now, still queued.
-    assert_eq!(outbox.pending(&everything()).unwrap(), vec![write("a", "2")]);
+    // Entry 1 left the queue; "b" stays readable, marked with the home
+    // shard's commit timestamp; "a" is entry 2's, still queued.
+    assert_eq!(pending(&outbox), vec![(write("a", "2"), None), (write("b", "1"), Some((HOME, at(100))))]);
     let queue = outbox.queues()[0];
     assert_eq!((queue.shipped, queue.last), (1, 2));
     assert_eq!(outbox.queued(HOME, 1).unwrap().len(), 1);
     // Applied again: nothing changes.
     outbox.apply(Some(4), &[shipped], 0).unwrap();
     assert_eq!(outbox.queues()[0], queue);
-    // The rest ships; new entries continue the positions.
-    outbox.apply(Some(5), &[Entry::Shipped { dest: HOME, through: 2, ts: Timestamp::ZERO }], 0).unwrap();
-    assert!(outbox.pending(&everything()).unwrap().is_empty());
+    // The rest ships soon after: both writes marked.
+    outbox.apply(Some(5), &[Entry::Shipped { dest: HOME, through: 2, ts: at(101) }], 0).unwrap();
+    assert_eq!(
+        pending(&outbox),
+        vec![(write("a", "2"), Some((HOME, at(101)))), (write("b", "1"), Some((HOME, at(100))))]
+    );
+    // New entries continue the positions; a shipment much later drops the
+    // old marks, not the write it ships.
     enqueue(&outbox, 6, 12, vec![(HOME, vec![write("c", "1")])]);
     assert_eq!(outbox.queued(HOME, 2).unwrap()[0].seq, 3);
+    let later = at(101 + MARKER_KEEP_NS / 1_000_000_000 + 1);
+    outbox.apply(Some(7), &[Entry::Shipped { dest: HOME, through: 3, ts: later }], 0).unwrap();
+    assert_eq!(pending(&outbox), vec![(write("c", "1"), Some((HOME, later)))]);
 }
 
 #[test]
@@ -211,4 +231,31 @@ fn every_replica_of_an_outbox_assigns_the_same_positions() {
     assert_eq!(follower.queues(), leader_replica.queues());
     assert_eq!(follower.queued(HOME, 0).unwrap(), leader_replica.queued(HOME, 0).unwrap());
     assert_eq!(follower.pending(&everything()).unwrap(), leader_replica.pending(&everything()).unwrap());
+}
+
+#[test]
+fn entries_of_one_delivery_writing_one_key_go_together_in_order() {
+    let outbox = leader(OUTBOX);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    enqueue(&outbox, 2, 11, vec![(HOME, vec![write("a", "2")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader(HOME);
+    let first = delivery(&home, &queued[0]);
+    // Alone, the second waits for the first; chained behind it, it goes.
+    assert_eq!(home.propose_delivery(OUTBOX, &queued[1], &[]).unwrap(), DeliveryProposal::Blocked(TxnId(10)));
+    let DeliveryProposal::Entry(second) = home.propose_delivery(OUTBOX, &queued[1], &[TxnId(10)]).unwrap() else {
+        panic!("chained behind the first, the second is proposed");
+    };
+    let Entry::Deliver { ts: first_ts, .. } = first else { panic!("a delivery") };
+    // A read at the first's timestamp waits for the chain, whose key keeps
+    // the lowest timestamp until the last entry of it is applied.
+    let read_at_first = ReadMode::At { read_ts: first_ts, barrier: false };
+    assert!(matches!(
+        home.check_get(b"a", None, &read_at_first).unwrap(),
+        geodb_txn::participant::ReadGate::Blocked(_)
+    ));
+    home.apply(Some(1), &[first, second], 0).unwrap();
+    assert_eq!(latest(&home, "a").as_deref(), Some("2"));
+    assert_eq!(home.delivered_through(OUTBOX), 2);
+    assert!(!home.holds_locks());
 }

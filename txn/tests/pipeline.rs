@@ -58,7 +58,7 @@ fn validated(leader: &Shard, changes: &Changes) -> Entry {
 
 fn latest(shard: &Shard, key: &str) -> Option<String> {
     shard
-        .get(key.as_bytes(), &ReadMode::Latest { after: Timestamp::ZERO, shipped: Timestamp::ZERO })
+        .get(key.as_bytes(), &ReadMode::Latest { after: Timestamp::ZERO })
         .unwrap()
         .map(|value| String::from_utf8(value).unwrap())
 }

@@ -927,9 +927,9 @@ impl ClusterRpc {
     fn target(&self, shard: ShardId, request: &Request) -> Option<NodeId> {
         let leader = self.leader(shard);
         let here = self.inner.driver.node();
-        let (after, shipped) = match request {
-            Request::Get { mode: ReadMode::Latest { after, shipped }, .. }
-            | Request::Scan { mode: ReadMode::Latest { after, shipped }, .. } => (*after, *shipped),
+        let after = match request {
+            Request::Get { mode: ReadMode::Latest { after }, .. }
+            | Request::Scan { mode: ReadMode::Latest { after }, .. } => *after,
             // R14: this node's replica serves it once it closed the snapshot
             // (it waits for that), never another region's.
             Request::Get { mode: ReadMode::Settled { .. }, .. }
@@ -943,7 +943,7 @@ impl ClusterRpc {
             }
             _ => return leader,
         };
-        let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up_for(after, shipped));
+        let caught_up = self.inner.local.get(&shard).is_some_and(|replica| replica.caught_up(after));
         match leader {
             _ if caught_up => Some(here),
             Some(leader) if self.inner.region.contains(&leader) => Some(leader),

@@ -167,7 +167,8 @@ impl Host {
         let mut proposals = Vec::new();
         let mut in_flight = None;
         for queued in entries {
-            match shard.propose_delivery(from, queued) {
+            let chained: Vec<TxnId> = proposals.iter().map(|(txn, _)| *txn).collect();
+            match shard.propose_delivery(from, queued, &chained) {
                 Ok(DeliveryProposal::Applied) => continue,
                 Ok(DeliveryProposal::Entry(entry)) => proposals.push((queued.txn, entry)),
                 Ok(DeliveryProposal::InFlight) => {

@@ -74,6 +74,11 @@ pub struct LockTable {
     reads: BTreeMap<Vec<u8>, BTreeSet<TxnId>>,
     ranges: Vec<(TxnId, KeyRange)>,
     held: HashMap<TxnId, Held>,
+    /// Keys write-locked by a chain of one-round commits
+    /// ([`LockTable::acquire_chained`]): their holders, in log order. The
+    /// key's lock names the last of them; releasing any one leaves it
+    /// locked, at the chain's lowest timestamp, until all are released.
+    chains: BTreeMap<Vec<u8>, Vec<TxnId>>,
 }
 
 impl LockTable {
@@ -123,10 +128,47 @@ impl LockTable {
         self.held.insert(changes.txn, Held { write_keys, read_keys, ranges, prepared });
     }
 
+    /// Takes the in-flight write locks of a one-round commit at `ts` that
+    /// follows, in the log, commits holding some of its keys
+    /// ([`LockTable::conflict_except`]): a key keeps the lowest timestamp
+    /// of the chain (a read at or above it waits for all of them) and is
+    /// released with the last of them.
+    pub fn acquire_chained(&mut self, changes: &Changes, ts: Timestamp) {
+        let held: Vec<(Vec<u8>, WriteLock)> = changes
+            .written_keys()
+            .into_iter()
+            .filter_map(|key| self.writes.get(&key).map(|lock| (key, *lock)))
+            .filter(|(_, lock)| lock.txn != changes.txn)
+            .collect();
+        self.acquire(changes, ts, HoldKind::InFlightCommit);
+        for (key, before) in held {
+            let chain = self.chains.entry(key.clone()).or_insert_with(|| vec![before.txn]);
+            chain.push(changes.txn);
+            if let Some(lock) = self.writes.get_mut(&key) {
+                lock.ts = lock.ts.min(before.ts);
+            }
+        }
+    }
+
     /// Drops everything `txn` holds. Returns whether it held anything.
     pub fn release(&mut self, txn: TxnId) -> bool {
         let Some(held) = self.held.remove(&txn) else { return false };
         for key in held.write_keys {
+            if let Some(chain) = self.chains.get_mut(&key) {
+                chain.retain(|holder| *holder != txn);
+                if let Some(last) = chain.last().copied() {
+                    // The rest of the chain still holds the key, at the
+                    // chain's lowest timestamp.
+                    if let Some(lock) = self.writes.get_mut(&key) {
+                        lock.txn = last;
+                    }
+                    if chain.len() == 1 {
+                        self.chains.remove(&key);
+                    }
+                    continue;
+                }
+                self.chains.remove(&key);
+            }
             if self.writes.get(&key).is_some_and(|lock| lock.txn == txn) {
                 self.writes.remove(&key);
             }
@@ -192,8 +234,14 @@ impl LockTable {
     /// on what it read. A coordinated request aborts on it (R7); a highly
     /// available write waits for it.
     pub fn conflict(&self, changes: &Changes) -> Option<Obstacle> {
+        self.conflict_except(changes, &[])
+    }
+
+    /// [`LockTable::conflict`], ignoring the locks of `chained`: commits
+    /// proposed just before this one, in order, which apply before it.
+    pub fn conflict_except(&self, changes: &Changes, chained: &[TxnId]) -> Option<Obstacle> {
         let txn = changes.txn;
-        let other = |holder: TxnId| holder != txn;
+        let other = |holder: TxnId| holder != txn && !chained.contains(&holder);
         for key in changes.written_keys() {
             if let Some(lock) = self.writes.get(&key).filter(|lock| other(lock.txn)) {
                 return Some(Obstacle::Held { txn: lock.txn, key });

@@ -47,7 +47,7 @@ use geodb_storage::group_commit::GroupCommitter;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc, snapshot};
 
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
-pub use outbox::{DELIVER_BYTES_MAX, DELIVER_ENTRIES_MAX, DeliveryProposal, QueueStatus};
+pub use outbox::{DELIVER_BYTES_MAX, DELIVER_ENTRIES_MAX, DeliveryProposal, MARKER_KEEP_NS, PendingRead, QueueStatus};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
 use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, ShardId};
@@ -489,8 +489,8 @@ impl Shard {
 
     fn check(&self, mode: &ReadMode, blocked: impl Fn(&LockTable, Timestamp) -> Option<WriteLock>) -> Result<ReadGate> {
         let read_ts = match mode {
-            ReadMode::Latest { after, shipped } => {
-                return Ok(if self.caught_up_for(*after, *shipped) { ReadGate::Ready } else { ReadGate::Behind });
+            ReadMode::Latest { after } => {
+                return Ok(if self.caught_up(*after) { ReadGate::Ready } else { ReadGate::Behind });
             }
             ReadMode::Settled { read_ts } => {
                 // R14: every commit at or below a closed timestamp is applied
@@ -1352,12 +1352,6 @@ impl Shard {
     /// The release counter, for [`Shard::wait_for_release`].
     pub fn releases(&self) -> u64 {
         self.state().releases
-    }
-
-    /// [`Shard::caught_up`] to `after`, and applied a commit at or above
-    /// `shipped` (see [`ReadMode::Latest`]).
-    pub fn caught_up_for(&self, after: Timestamp, shipped: Timestamp) -> bool {
-        self.caught_up(after) && self.state().last_commit_ts >= shipped
     }
 
     /// Whether this replica has applied every commit at or below `after`

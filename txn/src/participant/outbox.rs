@@ -20,7 +20,11 @@
 //!  outbox  q<dest><seq>  a queued entry (`Queued`), big-endian ids
 //!  outbox  s<dest>       the queue's position shipped through, and the
 //!                        home shard's commit timestamp it was applied by
-//!  outbox  o<key>        the newest queued write of a key (`PendingWrite`)
+//!  outbox  o<key>        the newest queued write of a key (`PendingWrite`),
+//!                        kept after it shipped, marked with the home
+//!                        shard's commit timestamp, until a later shipment
+//!                        to that shard is [`MARKER_KEEP_NS`] newer
+//!  outbox  m<dest><ts><key>  index of those marks, by home shard and time
 //!  home    h<from>       the position of `from`'s queue applied through
 //! ```
 //!
@@ -29,7 +33,7 @@
 //! [`Entry::Shipped`]: crate::protocol::Entry::Shipped
 //! [`Request::Deliver`]: crate::protocol::Request::Deliver
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
 use geodb_storage::{ColumnFamily, Engine, Timestamp, WriteBatch, mvcc};
@@ -89,13 +93,38 @@ fn decode_position(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(position))
 }
 
+/// How long a shipped write stays readable at its outbox, by the home
+/// shard's commit timestamps: well past the time the region's replica of
+/// that shard takes to apply it, so that the region reads it from one or
+/// the other (dropped only when a later shipment to the shard is this much
+/// newer: never while the shard is out of reach).
+pub const MARKER_KEEP_NS: u64 = 10_000_000_000;
+
 /// The newest queued write of a key at an outbox, and the queue entry it
-/// came in with (shipping that entry drops it, a newer one replaces it).
+/// came in with (a newer one replaces it). Once shipped, `shipped` is the
+/// home shard's commit timestamp at or above the commit that applied it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct PendingWrite {
     dest: ShardId,
     seq: u64,
     value: Option<Vec<u8>>,
+    shipped: Option<Timestamp>,
+}
+
+/// A write an outbox replica holds for a key: queued, or shipped to `dest`
+/// and applied there by a commit at or below the timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRead {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub shipped: Option<(ShardId, Timestamp)>,
+}
+
+fn marker_key(dest: ShardId, ts: Timestamp, key: &[u8]) -> Vec<u8> {
+    let mut marker = id_key(b'm', dest);
+    marker.extend_from_slice(&ts.encode());
+    marker.extend_from_slice(key);
+    marker
 }
 
 /// One queue of an outbox, in memory.
@@ -148,6 +177,8 @@ pub(super) struct QueueChanges {
     last: HashMap<ShardId, u64>,
     /// Outbox: queued keys' newest pending write in this slot.
     pending: HashMap<Vec<u8>, (ShardId, u64)>,
+    /// Outbox: keys whose write this slot marked shipped.
+    marked: HashSet<Vec<u8>>,
     /// Outbox: shipped-through per queue, and the home commits' newest
     /// timestamp, as of this slot.
     shipped: HashMap<ShardId, (u64, Timestamp)>,
@@ -204,11 +235,17 @@ impl Shard {
     }
 
     /// At a home shard's leader: what to do with entry `queued` of the queue
-    /// from outbox `from`. A copy of an entry in flight, or already
-    /// applied, is not proposed again; any other is, even one an earlier
-    /// leadership proposed (its copies are applied once, whatever the log
-    /// chooses).
-    pub fn propose_delivery(&self, from: ShardId, queued: &Queued) -> Result<DeliveryProposal> {
+    /// from outbox `from`, proposed right after the entries of `chained`
+    /// (earlier entries of the same delivery, whose locks it may follow). A
+    /// copy of an entry in flight, or already applied, is not proposed
+    /// again; any other is, even one an earlier leadership proposed (its
+    /// copies are applied once, whatever the log chooses).
+    pub fn propose_delivery(
+        &self,
+        from: ShardId,
+        queued: &Queued,
+        chained: &[crate::TxnId],
+    ) -> Result<DeliveryProposal> {
         let mut state = self.state();
         if queued.seq <= state.delivered.get(&from).copied().unwrap_or(0) {
             return Ok(DeliveryProposal::Applied);
@@ -225,11 +262,14 @@ impl Shard {
             reads: Reads::default(),
             guards: Vec::new(),
         };
-        if let Some(blocked) = self.validate(&mut state, &changes)? {
-            return Ok(DeliveryProposal::Blocked(blocked));
+        if !state.serving {
+            return Err(crate::Error::NotLeader { leader: None });
+        }
+        if let Some(super::Obstacle::Held { txn, .. }) = state.locks.conflict_except(&changes, chained) {
+            return Ok(DeliveryProposal::Blocked(txn));
         }
         let ts = self.next_ts(&mut state);
-        state.locks.acquire(&changes, ts, super::HoldKind::InFlightCommit);
+        state.locks.acquire_chained(&changes, ts);
         // A proposal of an earlier leadership that was never applied here
         // leaves its timestamp in the log of recent commits: this one's
         // replaces it.
@@ -294,9 +334,9 @@ impl Shard {
         self.state().queues.iter().map(|(dest, queue)| (*dest, queue.shipped_ts)).collect()
     }
 
-    /// The newest queued write of each key in `range` (a replica of an
-    /// outbox), in key order.
-    pub fn pending(&self, range: &KeyRange) -> Result<Vec<Write>> {
+    /// The newest write this region's outbox holds of each key in `range`
+    /// (queued, or shipped and still kept), in key order.
+    pub fn pending(&self, range: &KeyRange) -> Result<Vec<PendingRead>> {
         let _reading = self.reading();
         let start = match &range.0 {
             Bound::Included(key) => Bound::Included(pending_key(key)),
@@ -312,7 +352,8 @@ impl Shard {
         for item in self.scan_locks(mvcc::bound_as_slice(&start), mvcc::bound_as_slice(&end))? {
             let (key, bytes) = item?;
             let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
-            writes.push((key[1..].to_vec(), pending.value));
+            let shipped = pending.shipped.map(|ts| (pending.dest, ts));
+            writes.push(PendingRead { key: key[1..].to_vec(), value: pending.value, shipped });
         }
         Ok(writes)
     }
@@ -339,7 +380,7 @@ impl Shard {
             let queued = Queued { seq, txn, ts, writes: writes.clone() };
             batch.put(ColumnFamily::Locks, queue_key(*dest, seq), encode(&queued));
             for (key, value) in writes {
-                let pending = PendingWrite { dest: *dest, seq, value: value.clone() };
+                let pending = PendingWrite { dest: *dest, seq, value: value.clone(), shipped: None };
                 batch.put(ColumnFamily::Locks, pending_key(key), encode(&pending));
                 changes.pending.insert(key.clone(), (*dest, seq));
             }
@@ -402,7 +443,7 @@ impl Shard {
             let (key, bytes) = item?;
             let queued: Queued = decode(&bytes, "an outbox queue entry")?;
             batch.delete(ColumnFamily::Locks, key);
-            for (written, _) in &queued.writes {
+            for (written, value) in &queued.writes {
                 let newest = match changes.pending.get(written) {
                     Some(newest) => Some(*newest),
                     None => match self.engine.get(ColumnFamily::Locks, &pending_key(written))? {
@@ -414,13 +455,48 @@ impl Shard {
                     },
                 };
                 if newest == Some((dest, queued.seq)) {
-                    batch.delete(ColumnFamily::Locks, pending_key(written));
+                    // Kept, marked, until the region's replica surely has it.
+                    let mark = PendingWrite { dest, seq: queued.seq, value: value.clone(), shipped: Some(ts) };
+                    batch.put(ColumnFamily::Locks, pending_key(written), encode(&mark));
+                    batch.put(ColumnFamily::Locks, marker_key(dest, ts, written), Vec::new());
                     changes.pending.remove(written);
+                    changes.marked.insert(written.clone());
                 }
             }
         }
+        self.drop_old_marks(changes, batch, dest, ts)?;
         batch.put(ColumnFamily::Locks, shipped_key(dest), encode_shipped(through, ts));
         changes.shipped.insert(dest, (through, ts));
+        Ok(())
+    }
+
+    /// Drops the marks of writes shipped to `dest` by commits more than
+    /// [`MARKER_KEEP_NS`] older than `ts`, unless this slot wrote the key
+    /// again or a newer write replaced the mark.
+    fn drop_old_marks(
+        &self,
+        changes: &QueueChanges,
+        batch: &mut WriteBatch,
+        dest: ShardId,
+        ts: Timestamp,
+    ) -> Result<()> {
+        let cut = Timestamp { physical: ts.physical.saturating_sub(MARKER_KEEP_NS), logical: 0 };
+        let (start, end) = (id_key(b'm', dest), marker_key(dest, cut, &[]));
+        let key_at = start.len() + cut.encode().len();
+        for item in self.scan_locks(Bound::Included(&start), Bound::Excluded(&end))? {
+            let (marker, _) = item?;
+            batch.delete(ColumnFamily::Locks, marker.clone());
+            let written = &marker[key_at..];
+            if changes.pending.contains_key(written) || changes.marked.contains(written) {
+                continue;
+            }
+            let Some(bytes) = self.engine.get(ColumnFamily::Locks, &pending_key(written))? else { continue };
+            let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
+            let marked_at = Timestamp::decode(&marker[start.len()..key_at]);
+            if pending.dest == dest && pending.shipped.is_some() && pending.shipped == marked_at {
+                batch.delete(ColumnFamily::Locks, pending_key(written));
+            }
+        }
         Ok(())
     }
 
