@@ -995,7 +995,8 @@ impl Host {
                                 .map(|read| (read.key, read.value, read.shipped))
                                 .collect();
                             let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
-                            self.reply(origin, Response::Pending { writes, shipped: shard.shipped(), oldest });
+                            let (shipped, forgotten) = (shard.shipped(), shard.forgotten());
+                            self.reply(origin, Response::Pending { writes, shipped, forgotten, oldest });
                         }
                         Err(error) => self.refuse(origin, &error),
                     }

@@ -369,11 +369,13 @@ pub enum Response {
     /// [`Request::Pending`]: key, value or delete, and for a write already
     /// shipped its home shard and a commit timestamp there at or above the
     /// one that applied it, in key order; for each home shard, the newest
-    /// commit timestamp that applied entries shipped from this outbox; and
-    /// the origin timestamp of the oldest entry still queued.
+    /// commit timestamp that applied entries shipped from this outbox, and
+    /// the newest of a shipped write this outbox no longer shows; and the
+    /// origin timestamp of the oldest entry still queued.
     Pending {
         writes: Vec<(Vec<u8>, Option<Vec<u8>>, Option<(ShardId, Timestamp)>)>,
         shipped: Vec<(ShardId, Timestamp)>,
+        forgotten: Vec<(ShardId, Timestamp)>,
         oldest: Option<Timestamp>,
     },
 }

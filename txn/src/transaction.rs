@@ -690,14 +690,10 @@ impl Transaction {
         };
         let request = Request::Pending { range: range.clone(), after: self.manager.seen(outbox) };
         match self.call(outbox, request).await? {
-            Response::Pending { writes, shipped, .. } => {
-                for (shard, ts) in shipped {
-                    let forgotten = Timestamp {
-                        physical: ts.physical.saturating_sub(crate::participant::MARKER_KEEP_NS),
-                        logical: 0,
-                    };
+            Response::Pending { writes, forgotten, .. } => {
+                for (shard, ts) in forgotten {
                     let floor = self.forgotten.entry(shard).or_default();
-                    *floor = (*floor).max(forgotten);
+                    *floor = (*floor).max(ts);
                 }
                 Ok(writes
                     .into_iter()

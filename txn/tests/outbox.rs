@@ -205,6 +205,7 @@ fn shipping_drops_the_entries_and_marks_their_writes_until_a_later_shipment_is_m
     assert_eq!(outbox.queues()[0], queue);
     // The rest ships soon after: both writes marked.
     outbox.apply(Some(5), &[Entry::Shipped { dest: HOME, through: 2, ts: at(101) }], 0).unwrap();
+    assert_eq!(outbox.forgotten(), vec![(HOME, Timestamp::ZERO)]);
     assert_eq!(
         pending(&outbox),
         vec![(write("a", "2"), Some((HOME, at(101)))), (write("b", "1"), Some((HOME, at(100))))]
@@ -216,6 +217,8 @@ fn shipping_drops_the_entries_and_marks_their_writes_until_a_later_shipment_is_m
     let later = at(101 + MARKER_KEEP_NS / 1_000_000_000 + 1);
     outbox.apply(Some(7), &[Entry::Shipped { dest: HOME, through: 3, ts: later }], 0).unwrap();
     assert_eq!(pending(&outbox), vec![(write("c", "1"), Some((HOME, later)))]);
+    // A reader of the home shard's replica needs what was dropped.
+    assert_eq!(outbox.forgotten(), vec![(HOME, at(101))]);
 }
 
 #[test]

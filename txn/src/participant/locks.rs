@@ -159,7 +159,9 @@ impl LockTable {
                 if let Some(last) = chain.last().copied() {
                     // The rest of the chain still holds the key, at the
                     // chain's lowest timestamp.
-                    if let Some(lock) = self.writes.get_mut(&key) {
+                    if let Some(lock) = self.writes.get_mut(&key)
+                        && (lock.txn == txn || chain.contains(&lock.txn))
+                    {
                         lock.txn = last;
                     }
                     if chain.len() == 1 {

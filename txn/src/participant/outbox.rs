@@ -74,16 +74,13 @@ fn pending_key(key: &[u8]) -> Vec<u8> {
     pending
 }
 
-fn encode_shipped(through: u64, ts: Timestamp) -> Vec<u8> {
-    let mut bytes = through.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&ts.encode());
-    bytes
-}
-
-fn decode_shipped(bytes: &[u8]) -> Result<(u64, Timestamp)> {
-    let corrupt = || crate::Error::Storage(geodb_storage::Error::Corrupt("an outbox shipped position".into()));
-    let (through, ts) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
-    Ok((u64::from_be_bytes(*through), Timestamp::decode(ts).ok_or_else(corrupt)?))
+/// What a queue shipped: through which position, by home commits at or
+/// below which timestamp, and the newest mark it dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Shipped {
+    through: u64,
+    ts: Timestamp,
+    forgotten: Timestamp,
 }
 
 fn decode_position(bytes: &[u8]) -> Result<u64> {
@@ -134,6 +131,9 @@ pub(super) struct Queue {
     shipped: u64,
     /// ... by commits at or below this timestamp of the home shard.
     shipped_ts: Timestamp,
+    /// The newest mark of a shipped write dropped (R16: a read of the home
+    /// shard's replica needs at least this much of it).
+    forgotten: Timestamp,
     /// Positions still queued, with their origin timestamps, oldest first.
     waiting: VecDeque<(u64, Timestamp)>,
 }
@@ -179,9 +179,8 @@ pub(super) struct QueueChanges {
     pending: HashMap<Vec<u8>, (ShardId, u64)>,
     /// Outbox: keys whose write this slot marked shipped.
     marked: HashSet<Vec<u8>>,
-    /// Outbox: shipped-through per queue, and the home commits' newest
-    /// timestamp, as of this slot.
-    shipped: HashMap<ShardId, (u64, Timestamp)>,
+    /// Outbox: what each queue shipped, as of this slot.
+    shipped: HashMap<ShardId, Shipped>,
     /// Home: applied-through per outbox, as of this slot.
     delivered: HashMap<ShardId, u64>,
     /// Outbox: entries queued, in order.
@@ -206,10 +205,11 @@ pub(super) fn load(engine: &dyn Engine) -> Result<(BTreeMap<ShardId, Queue>, Has
                     delivered.insert(id, decode_position(&bytes)?);
                 }
                 b"s" => {
-                    let (through, ts) = decode_shipped(&bytes)?;
+                    let shipped: Shipped = decode(&bytes, "an outbox shipped position")?;
                     let queue = queues.entry(id).or_default();
-                    queue.shipped = through;
-                    queue.shipped_ts = ts;
+                    queue.shipped = shipped.through;
+                    queue.shipped_ts = shipped.ts;
+                    queue.forgotten = shipped.forgotten;
                 }
                 _ => {
                     let queued: Queued = decode(&bytes, "an outbox queue entry")?;
@@ -334,6 +334,12 @@ impl Shard {
         self.state().queues.iter().map(|(dest, queue)| (*dest, queue.shipped_ts)).collect()
     }
 
+    /// For each queue, the newest home commit timestamp of a shipped write
+    /// this replica no longer shows.
+    pub fn forgotten(&self) -> Vec<(ShardId, Timestamp)> {
+        self.state().queues.iter().map(|(dest, queue)| (*dest, queue.forgotten)).collect()
+    }
+
     /// The newest write this region's outbox holds of each key in `range`
     /// (queued, or shipped and still kept), in key order.
     pub fn pending(&self, range: &KeyRange) -> Result<Vec<PendingRead>> {
@@ -429,10 +435,15 @@ impl Shard {
         through: u64,
         ts: Timestamp,
     ) -> Result<()> {
-        let (shipped, shipped_ts) = match changes.shipped.get(&dest) {
+        let before = match changes.shipped.get(&dest) {
             Some(shipped) => *shipped,
-            None => state.queues.get(&dest).map_or((0, Timestamp::ZERO), |queue| (queue.shipped, queue.shipped_ts)),
+            None => state.queues.get(&dest).map_or(Shipped::default(), |queue| Shipped {
+                through: queue.shipped,
+                ts: queue.shipped_ts,
+                forgotten: queue.forgotten,
+            }),
         };
+        let (shipped, shipped_ts) = (before.through, before.ts);
         if through <= shipped {
             return Ok(());
         }
@@ -464,22 +475,25 @@ impl Shard {
                 }
             }
         }
-        self.drop_old_marks(changes, batch, dest, ts)?;
-        batch.put(ColumnFamily::Locks, shipped_key(dest), encode_shipped(through, ts));
-        changes.shipped.insert(dest, (through, ts));
+        let forgotten = self.drop_old_marks(changes, batch, dest, ts)?.max(before.forgotten);
+        let after = Shipped { through, ts, forgotten };
+        batch.put(ColumnFamily::Locks, shipped_key(dest), encode(&after));
+        changes.shipped.insert(dest, after);
         Ok(())
     }
 
     /// Drops the marks of writes shipped to `dest` by commits more than
     /// [`MARKER_KEEP_NS`] older than `ts`, unless this slot wrote the key
-    /// again or a newer write replaced the mark.
+    /// again or a newer write replaced the mark. Returns the newest mark
+    /// dropped.
     fn drop_old_marks(
         &self,
         changes: &QueueChanges,
         batch: &mut WriteBatch,
         dest: ShardId,
         ts: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<Timestamp> {
+        let mut forgotten = Timestamp::ZERO;
         let cut = Timestamp { physical: ts.physical.saturating_sub(MARKER_KEEP_NS), logical: 0 };
         let (start, end) = (id_key(b'm', dest), marker_key(dest, cut, &[]));
         let key_at = start.len() + cut.encode().len();
@@ -495,9 +509,10 @@ impl Shard {
             let marked_at = Timestamp::decode(&marker[start.len()..key_at]);
             if pending.dest == dest && pending.shipped.is_some() && pending.shipped == marked_at {
                 batch.delete(ColumnFamily::Locks, pending_key(written));
+                forgotten = forgotten.max(marked_at.unwrap_or_default());
             }
         }
-        Ok(())
+        Ok(forgotten)
     }
 
     /// Publishes what a slot did to the queues (after its batch is written).
@@ -505,11 +520,12 @@ impl Shard {
         for (dest, seq, ts) in changes.queued {
             state.queues.entry(dest).or_default().waiting.push_back((seq, ts));
         }
-        for (dest, (through, ts)) in changes.shipped {
+        for (dest, shipped) in changes.shipped {
             let queue = state.queues.entry(dest).or_default();
-            queue.shipped = through;
-            queue.shipped_ts = queue.shipped_ts.max(ts);
-            while queue.waiting.front().is_some_and(|(seq, _)| *seq <= through) {
+            queue.shipped = shipped.through;
+            queue.shipped_ts = queue.shipped_ts.max(shipped.ts);
+            queue.forgotten = queue.forgotten.max(shipped.forgotten);
+            while queue.waiting.front().is_some_and(|(seq, _)| *seq <= shipped.through) {
                 queue.waiting.pop_front();
             }
         }
