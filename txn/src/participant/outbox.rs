@@ -18,8 +18,9 @@
 //!
 //! ```text
 //!  outbox  q<dest><seq>  a queued entry (`Queued`), big-endian ids
-//!  outbox  s<dest>       the queue's position shipped through, and the
-//!                        home shard's commit timestamp it was applied by
+//!  outbox  s<dest>       what the queue shipped (`Shipped`): the position
+//!                        through, the home shard's commit timestamp it was
+//!                        applied by, and the newest mark dropped
 //!  outbox  o<key>        the newest queued write of a key (`PendingWrite`),
 //!                        kept after it shipped, marked with the home
 //!                        shard's commit timestamp, until a later shipment
