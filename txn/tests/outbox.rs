@@ -262,3 +262,26 @@ fn entries_of_one_delivery_writing_one_key_go_together_in_order() {
     assert_eq!(home.delivered_through(OUTBOX), 2);
     assert!(!home.holds_locks());
 }
+
+#[test]
+fn what_a_queue_shipped_and_forgot_survives_a_restart() {
+    let engine = Arc::new(MemoryEngine::new());
+    let outbox = Shard::open(OUTBOX, engine.clone(), hlc(), true).unwrap();
+    outbox.set_serving(true);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    enqueue(&outbox, 2, 11, vec![(HOME, vec![write("b", "1")])]);
+    outbox.apply(Some(3), &[Entry::Shipped { dest: HOME, through: 1, ts: at(100) }], 0).unwrap();
+    let later = at(100 + MARKER_KEEP_NS / 1_000_000_000 + 1);
+    outbox.apply(Some(4), &[Entry::Shipped { dest: HOME, through: 2, ts: later }], 0).unwrap();
+    let (queues, forgotten, held) = (outbox.queues(), outbox.forgotten(), pending(&outbox));
+    assert_eq!(forgotten, vec![(HOME, at(100))]);
+    drop(outbox);
+    let reopened = Shard::open(OUTBOX, engine, hlc(), true).unwrap();
+    assert_eq!(reopened.queues(), queues);
+    assert_eq!(reopened.forgotten(), forgotten);
+    assert_eq!(pending(&reopened), held);
+    // The positions go on where they were.
+    reopened.set_serving(true);
+    enqueue(&reopened, 5, 12, vec![(HOME, vec![write("c", "1")])]);
+    assert_eq!(reopened.queued(HOME, 2).unwrap()[0].seq, 3);
+}
