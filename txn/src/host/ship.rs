@@ -38,8 +38,6 @@ pub(super) struct Shipping {
     requests: HashMap<u64, (GroupId, ShardId)>,
     /// Deliveries sent (for metrics and the simulator).
     pub sent: u64,
-    /// Queue reads that failed.
-    read_errors: u64,
 }
 
 /// One queue, while this node leads its outbox.
@@ -118,7 +116,6 @@ impl Host {
                         // The engine failed a read: the apply that next
                         // writes to it fails too and stops the node; until
                         // then, try again later.
-                        self.shipping.read_errors += 1;
                         shipment.retry_at_us = now + SHIP_RETRY_US;
                         continue;
                     }
