@@ -42,8 +42,12 @@ use crate::engine::{ColumnFamily, Engine, WriteBatch};
 use crate::timestamp::{Timestamp, TxnId};
 use crate::{Error, Result};
 
-/// Format byte of version records.
+/// Format bytes of version records: `[1][txn 8][kind][value]`, and
+/// `[2][txn 8][origin 12][kind][value]` for a version whose origin
+/// timestamp is not its commit timestamp (a highly available write
+/// committed first in another shard, R17).
 const VERSION_FORMAT_V1: u8 = 1;
+const VERSION_FORMAT_V2: u8 = 2;
 /// Format byte of lock records.
 const LOCK_FORMAT_V1: u8 = 1;
 const KIND_TOMBSTONE: u8 = 0;
@@ -58,6 +62,10 @@ pub struct Version {
     pub txn: TxnId,
     /// The value, or `None` for a tombstone (a delete).
     pub value: Option<Vec<u8>>,
+    /// The timestamp the write took where it first committed: `ts` for
+    /// every write but a highly available one shipped from an outbox,
+    /// whose origin is its commit at the outbox (last writer wins by it).
+    pub origin: Timestamp,
 }
 
 /// A prepared, undecided write: a transaction's lock on a key.
@@ -134,10 +142,13 @@ pub fn decode_version_key(encoded: &[u8]) -> Result<(Vec<u8>, Timestamp)> {
     }
 }
 
-fn encode_version_value(txn: TxnId, value: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + value.map_or(0, <[u8]>::len));
-    out.push(VERSION_FORMAT_V1);
+fn encode_version_value(txn: TxnId, origin: Option<Timestamp>, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + Timestamp::ENCODED_LEN + value.map_or(0, <[u8]>::len));
+    out.push(if origin.is_some() { VERSION_FORMAT_V2 } else { VERSION_FORMAT_V1 });
     out.extend_from_slice(&txn.0.to_be_bytes());
+    if let Some(origin) = origin {
+        out.extend_from_slice(&origin.encode());
+    }
     match value {
         Some(value) => {
             out.push(KIND_VALUE);
@@ -148,15 +159,28 @@ fn encode_version_value(txn: TxnId, value: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
-fn decode_version_value(bytes: &[u8]) -> Result<(TxnId, Option<Vec<u8>>)> {
+/// A version record: its writer, its origin if it has one of its own, and
+/// its value.
+type VersionRecord = (TxnId, Option<Timestamp>, Option<Vec<u8>>);
+
+fn decode_version_value(bytes: &[u8]) -> Result<VersionRecord> {
     let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
-    if bytes.len() < 10 || bytes[0] != VERSION_FORMAT_V1 {
+    let header = match bytes.first() {
+        Some(&VERSION_FORMAT_V1) => 9,
+        Some(&VERSION_FORMAT_V2) => 9 + Timestamp::ENCODED_LEN,
+        _ => return Err(corrupt()),
+    };
+    if bytes.len() <= header {
         return Err(corrupt());
     }
     let txn = TxnId(u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| corrupt())?));
-    match bytes[9] {
-        KIND_VALUE => Ok((txn, Some(bytes[10..].to_vec()))),
-        KIND_TOMBSTONE if bytes.len() == 10 => Ok((txn, None)),
+    let origin = match header {
+        9 => None,
+        _ => Some(Timestamp::decode(&bytes[9..header]).ok_or_else(corrupt)?),
+    };
+    match bytes[header] {
+        KIND_VALUE => Ok((txn, origin, Some(bytes[header + 1..].to_vec()))),
+        KIND_TOMBSTONE if bytes.len() == header + 1 => Ok((txn, origin, None)),
         _ => Err(corrupt()),
     }
 }
@@ -179,8 +203,8 @@ fn decode_latest(bytes: &[u8]) -> Result<Version> {
         return Err(Error::Corrupt(format!("latest-version record of {} bytes", bytes.len())));
     }
     let ts = Timestamp::decode(&bytes[1..HEADER]).ok_or_else(|| Error::Corrupt("latest-version timestamp".into()))?;
-    let (txn, value) = decode_version_value(&bytes[HEADER..])?;
-    Ok(Version { ts, txn, value })
+    let (txn, origin, value) = decode_version_value(&bytes[HEADER..])?;
+    Ok(Version { ts, txn, value, origin: origin.unwrap_or(ts) })
 }
 
 /// Adds to `batch` the version of `key` written by `txn` at `ts` (`None`
@@ -190,7 +214,7 @@ fn decode_latest(bytes: &[u8]) -> Result<Version> {
 /// assigns commit timestamps in order), so the latest record always names
 /// the newest version.
 pub fn put_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, txn: TxnId, value: Option<&[u8]>) {
-    let record = encode_version_value(txn, value);
+    let record = encode_version_value(txn, None, value);
     batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
     batch.put(ColumnFamily::Data, version_key(key, ts), record);
 }
@@ -208,11 +232,25 @@ pub fn put_version_ordered(
     txn: TxnId,
     value: Option<&[u8]>,
 ) -> Result<()> {
+    put_version_from(engine, batch, key, ts, ts, txn, value)
+}
+
+/// [`put_version_ordered`] of a write whose origin timestamp (normally
+/// below `ts`) is its own: where it first committed, if not here (R17).
+pub fn put_version_from(
+    engine: &dyn Engine,
+    batch: &mut WriteBatch,
+    key: &[u8],
+    ts: Timestamp,
+    origin: Timestamp,
+    txn: TxnId,
+    value: Option<&[u8]>,
+) -> Result<()> {
     let newer = match engine.get(ColumnFamily::Latest, key)? {
         Some(latest) => decode_latest(&latest)?.ts > ts,
         None => false,
     };
-    let record = encode_version_value(txn, value);
+    let record = encode_version_value(txn, (origin != ts).then_some(origin), value);
     if !newer {
         batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
     }
@@ -253,10 +291,15 @@ fn get_older_version(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<O
             // Checked on both sides of the boundary: the engine honoured the
             // bounds, so this must be a version of `key` at or below `ts`.
             assert!(found_key == key && version_ts <= ts, "engine scan escaped its bounds");
-            let (txn, value) = decode_version_value(&record)?;
-            Ok(Some(Version { ts: version_ts, txn, value }))
+            let (txn, origin, value) = decode_version_value(&record)?;
+            Ok(Some(Version { ts: version_ts, txn, value, origin: origin.unwrap_or(version_ts) }))
         }
     }
+}
+
+/// The newest version of `key`, if any (tombstones included).
+pub fn latest_version(engine: &dyn Engine, key: &[u8]) -> Result<Option<Version>> {
+    engine.get(ColumnFamily::Latest, key)?.map(|latest| decode_latest(&latest)).transpose()
 }
 
 /// The value of `key` visible at `ts`, if any.
@@ -330,7 +373,7 @@ pub fn scan_with_newest(
         if version_ts > ts || settled {
             continue;
         }
-        let (_, value) = decode_version_value(&record)?;
+        let (_, _, value) = decode_version_value(&record)?;
         if let Some(current) = current.as_mut() {
             current.1 = value;
         }
@@ -352,8 +395,8 @@ pub fn all_versions(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Version)>> {
     for entry in engine.scan(ColumnFamily::Data, Bound::Unbounded, Bound::Unbounded, false)? {
         let (encoded, record) = entry?;
         let (key, ts) = decode_version_key(&encoded)?;
-        let (txn, value) = decode_version_value(&record)?;
-        out.push((key, Version { ts, txn, value }));
+        let (txn, origin, value) = decode_version_value(&record)?;
+        out.push((key, Version { ts, txn, value, origin: origin.unwrap_or(ts) }));
     }
     Ok(out)
 }
@@ -456,6 +499,29 @@ mod tests {
     }
 
     #[test]
+    fn a_version_keeps_an_origin_below_its_timestamp() {
+        let engine = MemoryEngine::new();
+        write(&engine, b"k", 10, Some(b"direct"));
+        let mut batch = WriteBatch::new();
+        put_version_from(&engine, &mut batch, b"k", ts(30), ts(20), TxnId(7), Some(b"shipped")).unwrap();
+        engine.write(batch, Durability::Sync).unwrap();
+        let mut batch = WriteBatch::new();
+        put_version_from(&engine, &mut batch, b"k", ts(40), ts(40), TxnId(8), None).unwrap();
+        engine.write(batch, Durability::Sync).unwrap();
+        let shipped = get_version(&engine, b"k", ts(35)).unwrap().unwrap();
+        assert_eq!((shipped.ts, shipped.origin, shipped.txn), (ts(30), ts(20), TxnId(7)));
+        assert_eq!(shipped.value, Some(b"shipped".to_vec()));
+        let direct = get_version(&engine, b"k", ts(15)).unwrap().unwrap();
+        assert_eq!((direct.ts, direct.origin), (ts(10), ts(10)));
+        let latest = latest_version(&engine, b"k").unwrap().unwrap();
+        assert_eq!((latest.ts, latest.origin, latest.value), (ts(40), ts(40), None));
+        let all = all_versions(&engine).unwrap();
+        let origins: Vec<Timestamp> = all.iter().map(|(_, version)| version.origin).collect();
+        assert_eq!(origins, vec![ts(40), ts(20), ts(10)]);
+        assert_eq!(scan(&engine, Bound::Unbounded, Bound::Unbounded, ts(35), false, None).unwrap().len(), 1);
+    }
+
+    #[test]
     fn keys_that_prefix_each_other_stay_apart() {
         let engine = MemoryEngine::new();
         write(&engine, b"a", 10, Some(b"1"));
@@ -490,6 +556,7 @@ mod tests {
         assert!(decode_latest(&[7; 30]).is_err());
         assert!(decode_version_key(b"short").is_err());
         assert!(decode_version_value(&[9; 12]).is_err());
+        assert!(decode_version_value(&[2; 12]).is_err());
         assert!(decode_lock(&[1, 2, 3]).is_err());
     }
 

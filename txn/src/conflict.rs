@@ -87,6 +87,9 @@ pub struct ValidationFaults {
     /// an entry validated against a log a leader change replaced applies
     /// anyway.
     pub skip_revalidation: bool,
+    /// Home shards apply a shipped write over a version with a newer origin
+    /// timestamp (R17: last writer wins by origin).
+    pub overwrite_newer_origin: bool,
 }
 
 /// Checks a committing transaction against the commits after its snapshot.

@@ -980,28 +980,57 @@ impl Host {
                 let (from, entries) = (*from, entries.clone());
                 self.serve_delivery(parked, &shard, from, &entries);
             }
-            Request::Pending { range, after } => {
-                if shard.caught_up(*after) {
-                    match shard.pending(range) {
-                        Ok(reads) => {
-                            // A shipped write is read from this node's replica
-                            // of its home shard once that has applied it.
-                            let applied_here = |dest: ShardId, ts| {
-                                self.shards.get(&GroupId(dest)).is_some_and(|home| home.shard.last_commit_ts() >= ts)
+            Request::Pending { range, after, homes } => {
+                let home_here = |dest: ShardId| self.shards.get(&GroupId(dest)).map(|home| &home.shard);
+                let lagging = |dest: ShardId| {
+                    homes.iter().any(|(home, seen)| {
+                        *home == dest && home_here(dest).is_some_and(|replica| !replica.caught_up(*seen))
+                    })
+                };
+                if !shard.caught_up(*after) {
+                    self.park(parked);
+                } else {
+                    let reads = shard.pending(range);
+                    // Only a write queued for a home whose replica here is
+                    // behind what the reader acknowledged there must wait
+                    // for it (woken by that replica's applies).
+                    if let Some(dest) = reads
+                        .as_ref()
+                        .ok()
+                        .and_then(|reads| reads.iter().map(|read| read.dest).find(|dest| lagging(*dest)))
+                    {
+                        self.park_until_applied(GroupId(dest), parked);
+                        return;
+                    }
+                    match reads.and_then(|reads| {
+                        // A shipped write is read from this node's replica
+                        // of its home shard once that has applied it, and
+                        // so is any write that replica has a newer one of
+                        // (R17: it replaced it there, or will).
+                        let mut writes = Vec::with_capacity(reads.len());
+                        for read in reads {
+                            let applied_here = read.shipped.is_some_and(|(dest, ts)| {
+                                home_here(dest).is_some_and(|home| home.last_commit_ts() >= ts)
+                            });
+                            let replaced_here = match home_here(read.dest) {
+                                Some(home) => home
+                                    .newest_origin(&read.key)?
+                                    .is_some_and(|newest| newest > (read.origin, read.txn)),
+                                None => false,
                             };
-                            let writes = reads
-                                .into_iter()
-                                .filter(|read| read.shipped.is_none_or(|(dest, ts)| !applied_here(dest, ts)))
-                                .map(|read| (read.key, read.value, read.shipped))
-                                .collect();
+                            if !applied_here && !replaced_here {
+                                writes.push((read.key, read.value, read.shipped));
+                            }
+                        }
+                        Ok(writes)
+                    }) {
+                        Ok(writes) => {
                             let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
                             let (shipped, forgotten) = (shard.shipped(), shard.forgotten());
                             self.reply(origin, Response::Pending { writes, shipped, forgotten, oldest });
                         }
                         Err(error) => self.refuse(origin, &error),
                     }
-                } else {
-                    self.park(parked);
                 }
             }
             Request::ValidateSettled { changes, at_least } => match shard.validate_settled(changes, *at_least) {
@@ -1072,13 +1101,20 @@ impl Host {
     }
 
     fn park(&mut self, parked: Parked) {
+        let group = parked.group;
+        self.park_until_applied(group, parked);
+    }
+
+    /// Parks a request until `group` (its own, or another shard it waits
+    /// for) applies something, then serves it again at its own group.
+    fn park_until_applied(&mut self, group: GroupId, parked: Parked) {
         if self.parked_count >= PARKED_MAX {
             let error = Error::Unavailable("too many requests are waiting on locks here; retry shortly".into());
             self.refuse(parked.origin, &error);
             return;
         }
         self.parked_count += 1;
-        self.parked.entry(parked.group).or_default().push(parked);
+        self.parked.entry(group).or_default().push(parked);
     }
 
     /// Proposes `entry` to `group`; `origin` (if any) hears the outcome once
@@ -1436,7 +1472,13 @@ impl Host {
             self.forget_shipments(group);
             for parked in self.parked.remove(&group).unwrap_or_default() {
                 self.parked_count -= 1;
-                self.not_leader(parked.origin, group);
+                if parked.group == group {
+                    self.not_leader(parked.origin, group);
+                } else {
+                    // Another group's request waiting on this replica's
+                    // applies (R17's reads): not a matter of leadership.
+                    self.serve(parked);
+                }
             }
         }
         // Barrier waiters of a lost group hear `Aborted` from Paxos itself.
@@ -1536,7 +1578,7 @@ impl Host {
         self.parked_count -= expired.len();
         for parked in expired {
             let error = Error::Unavailable(format!(
-                "shard {}: gave up waiting for a lock after {} ms",
+                "shard {}: gave up waiting for a lock, or for a replica to catch up, after {} ms",
                 parked.group.0,
                 max / 1_000
             ));

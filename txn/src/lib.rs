@@ -53,4 +53,4 @@ pub use local::LocalShards;
 pub use participant::Shard;
 pub use protocol::{Decision, Entry, Request, Response, ShardId};
 pub use rpc::{Home, OneShard, Place, Router, RpcError, ShardRpc};
-pub use transaction::{ManagerConfig, SINGLE_NODE_SHARD, Transaction, TxnManager, shard_prefix};
+pub use transaction::{Commit, CommittedAt, ManagerConfig, SINGLE_NODE_SHARD, Transaction, TxnManager, shard_prefix};

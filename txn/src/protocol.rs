@@ -190,9 +190,14 @@ pub enum Request {
     /// that are not yet shipped (the newest of each key; `None` a delete),
     /// once the replica has applied an enqueue at or above `after` (the
     /// newest its gateway acknowledged, so a client reads what it wrote).
+    /// `homes` are the home shards the read covers, each with the newest
+    /// commit the gateway acknowledged there: a write this node's replica
+    /// of its home shard holds a newer origin for is left out (R17), once
+    /// that replica applied that commit.
     Pending {
         range: KeyRange,
         after: Timestamp,
+        homes: Vec<(ShardId, Timestamp)>,
     },
 }
 
@@ -435,9 +440,11 @@ pub enum Entry {
     /// shipped.
     Enqueue { txn: TxnId, ts: Timestamp, parts: Vec<(ShardId, Vec<Write>)> },
     /// At a home shard (R16): write a queued entry's versions at `ts` (this
-    /// shard's timestamp), if it is the next of `from`'s queue here; a copy
-    /// already applied, or one ahead of a gap, changes nothing.
-    Deliver { from: ShardId, seq: u64, txn: TxnId, ts: Timestamp, writes: Vec<Write> },
+    /// shard's timestamp, above `origin`), if it is the next of `from`'s
+    /// queue here; a copy already applied, or one ahead of a gap, changes
+    /// nothing. A key whose newest version has a newer origin than the
+    /// entry's (its commit at the outbox) keeps it (R17: last writer wins).
+    Deliver { from: ShardId, seq: u64, txn: TxnId, ts: Timestamp, origin: Timestamp, writes: Vec<Write> },
     /// At an outbox (R16): the home shard `dest` applied its queue through
     /// `through`, in commits at or below `ts`: those entries leave the
     /// queue and the region's reads.
@@ -447,7 +454,7 @@ pub enum Entry {
 /// Format tag of an encoded [`Entry`]; bump on any change that makes
 /// entries already written decode differently (a variant appended at the
 /// end, as `Close` was, leaves them as they were).
-const ENTRY_FORMAT: u8 = 3;
+const ENTRY_FORMAT: u8 = 4;
 
 impl Entry {
     /// The entry as bytes (a command of the replicated log).

@@ -117,6 +117,12 @@ pub trait Router: Send + Sync + 'static {
         true
     }
 
+    /// The name of `shard`'s home region, where one is known (for the
+    /// API's commit headers).
+    fn region_of(&self, _shard: ShardId) -> Option<String> {
+        None
+    }
+
     /// The schema guard of each shard (a key in it): a transaction commits
     /// at a shard only if the guard holds the schema version it planned
     /// with. Empty when schemas are not guarded.

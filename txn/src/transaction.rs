@@ -291,7 +291,7 @@ impl TxnManager {
         let deadline = self.hlc.physical_now_ns().saturating_add(SETTLE_WAIT_MAX_NS);
         let nothing = (Bound::Included(Vec::new()), Bound::Excluded(Vec::new()));
         loop {
-            let request = Request::Pending { range: nothing.clone(), after: enqueued };
+            let request = Request::Pending { range: nothing.clone(), after: enqueued, homes: Vec::new() };
             match call_repeatable(self, outbox, request).await? {
                 Response::Pending { shipped, oldest, .. } if oldest.is_none_or(|oldest| oldest > enqueued) => {
                     for (_, ts) in shipped {
@@ -393,6 +393,38 @@ impl TxnManager {
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("could not record a home".into())))
     }
+}
+
+/// Where a transaction committed (the API's `X-GeoDB-Commit` headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommittedAt {
+    /// It wrote (and locked) nothing: it "commits" at its snapshot.
+    Nowhere,
+    /// At the shards of the keys it wrote.
+    Homes,
+    /// At its region's outbox (R16), which ships each write to its home
+    /// shard later.
+    Outbox,
+}
+
+impl CommittedAt {
+    /// Its name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommittedAt::Nowhere => "none",
+            CommittedAt::Homes => "home",
+            CommittedAt::Outbox => "outbox",
+        }
+    }
+}
+
+/// A commit: its timestamp, where it happened, and the home regions of the
+/// shards that took it (the outbox's region for an outbox), by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub ts: Timestamp,
+    pub at: CommittedAt,
+    pub regions: Vec<String>,
 }
 
 /// A running transaction. See the module documentation.
@@ -675,20 +707,22 @@ impl Transaction {
     }
 
     /// R16: the writes of this region's highly available transactions in
-    /// `range` its outbox still holds (the newest of each key, `None` a
-    /// delete), which a Read Committed read sees over its home shard's
-    /// replica: queued ones, and shipped ones this node's replica of their
-    /// home may not have yet (unless this node acknowledged a commit there
-    /// since, which the replica read waits for). Notes, per home shard, how
-    /// far back the outbox may have forgotten shipped writes: the replica
-    /// read waits for that much. Empty at other levels and where there is
-    /// no outbox.
-    async fn pending(&mut self, range: &KeyRange) -> Result<Vec<crate::protocol::Write>> {
+    /// `range` of home shards `homes` its outbox still holds (the newest of
+    /// each key, `None` a delete), which a Read Committed read sees over
+    /// its home shard's replica: queued ones, and shipped ones this node's
+    /// replica of their home may not have yet (unless this node
+    /// acknowledged a commit there since, which the replica read waits
+    /// for), but none that replica holds a newer write of (R17). Notes, per
+    /// home shard, how far back the outbox may have forgotten shipped
+    /// writes: the replica read waits for that much. Empty at other levels
+    /// and where there is no outbox.
+    async fn pending(&mut self, range: &KeyRange, homes: &[ShardId]) -> Result<Vec<crate::protocol::Write>> {
         let outbox = match self.manager.router.outbox() {
             Some(outbox) if self.isolation == Isolation::ReadCommitted => outbox,
             _ => return Ok(Vec::new()),
         };
-        let request = Request::Pending { range: range.clone(), after: self.manager.seen(outbox) };
+        let homes = homes.iter().map(|home| (*home, self.manager.seen(*home))).collect();
+        let request = Request::Pending { range: range.clone(), after: self.manager.seen(outbox), homes };
         match self.call(outbox, request).await? {
             Response::Pending { writes, forgotten, .. } => {
                 for (shard, ts) in forgotten {
@@ -725,7 +759,7 @@ impl Transaction {
             Some(shard) => {
                 if self.manager.router.queued_through_outbox(shard) {
                     let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
-                    if let Some((_, value)) = self.pending(&range).await?.pop() {
+                    if let Some((_, value)) = self.pending(&range, &[shard]).await?.pop() {
                         return Ok(value);
                     }
                 }
@@ -782,12 +816,9 @@ impl Transaction {
         }
         // R16: this region's queued writes first (where a shard of the range
         // may have some), then the transaction's own.
-        let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            if shards.iter().any(|shard| self.manager.router.queued_through_outbox(*shard)) {
-                self.pending(&range).await?
-            } else {
-                Vec::new()
-            };
+        let queued: Vec<ShardId> =
+            shards.iter().copied().filter(|shard| self.manager.router.queued_through_outbox(*shard)).collect();
+        let mut own = if queued.is_empty() { Vec::new() } else { self.pending(&range, &queued).await? };
         own.extend(
             self.writes
                 .iter()
@@ -900,16 +931,23 @@ impl Transaction {
     /// on every shard they touch. Returns the commit timestamp (a read-only
     /// transaction "commits" at its snapshot). A conflict aborts with a
     /// retryable error and nothing applied.
-    pub async fn commit_async(mut self) -> Result<Timestamp> {
+    pub async fn commit_async(self) -> Result<Timestamp> {
+        Ok(self.commit_reporting_async().await?.ts)
+    }
+
+    /// [`Transaction::commit_async`], saying where the transaction
+    /// committed.
+    pub async fn commit_reporting_async(self) -> Result<Commit> {
         if !self.has_writes() {
-            return Ok(self.read_ts);
+            return Ok(Commit { ts: self.read_ts, at: CommittedAt::Nowhere, regions: Vec::new() });
         }
         if !self.isolation.is_highly_available() {
             // Commit wait below reads this node's clock.
             self.manager.hlc.check_synchronized()?;
         }
         let mut parts = self.parts().await?;
-        let (ts, written) = if let Some(outbox) = self.outbox_for(&parts).await? {
+        let outbox = self.outbox_for(&parts);
+        let (ts, written) = if let Some(outbox) = outbox {
             (self.commit_enqueued(outbox, parts).await?, vec![outbox])
         } else {
             let settled = self.validate_settled(&mut parts).await?;
@@ -923,6 +961,11 @@ impl Transaction {
             };
             (ts, written)
         };
+        let mut regions: Vec<String> =
+            written.iter().filter_map(|shard| self.manager.router.region_of(*shard)).collect();
+        regions.sort();
+        regions.dedup();
+        let at = if outbox.is_some() { CommittedAt::Outbox } else { CommittedAt::Homes };
         self.manager.saw(written, ts);
         if self.isolation.is_highly_available() {
             // No commit wait, but a commit placed ahead of every clock (a
@@ -942,32 +985,22 @@ impl Transaction {
             self.manager.commit_waited(self.isolation, until_ns);
             self.manager.rpc.sleep_until(until_ns).await;
         }
-        Ok(ts)
+        Ok(Commit { ts, at, regions })
     }
 
     /// R16: the outbox a Read Committed transaction commits at: every shard
     /// it writes may be queued for (nothing locked, no global or catalog
-    /// key), and one of them cannot commit within this region, or a key it
-    /// writes has a write queued at the outbox still (committing it at its
-    /// home directly would let the queued, older write land on top).
-    async fn outbox_for(&mut self, parts: &BTreeMap<ShardId, Part>) -> Result<Option<ShardId>> {
-        let router = self.manager.router.clone();
-        let Some(outbox) = router.outbox() else { return Ok(None) };
+    /// key), and one of them cannot commit within this region. (A key that
+    /// still has a write queued there may be written at its home directly:
+    /// the queued write is older by origin, and R17 keeps it from landing
+    /// on top.)
+    fn outbox_for(&self, parts: &BTreeMap<ShardId, Part>) -> Option<ShardId> {
+        let router = &self.manager.router;
+        let outbox = router.outbox()?;
         let eligible = self.isolation == Isolation::ReadCommitted
             && self.locked.is_empty()
             && parts.iter().all(|(shard, part)| part.changes.reads.is_empty() && router.queued_through_outbox(*shard));
-        if !eligible {
-            return Ok(None);
-        }
-        if parts.keys().any(|shard| !router.commits_in_region(*shard)) {
-            return Ok(Some(outbox));
-        }
-        let (Some(first), Some(last)) = (self.writes.keys().next(), self.writes.keys().next_back()) else {
-            return Ok(None);
-        };
-        let span = (Bound::Included(first.clone()), Bound::Included(last.clone()));
-        let queued = self.pending(&span).await?;
-        Ok(queued.iter().any(|(key, _)| self.writes.contains_key(key)).then_some(outbox))
+        (eligible && parts.keys().any(|shard| !router.commits_in_region(*shard))).then_some(outbox)
     }
 
     /// R16: commits at this region's outbox, which queues each part for its
@@ -1277,6 +1310,11 @@ impl Transaction {
         limit: Option<usize>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         block_on(self.scan_async(start, end, reverse, limit))
+    }
+
+    /// [`Transaction::commit_reporting_async`], blocking.
+    pub fn commit_reporting(self) -> Result<Commit> {
+        block_on(self.commit_reporting_async())
     }
 
     /// [`Transaction::commit_async`], blocking.

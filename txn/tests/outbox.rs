@@ -16,14 +16,36 @@ use geodb_txn::{Entry, Hlc, ManualClock, Shard, Timestamp, TxnId};
 const OUTBOX: u64 = 9;
 const HOME: u64 = 3;
 const OTHER_HOME: u64 = 4;
+const OTHER_OUTBOX: u64 = 10;
 
 fn hlc() -> Arc<Hlc> {
-    Arc::new(Hlc::new(Box::new(ManualClock::new(1_000_000_000)), 1_000_000))
+    hlc_at(1)
+}
+
+/// The clock bound ε of these tests.
+const MAX_OFFSET_NS: u64 = 1_000_000;
+
+/// A clock that reads `seconds` (origins are compared across such clocks).
+fn hlc_at(seconds: u64) -> Arc<Hlc> {
+    hlc_at_ns(seconds * 1_000_000_000)
+}
+
+fn hlc_at_ns(now_ns: u64) -> Arc<Hlc> {
+    Arc::new(Hlc::new(Box::new(ManualClock::new(now_ns)), MAX_OFFSET_NS))
 }
 
 /// A leader replica of `id` (serving), over its own engine.
 fn leader(id: u64) -> Shard {
-    let shard = Shard::open(id, Arc::new(MemoryEngine::new()), hlc(), true).unwrap();
+    leader_at(id, 1)
+}
+
+/// [`leader`] whose clock reads `seconds`.
+fn leader_at(id: u64, seconds: u64) -> Shard {
+    leader_at_ns(id, seconds * 1_000_000_000)
+}
+
+fn leader_at_ns(id: u64, now_ns: u64) -> Shard {
+    let shard = Shard::open(id, Arc::new(MemoryEngine::new()), hlc_at_ns(now_ns), true).unwrap();
     shard.set_serving(true);
     shard
 }
@@ -40,7 +62,7 @@ fn everything() -> KeyRange {
 /// and commit timestamp of a shipped one.
 fn pending(outbox: &Shard) -> Vec<(Write, Option<(u64, Timestamp)>)> {
     let reads = outbox.pending(&everything()).unwrap();
-    reads.into_iter().map(|PendingRead { key, value, shipped }| ((key, value), shipped)).collect()
+    reads.into_iter().map(|PendingRead { key, value, shipped, .. }| ((key, value), shipped)).collect()
 }
 
 fn at(seconds: u64) -> Timestamp {
@@ -144,29 +166,152 @@ fn a_home_shard_applies_each_entry_once_in_queue_order_however_often_it_arrives(
     assert!(!home.holds_locks(), "a copy that wrote nothing left its locks");
 }
 
-#[test]
-fn a_queued_write_meeting_a_lock_waits_for_it() {
-    let outbox = leader(OUTBOX);
-    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
-    let queued = outbox.queued(HOME, 0).unwrap();
-    let home = leader(HOME);
-    // A coordinated commit of "a" in flight at the home shard.
+/// A commit entry of `writes` by `txn` at `shard`, validated as its leader
+/// does (in flight until applied).
+fn commit(shard: &Shard, txn: u64, isolation: geodb_txn::Isolation, writes: Vec<Write>) -> Entry {
     let changes = geodb_txn::protocol::Changes {
-        txn: TxnId(99),
-        isolation: geodb_txn::Isolation::Snapshot,
+        txn: TxnId(txn),
+        isolation,
         read_ts: Timestamp::ZERO,
-        writes: vec![write("a", "coordinated")],
+        writes,
         locked: Vec::new(),
         reads: Default::default(),
         guards: Vec::new(),
     };
-    let Proposal::Entry(commit) = home.propose_commit(&changes).unwrap() else { panic!("a commit entry") };
+    let Proposal::Entry(commit) = shard.propose_commit(&changes).unwrap() else { panic!("a commit entry") };
+    commit
+}
+
+fn newest_version(shard: &Shard, key: &str) -> geodb_storage::mvcc::Version {
+    geodb_storage::mvcc::latest_version(shard.engine().as_ref(), key.as_bytes()).unwrap().unwrap()
+}
+
+#[test]
+fn a_queued_write_meeting_a_lock_waits_for_it() {
+    // The outbox's clock is ahead: its write is the newer by origin.
+    let outbox = leader_at(OUTBOX, 2);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "1")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader(HOME);
+    // A coordinated commit of "a" in flight at the home shard.
+    let commit = commit(&home, 99, geodb_txn::Isolation::Snapshot, vec![write("a", "coordinated")]);
     assert_eq!(home.propose_delivery(OUTBOX, &queued[0], &[]).unwrap(), DeliveryProposal::Blocked(TxnId(99)));
     home.apply(Some(1), &[commit], 0).unwrap();
     // Once it is applied, the queued write goes above it.
     let entry = delivery(&home, &queued[0]);
     home.apply(Some(2), &[entry], 0).unwrap();
     assert_eq!(latest(&home, "a").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_shipped_write_never_replaces_a_version_with_a_newer_origin() {
+    // R17. The outbox committed "a" and "b" at 1 s; the home shard, whose
+    // clock reads 2 s, committed "a" directly meanwhile.
+    let outbox = leader_at(OUTBOX, 1);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "queued"), write("b", "queued")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let origin = queued[0].ts;
+    let home = leader_at(HOME, 2);
+    let direct = commit(&home, 20, geodb_txn::Isolation::ReadCommitted, vec![write("a", "direct")]);
+    home.apply(Some(1), &[direct], 0).unwrap();
+    let entry = delivery(&home, &queued[0]);
+    assert_eq!(home.apply(Some(2), &[entry], 0).unwrap(), vec![Applied::Delivered { through: 1, applied: true }]);
+    // The newer write of "a" stays; "b", which nothing newer wrote, is
+    // applied above the direct commit and keeps its origin.
+    assert_eq!(latest(&home, "a").as_deref(), Some("direct"));
+    let b = newest_version(&home, "b");
+    assert_eq!((b.value.as_deref(), b.origin), (Some(&b"queued"[..]), origin));
+    assert!(b.ts > newest_version(&home, "a").ts);
+
+    // Another region's outbox, whose clock reads 3 s, ships a newer write
+    // of "a" and of "b": both go on top.
+    let later = leader_at(OTHER_OUTBOX, 3);
+    enqueue(&later, 1, 30, vec![(HOME, vec![write("a", "later"), write("b", "later")])]);
+    let queued = later.queued(HOME, 0).unwrap();
+    let DeliveryProposal::Entry(entry) = home.propose_delivery(OTHER_OUTBOX, &queued[0], &[]).unwrap() else {
+        panic!("an entry");
+    };
+    home.apply(Some(3), &[entry], 0).unwrap();
+    assert_eq!(latest(&home, "a").as_deref(), Some("later"));
+    assert_eq!(latest(&home, "b").as_deref(), Some("later"));
+}
+
+#[test]
+fn a_shipped_write_loses_to_a_newer_commit_earlier_in_its_own_slot() {
+    let outbox = leader_at(OUTBOX, 1);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "queued")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader_at(HOME, 2);
+    let direct = commit(&home, 20, geodb_txn::Isolation::ReadCommitted, vec![write("a", "direct")]);
+    home.apply(Some(1), &[direct.clone()], 0).unwrap();
+    // The same two entries in one slot of a fresh replica: the delivery
+    // sees the commit before it in the slot.
+    let entry = delivery(&home, &queued[0]);
+    let replica = Shard::open(HOME, Arc::new(MemoryEngine::new()), hlc_at(2), true).unwrap();
+    replica.apply(Some(1), &[direct, entry], 0).unwrap();
+    assert_eq!(latest(&replica, "a").as_deref(), Some("direct"));
+    assert_eq!(geodb_storage::mvcc::all_versions(replica.engine().as_ref()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_shipped_write_from_a_clock_ahead_commits_above_its_origin() {
+    // The outbox's clock is ahead of the home shard's, within the bound ε:
+    // the write still takes a timestamp above its origin, so the home
+    // shard's later writes are newer than it by origin too.
+    let second = 1_000_000_000;
+    let outbox = leader_at_ns(OUTBOX, second + MAX_OFFSET_NS / 2);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "queued")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader_at_ns(HOME, second);
+    let entry = delivery(&home, &queued[0]);
+    home.apply(Some(1), &[entry], 0).unwrap();
+    let a = newest_version(&home, "a");
+    assert!(a.ts > a.origin && a.origin == queued[0].ts, "{a:?}");
+    let next = commit(&home, 20, geodb_txn::Isolation::ReadCommitted, vec![write("a", "next")]);
+    home.apply(Some(2), &[next], 0).unwrap();
+    assert!(newest_version(&home, "a").origin > queued[0].ts);
+}
+
+#[test]
+fn a_shipped_write_from_a_clock_far_ahead_does_not_drag_the_home_shard_along() {
+    // Four seconds ahead, far beyond ε: the write counts as written at the
+    // home clock's reading plus ε, and the shard's timestamps stay there.
+    let outbox = leader_at(OUTBOX, 5);
+    enqueue(&outbox, 1, 10, vec![(HOME, vec![write("a", "queued")])]);
+    let queued = outbox.queued(HOME, 0).unwrap();
+    let home = leader_at(HOME, 1);
+    let entry = delivery(&home, &queued[0]);
+    let Entry::Deliver { origin, .. } = &entry else { panic!("a delivery") };
+    assert_eq!(*origin, Timestamp::new(1_000_000_000 + MAX_OFFSET_NS, 0));
+    home.apply(Some(1), &[entry], 0).unwrap();
+    let a = newest_version(&home, "a");
+    assert!(a.ts > a.origin && a.ts < at(2), "{a:?}");
+}
+
+#[test]
+fn shipped_writes_with_equal_origins_are_ordered_by_writer_on_every_shard() {
+    // Two outboxes whose clocks read the same: their writes of "a" (one
+    // home shard) and "x" (another) tie by origin; each home keeps the
+    // write of the greater transaction id, whatever order they arrive in.
+    let (first, second) = (leader_at(OUTBOX, 1), leader_at(OTHER_OUTBOX, 1));
+    enqueue(&first, 1, 10, vec![(HOME, vec![write("a", "10")]), (OTHER_HOME, vec![write("x", "10")])]);
+    enqueue(&second, 1, 11, vec![(HOME, vec![write("a", "11")]), (OTHER_HOME, vec![write("x", "11")])]);
+    let (from_first, from_second) = (first.queued(HOME, 0).unwrap(), second.queued(HOME, 0).unwrap());
+    assert_eq!(from_first[0].ts, from_second[0].ts);
+    let ship = |home: &Shard, outbox: u64, queued: &Queued, slot: u64| {
+        let DeliveryProposal::Entry(entry) = home.propose_delivery(outbox, queued, &[]).unwrap() else {
+            panic!("an entry");
+        };
+        home.apply(Some(slot), &[entry], 0).unwrap();
+    };
+    let home = leader_at(HOME, 1);
+    ship(&home, OUTBOX, &from_first[0], 1);
+    ship(&home, OTHER_OUTBOX, &from_second[0], 2);
+    let other_home = leader_at(OTHER_HOME, 1);
+    ship(&other_home, OTHER_OUTBOX, &second.queued(OTHER_HOME, 0).unwrap()[0], 1);
+    ship(&other_home, OUTBOX, &first.queued(OTHER_HOME, 0).unwrap()[0], 2);
+    assert_eq!(latest(&home, "a").as_deref(), Some("11"));
+    assert_eq!(latest(&other_home, "x").as_deref(), Some("11"));
 }
 
 #[test]

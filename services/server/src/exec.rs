@@ -10,9 +10,10 @@
 
 use std::time::Instant;
 
+use axum::http::{HeaderMap, HeaderValue};
 use geodb_sql::{StatementResult, json};
 use geodb_storage::Value;
-use geodb_txn::{Isolation, Timestamp, Transaction};
+use geodb_txn::{Commit, Isolation, Transaction};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,7 +68,7 @@ pub fn run_transaction(
     node: &Node,
     isolation: Isolation,
     statements: &[Statement],
-) -> Result<(Vec<StatementResult>, Timestamp), ApiError> {
+) -> Result<(Vec<StatementResult>, Commit), ApiError> {
     for statement in statements {
         if geodb_sql::parse_control(&statement.sql).is_some() {
             return Err(ApiError::new(
@@ -88,10 +89,28 @@ pub fn run_transaction(
             }
         }
     }
-    let outcome = txn.commit().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+    let outcome = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from);
     count_outcome(isolation, outcome.as_ref().map(|_| ()));
     Ok((results, outcome?))
 }
+
+/// Headers that say where a transaction committed: `X-GeoDB-Commit`
+/// (`home`, `outbox` or `none`) and, where it wrote, `X-GeoDB-Commit-Regions`
+/// (the home regions of the shards that took it, or the outbox's region).
+pub fn commit_headers(commit: &Commit) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(COMMIT_HEADER, HeaderValue::from_static(commit.at.name()));
+    if !commit.regions.is_empty()
+        && let Ok(regions) = HeaderValue::from_str(&commit.regions.join(","))
+    {
+        headers.insert(COMMIT_REGIONS_HEADER, regions);
+    }
+    headers
+}
+
+/// The headers of [`commit_headers`].
+pub const COMMIT_HEADER: &str = "x-geodb-commit";
+pub const COMMIT_REGIONS_HEADER: &str = "x-geodb-commit-regions";
 
 /// Counts a transaction's end by level and outcome, and aborts by reason.
 pub fn count_outcome(isolation: Isolation, outcome: Result<(), &ApiError>) {

@@ -20,8 +20,9 @@ use crate::transport::Faults;
 /// Meta key of the on-disk format of a data directory.
 const META_FORMAT: &[u8] = b"geodb/format";
 /// The format this binary reads and writes: 2 since shards share one store
-/// under per-shard key prefixes.
-const FORMAT: u64 = 2;
+/// under per-shard key prefixes, 3 since shipped writes carry their origin
+/// timestamps (R17: log entries of format 4, outbox records with origins).
+const FORMAT: u64 = 3;
 
 /// Refuses a data directory written in another format (never reads it as
 /// this one: that would be silent corruption); marks a new one.
@@ -30,11 +31,14 @@ fn check_format(engine: &dyn Engine, data_dir: &Path) -> Result<(), String> {
     let unreadable = |e: geodb_storage::Error| format!("cannot read {}: {e}", data_dir.display());
     match engine.get(ColumnFamily::Meta, META_FORMAT).map_err(unreadable)? {
         Some(bytes) if bytes == FORMAT.to_be_bytes() => Ok(()),
-        Some(bytes) => Err(format!(
-            "{} holds data of format {:?}; this geodb reads format {FORMAT} only",
-            data_dir.display(),
-            bytes
-        )),
+        Some(bytes) => {
+            let found = <[u8; 8]>::try_from(bytes.as_slice())
+                .map_or_else(|_| format!("{bytes:?}"), |bytes| u64::from_be_bytes(bytes).to_string());
+            Err(format!(
+                "{} holds data of format {found}; this geodb reads format {FORMAT} only: start it on a new data directory and load the data again (docs/operations.md, \"A rolling upgrade\")",
+                data_dir.display(),
+            ))
+        }
         None => {
             let used = [ColumnFamily::Data, ColumnFamily::Meta, ColumnFamily::PaxosLog].into_iter().any(|cf| {
                 engine
@@ -188,5 +192,18 @@ mod tests {
         let error = check_layout(&engine, dir, moved).unwrap_err();
         assert!(error.contains("was created for the layout") && error.contains(layout), "{error}");
         assert!(check_layout(&engine, dir, "single").is_err());
+    }
+
+    #[test]
+    fn a_data_directory_of_another_format_is_refused_by_number() {
+        let engine = geodb_storage::MemoryEngine::new();
+        let dir = Path::new("/data");
+        check_format(&engine, dir).unwrap();
+        check_format(&engine, dir).unwrap();
+        let mut batch = geodb_storage::WriteBatch::new();
+        batch.put(geodb_storage::ColumnFamily::Meta, META_FORMAT.to_vec(), 2u64.to_be_bytes().to_vec());
+        engine.write(batch, geodb_storage::Durability::Sync).unwrap();
+        let error = check_format(&engine, dir).unwrap_err();
+        assert!(error.contains("format 2;") && error.contains(&format!("format {FORMAT} only")), "{error}");
     }
 }

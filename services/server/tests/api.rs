@@ -61,6 +61,43 @@ async fn every_response_names_the_node_and_region() {
     assert_eq!(code(&body), "08P01");
 }
 
+/// `X-GeoDB-Commit` says where a transaction committed: at its keys' home
+/// shards, or nowhere for one that wrote nothing (a single node has no
+/// regions to name); a session's `COMMIT` says it too.
+#[tokio::test]
+async fn answers_say_where_a_transaction_committed() {
+    let (_dir, server) = server();
+    let commit_of = |headers: &reqwest::header::HeaderMap| {
+        (
+            headers.get("x-geodb-commit").map(|value| value.to_str().unwrap().to_string()),
+            headers.get("x-geodb-commit-regions").map(|value| value.to_str().unwrap().to_string()),
+        )
+    };
+    let (status, headers, body) =
+        server.post_with_headers("/v1/sql", json!({"sql": "CREATE TABLE t (id INT PRIMARY KEY)"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(commit_of(&headers), (Some("home".into()), None));
+    let (_, headers, _) = server.post_with_headers("/v1/sql", json!({"sql": "INSERT INTO t VALUES (1)"})).await;
+    assert_eq!(commit_of(&headers), (Some("home".into()), None));
+    let (_, headers, _) = server.post_with_headers("/v1/sql", json!({"sql": "SELECT id FROM t"})).await;
+    assert_eq!(commit_of(&headers), (Some("none".into()), None));
+    let (_, headers, body) = server.post_with_headers("/v1/sql", json!({"sql": "SELECT nope FROM t"})).await;
+    assert_eq!(commit_of(&headers), (None, None), "{body}");
+
+    let (_, session) = server.post("/v1/sessions", json!({})).await;
+    let path = format!("/v1/sessions/{}/sql", session["session"].as_str().unwrap());
+    for (sql, expected) in [
+        ("BEGIN", None),
+        ("INSERT INTO t VALUES (2)", None),
+        ("COMMIT", Some("home")),
+        ("INSERT INTO t VALUES (3)", Some("home")),
+    ] {
+        let (status, headers, body) = server.post_with_headers(&path, json!({"sql": sql})).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        assert_eq!(commit_of(&headers).0.as_deref(), expected, "{sql}");
+    }
+}
+
 #[tokio::test]
 async fn values_of_every_type_round_trip_in_their_json_forms() {
     let (_dir, server) = server();

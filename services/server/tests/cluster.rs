@@ -868,7 +868,9 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
 /// healing, every acknowledged write is at its home shard and readable
 /// from every region: a counter incremented once per acknowledged write,
 /// in order, ends exactly at their number (an entry applied twice, lost or
-/// out of order would leave another value).
+/// out of order would leave another value). A row eu-west writes while cut
+/// off and us-east writes after it ends with us-east's write everywhere,
+/// though eu-west's reaches the home last (R17: last writer by origin).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_their_homes_once() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -880,12 +882,22 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
     // its region's gateway); eu-west's gateway learns both homes.
     cluster.node(1).sql("INSERT INTO notes VALUES (1, 0, 0)", json!([])).await;
     cluster.node(7).sql("INSERT INTO notes VALUES (3, 0, 0)", json!([])).await;
+    cluster.node(1).sql("INSERT INTO notes VALUES (1, 100, 0)", json!([])).await;
     for home in [1, 3] {
         cluster.node(7).sql("SELECT n FROM notes WHERE home = $1 AND id = 0", json!([home])).await;
     }
+    // eu-west's own replica has row (1, 100) before it is cut off.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rc = |sql: &'static str, params: Value| json!({"sql": sql, "params": params, "isolation": "read committed"});
+    while cluster.node(7).post("/v1/sql", rc("SELECT n FROM notes WHERE home = 1 AND id = 100", json!([]))).await.1["results"]
+        [0]["rows"]
+        != json!([[0]])
+    {
+        assert!(Instant::now() < deadline, "eu-west never had row (1, 100)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     cluster.set_faults(json!([{"kind": "partition_regions", "regions": ["eu-west"]}])).await;
-    let rc = |sql: &'static str, params: Value| json!({"sql": sql, "params": params, "isolation": "read committed"});
     let mut acked = 0;
     for id in 1..=15i64 {
         let statements = json!({
@@ -895,8 +907,13 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
             ],
             "isolation": "read committed",
         });
-        let (status, body) = cluster.node(7).post("/v1/sql", statements).await;
+        let (status, headers, body) = cluster.node(7).post_with_headers("/v1/sql", statements).await;
         assert_eq!(status, 200, "a Read Committed write in a region cut off: {body}");
+        // Committed at eu-west's outbox, as the answer says.
+        assert_eq!(
+            (headers["x-geodb-commit"].to_str().ok(), headers["x-geodb-commit-regions"].to_str().ok()),
+            (Some("outbox"), Some("eu-west"))
+        );
         acked += 1;
         // Read back at once, through the same gateway.
         let (status, body) =
@@ -904,8 +921,26 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
         assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[acked]])), "{body}");
     }
     let (status, body) =
-        cluster.node(7).post("/v1/sql", rc("SELECT count(*) FROM notes WHERE home = 1", json!([]))).await;
+        cluster.node(7).post("/v1/sql", rc("SELECT count(*) FROM notes WHERE home = 1 AND id < 100", json!([]))).await;
     assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[acked + 1]])), "{body}");
+    // One row written in both regions, eu-west's first: once healed, the
+    // later write by origin (us-east's, at its home) must win everywhere,
+    // though eu-west's reaches the home after it (R17).
+    let last = "SELECT n FROM notes WHERE home = 1 AND id = 100";
+    let (status, body) =
+        cluster.node(7).post("/v1/sql", rc("UPDATE notes SET n = 1 WHERE home = 1 AND id = 100", json!([]))).await;
+    assert_eq!((status, &body["results"][0]["rows_affected"]), (200, &json!(1)), "{body}");
+    let (status, body) = cluster.node(7).post("/v1/sql", rc(last, json!([]))).await;
+    assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[1]])), "{body}");
+    let (status, headers, body) = cluster
+        .node(1)
+        .post_with_headers("/v1/sql", rc("UPDATE notes SET n = 2 WHERE home = 1 AND id = 100", json!([])))
+        .await;
+    assert_eq!((status, &body["results"][0]["rows_affected"]), (200, &json!(1)), "{body}");
+    assert_eq!(
+        (headers["x-geodb-commit"].to_str().ok(), headers["x-geodb-commit-regions"].to_str().ok()),
+        (Some("home"), Some("us-east"))
+    );
     // The outbox holds them meanwhile.
     let view = cluster.view(7).await;
     let outbox = view["shards"].as_array().unwrap().iter().find(|shard| shard["holds"] == json!("outbox")).unwrap();
@@ -945,4 +980,25 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
     let view = cluster.view(7).await;
     let outbox = view["shards"].as_array().unwrap().iter().find(|shard| shard["holds"] == json!("outbox")).unwrap();
     assert_eq!(outbox["outbox"]["depth"], json!(0), "{outbox}");
+    // Drained: the row eu-west wrote first holds us-east's later write, at
+    // every level and through every region's gateway.
+    for gateway in [1, 4, 7] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, rc_body) = cluster.node(gateway).post("/v1/sql", rc(last, json!([]))).await;
+            let (_, serializable_body) =
+                cluster.node(gateway).post("/v1/sql", json!({"sql": last, "isolation": "serializable"})).await;
+            if status == 200
+                && rc_body["results"][0]["rows"] == json!([[2]])
+                && serializable_body["results"][0]["rows"] == json!([[2]])
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {gateway} does not read the later write by origin: {rc_body} {serializable_body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

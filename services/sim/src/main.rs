@@ -123,6 +123,9 @@ struct BankArgs {
     /// Plant "an outbox answers an enqueue before the region's quorum has it" (test-only).
     #[arg(long)]
     ack_enqueue_before_durable: bool,
+    /// Plant "a home shard applies a shipped write over one newer by origin" (test-only).
+    #[arg(long)]
+    overwrite_newer_origin: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -137,6 +140,7 @@ fn bank(args: BankArgs) -> ExitCode {
         skip_revalidation: args.skip_revalidation,
         narrow_recovery: args.narrow_recovery,
         ack_enqueue_before_durable: args.ack_enqueue_before_durable,
+        overwrite_newer_origin: args.overwrite_newer_origin,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -167,7 +171,8 @@ fn bank(args: BankArgs) -> ExitCode {
          {} aborted, {} unknown, {} audits, {} crashes, {} pauses, {} recovered, {} reads waited for the clock, \
          {} reads at a closed timestamp ({} waited for one), {} validated there, \
          orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply, \
-         replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped); failing seeds: {failed:?}",
+         replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped), \
+         {} tag writes committed at an outbox ({} writes of them replaced by newer origins first); failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -191,6 +196,8 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.quiet_spells),
         total(|report| report.notes),
         total(|report| report.queued),
+        total(|report| report.tags),
+        total(|report| report.superseded),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -236,6 +236,13 @@ impl Router for SqlRouter {
         }
     }
 
+    fn region_of(&self, shard: ShardId) -> Option<String> {
+        match &self.layout {
+            Layout::One(_) => None,
+            Layout::Cluster { map, .. } => map.shard(shard).map(|spec| spec.home.0.clone()),
+        }
+    }
+
     /// The global shard closes timestamps on a cluster (R14): its reads go
     /// to the local replica.
     fn reads_settled(&self, shard: ShardId) -> bool {

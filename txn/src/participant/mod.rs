@@ -908,7 +908,7 @@ impl Shard {
         // Records written by earlier entries of this slot.
         let mut prepared_here: HashMap<TxnId, Option<Prepared>> = HashMap::new();
         let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
-        let mut newest = Timestamp::ZERO;
+        let mut written = SlotWrites::default();
         let mut closed = self.state().closed;
         let mut queue_changes = outbox::QueueChanges::default();
         for (index, entry) in entries.iter().enumerate() {
@@ -921,10 +921,11 @@ impl Shard {
                     closed_below(closed, *ts, *txn)?;
                     for (key, value) in writes {
                         mvcc::put_version_ordered(self.engine.as_ref(), &mut batch, key, *ts, *txn, value.as_deref())?;
+                        written.origins.insert(key.clone(), (*ts, *txn));
                     }
                     let keys = written_keys(writes, locked);
                     effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
-                    newest = newest.max(*ts);
+                    written.newest = written.newest.max(*ts);
                     outcomes.push(Applied::Committed(*ts));
                 }
                 Entry::Prepare(prepared) => {
@@ -966,11 +967,11 @@ impl Shard {
                             *decision
                         }
                     };
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, decision)?;
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut written, *txn, decision)?;
                     outcomes.push(Applied::Decided(decision));
                 }
                 Entry::Resolve { txn, decision } => {
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut newest, *txn, *decision)?;
+                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut written, *txn, *decision)?;
                     outcomes.push(Applied::Resolved);
                 }
                 Entry::Close { ts } => {
@@ -985,26 +986,32 @@ impl Shard {
                     self.apply_enqueue(&self.state(), &mut queue_changes, &mut batch, *txn, *ts, parts);
                     let keys: Vec<Vec<u8>> = parts.iter().flat_map(|(_, writes)| written_keys(writes, &[])).collect();
                     effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
-                    newest = newest.max(*ts);
+                    written.newest = written.newest.max(*ts);
                     outcomes.push(Applied::Committed(*ts));
                 }
-                Entry::Deliver { from, seq, txn, ts, writes } => {
+                Entry::Deliver { from, seq, txn, ts, origin, writes } => {
                     let next = self.apply_delivery(&self.state(), &mut queue_changes, &mut batch, *from, *seq);
                     if next {
                         closed_below(closed, *ts, *txn)?;
                         for (key, value) in writes {
-                            mvcc::put_version_ordered(
+                            if self.newer_origin(&written.origins, key, *origin, *txn)? {
+                                // R17: the newer write stays.
+                                continue;
+                            }
+                            mvcc::put_version_from(
                                 self.engine.as_ref(),
                                 &mut batch,
                                 key,
                                 *ts,
+                                *origin,
                                 *txn,
                                 value.as_deref(),
                             )?;
+                            written.origins.insert(key.clone(), (*origin, *txn));
                         }
                         let keys = written_keys(writes, &[]);
                         effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
-                        newest = newest.max(*ts);
+                        written.newest = written.newest.max(*ts);
                     }
                     let through = self.delivered_in(&self.state(), &queue_changes, *from);
                     outcomes.push(Applied::Delivered { through, applied: next });
@@ -1017,13 +1024,13 @@ impl Shard {
         }
         let last_commit_ts = {
             let state = self.state();
-            state.last_commit_ts.max(newest)
+            state.last_commit_ts.max(written.newest)
         };
         match slot {
             Some(slot) => {
                 batch.put(ColumnFamily::Meta, META_APPLIED_SLOT.to_vec(), encode_applied(slot, last_commit_ts))
             }
-            None if newest > Timestamp::ZERO => {
+            None if written.newest > Timestamp::ZERO => {
                 batch.put(ColumnFamily::Meta, META_LAST_COMMIT_TS.to_vec(), last_commit_ts.encode().to_vec())
             }
             None => {}
@@ -1116,7 +1123,7 @@ impl Shard {
         batch: &mut WriteBatch,
         effects: &mut Vec<Effect>,
         prepared_here: &mut HashMap<TxnId, Option<Prepared>>,
-        newest: &mut Timestamp,
+        written: &mut SlotWrites,
         txn: TxnId,
         decision: Decision,
     ) -> Result<()> {
@@ -1135,10 +1142,11 @@ impl Shard {
             assert!(ts >= prepared.prepare_ts, "{txn} commits at {ts}, below its prepare at {}", prepared.prepare_ts);
             for (key, value) in &prepared.changes.writes {
                 mvcc::put_version_ordered(self.engine.as_ref(), batch, key, ts, txn, value.as_deref())?;
+                written.origins.insert(key.clone(), (ts, txn));
             }
             let keys = prepared.changes.written_keys();
             effects.push(Effect::Commit(CommitRecord { ts, txn, keys }));
-            *newest = (*newest).max(ts);
+            written.newest = written.newest.max(ts);
         }
         effects.push(Effect::Release(txn));
         Ok(())
@@ -1430,6 +1438,15 @@ fn written_keys(writes: &[crate::protocol::Write], locked: &[Vec<u8>]) -> Vec<Ve
 /// above every timestamp closed before it in the log. Anything else is a
 /// broken protocol invariant (its readers may have missed it): the replica
 /// stops applying rather than diverge from what it answered.
+/// What the entries of one slot wrote so far, as later entries of it see it.
+#[derive(Default)]
+struct SlotWrites {
+    /// The newest commit timestamp.
+    newest: Timestamp,
+    /// R17: the origin and writer of each key's newest version.
+    origins: HashMap<Vec<u8>, (Timestamp, TxnId)>,
+}
+
 fn closed_below(closed: Timestamp, ts: Timestamp, txn: TxnId) -> Result<()> {
     if ts <= closed {
         return Err(Error::Storage(geodb_storage::Error::Corrupt(format!(

@@ -105,6 +105,9 @@ pub const MARKER_KEEP_NS: u64 = 10_000_000_000;
 struct PendingWrite {
     dest: ShardId,
     seq: u64,
+    /// The entry's commit at the outbox, and its writer (R17).
+    origin: Timestamp,
+    txn: crate::TxnId,
     value: Option<Vec<u8>>,
     shipped: Option<Timestamp>,
 }
@@ -115,6 +118,11 @@ struct PendingWrite {
 pub struct PendingRead {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    /// The home shard it is queued for, or was applied at.
+    pub dest: ShardId,
+    /// Its commit at the outbox, and its writer (R17).
+    pub origin: Timestamp,
+    pub txn: crate::TxnId,
     pub shipped: Option<(ShardId, Timestamp)>,
 }
 
@@ -269,6 +277,14 @@ impl Shard {
         if let Some(super::Obstacle::Held { txn, .. }) = state.locks.conflict_except(&changes, chained) {
             return Ok(DeliveryProposal::Blocked(txn));
         }
+        // R17: above the entry's origin, so that every later write of its
+        // keys here has a newer origin than it. An origin from a clock
+        // further ahead of this one than the bound ε counts as this clock's
+        // reading plus ε: a skewed outbox clock must not drag this shard's
+        // timestamps (and every commit wait here) ahead with it.
+        let bound = Timestamp::new(self.hlc.physical_now_ns().saturating_add(self.hlc.max_offset_ns()), 0);
+        let origin = queued.ts.min(bound);
+        state.floor = state.floor.max(origin);
         let ts = self.next_ts(&mut state);
         state.locks.acquire_chained(&changes, ts);
         // A proposal of an earlier leadership that was never applied here
@@ -285,6 +301,7 @@ impl Shard {
             seq: queued.seq,
             txn: queued.txn,
             ts,
+            origin,
             writes: queued.writes.clone(),
         }))
     }
@@ -341,6 +358,13 @@ impl Shard {
         self.state().queues.iter().map(|(dest, queue)| (*dest, queue.forgotten)).collect()
     }
 
+    /// The origin and writer of `key`'s newest version at this replica
+    /// (R17: compared as [`Shard::newer_origin`] compares them).
+    pub fn newest_origin(&self, key: &[u8]) -> Result<Option<(Timestamp, crate::TxnId)>> {
+        let _reading = self.reading();
+        Ok(mvcc::latest_version(self.engine.as_ref(), key)?.map(|version| (version.origin, version.txn)))
+    }
+
     /// The newest write this region's outbox holds of each key in `range`
     /// (queued, or shipped and still kept), in key order.
     pub fn pending(&self, range: &KeyRange) -> Result<Vec<PendingRead>> {
@@ -360,7 +384,14 @@ impl Shard {
             let (key, bytes) = item?;
             let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
             let shipped = pending.shipped.map(|ts| (pending.dest, ts));
-            writes.push(PendingRead { key: key[1..].to_vec(), value: pending.value, shipped });
+            writes.push(PendingRead {
+                key: key[1..].to_vec(),
+                value: pending.value,
+                dest: pending.dest,
+                origin: pending.origin,
+                txn: pending.txn,
+                shipped,
+            });
         }
         Ok(writes)
     }
@@ -387,7 +418,7 @@ impl Shard {
             let queued = Queued { seq, txn, ts, writes: writes.clone() };
             batch.put(ColumnFamily::Locks, queue_key(*dest, seq), encode(&queued));
             for (key, value) in writes {
-                let pending = PendingWrite { dest: *dest, seq, value: value.clone(), shipped: None };
+                let pending = PendingWrite { dest: *dest, seq, origin: ts, txn, value: value.clone(), shipped: None };
                 batch.put(ColumnFamily::Locks, pending_key(key), encode(&pending));
                 changes.pending.insert(key.clone(), (*dest, seq));
             }
@@ -414,6 +445,31 @@ impl Shard {
         changes.delivered.insert(from, seq);
         batch.put(ColumnFamily::Locks, delivered_key(from), seq.to_be_bytes().to_vec());
         true
+    }
+
+    /// R17, last writer wins: whether `key`'s newest version (as of the
+    /// writes of this slot so far, `origins`) is newer than a shipped write
+    /// of it by `txn` with origin `origin`, which then writes nothing.
+    /// Newer means a newer origin, or the same origin and a greater writer
+    /// id (origins from two clocks can be equal: one total order keeps two
+    /// home shards from applying two such writes in opposite orders).
+    /// Every write here takes a timestamp above the origins of those before
+    /// it, so the newest version carries the newest origin applied.
+    pub(super) fn newer_origin(
+        &self,
+        origins: &HashMap<Vec<u8>, (Timestamp, crate::TxnId)>,
+        key: &[u8],
+        origin: Timestamp,
+        txn: crate::TxnId,
+    ) -> Result<bool> {
+        if self.faults.overwrite_newer_origin {
+            return Ok(false);
+        }
+        let newest = match origins.get(key) {
+            Some(newest) => Some(*newest),
+            None => mvcc::latest_version(self.engine.as_ref(), key)?.map(|version| (version.origin, version.txn)),
+        };
+        Ok(newest.is_some_and(|newest| newest > (origin, txn)))
     }
 
     /// The position of `from`'s queue applied through, counting this slot.
@@ -468,7 +524,14 @@ impl Shard {
                 };
                 if newest == Some((dest, queued.seq)) {
                     // Kept, marked, until the region's replica surely has it.
-                    let mark = PendingWrite { dest, seq: queued.seq, value: value.clone(), shipped: Some(ts) };
+                    let mark = PendingWrite {
+                        dest,
+                        seq: queued.seq,
+                        origin: queued.ts,
+                        txn: queued.txn,
+                        value: value.clone(),
+                        shipped: Some(ts),
+                    };
                     batch.put(ColumnFamily::Locks, pending_key(written), encode(&mark));
                     batch.put(ColumnFamily::Locks, marker_key(dest, ts, written), Vec::new());
                     changes.pending.remove(written);

@@ -129,6 +129,10 @@ async fn forward(
     let status = answer.status();
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
     let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    let commit: Vec<(&str, HeaderValue)> = [crate::exec::COMMIT_HEADER, crate::exec::COMMIT_REGIONS_HEADER]
+        .into_iter()
+        .filter_map(|name| Some((name, answer.headers().get(name)?.clone())))
+        .collect();
     let bytes = match answer.bytes().await {
         Ok(bytes) => bytes,
         Err(error) => return outcome_unknown(to, &error.to_string()),
@@ -141,6 +145,9 @@ async fn forward(
     }
     if let Some(retry_after) = retry_after {
         headers.insert(header::RETRY_AFTER, retry_after);
+    }
+    for (name, value) in commit {
+        headers.insert(name, value);
     }
     headers.insert("x-geodb-served-by", HeaderValue::from(to.0));
     response

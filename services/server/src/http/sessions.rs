@@ -19,8 +19,9 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use geodb_sql::Control;
+use geodb_txn::Commit;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -64,7 +65,7 @@ pub async fn statement(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
     let request: Option<StatementRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
     let request = request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\""))?;
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
@@ -80,7 +81,8 @@ pub async fn statement(
     };
     if let Some(control) = geodb_sql::parse_control(&request.sql) {
         let control = control.map_err(|error| fail_open_transaction(&mut session, error.into()))?;
-        return exec::blocking(|| run_control(&node, &mut session, control)).map(Json);
+        let (answer, commit) = exec::blocking(|| run_control(&node, &mut session, control))?;
+        return Ok((commit.as_ref().map(exec::commit_headers).unwrap_or_default(), Json(answer)));
     }
     let statement = Statement::from_request(request).map_err(|error| fail_open_transaction(&mut session, error))?;
     if session.txn.is_none() {
@@ -91,7 +93,9 @@ pub async fn statement(
         loop {
             let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
             match attempt {
-                Ok((results, _)) => return Ok(Json(exec::result_json(&results[0]))),
+                Ok((results, commit)) => {
+                    return Ok((exec::commit_headers(&commit), Json(exec::result_json(&results[0]))));
+                }
                 Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
                     retries += 1;
                     metrics::counter!(names::RETRIES).increment(1);
@@ -109,7 +113,7 @@ pub async fn statement(
         let txn = session.txn.as_mut().expect("checked above: a transaction is open");
         session.txn_used = true;
         match exec::run_statement(&node, txn, &statement) {
-            Ok(result) => Ok(Json(exec::result_json(&result))),
+            Ok(result) => Ok((HeaderMap::new(), Json(exec::result_json(&result)))),
             Err(error) => {
                 session.failed = true;
                 Err(error)
@@ -122,7 +126,13 @@ fn in_failed_transaction() -> ApiError {
     ApiError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
 }
 
-fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<serde_json::Value, ApiError> {
+/// Runs a transaction-control statement; answers its result, and where the
+/// transaction committed if it was a `COMMIT` that did.
+fn run_control(
+    node: &Node,
+    session: &mut Session,
+    control: Control,
+) -> Result<(serde_json::Value, Option<Commit>), ApiError> {
     if session.failed && matches!(control, Control::Begin { .. } | Control::SetIsolation(_)) {
         return Err(in_failed_transaction());
     }
@@ -130,7 +140,7 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
         Control::Begin { isolation } => {
             if session.txn.is_some() {
                 tracing::warn!("BEGIN inside a transaction: there is already a transaction in progress");
-                return Ok(exec::empty_result_json());
+                return Ok((exec::empty_result_json(), None));
             }
             let isolation = isolation.or(session.next_isolation.take()).unwrap_or(session.default_isolation);
             session.txn = Some(node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?);
@@ -167,12 +177,12 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
                 }
                 Some(txn) => {
                     let isolation = txn.isolation();
-                    let outcome = txn.commit().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+                    let outcome = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from);
                     exec::count_outcome(isolation, outcome.as_ref().map(|_| ()));
-                    let commit_ts = outcome?;
+                    let commit = outcome?;
                     let mut answer = exec::empty_result_json();
-                    answer["commit_ts"] = json!(commit_ts.to_string());
-                    return Ok(answer);
+                    answer["commit_ts"] = json!(commit.ts.to_string());
+                    return Ok((answer, Some(commit)));
                 }
             }
         }
@@ -183,5 +193,5 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<s
             }
         }
     }
-    Ok(exec::empty_result_json())
+    Ok((exec::empty_result_json(), None))
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use geodb_txn::Isolation;
 use rand::Rng;
 use serde::Deserialize;
@@ -54,7 +55,10 @@ pub fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
 }
 
-pub async fn one_shot(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn one_shot(
+    State(node): State<Arc<Node>>,
+    body: Body,
+) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
     let request: Option<SqlRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
     let request =
         request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\" or \"statements\""))?;
@@ -80,14 +84,15 @@ pub async fn one_shot(State(node): State<Arc<Node>>, body: Body) -> Result<Json<
     loop {
         let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
         match attempt {
-            Ok((results, commit_ts)) => {
+            Ok((results, commit)) => {
                 let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();
-                return Ok(Json(json!({
+                let answer = json!({
                     "results": results,
                     "isolation": isolation.name(),
-                    "commit_ts": commit_ts.to_string(),
+                    "commit_ts": commit.ts.to_string(),
                     "retries": retries,
-                })));
+                });
+                return Ok((exec::commit_headers(&commit), Json(answer)));
             }
             Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
                 retries += 1;

@@ -100,10 +100,17 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, body) = self.post_with_headers(path, body).await;
+        (status, body)
+    }
+
+    /// [`Server::post`], with the answer's headers.
+    pub async fn post_with_headers(&self, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
         let response = self.client.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {

@@ -23,6 +23,12 @@
 //!    the same state.
 //! 7. **The predicate limit** held for every pair of flag ranges.
 //! 8. **Liveness**: commits were acknowledged once the faults stopped.
+//! 9. **Last writer wins** (R17): along every key's history the origins
+//!    never go back; an acknowledged tag write is in its keys' histories
+//!    unless a write with a newer origin is; a tag read back through its
+//!    writer's gateway shows that write or one newer by origin, never an
+//!    aborted one. A write committed at an outbox is acknowledged before
+//!    it reaches its home, so it has no real-time edges out of it in 4.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,6 +43,9 @@ use super::*;
 struct Version {
     ts: Timestamp,
     writer: u64,
+    /// Where the write first committed (R17): its outbox entry's
+    /// timestamp for a write shipped from an outbox, else `ts`.
+    origin: Timestamp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +73,9 @@ impl World {
         self.check_locks()?;
         self.check_outboxes()?;
         let chains = self.final_versions()?;
+        check_last_writer_wins(&chains)?;
         let committed = self.check_outcomes(&records, &chains)?;
+        self.check_readbacks(&records)?;
         check_flags(&chains)?;
         let quiet_commits = records
             .iter()
@@ -76,7 +87,9 @@ impl World {
             return Err("no transaction committed once the faults stopped (liveness)".into());
         }
         check_snapshots(&records, &committed, &chains)?;
-        self.report.edges = check_cycles(&records, &committed, &chains)?;
+        let queued: std::collections::HashSet<u64> =
+            records.iter().filter(|record| self.went_through_outbox(record)).map(|record| record.txn.0).collect();
+        self.report.edges = check_cycles(&records, &committed, &chains, &queued)?;
         for record in &records {
             match record.outcome {
                 Outcome::Committed(_) => self.report.committed += 1,
@@ -165,7 +178,11 @@ impl World {
             let replica = self.most_advanced(spec.id).ok_or(format!("shard {}: no replica is up", spec.id))?;
             let versions = mvcc::all_versions(replica.engine().as_ref()).map_err(|e| e.to_string())?;
             for (key, version) in versions {
-                chains.entry(key).or_default().push(Version { ts: version.ts, writer: version.txn.0 });
+                chains.entry(key).or_default().push(Version {
+                    ts: version.ts,
+                    writer: version.txn.0,
+                    origin: version.origin,
+                });
             }
         }
         for chain in chains.values_mut() {
@@ -213,6 +230,14 @@ impl World {
                     }
                     self.report.notes += 1;
                 }
+                // R17: a highly available tag write is at each key at its
+                // origin, unless a write with a newer origin is there.
+                Outcome::Committed(ts) if self.went_through_outbox(record) => {
+                    let superseded = check_tag_writes(record, *ts, versions, chains, &describe())?;
+                    self.report.tags += 1;
+                    self.report.superseded += superseded;
+                    committed.insert(id, Some(*ts));
+                }
                 Outcome::Committed(ts) => {
                     for key in &record.writes {
                         if !versions.iter().any(|(written, at)| *written == key && at == ts) {
@@ -247,6 +272,14 @@ impl World {
                     if versions.is_empty() {
                         continue;
                     }
+                    if self.went_through_outbox(record) {
+                        let origin =
+                            chains[versions[0].0].iter().find(|version| version.writer == id).map(|v| v.origin);
+                        let origin = origin.expect("a version this transaction wrote");
+                        check_tag_writes(record, origin, versions, chains, &describe())?;
+                        committed.insert(id, None);
+                        continue;
+                    }
                     let ts = versions[0].1;
                     let complete = record.writes.iter().all(|key| {
                         versions.iter().any(|(k, at)| *k == key && (*at == ts || record.kind == Kind::Note))
@@ -259,6 +292,50 @@ impl World {
             }
         }
         Ok(committed)
+    }
+
+    /// Whether `record` is a tag write that committed at its gateway's
+    /// region's outbox (R16) rather than at its home shards: the router's
+    /// choice, from the writer's region and the shards it wrote.
+    fn went_through_outbox(&self, record: &TxnRecord) -> bool {
+        let router = workload::BankRouter { region: self.nodes[&record.node].region };
+        record.kind == Kind::Tag
+            && record.isolation.is_highly_available()
+            && record.writes.iter().any(|key| !geodb_txn::Router::commits_in_region(&router, self.shard_of(key)))
+    }
+
+    /// R17: what a tag's writer read back through its own gateway at Read
+    /// Committed: its own write or one with a newer origin (the origin of
+    /// a committed write is its commit timestamp as acknowledged), never
+    /// nothing and never an aborted write. A gateway with no replica of
+    /// the key's home shard (none in a real cluster) cannot tell that a
+    /// queued write is older than the home's, so only the first two are
+    /// judged there.
+    fn check_readbacks(&self, records: &[TxnRecord]) -> Result<(), String> {
+        let by_id: HashMap<u64, &TxnRecord> = records.iter().map(|record| (record.txn.0, record)).collect();
+        for record in records.iter().filter(|record| record.kind == Kind::Tag) {
+            let Outcome::Committed(own) = record.outcome else { continue };
+            for (key, writer) in &record.readback {
+                let seen = by_id.get(writer).map(|writer| &writer.outcome);
+                let home_here = self.configs.contains_key(&(record.node, GroupId(self.shard_of(key))));
+                let wrong = match seen {
+                    _ if *writer == record.txn.0 => None,
+                    None => Some("nothing, or a write no client ran".to_string()),
+                    Some(Outcome::Aborted(reason)) => Some(format!("an aborted write (\"{reason}\")")),
+                    Some(Outcome::Committed(origin)) if *origin < own && home_here => {
+                        Some(format!("an older write, origin {origin}"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(wrong) = wrong {
+                    return Err(format!(
+                        "tag {} ({:?}) committed at {own} and read {key:?} back through {} as written by {writer}: {wrong}",
+                        record.txn, record.isolation, record.node
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// R16: once the faults stopped, every outbox shipped all it queued,
@@ -308,6 +385,57 @@ fn dump(engine: &dyn Engine) -> Result<Vec<u8>, String> {
     )
     .map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// R17: along each key's history, by commit timestamp, origins never go
+/// back (a write never replaced a version with a newer origin).
+fn check_last_writer_wins(chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
+    for (key, chain) in chains {
+        for pair in chain.windows(2) {
+            if pair[1].origin < pair[0].origin {
+                return Err(format!(
+                    "{key:?}: the write of {} (origin {}) replaced that of {} (origin {}), newer by origin: last writer wins is broken; history {chain:?}",
+                    pair[1].writer, pair[1].origin, pair[0].writer, pair[0].origin
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A highly available tag write with origin `origin` (R17): at most one
+/// version per key, each at that origin, and every key it has none of holds
+/// a version with a newer origin. Returns how many of its writes lost so.
+fn check_tag_writes(
+    record: &TxnRecord,
+    origin: Timestamp,
+    versions: &[(&Vec<u8>, Timestamp)],
+    chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+    describe: &str,
+) -> Result<u64, String> {
+    let mut superseded = 0;
+    for key in &record.writes {
+        let chain = chains.get(key).map(Vec::as_slice).unwrap_or_default();
+        let mine: Vec<&Version> = chain.iter().filter(|version| version.writer == record.txn.0).collect();
+        let newest = chain.last().map(|version| version.origin);
+        let fine = match mine.as_slice() {
+            [version] => version.origin == origin,
+            [] => {
+                superseded += 1;
+                newest.is_some_and(|newest| newest > origin)
+            }
+            _ => false,
+        };
+        if !fine {
+            return Err(format!(
+                "{describe} with origin {origin}: its write to {key:?} is neither there once at that origin nor replaced by a newer origin; history {chain:?}"
+            ));
+        }
+    }
+    if versions.len() + superseded as usize != record.writes.len() {
+        return Err(format!("{describe} wrote {versions:?}"));
+    }
+    Ok(superseded)
 }
 
 fn check_flags(chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
@@ -393,6 +521,7 @@ fn check_cycles(
     records: &[TxnRecord],
     committed: &HashMap<u64, Option<Timestamp>>,
     chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+    queued: &std::collections::HashSet<u64>,
 ) -> Result<u64, String> {
     let members: Vec<&TxnRecord> = records.iter().filter(|record| committed.contains_key(&record.txn.0)).collect();
     let index: HashMap<u64, usize> = members.iter().enumerate().map(|(i, record)| (record.txn.0, i)).collect();
@@ -423,7 +552,11 @@ fn check_cycles(
     }
     // Real time: only transactions whose end is known (acknowledged).
     for (a, first) in members.iter().enumerate() {
-        let Some(end) = first.end_us.filter(|_| matches!(first.outcome, Outcome::Committed(_))) else { continue };
+        let Some(end) =
+            first.end_us.filter(|_| matches!(first.outcome, Outcome::Committed(_)) && !queued.contains(&first.txn.0))
+        else {
+            continue;
+        };
         for (b, second) in members.iter().enumerate() {
             if a != b && end < second.begin_us {
                 edges.push((a, b, Edge::RealTime));

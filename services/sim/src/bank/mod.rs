@@ -17,7 +17,10 @@
 //! and a predicate workload (insert a flag only while fewer than a limit
 //! exist across two shards' ranges) at Serializable, and notes: Read
 //! Committed writes that commit in the writer's region, through its outbox
-//! where a note's shard is homed elsewhere, read back at once. Faults
+//! where a note's shard is homed elsewhere, read back at once, and tags:
+//! blind writes of a few keys that every region writes, at Read Committed
+//! through the outboxes or directly and at the coordinated levels, read
+//! back at once (last writer wins by origin, R17). Faults
 //! (`faults.rs`): crashes — coordinators die between prepare and decision
 //! with their node — aimed at writes in flight to disk, partitions (nodes,
 //! regions, single links, one-way), message loss, duplication and
@@ -93,6 +96,9 @@ pub struct BankFaults {
     pub narrow_recovery: bool,
     /// Outboxes answer an enqueue before the region's quorum has it (R16).
     pub ack_enqueue_before_durable: bool,
+    /// Home shards apply a shipped write over a version with a newer
+    /// origin (R17).
+    pub overwrite_newer_origin: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -173,6 +179,10 @@ pub struct BankReport {
     /// once each by the end).
     pub notes: u64,
     pub queued: u64,
+    /// Tag writes committed at an outbox (R17), and writes of them a write
+    /// newer by origin replaced before they reached their home.
+    pub tags: u64,
+    pub superseded: u64,
     pub trace_digest: u64,
 }
 
@@ -226,6 +236,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.ack_enqueue_before_durable {
         command.push_str(" --ack-enqueue-before-durable");
+    }
+    if options.faults.overwrite_newer_origin {
+        command.push_str(" --overwrite-newer-origin");
     }
     command
 }
@@ -795,6 +808,7 @@ impl World {
             skip_ranges: faults.skip_range_validation,
             commit_below_closed: faults.commit_below_closed,
             skip_revalidation: faults.skip_revalidation,
+            overwrite_newer_origin: faults.overwrite_newer_origin,
         };
         for shard in &self.shards {
             let group = GroupId(shard.id);

@@ -3,11 +3,14 @@
 //!
 //! Keys: `acct` + shard byte + account byte (an account; absent means the
 //! opening balance), `flag` + shard byte + transaction id (a flag of the
-//! predicate workload), and `note` + shard byte + transaction id (a note:
+//! predicate workload), `note` + shard byte + transaction id (a note:
 //! a Read Committed write, through the region's outbox where its shard
-//! cannot commit within the writer's region, R16). A value is the balance (or 1 for a flag) and
-//! the id of the transaction that wrote it, so every read names the version
-//! it saw.
+//! cannot commit within the writer's region, R16), and `tags` + shard byte
+//! + slot byte (a tag: a few keys every region writes, at Read Committed
+//! through the outboxes and directly, and at the coordinated levels, so
+//! that the last writer by origin must win, R17). A value is the balance
+//! (or 1 for a flag or note, 0 for a tag) and the id of the transaction
+//! that wrote it, so every read names the version it saw.
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -80,6 +83,15 @@ pub fn decode_value(bytes: &[u8]) -> (i64, u64) {
 /// Shards notes are written to: the zone-survival ones.
 pub const NOTE_SHARDS: [ShardId; 3] = [1, 2, 3];
 
+/// Tags per note shard: few, so that writers from every region collide.
+pub const TAG_SLOTS: u8 = 2;
+
+pub fn tag_key(shard: ShardId, slot: u8) -> Vec<u8> {
+    let mut key = b"tags".to_vec();
+    key.extend_from_slice(&[shard as u8, slot]);
+    key
+}
+
 /// Keys name their shard in their fifth byte; `region` is the
 /// coordinator's, whose outbox takes its highly available writes to
 /// shards homed elsewhere.
@@ -150,6 +162,11 @@ pub enum Kind {
     /// region's outbox when a note's shard is homed elsewhere), then read
     /// back through the same gateway: it must see them.
     Note,
+    /// A blind write of one or two tags, at Read Committed (three times in
+    /// four) or a coordinated level, then read back at Read Committed
+    /// through the same gateway: it must see its own write or one newer by
+    /// origin (R17).
+    Tag,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +195,8 @@ pub struct TxnRecord {
     /// Scans: the range and the keys found, with their writers.
     pub scans: Vec<(KeyRange, Vec<(Vec<u8>, u64)>)>,
     pub writes: Vec<Vec<u8>>,
+    /// A tag's read back after its commit: key and writer seen.
+    pub readback: Vec<(Vec<u8>, u64)>,
     pub outcome: Outcome,
 }
 
@@ -277,7 +296,8 @@ async fn run_client(mut context: ClientContext) {
             0..40 => Kind::Transfer,
             40..52 => Kind::Audit,
             52..64 => Kind::Predicate,
-            64..80 => Kind::Note,
+            64..74 => Kind::Note,
+            74..86 => Kind::Tag,
             _ => Kind::Peek,
         };
         let mut checked = None;
@@ -290,6 +310,7 @@ async fn run_client(mut context: ClientContext) {
             }
             Kind::Audit => audit(&mut context).await,
             Kind::Note => note(&mut context).await,
+            Kind::Tag => tag(&mut context).await,
             Kind::Predicate => predicate(&mut context).await,
             Kind::Peek => {
                 // What a reader saw, another gateway must see too once
@@ -324,6 +345,7 @@ fn record(context: &ClientContext, txn: &Transaction, kind: Kind) -> usize {
         reads: Vec::new(),
         scans: Vec::new(),
         writes: Vec::new(),
+        readback: Vec::new(),
         outcome: Outcome::Pending,
     });
     history.len() - 1
@@ -520,11 +542,33 @@ async fn predicate(context: &mut ClientContext) {
     finish(context, index, outcome);
 }
 
+/// Writes `amount` (and the writer) to each of `keys` and commits,
+/// recording the writes and the outcome; answers whether it committed.
+async fn commit_blind_writes(
+    context: &ClientContext,
+    mut txn: Transaction,
+    index: usize,
+    keys: &[Vec<u8>],
+    amount: i64,
+) -> bool {
+    let outcome = async {
+        for key in keys {
+            txn.put(key.clone(), encode_value(amount, txn.id()))?;
+        }
+        update(context, index, |record| record.writes = keys.to_vec());
+        txn.commit_async().await
+    }
+    .await;
+    let committed = outcome.is_ok();
+    finish(context, index, outcome);
+    committed
+}
+
 /// Writes one or two notes at Read Committed, then reads them back through
 /// the same gateway at Read Committed: a client reads its own region's
 /// acknowledged writes, queued or shipped (R16).
 async fn note(context: &mut ClientContext) {
-    let Ok(mut txn) = context.manager.begin(Isolation::ReadCommitted) else { return };
+    let Ok(txn) = context.manager.begin(Isolation::ReadCommitted) else { return };
     let index = record(context, &txn, Kind::Note);
     let count = context.rng.random_range(1..=2);
     let mut keys: Vec<Vec<u8>> = (0..count)
@@ -537,17 +581,7 @@ async fn note(context: &mut ClientContext) {
         .collect();
     keys.sort();
     keys.dedup();
-    let outcome = async {
-        for key in &keys {
-            txn.put(key.clone(), encode_value(1, txn.id()))?;
-        }
-        update(context, index, |record| record.writes = keys.clone());
-        txn.commit_async().await
-    }
-    .await;
-    let committed = outcome.is_ok();
-    finish(context, index, outcome);
-    if !committed {
+    if !commit_blind_writes(context, txn, index, &keys, 1).await {
         return;
     }
     let Ok(mut reader) = context.manager.begin(Isolation::ReadCommitted) else { return };
@@ -561,6 +595,40 @@ async fn note(context: &mut ClientContext) {
                     record.outcome = Outcome::Aborted(format!("NOTE UNREAD {key:?} after its commit was acknowledged"));
                 });
                 return;
+            }
+            // Unreachable replicas (faults): nothing to judge.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes one or two tags (keys every client writes) blindly, then reads
+/// them back at Read Committed through the same gateway; the checks judge
+/// what it saw against the origins of the writes (R17).
+async fn tag(context: &mut ClientContext) {
+    let isolation =
+        if context.rng.random_bool(0.75) { Isolation::ReadCommitted } else { coordinated(&mut context.rng) };
+    let Ok(txn) = context.manager.begin(isolation) else { return };
+    let index = record(context, &txn, Kind::Tag);
+    let count = context.rng.random_range(1..=2);
+    let mut keys: Vec<Vec<u8>> = (0..count)
+        .map(|_| {
+            let shard = NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())];
+            tag_key(shard, context.rng.random_range(0..TAG_SLOTS))
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    if !commit_blind_writes(context, txn, index, &keys, 0).await {
+        return;
+    }
+    let Ok(mut reader) = context.manager.begin(Isolation::ReadCommitted) else { return };
+    for key in &keys {
+        match reader.get_async(key).await {
+            Ok(value) => {
+                let writer = value.map_or(GENESIS, |bytes| decode_value(&bytes).1);
+                let key = key.clone();
+                update(context, index, |record| record.readback.push((key, writer)));
             }
             // Unreachable replicas (faults): nothing to judge.
             Err(_) => return,
