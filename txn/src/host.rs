@@ -66,7 +66,7 @@ use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{Applied, DeliveryProposal, Proposal, ReadGate, Shard};
-use crate::protocol::{Decision, Entry, Lineage, ReadMode, Refusal, Request, Response, ShardId};
+use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::{Error, Hlc, Result};
 
 mod ship;
@@ -981,57 +981,8 @@ impl Host {
                 self.serve_delivery(parked, &shard, from, &entries);
             }
             Request::Pending { range, after, homes } => {
-                let home_here = |dest: ShardId| self.shards.get(&GroupId(dest)).map(|home| &home.shard);
-                let lagging = |dest: ShardId| {
-                    homes.iter().any(|(home, seen)| {
-                        *home == dest && home_here(dest).is_some_and(|replica| !replica.caught_up(*seen))
-                    })
-                };
-                if !shard.caught_up(*after) {
-                    self.park(parked);
-                } else {
-                    let reads = shard.pending(range);
-                    // Only a write queued for a home whose replica here is
-                    // behind what the reader acknowledged there must wait
-                    // for it (woken by that replica's applies).
-                    if let Some(dest) = reads
-                        .as_ref()
-                        .ok()
-                        .and_then(|reads| reads.iter().map(|read| read.dest).find(|dest| lagging(*dest)))
-                    {
-                        self.park_until_applied(GroupId(dest), parked);
-                        return;
-                    }
-                    match reads.and_then(|reads| {
-                        // A shipped write is read from this node's replica
-                        // of its home shard once that has applied it, and
-                        // so is any write that replica has a newer one of
-                        // (R17: it replaced it there, or will).
-                        let mut writes = Vec::with_capacity(reads.len());
-                        for read in reads {
-                            let applied_here = read.shipped.is_some_and(|(dest, ts)| {
-                                home_here(dest).is_some_and(|home| home.last_commit_ts() >= ts)
-                            });
-                            let replaced_here = match home_here(read.dest) {
-                                Some(home) => home
-                                    .newest_origin(&read.key)?
-                                    .is_some_and(|newest| newest > (read.origin, read.txn)),
-                                None => false,
-                            };
-                            if !applied_here && !replaced_here {
-                                writes.push((read.key, read.value, read.shipped));
-                            }
-                        }
-                        Ok(writes)
-                    }) {
-                        Ok(writes) => {
-                            let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
-                            let (shipped, forgotten) = (shard.shipped(), shard.forgotten());
-                            self.reply(origin, Response::Pending { writes, shipped, forgotten, oldest });
-                        }
-                        Err(error) => self.refuse(origin, &error),
-                    }
-                }
+                let (range, after, homes) = (range.clone(), *after, homes.clone());
+                self.serve_pending(parked, &shard, &range, after, &homes);
             }
             Request::ValidateSettled { changes, at_least } => match shard.validate_settled(changes, *at_least) {
                 Ok(Some(closed)) => {
@@ -1043,6 +994,55 @@ impl Host {
                 Err(error) => self.refuse(origin, &error),
             },
         }
+    }
+
+    /// Serves [`Request::Pending`] at this node's replica of an outbox once
+    /// it has applied what the reader acknowledged there (`after`). A write
+    /// queued for a home shard whose replica here is behind what the reader
+    /// acknowledged there (`homes`) waits for that replica's applies. Left
+    /// out: a shipped write that replica has applied, and any write it
+    /// holds a newer one of by origin (R17: replaced there, or to be).
+    fn serve_pending(
+        &mut self,
+        parked: Parked,
+        shard: &Shard,
+        range: &KeyRange,
+        after: Timestamp,
+        homes: &[(ShardId, Timestamp)],
+    ) {
+        if !shard.caught_up(after) {
+            self.park(parked);
+            return;
+        }
+        let home_here = |dest: ShardId| self.shards.get(&GroupId(dest)).map(|home| &home.shard);
+        let lagging = |dest: ShardId| {
+            homes
+                .iter()
+                .any(|(home, seen)| *home == dest && home_here(dest).is_some_and(|replica| !replica.caught_up(*seen)))
+        };
+        let reads = match shard.pending(range) {
+            Ok(reads) => reads,
+            Err(error) => return self.refuse(parked.origin, &error),
+        };
+        if let Some(dest) = reads.iter().map(|read| read.dest).find(|dest| lagging(*dest)) {
+            self.park_until_applied(GroupId(dest), parked);
+            return;
+        }
+        let mut writes = Vec::with_capacity(reads.len());
+        for read in reads {
+            let applied_here =
+                read.shipped.is_some_and(|(dest, ts)| home_here(dest).is_some_and(|home| home.last_commit_ts() >= ts));
+            let replaced_here = match home_here(read.dest).map(|home| home.newest_origin(&read.key)).transpose() {
+                Ok(newest) => newest.flatten().is_some_and(|newest| newest > (read.origin, read.txn)),
+                Err(error) => return self.refuse(parked.origin, &error),
+            };
+            if !applied_here && !replaced_here {
+                writes.push((read.key, read.value, read.shipped));
+            }
+        }
+        let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
+        let (shipped, forgotten) = (shard.shipped(), shard.forgotten());
+        self.reply(parked.origin, Response::Pending { writes, shipped, forgotten, oldest });
     }
 
     /// Answers a read at a timestamp only once every clock in the cluster
