@@ -157,16 +157,8 @@ async fn run_async(args: Args) -> Result<(), String> {
             .iter()
             .zip(&measured)
             .map(|(class, (times, retries))| {
-                json!({
-                    "class": class.name,
-                    "gateway": class.url,
-                    "bound_ms": class.bound_ms,
-                    "bound": class.bound,
-                    "transactions": times.histogram.len(),
-                    "retries": retries,
-                    "p50_ms": times.p(0.50) / 1_000.0,
-                    "p99_ms": times.p(0.99) / 1_000.0,
-                })
+                let extra = json!({"gateway": class.url, "bound_ms": class.bound_ms, "bound": class.bound});
+                crate::report::class_json(&class.name, times, *retries, extra)
             })
             .collect();
         let document = json!({

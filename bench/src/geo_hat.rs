@@ -188,14 +188,7 @@ async fn run_async(args: Args) -> Result<(), String> {
             .iter()
             .zip(&measured)
             .map(|(class, (times, retries))| {
-                json!({
-                    "class": class.name,
-                    "transactions": times.histogram.len(),
-                    "retries": retries,
-                    "p50_ms": times.p(0.50) / 1_000.0,
-                    "p99_ms": times.p(0.99) / 1_000.0,
-                    "goal_ms": goal_ms,
-                })
+                crate::report::class_json(&class.name, times, *retries, json!({"goal_ms": goal_ms}))
             })
             .collect();
         let document = json!({

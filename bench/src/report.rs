@@ -46,6 +46,22 @@ pub fn row(m: &Measurement) -> String {
 
 pub const HEADER: &str = "| operation | ops | ops/s | p50 µs | p99 µs |\n|---|---|---|---|---|";
 
+/// One class of a benchmark as JSON: its name, transactions, retries and
+/// p50/p99 in ms, with the fields of `extra` (an object) added.
+pub fn class_json(name: &str, times: &Measurement, retries: u64, extra: serde_json::Value) -> serde_json::Value {
+    let mut class = serde_json::json!({
+        "class": name,
+        "transactions": times.histogram.len(),
+        "retries": retries,
+        "p50_ms": times.p(0.50) / 1_000.0,
+        "p99_ms": times.p(0.99) / 1_000.0,
+    });
+    if let (Some(class), serde_json::Value::Object(extra)) = (class.as_object_mut(), extra) {
+        class.extend(extra);
+    }
+    class
+}
+
 /// Writes a benchmark's results as pretty JSON to `path`, and says so.
 pub fn write_json(path: &std::path::Path, document: &serde_json::Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(document).map_err(|e| e.to_string())?;

@@ -418,13 +418,23 @@ impl CommittedAt {
     }
 }
 
-/// A commit: its timestamp, where it happened, and the home regions of the
-/// shards that took it (the outbox's region for an outbox), by name.
+/// A commit: its timestamp, where it happened, and the shards that took
+/// it (the outbox, for an outbox).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
     pub ts: Timestamp,
     pub at: CommittedAt,
-    pub regions: Vec<String>,
+    pub shards: Vec<ShardId>,
+}
+
+impl Commit {
+    /// The home regions of the shards that took it, by name, sorted.
+    pub fn regions(&self, router: &dyn Router) -> Vec<String> {
+        let mut regions: Vec<String> = self.shards.iter().filter_map(|shard| router.region_of(*shard)).collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    }
 }
 
 /// A running transaction. See the module documentation.
@@ -939,7 +949,7 @@ impl Transaction {
     /// committed.
     pub async fn commit_reporting_async(self) -> Result<Commit> {
         if !self.has_writes() {
-            return Ok(Commit { ts: self.read_ts, at: CommittedAt::Nowhere, regions: Vec::new() });
+            return Ok(Commit { ts: self.read_ts, at: CommittedAt::Nowhere, shards: Vec::new() });
         }
         if !self.isolation.is_highly_available() {
             // Commit wait below reads this node's clock.
@@ -961,12 +971,8 @@ impl Transaction {
             };
             (ts, written)
         };
-        let mut regions: Vec<String> =
-            written.iter().filter_map(|shard| self.manager.router.region_of(*shard)).collect();
-        regions.sort();
-        regions.dedup();
         let at = if outbox.is_some() { CommittedAt::Outbox } else { CommittedAt::Homes };
-        self.manager.saw(written, ts);
+        self.manager.saw(written.iter().copied(), ts);
         if self.isolation.is_highly_available() {
             // No commit wait, but a commit placed ahead of every clock (a
             // global table's, R14, or one lifted above such a commit) is
@@ -985,7 +991,7 @@ impl Transaction {
             self.manager.commit_waited(self.isolation, until_ns);
             self.manager.rpc.sleep_until(until_ns).await;
         }
-        Ok(Commit { ts, at, regions })
+        Ok(Commit { ts, at, shards: written })
     }
 
     /// R16: the outbox a Read Committed transaction commits at: every shard

@@ -90,7 +90,12 @@ fn enqueue(outbox: &Shard, slot: u64, txn: u64, parts: Vec<(u64, Vec<Write>)>) -
 }
 
 fn delivery(home: &Shard, queued: &Queued) -> Entry {
-    match home.propose_delivery(OUTBOX, queued, &[]).unwrap() {
+    delivery_from(home, OUTBOX, queued)
+}
+
+/// The entry `home`'s leader proposes for `queued`, shipped by `outbox`.
+fn delivery_from(home: &Shard, outbox: u64, queued: &Queued) -> Entry {
+    match home.propose_delivery(outbox, queued, &[]).unwrap() {
         DeliveryProposal::Entry(entry) => entry,
         other => panic!("expected an entry, got {other:?}"),
     }
@@ -228,10 +233,7 @@ fn a_shipped_write_never_replaces_a_version_with_a_newer_origin() {
     let later = leader_at(OTHER_OUTBOX, 3);
     enqueue(&later, 1, 30, vec![(HOME, vec![write("a", "later"), write("b", "later")])]);
     let queued = later.queued(HOME, 0).unwrap();
-    let DeliveryProposal::Entry(entry) = home.propose_delivery(OTHER_OUTBOX, &queued[0], &[]).unwrap() else {
-        panic!("an entry");
-    };
-    home.apply(Some(3), &[entry], 0).unwrap();
+    home.apply(Some(3), &[delivery_from(&home, OTHER_OUTBOX, &queued[0])], 0).unwrap();
     assert_eq!(latest(&home, "a").as_deref(), Some("later"));
     assert_eq!(latest(&home, "b").as_deref(), Some("later"));
 }
@@ -243,7 +245,7 @@ fn a_shipped_write_loses_to_a_newer_commit_earlier_in_its_own_slot() {
     let queued = outbox.queued(HOME, 0).unwrap();
     let home = leader_at(HOME, 2);
     let direct = commit(&home, 20, geodb_txn::Isolation::ReadCommitted, vec![write("a", "direct")]);
-    home.apply(Some(1), &[direct.clone()], 0).unwrap();
+    home.apply(Some(1), std::slice::from_ref(&direct), 0).unwrap();
     // The same two entries in one slot of a fresh replica: the delivery
     // sees the commit before it in the slot.
     let entry = delivery(&home, &queued[0]);
@@ -299,10 +301,7 @@ fn shipped_writes_with_equal_origins_are_ordered_by_writer_on_every_shard() {
     let (from_first, from_second) = (first.queued(HOME, 0).unwrap(), second.queued(HOME, 0).unwrap());
     assert_eq!(from_first[0].ts, from_second[0].ts);
     let ship = |home: &Shard, outbox: u64, queued: &Queued, slot: u64| {
-        let DeliveryProposal::Entry(entry) = home.propose_delivery(outbox, queued, &[]).unwrap() else {
-            panic!("an entry");
-        };
-        home.apply(Some(slot), &[entry], 0).unwrap();
+        home.apply(Some(slot), &[delivery_from(home, outbox, queued)], 0).unwrap();
     };
     let home = leader_at(HOME, 1);
     ship(&home, OUTBOX, &from_first[0], 1);

@@ -97,11 +97,12 @@ pub fn run_transaction(
 /// Headers that say where a transaction committed: `X-GeoDB-Commit`
 /// (`home`, `outbox` or `none`) and, where it wrote, `X-GeoDB-Commit-Regions`
 /// (the home regions of the shards that took it, or the outbox's region).
-pub fn commit_headers(commit: &Commit) -> HeaderMap {
+pub fn commit_headers(node: &Node, commit: &Commit) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(COMMIT_HEADER, HeaderValue::from_static(commit.at.name()));
-    if !commit.regions.is_empty()
-        && let Ok(regions) = HeaderValue::from_str(&commit.regions.join(","))
+    let regions = commit.regions(node.txns.router().as_ref());
+    if !regions.is_empty()
+        && let Ok(regions) = HeaderValue::from_str(&regions.join(","))
     {
         headers.insert(COMMIT_REGIONS_HEADER, regions);
     }

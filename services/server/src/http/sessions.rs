@@ -82,7 +82,10 @@ pub async fn statement(
     if let Some(control) = geodb_sql::parse_control(&request.sql) {
         let control = control.map_err(|error| fail_open_transaction(&mut session, error.into()))?;
         let (answer, commit) = exec::blocking(|| run_control(&node, &mut session, control))?;
-        return Ok((commit.as_ref().map(exec::commit_headers).unwrap_or_default(), Json(answer)));
+        return Ok((
+            commit.as_ref().map(|commit| exec::commit_headers(&node, commit)).unwrap_or_default(),
+            Json(answer),
+        ));
     }
     let statement = Statement::from_request(request).map_err(|error| fail_open_transaction(&mut session, error))?;
     if session.txn.is_none() {
@@ -94,7 +97,7 @@ pub async fn statement(
             let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
             match attempt {
                 Ok((results, commit)) => {
-                    return Ok((exec::commit_headers(&commit), Json(exec::result_json(&results[0]))));
+                    return Ok((exec::commit_headers(&node, &commit), Json(exec::result_json(&results[0]))));
                 }
                 Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
                     retries += 1;

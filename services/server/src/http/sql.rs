@@ -92,7 +92,7 @@ pub async fn one_shot(
                     "commit_ts": commit.ts.to_string(),
                     "retries": retries,
                 });
-                return Ok((exec::commit_headers(&commit), Json(answer)));
+                return Ok((exec::commit_headers(&node, &commit), Json(answer)));
             }
             Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
                 retries += 1;

@@ -5,8 +5,8 @@
 //! opening balance), `flag` + shard byte + transaction id (a flag of the
 //! predicate workload), `note` + shard byte + transaction id (a note:
 //! a Read Committed write, through the region's outbox where its shard
-//! cannot commit within the writer's region, R16), and `tags` + shard byte
-//! + slot byte (a tag: a few keys every region writes, at Read Committed
+//! cannot commit within the writer's region, R16), and `tags`, shard byte,
+//! slot byte (a tag: a few keys every region writes, at Read Committed
 //! through the outboxes and directly, and at the coordinated levels, so
 //! that the last writer by origin must win, R17). A value is the balance
 //! (or 1 for a flag or note, 0 for a tag) and the id of the transaction
@@ -542,26 +542,29 @@ async fn predicate(context: &mut ClientContext) {
     finish(context, index, outcome);
 }
 
-/// Writes `amount` (and the writer) to each of `keys` and commits,
-/// recording the writes and the outcome; answers whether it committed.
+/// Writes `amount` (and the writer) to each of `keys` (once each) and
+/// commits, recording the writes and the outcome; answers the keys written
+/// if it committed.
 async fn commit_blind_writes(
     context: &ClientContext,
     mut txn: Transaction,
     index: usize,
-    keys: &[Vec<u8>],
+    mut keys: Vec<Vec<u8>>,
     amount: i64,
-) -> bool {
+) -> Option<Vec<Vec<u8>>> {
+    keys.sort();
+    keys.dedup();
     let outcome = async {
-        for key in keys {
+        for key in &keys {
             txn.put(key.clone(), encode_value(amount, txn.id()))?;
         }
-        update(context, index, |record| record.writes = keys.to_vec());
+        update(context, index, |record| record.writes = keys.clone());
         txn.commit_async().await
     }
     .await;
     let committed = outcome.is_ok();
     finish(context, index, outcome);
-    committed
+    committed.then_some(keys)
 }
 
 /// Writes one or two notes at Read Committed, then reads them back through
@@ -571,7 +574,7 @@ async fn note(context: &mut ClientContext) {
     let Ok(txn) = context.manager.begin(Isolation::ReadCommitted) else { return };
     let index = record(context, &txn, Kind::Note);
     let count = context.rng.random_range(1..=2);
-    let mut keys: Vec<Vec<u8>> = (0..count)
+    let keys: Vec<Vec<u8>> = (0..count)
         .map(|_| {
             let mut key = b"note".to_vec();
             key.push(NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())] as u8);
@@ -579,11 +582,7 @@ async fn note(context: &mut ClientContext) {
             key
         })
         .collect();
-    keys.sort();
-    keys.dedup();
-    if !commit_blind_writes(context, txn, index, &keys, 1).await {
-        return;
-    }
+    let Some(keys) = commit_blind_writes(context, txn, index, keys, 1).await else { return };
     let Ok(mut reader) = context.manager.begin(Isolation::ReadCommitted) else { return };
     for key in &keys {
         match reader.get_async(key).await {
@@ -611,17 +610,13 @@ async fn tag(context: &mut ClientContext) {
     let Ok(txn) = context.manager.begin(isolation) else { return };
     let index = record(context, &txn, Kind::Tag);
     let count = context.rng.random_range(1..=2);
-    let mut keys: Vec<Vec<u8>> = (0..count)
+    let keys: Vec<Vec<u8>> = (0..count)
         .map(|_| {
             let shard = NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())];
             tag_key(shard, context.rng.random_range(0..TAG_SLOTS))
         })
         .collect();
-    keys.sort();
-    keys.dedup();
-    if !commit_blind_writes(context, txn, index, &keys, 0).await {
-        return;
-    }
+    let Some(keys) = commit_blind_writes(context, txn, index, keys, 0).await else { return };
     let Ok(mut reader) = context.manager.begin(Isolation::ReadCommitted) else { return };
     for key in &keys {
         match reader.get_async(key).await {
