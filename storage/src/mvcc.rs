@@ -45,9 +45,92 @@ use crate::{Error, Result};
 /// Format bytes of version records: `[1][txn 8][kind][value]`, and
 /// `[2][txn 8][origin 12][kind][value]` for a version whose origin
 /// timestamp is not its commit timestamp (a highly available write
-/// committed first in another shard, R17).
+/// committed first in another shard, R17), and
+/// `[3][txn 8][origin 12, zero for its commit][siblings][kind][value]` for a
+/// version whose transaction also wrote other shards ([`Siblings`]).
 const VERSION_FORMAT_V1: u8 = 1;
 const VERSION_FORMAT_V2: u8 = 2;
+const VERSION_FORMAT_V3: u8 = 3;
+const SIBLINGS_SHARDS: u8 = 1;
+const SIBLINGS_KEYS: u8 = 2;
+
+/// Where else the transaction that wrote a version wrote, so a reader at
+/// Monotonic Atomic View can tell whether the rest of it has arrived
+/// (`docs/design/transactions.md`, "Monotonic Atomic View in the region").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Siblings {
+    /// Nothing: the transaction wrote only this shard.
+    #[default]
+    None,
+    /// The other shards it committed at, all at this version's timestamp
+    /// (a commit across shards).
+    Shards(Vec<u64>),
+    /// The keys it wrote at other shards, by shard, each committed there at
+    /// a timestamp of that shard's own (writes shipped from an outbox).
+    Keys(Vec<(u64, Vec<u8>)>),
+}
+
+impl Siblings {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Siblings::None)
+    }
+
+    /// `[kind][count u32]` then shard ids (`[shard 8]`) or keys
+    /// (`[shard 8][length u32][key]`).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Siblings::None => {
+                out.push(SIBLINGS_SHARDS);
+                out.extend_from_slice(&0u32.to_be_bytes());
+            }
+            Siblings::Shards(shards) => {
+                out.push(SIBLINGS_SHARDS);
+                out.extend_from_slice(&(shards.len() as u32).to_be_bytes());
+                for shard in shards {
+                    out.extend_from_slice(&shard.to_be_bytes());
+                }
+            }
+            Siblings::Keys(keys) => {
+                out.push(SIBLINGS_KEYS);
+                out.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+                for (shard, key) in keys {
+                    out.extend_from_slice(&shard.to_be_bytes());
+                    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+                    out.extend_from_slice(key);
+                }
+            }
+        }
+    }
+
+    fn decode_from(bytes: &mut &[u8]) -> Option<Siblings> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        let u32_at = |bytes: &mut &[u8]| Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?) as usize);
+        let u64_at = |bytes: &mut &[u8]| Some(u64::from_be_bytes(take(bytes, 8)?.try_into().ok()?));
+        let kind = take(bytes, 1)?[0];
+        let count = u32_at(bytes)?;
+        // Every sibling takes at least 8 bytes: a count beyond that is corrupt.
+        if count > bytes.len() / 8 {
+            return None;
+        }
+        match kind {
+            SIBLINGS_SHARDS if count == 0 => Some(Siblings::None),
+            SIBLINGS_SHARDS => (0..count).map(|_| u64_at(bytes)).collect::<Option<_>>().map(Siblings::Shards),
+            SIBLINGS_KEYS => (0..count)
+                .map(|_| {
+                    let shard = u64_at(bytes)?;
+                    let len = u32_at(bytes)?;
+                    Some((shard, take(bytes, len)?.to_vec()))
+                })
+                .collect::<Option<_>>()
+                .map(Siblings::Keys),
+            _ => None,
+        }
+    }
+}
 /// Format byte of lock records.
 const LOCK_FORMAT_V1: u8 = 1;
 const KIND_TOMBSTONE: u8 = 0;
@@ -66,6 +149,8 @@ pub struct Version {
     /// every write but a highly available one shipped from an outbox,
     /// whose origin is its commit at the outbox (last writer wins by it).
     pub origin: Timestamp,
+    /// Where else its transaction wrote.
+    pub siblings: Siblings,
 }
 
 /// A prepared, undecided write: a transaction's lock on a key.
@@ -142,12 +227,20 @@ pub fn decode_version_key(encoded: &[u8]) -> Result<(Vec<u8>, Timestamp)> {
     }
 }
 
-fn encode_version_value(txn: TxnId, origin: Option<Timestamp>, value: Option<&[u8]>) -> Vec<u8> {
+fn encode_version_value(txn: TxnId, origin: Option<Timestamp>, siblings: &Siblings, value: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(10 + Timestamp::ENCODED_LEN + value.map_or(0, <[u8]>::len));
-    out.push(if origin.is_some() { VERSION_FORMAT_V2 } else { VERSION_FORMAT_V1 });
+    let format = match (origin, siblings) {
+        (_, Siblings::Shards(_) | Siblings::Keys(_)) => VERSION_FORMAT_V3,
+        (Some(_), Siblings::None) => VERSION_FORMAT_V2,
+        (None, Siblings::None) => VERSION_FORMAT_V1,
+    };
+    out.push(format);
     out.extend_from_slice(&txn.0.to_be_bytes());
-    if let Some(origin) = origin {
-        out.extend_from_slice(&origin.encode());
+    if format != VERSION_FORMAT_V1 {
+        out.extend_from_slice(&origin.unwrap_or(Timestamp::ZERO).encode());
+    }
+    if format == VERSION_FORMAT_V3 {
+        siblings.encode_into(&mut out);
     }
     match value {
         Some(value) => {
@@ -159,30 +252,47 @@ fn encode_version_value(txn: TxnId, origin: Option<Timestamp>, value: Option<&[u
     out
 }
 
-/// A version record: its writer, its origin if it has one of its own, and
-/// its value.
-type VersionRecord = (TxnId, Option<Timestamp>, Option<Vec<u8>>);
+/// A version record: its writer, its origin if it has one of its own, its
+/// siblings, and its value.
+struct VersionRecord {
+    txn: TxnId,
+    origin: Option<Timestamp>,
+    siblings: Siblings,
+    value: Option<Vec<u8>>,
+}
+
+impl VersionRecord {
+    fn at(self, ts: Timestamp) -> Version {
+        Version { ts, txn: self.txn, value: self.value, origin: self.origin.unwrap_or(ts), siblings: self.siblings }
+    }
+}
 
 fn decode_version_value(bytes: &[u8]) -> Result<VersionRecord> {
     let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
-    let header = match bytes.first() {
-        Some(&VERSION_FORMAT_V1) => 9,
-        Some(&VERSION_FORMAT_V2) => 9 + Timestamp::ENCODED_LEN,
-        _ => return Err(corrupt()),
-    };
-    if bytes.len() <= header {
+    let format = *bytes.first().ok_or_else(corrupt)?;
+    if !matches!(format, VERSION_FORMAT_V1 | VERSION_FORMAT_V2 | VERSION_FORMAT_V3) || bytes.len() < 9 {
         return Err(corrupt());
     }
     let txn = TxnId(u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| corrupt())?));
-    let origin = match header {
-        9 => None,
-        _ => Some(Timestamp::decode(&bytes[9..header]).ok_or_else(corrupt)?),
-    };
-    match bytes[header] {
-        KIND_VALUE => Ok((txn, origin, Some(bytes[header + 1..].to_vec()))),
-        KIND_TOMBSTONE if bytes.len() == header + 1 => Ok((txn, origin, None)),
-        _ => Err(corrupt()),
+    let mut rest = &bytes[9..];
+    let mut origin = None;
+    if format != VERSION_FORMAT_V1 {
+        let (encoded, after) = rest.split_at_checked(Timestamp::ENCODED_LEN).ok_or_else(corrupt)?;
+        let ts = Timestamp::decode(encoded).ok_or_else(corrupt)?;
+        // Format 3 always has the field; zero there means "its commit".
+        origin = (format == VERSION_FORMAT_V2 || ts != Timestamp::ZERO).then_some(ts);
+        rest = after;
     }
+    let siblings = match format {
+        VERSION_FORMAT_V3 => Siblings::decode_from(&mut rest).ok_or_else(corrupt)?,
+        _ => Siblings::None,
+    };
+    let value = match rest.split_first() {
+        Some((&KIND_VALUE, value)) => Some(value.to_vec()),
+        Some((&KIND_TOMBSTONE, [])) => None,
+        _ => return Err(corrupt()),
+    };
+    Ok(VersionRecord { txn, origin, siblings, value })
 }
 
 /// Format byte of latest-version records.
@@ -203,8 +313,7 @@ fn decode_latest(bytes: &[u8]) -> Result<Version> {
         return Err(Error::Corrupt(format!("latest-version record of {} bytes", bytes.len())));
     }
     let ts = Timestamp::decode(&bytes[1..HEADER]).ok_or_else(|| Error::Corrupt("latest-version timestamp".into()))?;
-    let (txn, origin, value) = decode_version_value(&bytes[HEADER..])?;
-    Ok(Version { ts, txn, value, origin: origin.unwrap_or(ts) })
+    Ok(decode_version_value(&bytes[HEADER..])?.at(ts))
 }
 
 /// Adds to `batch` the version of `key` written by `txn` at `ts` (`None`
@@ -214,7 +323,7 @@ fn decode_latest(bytes: &[u8]) -> Result<Version> {
 /// assigns commit timestamps in order), so the latest record always names
 /// the newest version.
 pub fn put_version(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, txn: TxnId, value: Option<&[u8]>) {
-    let record = encode_version_value(txn, None, value);
+    let record = encode_version_value(txn, None, &Siblings::None, value);
     batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
     batch.put(ColumnFamily::Data, version_key(key, ts), record);
 }
@@ -232,25 +341,29 @@ pub fn put_version_ordered(
     txn: TxnId,
     value: Option<&[u8]>,
 ) -> Result<()> {
-    put_version_from(engine, batch, key, ts, ts, txn, value)
+    put_version_with(engine, batch, key, ts, ts, txn, &Siblings::None, value)
 }
 
 /// [`put_version_ordered`] of a write whose origin timestamp (normally
-/// below `ts`) is its own: where it first committed, if not here (R17).
-pub fn put_version_from(
+/// below `ts`) is its own — where it first committed, if not here (R17) —
+/// and whose transaction also wrote `siblings` elsewhere (Monotonic Atomic
+/// View shows it only once they are there too).
+#[allow(clippy::too_many_arguments)]
+pub fn put_version_with(
     engine: &dyn Engine,
     batch: &mut WriteBatch,
     key: &[u8],
     ts: Timestamp,
     origin: Timestamp,
     txn: TxnId,
+    siblings: &Siblings,
     value: Option<&[u8]>,
 ) -> Result<()> {
     let newer = match engine.get(ColumnFamily::Latest, key)? {
         Some(latest) => decode_latest(&latest)?.ts > ts,
         None => false,
     };
-    let record = encode_version_value(txn, (origin != ts).then_some(origin), value);
+    let record = encode_version_value(txn, (origin != ts).then_some(origin), siblings, value);
     if !newer {
         batch.put(ColumnFamily::Latest, key.to_vec(), encode_latest(ts, &record));
     }
@@ -291,8 +404,7 @@ fn get_older_version(engine: &dyn Engine, key: &[u8], ts: Timestamp) -> Result<O
             // Checked on both sides of the boundary: the engine honoured the
             // bounds, so this must be a version of `key` at or below `ts`.
             assert!(found_key == key && version_ts <= ts, "engine scan escaped its bounds");
-            let (txn, origin, value) = decode_version_value(&record)?;
-            Ok(Some(Version { ts: version_ts, txn, value, origin: origin.unwrap_or(version_ts) }))
+            Ok(Some(decode_version_value(&record)?.at(version_ts)))
         }
     }
 }
@@ -336,16 +448,7 @@ pub fn scan_with_newest(
     reverse: bool,
     limit: Option<usize>,
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Timestamp)> {
-    let start = match start {
-        Bound::Included(key) => Bound::Included(before_versions(key)),
-        Bound::Excluded(key) => Bound::Included(after_versions(key)),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    let end = match end {
-        Bound::Included(key) => Bound::Excluded(after_versions(key)),
-        Bound::Excluded(key) => Bound::Excluded(before_versions(key)),
-        Bound::Unbounded => Bound::Unbounded,
-    };
+    let (start, end) = data_bounds(start, end);
     let limit = limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     let mut newest = Timestamp::ZERO;
@@ -373,7 +476,7 @@ pub fn scan_with_newest(
         if version_ts > ts || settled {
             continue;
         }
-        let (_, _, value) = decode_version_value(&record)?;
+        let value = decode_version_value(&record)?.value;
         if let Some(current) = current.as_mut() {
             current.1 = value;
         }
@@ -388,6 +491,63 @@ pub fn scan_with_newest(
     Ok((out, newest))
 }
 
+/// The data-family bounds of the versions of user keys within the bounds.
+fn data_bounds(start: Bound<&[u8]>, end: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = match start {
+        Bound::Included(key) => Bound::Included(before_versions(key)),
+        Bound::Excluded(key) => Bound::Included(after_versions(key)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let end = match end {
+        Bound::Included(key) => Bound::Excluded(after_versions(key)),
+        Bound::Excluded(key) => Bound::Excluded(before_versions(key)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (start, end)
+}
+
+/// A version kept apart from the key's history, for a reader that must
+/// see exactly it (a write that a newer one superseded before it arrived):
+/// `[ts 12][version record]`.
+pub fn encode_detached(version: &Version) -> Vec<u8> {
+    let origin = (version.origin != version.ts).then_some(version.origin);
+    let mut out = version.ts.encode().to_vec();
+    out.extend(encode_version_value(version.txn, origin, &version.siblings, version.value.as_deref()));
+    out
+}
+
+/// Decodes [`encode_detached`].
+pub fn decode_detached(bytes: &[u8]) -> Result<Version> {
+    let (ts, record) = bytes
+        .split_at_checked(Timestamp::ENCODED_LEN)
+        .ok_or_else(|| Error::Corrupt(format!("detached version of {} bytes", bytes.len())))?;
+    let ts = Timestamp::decode(ts).ok_or_else(|| Error::Corrupt("detached version timestamp".into()))?;
+    Ok(decode_version_value(record)?.at(ts))
+}
+
+/// The newest versions of `key`, newest first, at most `limit` of them.
+pub fn versions_of(engine: &dyn Engine, key: &[u8], limit: usize) -> Result<Vec<Version>> {
+    let (start, end) = (before_versions(key), after_versions(key));
+    let mut out = Vec::new();
+    for entry in engine.scan(ColumnFamily::Data, Bound::Included(&start), Bound::Excluded(&end), false)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (encoded, record) = entry?;
+        let (found, ts) = decode_version_key(&encoded)?;
+        if found == key {
+            out.push(decode_version_value(&record)?.at(ts));
+        }
+    }
+    Ok(out)
+}
+
+/// The keys within the bounds that have a version (a delete's tombstone
+/// included), in key order.
+pub fn keys_in_range(engine: &dyn Engine, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Vec<Vec<u8>>> {
+    engine.scan(ColumnFamily::Latest, start, end, false)?.map(|entry| Ok(entry?.0)).collect()
+}
+
 /// Every version of every key, in key order and, per key, newest first:
 /// for checkers and tools that audit a whole history (the simulator).
 pub fn all_versions(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Version)>> {
@@ -395,8 +555,7 @@ pub fn all_versions(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Version)>> {
     for entry in engine.scan(ColumnFamily::Data, Bound::Unbounded, Bound::Unbounded, false)? {
         let (encoded, record) = entry?;
         let (key, ts) = decode_version_key(&encoded)?;
-        let (txn, origin, value) = decode_version_value(&record)?;
-        out.push((key, Version { ts, txn, value, origin: origin.unwrap_or(ts) }));
+        out.push((key, decode_version_value(&record)?.at(ts)));
     }
     Ok(out)
 }
@@ -503,10 +662,11 @@ mod tests {
         let engine = MemoryEngine::new();
         write(&engine, b"k", 10, Some(b"direct"));
         let mut batch = WriteBatch::new();
-        put_version_from(&engine, &mut batch, b"k", ts(30), ts(20), TxnId(7), Some(b"shipped")).unwrap();
+        put_version_with(&engine, &mut batch, b"k", ts(30), ts(20), TxnId(7), &Siblings::None, Some(b"shipped"))
+            .unwrap();
         engine.write(batch, Durability::Sync).unwrap();
         let mut batch = WriteBatch::new();
-        put_version_from(&engine, &mut batch, b"k", ts(40), ts(40), TxnId(8), None).unwrap();
+        put_version_with(&engine, &mut batch, b"k", ts(40), ts(40), TxnId(8), &Siblings::None, None).unwrap();
         engine.write(batch, Durability::Sync).unwrap();
         let shipped = get_version(&engine, b"k", ts(35)).unwrap().unwrap();
         assert_eq!((shipped.ts, shipped.origin, shipped.txn), (ts(30), ts(20), TxnId(7)));
@@ -519,6 +679,43 @@ mod tests {
         let origins: Vec<Timestamp> = all.iter().map(|(_, version)| version.origin).collect();
         assert_eq!(origins, vec![ts(40), ts(20), ts(10)]);
         assert_eq!(scan(&engine, Bound::Unbounded, Bound::Unbounded, ts(35), false, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_version_keeps_its_siblings() {
+        let engine = MemoryEngine::new();
+        let keys = Siblings::Keys(vec![(3, b"y".to_vec()), (4, Vec::new()), (3, vec![0, 0xff, 1])]);
+        let cases = [
+            (b"a".as_slice(), ts(10), ts(10), Siblings::Shards(vec![2, 9]), Some(b"v".as_slice())),
+            (b"a", ts(20), ts(15), keys.clone(), None),
+            (b"b", ts(5), ts(5), keys, Some(b"")),
+            (b"b", ts(6), ts(2), Siblings::None, Some(b"w")),
+        ];
+        for (key, at, origin, siblings, value) in &cases {
+            let mut batch = WriteBatch::new();
+            put_version_with(&engine, &mut batch, key, *at, *origin, TxnId(at.physical), siblings, *value).unwrap();
+            engine.write(batch, Durability::Sync).unwrap();
+        }
+        let a = versions_of(&engine, b"a", usize::MAX).unwrap();
+        let b = versions_of(&engine, b"b", usize::MAX).unwrap();
+        assert_eq!(versions_of(&engine, b"b", 1).unwrap(), b[..1]);
+        let read: Vec<&Version> = [&a[1], &a[0], &b[1], &b[0]].into_iter().collect();
+        for ((_, at, origin, siblings, value), version) in cases.iter().zip(read) {
+            assert_eq!((version.ts, version.origin, &version.siblings), (*at, *origin, siblings));
+            assert_eq!(version.value.as_deref(), *value);
+        }
+        assert_eq!(latest_version(&engine, b"a").unwrap().unwrap().siblings, cases[1].3);
+        assert_eq!(keys_in_range(&engine, Bound::Excluded(b"a"), Bound::Unbounded).unwrap(), [b"b".to_vec()]);
+        assert_eq!(keys_in_range(&engine, Bound::Unbounded, Bound::Included(b"b")).unwrap().len(), 2);
+        let detached = Version { ts: ts(9), txn: TxnId(3), value: None, origin: ts(4), siblings: cases[1].3.clone() };
+        assert_eq!(decode_detached(&encode_detached(&detached)).unwrap(), detached);
+        assert!(decode_detached(&[1, 2]).is_err());
+        // Cut anywhere, a format 3 record is corrupt, never misread.
+        let record = encode_version_value(TxnId(1), None, &cases[1].3, Some(b"x"));
+        for len in 0..record.len() - 1 {
+            let decoded = decode_version_value(&record[..len]);
+            assert!(decoded.is_err() || len == record.len() - 1, "cut at {len}");
+        }
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum Error {
     /// The transaction was used after it ended, or was given bad input.
     #[error("{0}")]
     Invalid(String),
+    /// The transaction goes beyond a limit of its level (SQLSTATE 54000).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// This node does not lead the shard, so it cannot serve a coordinated
     /// transaction or commit a write (SQLSTATE 08006). `leader` names the
     /// node that does, when known: the caller retries there.

@@ -203,6 +203,9 @@ pub struct HostFaults {
     /// Answer an enqueue at an outbox as soon as it is proposed, before
     /// the region's quorum has it (R16).
     pub ack_enqueue_before_durable: bool,
+    /// Show a Monotonic Atomic View reader every version at once, before
+    /// the rest of its transaction has arrived ([`crate::view`]).
+    pub show_siblings_early: bool,
 }
 
 /// How a host behaves.
@@ -260,6 +263,20 @@ pub struct SettledCounts {
     /// Serializable transactions' reads validated here up to the closed
     /// timestamp, for a commit elsewhere ([`Request::ValidateSettled`]).
     pub validated: u64,
+}
+
+/// Monotonic Atomic View reads on one node ([`crate::view`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewCounts {
+    /// Views answered.
+    pub served: u64,
+    /// Keys shown at an older version (or not at all) because the newest
+    /// one's transaction had not fully arrived at this node.
+    pub held_back: u64,
+    /// Views that waited for a replica here to apply what the reader's
+    /// gateway had written (its own writes were among the rest of a
+    /// transaction the view found).
+    pub waited: u64,
 }
 
 /// Where a shard's leadership stands on this node.
@@ -394,6 +411,7 @@ pub struct Host {
     /// Reads that had to wait for the clock (for metrics and the simulator).
     reads_waited: u64,
     settled: SettledCounts,
+    views: ViewCounts,
     /// Proposals of this node skipped by re-validation (R15).
     skipped: u64,
     parked_count: usize,
@@ -487,6 +505,7 @@ impl Host {
             timed: Vec::new(),
             reads_waited: 0,
             settled: SettledCounts::default(),
+            views: ViewCounts::default(),
             skipped: 0,
             parked_count: 0,
             next_read_id: 1,
@@ -770,6 +789,11 @@ impl Host {
         self.settled
     }
 
+    /// Monotonic Atomic View reads served here.
+    pub fn views(&self) -> ViewCounts {
+        self.views
+    }
+
     /// Proposals of this node that the log chose but re-validation skipped
     /// (R15): their leader changed while they were in flight, and their
     /// coordinators heard `40001`.
@@ -787,6 +811,16 @@ impl Host {
     pub fn handle_request(&mut self, now_us: u64, origin: Origin, shard: ShardId, request: Request) {
         self.now_us = now_us;
         let group = GroupId(shard);
+        if !self.shards.contains_key(&group) && matches!(request, Request::View { .. }) {
+            // Served by the reader's own node only: another node's replicas
+            // may not hold what the reader already saw.
+            let error = Error::Unavailable(format!(
+                "node {} holds no replica of shard {shard} to read it at Monotonic Atomic View",
+                self.config.node.0
+            ));
+            self.refuse(origin, &error);
+            return;
+        }
         if !self.shards.contains_key(&group) {
             let leader = self.leader_of(shard).map(|node| node.0);
             self.reply(origin, Response::Refused(Refusal::NotLeader { leader }));
@@ -984,6 +1018,7 @@ impl Host {
                 let (range, after, homes) = (range.clone(), *after, homes.clone());
                 self.serve_pending(parked, &shard, &range, after, &homes);
             }
+            Request::View { .. } => self.serve_view(parked),
             Request::ValidateSettled { changes, at_least } => match shard.validate_settled(changes, *at_least) {
                 Ok(Some(closed)) => {
                     self.settled.validated += 1;
@@ -1043,6 +1078,66 @@ impl Host {
         let oldest = shard.queues().iter().filter_map(|queue| queue.oldest).min();
         let (shipped, forgotten) = (shard.shipped(), shard.forgotten());
         self.reply(parked.origin, Response::Pending { writes, shipped, forgotten, oldest });
+    }
+
+    /// Serves [`Request::View`] from this node's replicas once each has
+    /// applied what the reader's gateway acknowledged there, and what this
+    /// region's outbox no longer shows of the shards read.
+    fn serve_view(&mut self, parked: Parked) {
+        let Request::View { range, shards, reverse, limit, after, outbox, at_most, required, guards } = &parked.request
+        else {
+            unreachable!("serve_view serves views");
+        };
+        let replica = |shard: ShardId| self.shards.get(&GroupId(shard)).map(|hosted| hosted.shard.as_ref());
+        let outbox_replica = outbox.and_then(|outbox| replica(outbox));
+        // What each replica here must have applied to tell what the reader's
+        // gateway wrote: its acknowledged commits, and what the outbox
+        // shipped there and no longer shows.
+        let mut floors: BTreeMap<ShardId, Timestamp> = after.iter().copied().collect();
+        for (dest, forgotten) in outbox_replica.map(|outbox| outbox.forgotten()).unwrap_or_default() {
+            let floor = floors.entry(dest).or_default();
+            *floor = (*floor).max(forgotten);
+        }
+        let mut lagging = None;
+        for shard in shards.iter().chain(outbox) {
+            let Some(local) = replica(*shard) else {
+                let error = Error::Unavailable(format!(
+                    "node {} holds no replica of shard {shard} to read it at Monotonic Atomic View",
+                    self.config.node.0
+                ));
+                return self.refuse(parked.origin, &error);
+            };
+            if !local.caught_up(floors.get(shard).copied().unwrap_or_default()) {
+                lagging = Some(*shard);
+                break;
+            }
+        }
+        if let Some(shard) = lagging {
+            return self.park_until_applied(GroupId(shard), parked);
+        }
+        let shard_of = |shard: ShardId| replica(shard);
+        let replicas = crate::view::Replicas {
+            shard: &shard_of,
+            outbox: outbox_replica,
+            show_early: self.config.faults.show_siblings_early,
+            at_most: *at_most,
+            floors,
+        };
+        let outcome =
+            replicas.check_guards(guards).and_then(|()| replicas.view(range, shards, *reverse, *limit, required));
+        let response = match outcome {
+            Ok(crate::view::ViewOutcome::Viewed(viewed)) => {
+                self.views.served += 1;
+                self.views.held_back += viewed.held_back;
+                Response::Viewed { rows: viewed.rows, seen: viewed.seen }
+            }
+            Ok(crate::view::ViewOutcome::Behind(shard)) => {
+                self.views.waited += 1;
+                return self.park_until_applied(GroupId(shard), parked);
+            }
+            Err(error) => Response::Refused(Refusal::from(&error)),
+        };
+        self.reply(parked.origin, response);
     }
 
     /// Answers a read at a timestamp only once every clock in the cluster

@@ -41,6 +41,7 @@ pub mod participant;
 pub mod protocol;
 pub mod rpc;
 pub mod transaction;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use geodb_storage::{Timestamp, TxnId};

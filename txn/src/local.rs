@@ -47,6 +47,30 @@ impl LocalShards {
         let Some(shard) = self.shards.get(&shard) else {
             return Response::Refused(Refusal::Invalid(format!("no shard {shard} here")));
         };
+        if let Request::View { range, shards, reverse, limit, at_most, required, guards, .. } = &request {
+            // Every shard here applies what it commits before answering: no
+            // replica is behind, and there is no outbox.
+            let replica = |id: ShardId| self.shards.get(&id).map(Arc::as_ref);
+            let replicas = crate::view::Replicas {
+                shard: &replica,
+                outbox: None,
+                show_early: false,
+                at_most: *at_most,
+                floors: BTreeMap::new(),
+            };
+            let viewed =
+                replicas.check_guards(guards).and_then(|()| replicas.view(range, shards, *reverse, *limit, required));
+            return match viewed {
+                Ok(crate::view::ViewOutcome::Viewed(viewed)) => {
+                    Response::Viewed { rows: viewed.rows, seen: viewed.seen }
+                }
+                // Never: with no floors, a replica here is never behind.
+                Ok(crate::view::ViewOutcome::Behind(shard)) => {
+                    Response::Refused(Refusal::Unavailable(format!("shard {shard} is behind; retry")))
+                }
+                Err(error) => Response::Refused(Refusal::from(&error)),
+            };
+        }
         match serve(shard, request) {
             Ok(response) => response,
             Err(error) => Response::Refused(Refusal::from(&error)),
@@ -106,6 +130,9 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
             }
             Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } => {
                 return Err(Error::Invalid("a single node has no outbox".into()));
+            }
+            Request::View { .. } => {
+                return Err(Error::Invalid("views are served by LocalShards::handle".into()));
             }
         };
         shard.wait_for_release(seen, blocked, deadline)?;

@@ -199,6 +199,26 @@ pub enum Request {
         after: Timestamp,
         homes: Vec<(ShardId, Timestamp)>,
     },
+    /// Monotonic Atomic View in the region, at this node only: the rows of
+    /// `range` held by `shards` (this shard among them), each key's newest
+    /// version with an origin at or below `at_most` whose transaction's
+    /// writes have all arrived in this region ([`crate::view`]), or a
+    /// version of a transaction in `required` (one the reader already saw
+    /// part of), merged with this region's queued writes at `outbox`; in
+    /// key order (descending if `reverse`), at most `limit`. Each replica first applies what the reader's gateway
+    /// acknowledged there (`after`, by shard). Answered
+    /// [`Response::Viewed`].
+    View {
+        range: KeyRange,
+        shards: Vec<ShardId>,
+        reverse: bool,
+        limit: Option<usize>,
+        after: Vec<(ShardId, Timestamp)>,
+        outbox: Option<ShardId>,
+        at_most: Timestamp,
+        required: Vec<TxnId>,
+        guards: Vec<(ShardId, Guard)>,
+    },
 }
 
 /// A highly available transaction's writes, by the home shard each goes to.
@@ -239,6 +259,9 @@ pub struct Queued {
     /// When the outbox committed it (its origin timestamp).
     pub ts: Timestamp,
     pub writes: Vec<Write>,
+    /// The keys the transaction wrote at its other home shards, by shard
+    /// (Monotonic Atomic View shows this part only once they arrived).
+    pub siblings: Vec<(ShardId, Vec<u8>)>,
 }
 
 impl Request {
@@ -256,6 +279,7 @@ impl Request {
             Request::Enqueue(_) => "enqueue",
             Request::Deliver { .. } => "deliver",
             Request::Pending { .. } => "pending",
+            Request::View { .. } => "view",
         }
     }
 
@@ -269,7 +293,7 @@ impl Request {
             Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
             Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
-            Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } => false,
+            Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } | Request::View { .. } => false,
             Request::ValidateSettled { .. } => true,
         }
     }
@@ -283,6 +307,7 @@ impl Request {
                 | Request::Scan { mode: ReadMode::Latest { .. } | ReadMode::Settled { .. }, .. }
                 | Request::ValidateSettled { .. }
                 | Request::Pending { .. }
+                | Request::View { .. }
         )
     }
 }
@@ -345,7 +370,9 @@ impl From<&Error> for Refusal {
                 Refusal::ClockUnsynchronized { offset_ns: *offset_ns, bound_ns: *bound_ns }
             }
             Error::Storage(error) => Refusal::Storage(error.to_string()),
-            Error::StatementTimeout | Error::Invalid(_) => Refusal::Invalid(error.to_string()),
+            Error::StatementTimeout | Error::Invalid(_) | Error::LimitExceeded(_) => {
+                Refusal::Invalid(error.to_string())
+            }
         }
     }
 }
@@ -382,6 +409,13 @@ pub enum Response {
         shipped: Vec<(ShardId, Timestamp)>,
         forgotten: Vec<(ShardId, Timestamp)>,
         oldest: Option<Timestamp>,
+    },
+    /// [`Request::View`]: the rows, and the transactions that wrote a
+    /// version the view returned (deletes included) and also wrote other
+    /// shards: the reader must see the rest of them on later reads.
+    Viewed {
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        seen: Vec<TxnId>,
     },
 }
 
@@ -444,7 +478,15 @@ pub enum Entry {
     /// queue here; a copy already applied, or one ahead of a gap, changes
     /// nothing. A key whose newest version has a newer origin than the
     /// entry's (its commit at the outbox) keeps it (R17: last writer wins).
-    Deliver { from: ShardId, seq: u64, txn: TxnId, ts: Timestamp, origin: Timestamp, writes: Vec<Write> },
+    Deliver {
+        from: ShardId,
+        seq: u64,
+        txn: TxnId,
+        ts: Timestamp,
+        origin: Timestamp,
+        writes: Vec<Write>,
+        siblings: Vec<(ShardId, Vec<u8>)>,
+    },
     /// At an outbox (R16): the home shard `dest` applied its queue through
     /// `through`, in commits at or below `ts`: those entries leave the
     /// queue and the region's reads.
@@ -454,7 +496,7 @@ pub enum Entry {
 /// Format tag of an encoded [`Entry`]; bump on any change that makes
 /// entries already written decode differently (a variant appended at the
 /// end, as `Close` was, leaves them as they were).
-const ENTRY_FORMAT: u8 = 4;
+const ENTRY_FORMAT: u8 = 5;
 
 impl Entry {
     /// The entry as bytes (a command of the replicated log).

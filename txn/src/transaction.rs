@@ -45,6 +45,12 @@ const TXN_ID_BLOCK: u64 = 1 << 20;
 /// queued writes to reach their homes, and how often it looks.
 pub const SETTLE_WAIT_MAX_NS: u64 = 5_000_000_000;
 const SETTLE_POLL_NS: u64 = 5_000_000;
+/// The most keys a highly available transaction committing at its region's
+/// outbox may write across more than one home shard: each shipped write
+/// names the transaction's writes at its other home shards (so Monotonic
+/// Atomic View can tell when they have all arrived), which costs storage in
+/// the square of this.
+pub const SHIPPED_SIBLINGS_MAX: usize = 128;
 
 /// Bits of a transaction id that count; the node id sits above them, so
 /// ids are unique across the cluster.
@@ -248,6 +254,12 @@ impl TxnManager {
         self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&shard).copied().unwrap_or_default()
     }
 
+    /// [`TxnManager::seen`] of every shard this node acknowledged a commit at.
+    fn seen_everywhere(&self) -> Vec<(ShardId, Timestamp)> {
+        let seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.iter().map(|(shard, ts)| (*shard, *ts)).collect()
+    }
+
     fn saw(&self, shards: impl IntoIterator<Item = ShardId>, ts: Timestamp) {
         let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for shard in shards {
@@ -318,7 +330,7 @@ impl TxnManager {
     /// [`TxnManager::begin`], after [`TxnManager::settle_enqueued`] for a
     /// level that reads at leaders. Blocks: for callers outside async code.
     pub fn begin_settled(self: &Arc<Self>, isolation: Isolation) -> Result<Transaction> {
-        if isolation != Isolation::ReadCommitted {
+        if !isolation.is_highly_available() {
             block_on(self.settle_enqueued())?;
         }
         self.begin(isolation)
@@ -346,6 +358,7 @@ impl TxnManager {
             schema: None,
             unhomed: BTreeMap::new(),
             forgotten: BTreeMap::new(),
+            required: BTreeSet::new(),
         })
     }
 
@@ -463,6 +476,10 @@ pub struct Transaction {
     /// R16, Read Committed: per home shard, a commit timestamp there at or
     /// above every write this region's outbox shipped and no longer shows.
     forgotten: BTreeMap<ShardId, Timestamp>,
+    /// Monotonic Atomic View: transactions with writes at several shards
+    /// this one saw a write of; later reads see the rest of them
+    /// ([`crate::view`]).
+    required: BTreeSet<TxnId>,
 }
 
 /// What a serializable transaction read at shards that close timestamps,
@@ -749,6 +766,36 @@ impl Transaction {
         }
     }
 
+    /// Monotonic Atomic View: the rows of `range` at `shards`, read at this
+    /// node's replicas and its region's outbox ([`Request::View`]); notes
+    /// the transactions seen whose other writes later reads must show.
+    async fn view(
+        &mut self,
+        range: KeyRange,
+        shards: Vec<ShardId>,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(&first) = shards.first() else { return Ok(Vec::new()) };
+        let outbox = self.manager.router.outbox();
+        // Every shard's: a version the view finds may be of a transaction
+        // this node committed whose writes at another shard must show too.
+        let after = self.manager.seen_everywhere();
+        let guards = shards.iter().filter_map(|shard| Some((*shard, self.read_guard(*shard)?))).collect();
+        let required = self.required.iter().copied().collect();
+        let at_most = self.read_ts;
+        // A transaction that read keeps its snapshot (`may_replan`).
+        self.confirmed.extend(shards.iter().copied());
+        let request = Request::View { range, shards, reverse, limit, after, outbox, at_most, required, guards };
+        match self.call(first, request).await? {
+            Response::Viewed { rows, seen } => {
+                self.required.extend(seen);
+                Ok(rows)
+            }
+            other => Err(unexpected(first, &other)),
+        }
+    }
+
     /// Sends a request that is safe to repeat, retrying lost or unsent ones
     /// with backoff; refusals are errors.
     async fn call(&self, shard: ShardId, request: Request) -> Result<Response> {
@@ -766,6 +813,10 @@ impl Transaction {
         }
         let place = self.manager.router.place(key);
         match self.route_read(place.clone()).await? {
+            Some(shard) if self.isolation == Isolation::MonotonicAtomicView => {
+                let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+                Ok(self.view(range, vec![shard], false, None).await?.pop().map(|(_, value)| value))
+            }
             Some(shard) => {
                 if self.manager.router.queued_through_outbox(shard) {
                     let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
@@ -838,43 +889,53 @@ impl Transaction {
         // Each own write can hide at most one stored pair, so fetching that
         // many more than the limit is enough to fill it after the overlay.
         let fetch = limit.map(|limit| limit.saturating_add(own.len()));
-        let mut requests = Vec::with_capacity(shards.len());
-        for shard in &shards {
-            let request = Request::Scan {
-                txn: self.id,
-                range: range.clone(),
-                reverse,
-                limit: fetch,
-                mode: self.mode_for(*shard),
-                guard: self.read_guard(*shard),
-            };
-            requests.push(call_repeatable(&self.manager, *shard, request));
-        }
-        let answers = futures::future::join_all(requests).await;
         // The horizon: beyond the last key a limited shard returned, its
         // keys were not looked at, so the merge cannot go past the nearest
         // such key of any shard.
         let mut stored: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut horizon: Option<Vec<u8>> = None;
-        for (shard, answer) in shards.iter().zip(answers) {
-            let rows = match answer? {
-                Response::Rows(rows) => rows,
-                other => return Err(unexpected(*shard, &other)),
-            };
-            self.confirmed.insert(*shard);
+        let limited = |rows: &[(Vec<u8>, Vec<u8>)], horizon: &mut Option<Vec<u8>>| {
             if let (Some(fetch), Some((last, _))) = (fetch, rows.last())
                 && rows.len() >= fetch
             {
-                let nearer = match &horizon {
+                let nearer = match &*horizon {
                     None => true,
                     Some(current) if reverse => last > current,
                     Some(current) => last < current,
                 };
                 if nearer {
-                    horizon = Some(last.clone());
+                    *horizon = Some(last.clone());
                 }
             }
-            stored.extend(rows);
+        };
+        if self.isolation == Isolation::MonotonicAtomicView {
+            // One view of every shard at once, merged and limited there.
+            let rows = self.view(range.clone(), shards.clone(), reverse, fetch).await?;
+            limited(&rows, &mut horizon);
+            stored = rows;
+        } else {
+            let mut requests = Vec::with_capacity(shards.len());
+            for shard in &shards {
+                let request = Request::Scan {
+                    txn: self.id,
+                    range: range.clone(),
+                    reverse,
+                    limit: fetch,
+                    mode: self.mode_for(*shard),
+                    guard: self.read_guard(*shard),
+                };
+                requests.push(call_repeatable(&self.manager, *shard, request));
+            }
+            let answers = futures::future::join_all(requests).await;
+            for (shard, answer) in shards.iter().zip(answers) {
+                let rows = match answer? {
+                    Response::Rows(rows) => rows,
+                    other => return Err(unexpected(*shard, &other)),
+                };
+                self.confirmed.insert(*shard);
+                limited(&rows, &mut horizon);
+                stored.extend(rows);
+            }
         }
         let within = |key: &[u8]| match &horizon {
             None => true,
@@ -994,7 +1055,7 @@ impl Transaction {
         Ok(Commit { ts, at, shards: written })
     }
 
-    /// R16: the outbox a Read Committed transaction commits at: every shard
+    /// R16: the outbox a highly available transaction commits at: every shard
     /// it writes may be queued for (nothing locked, no global or catalog
     /// key), and one of them cannot commit within this region. (A key that
     /// still has a write queued there may be written at its home directly:
@@ -1003,7 +1064,7 @@ impl Transaction {
     fn outbox_for(&self, parts: &BTreeMap<ShardId, Part>) -> Option<ShardId> {
         let router = &self.manager.router;
         let outbox = router.outbox()?;
-        let eligible = self.isolation == Isolation::ReadCommitted
+        let eligible = self.isolation.is_highly_available()
             && self.locked.is_empty()
             && parts.iter().all(|(shard, part)| part.changes.reads.is_empty() && router.queued_through_outbox(*shard));
         (eligible && parts.keys().any(|shard| !router.commits_in_region(*shard))).then_some(outbox)
@@ -1017,11 +1078,18 @@ impl Transaction {
             (Some(version), Some(key)) => vec![(key, version.clone())],
             _ => Vec::new(),
         };
-        let parts = parts
+        let parts: Vec<(ShardId, Vec<crate::protocol::Write>)> = parts
             .into_iter()
             .filter(|(_, part)| part.writes_here)
             .map(|(shard, part)| (shard, part.changes.writes))
             .collect();
+        let keys: usize = parts.iter().map(|(_, writes)| writes.len()).sum();
+        if parts.len() > 1 && keys > SHIPPED_SIBLINGS_MAX {
+            return Err(Error::LimitExceeded(format!(
+                "a highly available transaction that commits at its region's outbox may write at most {SHIPPED_SIBLINGS_MAX} keys when they belong to more than one home shard (each shipped write names the others, for Monotonic Atomic View); this one writes {keys} across {} home shards: split it, or commit it at snapshot or serializable",
+                parts.len()
+            )));
+        }
         self.commit_once(outbox, Request::Enqueue(crate::protocol::Enqueued { txn: self.id, guards, parts })).await
     }
 

@@ -21,8 +21,11 @@ use crate::transport::Faults;
 const META_FORMAT: &[u8] = b"geodb/format";
 /// The format this binary reads and writes: 2 since shards share one store
 /// under per-shard key prefixes, 3 since shipped writes carry their origin
-/// timestamps (R17: log entries of format 4, outbox records with origins).
-const FORMAT: u64 = 3;
+/// timestamps (R17: log entries of format 4, outbox records with origins),
+/// 4 since versions and shipped writes name their siblings (Monotonic
+/// Atomic View in the region: log entries of format 5, version records of
+/// format 3).
+const FORMAT: u64 = 4;
 
 /// Refuses a data directory written in another format (never reads it as
 /// this one: that would be silent corruption); marks a new one.

@@ -133,6 +133,8 @@ pub struct Published {
     pub orphans: OrphanCounts,
     /// Reads at a closed timestamp served by this node's replicas (R14).
     pub settled: geodb_txn::host::SettledCounts,
+    /// Monotonic Atomic View reads served here.
+    pub views: geodb_txn::host::ViewCounts,
     /// Pipelined proposals of this node skipped by re-validation (R15).
     pub skipped: u64,
     /// This node's replicas that are quiet now.
@@ -758,6 +760,15 @@ impl DriverState {
             );
             published.settled = settled;
         }
+        let views = self.host.views();
+        if views != published.views {
+            let node = self.node.0.to_string();
+            metrics::counter!(crate::telemetry::names::MAV_VIEWS, "node" => node.clone())
+                .increment(views.served - published.views.served);
+            metrics::counter!(crate::telemetry::names::MAV_KEYS_HELD_BACK, "node" => node)
+                .increment(views.held_back - published.views.held_back);
+            published.views = views;
+        }
         let deliveries = self.host.deliveries_sent();
         if deliveries != published.deliveries {
             metrics::counter!(crate::telemetry::names::OUTBOX_DELIVERIES, "node" => self.node.0.to_string())
@@ -928,6 +939,10 @@ impl ClusterRpc {
         let leader = self.leader(shard);
         let here = self.inner.driver.node();
         let after = match request {
+            // Monotonic Atomic View: this node's replicas, never another's
+            // (they may not hold what the reader already saw); a node
+            // without the replica refuses.
+            Request::View { .. } => return Some(here),
             Request::Get { mode: ReadMode::Latest { after }, .. }
             | Request::Scan { mode: ReadMode::Latest { after }, .. } => *after,
             // R14: this node's replica serves it once it closed the snapshot

@@ -57,6 +57,11 @@ pub mod names {
     /// Reads of the global shard at a closed timestamp (R14) on a node's
     /// own replica, by node and outcome (served, waited_for_close).
     pub const GLOBAL_READS: &str = "geodb_global_reads_total";
+    /// Monotonic Atomic View reads served by a node's own replicas, and
+    /// keys they showed at an older version because the newest one's
+    /// transaction had not fully arrived there, by node.
+    pub const MAV_VIEWS: &str = "geodb_mav_views_total";
+    pub const MAV_KEYS_HELD_BACK: &str = "geodb_mav_keys_held_back_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
     /// Shards idle and quiet on a node (no heartbeats, no timers).
@@ -148,6 +153,16 @@ pub mod names {
             GLOBAL_READS,
             Kind::Counter,
             "Reads of global tables at a closed timestamp on a node's own replica, by node and outcome: served, waited_for_close (the replica's closed timestamp was behind the read: a lead too short for the topology, or a replica cut off from the global shard's leader).",
+        ),
+        (
+            MAV_VIEWS,
+            Kind::Counter,
+            "Monotonic Atomic View reads (gets and scans) served by a node's own replicas, by node.",
+        ),
+        (
+            MAV_KEYS_HELD_BACK,
+            Kind::Counter,
+            "Keys a Monotonic Atomic View read showed at an older version (or not at all) because the newest version's transaction had not fully arrived at the node's replicas yet, by node.",
         ),
         (
             PAXOS_PIPELINE_SKIPPED,

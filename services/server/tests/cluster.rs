@@ -871,6 +871,9 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
 /// out of order would leave another value). A row eu-west writes while cut
 /// off and us-east writes after it ends with us-east's write everywhere,
 /// though eu-west's reaches the home last (R17: last writer by origin).
+/// MAV transactions writing rows of both homes commit at the outbox too,
+/// and a MAV transaction reading both homes sees each of them whole, cut
+/// off and after healing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_their_homes_once() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -923,6 +926,40 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
     let (status, body) =
         cluster.node(7).post("/v1/sql", rc("SELECT count(*) FROM notes WHERE home = 1 AND id < 100", json!([]))).await;
     assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[acked + 1]])), "{body}");
+    // MAV too: transactions writing both homes commit at the outbox, and a
+    // MAV transaction reading both homes sees each of them whole.
+    let mav = |sql: &'static str, params: Value| json!({"sql": sql, "params": params, "isolation": "mav"});
+    let mut mav_acked = 0i64;
+    for id in 200..210i64 {
+        let (status, headers, body) = cluster
+            .node(7)
+            .post_with_headers("/v1/sql", mav("INSERT INTO notes VALUES (1, $1, $1), (3, $1, $1)", json!([id])))
+            .await;
+        assert_eq!(status, 200, "a MAV write in a region cut off: {body}");
+        assert_eq!(headers["x-geodb-commit"].to_str().ok(), Some("outbox"));
+        mav_acked += 1;
+        let (status, body) = cluster
+            .node(7)
+            .post(
+                "/v1/sql",
+                mav("SELECT home, count(*), sum(n) FROM notes WHERE id >= 200 GROUP BY home ORDER BY home", json!([])),
+            )
+            .await;
+        let sum: i64 = (200..200 + mav_acked).sum();
+        assert_eq!(
+            (status, &body["results"][0]["rows"]),
+            (200, &json!([[1, mav_acked, sum], [3, mav_acked, sum]])),
+            "{body}"
+        );
+    }
+    // A highly available transaction through the outbox names its other
+    // writes in each shipped one: beyond 128 keys across homes, 54000.
+    let rows: Vec<String> = (1000..1065).flat_map(|id| [format!("(1, {id}, 0)"), format!("(3, {id}, 0)")]).collect();
+    let (status, body) = cluster
+        .node(7)
+        .post("/v1/sql", json!({"sql": format!("INSERT INTO notes VALUES {}", rows.join(", ")), "isolation": "mav"}))
+        .await;
+    assert_eq!((status, common::code(&body)), (413, "54000"), "{body}");
     // One row written in both regions, eu-west's first: once healed, the
     // later write by origin (us-east's, at its home) must win everywhere,
     // though eu-west's reaches the home after it (R17).
@@ -962,7 +999,8 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
             let statements = json!({
                 "statements": [
                     {"sql": "SELECT n FROM notes WHERE home = 1 AND id = 0"},
-                    {"sql": "SELECT count(*) FROM notes WHERE home = 3"},
+                    {"sql": "SELECT count(*) FROM notes WHERE home = 3 AND id < 100"},
+                    {"sql": "SELECT home, count(*) FROM notes WHERE id >= 200 GROUP BY home ORDER BY home"},
                 ],
                 "isolation": "serializable",
             });
@@ -970,6 +1008,7 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
             if status == 200
                 && body["results"][0]["rows"] == json!([[acked]])
                 && body["results"][1]["rows"] == json!([[acked + 1]])
+                && body["results"][2]["rows"] == json!([[1, mav_acked], [3, mav_acked]])
             {
                 break;
             }

@@ -126,6 +126,9 @@ struct BankArgs {
     /// Plant "a home shard applies a shipped write over one newer by origin" (test-only).
     #[arg(long)]
     overwrite_newer_origin: bool,
+    /// Plant "a MAV reader sees a version before the rest of its transaction arrived" (test-only).
+    #[arg(long)]
+    show_siblings_early: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -141,6 +144,7 @@ fn bank(args: BankArgs) -> ExitCode {
         narrow_recovery: args.narrow_recovery,
         ack_enqueue_before_durable: args.ack_enqueue_before_durable,
         overwrite_newer_origin: args.overwrite_newer_origin,
+        show_siblings_early: args.show_siblings_early,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -172,7 +176,8 @@ fn bank(args: BankArgs) -> ExitCode {
          {} reads at a closed timestamp ({} waited for one), {} validated there, \
          orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply, \
          replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped), \
-         {} tag writes committed at an outbox ({} writes of them replaced by newer origins first); failing seeds: {failed:?}",
+         {} tag writes committed at an outbox ({} writes of them replaced by newer origins first), \
+         {} MAV reads ({} keys held back until their transactions arrived); failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -198,6 +203,8 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.queued),
         total(|report| report.tags),
         total(|report| report.superseded),
+        total(|report| report.views),
+        total(|report| report.views_held_back),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -61,6 +61,11 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     // shard exactly once (checked per seed).
     assert!(total(|report| report.notes) >= 10 * CI_SEEDS, "too few notes acknowledged");
     assert!(total(|report| report.queued) >= 10 * CI_SEEDS, "too few notes went through an outbox");
+    // MAV: watches read at their own nodes, and some keys were held back
+    // because their transactions had not fully arrived (checked per seed:
+    // no fractured read).
+    assert!(total(|report| report.views) >= 10 * CI_SEEDS, "too few MAV reads");
+    assert!(total(|report| report.views_held_back) >= CI_SEEDS / 10, "MAV never held a key back");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -126,6 +131,13 @@ fn planted_shipped_write_over_a_newer_origin_is_caught() {
     let failure = caught(BankFaults { overwrite_newer_origin: true, ..BankFaults::default() });
     assert!(failure.message.contains("origin"), "{failure}");
     assert!(failure.replay.ends_with("--overwrite-newer-origin"), "{failure}");
+}
+
+#[test]
+fn planted_sibling_shown_early_is_caught() {
+    let failure = caught(BankFaults { show_siblings_early: true, ..BankFaults::default() });
+    assert!(failure.message.contains("fractured"), "{failure}");
+    assert!(failure.replay.ends_with("--show-siblings-early"), "{failure}");
 }
 
 #[test]

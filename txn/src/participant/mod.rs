@@ -989,22 +989,52 @@ impl Shard {
                     written.newest = written.newest.max(*ts);
                     outcomes.push(Applied::Committed(*ts));
                 }
-                Entry::Deliver { from, seq, txn, ts, origin, writes } => {
+                Entry::Deliver { from, seq, txn, ts, origin, writes, siblings } => {
                     let next = self.apply_delivery(&self.state(), &mut queue_changes, &mut batch, *from, *seq);
                     if next {
                         closed_below(closed, *ts, *txn)?;
-                        for (key, value) in writes {
-                            if self.newer_origin(&written.origins, key, *origin, *txn)? {
-                                // R17: the newer write stays.
-                                continue;
+                        // R17: a key with a newer write keeps it. This write
+                        // of it is kept apart (below), for MAV readers that
+                        // saw the rest of the transaction, and named among
+                        // the siblings of the others.
+                        let mut kept = Vec::with_capacity(writes.len());
+                        let mut superseded = Vec::new();
+                        let mut siblings = siblings.clone();
+                        for write in writes {
+                            if self.newer_origin(&written.origins, &write.0, *origin, *txn)? {
+                                siblings.push((self.id, write.0.clone()));
+                                superseded.push(write);
+                            } else {
+                                kept.push(write);
                             }
-                            mvcc::put_version_from(
+                        }
+                        let siblings =
+                            if siblings.is_empty() { mvcc::Siblings::None } else { mvcc::Siblings::Keys(siblings) };
+                        // Kept apart for a MAV reader that saw the rest of
+                        // this transaction: it must find this write of it.
+                        for (key, value) in superseded {
+                            let version = mvcc::Version {
+                                ts: *ts,
+                                txn: *txn,
+                                value: value.clone(),
+                                origin: *origin,
+                                siblings: siblings.clone(),
+                            };
+                            batch.put(
+                                ColumnFamily::Locks,
+                                outbox::superseded_key(key, *origin, *txn),
+                                mvcc::encode_detached(&version),
+                            );
+                        }
+                        for (key, value) in kept {
+                            mvcc::put_version_with(
                                 self.engine.as_ref(),
                                 &mut batch,
                                 key,
                                 *ts,
                                 *origin,
                                 *txn,
+                                &siblings,
                                 value.as_deref(),
                             )?;
                             written.origins.insert(key.clone(), (*origin, *txn));
@@ -1140,8 +1170,13 @@ impl Shard {
             // is at or above this shard's: above every version of these keys
             // (the lock kept other writers out since).
             assert!(ts >= prepared.prepare_ts, "{txn} commits at {ts}, below its prepare at {}", prepared.prepare_ts);
+            // Monotonic Atomic View: the other shards it commits at, all at
+            // this timestamp.
+            let others: Vec<ShardId> =
+                prepared.participants.iter().copied().filter(|shard| *shard != self.id).collect();
+            let siblings = if others.is_empty() { mvcc::Siblings::None } else { mvcc::Siblings::Shards(others) };
             for (key, value) in &prepared.changes.writes {
-                mvcc::put_version_ordered(self.engine.as_ref(), batch, key, ts, txn, value.as_deref())?;
+                mvcc::put_version_with(self.engine.as_ref(), batch, key, ts, ts, txn, &siblings, value.as_deref())?;
                 written.origins.insert(key.clone(), (ts, txn));
             }
             let keys = prepared.changes.written_keys();

@@ -27,6 +27,8 @@
 //!                        to that shard is [`MARKER_KEEP_NS`] newer
 //!  outbox  m<dest><ts><key>  index of those marks, by home shard and time
 //!  home    h<from>       the position of `from`'s queue applied through
+//!  home    w<len><key><origin><txn>  a shipped write a newer one superseded
+//!                        before it arrived (R17), kept for MAV readers
 //! ```
 //!
 //! [`Entry::Enqueue`]: crate::protocol::Entry::Enqueue
@@ -67,6 +69,25 @@ fn shipped_key(dest: ShardId) -> Vec<u8> {
 
 fn delivered_key(from: ShardId) -> Vec<u8> {
     id_key(b'h', from)
+}
+
+/// Where a home shard keeps a shipped write that a newer one of its key
+/// superseded before it arrived (R17), for MAV readers that saw the rest of
+/// its transaction: `w`, the key's length and the key, then its origin and
+/// writer, so a key's are together in origin order.
+pub(super) fn superseded_key(key: &[u8], origin: Timestamp, txn: crate::TxnId) -> Vec<u8> {
+    let mut out = superseded_prefix(key);
+    out.extend_from_slice(&origin.encode());
+    out.extend_from_slice(&txn.0.to_be_bytes());
+    out
+}
+
+fn superseded_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + key.len() + Timestamp::ENCODED_LEN + 8);
+    out.push(b'w');
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out
 }
 
 fn pending_key(key: &[u8]) -> Vec<u8> {
@@ -303,6 +324,7 @@ impl Shard {
             ts,
             origin,
             writes: queued.writes.clone(),
+            siblings: queued.siblings.clone(),
         }))
     }
 
@@ -365,6 +387,37 @@ impl Shard {
         Ok(mvcc::latest_version(self.engine.as_ref(), key)?.map(|version| (version.origin, version.txn)))
     }
 
+    /// The newest versions of `key` at this replica, newest first, at most
+    /// `limit` of them.
+    pub fn versions(&self, key: &[u8], limit: usize) -> Result<Vec<mvcc::Version>> {
+        let _reading = self.reading();
+        Ok(mvcc::versions_of(self.engine.as_ref(), key, limit)?)
+    }
+
+    /// Shipped writes of `key` that a newer write superseded before they
+    /// arrived here (R17), kept for MAV readers, in origin order.
+    pub fn superseded(&self, key: &[u8]) -> Result<Vec<mvcc::Version>> {
+        let _reading = self.reading();
+        let start = superseded_prefix(key);
+        let mut end = start.clone();
+        end.push(0xff);
+        end.extend_from_slice(&[0xff; 20]);
+        let mut out = Vec::new();
+        for item in self.scan_locks(Bound::Included(&start), Bound::Excluded(&end))? {
+            let (stored, bytes) = item?;
+            if stored.len() == start.len() + Timestamp::ENCODED_LEN + 8 {
+                out.push(mvcc::decode_detached(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys in `range` this replica holds a version of, in key order.
+    pub fn keys_in_range(&self, range: &KeyRange) -> Result<Vec<Vec<u8>>> {
+        let _reading = self.reading();
+        Ok(mvcc::keys_in_range(self.engine.as_ref(), mvcc::bound_as_slice(&range.0), mvcc::bound_as_slice(&range.1))?)
+    }
+
     /// The newest write this region's outbox holds of each key in `range`
     /// (queued, or shipped and still kept), in key order.
     pub fn pending(&self, range: &KeyRange) -> Result<Vec<PendingRead>> {
@@ -415,7 +468,12 @@ impl Shard {
             let seq = last + 1;
             changes.last.insert(*dest, seq);
             changes.queued.push((*dest, seq, ts));
-            let queued = Queued { seq, txn, ts, writes: writes.clone() };
+            let siblings = parts
+                .iter()
+                .filter(|(other, _)| other != dest)
+                .flat_map(|(other, writes)| writes.iter().map(|(key, _)| (*other, key.clone())))
+                .collect();
+            let queued = Queued { seq, txn, ts, writes: writes.clone(), siblings };
             batch.put(ColumnFamily::Locks, queue_key(*dest, seq), encode(&queued));
             for (key, value) in writes {
                 let pending = PendingWrite { dest: *dest, seq, origin: ts, txn, value: value.clone(), shipped: None };

@@ -29,6 +29,10 @@
 //!    writer's gateway shows that write or one newer by origin, never an
 //!    aborted one. A write committed at an outbox is acknowledged before
 //!    it reaches its home, so it has no real-time edges out of it in 4.
+//! 10. **No fractured read** (Monotonic Atomic View): once a watch saw a
+//!    tag written by a transaction, every later read (or the same scan) of
+//!    another tag that transaction wrote shows its write or one newer by
+//!    origin; and a watch never reads an aborted write.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,6 +50,71 @@ struct Version {
     /// Where the write first committed (R17): its outbox entry's
     /// timestamp for a write shipped from an outbox, else `ts`.
     origin: Timestamp,
+}
+
+/// MAV: a watch that saw one tag of a transaction sees its other tags, or
+/// writes newer by origin, on later reads and within the same scan.
+fn check_atomic_views(records: &[TxnRecord], chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
+    let writes: HashMap<u64, &Vec<Vec<u8>>> =
+        records.iter().filter(|record| record.kind == Kind::Tag).map(|record| (record.txn.0, &record.writes)).collect();
+    // Each writer's origin at each key it is stored at, and at any of them
+    // (a write a newer one replaced before it reached its home is stored
+    // nowhere: its origin is the commit its client was told of).
+    let mut origin_at: HashMap<(u64, &[u8]), Timestamp> = HashMap::new();
+    let mut origin_of: HashMap<u64, Timestamp> = records
+        .iter()
+        .filter_map(|record| match record.outcome {
+            Outcome::Committed(ts) if record.kind == Kind::Tag => Some((record.txn.0, ts)),
+            _ => None,
+        })
+        .collect();
+    for (key, chain) in chains {
+        for version in chain {
+            origin_at.insert((version.writer, key.as_slice()), version.origin);
+            origin_of.insert(version.writer, version.origin);
+        }
+    }
+    let outcomes: HashMap<u64, &Outcome> = records.iter().map(|record| (record.txn.0, &record.outcome)).collect();
+    for record in records.iter().filter(|record| record.kind == Kind::Watch) {
+        let mut seen: Vec<u64> = Vec::new();
+        for statement in &record.views {
+            for (key, writer) in statement {
+                let wrong = match outcomes.get(writer) {
+                    _ if *writer == GENESIS => None,
+                    None => Some("a write no client ran".to_string()),
+                    Some(Outcome::Aborted(reason)) => Some(format!("an aborted write (\"{reason}\")")),
+                    Some(_) => None,
+                };
+                if let Some(wrong) = wrong {
+                    return Err(format!(
+                        "MAV watch {} through {} read {key:?} as written by {writer}: {wrong}",
+                        record.txn, record.node
+                    ));
+                }
+            }
+            seen.extend(statement.iter().map(|(_, writer)| *writer).filter(|writer| *writer != GENESIS));
+            seen.sort_unstable();
+            seen.dedup();
+            for (key, writer) in statement {
+                for required in &seen {
+                    if required == writer || !writes.get(required).is_some_and(|keys| keys.contains(key)) {
+                        continue;
+                    }
+                    let Some(&wanted) = origin_at.get(&(*required, key.as_slice())).or(origin_of.get(required)) else {
+                        continue;
+                    };
+                    let found = origin_at.get(&(*writer, key.as_slice())).or(origin_of.get(writer)).copied();
+                    if found.is_none_or(|found| (found, *writer) < (wanted, *required)) {
+                        return Err(format!(
+                            "fractured read: MAV watch {} through {} saw a write of transaction {required} (origin {wanted}), then read {key:?}, which it also wrote, as written by {writer} (origin {found:?}); its reads: {:?}",
+                            record.txn, record.node, record.views
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +145,7 @@ impl World {
         check_last_writer_wins(&chains)?;
         let committed = self.check_outcomes(&records, &chains)?;
         self.check_readbacks(&records)?;
+        check_atomic_views(&records, &chains)?;
         check_flags(&chains)?;
         let quiet_commits = records
             .iter()

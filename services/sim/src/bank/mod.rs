@@ -99,6 +99,9 @@ pub struct BankFaults {
     /// Home shards apply a shipped write over a version with a newer
     /// origin (R17).
     pub overwrite_newer_origin: bool,
+    /// Monotonic Atomic View readers see a version before the rest of its
+    /// transaction has arrived.
+    pub show_siblings_early: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -183,6 +186,11 @@ pub struct BankReport {
     /// newer by origin replaced before they reached their home.
     pub tags: u64,
     pub superseded: u64,
+    /// Monotonic Atomic View reads served by the readers' own replicas, and
+    /// keys they held back at an older version (the newest one's
+    /// transaction had not fully arrived at the reader's node).
+    pub views: u64,
+    pub views_held_back: u64,
     pub trace_digest: u64,
 }
 
@@ -239,6 +247,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.overwrite_newer_origin {
         command.push_str(" --overwrite-newer-origin");
+    }
+    if options.faults.show_siblings_early {
+        command.push_str(" --show-siblings-early");
     }
     command
 }
@@ -459,10 +470,18 @@ impl World {
         };
         let network = Network::new(matrix, region_of.clone(), network_config);
         let n = NodeId;
+        // Zone survival: voters in the home region, a learner on every
+        // other node (every node holds every shard, as in a real cluster).
+        let zone = |id: ShardId, voters: Vec<NodeId>, preferred: NodeId| ShardSpec {
+            id,
+            learners: node_ids.iter().copied().filter(|node| !voters.contains(node)).collect(),
+            voters,
+            preferred,
+        };
         let shards = vec![
-            ShardSpec { id: 1, voters: vec![n(1), n(2), n(3)], learners: vec![n(4), n(7)], preferred: n(1) },
-            ShardSpec { id: 2, voters: vec![n(1), n(2), n(3)], learners: vec![n(5), n(8)], preferred: n(2) },
-            ShardSpec { id: 3, voters: vec![n(7), n(8), n(9)], learners: vec![n(1), n(4)], preferred: n(8) },
+            zone(1, vec![n(1), n(2), n(3)], n(1)),
+            zone(2, vec![n(1), n(2), n(3)], n(2)),
+            zone(3, vec![n(7), n(8), n(9)], n(8)),
             ShardSpec {
                 id: CLOSING_SHARD,
                 voters: vec![n(1), n(2), n(4), n(5), n(7)],
@@ -584,6 +603,8 @@ impl World {
             self.report.settled_reads += node.host.settled_reads().served;
             self.report.settled_waits += node.host.settled_reads().waited_for_close;
             self.report.settled_validations += node.host.settled_reads().validated;
+            self.report.views += node.host.views().served;
+            self.report.views_held_back += node.host.views().held_back;
         }
         for node in self.nodes.values().filter(|node| node.up) {
             let orphans = node.host.orphans();
@@ -789,6 +810,7 @@ impl World {
                 skip_read_wait: faults.skip_read_wait,
                 settle_orphans_early: faults.settle_orphans_early,
                 ack_enqueue_before_durable: faults.ack_enqueue_before_durable,
+                show_siblings_early: faults.show_siblings_early,
             },
         };
         // A restarted node rebuilds its state machines from its durable
@@ -985,6 +1007,10 @@ impl World {
         });
         if request.needs_leader() {
             return leader;
+        }
+        if matches!(request, Request::View { .. }) {
+            // MAV: the reader's own node only, as the server does.
+            return Some(node);
         }
         let hosts_replica = self.configs.contains_key(&(node, GroupId(shard)));
         if hosts_replica

@@ -167,6 +167,10 @@ pub enum Kind {
     /// through the same gateway: it must see its own write or one newer by
     /// origin (R17).
     Tag,
+    /// A Monotonic Atomic View transaction reading every tag, one at a time
+    /// or in one scan, through its gateway's replicas: once it saw one
+    /// write of a transaction, it must see the rest of it or newer writes.
+    Watch,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +201,9 @@ pub struct TxnRecord {
     pub writes: Vec<Vec<u8>>,
     /// A tag's read back after its commit: key and writer seen.
     pub readback: Vec<(Vec<u8>, u64)>,
+    /// A watch's statements in order, each the keys it saw with their
+    /// writers (absent keys: [`GENESIS`]).
+    pub views: Vec<Vec<(Vec<u8>, u64)>>,
     pub outcome: Outcome,
 }
 
@@ -298,6 +305,7 @@ async fn run_client(mut context: ClientContext) {
             52..64 => Kind::Predicate,
             64..74 => Kind::Note,
             74..86 => Kind::Tag,
+            86..93 => Kind::Watch,
             _ => Kind::Peek,
         };
         let mut checked = None;
@@ -311,6 +319,7 @@ async fn run_client(mut context: ClientContext) {
             Kind::Audit => audit(&mut context).await,
             Kind::Note => note(&mut context).await,
             Kind::Tag => tag(&mut context).await,
+            Kind::Watch => watch(&mut context).await,
             Kind::Predicate => predicate(&mut context).await,
             Kind::Peek => {
                 // What a reader saw, another gateway must see too once
@@ -346,6 +355,7 @@ fn record(context: &ClientContext, txn: &Transaction, kind: Kind) -> usize {
         scans: Vec::new(),
         writes: Vec::new(),
         readback: Vec::new(),
+        views: Vec::new(),
         outcome: Outcome::Pending,
     });
     history.len() - 1
@@ -605,11 +615,14 @@ async fn note(context: &mut ClientContext) {
 /// them back at Read Committed through the same gateway; the checks judge
 /// what it saw against the origins of the writes (R17).
 async fn tag(context: &mut ClientContext) {
-    let isolation =
-        if context.rng.random_bool(0.75) { Isolation::ReadCommitted } else { coordinated(&mut context.rng) };
+    let isolation = match context.rng.random_range(0..4) {
+        0 | 1 => Isolation::ReadCommitted,
+        2 => Isolation::MonotonicAtomicView,
+        _ => coordinated(&mut context.rng),
+    };
     let Ok(txn) = context.manager.begin(isolation) else { return };
     let index = record(context, &txn, Kind::Tag);
-    let count = context.rng.random_range(1..=2);
+    let count = context.rng.random_range(1..=3);
     let keys: Vec<Vec<u8>> = (0..count)
         .map(|_| {
             let shard = NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())];
@@ -629,4 +642,42 @@ async fn tag(context: &mut ClientContext) {
             Err(_) => return,
         }
     }
+}
+
+/// Reads every tag at Monotonic Atomic View: one at a time in a random
+/// order (twice over, so later reads follow earlier ones both ways), or in
+/// one scan then one at a time; the checks look for fractured reads.
+async fn watch(context: &mut ClientContext) {
+    let Ok(mut txn) = context.manager.begin(Isolation::MonotonicAtomicView) else { return };
+    let index = record(context, &txn, Kind::Watch);
+    let mut keys: Vec<Vec<u8>> =
+        NOTE_SHARDS.iter().flat_map(|shard| (0..TAG_SLOTS).map(move |slot| tag_key(*shard, slot))).collect();
+    let writer = |value: Option<Vec<u8>>| value.map_or(GENESIS, |bytes| decode_value(&bytes).1);
+    let outcome = async {
+        if context.rng.random_bool(0.3) {
+            let rows = txn
+                .scan_async(Bound::Included(b"tags".to_vec()), Bound::Excluded(b"tagt".to_vec()), false, None)
+                .await?;
+            let mut seen: Vec<(Vec<u8>, u64)> = keys.iter().map(|key| (key.clone(), GENESIS)).collect();
+            for (key, value) in rows {
+                if let Some(entry) = seen.iter_mut().find(|(known, _)| *known == key) {
+                    entry.1 = writer(Some(value));
+                }
+            }
+            update(context, index, |record| record.views.push(seen));
+        }
+        for _ in 0..2 {
+            for i in (1..keys.len()).rev() {
+                keys.swap(i, context.rng.random_range(0..=i));
+            }
+            for key in &keys {
+                let seen = writer(txn.get_async(key).await?);
+                let key = key.clone();
+                update(context, index, |record| record.views.push(vec![(key, seen)]));
+            }
+        }
+        txn.commit_async().await
+    }
+    .await;
+    finish(context, index, outcome);
 }
