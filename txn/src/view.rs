@@ -113,9 +113,9 @@ pub struct Replicas<'a> {
     /// The reader's snapshot: a stored version whose origin is above it
     /// does not exist for the reader, unless the reader already saw part of
     /// its transaction (so a reader whose replicas have caught up reads one
-    /// snapshot; one whose replicas lag reads older versions, never
-    /// waiting). Writes still queued at this region's outbox exist
-    /// whatever their origin: the outbox keeps only the newest of each key.
+    /// snapshot; one whose replicas lag reads older versions). Writes still
+    /// queued at this region's outbox exist whatever their origin: the
+    /// outbox keeps only the newest of each key.
     pub at_most: Timestamp,
     /// Per shard, a commit timestamp there this node's replica must reach
     /// before it tells what the reader's gateway wrote (the newest commit
