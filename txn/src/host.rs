@@ -273,10 +273,6 @@ pub struct ViewCounts {
     /// Keys shown at an older version (or not at all) because the newest
     /// one's transaction had not fully arrived at this node.
     pub held_back: u64,
-    /// Views that waited for a replica here to apply what the reader's
-    /// gateway had written (its own writes were among the rest of a
-    /// transaction the view found).
-    pub waited: u64,
 }
 
 /// Where a shard's leadership stands on this node.
@@ -1131,10 +1127,7 @@ impl Host {
                 self.views.held_back += viewed.held_back;
                 Response::Viewed { rows: viewed.rows, seen: viewed.seen }
             }
-            Ok(crate::view::ViewOutcome::Behind(shard)) => {
-                self.views.waited += 1;
-                return self.park_until_applied(GroupId(shard), parked);
-            }
+            Ok(crate::view::ViewOutcome::Behind(shard)) => return self.park_until_applied(GroupId(shard), parked),
             Err(error) => Response::Refused(Refusal::from(&error)),
         };
         self.reply(parked.origin, response);

@@ -199,15 +199,17 @@ pub enum Request {
         after: Timestamp,
         homes: Vec<(ShardId, Timestamp)>,
     },
-    /// Monotonic Atomic View in the region, at this node only: the rows of
-    /// `range` held by `shards` (this shard among them), each key's newest
-    /// version with an origin at or below `at_most` whose transaction's
-    /// writes have all arrived in this region ([`crate::view`]), or a
-    /// version of a transaction in `required` (one the reader already saw
-    /// part of), merged with this region's queued writes at `outbox`; in
-    /// key order (descending if `reverse`), at most `limit`. Each replica first applies what the reader's gateway
-    /// acknowledged there (`after`, by shard). Answered
-    /// [`Response::Viewed`].
+    /// Monotonic Atomic View in the region, at this node only
+    /// ([`crate::view`]): the rows of `range` held by `shards` (this shard
+    /// among them) and this region's queued writes at `outbox`, each key's
+    /// newest version that exists for the reader (origin at or below
+    /// `at_most`, queued, or of a transaction in `required`: one the reader
+    /// already saw part of) and whose transaction's writes have all arrived
+    /// at this node, or that is of a transaction in `required`; in key
+    /// order (descending if `reverse`), at most `limit`. `after` holds, per
+    /// shard, the newest commit the reader's gateway acknowledged there:
+    /// the replicas read, and any whose answer depends on it, apply that
+    /// much first. Answered [`Response::Viewed`].
     View {
         range: KeyRange,
         shards: Vec<ShardId>,
@@ -412,7 +414,8 @@ pub enum Response {
     },
     /// [`Request::View`]: the rows, and the transactions that wrote a
     /// version the view returned (deletes included) and also wrote other
-    /// shards: the reader must see the rest of them on later reads.
+    /// shards, or are still queued: the reader must see the rest of them on
+    /// later reads.
     Viewed {
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         seen: Vec<TxnId>,
@@ -477,7 +480,10 @@ pub enum Entry {
     /// shard's timestamp, above `origin`), if it is the next of `from`'s
     /// queue here; a copy already applied, or one ahead of a gap, changes
     /// nothing. A key whose newest version has a newer origin than the
-    /// entry's (its commit at the outbox) keeps it (R17: last writer wins).
+    /// entry's (its commit at the outbox) keeps it (R17: last writer wins),
+    /// and this write of it is kept apart for MAV readers. The versions
+    /// name `siblings`, the transaction's writes at its other home shards,
+    /// and the keys kept apart.
     Deliver {
         from: ShardId,
         seq: u64,

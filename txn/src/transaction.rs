@@ -476,9 +476,9 @@ pub struct Transaction {
     /// R16, Read Committed: per home shard, a commit timestamp there at or
     /// above every write this region's outbox shipped and no longer shows.
     forgotten: BTreeMap<ShardId, Timestamp>,
-    /// Monotonic Atomic View: transactions with writes at several shards
-    /// this one saw a write of; later reads see the rest of them
-    /// ([`crate::view`]).
+    /// Monotonic Atomic View: transactions this one saw a write of that
+    /// wrote other shards too, or were still queued at the region's outbox;
+    /// later reads see the rest of them ([`crate::view`]).
     required: BTreeSet<TxnId>,
 }
 
