@@ -275,6 +275,13 @@ pub struct ViewCounts {
     pub held_back: u64,
 }
 
+/// A view asked of a node without a replica of a shard it reads: views are
+/// served by the reader's own node only (another node's replicas may not
+/// hold what the reader already saw).
+fn no_replica_to_view(node: NodeId, shard: ShardId) -> Error {
+    Error::Unavailable(format!("node {} holds no replica of shard {shard} to read it at Monotonic Atomic View", node.0))
+}
+
 /// Where a shard's leadership stands on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Leadership {
@@ -810,11 +817,7 @@ impl Host {
         if !self.shards.contains_key(&group) && matches!(request, Request::View { .. }) {
             // Served by the reader's own node only: another node's replicas
             // may not hold what the reader already saw.
-            let error = Error::Unavailable(format!(
-                "node {} holds no replica of shard {shard} to read it at Monotonic Atomic View",
-                self.config.node.0
-            ));
-            self.refuse(origin, &error);
+            self.refuse(origin, &no_replica_to_view(self.config.node, shard));
             return;
         }
         if !self.shards.contains_key(&group) {
@@ -1085,7 +1088,7 @@ impl Host {
             unreachable!("serve_view serves views");
         };
         let replica = |shard: ShardId| self.shards.get(&GroupId(shard)).map(|hosted| hosted.shard.as_ref());
-        let outbox_replica = outbox.and_then(|outbox| replica(outbox));
+        let outbox_replica = outbox.and_then(&replica);
         // What each replica here must have applied to tell what the reader's
         // gateway wrote: its acknowledged commits, and what the outbox
         // shipped there and no longer shows.
@@ -1097,11 +1100,7 @@ impl Host {
         let mut lagging = None;
         for shard in shards.iter().chain(outbox) {
             let Some(local) = replica(*shard) else {
-                let error = Error::Unavailable(format!(
-                    "node {} holds no replica of shard {shard} to read it at Monotonic Atomic View",
-                    self.config.node.0
-                ));
-                return self.refuse(parked.origin, &error);
+                return self.refuse(parked.origin, &no_replica_to_view(self.config.node, *shard));
             };
             if !local.caught_up(floors.get(shard).copied().unwrap_or_default()) {
                 lagging = Some(*shard);

@@ -174,23 +174,27 @@ impl<'s> History<'s> {
     /// one or stops.
     fn walk(&mut self, mut step: impl FnMut(&Candidate) -> Result<Step>) -> Result<Option<Candidate>> {
         let (mut stored, mut extra) = (0, 0);
+        let shard = self.replica.id();
         loop {
-            let shard = self.replica.id();
-            let next = self.version(stored)?.map(|version| from_store(shard, version, Source::Stored));
-            let candidate = match (self.extras.get(extra), next) {
-                (Some(other), Some(version)) if other.order() < version.order() => {
-                    stored += 1;
-                    version
-                }
+            // The stored version comes first unless the next extra is newer
+            // by origin; only the one taken is copied out.
+            let stored_order = self.version(stored)?.map(|version| (version.origin, version.txn));
+            let candidate = match (self.extras.get(extra), stored_order) {
+                (Some(other), Some(order)) if other.order() < order => None,
                 (Some(other), _) => {
                     extra += 1;
-                    other.clone()
+                    Some(other.clone())
                 }
-                (None, Some(version)) => {
-                    stored += 1;
-                    version
-                }
+                (None, Some(_)) => None,
                 (None, None) => return Ok(None),
+            };
+            let candidate = match candidate {
+                Some(candidate) => candidate,
+                None => {
+                    let version = self.versions.get(stored).expect("loaded above");
+                    stored += 1;
+                    from_store(shard, version, Source::Stored)
+                }
             };
             match step(&candidate)? {
                 Step::Take => return Ok(Some(candidate)),
