@@ -85,6 +85,15 @@ pub(crate) struct GatewayArgs {
     pub(crate) run: RunArgs,
 }
 
+/// Drops `table` and creates it again as `(home INT, id INT, n INT,
+/// PRIMARY KEY (home, id))`, a home table, through `gateway`.
+pub(crate) async fn recreate_home_table(client: &reqwest::Client, gateway: &str, table: &str) -> Result<(), String> {
+    let url = format!("{gateway}/v1/sql");
+    let _ = post(client, &url, &json!({"sql": format!("DROP TABLE IF EXISTS {table}")})).await;
+    let create = format!("CREATE TABLE {table} (home INT, id INT, n INT, PRIMARY KEY (home, id))");
+    post(client, &url, &json!({"sql": create})).await.map(drop).map_err(|failure| failure.message)
+}
+
 /// `GET url` as JSON.
 pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Result<Json, String> {
     let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;

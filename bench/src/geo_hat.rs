@@ -101,14 +101,7 @@ async fn run_async(args: Args) -> Result<(), String> {
     let (remote, local) = (KEY_BASE, KEY_BASE + gateways.len() as i64 - 1);
 
     let sql = |statement: String| json!({"sql": statement});
-    let _ = post(&client, &format!("{first}/v1/sql"), &sql(format!("DROP TABLE IF EXISTS {TABLE}"))).await;
-    post(
-        &client,
-        &format!("{first}/v1/sql"),
-        &sql(format!("CREATE TABLE {TABLE} (home INT, id INT, n INT, PRIMARY KEY (home, id))")),
-    )
-    .await
-    .map_err(|failure| failure.message)?;
+    crate::geo_commit::recreate_home_table(&client, &first, TABLE).await?;
     for (url, key) in [(&first, remote), (&last, local)] {
         let rows: Vec<String> = (0..args.run.clients).map(|id| format!("({key}, {id}, 0)")).collect();
         post(&client, &format!("{url}/v1/sql"), &sql(format!("INSERT INTO {TABLE} VALUES {}", rows.join(", "))))

@@ -11,6 +11,8 @@
 //! - `geo-global`: reads of `global` tables from every region, and writes.
 //! - `geo-hat`: Read Committed writes from a region to keys homed
 //!   elsewhere, reachable and cut off, and the outbox's drain.
+//! - `geo-rehome`: rehoming one locality key of 1, 100 and 10,000 rows
+//!   between two regions, as a ratio to their round trip.
 //! - `paxos`: throughput of one Multi-Paxos group against many groups on
 //!   one node, three nodes in one process over the real transport.
 //! - `tpcc`: TPC-C against GeoDB and PostgreSQL, side by side.
@@ -23,6 +25,7 @@ mod geo_commit;
 mod geo_global;
 mod geo_hat;
 mod geo_homes;
+mod geo_rehome;
 mod http;
 mod paxos;
 mod report;
@@ -52,6 +55,8 @@ enum Command {
     /// Read Committed writes from a region to keys homed elsewhere, with
     /// the region reachable and cut off; the outbox's drain after the heal.
     GeoHat(geo_commit::GatewayArgs),
+    /// Rehoming one locality key between two regions.
+    GeoRehome(geo_rehome::Args),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
@@ -66,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::GeoHomes(args) => geo_homes::run(args),
         Command::GeoGlobal(args) => geo_global::run(args),
         Command::GeoHat(args) => geo_hat::run(args),
+        Command::GeoRehome(args) => geo_rehome::run(args),
         Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };

@@ -57,7 +57,7 @@ const SIBLINGS_KEYS: u8 = 2;
 /// Where else the transaction that wrote a version wrote, so a reader at
 /// Monotonic Atomic View can tell whether the rest of it has arrived
 /// (`docs/design/transactions.md`, "Monotonic Atomic View in the region").
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Siblings {
     /// Nothing: the transaction wrote only this shard.
     #[default]

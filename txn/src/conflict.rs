@@ -90,6 +90,9 @@ pub struct ValidationFaults {
     /// Home shards apply a shipped write over a version with a newer origin
     /// timestamp (R17: last writer wins by origin).
     pub overwrite_newer_origin: bool,
+    /// Home shards serve every request whatever home it was routed by
+    /// (R18): a rehome's copy is not fenced at the old home.
+    pub skip_route_check: bool,
 }
 
 /// Checks a committing transaction against the commits after its snapshot.
@@ -147,6 +150,8 @@ mod tests {
             locked: Vec::new(),
             reads,
             guards: Vec::new(),
+            routes: Vec::new(),
+            moves: Vec::new(),
         }
     }
 

@@ -17,6 +17,11 @@ pub enum Error {
     /// coordinator's clock passes it, so a new snapshot sees that DDL.
     #[error("{message}")]
     SchemaChanged { message: String, newest: geodb_storage::Timestamp },
+    /// R18: a shard refused a request routed by a home the locality key no
+    /// longer has (it was rehomed): the coordinator forgets that home, and
+    /// the transaction runs again against the new one (SQLSTATE 40001).
+    #[error("{message}")]
+    Moved { message: String, route: crate::protocol::Route, residence: crate::protocol::Residence },
     /// The storage engine failed (I/O, a full disk, corruption).
     #[error(transparent)]
     Storage(#[from] geodb_storage::Error),
@@ -70,7 +75,7 @@ pub enum Error {
 impl Error {
     /// Whether running the transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict(_) | Error::SchemaChanged { .. })
+        matches!(self, Error::Conflict(_) | Error::SchemaChanged { .. } | Error::Moved { .. })
     }
 }
 

@@ -65,7 +65,7 @@ use geodb_geo::paxos::{
 use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
-use crate::participant::{Applied, DeliveryProposal, Proposal, ReadGate, Shard};
+use crate::participant::{Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, Proposal, ReadGate, Shard};
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::{Error, Hlc, Result};
 
@@ -910,25 +910,36 @@ impl Host {
                     Err(_) => self.not_leader(origin, group),
                 }
             }
-            Request::Get { key, mode, guard, .. } => {
-                match self.count_settled(mode, shard.check_get(key, guard.as_ref(), mode)) {
-                    Ok(ReadGate::Ready) => {
-                        match shard.check_guard(guard.as_ref(), mode).and_then(|()| shard.get_timed(key, mode)) {
-                            Ok((value, newest)) => self.answer_when_past(parked, newest, Response::Value(value)),
-                            Err(error) => self.refuse(origin, &error),
-                        }
-                    }
+            Request::Get { key, mode, guard, route, .. } => {
+                match self.count_settled(mode, shard.check_get(key, guard.as_ref(), route.as_ref(), mode)) {
+                    Ok(ReadGate::Ready) => match shard.check_guard(guard.as_ref(), mode).and_then(|()| {
+                        shard.check_route(route.as_ref(), mode)?.then(|| shard.get_timed(key, mode)).transpose()
+                    }) {
+                        Ok(Some((value, newest))) => self.answer_when_past(parked, newest, Response::Value(value)),
+                        // R18: the move here is not applied yet.
+                        Ok(None) => self.park(parked),
+                        Err(error) => self.refuse(origin, &error),
+                    },
                     Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
                     Err(error) => self.refuse(origin, &error),
                 }
             }
-            Request::Scan { range, reverse, limit, mode, guard, .. } => {
-                match self.count_settled(mode, shard.check_scan(range, guard.as_ref(), mode)) {
-                    Ok(ReadGate::Ready) => match shard
-                        .check_guard(guard.as_ref(), mode)
-                        .and_then(|()| shard.scan_timed(range, *reverse, *limit, mode))
-                    {
-                        Ok((rows, newest)) => self.answer_when_past(parked, newest, Response::Rows(rows)),
+            Request::Scan { range, reverse, limit, mode, guard, route, versions, .. } => {
+                match self.count_settled(mode, shard.check_scan(range, guard.as_ref(), route.as_ref(), mode)) {
+                    Ok(ReadGate::Ready) => match shard.check_guard(guard.as_ref(), mode).and_then(|()| {
+                        if !shard.check_route(route.as_ref(), mode)? {
+                            return Ok(None);
+                        }
+                        Ok(Some(if *versions {
+                            let (rows, newest) = shard.scan_versions(range, mode)?;
+                            (Response::Versions(rows), newest)
+                        } else {
+                            let (rows, newest) = shard.scan_timed(range, *reverse, *limit, mode)?;
+                            (Response::Rows(rows), newest)
+                        }))
+                    }) {
+                        Ok(Some((response, newest))) => self.answer_when_past(parked, newest, response),
+                        Ok(None) => self.park(parked),
                         Err(error) => self.refuse(origin, &error),
                     },
                     Ok(ReadGate::Blocked(_) | ReadGate::Behind) => self.park(parked),
@@ -1058,15 +1069,50 @@ impl Host {
             Ok(reads) => reads,
             Err(error) => return self.refuse(parked.origin, &error),
         };
-        if let Some(dest) = reads.iter().map(|read| read.dest).find(|dest| lagging(*dest)) {
+        // The homes the reader reads first: what they hold decides what
+        // it is shown (and where a queued write's key lives now, below).
+        if let Some((home, _)) = homes.iter().find(|(home, _)| lagging(*home)) {
+            self.park_until_applied(GroupId(*home), parked);
+            return;
+        }
+        // R18: a write queued for a home its key has left is judged against
+        // the home it lives at now (its outbox requeues it there): as the
+        // replicas here of the homes it was queued for know (hop by hop), or
+        // of a home the reader reads, whichever has seen the move.
+        let mut dests = Vec::with_capacity(reads.len());
+        for read in &reads {
+            let moved = |read: &PendingRead| -> Result<Option<ShardId>> {
+                // Hop by hop: a key may have moved more than once since.
+                let (mut at, mut route) = (read.dest, read.route.clone());
+                for _ in 0..MOVES_FOLLOWED_MAX {
+                    let Some(home) = home_here(at) else { break };
+                    let Some(residence) = home.moved_from(&route)? else { break };
+                    (at, route.epoch) = (residence.shard, residence.home.epoch);
+                }
+                if at != read.dest {
+                    return Ok(Some(at));
+                }
+                for (home, _) in homes {
+                    if home_here(*home).map(|replica| replica.holds_since(&read.route)).transpose()? == Some(true) {
+                        return Ok(Some(*home));
+                    }
+                }
+                Ok(None)
+            };
+            match moved(read) {
+                Ok(moved) => dests.push(moved.unwrap_or(read.dest)),
+                Err(error) => return self.refuse(parked.origin, &error),
+            }
+        }
+        if let Some(dest) = dests.iter().copied().find(|dest| lagging(*dest)) {
             self.park_until_applied(GroupId(dest), parked);
             return;
         }
         let mut writes = Vec::with_capacity(reads.len());
-        for read in reads {
+        for (read, dest) in reads.into_iter().zip(dests) {
             let applied_here =
                 read.shipped.is_some_and(|(dest, ts)| home_here(dest).is_some_and(|home| home.last_commit_ts() >= ts));
-            let replaced_here = match home_here(read.dest).map(|home| home.newest_origin(&read.key)).transpose() {
+            let replaced_here = match home_here(dest).map(|home| home.newest_origin(&read.key)).transpose() {
                 Ok(newest) => newest.flatten().is_some_and(|newest| newest > (read.origin, read.txn)),
                 Err(error) => return self.refuse(parked.origin, &error),
             };
@@ -1405,9 +1451,18 @@ impl Host {
                 Applied::Prepared(ts) => Response::Prepared(ts),
                 Applied::Decided(decision) => Response::Decided(decision),
                 Applied::Resolved => Response::Resolved,
-                Applied::Late => Response::Refused(Refusal::Conflict(
-                    "the transaction was already resolved here: this prepare came late".into(),
-                )),
+                Applied::Late => {
+                    // It holds nothing: the locks its proposal took in flight
+                    // go too (the decision may have been applied between the
+                    // proposal and this slot, and released nothing of it).
+                    // An orphan's went with its leadership.
+                    if pending.orphaned.is_none() {
+                        shard.abandon(pending.txn);
+                    }
+                    Response::Refused(Refusal::Conflict(
+                        "the transaction was already resolved here: this prepare came late".into(),
+                    ))
+                }
                 Applied::Closed | Applied::Shipped => continue,
                 Applied::Delivered { through, applied } => {
                     // A copy that wrote nothing drops its locks in flight and
@@ -1419,7 +1474,7 @@ impl Host {
                         (false, false) => shard.abandon(pending.txn),
                         (false, true) => shard.forget_unchosen(pending.txn),
                     }
-                    Response::Delivered { through, ts: shard.last_commit_ts() }
+                    Response::Delivered { through, ts: shard.last_commit_ts(), moved: None }
                 }
                 Applied::Skipped => {
                     if !pending.holds_locks {

@@ -78,6 +78,22 @@ impl LocalShards {
     }
 }
 
+/// R18 at a local shard, which applies what it commits before answering:
+/// a move not visible to the read is one above its snapshot.
+fn check_route_here(
+    shard: &Shard,
+    route: Option<&crate::protocol::Route>,
+    mode: &crate::protocol::ReadMode,
+) -> Result<()> {
+    if shard.check_route(route, mode)? {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "the locality key is not yet rehomed to shard {}; the transaction runs again",
+        shard.id()
+    )))
+}
+
 /// Runs `request` on a local shard (see [`LocalShards`]).
 fn serve(shard: &Shard, request: Request) -> Result<Response> {
     let deadline = Instant::now() + LOCK_WAIT_MAX;
@@ -86,17 +102,24 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
         let blocked = match &request {
             // A local shard applies what it commits before answering, so it
             // is never behind what its own coordinators saw.
-            Request::Get { key, mode, guard, .. } => match shard.check_get(key, guard.as_ref(), mode)? {
-                ReadGate::Ready | ReadGate::Behind => {
-                    shard.check_guard(guard.as_ref(), mode)?;
-                    return Ok(Response::Value(shard.get(key, mode)?));
-                }
-                ReadGate::Blocked(txn) => txn,
-            },
-            Request::Scan { range, reverse, limit, mode, guard, .. } => {
-                match shard.check_scan(range, guard.as_ref(), mode)? {
+            Request::Get { key, mode, guard, route, .. } => {
+                match shard.check_get(key, guard.as_ref(), route.as_ref(), mode)? {
                     ReadGate::Ready | ReadGate::Behind => {
                         shard.check_guard(guard.as_ref(), mode)?;
+                        check_route_here(shard, route.as_ref(), mode)?;
+                        return Ok(Response::Value(shard.get(key, mode)?));
+                    }
+                    ReadGate::Blocked(txn) => txn,
+                }
+            }
+            Request::Scan { range, reverse, limit, mode, guard, route, versions, .. } => {
+                match shard.check_scan(range, guard.as_ref(), route.as_ref(), mode)? {
+                    ReadGate::Ready | ReadGate::Behind => {
+                        shard.check_guard(guard.as_ref(), mode)?;
+                        check_route_here(shard, route.as_ref(), mode)?;
+                        if *versions {
+                            return Ok(Response::Versions(shard.scan_versions(range, mode)?.0));
+                        }
                         return Ok(Response::Rows(shard.scan(range, *reverse, *limit, mode)?));
                     }
                     ReadGate::Blocked(txn) => txn,

@@ -89,6 +89,25 @@ pub struct Changes {
     /// locked by another transaction) for the commit to go on: the shard's
     /// schema guard, so nothing commits under a schema a DDL replaced.
     pub guards: Vec<Guard>,
+    /// R18: the homes the writes and locks were routed by, one per
+    /// locality key: the commit goes on only where each still lives here.
+    pub routes: Vec<Route>,
+    /// R18: the rows a rehome moves here (two-phase commits only).
+    pub moves: Vec<Move>,
+}
+
+/// R18: a row a rehome moves to a new home from shard `from`, with the
+/// version it moves (detached, `mvcc::encode_detached`): that version is
+/// put there as it was (writer, origin, value or tombstone) at the
+/// rehome's commit timestamp, so last writer wins by origin (R17) at the
+/// new home as it would have at the old. Its siblings add the old home
+/// (Monotonic Atomic View shows it only once the rest of its transaction,
+/// which was written there with it, is shown there too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub key: Vec<u8>,
+    pub version: Vec<u8>,
+    pub from: ShardId,
 }
 
 impl Changes {
@@ -109,6 +128,45 @@ pub enum Decision {
     Abort,
 }
 
+/// R18: the home a request to a home shard was routed by, for one
+/// locality key: the key's residence record there (a key every home shard
+/// that held the locality key has) and the epoch of the home the
+/// coordinator looked up. The shard serves the request only if the record
+/// says the locality key lives here at that epoch ([`Residence`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Route {
+    pub residence: Vec<u8>,
+    pub epoch: u64,
+}
+
+impl Route {
+    /// The route of a write no home decided (it needs none): every shard
+    /// holds it at the first epoch.
+    pub fn unrouted() -> Route {
+        Route { residence: Vec::new(), epoch: crate::rpc::FIRST_EPOCH }
+    }
+}
+
+/// R18: the value of a residence record: where the locality key lives from
+/// that version on (its home and the home's shard). A home shard with no
+/// record for a locality key holds it at [`crate::rpc::FIRST_EPOCH`] if it
+/// holds it at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Residence {
+    pub home: crate::rpc::Home,
+    pub shard: ShardId,
+}
+
+impl Residence {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a residence always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Residence> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
 /// A schema guard: a shard's guard key and the schema version (its value;
 /// `None` before the first DDL) a transaction planned with.
 pub type Guard = (Vec<u8>, Option<Vec<u8>>);
@@ -122,12 +180,12 @@ pub enum Request {
     /// schema than the snapshot's is refused ([`Refusal::SchemaChanged`])
     /// rather than answered from an index or table the snapshot does not
     /// have.
-    Get {
-        txn: TxnId,
-        key: Vec<u8>,
-        mode: ReadMode,
-        guard: Option<Guard>,
-    },
+    /// With a `route` (R18), the shard serves it only where the locality
+    /// key lives here at the route's epoch as the read sees it; else it
+    /// answers [`Refusal::Moved`] (it moved on) or waits for the move to
+    /// arrive here (a read of the newest) or refuses it (a read at a
+    /// snapshot older than the move).
+    Get { txn: TxnId, key: Vec<u8>, mode: ReadMode, guard: Option<Guard>, route: Option<Route> },
     Scan {
         txn: TxnId,
         range: KeyRange,
@@ -135,6 +193,11 @@ pub enum Request {
         limit: Option<usize>,
         mode: ReadMode,
         guard: Option<Guard>,
+        route: Option<Route>,
+        /// Answer [`Response::Versions`]: every key of the range with a
+        /// version at the read's timestamp, tombstones included, with that
+        /// version (what a rehome moves, R18).
+        versions: bool,
     },
     /// A transaction whose only participant is this shard: validate, commit
     /// and apply in one round.
@@ -148,21 +211,13 @@ pub enum Request {
     },
     /// At the record shard: record the decision (the first one wins) and
     /// resolve this shard's own part.
-    Decide {
-        txn: TxnId,
-        decision: Decision,
-    },
+    Decide { txn: TxnId, decision: Decision },
     /// At any other participant: apply (or drop) a prepared transaction.
-    Resolve {
-        txn: TxnId,
-        decision: Decision,
-    },
+    Resolve { txn: TxnId, decision: Decision },
     /// At the record shard, from a participant whose prepared transaction
     /// waited too long: the recorded decision, recording `Abort` if there
     /// is none yet.
-    Recover {
-        txn: TxnId,
-    },
+    Recover { txn: TxnId },
     /// R14, at any replica of a shard that closes timestamps: validate what
     /// a serializable transaction read there (R7, the keys and ranges of
     /// `changes.reads`) up to the closed timestamp the replica applied, and
@@ -170,10 +225,7 @@ pub enum Request {
     /// elsewhere at or below it. Waits until the replica closed
     /// `changes.read_ts` and `at_least` (a commit timestamp the
     /// transaction's other participants already imposed).
-    ValidateSettled {
-        changes: Changes,
-        at_least: Timestamp,
-    },
+    ValidateSettled { changes: Changes, at_least: Timestamp },
     /// At the outbox of the coordinator's region: make a highly available
     /// transaction's writes durable in the region (one round, no lock
     /// waited on elsewhere) and queue each part for its home shard
@@ -182,10 +234,7 @@ pub enum Request {
     Enqueue(Enqueued),
     /// At a home shard, from an outbox's leader: apply the queued entries
     /// `from` sent, in order, each exactly once ([`Response::Delivered`]).
-    Deliver {
-        from: ShardId,
-        entries: Vec<Queued>,
-    },
+    Deliver { from: ShardId, entries: Vec<Queued> },
     /// At any replica of an outbox: the writes it holds for keys in `range`
     /// that are not yet shipped (the newest of each key; `None` a delete),
     /// once the replica has applied an enqueue at or above `after` (the
@@ -194,11 +243,7 @@ pub enum Request {
     /// commit the gateway acknowledged there: a write this node's replica
     /// of its home shard holds a newer origin for is left out (R17), once
     /// that replica applied that commit.
-    Pending {
-        range: KeyRange,
-        after: Timestamp,
-        homes: Vec<(ShardId, Timestamp)>,
-    },
+    Pending { range: KeyRange, after: Timestamp, homes: Vec<(ShardId, Timestamp)> },
     /// Monotonic Atomic View in the region, at this node only
     /// ([`crate::view`]): the rows of `range` held by `shards` (this shard
     /// among them) and this region's queued writes at `outbox`, each key's
@@ -231,6 +276,8 @@ pub struct Enqueued {
     pub guards: Vec<Guard>,
     /// Home shard and its writes (sorted by key); shards in order, once each.
     pub parts: Vec<(ShardId, Vec<Write>)>,
+    /// R18: per part, the home each write was routed by (one per write).
+    pub routes: Vec<Vec<Route>>,
 }
 
 impl Enqueued {
@@ -247,6 +294,8 @@ impl Enqueued {
             locked: Vec::new(),
             reads: Reads::default(),
             guards: self.guards.clone(),
+            routes: Vec::new(),
+            moves: Vec::new(),
         }
     }
 }
@@ -264,6 +313,10 @@ pub struct Queued {
     /// The keys the transaction wrote at its other home shards, by shard
     /// (Monotonic Atomic View shows this part only once they arrived).
     pub siblings: Vec<(ShardId, Vec<u8>)>,
+    /// R18: the home each write was routed by (one per write). A home
+    /// shard the locality key moved away from refuses the entry, and the
+    /// outbox sends those writes on to the new home ([`Entry::Reroute`]).
+    pub routes: Vec<Route>,
 }
 
 impl Request {
@@ -331,6 +384,9 @@ pub enum Refusal {
     OutcomeUnknown(String),
     /// The request's timestamp is too far ahead of this node's clock.
     ClockOffset { offset_ns: u64, bound_ns: u64 },
+    /// R18: the locality key of `route` no longer lives here: it moved to
+    /// `residence` (retryable once the coordinator looked its home up again).
+    Moved { message: String, route: Route, residence: Residence },
     /// The storage engine failed.
     Storage(String),
     /// Malformed or impossible request.
@@ -348,6 +404,7 @@ impl From<Refusal> for Error {
             Refusal::Unavailable(message) => Error::Unavailable(message),
             Refusal::OutcomeUnknown(message) => Error::OutcomeUnknown(message),
             Refusal::ClockOffset { offset_ns, bound_ns } => Error::ClockOffset { offset_ns, bound_ns },
+            Refusal::Moved { message, route, residence } => Error::Moved { message, route, residence },
             Refusal::Storage(message) => Error::Storage(geodb_storage::Error::Engine(message)),
             Refusal::Invalid(message) => Error::Invalid(message),
             Refusal::ClockUnsynchronized { offset_ns, bound_ns } => Error::ClockUnsynchronized { offset_ns, bound_ns },
@@ -371,6 +428,9 @@ impl From<&Error> for Refusal {
             Error::ClockUnsynchronized { offset_ns, bound_ns } => {
                 Refusal::ClockUnsynchronized { offset_ns: *offset_ns, bound_ns: *bound_ns }
             }
+            Error::Moved { message, route, residence } => {
+                Refusal::Moved { message: message.clone(), route: route.clone(), residence: *residence }
+            }
             Error::Storage(error) => Refusal::Storage(error.to_string()),
             Error::StatementTimeout | Error::Invalid(_) | Error::LimitExceeded(_) => {
                 Refusal::Invalid(error.to_string())
@@ -384,6 +444,9 @@ impl From<&Error> for Refusal {
 pub enum Response {
     Value(Option<Vec<u8>>),
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A scan that asked for versions: each key with its version
+    /// (detached, `mvcc::encode_detached`).
+    Versions(Vec<(Vec<u8>, Vec<u8>)>),
     Committed(Timestamp),
     Prepared(Timestamp),
     /// The recorded decision (which may differ from the one asked for).
@@ -399,6 +462,10 @@ pub enum Response {
     Delivered {
         through: u64,
         ts: Timestamp,
+        /// R18: the next entry was not applied because a locality key it
+        /// writes moved away (the route, and where it lives now): the
+        /// outbox sends those writes on ([`Entry::Reroute`]).
+        moved: Option<(u64, Route, Residence)>,
     },
     /// [`Request::Pending`]: key, value or delete, and for a write already
     /// shipped its home shard and a commit timestamp there at or above the
@@ -475,7 +542,7 @@ pub enum Entry {
     /// queued for their home shards (each part takes the next position of
     /// its queue as it is applied) and shown to the region's reads until
     /// shipped.
-    Enqueue { txn: TxnId, ts: Timestamp, parts: Vec<(ShardId, Vec<Write>)> },
+    Enqueue { txn: TxnId, ts: Timestamp, parts: Vec<(ShardId, Vec<Write>)>, routes: Vec<Vec<Route>> },
     /// At a home shard (R16): write a queued entry's versions at `ts` (this
     /// shard's timestamp, above `origin`), if it is the next of `from`'s
     /// queue here; a copy already applied, or one ahead of a gap, changes
@@ -492,17 +559,23 @@ pub enum Entry {
         origin: Timestamp,
         writes: Vec<Write>,
         siblings: Vec<(ShardId, Vec<u8>)>,
+        routes: Vec<Route>,
     },
     /// At an outbox (R16): the home shard `dest` applied its queue through
     /// `through`, in commits at or below `ts`: those entries leave the
     /// queue and the region's reads.
     Shipped { dest: ShardId, through: u64, ts: Timestamp },
+    /// At an outbox (R18): entry `seq` of `dest`'s queue writes keys of a
+    /// locality key that moved away from `dest` (its writes routed by
+    /// `route`): they leave that entry and are queued for the shard the key
+    /// lives at now, at `residence`'s epoch. The rest of the entry stays.
+    Reroute { dest: ShardId, seq: u64, route: Route, residence: Residence },
 }
 
 /// Format tag of an encoded [`Entry`]; bump on any change that makes
 /// entries already written decode differently (a variant appended at the
 /// end, as `Close` was, leaves them as they were).
-const ENTRY_FORMAT: u8 = 5;
+const ENTRY_FORMAT: u8 = 6;
 
 impl Entry {
     /// The entry as bytes (a command of the replicated log).
@@ -547,6 +620,8 @@ mod tests {
                     ranges: vec![(Bound::Included(b"e".to_vec()), Bound::Unbounded)],
                 },
                 guards: vec![(b"g".to_vec(), Some(b"1".to_vec()))],
+                routes: vec![Route { residence: b"\x06k".to_vec(), epoch: 2 }],
+                moves: vec![Move { key: b"a".to_vec(), version: vec![1, 2], from: 4 }],
             },
             prepare_ts: Timestamp::new(11, 0),
             record: 3,

@@ -33,6 +33,9 @@ pub enum Place {
     Homed(Vec<u8>),
 }
 
+/// The epoch of a locality key's first home (R18).
+pub const FIRST_EPOCH: u64 = 1;
+
 /// A locality key's home: its region (an index into the cluster's
 /// regions) and the epoch of that assignment (it changes when the key is
 /// rehomed).
@@ -79,14 +82,31 @@ pub trait Router: Send + Sync + 'static {
         unreachable!("this router places no key by its home")
     }
 
-    /// A home this node learned. Homes are cached because they never change
-    /// yet: rehoming, when it lands, must make shards refuse routes of an
-    /// older epoch before any cached home can go stale.
+    /// A home this node learned. A cached home can go stale when its key is
+    /// rehomed: every request routed by it carries its epoch, which the
+    /// shards check (R18), and a refusal makes the coordinator forget it.
     fn cached_home(&self, _locality: &[u8]) -> Option<Home> {
         None
     }
 
     fn learn_home(&self, _locality: &[u8], _home: Home) {}
+
+    /// Every home shard (where a locality key may live): Monotonic Atomic
+    /// View reads a locality key's rows at this node's replicas of all of
+    /// them, without the directory (R18). Empty where no key is homed.
+    fn home_shards(&self) -> Vec<ShardId> {
+        Vec::new()
+    }
+
+    /// R18: the residence record of a locality key, a key of each home
+    /// shard that held it (see `participant::homes`).
+    fn residence_key(&self, _locality: &[u8]) -> Vec<u8> {
+        unreachable!("this router places no key by its home")
+    }
+
+    /// R18: forgets the cached home of the locality key whose residence
+    /// record is `residence` (a shard said it moved on).
+    fn forget_residence(&self, _residence: &[u8]) {}
 
     /// Whether `shard` closes timestamps (R14: the global shard), so that
     /// reads at a timestamp go to the local replica ([`ReadMode::Settled`])

@@ -32,7 +32,9 @@ use futures::executor::block_on;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch};
 
 use crate::conflict::range_contains;
-use crate::protocol::{Changes, Decision, Guard, KeyRange, ReadMode, Reads, Refusal, Request, Response, ShardId};
+use crate::protocol::{
+    Changes, Decision, Guard, KeyRange, ReadMode, Reads, Refusal, Request, Response, Route, ShardId, Write,
+};
 use crate::rpc::{Home, Place, Router, RpcError, ShardRpc};
 use crate::{Error, Hlc, Isolation, Result};
 
@@ -70,6 +72,9 @@ const RETRY_PAUSE_MAX_NS: u64 = 100_000_000;
 /// Attempts at recording a new home before giving up (each a serializable
 /// transaction that loses only to another first writer of the same key).
 const HOME_ATTEMPTS_MAX: u32 = 8;
+/// R18: times a highly available commit refused for a stale home is routed
+/// and sent again (each refusal means a rehome committed meanwhile).
+const MOVED_ATTEMPTS_MAX: u32 = 4;
 
 /// Test-only switches that plant coordinator bugs, to prove the simulator
 /// catches them. Never set outside tests.
@@ -359,6 +364,8 @@ impl TxnManager {
             unhomed: BTreeMap::new(),
             forgotten: BTreeMap::new(),
             required: BTreeSet::new(),
+            placed: BTreeMap::new(),
+            placed_routes: Vec::new(),
         })
     }
 
@@ -480,7 +487,16 @@ pub struct Transaction {
     /// wrote other shards too, or were still queued at the region's outbox;
     /// later reads see the rest of them ([`crate::view`]).
     required: BTreeSet<TxnId>,
+    /// R18: writes placed at a given shard rather than routed (a rehome's
+    /// copies, with the origins they keep, and deletes), and the routes
+    /// those shards must still hold.
+    placed: BTreeMap<(ShardId, Vec<u8>), Placed>,
+    placed_routes: Vec<(ShardId, Route)>,
 }
+
+/// R18: a write placed at a shard (see [`Transaction::place`]): its value
+/// (`None` a delete), or the version a rehome moves there from a shard.
+type Placed = (Option<Vec<u8>>, Option<(Vec<u8>, ShardId)>);
 
 /// What a serializable transaction read at shards that close timestamps,
 /// validated at this node's replicas ([`Transaction::validate_settled`]):
@@ -494,6 +510,18 @@ struct Settled {
 struct Part {
     changes: Changes,
     writes_here: bool,
+    /// R18: the route of each write (for an outbox's queue entry).
+    write_routes: Vec<Route>,
+}
+
+impl Part {
+    fn add_route(&mut self, route: Option<Route>) {
+        if let Some(route) = route
+            && !self.changes.routes.contains(&route)
+        {
+            self.changes.routes.push(route);
+        }
+    }
 }
 
 impl Transaction {
@@ -513,7 +541,7 @@ impl Transaction {
 
     /// Whether the transaction has written (or locked) anything.
     pub fn has_writes(&self) -> bool {
-        !self.writes.is_empty() || !self.locked.is_empty()
+        !self.writes.is_empty() || !self.locked.is_empty() || !self.placed.is_empty()
     }
 
     fn records_reads(&self) -> bool {
@@ -617,13 +645,13 @@ impl Transaction {
     /// has no home yet (so nothing of it is stored anywhere). Looking a
     /// home up reads the directory in this transaction (serializable
     /// validation sees a home created meanwhile).
-    async fn route_read(&mut self, place: Place) -> Result<Option<ShardId>> {
+    async fn route_read(&mut self, place: Place) -> Result<Option<Routed>> {
         match place {
-            Place::Shard(shard) => Ok(Some(shard)),
+            Place::Shard(shard) => Ok(Some((shard, None))),
             Place::Homed(locality) => {
                 let router = self.manager.router.clone();
                 if let Some(home) = router.cached_home(&locality) {
-                    return Ok(Some(router.shard_of_home(home, &locality)));
+                    return Ok(Some(routed(router.as_ref(), home, &locality)));
                 }
                 let key = router.home_key(&locality);
                 let shard = match router.place(&key) {
@@ -646,7 +674,7 @@ impl Transaction {
                             // serves its own transaction only.
                             router.learn_home(&locality, home);
                         }
-                        Ok(Some(router.shard_of_home(home, &locality)))
+                        Ok(Some(routed(router.as_ref(), home, &locality)))
                     }
                     None => Ok(None),
                 }
@@ -656,13 +684,30 @@ impl Transaction {
 
     /// Reads `key` at `shard` as this transaction's level reads, recording
     /// the read for serializable validation.
-    async fn read_in(&mut self, shard: ShardId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn read_in(&mut self, shard: ShardId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read_routed(shard, key, None).await
+    }
+
+    /// [`Transaction::read_in`] of a key routed by its locality key's home.
+    pub(crate) async fn read_routed(
+        &mut self,
+        shard: ShardId,
+        key: &[u8],
+        route: Option<Route>,
+    ) -> Result<Option<Vec<u8>>> {
         let mode = self.mode_for(shard);
         let guard = self.read_guard(shard);
-        let response = self.call(shard, Request::Get { txn: self.id, key: key.to_vec(), mode, guard }).await?;
+        let residence = route.as_ref().map(|route| route.residence.clone());
+        let response = self.call(shard, Request::Get { txn: self.id, key: key.to_vec(), mode, guard, route }).await?;
         self.confirmed.insert(shard);
         if self.records_reads() {
-            self.reads.entry(shard).or_default().keys.push(key.to_vec());
+            // R18: and the residence record it was routed by, so that a
+            // rehome of the key after the snapshot fails this transaction's
+            // validation (its reads here say nothing of writes at the new
+            // home).
+            let reads = self.reads.entry(shard).or_default();
+            reads.keys.push(key.to_vec());
+            reads.keys.extend(residence);
         }
         match response {
             Response::Value(value) => Ok(value),
@@ -675,9 +720,9 @@ impl Transaction {
     /// the transaction (not recorded, no lock): a cheap look, possibly
     /// behind other nodes' commits, for caches that commits check exactly.
     pub async fn peek_replica_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(shard) = self.route_read(self.manager.router.place(key)).await? else { return Ok(None) };
+        let Some((shard, route)) = self.route_read(self.manager.router.place(key)).await? else { return Ok(None) };
         let mode = ReadMode::Latest { after: self.manager.seen(shard) };
-        let request = Request::Get { txn: self.id, key: key.to_vec(), mode, guard: None };
+        let request = Request::Get { txn: self.id, key: key.to_vec(), mode, guard: None, route };
         match self.call(shard, request).await? {
             Response::Value(value) => Ok(value),
             other => Err(unexpected(shard, &other)),
@@ -697,9 +742,18 @@ impl Transaction {
             let [place] = places.as_slice() else {
                 return Err(Error::Invalid("a replica scan must stay within one shard".into()));
             };
-            let Some(shard) = self.route_read(place.clone()).await? else { return Ok(Vec::new()) };
+            let Some((shard, route)) = self.route_read(place.clone()).await? else { return Ok(Vec::new()) };
             let mode = ReadMode::Latest { after: self.manager.seen(shard) };
-            let request = Request::Scan { txn: self.id, range, reverse: false, limit: None, mode, guard: None };
+            let request = Request::Scan {
+                txn: self.id,
+                range,
+                reverse: false,
+                limit: None,
+                mode,
+                guard: None,
+                route,
+                versions: false,
+            };
             match self.call(shard, request).await? {
                 Response::Rows(rows) => Ok(rows),
                 other => Err(unexpected(shard, &other)),
@@ -766,6 +820,19 @@ impl Transaction {
         }
     }
 
+    /// R18, Monotonic Atomic View: a locality key's rows are read at every
+    /// home shard's replica at this node, not where the directory says they
+    /// live. A view never leaves the node, so it must not depend on a
+    /// directory replica that may lag the shards (or on a directory read at
+    /// the snapshot, which misses a home created since by a transaction the
+    /// reader requires); the view itself tells which shard holds the key's
+    /// current history (`crate::view`).
+    fn view_shards(&self, place: &Place) -> Option<Vec<ShardId>> {
+        let Place::Homed(_) = place else { return None };
+        let shards = self.manager.router.home_shards();
+        (!shards.is_empty()).then_some(shards)
+    }
+
     /// Monotonic Atomic View: the rows of `range` at `shards`, read at this
     /// node's replicas and its region's outbox ([`Request::View`]); notes
     /// the transactions seen whose other writes later reads must show.
@@ -812,19 +879,26 @@ impl Transaction {
             return Ok(value.clone());
         }
         let place = self.manager.router.place(key);
+        if self.isolation == Isolation::MonotonicAtomicView {
+            let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+            let shards = match self.view_shards(&place) {
+                Some(shards) => shards,
+                None => match self.route_read(place).await? {
+                    Some((shard, _)) => vec![shard],
+                    None => return Ok(None),
+                },
+            };
+            return Ok(self.view(range, shards, false, None).await?.pop().map(|(_, value)| value));
+        }
         match self.route_read(place.clone()).await? {
-            Some(shard) if self.isolation == Isolation::MonotonicAtomicView => {
-                let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
-                Ok(self.view(range, vec![shard], false, None).await?.pop().map(|(_, value)| value))
-            }
-            Some(shard) => {
+            Some((shard, route)) => {
                 if self.manager.router.queued_through_outbox(shard) {
                     let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
                     if let Some((_, value)) = self.pending(&range, &[shard]).await?.pop() {
                         return Ok(value);
                     }
                 }
-                self.read_in(shard, key).await
+                self.read_routed(shard, key, route).await
             }
             None => {
                 if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
@@ -864,9 +938,23 @@ impl Transaction {
             return Ok(Vec::new());
         }
         let mut shards = Vec::new();
+        let mut routes: Vec<(ShardId, Route)> = Vec::new();
         for place in self.manager.router.places_of_range(&range) {
+            if self.isolation == Isolation::MonotonicAtomicView
+                && let Some(homes) = self.view_shards(&place)
+            {
+                for shard in homes {
+                    if !shards.contains(&shard) {
+                        shards.push(shard);
+                    }
+                }
+                continue;
+            }
             match self.route_read(place.clone()).await? {
-                Some(shard) if !shards.contains(&shard) => shards.push(shard),
+                Some((shard, route)) if !shards.contains(&shard) => {
+                    shards.push(shard);
+                    routes.extend(route.map(|route| (shard, route)));
+                }
                 Some(_) => {}
                 None => {
                     if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
@@ -908,6 +996,7 @@ impl Transaction {
                 }
             }
         };
+        let routes_read = if self.records_reads() { routes.clone() } else { Vec::new() };
         if self.isolation == Isolation::MonotonicAtomicView {
             // One view of every shard at once, merged and limited there.
             let rows = self.view(range.clone(), shards.clone(), reverse, fetch).await?;
@@ -923,6 +1012,8 @@ impl Transaction {
                     limit: fetch,
                     mode: self.mode_for(*shard),
                     guard: self.read_guard(*shard),
+                    route: routes.iter().find(|(routed, _)| routed == shard).map(|(_, route)| route.clone()),
+                    versions: false,
                 };
                 requests.push(call_repeatable(&self.manager, *shard, request));
             }
@@ -975,11 +1066,70 @@ impl Transaction {
                 }
                 (false, None, None) => range,
             };
+            // R18: and the residence record of a shard the range was routed
+            // to by a home (see `read_routed`).
+            for (shard, route) in &routes_read {
+                self.reads.entry(*shard).or_default().keys.push(route.residence.clone());
+            }
             for shard in shards {
                 self.reads.entry(shard).or_default().ranges.push(covered.clone());
             }
         }
         Ok(out)
+    }
+
+    /// R18: every key of `range` at `shard` with a version at this
+    /// transaction's snapshot (tombstones included), with that version
+    /// (detached), routed by `route`: what a rehome moves. Recorded as read
+    /// there.
+    pub(crate) async fn scan_versions_at(
+        &mut self,
+        shard: ShardId,
+        range: KeyRange,
+        route: Option<Route>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_deadline()?;
+        let residence = route.as_ref().map(|route| route.residence.clone());
+        let request = Request::Scan {
+            txn: self.id,
+            range: range.clone(),
+            reverse: false,
+            limit: None,
+            mode: self.mode_for(shard),
+            guard: self.read_guard(shard),
+            route,
+            versions: true,
+        };
+        let rows = match self.call(shard, request).await? {
+            Response::Versions(rows) => rows,
+            other => return Err(unexpected(shard, &other)),
+        };
+        self.confirmed.insert(shard);
+        if self.records_reads() {
+            let reads = self.reads.entry(shard).or_default();
+            reads.ranges.push(range);
+            reads.keys.extend(residence);
+        }
+        Ok(rows)
+    }
+
+    /// R18: buffers a write of `key` at `shard` itself, not where routing
+    /// would put it (`None` a delete), or the arrival there of the version
+    /// `moved` from a shard (detached, `crate::protocol::Move`: two-phase
+    /// commits only).
+    pub(crate) fn place(
+        &mut self,
+        shard: ShardId,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        moved: Option<(Vec<u8>, ShardId)>,
+    ) {
+        self.placed.insert((shard, key), (value, moved));
+    }
+
+    /// R18: the commit goes on at `shard` only if `route` still leads there.
+    pub(crate) fn place_route(&mut self, shard: ShardId, route: Route) {
+        self.placed_routes.push((shard, route));
     }
 
     // --- writes --------------------------------------------------------------
@@ -1016,21 +1166,19 @@ impl Transaction {
             // Commit wait below reads this node's clock.
             self.manager.hlc.check_synchronized()?;
         }
-        let mut parts = self.parts().await?;
-        let outbox = self.outbox_for(&parts);
-        let (ts, written) = if let Some(outbox) = outbox {
-            (self.commit_enqueued(outbox, parts).await?, vec![outbox])
-        } else {
-            let settled = self.validate_settled(&mut parts).await?;
-            let written: Vec<ShardId> =
-                parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
-            let ts = if parts.len() == 1 && settled.is_none() {
-                let (shard, part) = parts.into_iter().next().expect("one part");
-                self.commit_one(shard, part.changes).await?
-            } else {
-                self.commit_distributed(parts, settled).await?
-            };
-            (ts, written)
+        let mut attempts = 0;
+        let (ts, written, outbox) = loop {
+            match self.commit_parts().await {
+                // R18: a highly available commit validates no reads, so one
+                // refused for a stale home (nothing of it applied) is
+                // routed again by the directory and sent again.
+                Err(Error::Moved { .. })
+                    if self.isolation.is_highly_available() && attempts + 1 < MOVED_ATTEMPTS_MAX =>
+                {
+                    attempts += 1;
+                }
+                result => break result?,
+            }
         };
         let at = if outbox.is_some() { CommittedAt::Outbox } else { CommittedAt::Homes };
         self.manager.saw(written.iter().copied(), ts);
@@ -1053,6 +1201,26 @@ impl Transaction {
             self.manager.rpc.sleep_until(until_ns).await;
         }
         Ok(Commit { ts, at, shards: written })
+    }
+
+    /// Routes the writes and commits them: where (the shards written, or the
+    /// outbox) and at which timestamp.
+    async fn commit_parts(&self) -> Result<(Timestamp, Vec<ShardId>, Option<ShardId>)> {
+        let mut parts = self.parts().await?;
+        let outbox = self.outbox_for(&parts);
+        if let Some(outbox) = outbox {
+            return Ok((self.commit_enqueued(outbox, parts).await?, vec![outbox], Some(outbox)));
+        }
+        let settled = self.validate_settled(&mut parts).await?;
+        let written: Vec<ShardId> =
+            parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
+        let ts = if parts.len() == 1 && settled.is_none() {
+            let (shard, part) = parts.into_iter().next().expect("one part");
+            self.commit_one(shard, part.changes).await?
+        } else {
+            self.commit_distributed(parts, settled).await?
+        };
+        Ok((ts, written, None))
     }
 
     /// R16: the outbox a highly available transaction commits at: every shard
@@ -1078,10 +1246,14 @@ impl Transaction {
             (Some(version), Some(key)) => vec![(key, version.clone())],
             _ => Vec::new(),
         };
-        let parts: Vec<(ShardId, Vec<crate::protocol::Write>)> = parts
+        let mut routes: Vec<Vec<Route>> = Vec::new();
+        let parts: Vec<(ShardId, Vec<Write>)> = parts
             .into_iter()
             .filter(|(_, part)| part.writes_here)
-            .map(|(shard, part)| (shard, part.changes.writes))
+            .map(|(shard, part)| {
+                routes.push(part.write_routes);
+                (shard, part.changes.writes)
+            })
             .collect();
         let keys: usize = parts.iter().map(|(_, writes)| writes.len()).sum();
         if parts.len() > 1 && keys > SHIPPED_SIBLINGS_MAX {
@@ -1090,21 +1262,22 @@ impl Transaction {
                 parts.len()
             )));
         }
-        self.commit_once(outbox, Request::Enqueue(crate::protocol::Enqueued { txn: self.id, guards, parts })).await
+        self.commit_once(outbox, Request::Enqueue(crate::protocol::Enqueued { txn: self.id, guards, parts, routes }))
+            .await
     }
 
     /// The shard of a written key: a locality key's home shard, homing it
     /// here first if it has none (then noted in `created`, by locality key).
-    async fn route_write(&self, key: &[u8], created: &mut BTreeMap<Vec<u8>, ShardId>) -> Result<ShardId> {
+    async fn route_write(&self, key: &[u8], created: &mut BTreeMap<Vec<u8>, ShardId>) -> Result<Routed> {
         match self.manager.router.place(key) {
-            Place::Shard(shard) => Ok(shard),
+            Place::Shard(shard) => Ok((shard, None)),
             Place::Homed(locality) => {
                 let (home, made) = self.manager.ensure_home(&locality).await?;
-                let shard = self.manager.router.shard_of_home(home, &locality);
+                let routed = routed(self.manager.router.as_ref(), home, &locality);
                 if made {
-                    created.insert(locality, shard);
+                    created.insert(locality, routed.0);
                 }
-                Ok(shard)
+                Ok(routed)
             }
         }
     }
@@ -1147,21 +1320,47 @@ impl Transaction {
                 locked: Vec::new(),
                 reads: Reads::default(),
                 guards: Vec::new(),
+                routes: Vec::new(),
+                moves: Vec::new(),
             },
             writes_here: false,
+            write_routes: Vec::new(),
         };
         let mut created = BTreeMap::new();
         for (key, value) in &self.writes {
-            let shard = self.route_write(key, &mut created).await?;
+            let (shard, route) = self.route_write(key, &mut created).await?;
             let entry = parts.entry(shard).or_insert_with(empty);
             entry.changes.writes.push((key.clone(), value.clone()));
+            entry.write_routes.push(route.clone().unwrap_or_else(Route::unrouted));
+            entry.add_route(route);
             entry.writes_here = true;
         }
         for key in &self.locked {
-            let shard = self.route_write(key, &mut created).await?;
+            let (shard, route) = self.route_write(key, &mut created).await?;
             let entry = parts.entry(shard).or_insert_with(empty);
             entry.changes.locked.push(key.clone());
+            entry.add_route(route);
             entry.writes_here = true;
+        }
+        // R18: writes placed at a shard of their own (a rehome's), with the
+        // routes they rely on and the origins copies keep.
+        for ((shard, key), (value, moved)) in &self.placed {
+            let entry = parts.entry(*shard).or_insert_with(empty);
+            entry.changes.writes.push((key.clone(), value.clone()));
+            entry.write_routes.push(Route::unrouted());
+            if let Some((version, from)) = moved {
+                let (key, version, from) = (key.clone(), version.clone(), *from);
+                entry.changes.moves.push(crate::protocol::Move { key, version, from });
+            }
+            entry.writes_here = true;
+        }
+        for (shard, route) in &self.placed_routes {
+            parts.entry(*shard).or_insert_with(empty).add_route(Some(route.clone()));
+        }
+        for part in parts.values_mut() {
+            if !part.changes.writes.is_sorted_by(|a, b| a.0 < b.0) {
+                return Err(Error::Invalid("a key is both routed and placed in one transaction".into()));
+            }
         }
         if let Some(version) = &self.schema {
             // A DDL's own write of a guard is guarded too, by the version
@@ -1252,7 +1451,10 @@ impl Transaction {
                         return Err(Error::Unavailable(format!("shard {shard} has no reachable leader")));
                     }
                 }
-                Ok(Response::Refused(refusal)) => return Err(refusal.into()),
+                Ok(Response::Refused(refusal)) => {
+                    forget_moved(&self.manager, &refusal);
+                    return Err(refusal.into());
+                }
                 Ok(other) => return Err(unexpected(shard, &other)),
                 Err(RpcError::Lost(reason)) => {
                     return Err(Error::OutcomeUnknown(format!(
@@ -1316,6 +1518,11 @@ impl Transaction {
             self.abort_everywhere(record, &participants);
             return Err(match error {
                 Error::Conflict(message) => Error::Conflict(message),
+                // A participant was routed by a stale home (R18): the home is
+                // forgotten, and the transaction runs again under a new id (a
+                // participant that prepared this one holds it until its abort
+                // is applied).
+                Error::Moved { message, .. } => Error::Conflict(message),
                 other => Error::Conflict(format!(
                     "transaction {} aborted: a participant failed to prepare: {other}",
                     self.id
@@ -1431,6 +1638,9 @@ async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request)
                     // again must take its new snapshot above it (R11).
                     wait_until_past(manager, *newest).await;
                 }
+                if let Response::Refused(refusal) = &response {
+                    forget_moved(manager, refusal);
+                }
                 return response.into_result();
             }
             Err(error) => error.to_string(),
@@ -1474,6 +1684,23 @@ impl Backoff {
         self.pause_ns = (self.pause_ns * 2).min(RETRY_PAUSE_MAX_NS);
         true
     }
+}
+
+/// R18: a shard said a locality key moved on: its cached home is stale.
+fn forget_moved(manager: &TxnManager, refusal: &Refusal) {
+    if let Refusal::Moved { route, .. } = refusal {
+        manager.router.forget_residence(&route.residence);
+    }
+}
+
+/// A shard a request goes to, and the home it was routed by (R18), if a
+/// locality key's home decided it.
+type Routed = (ShardId, Option<Route>);
+
+/// The shard of a locality key homed at `home`, and the route there.
+fn routed(router: &dyn Router, home: Home, locality: &[u8]) -> Routed {
+    let route = Route { residence: router.residence_key(locality), epoch: home.epoch };
+    (router.shard_of_home(home, locality), Some(route))
 }
 
 fn unexpected(shard: ShardId, response: &Response) -> Error {

@@ -160,6 +160,41 @@ impl<'s> History<'s> {
         Ok(History { replica, key, versions: Vec::new(), complete: false, extras })
     }
 
+    /// Adds the region's queued write of the key.
+    fn add_queued(&mut self, write: &PendingRead) {
+        self.extras.push(from_outbox(write));
+        self.extras.sort_by_key(|candidate| std::cmp::Reverse(candidate.order()));
+    }
+
+    /// R18: the history of a key held by several shards here (a rehome
+    /// moved it): every version of each, but the two a rehome wrote at one
+    /// timestamp at two shards (its delete at the old home and the version
+    /// it moved to the new), which are the same history twice. What stays
+    /// is the key's history as its writers made it, each version judged at
+    /// the shard it was written at.
+    fn merged(held: &[&'s Shard], key: Vec<u8>) -> Result<History<'s>> {
+        let mut versions: Vec<(ShardId, Version)> = Vec::new();
+        let mut extras = Vec::new();
+        for replica in held {
+            let shard = replica.id();
+            versions.extend(replica.versions(&key, usize::MAX)?.into_iter().map(|version| (shard, version)));
+            extras
+                .extend(replica.superseded(&key)?.iter().map(|version| from_store(shard, version, Source::Superseded)));
+        }
+        let mut at: HashMap<Timestamp, BTreeSet<ShardId>> = HashMap::new();
+        for (shard, version) in &versions {
+            at.entry(version.ts).or_default().insert(*shard);
+        }
+        extras.extend(
+            versions
+                .iter()
+                .filter(|(_, version)| at[&version.ts].len() == 1)
+                .map(|(shard, version)| from_store(*shard, version, Source::Stored)),
+        );
+        extras.sort_by_key(|candidate| std::cmp::Reverse(candidate.order()));
+        Ok(History { replica: held[0], key, versions: Vec::new(), complete: true, extras })
+    }
+
     /// The `index`-th version, newest first, loading more if needed.
     fn version(&mut self, index: usize) -> Result<Option<&Version>> {
         if index >= self.versions.len() && !self.complete {
@@ -205,17 +240,32 @@ impl<'s> History<'s> {
     }
 }
 
-/// Visibility found within one view, by shard, writer and commit timestamp
-/// (one transaction's versions at two shards name different siblings). It
-/// depends only on what this node's replicas hold, not on the reader.
-type Memo = RefCell<HashMap<(ShardId, TxnId, Timestamp), bool>>;
+/// Visibility found within one view, by shard, writer, commit timestamp and
+/// siblings (one transaction's versions at two shards name different
+/// siblings, and so do the versions a rehome moved). It depends only on
+/// what this node's replicas hold, not on the reader.
+type Memo = RefCell<HashMap<(ShardId, TxnId, Timestamp, Siblings), bool>>;
 
 impl Replicas<'_> {
-    /// The outbox's newest write of `key`, if it goes to `shard`.
-    fn queued(&self, shard: ShardId, key: &[u8]) -> Result<Option<PendingRead>> {
+    /// The outbox's newest write of `key`, wherever it goes (a key a
+    /// rehome moved has its queued writes requeued for its new home, R18).
+    fn queued(&self, key: &[u8]) -> Result<Option<PendingRead>> {
         let Some(outbox) = self.outbox else { return Ok(None) };
         let range = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
-        Ok(outbox.pending(&range)?.into_iter().find(|write| write.dest == shard))
+        Ok(outbox.pending(&range)?.pop())
+    }
+
+    /// The shard a queued write goes to: its queue's, or (R18) the one its
+    /// key moved to, as this node's replicas of the old homes know (hop by
+    /// hop: a key may have moved more than once since).
+    fn goes_to(&self, write: &PendingRead) -> Result<ShardId> {
+        let (mut at, mut route) = (write.dest, write.route.clone());
+        for _ in 0..crate::participant::MOVES_FOLLOWED_MAX {
+            let Some(replica) = (self.shard)(at) else { break };
+            let Some(residence) = replica.moved_from(&route)? else { break };
+            (at, route.epoch) = (residence.shard, residence.home.epoch);
+        }
+        Ok(at)
     }
 
     /// Whether `candidate` exists for a reader that saw part of `required`.
@@ -243,19 +293,24 @@ impl Replicas<'_> {
         if candidate.source == Source::Queued || self.show_early {
             return Ok(true);
         }
-        let memo_key = (candidate.shard, candidate.txn, candidate.ts);
+        // The siblings too: the versions a rehome moved of one transaction
+        // share a shard and timestamp but not their siblings (R18).
+        let memo_key = (candidate.shard, candidate.txn, candidate.ts, candidate.siblings.clone());
         if let Some(known) = cx.memo.borrow().get(&memo_key) {
             return Ok(*known);
         }
         let visible = match &candidate.siblings {
             Siblings::None => true,
+            // A commit across shards, at its origin there: its timestamp,
+            // or, for a version a rehome moved (R18), the timestamp it was
+            // first committed at with those shards.
             Siblings::Shards(shards) => shards.iter().all(|shard| match (self.shard)(*shard) {
-                Some(replica) if replica.caught_up(candidate.ts) => true,
+                Some(replica) if replica.caught_up(candidate.origin) => true,
                 Some(replica) => {
                     // The gateway acknowledged a commit there at or above
                     // this one that the replica has not applied: wait for
                     // it rather than hide a write the client may have made.
-                    if self.floors.get(shard).is_some_and(|floor| *floor >= candidate.ts) {
+                    if self.floors.get(shard).is_some_and(|floor| *floor >= candidate.origin) {
                         self.settled(*shard, replica, &cx.behind);
                     }
                     false
@@ -292,7 +347,7 @@ impl Replicas<'_> {
         behind: &Cell<Option<ShardId>>,
     ) -> Result<bool> {
         let Some(replica) = (self.shard)(shard) else { return Ok(false) };
-        let queued = self.queued(shard, key)?;
+        let queued = self.queued(key)?;
         let found = History::new(replica, key.to_vec(), queued.as_ref())?.walk(|candidate| {
             Ok(if candidate.txn == at.1 {
                 Step::Take
@@ -353,25 +408,32 @@ impl Replicas<'_> {
         let cx = Context { memo: RefCell::new(HashMap::new()), behind: Cell::new(None) };
         // Every key of the range, with its history.
         let mut keys: BTreeMap<Vec<u8>, History<'_>> = BTreeMap::new();
+        let mut holders: BTreeMap<Vec<u8>, Vec<&Shard>> = BTreeMap::new();
         for &shard in shards {
             let Some(replica) = (self.shard)(shard) else { continue };
-            let mut queued: BTreeMap<Vec<u8>, PendingRead> = match self.outbox {
-                Some(outbox) => outbox
-                    .pending(range)?
-                    .into_iter()
-                    .filter(|write| write.dest == shard)
-                    .map(|write| (write.key.clone(), write))
-                    .collect(),
-                None => BTreeMap::new(),
+            for key in replica.keys_in_range(range)? {
+                holders.entry(key).or_default().push(replica);
+            }
+        }
+        for (key, held) in holders {
+            let history = match held[..] {
+                [replica] => History::new(replica, key.clone(), None)?,
+                _ => History::merged(&held, key.clone())?,
             };
-            let mut stored = replica.keys_in_range(range)?;
-            stored.extend(queued.keys().cloned());
-            stored.sort();
-            stored.dedup();
-            for key in stored {
-                let write = queued.remove(&key);
-                let history = History::new(replica, key.clone(), write.as_ref())?;
-                keys.insert(key, history);
+            keys.insert(key, history);
+        }
+        // The region's queued writes go with their keys' current histories
+        // (a write queued for a key's old home included, R18).
+        for write in self.outbox.map(|outbox| outbox.pending(range)).transpose()?.unwrap_or_default() {
+            match keys.get_mut(&write.key) {
+                Some(history) => history.add_queued(&write),
+                None => {
+                    let goes_to = self.goes_to(&write)?;
+                    if let Some(replica) = (self.shard)(goes_to).filter(|_| shards.contains(&goes_to)) {
+                        let key = write.key.clone();
+                        keys.insert(key.clone(), History::new(replica, key, Some(&write))?);
+                    }
+                }
             }
         }
         // Two passes: a version chosen for one key may be of a transaction

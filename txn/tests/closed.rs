@@ -39,6 +39,8 @@ fn changes(txn: u64, read_ts: Timestamp, key: &str) -> Changes {
         locked: Vec::new(),
         reads: Reads::default(),
         guards: Vec::new(),
+        routes: Vec::new(),
+        moves: Vec::new(),
     }
 }
 
@@ -57,7 +59,7 @@ fn closed_ts(entry: &Entry) -> Timestamp {
 }
 
 fn settled(shard: &Shard, read_ts: Timestamp) -> ReadGate {
-    shard.check_get(b"k", None, &ReadMode::Settled { read_ts }).unwrap()
+    shard.check_get(b"k", None, None, &ReadMode::Settled { read_ts }).unwrap()
 }
 
 #[test]
@@ -82,7 +84,7 @@ fn a_replica_serves_reads_up_to_the_closed_timestamp_it_applied() {
     }
     // A replica that is not the leader serves no read at the leader's
     // snapshot timestamps: only settled ones.
-    assert!(follower.check_get(b"k", None, &ReadMode::At { read_ts: now, barrier: false }).is_err());
+    assert!(follower.check_get(b"k", None, None, &ReadMode::At { read_ts: now, barrier: false }).is_err());
 }
 
 #[test]

@@ -80,6 +80,8 @@ fn changes(txn: u64, isolation: Isolation, read_ts: Timestamp, writes: &[&str], 
         locked: Vec::new(),
         reads: Reads { keys: reads.iter().map(|key| key.as_bytes().to_vec()).collect(), ranges: Vec::new() },
         guards: Vec::new(),
+        routes: Vec::new(),
+        moves: Vec::new(),
     }
 }
 
@@ -183,8 +185,9 @@ fn a_read_above_a_prepared_lock_waits_for_the_decision() {
     // A read below the prepare timestamp never waited and saw the old value.
     let mut old = cluster.manager.begin(Isolation::Snapshot).unwrap();
     let below = ReadMode::At { read_ts: prepare_ts.prev(), barrier: false };
-    let response =
-        cluster.shards.handle(2, Request::Get { txn: old.id(), key: b"b1".to_vec(), mode: below, guard: None });
+    let response = cluster
+        .shards
+        .handle(2, Request::Get { txn: old.id(), key: b"b1".to_vec(), mode: below, guard: None, route: None });
     assert_eq!(response, Response::Value(Some(b"1".to_vec())));
     assert_eq!(read(&mut old, "b1"), Some(9));
 }
@@ -342,122 +345,4 @@ impl<T, F: std::future::Future<Output = T>> NowOrNever<T> for F {
     fn now_or_never_ready(self) -> T {
         futures::executor::block_on(self)
     }
-}
-
-/// Keys `h<locality>/...` live at their locality key's home: the directory
-/// entry `d<locality>` is in shard 1, and every home is shard 2.
-#[derive(Default)]
-struct Homed {
-    cache: std::sync::Mutex<std::collections::HashMap<Vec<u8>, geodb_txn::Home>>,
-}
-
-impl Router for Homed {
-    fn place(&self, key: &[u8]) -> Place {
-        match key.strip_prefix(b"h") {
-            Some(rest) => Place::Homed(rest.split(|byte| *byte == b'/').next().unwrap_or_default().to_vec()),
-            None => Place::Shard(1),
-        }
-    }
-
-    fn places_of_range(&self, _range: &KeyRange) -> Vec<Place> {
-        vec![Place::Shard(1), Place::Shard(2)]
-    }
-
-    fn shard_of_home(&self, _home: geodb_txn::Home, _locality: &[u8]) -> ShardId {
-        2
-    }
-
-    fn home_key(&self, locality: &[u8]) -> Vec<u8> {
-        [b"d".as_slice(), locality].concat()
-    }
-
-    fn new_home(&self) -> geodb_txn::Home {
-        geodb_txn::Home { region: 0, epoch: 1 }
-    }
-
-    fn cached_home(&self, locality: &[u8]) -> Option<geodb_txn::Home> {
-        self.cache.lock().unwrap().get(locality).copied()
-    }
-
-    fn learn_home(&self, locality: &[u8], home: geodb_txn::Home) {
-        self.cache.lock().unwrap().insert(locality.to_vec(), home);
-    }
-}
-
-fn homed_cluster() -> Arc<TxnManager> {
-    homed_cluster_with(Arc::new(Homed::default()))
-}
-
-fn homed_cluster_with(router: Arc<Homed>) -> Arc<TxnManager> {
-    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-    let hlc = Arc::new(Hlc::new(Box::new(SystemClock), 1_000_000));
-    let shard = |id: ShardId| {
-        let view: Arc<dyn Engine> = Arc::new(ScopedEngine::new(engine.clone(), shard_prefix(id)));
-        Arc::new(Shard::open(id, view, hlc.clone(), false).unwrap())
-    };
-    TxnManager::with_config(ManagerConfig {
-        node: 1,
-        hlc: hlc.clone(),
-        rpc: Arc::new(LocalShards::new([shard(1), shard(2)])),
-        router,
-        ids_engine: Some(engine),
-        first_id: 1,
-        commit_wait: false,
-        faults: CoordinatorFaults::default(),
-    })
-    .unwrap()
-}
-
-/// A home read by Read Committed (which does not wait for the clock to pass
-/// the home's creation) serves that transaction only; one read at a
-/// timestamp is cached for the node (R13: nothing may be routed to a new
-/// home before every clock has passed its creation).
-#[test]
-fn only_homes_read_at_a_timestamp_are_cached() {
-    let router = Arc::new(Homed::default());
-    let manager = homed_cluster_with(router.clone());
-    let mut first = manager.begin(Isolation::Serializable).unwrap();
-    write(&mut first, "h9/a", 1);
-    first.commit().unwrap();
-    assert!(router.cached_home(b"9").is_some(), "the creator caches the home it made");
-    router.cache.lock().unwrap().clear();
-
-    let mut rc = manager.begin(Isolation::ReadCommitted).unwrap();
-    assert_eq!(read(&mut rc, "h9/a"), Some(1));
-    rc.commit().unwrap();
-    assert!(router.cached_home(b"9").is_none(), "a Read Committed directory read is not cached");
-
-    let mut serializable = manager.begin(Isolation::Serializable).unwrap();
-    assert_eq!(read(&mut serializable, "h9/a"), Some(1));
-    serializable.commit().unwrap();
-    assert!(router.cached_home(b"9").is_some(), "a directory read at a timestamp is cached");
-}
-
-/// A serializable transaction that finds a locality key without a home
-/// and writes it commits at once (its read of the missing home is checked
-/// at the home its commit creates, not failed by that creation); two that
-/// both found it missing and wrote disjoint rows cannot both commit (write
-/// skew on a phantom).
-#[test]
-fn a_first_write_to_a_new_locality_key_commits_and_phantoms_still_conflict() {
-    let manager = homed_cluster();
-    let mut first = manager.begin(Isolation::Serializable).unwrap();
-    assert_eq!(read(&mut first, "h7/a"), None);
-    write(&mut first, "h7/a", 1);
-    first.commit().expect("the first write of a new locality key commits at once");
-    let mut check = manager.begin(Isolation::Serializable).unwrap();
-    assert_eq!(read(&mut check, "h7/a"), Some(1));
-    check.commit().unwrap();
-
-    let mut a = manager.begin(Isolation::Serializable).unwrap();
-    let mut b = manager.begin(Isolation::Serializable).unwrap();
-    for txn in [&mut a, &mut b] {
-        assert_eq!(read(txn, "h8/a"), None);
-        assert_eq!(read(txn, "h8/b"), None);
-    }
-    write(&mut a, "h8/a", 1);
-    write(&mut b, "h8/b", 1);
-    a.commit().unwrap();
-    let error = b.commit().expect_err("both saw no rows and both inserted one");
-    assert!(error.is_retryable(), "{error}");
 }

@@ -79,7 +79,7 @@ fn latest(shard: &Shard, key: &str) -> Option<String> {
 /// Enqueues `parts` for transaction `txn` at `outbox` (validated and
 /// applied, as a leader whose proposal was chosen); returns the entry.
 fn enqueue(outbox: &Shard, slot: u64, txn: u64, parts: Vec<(u64, Vec<Write>)>) -> Entry {
-    let enqueued = Enqueued { txn: TxnId(txn), guards: Vec::new(), parts };
+    let enqueued = Enqueued { txn: TxnId(txn), guards: Vec::new(), parts, routes: Vec::new() };
     let entry = match outbox.propose_enqueue(&enqueued).unwrap() {
         Proposal::Entry(entry) => entry,
         other => panic!("expected an entry, got {other:?}"),
@@ -182,6 +182,8 @@ fn commit(shard: &Shard, txn: u64, isolation: geodb_txn::Isolation, writes: Vec<
         locked: Vec::new(),
         reads: Default::default(),
         guards: Vec::new(),
+        routes: Vec::new(),
+        moves: Vec::new(),
     };
     let Proposal::Entry(commit) = shard.propose_commit(&changes).unwrap() else { panic!("a commit entry") };
     commit
@@ -398,7 +400,7 @@ fn entries_of_one_delivery_writing_one_key_go_together_in_order() {
     // the lowest timestamp until the last entry of it is applied.
     let read_at_first = ReadMode::At { read_ts: first_ts, barrier: false };
     assert!(matches!(
-        home.check_get(b"a", None, &read_at_first).unwrap(),
+        home.check_get(b"a", None, None, &read_at_first).unwrap(),
         geodb_txn::participant::ReadGate::Blocked(_)
     ));
     home.apply(Some(1), &[first, second], 0).unwrap();

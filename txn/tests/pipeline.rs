@@ -45,6 +45,8 @@ fn increment(txn: u64, read_ts: Timestamp, key: &str, value: &str) -> Changes {
         locked: Vec::new(),
         reads: Reads { keys: vec![key.as_bytes().to_vec()], ranges: Vec::new() },
         guards: Vec::new(),
+        routes: Vec::new(),
+        moves: Vec::new(),
     }
 }
 

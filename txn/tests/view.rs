@@ -44,6 +44,8 @@ fn changes(txn: u64, writes: Vec<Write>) -> Changes {
         locked: Vec::new(),
         reads: Reads::default(),
         guards: Vec::new(),
+        routes: Vec::new(),
+        moves: Vec::new(),
     }
 }
 
@@ -185,6 +187,7 @@ fn a_shipped_write_shows_once_its_siblings_arrived_and_a_queued_one_at_once() {
         txn: TxnId(20),
         guards: Vec::new(),
         parts: vec![(A, vec![write("x", "q")]), (B, vec![write("y", "q")])],
+        routes: Vec::new(),
     };
     let Proposal::Entry(entry) = outbox.propose_enqueue(&enqueued).unwrap() else { panic!("no enqueue") };
     outbox.apply(Some(1), std::slice::from_ref(&entry), 0).unwrap();
@@ -212,7 +215,7 @@ fn a_shipped_write_shows_once_its_siblings_arrived_and_a_queued_one_at_once() {
 
 /// Enqueues `parts` at `outbox` for transaction `txn`.
 fn enqueue(outbox: &Shard, slot: u64, txn: u64, parts: Vec<(u64, Vec<Write>)>) {
-    let enqueued = Enqueued { txn: TxnId(txn), guards: Vec::new(), parts };
+    let enqueued = Enqueued { txn: TxnId(txn), guards: Vec::new(), parts, routes: Vec::new() };
     let Proposal::Entry(entry) = outbox.propose_enqueue(&enqueued).unwrap() else { panic!("no enqueue") };
     outbox.apply(Some(slot), std::slice::from_ref(&entry), 0).unwrap();
 }

@@ -24,8 +24,10 @@ const META_FORMAT: &[u8] = b"geodb/format";
 /// timestamps (R17: log entries of format 4, outbox records with origins),
 /// 4 since versions and shipped writes name their siblings (Monotonic
 /// Atomic View in the region: log entries of format 5, version records of
-/// format 3).
-const FORMAT: u64 = 4;
+/// format 3), 5 since requests to home shards carry the home they were
+/// routed by (rehoming, R18: log entries of format 6, prepared records and
+/// outbox queue entries with routes).
+const FORMAT: u64 = 5;
 
 /// Refuses a data directory written in another format (never reads it as
 /// this one: that would be silent corruption); marks a new one.

@@ -62,6 +62,10 @@ pub mod names {
     /// transaction had not fully arrived there, by node.
     pub const MAV_VIEWS: &str = "geodb_mav_views_total";
     pub const MAV_KEYS_HELD_BACK: &str = "geodb_mav_keys_held_back_total";
+    /// R18: rehomes of locality keys this node ran, by node and outcome
+    /// (moved, unchanged), and the rows and index entries they moved.
+    pub const REHOMES: &str = "geodb_rehomes_total";
+    pub const REHOMED_ROWS: &str = "geodb_rehomed_rows_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
     /// Shards idle and quiet on a node (no heartbeats, no timers).
@@ -154,6 +158,12 @@ pub mod names {
             Kind::Counter,
             "Reads of global tables at a closed timestamp on a node's own replica, by node and outcome: served, waited_for_close (the replica's closed timestamp was behind the read: a lead too short for the topology, or a replica cut off from the global shard's leader).",
         ),
+        (
+            REHOMES,
+            Kind::Counter,
+            "Rehomes of locality keys this node ran (POST /v1/admin/rehome), by node and outcome (moved, unchanged).",
+        ),
+        (REHOMED_ROWS, Kind::Counter, "Rows and index entries the rehomes this node ran moved, by node."),
         (
             MAV_VIEWS,
             Kind::Counter,
@@ -261,6 +271,14 @@ impl Metrics {
             handle
         });
         Metrics { handle: handle.clone() }
+    }
+
+    /// Counts a rehome this node ran (R18).
+    pub fn rehomed(&self, node: u64, moved: bool, rows: usize) {
+        let node = node.to_string();
+        let outcome = if moved { "moved" } else { "unchanged" };
+        metrics::counter!(names::REHOMES, "node" => node.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!(names::REHOMED_ROWS, "node" => node).increment(rows as u64);
     }
 
     /// The Prometheus text exposition.

@@ -714,6 +714,37 @@ async fn audit_until(client: reqwest::Client, url: String, until: Instant) -> us
     audits
 }
 
+/// Rehomes homes 1–3 in turn, each to the next region, through a gateway
+/// of each region in turn, every `every` until `until`; returns how many
+/// moved. A rehome may fail while nodes die and a region is cut off (a
+/// retryable or unavailable answer); it never leaves a key half moved.
+async fn rehome_until(client: reqwest::Client, urls: Vec<String>, every: Duration, until: Instant) -> usize {
+    let mut moved = 0;
+    let mut round = 0usize;
+    while Instant::now() < until {
+        round += 1;
+        let (home, region) = (1 + round % 3, REGIONS[(round / 3 + round) % 3]);
+        let url = &urls[round % urls.len()];
+        let body = json!({"key": home, "region": region});
+        let sent =
+            client.post(format!("{url}/v1/admin/rehome")).json(&body).timeout(Duration::from_secs(30)).send().await;
+        if let Ok(response) = sent {
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            match status {
+                200 if answer["from"] != answer["to"] => moved += 1,
+                200 => {}
+                _ => assert!(
+                    matches!(common::code(&answer), "40001" | "08006" | "08007" | "53000"),
+                    "rehome of {home} to {region} through {url}: {status} {answer}"
+                ),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+    moved
+}
+
 const BANK_ACCOUNTS: i64 = 4;
 const BANK_OPENING: i64 = 100;
 const BANK_TOTAL: i64 = 3 * BANK_ACCOUNTS * BANK_OPENING;
@@ -767,6 +798,9 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
         .into_iter()
         .map(|gateway| tokio::spawn(audit_until(cluster.client.clone(), cluster.node(gateway).url.clone(), until)))
         .collect();
+    // R18: the accounts' homes move between the regions meanwhile.
+    let movers: Vec<String> = [2u64, 5, 8].into_iter().map(|gateway| cluster.node(gateway).url.clone()).collect();
+    let mover = tokio::spawn(rehome_until(cluster.client.clone(), movers, Duration::from_millis(700), until));
 
     // The faults, one after another, while the transfers run.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -797,9 +831,11 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
     for auditor in auditors {
         audits += auditor.await.unwrap();
     }
+    let moves = mover.await.unwrap();
     assert!(acked.len() >= 10 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
+    assert!(moves >= 3, "too few rehomes moved a key: {moves}");
     eprintln!(
-        "bank across homes: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, in {:?}",
+        "bank across homes: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, {moves} rehomes, in {:?}",
         acked.len(),
         unknown.len(),
         start.elapsed()
@@ -859,6 +895,84 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
         .collect();
     assert_eq!(balances, expected, "the balances are not what the ledger says");
     assert_eq!(balances.values().sum::<i64>(), BANK_TOTAL);
+
+    // R18: the old home's leader is SIGKILLed in the middle of a rehome of a
+    // key with many rows; the key ends wholly in one home, and moves there
+    // afterwards.
+    let rows = 2_000;
+    let gateway = cluster.node(1);
+    for first in (0..rows).step_by(500) {
+        let values: Vec<String> = (first..first + 500).map(|id| format!("(4, {id}, 0)")).collect();
+        gateway.sql(&format!("INSERT INTO accounts VALUES {}", values.join(", ")), json!([])).await;
+    }
+    let (_, body) = cluster.node(5).get("/v1/homes/4").await;
+    let home: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(home["region"], json!("us-east"), "{body}");
+    let view = cluster.view(1).await;
+    let east = view["shards"].as_array().unwrap().iter().find(|shard| shard["home"] == json!("us-east")).unwrap();
+    let east_leader = east["leader"].as_u64().unwrap();
+    let url = cluster.node(8).url.clone();
+    let client = cluster.client.clone();
+    let rehome = tokio::spawn(async move {
+        let body = json!({"key": 4, "region": "eu-west"});
+        let response =
+            client.post(format!("{url}/v1/admin/rehome")).json(&body).timeout(Duration::from_secs(60)).send();
+        match response.await {
+            Ok(response) => (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    cluster.kill(east_leader);
+    let (status, answer) = rehome.await.unwrap();
+    eprintln!("rehome with the old home's leader killed: {status} {answer}");
+    let count = |sql: &'static str, via: u64| {
+        let server = cluster.node(via);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (status, body) = server.post("/v1/sql", json!({"sql": sql, "isolation": "serializable"})).await;
+                if status == 200 {
+                    return body["results"][0]["rows"][0][0].as_i64().unwrap();
+                }
+                assert!(Instant::now() < deadline, "{sql}: {body}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // A scan of every home finds each row once; the key's own rows, where
+    // the directory says it lives, all of them.
+    let every = 3 * BANK_ACCOUNTS + rows;
+    for via in [4, 7] {
+        assert_eq!(count("SELECT count(*) FROM accounts", via).await, every, "through node {via}");
+        assert_eq!(count("SELECT count(*) FROM accounts WHERE home = 4", via).await, rows, "through node {via}");
+    }
+    let (_, body) = cluster.node(5).get("/v1/homes/4").await;
+    let home: Value = serde_json::from_str(&body).unwrap();
+    assert!(home["region"] == json!("us-east") || home["region"] == json!("eu-west"), "{body}");
+    // And it moves (or stays) where it was asked to go.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let (status, answer) = cluster.node(8).post("/v1/admin/rehome", json!({"key": 4, "region": "eu-west"})).await;
+        if status == 200 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the rehome never succeeded after the kill: {status} {answer}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(moved["to"], json!("eu-west"), "{moved}");
+    assert_eq!(
+        moved["epoch"].as_u64(),
+        home["epoch"].as_u64().map(|epoch| epoch + u64::from(home["region"] != json!("eu-west")))
+    );
+    // Bad requests: a region the cluster does not have, a key of no SQL type.
+    let (status, answer) = cluster.node(8).post("/v1/admin/rehome", json!({"key": 4, "region": "mars"})).await;
+    assert_eq!((status, common::code(&answer)), (400, "22023"), "{answer}");
+    let (status, answer) = cluster.node(8).post("/v1/admin/rehome", json!({"key": [4], "region": "us-east"})).await;
+    assert_eq!((status, common::code(&answer)), (400, "22023"), "{answer}");
+    assert_eq!(count("SELECT count(*) FROM accounts", 2).await, every);
+    assert_eq!(count("SELECT count(*) FROM accounts WHERE home = 4", 2).await, rows);
+    cluster.restart(east_leader);
 }
 
 /// R16: eu-west is cut off from both other regions by fault rules. Its

@@ -129,6 +129,9 @@ struct BankArgs {
     /// Plant "a MAV reader sees a version before the rest of its transaction arrived" (test-only).
     #[arg(long)]
     show_siblings_early: bool,
+    /// Plant "home shards serve requests routed by a stale home: a rehome's copy is not fenced" (test-only).
+    #[arg(long)]
+    skip_route_check: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -145,6 +148,7 @@ fn bank(args: BankArgs) -> ExitCode {
         ack_enqueue_before_durable: args.ack_enqueue_before_durable,
         overwrite_newer_origin: args.overwrite_newer_origin,
         show_siblings_early: args.show_siblings_early,
+        skip_route_check: args.skip_route_check,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -177,7 +181,8 @@ fn bank(args: BankArgs) -> ExitCode {
          orphaned proposals {} chosen / {} never chosen / {} unknown, {} leaderships lost mid-pipeline, {} pipelined proposals skipped at apply, \
          replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped), \
          {} tag writes committed at an outbox ({} writes of them replaced by newer origins first), \
-         {} MAV reads ({} keys held back until their transactions arrived); failing seeds: {failed:?}",
+         {} MAV reads ({} keys held back until their transactions arrived), \
+         {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -205,6 +210,9 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.superseded),
         total(|report| report.views),
         total(|report| report.views_held_back),
+        total(|report| report.rehomes),
+        total(|report| report.rehomes_failed),
+        total(|report| report.reroutes),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

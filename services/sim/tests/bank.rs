@@ -66,6 +66,12 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     // no fractured read).
     assert!(total(|report| report.views) >= 10 * CI_SEEDS, "too few MAV reads");
     assert!(total(|report| report.views_held_back) >= CI_SEEDS / 10, "MAV never held a key back");
+    // R18: locality keys of homed accounts move between the homes while
+    // transfers and audits run (each account checked per seed: at one
+    // home, the directory's, with its last write).
+    assert!(total(|report| report.rehomes) >= 2 * CI_SEEDS, "too few rehomes moved rows");
+    // Notes queued for a key's old home followed it (checked per seed).
+    assert!(total(|report| report.reroutes) >= CI_SEEDS / 10, "queued writes seldom followed a moved key");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -95,7 +101,10 @@ fn planted_prepare_acknowledged_before_it_is_durable_is_caught() {
 #[test]
 fn planted_validation_that_skips_scanned_ranges_is_caught() {
     let failure = caught(BankFaults { skip_range_validation: true, ..BankFaults::default() });
-    assert!(failure.message.contains("flags") || failure.message.contains("cycle"), "{failure}");
+    assert!(
+        failure.message.contains("flags") || failure.message.contains("cycle") || failure.message.contains("homed key"),
+        "{failure}"
+    );
 }
 
 #[test]
@@ -138,6 +147,13 @@ fn planted_sibling_shown_early_is_caught() {
     let failure = caught(BankFaults { show_siblings_early: true, ..BankFaults::default() });
     assert!(failure.message.contains("fractured"), "{failure}");
     assert!(failure.replay.ends_with("--show-siblings-early"), "{failure}");
+}
+
+#[test]
+fn planted_rehome_without_fencing_is_caught() {
+    let failure = caught(BankFaults { skip_route_check: true, ..BankFaults::default() });
+    assert!(failure.message.contains("AUDIT") || failure.message.contains("homed key"), "{failure}");
+    assert!(failure.replay.ends_with("--skip-route-check"), "{failure}");
 }
 
 #[test]

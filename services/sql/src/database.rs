@@ -95,6 +95,13 @@ impl Database {
                     self.catalog.refresh(&self.txns)?;
                     txn.renew_snapshot()?;
                 }
+                // A locality key it read was rehomed (R18): the stale home
+                // is forgotten; if the transaction has done nothing yet,
+                // run the statement again, routed by the directory.
+                Err(Error::Txn(geodb_txn::Error::Moved { .. })) if replans < REPLANS_MAX && txn.may_replan() => {
+                    replans += 1;
+                    txn.renew_snapshot()?;
+                }
                 outcome => return outcome,
             }
         }
@@ -144,6 +151,13 @@ impl Database {
         txn.rollback();
         let prepared = self.prepare(catalog?.as_ref(), sql)?;
         Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
+    }
+
+    /// R18: moves the locality key `key` (its rows and colocated index
+    /// entries in every `home` table) to the region with index `region`,
+    /// by one strict-serializable transaction (`crate::rehome`).
+    pub fn rehome(&self, key: &Value, region: u32) -> Result<geodb_txn::Rehomed> {
+        crate::rehome::rehome(&self.txns, &self.catalog, key, region)
     }
 
     /// Statement cache hits and misses.

@@ -133,7 +133,9 @@ impl Error {
             Error::ParameterCount { .. } => "08P01",
             Error::FeatureNotSupported(_) => "0A000",
             Error::ProgramLimitExceeded(_) | Error::Txn(geodb_txn::Error::LimitExceeded(_)) => "54000",
-            Error::Txn(geodb_txn::Error::Conflict(_) | geodb_txn::Error::SchemaChanged { .. }) => "40001",
+            Error::Txn(
+                geodb_txn::Error::Conflict(_) | geodb_txn::Error::SchemaChanged { .. } | geodb_txn::Error::Moved { .. },
+            ) => "40001",
             Error::Txn(geodb_txn::Error::Storage(e)) | Error::Storage(e) => storage_code(e),
             Error::Txn(
                 geodb_txn::Error::ClockOffset { .. }

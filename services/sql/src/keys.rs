@@ -14,6 +14,9 @@
 //!                                             of global indexes (below)
 //!   0x05 <shard id u64>                       the shard's schema guard: the catalog version  that shard
 //!                                             token of the last DDL
+//!   0x06 <keycode(locality key)>              the locality key's residence record (R18:      each home shard
+//!                                             where it lives, from which epoch; written by    it lived at
+//!                                             rehomes, txn::protocol::Residence)
 //! ```
 //!
 //! Index entries: `<keycode(index columns)>` → `keycode(primary key)` for a
@@ -88,6 +91,18 @@ pub const CATALOG_HOMES_PREFIX: &[u8] = &[CATALOG_SPACE, b'h'];
 /// The directory entry of a locality key (its encoded bytes).
 pub fn home_key(locality: &[u8]) -> Vec<u8> {
     let mut key = CATALOG_HOMES_PREFIX.to_vec();
+    key.extend_from_slice(locality);
+    key
+}
+
+/// First byte of the residence records of rehomed locality keys.
+pub const RESIDENCE_SPACE: u8 = 0x06;
+
+/// The residence record of a locality key (its encoded bytes) at a home
+/// shard (R18).
+pub fn residence_key(locality: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + locality.len());
+    key.push(RESIDENCE_SPACE);
     key.extend_from_slice(locality);
     key
 }

@@ -38,6 +38,7 @@ pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod plan;
+pub mod rehome;
 pub mod routing;
 pub mod types;
 

@@ -9,8 +9,8 @@
 //! 9-byte prefix. A single node has one shard for all of it.
 //!
 //! Homes are cached here once learned: a home changes only when its key is
-//! rehomed (the directory's epoch), which the shards will refuse stale
-//! routes for. The cache is bounded ([`HOMES_CACHED_MAX`]); a key dropped
+//! rehomed (the directory's epoch); a shard refuses a request routed by a
+//! stale one (R18), and the coordinator then forgets it here. The cache is bounded ([`HOMES_CACHED_MAX`]); a key dropped
 //! from it is looked up again in the directory.
 
 use std::collections::HashMap;
@@ -202,7 +202,28 @@ impl Router for SqlRouter {
                 homes.remove(&key);
             }
         }
-        homes.insert(locality.to_vec(), home);
+        // A transaction reading the directory at an older snapshot must
+        // not replace a newer home another one learned (R18).
+        if homes.get(locality).is_none_or(|known| known.epoch <= home.epoch) {
+            homes.insert(locality.to_vec(), home);
+        }
+    }
+
+    fn home_shards(&self) -> Vec<ShardId> {
+        match &self.layout {
+            Layout::One(_) => Vec::new(),
+            Layout::Cluster { map, .. } => map.all_home_shards(),
+        }
+    }
+
+    fn residence_key(&self, locality: &[u8]) -> Vec<u8> {
+        keys::residence_key(locality)
+    }
+
+    fn forget_residence(&self, residence: &[u8]) {
+        if let Some(locality) = residence.strip_prefix(&[keys::RESIDENCE_SPACE]) {
+            self.homes().remove(locality);
+        }
     }
 
     fn guard_keys(&self) -> Vec<(ShardId, Vec<u8>)> {

@@ -38,6 +38,8 @@ pub(super) struct Shipping {
     requests: HashMap<u64, (GroupId, ShardId)>,
     /// Deliveries sent (for metrics and the simulator).
     pub sent: u64,
+    /// R18: reroutes proposed (writes of a key that moved, requeued).
+    pub rerouted: u64,
 }
 
 /// One queue, while this node leads its outbox.
@@ -61,6 +63,11 @@ impl Host {
     /// Deliveries of outbox entries this node sent since it started.
     pub fn deliveries_sent(&self) -> u64 {
         self.shipping.sent
+    }
+
+    /// Reroutes of queued writes this node proposed since it started (R18).
+    pub fn reroutes_proposed(&self) -> u64 {
+        self.shipping.rerouted
     }
 
     /// Notes that `group` holds queues, so `ship` looks at it.
@@ -142,9 +149,17 @@ impl Host {
         {
             shipment.in_flight = None;
             match response {
-                Response::Delivered { through, ts } => {
+                Response::Delivered { through, ts, moved } => {
                     shipment.acked = shipment.acked.max(through.min(shipment.sent_through));
                     shipment.acked_ts = shipment.acked_ts.max(ts);
+                    if let Some((seq, route, residence)) = moved {
+                        // R18: requeue the writes of a locality key that
+                        // moved away for its new home, then send the rest.
+                        shipment.retry_at_us = now + SHIP_RETRY_US;
+                        let (group, dest) = key;
+                        self.shipping.rerouted += 1;
+                        self.propose(group, None, TxnId(0), Entry::Reroute { dest, seq, route, residence });
+                    }
                 }
                 _ => shipment.retry_at_us = now + SHIP_RETRY_US,
             }
@@ -177,6 +192,13 @@ impl Host {
                     return;
                 }
                 Ok(DeliveryProposal::Blocked(_)) => break,
+                Ok(DeliveryProposal::Moved(route, residence)) if proposals.is_empty() => {
+                    let (through, ts) = (shard.delivered_through(from), shard.last_commit_ts());
+                    let moved = Some((queued.seq, route, residence));
+                    self.reply(origin, Response::Delivered { through, ts, moved });
+                    return;
+                }
+                Ok(DeliveryProposal::Moved(..)) => break,
                 Err(error) if proposals.is_empty() => {
                     self.refuse(origin, &error);
                     return;
@@ -194,7 +216,7 @@ impl Host {
             Some(txn) if last == 0 => self.answer_with_in_flight(group, txn, origin),
             _ if last == 0 => {
                 let (through, ts) = (shard.delivered_through(from), shard.last_commit_ts());
-                self.reply(origin, Response::Delivered { through, ts });
+                self.reply(origin, Response::Delivered { through, ts, moved: None });
             }
             _ => {}
         }

@@ -288,6 +288,8 @@ mod tests {
             locked: Vec::new(),
             reads: Reads { keys: reads.iter().map(|key| key.to_vec()).collect(), ranges },
             guards: Vec::new(),
+            routes: Vec::new(),
+            moves: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@
 //!
 //! [`ScopedEngine`]: geodb_storage::ScopedEngine
 
+mod homes;
 mod locks;
 mod outbox;
 
@@ -46,11 +47,12 @@ use std::time::Duration;
 use geodb_storage::group_commit::GroupCommitter;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc, snapshot};
 
+pub use homes::{MOVES_FOLLOWED_MAX, Residing};
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
 pub use outbox::{DELIVER_BYTES_MAX, DELIVER_ENTRIES_MAX, DeliveryProposal, MARKER_KEEP_NS, PendingRead, QueueStatus};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
-use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, ShardId};
+use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, Route, ShardId};
 use crate::{Error, Hlc, Result};
 
 /// Commits remembered for validation. At ~100 bytes of keys per commit this
@@ -115,6 +117,9 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
     postcard::from_bytes(bytes).map_err(|e| Error::Storage(geodb_storage::Error::Corrupt(format!("{what}: {e}"))))
 }
 
+/// A key and one version of it, detached (`mvcc::encode_detached`).
+pub type KeyVersion = (Vec<u8>, Vec<u8>);
+
 /// Whether a read may go on now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadGate {
@@ -126,8 +131,11 @@ pub enum ReadGate {
     Behind,
 }
 
-/// What the leader made of a commit or prepare request.
+/// What the leader made of a commit or prepare request. Moved once, into
+/// the log or an answer: boxing its entry would cost an allocation per
+/// commit for nothing.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Proposal {
     /// Validated: replicate this entry (its locks are held in flight).
     Entry(Entry),
@@ -454,16 +462,36 @@ impl Shard {
     /// A read's schema `guard` is read like one more key (a DDL holding it
     /// at or below the read timestamp is waited for), then checked with
     /// [`Shard::check_guard`].
-    pub fn check_get(&self, key: &[u8], guard: Option<&Guard>, mode: &ReadMode) -> Result<ReadGate> {
+    /// So is the residence record of its `route` (R18: a rehome holding it
+    /// is waited for), then checked with [`Shard::check_route`].
+    pub fn check_get(
+        &self,
+        key: &[u8],
+        guard: Option<&Guard>,
+        route: Option<&Route>,
+        mode: &ReadMode,
+    ) -> Result<ReadGate> {
         self.check(mode, |locks, ts| {
-            locks.blocks_read(key, ts).or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+            locks
+                .blocks_read(key, ts)
+                .or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+                .or_else(|| route.and_then(|route| locks.blocks_read(&route.residence, ts)))
         })
     }
 
     /// [`Shard::check_get`] for a range.
-    pub fn check_scan(&self, range: &KeyRange, guard: Option<&Guard>, mode: &ReadMode) -> Result<ReadGate> {
+    pub fn check_scan(
+        &self,
+        range: &KeyRange,
+        guard: Option<&Guard>,
+        route: Option<&Route>,
+        mode: &ReadMode,
+    ) -> Result<ReadGate> {
         self.check(mode, |locks, ts| {
-            locks.blocks_scan(range, ts).or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+            locks
+                .blocks_scan(range, ts)
+                .or_else(|| guard.and_then(|(guard, _)| locks.blocks_read(guard, ts)))
+                .or_else(|| route.and_then(|route| locks.blocks_read(&route.residence, ts)))
         })
     }
 
@@ -564,6 +592,24 @@ impl Shard {
     }
 
     /// Scans like [`Shard::get`] reads (after [`Shard::check_scan`]).
+    /// Every key of `range` with a version at the read's timestamp,
+    /// tombstones included, with that version (detached) and the newest
+    /// timestamp among them: what a rehome moves (R18).
+    pub fn scan_versions(&self, range: &KeyRange, mode: &ReadMode) -> Result<(Vec<KeyVersion>, Timestamp)> {
+        let _reading = self.reading();
+        let engine = self.engine.as_ref();
+        let keys = mvcc::keys_in_range(engine, mvcc::bound_as_slice(&range.0), mvcc::bound_as_slice(&range.1))?;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut newest = Timestamp::ZERO;
+        for key in keys {
+            if let Some(version) = mvcc::get_version(engine, &key, read_ts(mode))? {
+                newest = newest.max(version.ts);
+                out.push((key, mvcc::encode_detached(&version)));
+            }
+        }
+        Ok((out, newest))
+    }
+
     pub fn scan(
         &self,
         range: &KeyRange,
@@ -580,6 +626,9 @@ impl Shard {
     /// locks in flight; the caller replicates (or writes) the entry and
     /// applies it, or calls [`Shard::abandon`] if it could not.
     pub fn propose_commit(&self, changes: &Changes) -> Result<Proposal> {
+        if !changes.moves.is_empty() {
+            return Err(Error::Invalid("a rehome's moves commit in two phases only".into()));
+        }
         let mut state = self.state();
         // Requests are idempotent by transaction: a repeated commit (a
         // duplicated message) must never be validated and applied twice.
@@ -745,6 +794,13 @@ impl Shard {
                 )));
             }
         }
+        // R18: every locality key written lives here at the epoch it was
+        // routed by.
+        if let Some(txn) =
+            self.check_routes(&state.locks, changes.txn, changes.isolation.is_highly_available(), &changes.routes)?
+        {
+            return Ok(Some(txn));
+        }
         if changes.isolation.is_highly_available() {
             return Ok(state.locks.conflict(changes).map(|Obstacle::Held { txn, .. }| txn));
         }
@@ -779,11 +835,18 @@ impl Shard {
         })
     }
 
-    /// Logs a commit for later validations (once), and whether it was
-    /// applied here.
+    /// Logs a commit for later validations (once per commit timestamp),
+    /// and whether it was applied here. A transaction can commit here more
+    /// than once: its queued writes split by a reroute (R18) arrive as
+    /// separate entries, and every one of them must be validated against.
     fn remember(state: &mut State, record: CommitRecord, applied: bool) {
         match state.recent_txns.get_mut(&record.txn) {
-            Some(known) => known.1 |= applied,
+            Some(known) if known.0 == record.ts => known.1 |= applied,
+            Some(known) => {
+                known.0 = record.ts;
+                known.1 |= applied;
+                state.recent.push_back(record);
+            }
             None => {
                 state.recent_txns.insert(record.txn, (record.ts, applied));
                 state.recent.push_back(record);
@@ -981,16 +1044,19 @@ impl Shard {
                     }
                     outcomes.push(Applied::Closed);
                 }
-                Entry::Enqueue { txn, ts, parts } => {
+                Entry::Enqueue { txn, ts, parts, routes } => {
                     closed_below(closed, *ts, *txn)?;
-                    self.apply_enqueue(&self.state(), &mut queue_changes, &mut batch, *txn, *ts, parts);
+                    self.apply_enqueue(&self.state(), &mut queue_changes, &mut batch, *txn, *ts, parts, routes);
                     let keys: Vec<Vec<u8>> = parts.iter().flat_map(|(_, writes)| written_keys(writes, &[])).collect();
                     effects.push(Effect::Commit(CommitRecord { ts: *ts, txn: *txn, keys }));
                     written.newest = written.newest.max(*ts);
                     outcomes.push(Applied::Committed(*ts));
                 }
-                Entry::Deliver { from, seq, txn, ts, origin, writes, siblings } => {
-                    let next = self.apply_delivery(&self.state(), &mut queue_changes, &mut batch, *from, *seq);
+                Entry::Deliver { from, seq, txn, ts, origin, writes, siblings, routes } => {
+                    // R18: an entry that writes a locality key that moved
+                    // away is not applied; its outbox requeues those writes.
+                    let next = self.delivery_fits(routes)?
+                        && self.apply_delivery(&self.state(), &mut queue_changes, &mut batch, *from, *seq);
                     if next {
                         closed_below(closed, *ts, *txn)?;
                         // R17: a key with a newer write keeps it. This write
@@ -1048,6 +1114,10 @@ impl Shard {
                 }
                 Entry::Shipped { dest, through, ts } => {
                     self.apply_shipped(&self.state(), &mut queue_changes, &mut batch, *dest, *through, *ts)?;
+                    outcomes.push(Applied::Shipped);
+                }
+                Entry::Reroute { dest, seq, route, residence } => {
+                    self.apply_reroute(&self.state(), &mut queue_changes, &mut batch, *dest, *seq, route, residence)?;
                     outcomes.push(Applied::Shipped);
                 }
             }
@@ -1175,9 +1245,22 @@ impl Shard {
             let others: Vec<ShardId> =
                 prepared.participants.iter().copied().filter(|shard| *shard != self.id).collect();
             let siblings = if others.is_empty() { mvcc::Siblings::None } else { mvcc::Siblings::Shards(others) };
+            // R18: the rows a rehome moves here arrive as the versions they
+            // were.
+            let moves: HashMap<&[u8], &crate::protocol::Move> =
+                prepared.changes.moves.iter().map(|moved| (moved.key.as_slice(), moved)).collect();
             for (key, value) in &prepared.changes.writes {
-                mvcc::put_version_with(self.engine.as_ref(), batch, key, ts, ts, txn, &siblings, value.as_deref())?;
-                written.origins.insert(key.clone(), (ts, txn));
+                let (origin, writer, value, siblings) = match moves.get(key.as_slice()) {
+                    Some(moved) => {
+                        let version = mvcc::decode_detached(&moved.version)?;
+                        let siblings = moved_siblings(version.siblings, moved.from, key);
+                        (version.origin, version.txn, version.value, siblings)
+                    }
+                    None => (ts, txn, value.clone(), siblings.clone()),
+                };
+                let value = value.as_deref();
+                mvcc::put_version_with(self.engine.as_ref(), batch, key, ts, origin, writer, &siblings, value)?;
+                written.origins.insert(key.clone(), (origin, writer));
             }
             let keys = prepared.changes.written_keys();
             effects.push(Effect::Commit(CommitRecord { ts, txn, keys }));
@@ -1436,6 +1519,12 @@ impl Shard {
     pub fn holds_locks(&self) -> bool {
         !self.state().locks.is_empty()
     }
+
+    /// The transactions holding locks here, and whether each is prepared
+    /// (for checkers).
+    pub fn lock_holders(&self) -> Vec<(TxnId, bool)> {
+        self.state().locks.holders().collect()
+    }
 }
 
 /// What [`Shard::revalidate`] made of a slot.
@@ -1501,6 +1590,29 @@ fn closed_below(closed: Timestamp, ts: Timestamp, txn: TxnId) -> Result<()> {
 /// keep its clock with theirs.
 fn follow_clock(hlc: &Hlc, replicated: bool, ts: Timestamp) {
     if replicated { hlc.observe_past(ts) } else { hlc.observe(ts) }
+}
+
+/// R18: the siblings of a version a rehome moved from shard `from`: the
+/// rest of its transaction was written at `from` with it (a commit there
+/// names no siblings at its own shard), so the old home joins them: for a
+/// commit across shards, as one more shard caught up to the commit's
+/// timestamp (its origin); otherwise as the version's own key there, which
+/// holds the version until every later one (the rehome's delete) and so
+/// shows it exactly when the rest of it is there.
+fn moved_siblings(siblings: mvcc::Siblings, from: ShardId, key: &[u8]) -> mvcc::Siblings {
+    match siblings {
+        mvcc::Siblings::Shards(mut shards) => {
+            if !shards.contains(&from) {
+                shards.push(from);
+            }
+            mvcc::Siblings::Shards(shards)
+        }
+        mvcc::Siblings::Keys(mut keys) => {
+            keys.push((from, key.to_vec()));
+            mvcc::Siblings::Keys(keys)
+        }
+        mvcc::Siblings::None => mvcc::Siblings::Keys(vec![(from, key.to_vec())]),
+    }
 }
 
 fn read_ts(mode: &ReadMode) -> Timestamp {

@@ -43,7 +43,7 @@ use geodb_storage::{ColumnFamily, Engine, Timestamp, WriteBatch, mvcc};
 use serde::{Deserialize, Serialize};
 
 use super::{Proposal, Shard, State, decode, encode};
-use crate::protocol::{Changes, Enqueued, Entry, KeyRange, Queued, Reads, ShardId, Write};
+use crate::protocol::{Changes, Enqueued, Entry, KeyRange, Queued, Reads, Residence, Route, ShardId, Write};
 use crate::{Isolation, Result};
 
 /// Entries sent to a home shard in one [`crate::protocol::Request::Deliver`].
@@ -131,6 +131,8 @@ struct PendingWrite {
     txn: crate::TxnId,
     value: Option<Vec<u8>>,
     shipped: Option<Timestamp>,
+    /// The home it was routed by (R18).
+    route: Route,
 }
 
 /// A write an outbox replica holds for a key: queued, or shipped to `dest`
@@ -145,6 +147,9 @@ pub struct PendingRead {
     pub origin: Timestamp,
     pub txn: crate::TxnId,
     pub shipped: Option<(ShardId, Timestamp)>,
+    /// The home it was routed by (R18): where the key lives now may differ
+    /// from `dest` until the outbox requeues it.
+    pub route: Route,
 }
 
 fn marker_key(dest: ShardId, ts: Timestamp, key: &[u8]) -> Vec<u8> {
@@ -198,6 +203,9 @@ pub enum DeliveryProposal {
     /// A key is locked by a transaction (prepared or in flight): try again
     /// once it resolves; the entry then commits above it.
     Blocked(crate::TxnId),
+    /// R18: a locality key it writes (routed by the route) lives elsewhere
+    /// now: not applied here; its outbox requeues those writes.
+    Moved(Route, Residence),
 }
 
 /// What applying one slot did to the queues, before it is published.
@@ -215,6 +223,8 @@ pub(super) struct QueueChanges {
     delivered: HashMap<ShardId, u64>,
     /// Outbox: entries queued, in order.
     queued: Vec<(ShardId, u64, Timestamp)>,
+    /// Outbox: entries written or rewritten in this slot (R18: rerouted).
+    rewritten: HashMap<(ShardId, u64), Queued>,
 }
 
 /// Reads every queue of an outbox and every high-water mark of a home shard.
@@ -257,9 +267,12 @@ impl Shard {
     /// flight on its keys) and returns its entry.
     pub fn propose_enqueue(&self, enqueued: &Enqueued) -> Result<Proposal> {
         Ok(match self.propose_commit(&enqueued.changes())? {
-            Proposal::Entry(Entry::Commit { txn, ts, .. }) => {
-                Proposal::Entry(Entry::Enqueue { txn, ts, parts: enqueued.parts.clone() })
-            }
+            Proposal::Entry(Entry::Commit { txn, ts, .. }) => Proposal::Entry(Entry::Enqueue {
+                txn,
+                ts,
+                parts: enqueued.parts.clone(),
+                routes: enqueued.routes.clone(),
+            }),
             other => other,
         })
     }
@@ -291,9 +304,17 @@ impl Shard {
             locked: Vec::new(),
             reads: Reads::default(),
             guards: Vec::new(),
+            routes: Vec::new(),
+            moves: Vec::new(),
         };
         if !state.serving {
             return Err(crate::Error::NotLeader { leader: None });
+        }
+        // R18: a locality key that moved away takes its writes with it (the
+        // outbox requeues them for its new home); one being rehomed is
+        // waited for.
+        if let Some(proposal) = self.delivery_route(&state, queued)? {
+            return Ok(proposal);
         }
         if let Some(super::Obstacle::Held { txn, .. }) = state.locks.conflict_except(&changes, chained) {
             return Ok(DeliveryProposal::Blocked(txn));
@@ -325,7 +346,45 @@ impl Shard {
             origin,
             writes: queued.writes.clone(),
             siblings: queued.siblings.clone(),
+            routes: queued.routes.clone(),
         }))
+    }
+
+    /// R18 for a queued entry at its home shard's leader: `None` if every
+    /// locality key it writes lives here at the epoch it was routed by.
+    fn delivery_route(&self, state: &State, queued: &Queued) -> Result<Option<DeliveryProposal>> {
+        let mut routes: Vec<&Route> = queued.routes.iter().collect();
+        routes.sort();
+        routes.dedup();
+        for route in routes {
+            if let Some(lock) = state.locks.blocks_read(&route.residence, Timestamp::MAX) {
+                return Ok(Some(DeliveryProposal::Blocked(lock.txn)));
+            }
+            match self.residing(route, Timestamp::MAX)? {
+                super::Residing::Here => {}
+                super::Residing::Moved(residence) => {
+                    return Ok(Some(DeliveryProposal::Moved(route.clone(), residence)));
+                }
+                super::Residing::NotYet => {
+                    return Err(crate::Error::Unavailable(format!(
+                        "a locality key queued for shard {} is not yet rehomed here",
+                        self.id
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// R18 at apply: whether an entry's writes all still live here (else it
+    /// is not applied; its outbox requeues the moved ones).
+    pub(super) fn delivery_fits(&self, routes: &[Route]) -> Result<bool> {
+        for route in routes {
+            if self.residing(route, Timestamp::MAX)? != super::Residing::Here {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The position of `from`'s queue this replica applied through.
@@ -444,6 +503,7 @@ impl Shard {
                 origin: pending.origin,
                 txn: pending.txn,
                 shipped,
+                route: pending.route,
             });
         }
         Ok(writes)
@@ -451,6 +511,7 @@ impl Shard {
 
     /// Applies an [`Entry::Enqueue`] into `batch`: each part at the next
     /// position of its queue, each write shown as pending.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_enqueue(
         &self,
         state: &State,
@@ -459,8 +520,9 @@ impl Shard {
         txn: crate::TxnId,
         ts: Timestamp,
         parts: &[(ShardId, Vec<Write>)],
+        routes: &[Vec<Route>],
     ) {
-        for (dest, writes) in parts {
+        for (index, (dest, writes)) in parts.iter().enumerate() {
             let last = match changes.last.get(dest) {
                 Some(last) => *last,
                 None => state.queues.get(dest).map_or(0, Queue::last),
@@ -473,10 +535,23 @@ impl Shard {
                 .filter(|(other, _)| other != dest)
                 .flat_map(|(other, writes)| writes.iter().map(|(key, _)| (*other, key.clone())))
                 .collect();
-            let queued = Queued { seq, txn, ts, writes: writes.clone(), siblings };
+            // One route per write (an entry without them needs none).
+            let routes = match routes.get(index) {
+                Some(routes) if routes.len() == writes.len() => routes.clone(),
+                _ => vec![Route::unrouted(); writes.len()],
+            };
+            let queued = Queued { seq, txn, ts, writes: writes.clone(), siblings, routes };
             batch.put(ColumnFamily::Locks, queue_key(*dest, seq), encode(&queued));
-            for (key, value) in writes {
-                let pending = PendingWrite { dest: *dest, seq, origin: ts, txn, value: value.clone(), shipped: None };
+            for ((key, value), route) in writes.iter().zip(&queued.routes) {
+                let pending = PendingWrite {
+                    dest: *dest,
+                    seq,
+                    origin: ts,
+                    txn,
+                    value: value.clone(),
+                    shipped: None,
+                    route: route.clone(),
+                };
                 batch.put(ColumnFamily::Locks, pending_key(key), encode(&pending));
                 changes.pending.insert(key.clone(), (*dest, seq));
             }
@@ -569,7 +644,7 @@ impl Shard {
             let (key, bytes) = item?;
             let queued: Queued = decode(&bytes, "an outbox queue entry")?;
             batch.delete(ColumnFamily::Locks, key);
-            for (written, value) in &queued.writes {
+            for (index, (written, value)) in queued.writes.iter().enumerate() {
                 let newest = match changes.pending.get(written) {
                     Some(newest) => Some(*newest),
                     None => match self.engine.get(ColumnFamily::Locks, &pending_key(written))? {
@@ -582,6 +657,7 @@ impl Shard {
                 };
                 if newest == Some((dest, queued.seq)) {
                     // Kept, marked, until the region's replica surely has it.
+                    let route = queued.routes.get(index).cloned().unwrap_or_else(Route::unrouted);
                     let mark = PendingWrite {
                         dest,
                         seq: queued.seq,
@@ -589,6 +665,7 @@ impl Shard {
                         txn: queued.txn,
                         value: value.clone(),
                         shipped: Some(ts),
+                        route,
                     };
                     batch.put(ColumnFamily::Locks, pending_key(written), encode(&mark));
                     batch.put(ColumnFamily::Locks, marker_key(dest, ts, written), Vec::new());
@@ -601,6 +678,99 @@ impl Shard {
         let after = Shipped { through, ts, forgotten };
         batch.put(ColumnFamily::Locks, shipped_key(dest), encode(&after));
         changes.shipped.insert(dest, after);
+        Ok(())
+    }
+
+    /// Applies an [`Entry::Reroute`] into `batch` (R18): the writes of entry
+    /// `seq` of `dest`'s queue routed by `route` leave it and are queued for
+    /// `residence`'s shard at its epoch, with their origin, writer and
+    /// siblings (plus the writes that stay). Nothing happens if the entry
+    /// is shipped already (its home shard applied it, so none of it had
+    /// moved) or holds no such write any more (a copy of this entry
+    /// applied before).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_reroute(
+        &self,
+        state: &State,
+        changes: &mut QueueChanges,
+        batch: &mut WriteBatch,
+        dest: ShardId,
+        seq: u64,
+        route: &Route,
+        residence: &Residence,
+    ) -> Result<()> {
+        let shipped = match changes.shipped.get(&dest) {
+            Some(shipped) => shipped.through,
+            None => state.queues.get(&dest).map_or(0, |queue| queue.shipped),
+        };
+        if seq <= shipped || residence.shard == dest && residence.home.epoch == route.epoch {
+            return Ok(());
+        }
+        let mut queued: Queued = match changes.rewritten.get(&(dest, seq)) {
+            Some(queued) => queued.clone(),
+            None => match self.engine.get(ColumnFamily::Locks, &queue_key(dest, seq))? {
+                Some(bytes) => decode(&bytes, "an outbox queue entry")?,
+                None => return Ok(()),
+            },
+        };
+        let (mut moving, mut staying) = (Vec::new(), Vec::new());
+        for (write, write_route) in queued.writes.drain(..).zip(queued.routes.drain(..)) {
+            if write_route == *route { moving.push((write, write_route)) } else { staying.push((write, write_route)) }
+        }
+        if moving.is_empty() {
+            return Ok(());
+        }
+        let to = residence.shard;
+        let last = match changes.last.get(&to) {
+            Some(last) => *last,
+            None => state.queues.get(&to).map_or(0, Queue::last),
+        };
+        let next = last + 1;
+        changes.last.insert(to, next);
+        changes.queued.push((to, next, queued.ts));
+        let moved_route = Route { residence: route.residence.clone(), epoch: residence.home.epoch };
+        let mut siblings = queued.siblings.clone();
+        siblings.extend(staying.iter().map(|((key, _), _)| (dest, key.clone())));
+        let rerouted = Queued {
+            seq: next,
+            txn: queued.txn,
+            ts: queued.ts,
+            writes: moving.iter().map(|(write, _)| write.clone()).collect(),
+            siblings,
+            routes: vec![moved_route; moving.len()],
+        };
+        batch.put(ColumnFamily::Locks, queue_key(to, next), encode(&rerouted));
+        // The region's reads find each moved write under its new queue.
+        for (key, value) in &rerouted.writes {
+            let newest = match changes.pending.get(key) {
+                Some(newest) => Some(*newest),
+                None => match self.engine.get(ColumnFamily::Locks, &pending_key(key))? {
+                    Some(bytes) => {
+                        let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
+                        Some((pending.dest, pending.seq))
+                    }
+                    None => None,
+                },
+            };
+            if newest == Some((dest, seq)) {
+                let pending = PendingWrite {
+                    dest: to,
+                    seq: next,
+                    origin: queued.ts,
+                    txn: queued.txn,
+                    value: value.clone(),
+                    shipped: None,
+                    route: rerouted.routes[0].clone(),
+                };
+                batch.put(ColumnFamily::Locks, pending_key(key), encode(&pending));
+                changes.pending.insert(key.clone(), (to, next));
+            }
+        }
+        queued.siblings.extend(rerouted.writes.iter().map(|(key, _)| (to, key.clone())));
+        (queued.writes, queued.routes) = staying.into_iter().unzip();
+        batch.put(ColumnFamily::Locks, queue_key(dest, seq), encode(&queued));
+        changes.rewritten.insert((dest, seq), queued);
+        changes.rewritten.insert((to, next), rerouted);
         Ok(())
     }
 

@@ -309,30 +309,40 @@ fn admin_faults<'a>(node: &'a Node, path: &str) -> Result<&'a Arc<Cluster>, ApiE
     }
 }
 
+/// A locality key as the API names it: an integer answers as a number,
+/// anything else as text (as in `GET /v1/homes/<key>`), with its SQL value.
+fn locality_value(shown: &serde_json::Value) -> Result<geodb_storage::Value, ApiError> {
+    match shown {
+        serde_json::Value::Number(number) => number
+            .as_i64()
+            .map(geodb_storage::Value::Int)
+            .ok_or_else(|| ApiError::new("22003", format!("locality key {number} is not a BIGINT (-2^63 .. 2^63-1)"))),
+        serde_json::Value::String(text) => Ok(geodb_storage::Value::Text(text.clone())),
+        other => Err(ApiError::new("22023", format!("a locality key is a number or a string, not {other}"))),
+    }
+}
+
 /// `GET /v1/homes/<key>`: the home region and epoch of a locality key
-/// (an integer, or else a text value), from this node's cache of the
-/// directory or, on a miss, the directory itself. A key never written has
-/// no home yet: `region` and `epoch` are null.
+/// (an integer, or else a text value), read from the directory itself (a
+/// cached home may be stale after a rehome). A key never written has no
+/// home yet: `region` and `epoch` are null.
 pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    // Locality keys are SQL values; integers answer as numbers, as in the API.
-    let (value, shown) = match key.parse::<i64>() {
-        Ok(number) => (geodb_storage::Value::Int(number), json!(number)),
-        Err(_) => (geodb_storage::Value::Text(key.clone()), json!(key)),
+    let shown = match key.parse::<i64>() {
+        Ok(number) => json!(number),
+        Err(_) => json!(key),
     };
+    let value = locality_value(&shown)?;
     let Some(cluster) = &node.cluster else {
         // One node, one region: every key lives here.
         return Ok(Json(json!({"key": shown, "region": node.config.region, "epoch": SINGLE_NODE_EPOCH})));
     };
     let mut locality = Vec::new();
     geodb_storage::keycode::encode_value(&mut locality, &value);
-    let home = match geodb_txn::Router::cached_home(cluster.router.as_ref(), &locality) {
-        Some(home) => Some(home),
-        None => crate::exec::blocking(|| -> Result<Option<geodb_txn::Home>, ApiError> {
-            let mut txn = node.txns.begin(geodb_txn::Isolation::Snapshot).map_err(geodb_sql::Error::from)?;
-            let bytes = txn.get(&geodb_sql::keys::home_key(&locality)).map_err(geodb_sql::Error::from)?;
-            Ok(bytes.and_then(|bytes| geodb_txn::Home::decode(&bytes)))
-        })?,
-    };
+    let home = crate::exec::blocking(|| -> Result<Option<geodb_txn::Home>, ApiError> {
+        let mut txn = node.txns.begin(geodb_txn::Isolation::Snapshot).map_err(geodb_sql::Error::from)?;
+        let bytes = txn.get(&geodb_sql::keys::home_key(&locality)).map_err(geodb_sql::Error::from)?;
+        Ok(bytes.and_then(|bytes| geodb_txn::Home::decode(&bytes)))
+    })?;
     Ok(Json(match home {
         Some(home) => json!({
             "key": shown,
@@ -344,29 +354,50 @@ pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Res
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RehomeRequest {
     key: serde_json::Value,
     region: String,
 }
 
+/// `POST /v1/admin/rehome`: moves a locality key's rows in every `home`
+/// table to another region by one strict-serializable transaction (R18),
+/// answering once it committed: the homes before and after, the new
+/// epoch, the rows and index entries moved, and how long it took.
 pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
     let request: RehomeRequest = read_json(body, node.config.limits.request_bytes_max).await?;
-    if let Some(cluster) = &node.cluster {
-        if !cluster.config.nodes.iter().any(|entry| entry.region == request.region) {
-            return Err(ApiError::new("22023", format!("unknown region \"{}\"", request.region)));
+    let value = locality_value(&request.key)?;
+    let Some(cluster) = &node.cluster else {
+        if request.region == node.config.region {
+            return Ok(Json(json!({
+                "key": request.key, "from": node.config.region, "to": request.region,
+                "epoch": SINGLE_NODE_EPOCH, "rows": 0, "ms": 0.0,
+            })));
         }
         return Err(ApiError::new(
-            "0A000",
-            "rehoming is not supported yet: a locality key stays in the region where it was first written (GET /v1/homes/<key> shows it)",
+            "22023",
+            format!("unknown region \"{}\": this cluster has only \"{}\"", request.region, node.config.region),
         ));
-    }
-    if request.region == node.config.region {
-        return Ok(Json(json!({
-            "key": request.key, "from": node.config.region, "to": request.region, "epoch": SINGLE_NODE_EPOCH,
-        })));
-    }
-    Err(ApiError::new(
-        "22023",
-        format!("unknown region \"{}\": this cluster has only \"{}\"", request.region, node.config.region),
-    ))
+    };
+    let Some(region) = cluster.map.regions.iter().position(|known| known.0 == request.region) else {
+        let known: Vec<&str> = cluster.map.regions.iter().map(|region| region.0.as_str()).collect();
+        return Err(ApiError::new(
+            "22023",
+            format!("unknown region \"{}\" (the cluster's regions: {})", request.region, known.join(", ")),
+        ));
+    };
+    let started = std::time::Instant::now();
+    let rehomed = crate::exec::blocking(|| node.db.rehome(&value, region as u32))?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let name = |home: geodb_txn::Home| cluster.router.region_of(home).map(|region| region.0);
+    node.metrics.rehomed(node.config.node_id, rehomed.from.is_none_or(|from| from != rehomed.to), rehomed.rows);
+    tracing::info!(key = %request.key, from = ?rehomed.from.and_then(name), to = %request.region, epoch = rehomed.to.epoch, rows = rehomed.rows, ms, "rehomed a locality key");
+    Ok(Json(json!({
+        "key": request.key,
+        "from": rehomed.from.and_then(name),
+        "to": name(rehomed.to),
+        "epoch": rehomed.to.epoch,
+        "rows": rehomed.rows,
+        "ms": (ms * 1000.0).round() / 1000.0,
+    })))
 }

@@ -33,6 +33,11 @@
 //!    tag written by a transaction, every later read (or the same scan) of
 //!    another tag that transaction wrote shows its write or one newer by
 //!    origin; and a watch never reads an aborted write.
+//! 11. **Homes** (R18): every homed account, note and tag lives at exactly
+//!     one home shard, the one its locality key's directory entry names,
+//!     with its last write; no other home shard shows it. The versions a
+//!     rehome moved are left out of the histories above (the same history
+//!     twice), so every other check sees through the moves.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -142,6 +147,7 @@ impl World {
         self.check_locks()?;
         self.check_outboxes()?;
         let chains = self.final_versions()?;
+        self.check_homes(&chains)?;
         check_last_writer_wins(&chains)?;
         let committed = self.check_outcomes(&records, &chains)?;
         self.check_readbacks(&records)?;
@@ -229,10 +235,11 @@ impl World {
                         })
                         .collect();
                     return Err(format!(
-                        "{node}: shard {} still holds locks after recovery ({} prepared; stale: {:?}); replicas: {}",
+                        "{node}: shard {} still holds locks after recovery ({} prepared; stale: {:?}; holders: {:?}); replicas: {}",
                         replica.id(),
                         stats.prepared,
                         replica.stale_prepared(u64::MAX),
+                        replica.lock_holders(),
                         replicas.join("; ")
                     ));
                 }
@@ -241,13 +248,31 @@ impl World {
         Ok(())
     }
 
-    /// Every key's versions, oldest first.
+    /// Every key's versions, oldest first, as the clients wrote them: the
+    /// directory of homes and the residence records are left out (written
+    /// by homes' creations and rehomes, which no client records), and so
+    /// are the versions a rehome moved (a delete at the old home and the
+    /// moved version, with its writer, at the new one, at the rehome's
+    /// timestamp there: the same history, which `check_homes` checks).
     fn final_versions(&self) -> Result<BTreeMap<Vec<u8>, Vec<Version>>, String> {
         let mut chains: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
         for spec in &self.shards {
             let replica = self.most_advanced(spec.id).ok_or(format!("shard {}: no replica is up", spec.id))?;
             let versions = mvcc::all_versions(replica.engine().as_ref()).map_err(|e| e.to_string())?;
+            // A rehome writes the residence record of its locality key at
+            // both shards, at its commit timestamp.
+            let rehomes: std::collections::HashSet<(u8, Timestamp)> = versions
+                .iter()
+                .filter_map(|(key, version)| {
+                    let locality = key.strip_prefix(workload::RESIDENCE_PREFIX)?.first()?;
+                    Some((*locality, version.ts))
+                })
+                .collect();
             for (key, version) in versions {
+                let moved = workload::is_homed(&key) && rehomes.contains(&(key[5], version.ts));
+                if moved || key.starts_with(workload::RESIDENCE_PREFIX) || key.starts_with(workload::DIRECTORY_PREFIX) {
+                    continue;
+                }
                 chains.entry(key).or_default().push(Version {
                     ts: version.ts,
                     writer: version.txn.0,
@@ -259,6 +284,46 @@ impl World {
             chain.sort_by_key(|version| version.ts);
         }
         Ok(chains)
+    }
+
+    /// R18: each homed account and note lives at exactly one home shard,
+    /// the one its locality key's directory entry names, holding its last
+    /// write there, and no other home shard shows it; an account never
+    /// written has no row.
+    fn check_homes(&self, chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
+        let latest = |shard: ShardId, key: &[u8]| -> Result<Option<geodb_storage::mvcc::Version>, String> {
+            let replica = self.most_advanced(shard).ok_or(format!("shard {shard}: no replica is up"))?;
+            mvcc::latest_version(replica.engine().as_ref(), key).map_err(|e| e.to_string())
+        };
+        let mut homes = BTreeMap::new();
+        for locality in 0..workload::LOCALITIES {
+            let directory = latest(DIRECTORY_SHARD, &[workload::DIRECTORY_PREFIX, &[locality]].concat())?;
+            let home = directory
+                .and_then(|version| version.value)
+                .map(|bytes| geodb_txn::Home::decode(&bytes).ok_or("a directory entry that does not decode"))
+                .transpose()?;
+            homes.insert(locality, home);
+        }
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            chains.keys().filter(|key| workload::is_homed(key)).cloned().collect();
+        keys.extend(workload::accounts().filter(|key| workload::is_homed(key)));
+        for key in keys {
+            let locality = key[5];
+            let home = homes[&locality];
+            let home_shard = home.map(|home| HOME_SHARDS[home.region as usize]);
+            let last = chains.get(&key).and_then(|chain| chain.last()).map(|version| version.writer);
+            for shard in HOME_SHARDS {
+                let stored = latest(shard, &key)?.and_then(|version| version.value);
+                let writer = stored.as_deref().map(|bytes| workload::decode_value(bytes).1);
+                let expected = if Some(shard) == home_shard { last } else { None };
+                if writer != expected {
+                    return Err(format!(
+                        "homed key {key:?} (locality key {locality} homed at {home:?}, shard {home_shard:?}): shard {shard} holds the write of {writer:?}, expected {expected:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks what each client was told against the final state; returns
@@ -367,11 +432,23 @@ impl World {
     /// Whether `record` is a tag write that committed at its gateway's
     /// region's outbox (R16) rather than at its home shards: the router's
     /// choice, from the writer's region and the shards it wrote.
+    ///
+    /// A write of a homed tag (R18) goes to wherever its key lived then:
+    /// the coordinator said where it committed; one whose client never
+    /// heard is judged as queued (by origin, which also holds for one
+    /// committed at its homes).
     fn went_through_outbox(&self, record: &TxnRecord) -> bool {
-        let router = workload::BankRouter { region: self.nodes[&record.node].region };
-        record.kind == Kind::Tag
-            && record.isolation.is_highly_available()
-            && record.writes.iter().any(|key| !geodb_txn::Router::commits_in_region(&router, self.shard_of(key)))
+        if record.kind != Kind::Tag || !record.isolation.is_highly_available() {
+            return false;
+        }
+        if let Some(at_outbox) = record.at_outbox {
+            return at_outbox;
+        }
+        let router = workload::BankRouter::new(self.nodes[&record.node].region);
+        record
+            .writes
+            .iter()
+            .any(|key| workload::is_homed(key) || !geodb_txn::Router::commits_in_region(&router, self.shard_of(key)))
     }
 
     /// R17: what a tag's writer read back through its own gateway at Read
@@ -387,7 +464,9 @@ impl World {
             let Outcome::Committed(own) = record.outcome else { continue };
             for (key, writer) in &record.readback {
                 let seen = by_id.get(writer).map(|writer| &writer.outcome);
-                let home_here = self.configs.contains_key(&(record.node, GroupId(self.shard_of(key))));
+                // Every node holds every home shard (a homed tag's too).
+                let home_here =
+                    workload::is_homed(key) || self.configs.contains_key(&(record.node, GroupId(self.shard_of(key))));
                 let wrong = match seen {
                     _ if *writer == record.txn.0 => None,
                     None => Some("nothing, or a write no client ran".to_string()),

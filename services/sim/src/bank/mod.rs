@@ -102,6 +102,9 @@ pub struct BankFaults {
     /// Monotonic Atomic View readers see a version before the rest of its
     /// transaction has arrived.
     pub show_siblings_early: bool,
+    /// Home shards serve requests routed by a stale home (R18): a rehome's
+    /// copy is not fenced at the old home.
+    pub skip_route_check: bool,
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -191,6 +194,13 @@ pub struct BankReport {
     /// transaction had not fully arrived at the reader's node).
     pub views: u64,
     pub views_held_back: u64,
+    /// Rehomes of locality keys that moved rows (R18), and attempts that
+    /// failed (lost to a concurrent writer, or to the faults).
+    pub rehomes: u64,
+    pub rehomes_failed: u64,
+    /// Queued writes of a key that moved, requeued by their outboxes for
+    /// the new home (proposals).
+    pub reroutes: u64,
     pub trace_digest: u64,
 }
 
@@ -250,6 +260,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.show_siblings_early {
         command.push_str(" --show-siblings-early");
+    }
+    if options.faults.skip_route_check {
+        command.push_str(" --skip-route-check");
     }
     command
 }
@@ -358,6 +371,12 @@ enum Event {
 pub(crate) const CLOSING_SHARD: ShardId = 4;
 /// The outboxes of the three regions, in region order (R16).
 pub(crate) const OUTBOXES: [ShardId; 3] = [5, 6, 7];
+/// The directory of homes (R18), voters in every region.
+pub(crate) const DIRECTORY_SHARD: ShardId = 8;
+/// The shard of a locality key homed in each region, in region order
+/// (us-central's is shard 1, whose voters are in us-east: its writes
+/// through us-central's outbox).
+pub(crate) const HOME_SHARDS: [ShardId; 3] = [2, 1, 3];
 
 /// The region whose nodes are all of a shard's voters (`None`: the
 /// closing shard, whose voters span regions).
@@ -447,6 +466,8 @@ struct World {
     /// another gateway.
     gateways: workload::Gateways,
     hops: Arc<AtomicU64>,
+    /// Rehomes that moved rows, and attempts that failed.
+    rehomes: Arc<[AtomicU64; 2]>,
     planned_partitions: BTreeMap<u64, Partition>,
     quiet: bool,
     report: BankReport,
@@ -491,6 +512,12 @@ impl World {
             ShardSpec { id: OUTBOXES[0], voters: vec![n(1), n(2), n(3)], learners: vec![], preferred: n(2) },
             ShardSpec { id: OUTBOXES[1], voters: vec![n(4), n(5), n(6)], learners: vec![], preferred: n(4) },
             ShardSpec { id: OUTBOXES[2], voters: vec![n(7), n(8), n(9)], learners: vec![], preferred: n(9) },
+            ShardSpec {
+                id: DIRECTORY_SHARD,
+                voters: vec![n(2), n(3), n(5), n(6), n(8)],
+                learners: vec![n(1), n(4), n(7), n(9)],
+                preferred: n(5),
+            },
         ];
         let mut configs = BTreeMap::new();
         for shard in &shards {
@@ -566,6 +593,7 @@ impl World {
             stopping: Arc::default(),
             gateways: Arc::default(),
             hops: Arc::default(),
+            rehomes: Arc::default(),
             planned_partitions: BTreeMap::new(),
             quiet: false,
             report: BankReport { seed, trace_digest: 0xcbf2_9ce4_8422_2325, ..BankReport::default() },
@@ -605,7 +633,10 @@ impl World {
             self.report.settled_validations += node.host.settled_reads().validated;
             self.report.views += node.host.views().served;
             self.report.views_held_back += node.host.views().held_back;
+            self.report.reroutes += node.host.reroutes_proposed();
         }
+        self.report.rehomes = self.rehomes[0].load(Ordering::Relaxed);
+        self.report.rehomes_failed = self.rehomes[1].load(Ordering::Relaxed);
         for node in self.nodes.values().filter(|node| node.up) {
             let orphans = node.host.orphans();
             self.report.orphans_chosen += orphans.chosen;
@@ -831,6 +862,7 @@ impl World {
             commit_below_closed: faults.commit_below_closed,
             skip_revalidation: faults.skip_revalidation,
             overwrite_newer_origin: faults.overwrite_newer_origin,
+            skip_route_check: faults.skip_route_check,
         };
         for shard in &self.shards {
             let group = GroupId(shard.id);

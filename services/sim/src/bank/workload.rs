@@ -11,6 +11,13 @@
 //! that the last writer by origin must win, R17). A value is the balance
 //! (or 1 for a flag or note, 0 for a tag) and the id of the transaction
 //! that wrote it, so every read names the version it saw.
+//!
+//! Homed accounts and notes (R18): `acct`, [`HOMED`], locality byte,
+//! account byte, and `note`, [`HOMED`], locality byte, transaction id;
+//! they live at their locality key's home shard ([`HOME_SHARDS`]), homed
+//! where they are first written, and move when a client rehomes the key
+//! (`home` + locality byte is its directory entry, in
+//! [`DIRECTORY_SHARD`]; `resi` + locality byte its residence records).
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -50,8 +57,52 @@ pub fn account_key(shard: ShardId, account: u8) -> Vec<u8> {
     key
 }
 
+/// The fifth byte of a homed account's key (no shard has this id).
+pub const HOMED: u8 = 0x10;
+/// Locality keys of homed accounts, and accounts per locality key.
+pub const LOCALITIES: u8 = 3;
+pub const ACCOUNTS_PER_LOCALITY: u8 = 2;
+/// Prefixes of the directory entries and the residence records.
+pub const DIRECTORY_PREFIX: &[u8] = b"home";
+pub const RESIDENCE_PREFIX: &[u8] = b"resi";
+
+pub fn homed_account_key(locality: u8, account: u8) -> Vec<u8> {
+    let mut key = b"acct".to_vec();
+    key.extend_from_slice(&[HOMED, locality, account]);
+    key
+}
+
+/// The keys of a locality key: its homed accounts and its notes.
+pub fn locality_ranges(locality: u8) -> Vec<KeyRange> {
+    [b"acct", b"note", b"tags"]
+        .into_iter()
+        .map(|prefix| {
+            let start = [prefix.as_slice(), &[HOMED, locality]].concat();
+            let end = [prefix.as_slice(), &[HOMED, locality + 1]].concat();
+            (Bound::Included(start), Bound::Excluded(end))
+        })
+        .collect()
+}
+
+/// Whether `key` is a homed account's or note's (R18).
+pub fn is_homed(key: &[u8]) -> bool {
+    (key.starts_with(b"acct") || key.starts_with(b"note") || key.starts_with(b"tags")) && key.get(4) == Some(&HOMED)
+}
+
 pub fn accounts() -> impl Iterator<Item = Vec<u8>> {
-    SHARDS.into_iter().flat_map(|shard| (0..ACCOUNTS_PER_SHARD).map(move |account| account_key(shard, account)))
+    let sharded =
+        SHARDS.into_iter().flat_map(|shard| (0..ACCOUNTS_PER_SHARD).map(move |account| account_key(shard, account)));
+    let homed = (0..LOCALITIES)
+        .flat_map(|locality| (0..ACCOUNTS_PER_LOCALITY).map(move |account| homed_account_key(locality, account)));
+    sharded.chain(homed)
+}
+
+/// An account at random: of a shard, or homed (one in three).
+fn random_account(rng: &mut StdRng) -> Vec<u8> {
+    if rng.random_ratio(1, 3) {
+        return homed_account_key(rng.random_range(0..LOCALITIES), rng.random_range(0..ACCOUNTS_PER_LOCALITY));
+    }
+    account_key(SHARDS[rng.random_range(0..SHARDS.len())], rng.random_range(0..ACCOUNTS_PER_SHARD))
 }
 
 fn flag_range(shard: ShardId) -> KeyRange {
@@ -92,22 +143,90 @@ pub fn tag_key(shard: ShardId, slot: u8) -> Vec<u8> {
     key
 }
 
+/// A tag of a locality key (R18: it moves with the key).
+pub fn homed_tag_key(locality: u8, slot: u8) -> Vec<u8> {
+    let mut key = b"tags".to_vec();
+    key.extend_from_slice(&[HOMED, locality, slot]);
+    key
+}
+
+/// Every tag: of the note shards, and of the locality keys.
+pub fn tag_keys() -> Vec<Vec<u8>> {
+    let sharded = NOTE_SHARDS.iter().flat_map(|shard| (0..TAG_SLOTS).map(move |slot| tag_key(*shard, slot)));
+    let homed = (0..LOCALITIES).flat_map(|locality| (0..TAG_SLOTS).map(move |slot| homed_tag_key(locality, slot)));
+    sharded.chain(homed).collect()
+}
+
 /// Keys name their shard in their fifth byte; `region` is the
 /// coordinator's, whose outbox takes its highly available writes to
 /// shards homed elsewhere.
+/// Homed accounts live at their locality key's home (cached here once
+/// learned).
 pub struct BankRouter {
     pub region: usize,
+    pub homes: Mutex<std::collections::HashMap<Vec<u8>, geodb_txn::Home>>,
 }
 
 impl BankRouter {
+    pub fn new(region: usize) -> BankRouter {
+        BankRouter { region, homes: Mutex::default() }
+    }
+
     pub fn shard_of(key: &[u8]) -> ShardId {
         key.get(4).map_or(SHARDS[0], |shard| *shard as ShardId)
+    }
+
+    fn homes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, geodb_txn::Home>> {
+        self.homes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Router for BankRouter {
     fn place(&self, key: &[u8]) -> Place {
-        Place::Shard(Self::shard_of(key))
+        if key.starts_with(DIRECTORY_PREFIX) || key.starts_with(RESIDENCE_PREFIX) {
+            return Place::Shard(DIRECTORY_SHARD);
+        }
+        match key {
+            [_, _, _, _, HOMED, locality, ..] if is_homed(key) => Place::Homed(vec![*locality]),
+            _ => Place::Shard(Self::shard_of(key)),
+        }
+    }
+
+    fn shard_of_home(&self, home: geodb_txn::Home, _locality: &[u8]) -> ShardId {
+        HOME_SHARDS[home.region as usize % HOME_SHARDS.len()]
+    }
+
+    fn home_key(&self, locality: &[u8]) -> Vec<u8> {
+        [DIRECTORY_PREFIX, locality].concat()
+    }
+
+    fn new_home(&self) -> geodb_txn::Home {
+        geodb_txn::Home { region: self.region as u32, epoch: geodb_txn::FIRST_EPOCH }
+    }
+
+    fn cached_home(&self, locality: &[u8]) -> Option<geodb_txn::Home> {
+        self.homes().get(locality).copied()
+    }
+
+    fn learn_home(&self, locality: &[u8], home: geodb_txn::Home) {
+        let mut homes = self.homes();
+        if homes.get(locality).is_none_or(|known| known.epoch <= home.epoch) {
+            homes.insert(locality.to_vec(), home);
+        }
+    }
+
+    fn home_shards(&self) -> Vec<ShardId> {
+        HOME_SHARDS.to_vec()
+    }
+
+    fn residence_key(&self, locality: &[u8]) -> Vec<u8> {
+        [RESIDENCE_PREFIX, locality].concat()
+    }
+
+    fn forget_residence(&self, residence: &[u8]) {
+        if let Some(locality) = residence.strip_prefix(RESIDENCE_PREFIX) {
+            self.homes().remove(locality);
+        }
     }
 
     fn places_of_range(&self, range: &KeyRange) -> Vec<Place> {
@@ -171,6 +290,9 @@ pub enum Kind {
     /// or in one scan, through its gateway's replicas: once it saw one
     /// write of a transaction, it must see the rest of it or newer writes.
     Watch,
+    /// A rehome of a locality key to a region (R18): not in the history
+    /// (it changes no balance), checked by where each homed account ends.
+    Rehome,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +323,9 @@ pub struct TxnRecord {
     pub writes: Vec<Vec<u8>>,
     /// A tag's read back after its commit: key and writer seen.
     pub readback: Vec<(Vec<u8>, u64)>,
+    /// Where it committed, once its client was told: at its region's outbox
+    /// (R16), or at its home shards.
+    pub at_outbox: Option<bool>,
     /// A watch's statements in order, each the keys it saw with their
     /// writers (absent keys: [`GENESIS`]).
     pub views: Vec<Vec<(Vec<u8>, u64)>>,
@@ -235,6 +360,7 @@ pub struct ClientContext {
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     pub gateways: Gateways,
     pub hops: Arc<AtomicU64>,
+    pub rehomes: Arc<[AtomicU64; 2]>,
     pub coordinator_faults: CoordinatorFaults,
     pub budget: usize,
     pub fault_phase_us: u64,
@@ -252,7 +378,7 @@ impl World {
             node: node.0,
             hlc: sim_node.hlc.clone(),
             rpc: Arc::new(sim_node.rpc.clone()),
-            router: Arc::new(BankRouter { region: sim_node.region }),
+            router: Arc::new(BankRouter::new(sim_node.region)),
             ids_engine: None,
             first_id: sim_node.incarnation << 24,
             commit_wait: true,
@@ -273,6 +399,7 @@ impl World {
             stopping: self.stopping.clone(),
             gateways: self.gateways.clone(),
             hops: self.hops.clone(),
+            rehomes: self.rehomes.clone(),
             coordinator_faults: CoordinatorFaults {
                 skip_commit_wait: self.options.faults.skip_commit_wait,
                 skip_settled_validation: self.options.faults.skip_settled_validation,
@@ -306,6 +433,7 @@ async fn run_client(mut context: ClientContext) {
             64..74 => Kind::Note,
             74..86 => Kind::Tag,
             86..93 => Kind::Watch,
+            93..96 => Kind::Rehome,
             _ => Kind::Peek,
         };
         let mut checked = None;
@@ -321,6 +449,7 @@ async fn run_client(mut context: ClientContext) {
             Kind::Tag => tag(&mut context).await,
             Kind::Watch => watch(&mut context).await,
             Kind::Predicate => predicate(&mut context).await,
+            Kind::Rehome => rehome(&mut context).await,
             Kind::Peek => {
                 // What a reader saw, another gateway must see too once
                 // the reader is done (real-time order of readers).
@@ -355,6 +484,7 @@ fn record(context: &ClientContext, txn: &Transaction, kind: Kind) -> usize {
         scans: Vec::new(),
         writes: Vec::new(),
         readback: Vec::new(),
+        at_outbox: None,
         views: Vec::new(),
         outcome: Outcome::Pending,
     });
@@ -406,10 +536,7 @@ async fn transfer(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
     let isolation = coordinated(&mut context.rng);
     let Ok(mut txn) = context.manager.begin(isolation) else { return None };
     let index = record(context, &txn, Kind::Transfer);
-    let mut pick = || {
-        let shard = SHARDS[context.rng.random_range(0..SHARDS.len())];
-        account_key(shard, context.rng.random_range(0..ACCOUNTS_PER_SHARD))
-    };
+    let mut pick = || random_account(&mut context.rng);
     let from = pick();
     let mut to = pick();
     while to == from {
@@ -457,7 +584,7 @@ async fn check(context: &mut ClientContext, keys: Vec<Vec<u8>>) {
         node: node.0,
         hlc: gateway.hlc.clone(),
         rpc: Arc::new(gateway.rpc.clone()),
-        router: Arc::new(BankRouter { region: gateway.region }),
+        router: Arc::new(BankRouter::new(gateway.region)),
         ids_engine: None,
         first_id: HOP_IDS + hop,
         commit_wait: true,
@@ -478,16 +605,24 @@ async fn peek(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
     let Ok(txn) = context.manager.begin(isolation) else { return None };
     let index = record(context, &txn, Kind::Peek);
     let count = context.rng.random_range(1..=2);
-    let keys: Vec<Vec<u8>> = (0..count)
-        .map(|_| {
-            let shard = SHARDS[context.rng.random_range(0..SHARDS.len())];
-            account_key(shard, context.rng.random_range(0..ACCOUNTS_PER_SHARD))
-        })
-        .collect();
+    let keys: Vec<Vec<u8>> = (0..count).map(|_| random_account(&mut context.rng)).collect();
     let outcome = read_all_and_commit(context, index, txn, &keys).await;
     let committed = outcome.is_ok();
     finish(context, index, outcome);
     committed.then_some(keys)
+}
+
+/// Rehomes a locality key of homed accounts to a region at random.
+async fn rehome(context: &mut ClientContext) {
+    let locality = context.rng.random_range(0..LOCALITIES);
+    let region = context.rng.random_range(0..HOME_SHARDS.len()) as u32;
+    let outcome = context.manager.rehome_async(&[locality], region, &locality_ranges(locality), None).await;
+    let counter = match outcome {
+        Ok(rehomed) if rehomed.rows > 0 => 0,
+        Ok(_) => return,
+        Err(_) => 1,
+    };
+    context.rehomes[counter].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Reads every account in one scan across all shards.
@@ -569,7 +704,10 @@ async fn commit_blind_writes(
             txn.put(key.clone(), encode_value(amount, txn.id()))?;
         }
         update(context, index, |record| record.writes = keys.clone());
-        txn.commit_async().await
+        let commit = txn.commit_reporting_async().await?;
+        let at_outbox = commit.at == geodb_txn::CommittedAt::Outbox;
+        update(context, index, |record| record.at_outbox = Some(at_outbox));
+        Ok(commit.ts)
     }
     .await;
     let committed = outcome.is_ok();
@@ -587,7 +725,11 @@ async fn note(context: &mut ClientContext) {
     let keys: Vec<Vec<u8>> = (0..count)
         .map(|_| {
             let mut key = b"note".to_vec();
-            key.push(NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())] as u8);
+            if context.rng.random_ratio(1, 3) {
+                key.extend_from_slice(&[HOMED, context.rng.random_range(0..LOCALITIES)]);
+            } else {
+                key.push(NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())] as u8);
+            }
             key.extend_from_slice(&txn.id().0.to_be_bytes());
             key
         })
@@ -626,7 +768,11 @@ async fn tag(context: &mut ClientContext) {
     let keys: Vec<Vec<u8>> = (0..count)
         .map(|_| {
             let shard = NOTE_SHARDS[context.rng.random_range(0..NOTE_SHARDS.len())];
-            tag_key(shard, context.rng.random_range(0..TAG_SLOTS))
+            let slot = context.rng.random_range(0..TAG_SLOTS);
+            if context.rng.random_ratio(1, 3) {
+                return homed_tag_key(context.rng.random_range(0..LOCALITIES), slot);
+            }
+            tag_key(shard, slot)
         })
         .collect();
     let Some(keys) = commit_blind_writes(context, txn, index, keys, 0).await else { return };
@@ -650,8 +796,7 @@ async fn tag(context: &mut ClientContext) {
 async fn watch(context: &mut ClientContext) {
     let Ok(mut txn) = context.manager.begin(Isolation::MonotonicAtomicView) else { return };
     let index = record(context, &txn, Kind::Watch);
-    let mut keys: Vec<Vec<u8>> =
-        NOTE_SHARDS.iter().flat_map(|shard| (0..TAG_SLOTS).map(move |slot| tag_key(*shard, slot))).collect();
+    let mut keys = tag_keys();
     let writer = |value: Option<Vec<u8>>| value.map_or(GENESIS, |bytes| decode_value(&bytes).1);
     let outcome = async {
         if context.rng.random_bool(0.3) {
