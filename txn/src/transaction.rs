@@ -996,7 +996,6 @@ impl Transaction {
                 }
             }
         };
-        let routes_read = if self.records_reads() { routes.clone() } else { Vec::new() };
         if self.isolation == Isolation::MonotonicAtomicView {
             // One view of every shard at once, merged and limited there.
             let rows = self.view(range.clone(), shards.clone(), reverse, fetch).await?;
@@ -1068,7 +1067,7 @@ impl Transaction {
             };
             // R18: and the residence record of a shard the range was routed
             // to by a home (see `read_routed`).
-            for (shard, route) in &routes_read {
+            for (shard, route) in &routes {
                 self.reads.entry(*shard).or_default().keys.push(route.residence.clone());
             }
             for shard in shards {
