@@ -54,10 +54,8 @@ impl Shard {
         if self.faults.skip_route_check {
             return Ok(Residing::Here);
         }
-        let found = match mvcc::get(self.engine.as_ref(), &route.residence, at)? {
-            Some(bytes) => Residence::decode(&bytes).ok_or_else(|| {
-                Error::Storage(geodb_storage::Error::Corrupt("a residence record of a locality key".into()))
-            })?,
+        let found = match self.residence(route, at)? {
+            Some(found) => found,
             None if route.epoch == FIRST_EPOCH => return Ok(Residing::Here),
             None => return Ok(Residing::NotYet),
         };
@@ -91,11 +89,17 @@ impl Shard {
         if route.residence.is_empty() {
             return Ok(false);
         }
-        let Some(bytes) = mvcc::get(self.engine.as_ref(), &route.residence, Timestamp::MAX)? else { return Ok(false) };
+        let found = self.residence(route, Timestamp::MAX)?;
+        Ok(found.is_some_and(|found| found.shard == self.id && found.home.epoch > route.epoch))
+    }
+
+    /// The residence record of `route`'s key here, as of `at`.
+    fn residence(&self, route: &Route, at: Timestamp) -> Result<Option<Residence>> {
+        let Some(bytes) = mvcc::get(self.engine.as_ref(), &route.residence, at)? else { return Ok(None) };
         let found = Residence::decode(&bytes).ok_or_else(|| {
             Error::Storage(geodb_storage::Error::Corrupt("a residence record of a locality key".into()))
         })?;
-        Ok(found.shard == self.id && found.home.epoch > route.epoch)
+        Ok(Some(found))
     }
 
     /// The refusal of a stale route.

@@ -613,6 +613,17 @@ impl Shard {
         }
     }
 
+    /// The queue entry (queue, position) of `key`'s newest pending write,
+    /// as of the writes of this slot so far.
+    fn newest_pending(&self, changes: &QueueChanges, key: &[u8]) -> Result<Option<(ShardId, u64)>> {
+        if let Some(newest) = changes.pending.get(key) {
+            return Ok(Some(*newest));
+        }
+        let Some(bytes) = self.engine.get(ColumnFamily::Locks, &pending_key(key))? else { return Ok(None) };
+        let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
+        Ok(Some((pending.dest, pending.seq)))
+    }
+
     /// Applies an [`Entry::Shipped`] into `batch`: the queue's entries
     /// through `through` leave it, and so do their pending writes that no
     /// newer entry replaced.
@@ -645,16 +656,7 @@ impl Shard {
             let queued: Queued = decode(&bytes, "an outbox queue entry")?;
             batch.delete(ColumnFamily::Locks, key);
             for (index, (written, value)) in queued.writes.iter().enumerate() {
-                let newest = match changes.pending.get(written) {
-                    Some(newest) => Some(*newest),
-                    None => match self.engine.get(ColumnFamily::Locks, &pending_key(written))? {
-                        Some(bytes) => {
-                            let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
-                            Some((pending.dest, pending.seq))
-                        }
-                        None => None,
-                    },
-                };
+                let newest = self.newest_pending(changes, written)?;
                 if newest == Some((dest, queued.seq)) {
                     // Kept, marked, until the region's replica surely has it.
                     let route = queued.routes.get(index).cloned().unwrap_or_else(Route::unrouted);
@@ -742,16 +744,7 @@ impl Shard {
         batch.put(ColumnFamily::Locks, queue_key(to, next), encode(&rerouted));
         // The region's reads find each moved write under its new queue.
         for (key, value) in &rerouted.writes {
-            let newest = match changes.pending.get(key) {
-                Some(newest) => Some(*newest),
-                None => match self.engine.get(ColumnFamily::Locks, &pending_key(key))? {
-                    Some(bytes) => {
-                        let pending: PendingWrite = decode(&bytes, "an outbox pending write")?;
-                        Some((pending.dest, pending.seq))
-                    }
-                    None => None,
-                },
-            };
+            let newest = self.newest_pending(changes, key)?;
             if newest == Some((dest, seq)) {
                 let pending = PendingWrite {
                     dest: to,
