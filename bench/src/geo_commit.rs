@@ -73,6 +73,15 @@ const UPDATE: &str = "UPDATE geo_commit_bench SET n = n + 1 WHERE id = $1";
 /// One gateway per region and how long to run (`geo-homes`, `geo-global`).
 #[derive(clap::Args)]
 pub(crate) struct GatewayArgs {
+    #[command(flatten)]
+    pub(crate) gateways: Gateways,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+/// `--gateways`: one gateway per region, as `geodb dev` prints them.
+#[derive(clap::Args)]
+pub(crate) struct Gateways {
     /// One gateway per region, as `geodb dev` prints them (the first in the
     /// home region of the system and global shards).
     #[arg(
@@ -80,9 +89,22 @@ pub(crate) struct GatewayArgs {
         value_delimiter = ',',
         default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
     )]
-    pub(crate) gateways: Vec<String>,
-    #[command(flatten)]
-    pub(crate) run: RunArgs,
+    gateways: Vec<String>,
+}
+
+impl Gateways {
+    pub(crate) fn len(&self) -> usize {
+        self.gateways.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.gateways.is_empty()
+    }
+
+    /// The gateways' base URLs, without a trailing slash.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.gateways.iter().map(|url| url.trim_end_matches('/').to_string()).collect()
+    }
 }
 
 /// Drops `table` and creates it again as `(home INT, id INT, n INT,

@@ -91,7 +91,7 @@ async fn set_faults(client: &reqwest::Client, url: &str, rules: Json) -> Result<
 
 async fn run_async(args: Args) -> Result<(), String> {
     let client = reqwest::Client::new();
-    let gateways: Vec<String> = args.gateways.iter().map(|url| url.trim_end_matches('/').to_string()).collect();
+    let gateways: Vec<String> = args.gateways.urls();
     let (first, last) = (gateways[0].clone(), gateways[gateways.len() - 1].clone());
     let (home_region, region) = (region_of(&client, &first).await?, region_of(&client, &last).await?);
     let zones_ms = LatencyMatrix::standard().rtt_us(&Region(region.clone()), &Region(region.clone())).unwrap_or(0)

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> Result<(), String> {
 async fn run_async(args: Args) -> Result<(), String> {
     let client = reqwest::Client::new();
     let matrix = LatencyMatrix::standard();
-    let gateways: Vec<String> = args.gateways.iter().map(|url| url.trim_end_matches('/').to_string()).collect();
+    let gateways: Vec<String> = args.gateways.urls();
     let cluster = get(&client, &format!("{}/v1/cluster", gateways[0])).await?;
     let epsilon_ms = cluster["max_clock_offset_ms"].as_f64().ok_or("no max_clock_offset_ms in /v1/cluster")?;
 

@@ -14,6 +14,11 @@
 //! goes to ("via new home"). A rehome is measured from the request to its
 //! answer; one answered with a retryable error is counted and sent again.
 //! The server's own `ms` is reported beside.
+//!
+//! Bulk (`--bulk-keys`): that many fresh locality keys of `--bulk-rows`
+//! rows each, homed in the first region, moved by one bulk rehome
+//! (`{"keys": [...]}`) through the first gateway to the last region, then
+//! back through the last gateway: keys and rows moved per second, each way.
 
 use std::time::{Duration, Instant};
 
@@ -39,14 +44,9 @@ const LARGE_ROWS: usize = 1_000;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// One gateway per region, as `geodb dev` prints them: keys move
-    /// between the first one's region and the last one's.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
-    )]
-    gateways: Vec<String>,
+    /// Keys move between the first gateway's region and the last one's.
+    #[command(flatten)]
+    gateways: crate::geo_commit::Gateways,
     /// Rows of each key measured.
     #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
     sizes: Vec<usize>,
@@ -60,7 +60,19 @@ pub struct Args {
     /// Also write the results to this JSON file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Keys of the bulk rehome measured (0: none).
+    #[arg(long, default_value_t = 0)]
+    bulk_keys: usize,
+    /// Rows of each key of the bulk rehome.
+    #[arg(long, default_value_t = 10)]
+    bulk_rows: usize,
+    /// Measure the bulk rehome only (not `--sizes`).
+    #[arg(long)]
+    bulk_only: bool,
 }
+
+/// Locality keys of bulk rehomes: `BULK_KEY_BASE + bulk_keys * i + j`.
+const BULK_KEY_BASE: i64 = 10_000_000;
 
 /// What one size and class measured.
 struct Class {
@@ -85,7 +97,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn run_async(args: Args) -> Result<(), String> {
     let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
-    let gateways: Vec<String> = args.gateways.iter().map(|url| url.trim_end_matches('/').to_string()).collect();
+    let gateways: Vec<String> = args.gateways.urls();
     let (first, last) = (&gateways[0], &gateways[gateways.len() - 1]);
     let (from, to) = (region_of(&client, first).await?, region_of(&client, last).await?);
     if from == to {
@@ -101,7 +113,8 @@ async fn run_async(args: Args) -> Result<(), String> {
 
     let mut classes = Vec::new();
     let mut next_key = 0;
-    for &rows in &args.sizes {
+    let sizes = if args.bulk_only { &[][..] } else { &args.sizes[..] };
+    for &rows in sizes {
         let key = fresh_key(&client, first, &mut next_key).await?;
         for start in (0..rows).step_by(ROWS_PER_INSERT) {
             let values: Vec<String> =
@@ -138,6 +151,8 @@ async fn run_async(args: Args) -> Result<(), String> {
         }
     }
 
+    let bulk = if args.bulk_keys > 0 { bulk(&client, first, last, &to, &from, &args).await? } else { Vec::new() };
+
     println!("rehome of one locality key between {from} and {to}; bound: the RTT between them, {rtt_ms} ms");
     println!();
     println!("| class | rehomes | retries | p50 ms | p99 ms | server p50 ms | p50 ÷ RTT | p99 ÷ RTT |");
@@ -153,6 +168,23 @@ async fn run_async(args: Args) -> Result<(), String> {
             p50 / rtt_ms,
             p99 / rtt_ms
         );
+    }
+    if !bulk.is_empty() {
+        println!();
+        println!("| bulk rehome | keys | rows | s | keys/s | rows/s | server ms |");
+        println!("|---|---|---|---|---|---|---|");
+        for run in &bulk {
+            println!(
+                "| {} | {} | {} | {:.2} | {:.1} | {:.0} | {:.0} |",
+                run["class"].as_str().unwrap_or(""),
+                run["keys"],
+                run["rows"],
+                run["s"].as_f64().unwrap_or(0.0),
+                run["keys_per_s"].as_f64().unwrap_or(0.0),
+                run["rows_per_s"].as_f64().unwrap_or(0.0),
+                run["server_ms"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     if let Some(path) = &args.json {
         let results: Vec<Json> = classes
@@ -170,15 +202,65 @@ async fn run_async(args: Args) -> Result<(), String> {
                 })
             })
             .collect();
-        let document = json!({"benchmark": "geo-rehome", "from": from, "to": to, "classes": results});
+        let document = json!({"benchmark": "geo-rehome", "from": from, "to": to, "classes": results, "bulk": bulk});
         std::fs::write(path, serde_json::to_string_pretty(&document).expect("JSON serializes"))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
 
+/// The bulk rehome measurement (see the module documentation): one result
+/// per direction.
+async fn bulk(
+    client: &reqwest::Client,
+    first: &str,
+    last: &str,
+    to: &str,
+    from: &str,
+    args: &Args,
+) -> Result<Vec<Json>, String> {
+    let (count, rows) = (args.bulk_keys, args.bulk_rows.max(1));
+    let mut base = None;
+    for i in 0..KEY_TRIES {
+        let candidate = BULK_KEY_BASE + (count as i64) * i;
+        if get(client, &format!("{first}/v1/homes/{candidate}")).await?["region"].is_null() {
+            base = Some(candidate);
+            break;
+        }
+    }
+    let base = base.ok_or("no free range of bulk keys; start on a new data directory")?;
+    let keys: Vec<i64> = (0..count as i64).map(|i| base + i).collect();
+    let values: Vec<String> =
+        keys.iter().flat_map(|key| (0..rows).map(move |id| format!("({key}, {id}, 0)"))).collect();
+    for chunk in values.chunks(ROWS_PER_INSERT) {
+        let insert = json!({"sql": format!("INSERT INTO {TABLE} VALUES {}", chunk.join(", "))});
+        post(client, &format!("{first}/v1/sql"), &insert).await.map_err(|failure| failure.message)?;
+    }
+    let mut results = Vec::new();
+    for (via, region, class) in
+        [(first, to, format!("to {to}, via old home")), (last, from, format!("to {from}, via old home"))]
+    {
+        eprintln!("bulk: {count} keys of {rows} rows {class}");
+        let started = Instant::now();
+        let job = post(client, &format!("{via}/v1/admin/rehome"), &json!({"keys": keys, "region": region}))
+            .await
+            .map_err(|failure| failure.message)?;
+        let took = started.elapsed().as_secs_f64();
+        if job["state"] != "done" || job["moved"].as_u64() != Some(count as u64) {
+            return Err(format!("the bulk rehome {class} did not move every key: {job}"));
+        }
+        let moved_rows = job["rows"].as_u64().unwrap_or(0);
+        results.push(json!({
+            "class": class, "keys": count, "rows": moved_rows, "s": took,
+            "keys_per_s": count as f64 / took, "rows_per_s": moved_rows as f64 / took,
+            "server_ms": job["ms"],
+        }));
+    }
+    Ok(results)
+}
+
 /// The region of the node behind `url`.
-async fn region_of(client: &reqwest::Client, url: &str) -> Result<String, String> {
+pub(crate) async fn region_of(client: &reqwest::Client, url: &str) -> Result<String, String> {
     let view = get(client, &format!("{url}/v1/cluster")).await?;
     let nodes = view["nodes"].as_array().ok_or_else(|| format!("{url}: no nodes in /v1/cluster"))?;
     let node = nodes.iter().find(|node| node["id"] == view["node"]).ok_or_else(|| format!("{url}: no node entry"))?;

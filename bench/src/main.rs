@@ -12,7 +12,10 @@
 //! - `geo-hat`: Read Committed writes from a region to keys homed
 //!   elsewhere, reachable and cut off, and the outbox's drain.
 //! - `geo-rehome`: rehoming one locality key of 1, 100 and 10,000 rows
-//!   between two regions, as a ratio to their round trip.
+//!   between two regions, as a ratio to their round trip; and bulk rehomes
+//!   of many keys (keys and rows per second).
+//! - `geo-follow`: automatic rehoming: how long a key used from another
+//!   region takes to move there, and its latency before and after.
 //! - `paxos`: throughput of one Multi-Paxos group against many groups on
 //!   one node, three nodes in one process over the real transport.
 //! - `tpcc`: TPC-C against GeoDB and PostgreSQL, side by side.
@@ -22,6 +25,7 @@
 
 mod engine;
 mod geo_commit;
+mod geo_follow;
 mod geo_global;
 mod geo_hat;
 mod geo_homes;
@@ -57,6 +61,8 @@ enum Command {
     GeoHat(geo_commit::GatewayArgs),
     /// Rehoming one locality key between two regions.
     GeoRehome(geo_rehome::Args),
+    /// Automatic rehoming: a key used from another region moves there.
+    GeoFollow(geo_follow::Args),
     /// Multi-Paxos throughput: one group against many groups on one node.
     Paxos(paxos::Args),
     /// TPC-C against GeoDB and PostgreSQL, side by side.
@@ -72,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::GeoGlobal(args) => geo_global::run(args),
         Command::GeoHat(args) => geo_hat::run(args),
         Command::GeoRehome(args) => geo_rehome::run(args),
+        Command::GeoFollow(args) => geo_follow::run(args),
         Command::Paxos(args) => paxos::run(args),
         Command::Tpcc(args) => tpcc::run(args),
     };

@@ -67,6 +67,7 @@ use geodb_storage::{Timestamp, TxnId};
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, Proposal, ReadGate, Shard};
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
+use crate::traffic::{Leaning, Traffic, TrafficConfig};
 use crate::{Error, Hlc, Result};
 
 mod ship;
@@ -92,6 +93,12 @@ pub const LOCK_WAIT_MAX_US: u64 = 5_000_000;
 /// Requests parked on locks per node, at most; beyond it new ones are
 /// refused as unavailable (load shedding rather than a growing queue).
 pub const PARKED_MAX: usize = 16_384;
+/// R19: how often a node looks for keys that one region dominates in the
+/// tallies of the home shards it leads.
+pub const TRAFFIC_LOOK_INTERVAL_US: u64 = 1_000_000;
+/// R19: keys listed per shard at each look, at most (the heaviest): more
+/// than a node's rehomes per minute would move anyway.
+pub const LEANINGS_PER_SHARD_MAX: usize = 16;
 
 /// Who asked: a coordinator on `node` (this one or another), and its own
 /// number for the request.
@@ -221,6 +228,14 @@ pub struct HostConfig {
     /// one is skipped). Empty: the members of its groups.
     pub peers: Vec<NodeId>,
     pub faults: HostFaults,
+    /// R19: tally where each locality key's traffic comes from at the home
+    /// shards this node leads ([`crate::traffic`]); `None`: don't.
+    pub traffic: Option<TrafficConfig>,
+    /// The region (index into the cluster's regions) of every node, for
+    /// the tally.
+    pub regions: BTreeMap<NodeId, u32>,
+    /// The home region of every home shard: only those are tallied.
+    pub homes: BTreeMap<ShardId, u32>,
 }
 
 impl HostConfig {
@@ -232,6 +247,9 @@ impl HostConfig {
             clock_ping_interval_us: CLOCK_PING_INTERVAL_US,
             peers: Vec::new(),
             faults: HostFaults::default(),
+            traffic: None,
+            regions: BTreeMap::new(),
+            homes: BTreeMap::new(),
         }
     }
 }
@@ -303,6 +321,9 @@ struct Hosted {
     restores: u64,
     /// R14: while this node leads the group, it closes timestamps ahead.
     closing: Option<Closing>,
+    /// R19: while this node leads the group, where its keys' traffic comes
+    /// from (a home shard that has served a routed request).
+    traffic: Option<Traffic>,
 }
 
 /// How a group's leader closes timestamps (R14).
@@ -445,6 +466,13 @@ pub struct Host {
     closing: Vec<GroupId>,
     /// R16: the outboxes' queues this node ships while it leads them.
     shipping: ship::Shipping,
+    /// R19: the keys of the home shards this node leads that one other
+    /// region has dominated for a window, as of the last look, and when
+    /// to look next.
+    leanings: Vec<(ShardId, Leaning)>,
+    /// Bumped when `leanings` changes (a runtime publishes it then).
+    leanings_generation: u64,
+    next_traffic_us: u64,
 }
 
 /// Marks a command that carries its [`Lineage`] after the proposer's
@@ -526,6 +554,9 @@ impl Host {
             waiting: BTreeSet::new(),
             closing: Vec::new(),
             shipping: ship::Shipping::default(),
+            leanings: Vec::new(),
+            leanings_generation: 0,
+            next_traffic_us: 0,
         }
     }
 
@@ -563,7 +594,14 @@ impl Host {
         self.status_dirty.insert(group);
         self.shards.insert(
             group,
-            Hosted { shard, snapshot_interval, leadership: Leadership::Follower, restores: 0, closing: None },
+            Hosted {
+                shard,
+                snapshot_interval,
+                leadership: Leadership::Follower,
+                restores: 0,
+                closing: None,
+                traffic: None,
+            },
         );
         Ok(())
     }
@@ -699,6 +737,75 @@ impl Host {
         self.wake(now_us);
         self.probe_clocks(now_us);
         self.ship();
+        self.look_at_traffic(now_us);
+    }
+
+    /// R19: counts a request to `group` from `node` in the group's tally
+    /// of where its keys' traffic comes from, if this node leads it.
+    fn tally(&mut self, group: GroupId, node: NodeId, request: &Request) {
+        let Some(config) = self.config.traffic else { return };
+        let Some(&region) = self.config.regions.get(&node) else { return };
+        let Some(&home) = self.config.homes.get(&group.0) else { return };
+        let Some(hosted) = self.shards.get_mut(&group) else { return };
+        if hosted.leadership != Leadership::Serving {
+            return;
+        }
+        let mut routes = request.routes();
+        routes.retain(|route| !route.residence.is_empty());
+        if routes.is_empty() {
+            return;
+        }
+        routes.sort_by(|a, b| a.residence.cmp(&b.residence));
+        routes.dedup_by(|a, b| a.residence == b.residence);
+        let traffic = hosted.traffic.get_or_insert_with(|| Traffic::new(config, home));
+        for route in routes {
+            traffic.record(&route.residence, region, self.now_us);
+        }
+    }
+
+    /// R19: once every [`TRAFFIC_LOOK_INTERVAL_US`], the keys of the home
+    /// shards this node leads that another region than the shard's has
+    /// dominated for a window ([`Host::leanings`]), at most
+    /// [`LEANINGS_PER_SHARD_MAX`] per shard. A key that moved away is
+    /// forgotten; one that moved here less than a window ago is left alone
+    /// for now (it has not been here long enough to judge).
+    fn look_at_traffic(&mut self, now_us: u64) {
+        let Some(config) = self.config.traffic else { return };
+        if now_us < self.next_traffic_us {
+            return;
+        }
+        self.next_traffic_us = now_us.saturating_add(TRAFFIC_LOOK_INTERVAL_US);
+        let before = std::mem::take(&mut self.leanings);
+        let physical_ns = self.hlc.physical_now_ns();
+        for (group, hosted) in &mut self.shards {
+            if hosted.leadership != Leadership::Serving {
+                hosted.traffic = None;
+                continue;
+            }
+            let Some(traffic) = &mut hosted.traffic else { continue };
+            for leaning in traffic.leanings(now_us, LEANINGS_PER_SHARD_MAX) {
+                match hosted.shard.residence_now(&leaning.residence) {
+                    Ok(Some((residence, _))) if residence.shard != hosted.shard.id() => {
+                        traffic.forget(&leaning.residence);
+                    }
+                    Ok(Some((_, since)))
+                        if since.physical.saturating_add(config.window_us.saturating_mul(1_000)) > physical_ns => {}
+                    Ok(_) => self.leanings.push((group.0, leaning)),
+                    Err(_) => {}
+                }
+            }
+        }
+        if self.leanings != before {
+            self.leanings_generation += 1;
+        }
+    }
+
+    /// R19: the keys of the home shards this node leads that another
+    /// region has dominated for a window, heaviest first per shard, as of
+    /// the last look (once a second), and a number that changes whenever
+    /// they do. The runtime decides which to move.
+    pub fn leanings(&self) -> (u64, &[(ShardId, Leaning)]) {
+        (self.leanings_generation, &self.leanings)
     }
 
     /// Pings every peer when a ping interval has passed, and judges this
@@ -825,6 +932,7 @@ impl Host {
             self.reply(origin, Response::Refused(Refusal::NotLeader { leader }));
             return;
         }
+        self.tally(group, origin.node, &request);
         self.serve(Parked { group, origin, request, since_us: now_us });
     }
 
@@ -1575,6 +1683,8 @@ impl Host {
             if !leads && hosted.leadership != Leadership::Follower {
                 hosted.leadership = Leadership::Follower;
                 hosted.shard.set_serving(false);
+                // R19: the next leadership counts afresh.
+                hosted.traffic = None;
                 lost.push(group);
             }
             if leads && hosted.leadership == Leadership::Follower {

@@ -41,6 +41,7 @@ pub mod participant;
 pub mod protocol;
 pub mod rehome;
 pub mod rpc;
+pub mod traffic;
 pub mod transaction;
 pub mod view;
 

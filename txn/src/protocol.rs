@@ -365,6 +365,18 @@ impl Request {
                 | Request::View { .. }
         )
     }
+
+    /// R19: the routes of the locality keys a request to a home shard
+    /// serves its coordinator for (its traffic; a rehome's own reads of
+    /// the versions it moves are not). A route may repeat.
+    pub fn routes(&self) -> Vec<&Route> {
+        match self {
+            Request::Get { route, .. } | Request::Scan { route, versions: false, .. } => route.iter().collect(),
+            Request::CommitOne(changes) | Request::Prepare { changes, .. } => changes.routes.iter().collect(),
+            Request::Deliver { entries, .. } => entries.iter().flat_map(|entry| &entry.routes).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Why a shard refused or could not answer a request.

@@ -188,6 +188,17 @@ impl Cluster {
         let (sender, clock) = (transport.clone(), hlc.clone());
         let mut host = HostConfig::new(node);
         host.peers = places.iter().map(|place| place.id).collect();
+        host.traffic = cluster.auto_rehome.traffic();
+        host.regions = places
+            .iter()
+            .filter_map(|place| Some((place.id, map.regions.iter().position(|known| *known == place.region)? as u32)))
+            .collect();
+        host.homes = map
+            .shards
+            .iter()
+            .filter(|spec| matches!(spec.role, ShardRole::Home { .. }))
+            .filter_map(|spec| Some((spec.id, map.regions.iter().position(|known| *known == spec.home)? as u32)))
+            .collect();
         let driver = Driver::start(
             host,
             hlc.clone(),

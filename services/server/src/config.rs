@@ -120,6 +120,79 @@ pub struct ClusterConfig {
     /// tests and drills). Off unless asked for: it can cut a node off.
     #[serde(default)]
     pub admin_faults: bool,
+    /// Moving locality keys to the region their traffic comes from
+    /// (`docs/design/transactions.md`, R19). Off unless asked for in a
+    /// config file; `geodb dev` turns it on.
+    #[serde(default)]
+    pub auto_rehome: AutoRehome,
+}
+
+/// R19: when a node moves a locality key to the region its traffic comes
+/// from. The leader of each home shard tallies the region every routed
+/// request comes from, per locality key, with counts that halve every
+/// quarter of `window_ms`; a key whose traffic has come from one other
+/// region, at least `share` of it, for a whole `window_ms`, is rehomed there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoRehome {
+    pub enabled: bool,
+    /// How long one region must dominate a key's traffic.
+    pub window_ms: u64,
+    /// The share of the traffic it must have: above a half, so that a key
+    /// used from two regions about equally stays where it is (hysteresis).
+    pub share: f64,
+    /// A key with fewer requests than this in about the last window
+    /// (counted with decay) is too quiet to move.
+    pub min_requests: f64,
+    /// Automatic rehomes this node starts per minute, at most.
+    pub max_per_minute: u32,
+    /// Keys tallied per home shard this node leads (the lighter half is
+    /// dropped when it is full).
+    pub tracked_keys: usize,
+}
+
+impl Default for AutoRehome {
+    fn default() -> Self {
+        AutoRehome {
+            enabled: false,
+            window_ms: 30_000,
+            share: 0.8,
+            min_requests: 20.0,
+            max_per_minute: 30,
+            tracked_keys: 4_096,
+        }
+    }
+}
+
+impl AutoRehome {
+    /// The tally's settings, if it is on.
+    pub fn traffic(&self) -> Option<geodb_txn::traffic::TrafficConfig> {
+        self.enabled.then(|| geodb_txn::traffic::TrafficConfig {
+            window_us: self.window_ms.saturating_mul(1_000),
+            share: self.share,
+            min_requests: self.min_requests,
+            keys_max: self.tracked_keys,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.share > 0.5 && self.share <= 1.0) {
+            return Err("cluster.auto_rehome.share must be above 0.5 and at most 1".into());
+        }
+        if self.window_ms < 100 {
+            return Err("cluster.auto_rehome.window_ms must be at least 100".into());
+        }
+        if !(self.min_requests >= 1.0) {
+            return Err("cluster.auto_rehome.min_requests must be at least 1".into());
+        }
+        if self.max_per_minute == 0 {
+            return Err("cluster.auto_rehome.max_per_minute must be at least 1 (to stop automatic rehoming, set enabled = false)".into());
+        }
+        if !(1..=1_000_000).contains(&self.tracked_keys) {
+            return Err("cluster.auto_rehome.tracked_keys must be between 1 and 1000000".into());
+        }
+        Ok(())
+    }
 }
 
 /// One node of a cluster.
@@ -281,7 +354,7 @@ impl ClusterConfig {
         if !self.nodes.iter().any(|node| node.region == self.home()) {
             return Err(format!("cluster.home {} has no node", self.home()));
         }
-        Ok(())
+        self.auto_rehome.check()
     }
 }
 
@@ -478,5 +551,18 @@ mod tests {
         // A global lead that the next closed timestamp never covers.
         assert!(parse(format!("{}global_lead_ms = 50\n{}", base, node(1, "us-east"))).is_err());
         assert!(parse(format!("{}global_lead_ms = 300\n{}", base, node(1, "us-east"))).is_ok());
+        // Automatic rehoming: off by default; a share of a half or less
+        // would let a key flap between two regions.
+        let one = node(1, "us-east");
+        let config = toml::from_str::<Config>(&format!("{base}{one}")).unwrap();
+        assert!(config.cluster.unwrap().auto_rehome.traffic().is_none());
+        let auto = |settings: &str| parse(format!("{base}{one}[cluster.auto_rehome]\n{settings}\n"));
+        assert!(auto("enabled = true\nwindow_ms = 5000\nshare = 0.9").is_ok());
+        assert!(auto("enabled = true\nshare = 0.5").is_err());
+        assert!(auto("enabled = true\nwindow_ms = 10").is_err());
+        assert!(auto("enabled = true\ntracked_keys = 0").is_err());
+        assert!(auto("enabled = true\nmin_requests = 0").is_err());
+        assert!(auto("enabled = true\nmax_per_minute = 0").is_err());
+        assert!(toml::from_str::<Config>(&format!("{base}{one}[cluster.auto_rehome]\nwindow = 1\n")).is_err());
     }
 }

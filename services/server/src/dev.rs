@@ -45,6 +45,8 @@ pub struct DevShape {
     /// Slots a shard's leader keeps in flight (`cluster.commit_window_slots`;
     /// `None`: by where its voters are).
     pub commit_window_slots: Option<u64>,
+    /// Moving keys to the region their traffic comes from (R19).
+    pub auto_rehome: crate::config::AutoRehome,
 }
 
 /// Starts every node of a dev cluster in this process and serves until
@@ -93,6 +95,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         leader_leases: shape.leader_leases,
         commit_window_slots: shape.commit_window_slots,
         global_lead_ms: None,
+        auto_rehome: shape.auto_rehome.clone(),
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();

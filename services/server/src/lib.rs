@@ -13,6 +13,7 @@ pub mod dev;
 pub mod exec;
 pub mod http;
 pub mod node;
+pub mod rehomer;
 pub mod replication;
 pub mod session;
 pub mod telemetry;
@@ -58,6 +59,7 @@ pub async fn serve(
             }
         })
     };
+    let follower = tokio::spawn(rehomer::follow_traffic(node.clone()));
     let app = http::router(node.clone());
     let stopping = node.clone();
     let result = axum::serve(listener, app)
@@ -69,6 +71,7 @@ pub async fn serve(
         .await
         .map_err(|e| format!("server error: {e}"));
     reaper.abort();
+    follower.abort();
     result
 }
 

@@ -64,6 +64,14 @@ enum Command {
         /// 1 turns pipelining off everywhere (for comparison).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=geodb_server::config::COMMIT_WINDOW_SLOTS_MAX))]
         commit_window_slots: Option<u64>,
+        /// Leave every locality key where it is homed, instead of moving a
+        /// key to the region its traffic has come from for a window.
+        #[arg(long)]
+        no_auto_rehome: bool,
+        /// How long one region must dominate a key's traffic before the key
+        /// moves there (automatic rehoming).
+        #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+        auto_rehome_window_ms: u64,
     },
     /// Run one node from a configuration file.
     Start {
@@ -96,6 +104,8 @@ fn run(cli: Cli) -> Result<(), String> {
             shards_per_region,
             no_leader_leases,
             commit_window_slots,
+            no_auto_rehome,
+            auto_rehome_window_ms,
         } => {
             let temporary = match &data_dir {
                 Some(_) => None,
@@ -123,6 +133,11 @@ fn run(cli: Cli) -> Result<(), String> {
                     shards_per_region,
                     leader_leases: !no_leader_leases,
                     commit_window_slots,
+                    auto_rehome: geodb_server::config::AutoRehome {
+                        enabled: !no_auto_rehome,
+                        window_ms: auto_rehome_window_ms,
+                        ..geodb_server::config::AutoRehome::default()
+                    },
                 };
                 runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
             };

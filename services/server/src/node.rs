@@ -102,6 +102,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// The node's part in a cluster; `None` for a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// Bulk rehomes started here, running and recent.
+    pub rehomes: crate::rehomer::Jobs,
     ready: AtomicBool,
 }
 
@@ -161,6 +163,7 @@ impl Node {
             inflight,
             metrics,
             cluster,
+            rehomes: crate::rehomer::Jobs::default(),
             ready: AtomicBool::new(true),
         }))
     }

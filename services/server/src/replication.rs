@@ -141,6 +141,10 @@ pub struct Published {
     pub quiet_groups: usize,
     /// Deliveries of outbox entries this node sent (R16).
     pub deliveries: u64,
+    /// R19: keys of the home shards this node leads that one region has
+    /// dominated for a window (`Host::leanings`).
+    pub leanings: Vec<(geodb_txn::protocol::ShardId, geodb_txn::traffic::Leaning)>,
+    pub leanings_generation: u64,
     /// Set when the driver stopped on a storage failure.
     pub failed: Option<String>,
 }
@@ -774,6 +778,11 @@ impl DriverState {
             metrics::counter!(crate::telemetry::names::OUTBOX_DELIVERIES, "node" => self.node.0.to_string())
                 .increment(deliveries - published.deliveries);
             published.deliveries = deliveries;
+        }
+        let (generation, leanings) = self.host.leanings();
+        if generation != published.leanings_generation {
+            published.leanings = leanings.to_vec();
+            published.leanings_generation = generation;
         }
         let skipped = self.host.skipped_proposals();
         if skipped != published.skipped {

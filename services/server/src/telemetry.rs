@@ -66,6 +66,9 @@ pub mod names {
     /// (moved, unchanged), and the rows and index entries they moved.
     pub const REHOMES: &str = "geodb_rehomes_total";
     pub const REHOMED_ROWS: &str = "geodb_rehomed_rows_total";
+    /// R19: automatic rehomes a node decided, by node and outcome (moved,
+    /// unchanged, failed, rate_limited).
+    pub const AUTO_REHOMES: &str = "geodb_auto_rehomes_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
     /// Shards idle and quiet on a node (no heartbeats, no timers).
@@ -164,6 +167,11 @@ pub mod names {
             "Rehomes of locality keys this node ran (POST /v1/admin/rehome), by node and outcome (moved, unchanged).",
         ),
         (REHOMED_ROWS, Kind::Counter, "Rows and index entries the rehomes this node ran moved, by node."),
+        (
+            AUTO_REHOMES,
+            Kind::Counter,
+            "Automatic rehomes this node decided (a key's traffic came from one other region for cluster.auto_rehome.window_ms), by node and outcome: moved, unchanged, failed, rate_limited (held back by cluster.auto_rehome.max_per_minute).",
+        ),
         (
             MAV_VIEWS,
             Kind::Counter,

@@ -21,6 +21,35 @@ const REHOME_ATTEMPTS_MAX: u32 = 20;
 const PAUSE_FIRST: Duration = Duration::from_millis(2);
 const PAUSE_MAX: Duration = Duration::from_millis(200);
 
+/// The locality key a residence record (R18) names, if it is one.
+pub fn locality_of_residence(residence: &[u8]) -> Option<Value> {
+    let mut locality = residence.strip_prefix(&[keys::RESIDENCE_SPACE])?;
+    let value = keycode::decode_value(&mut locality).ok()?;
+    locality.is_empty().then_some(value)
+}
+
+/// The locality keys the directory gives a home, from `first` to `last`
+/// (both included, in key order), at most `limit` of them: the keys of a
+/// bulk rehome by range.
+pub fn homed_between(txns: &Arc<TxnManager>, first: &Value, last: &Value, limit: usize) -> Result<Vec<Value>> {
+    let encode = |value: &Value| {
+        let mut locality = Vec::new();
+        keycode::encode_value(&mut locality, value);
+        keys::home_key(&locality)
+    };
+    let mut txn = txns.begin(Isolation::Snapshot)?;
+    let entries = txn.scan(Bound::Included(encode(first)), Bound::Included(encode(last)), false, Some(limit));
+    txn.rollback();
+    let mut found = Vec::new();
+    for (key, _) in entries? {
+        let mut locality = &key[keys::CATALOG_HOMES_PREFIX.len()..];
+        let value = keycode::decode_value(&mut locality)
+            .map_err(|e| crate::Error::Internal(format!("a directory entry with a corrupt locality key: {e}")))?;
+        found.push(value);
+    }
+    Ok(found)
+}
+
 /// The ranges of the locality key `locality` (encoded) in every `home`
 /// table of `catalog`: its rows and its colocated index entries.
 pub fn ranges_of(catalog: &Catalog, locality: &[u8]) -> Vec<KeyRange> {

@@ -93,12 +93,23 @@ impl Shard {
         Ok(found.is_some_and(|found| found.shard == self.id && found.home.epoch > route.epoch))
     }
 
+    /// R19: the newest residence record `residence` here, and when it was
+    /// written (`None`: the shard holds its key at the first epoch, if at
+    /// all).
+    pub fn residence_now(&self, residence: &[u8]) -> Result<Option<(Residence, Timestamp)>> {
+        let _reading = self.reading();
+        let Some(version) = mvcc::get_version(self.engine.as_ref(), residence, Timestamp::MAX)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = version.value else { return Ok(None) };
+        let found = Residence::decode(&bytes).ok_or_else(corrupt_residence)?;
+        Ok(Some((found, version.ts)))
+    }
+
     /// The residence record of `route`'s key here, as of `at`.
     fn residence(&self, route: &Route, at: Timestamp) -> Result<Option<Residence>> {
         let Some(bytes) = mvcc::get(self.engine.as_ref(), &route.residence, at)? else { return Ok(None) };
-        let found = Residence::decode(&bytes).ok_or_else(|| {
-            Error::Storage(geodb_storage::Error::Corrupt("a residence record of a locality key".into()))
-        })?;
+        let found = Residence::decode(&bytes).ok_or_else(corrupt_residence)?;
         Ok(Some(found))
     }
 
@@ -164,4 +175,8 @@ impl Shard {
         }
         Ok(None)
     }
+}
+
+fn corrupt_residence() -> Error {
+    Error::Storage(geodb_storage::Error::Corrupt("a residence record of a locality key".into()))
 }

@@ -6,6 +6,7 @@
 //! - `POST /v1/sessions`, `POST /v1/sessions/{id}/sql`,
 //!   `DELETE /v1/sessions/{id}` — interactive transactions ([`sessions`]).
 //! - `GET /v1/cluster`, `GET /v1/homes/{key}`, `POST /v1/admin/rehome`,
+//!   `GET /v1/admin/rehomes[/{job}]`, `DELETE /v1/admin/rehomes/{job}`,
 //!   `GET|PUT /v1/admin/faults` (only with `cluster.admin_faults`),
 //!   `POST /v1/admin/membership` (one shard of a cluster),
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
@@ -48,6 +49,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/homes/{key}", get(ops::home))
         .route("/v1/admin/rehome", post(ops::rehome))
+        .route("/v1/admin/rehomes", get(ops::rehome_jobs))
+        .route("/v1/admin/rehomes/{job}", get(ops::rehome_job).delete(ops::cancel_rehome_job))
         .route("/v1/admin/faults", get(ops::faults).put(ops::set_faults))
         .route("/v1/admin/membership", post(ops::membership))
         .layer(middleware::from_fn_with_state(node.clone(), forward::route))
@@ -100,6 +103,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/sessions" => "sessions",
         "/v1/cluster" => "cluster",
         "/v1/admin/rehome" => "rehome",
+        "/v1/admin/rehomes" => "rehomes",
         "/v1/admin/faults" => "faults",
         "/v1/admin/membership" => "membership",
         "/healthz" => "healthz",
@@ -108,6 +112,7 @@ fn route_label(path: &str) -> &'static str {
         _ if path.starts_with("/v1/sessions/") && path.ends_with("/sql") => "session_sql",
         _ if path.starts_with("/v1/sessions/") => "session",
         _ if path.starts_with("/v1/homes/") => "homes",
+        _ if path.starts_with("/v1/admin/rehomes/") => "rehomes",
         _ => "other",
     }
 }

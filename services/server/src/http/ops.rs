@@ -353,31 +353,69 @@ pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Res
     }))
 }
 
+/// The body of `POST /v1/admin/rehome`: one key, a list of keys, or the
+/// keys homed in a range (its first and last, both included).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RehomeRequest {
-    key: serde_json::Value,
+    key: Option<serde_json::Value>,
+    keys: Option<Vec<serde_json::Value>>,
+    range: Option<(serde_json::Value, serde_json::Value)>,
     region: String,
+    /// Bulk only: answer when the job ended (default), or at once (202)
+    /// with the job to follow at `/v1/admin/rehomes/<job>`.
+    #[serde(default = "default_wait")]
+    wait: bool,
 }
 
-/// `POST /v1/admin/rehome`: moves a locality key's rows in every `home`
-/// table to another region by one strict-serializable transaction (R18),
-/// answering once it committed: the homes before and after, the new
-/// epoch, the rows and index entries moved, and how long it took.
-pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
+fn default_wait() -> bool {
+    true
+}
+
+/// A locality key as the API shows it (the inverse of [`locality_value`]).
+pub fn locality_json(value: &geodb_storage::Value) -> serde_json::Value {
+    match value {
+        geodb_storage::Value::Int(number) => json!(number),
+        geodb_storage::Value::Text(text) => json!(text),
+        other => json!(other.to_string()),
+    }
+}
+
+/// `POST /v1/admin/rehome`: moves locality keys' rows in every `home`
+/// table to another region, each key by one strict-serializable
+/// transaction (R18). One key (`"key"`) answers once it committed: the
+/// homes before and after, the new epoch, the rows and index entries
+/// moved, and how long it took. Many (`"keys"`, or `"range": [first,
+/// last]`, every key the directory homes between them) run as a bulk job
+/// in batches ([`crate::rehomer`]), answered with its progress when it ends
+/// (or at once with `"wait": false`).
+pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
     let request: RehomeRequest = read_json(body, node.config.limits.request_bytes_max).await?;
-    let value = locality_value(&request.key)?;
+    let named = [request.key.is_some(), request.keys.is_some(), request.range.is_some()];
+    if named.iter().filter(|named| **named).count() != 1 {
+        return Err(ApiError::new("22023", "name exactly one of \"key\", \"keys\" or \"range\""));
+    }
     let Some(cluster) = &node.cluster else {
-        if request.region == node.config.region {
-            return Ok(Json(json!({
-                "key": request.key, "from": node.config.region, "to": request.region,
-                "epoch": SINGLE_NODE_EPOCH, "rows": 0, "ms": 0.0,
-            })));
+        if request.region != node.config.region {
+            return Err(ApiError::new(
+                "22023",
+                format!("unknown region \"{}\": this cluster has only \"{}\"", request.region, node.config.region),
+            ));
         }
-        return Err(ApiError::new(
-            "22023",
-            format!("unknown region \"{}\": this cluster has only \"{}\"", request.region, node.config.region),
-        ));
+        // One node, one region: every key already lives here.
+        return match request.key {
+            Some(key) => {
+                locality_value(&key)?;
+                Ok((
+                    StatusCode::OK,
+                    Json(json!({
+                        "key": key, "from": node.config.region, "to": request.region,
+                        "epoch": SINGLE_NODE_EPOCH, "rows": 0, "ms": 0.0,
+                    })),
+                ))
+            }
+            None => Err(ApiError::new("0A000", "a single node has one region: there is nothing to rehome in bulk")),
+        };
     };
     let Some(region) = cluster.map.regions.iter().position(|known| known.0 == request.region) else {
         let known: Vec<&str> = cluster.map.regions.iter().map(|region| region.0.as_str()).collect();
@@ -386,18 +424,83 @@ pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<Json<se
             format!("unknown region \"{}\" (the cluster's regions: {})", request.region, known.join(", ")),
         ));
     };
-    let started = std::time::Instant::now();
-    let rehomed = crate::exec::blocking(|| node.db.rehome(&value, region as u32))?;
-    let ms = started.elapsed().as_secs_f64() * 1e3;
-    let name = |home: geodb_txn::Home| cluster.router.region_of(home).map(|region| region.0);
-    node.metrics.rehomed(node.config.node_id, rehomed.from.is_none_or(|from| from != rehomed.to), rehomed.rows);
-    tracing::info!(key = %request.key, from = ?rehomed.from.and_then(name), to = %request.region, epoch = rehomed.to.epoch, rows = rehomed.rows, ms, "rehomed a locality key");
-    Ok(Json(json!({
-        "key": request.key,
-        "from": rehomed.from.and_then(name),
-        "to": name(rehomed.to),
-        "epoch": rehomed.to.epoch,
-        "rows": rehomed.rows,
-        "ms": (ms * 1000.0).round() / 1000.0,
-    })))
+    let region = region as u32;
+    if let Some(key) = &request.key {
+        let value = locality_value(key)?;
+        let mut moved = crate::exec::blocking(|| crate::rehomer::rehome_one(&node, cluster, key, &value, region))?;
+        if let Some(fields) = moved.as_object_mut() {
+            fields.remove("moved");
+        }
+        return Ok((StatusCode::OK, Json(moved)));
+    }
+    let too_many = |what: &str| {
+        ApiError::new(
+            "54000",
+            format!("{what} more than {} keys: rehome them in several requests", crate::rehomer::BULK_KEYS_MAX),
+        )
+    };
+    let keys = match (request.keys, request.range) {
+        (Some(keys), _) => {
+            if keys.len() > crate::rehomer::BULK_KEYS_MAX {
+                return Err(too_many("the request names"));
+            }
+            keys.into_iter().map(|key| Ok((locality_value(&key)?, key))).collect::<Result<Vec<_>, ApiError>>()?
+        }
+        (None, Some((first, last))) => {
+            let (first, last) = (locality_value(&first)?, locality_value(&last)?);
+            let limit = crate::rehomer::BULK_KEYS_MAX + 1;
+            let found = crate::exec::blocking(|| geodb_sql::rehome::homed_between(&node.txns, &first, &last, limit))?;
+            if found.len() > crate::rehomer::BULK_KEYS_MAX {
+                return Err(too_many("the range holds"));
+            }
+            found.into_iter().map(|value| (value.clone(), locality_json(&value))).collect()
+        }
+        (None, None) => unreachable!("one of key, keys and range is named"),
+    };
+    let keys = keys.into_iter().map(|(value, shown)| (shown, value)).collect();
+    let job = crate::rehomer::start_job(&node, cluster, region, keys)?;
+    if !request.wait {
+        return Ok((StatusCode::ACCEPTED, Json(job.status())));
+    }
+    job.finished().await;
+    Ok((StatusCode::OK, Json(job.status())))
+}
+
+/// `GET /v1/admin/rehomes`: the bulk rehomes this node ran and runs,
+/// newest first.
+pub async fn rehome_jobs(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let jobs: Vec<serde_json::Value> = node.rehomes.list().iter().map(|job| job.status()).collect();
+    Json(json!({"jobs": jobs}))
+}
+
+fn find_job(node: &Node, id: &str) -> Result<Arc<crate::rehomer::Job>, ApiError> {
+    let unknown = || ApiError {
+        status: StatusCode::NOT_FOUND,
+        ..ApiError::new("22023", format!("no bulk rehome \"{id}\" on this node (see GET /v1/admin/rehomes)"))
+    };
+    let id: u64 = id.parse().map_err(|_| unknown())?;
+    node.rehomes.get(id).ok_or_else(unknown)
+}
+
+/// `GET /v1/admin/rehomes/<job>`: one bulk rehome's progress.
+pub async fn rehome_job(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(find_job(&node, &id)?.status()))
+}
+
+/// `DELETE /v1/admin/rehomes/<job>`: stops a bulk rehome before its next
+/// batch and answers once it stopped; every key stays wholly at one home.
+pub async fn cancel_rehome_job(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let job = find_job(&node, &id)?;
+    if job.is_running() {
+        job.cancel();
+        job.finished().await;
+        tracing::info!(job = job.id, "bulk rehome cancelled");
+    }
+    Ok(Json(job.status()))
 }

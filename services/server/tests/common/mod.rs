@@ -43,6 +43,33 @@ impl Server {
         Self::spawn_announcing(command, data_dir, "eu-west gateway: ")
     }
 
+    /// `geodb dev` with three regions of three nodes (the standard
+    /// latencies unless `args` say otherwise) and `args`, and the HTTP
+    /// address of each region's gateway (us-east, us-central, eu-west).
+    pub fn dev_regions(data_dir: &Path, args: &[&str]) -> (Server, Vec<String>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
+        command.args(["dev", "--http", "127.0.0.1:0"]).args(args).arg("--data-dir").arg(data_dir);
+        command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
+        let mut child = command.spawn().expect("start geodb");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut gateways = Vec::new();
+        while gateways.len() < 3 {
+            let line = lines.next().expect("geodb exited before announcing its gateways").unwrap();
+            if let Some(start) = line.find("http://") {
+                gateways.push(line[start..].split_whitespace().next().unwrap().to_string());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server {
+            child: Some(child),
+            url: gateways[0].clone(),
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+        };
+        (server, gateways)
+    }
+
     /// `geodb start --config <file>` with the given TOML written to a file.
     pub fn start(data_dir: &Path, extra_toml: &str) -> Server {
         let config = data_dir.with_extension("toml");

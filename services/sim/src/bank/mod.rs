@@ -61,6 +61,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, MemoryEngine, ScopedEngine
 use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
 use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
+use geodb_txn::traffic::TrafficConfig;
 use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard, observe_sender_clock, stamp_messages};
 
 use crate::clock::Clock;
@@ -281,6 +282,8 @@ pub fn run_bank(seed: u64, options: &BankOptions) -> Result<BankReport, BankFail
 /// Node ticks.
 const TICK_US: u64 = 2_000;
 const NODES_PER_REGION: u64 = 3;
+/// R19: the window of the home shards' traffic tallies (simulated time).
+const TRAFFIC_WINDOW_US: u64 = 2_000_000;
 /// Shards compact after this many applied slots: snapshots and catch-up
 /// from them happen in every run.
 const COMPACT_AFTER_SLOTS: u64 = 16;
@@ -824,6 +827,7 @@ impl World {
         let now = self.scheduler.now_us();
         let faults = self.options.faults;
         let peers: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let regions = self.nodes.iter().map(|(id, known)| (*id, known.region as u32)).collect();
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.up = true;
         sim_node.incarnation += 1;
@@ -843,6 +847,12 @@ impl World {
                 ack_enqueue_before_durable: faults.ack_enqueue_before_durable,
                 show_siblings_early: faults.show_siblings_early,
             },
+            // R19: the home shards' leaders tally where their keys' traffic
+            // comes from, as in `geodb dev`, so the simulator runs that code
+            // under its faults too (a rehome never depends on it).
+            traffic: Some(TrafficConfig { window_us: TRAFFIC_WINDOW_US, ..TrafficConfig::default() }),
+            regions,
+            homes: HOME_SHARDS.iter().enumerate().map(|(region, shard)| (*shard, region as u32)).collect(),
         };
         // A restarted node rebuilds its state machines from its durable
         // Paxos state and snapshot chunks alone (the rest of the engine is
