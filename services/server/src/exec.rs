@@ -16,6 +16,7 @@ use geodb_storage::Value;
 use geodb_txn::{Commit, Isolation, Transaction};
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::http::ApiError;
 use crate::node::Node;
@@ -27,12 +28,47 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(work)
 }
 
-/// One statement of a request, with its JSON parameters.
-#[derive(Debug, Clone, Deserialize)]
+/// One statement of a request, with its JSON parameters as they were
+/// written (an integer beyond BIGINT keeps its digits, to be refused or
+/// stored exactly, never rounded through a float). A JSON object only.
+#[derive(Debug, Clone)]
 pub struct StatementRequest {
     pub sql: String,
-    #[serde(default)]
-    pub params: Vec<serde_json::Value>,
+    pub params: Vec<Box<RawValue>>,
+}
+
+impl<'de> Deserialize<'de> for StatementRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            sql: String,
+            #[serde(default)]
+            params: Vec<Box<RawValue>>,
+        }
+        let fields: Fields = crate::http::body::from_object(deserializer)?;
+        Ok(StatementRequest { sql: fields.sql, params: fields.params })
+    }
+}
+
+/// A parameter as the API maps it (`docs/api.md`): an integer literal
+/// within BIGINT is an integer, a longer one an exact decimal (a BIGINT
+/// column then refuses it with `22003`; a DECIMAL one stores it exactly),
+/// anything else as `geodb_sql::json::json_to_param` maps it.
+pub fn param(raw: &RawValue) -> Result<Value, ApiError> {
+    let text = raw.get().trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        if let Ok(number) = text.parse::<i64>() {
+            return Ok(Value::Int(number));
+        }
+        return text
+            .parse::<rust_decimal::Decimal>()
+            .map(Value::Decimal)
+            .map_err(|_| ApiError::new("22003", format!("parameter {text} is out of range for every numeric type")));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| ApiError::bad_request(format!("malformed parameter: {error}")))?;
+    Ok(json::json_to_param(&value)?)
 }
 
 /// A statement ready to run: its parameters converted to SQL values.
@@ -44,7 +80,7 @@ pub struct Statement {
 
 impl Statement {
     pub fn from_request(request: StatementRequest) -> Result<Statement, ApiError> {
-        let params = request.params.iter().map(json::json_to_param).collect::<Result<_, _>>()?;
+        let params = request.params.iter().map(|raw| param(raw)).collect::<Result<_, _>>()?;
         Ok(Statement { sql: request.sql, params })
     }
 }
@@ -70,6 +106,10 @@ pub fn run_transaction(
     statements: &[Statement],
 ) -> Result<(Vec<StatementResult>, Commit), ApiError> {
     for statement in statements {
+        // A malformed control statement is a syntax error first.
+        if let Some(Err(error)) = geodb_sql::parse_control(&statement.sql) {
+            return Err(error.into());
+        }
         if geodb_sql::parse_control(&statement.sql).is_some() {
             return Err(ApiError::new(
                 "0A000",

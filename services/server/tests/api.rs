@@ -182,6 +182,81 @@ async fn bad_input_answers_the_documented_codes_and_the_node_keeps_serving() {
     assert_eq!(status, 200);
 }
 
+/// Defects a new user found (issue "PostgreSQL wire protocol ...", item 7),
+/// each with the answer it must give now.
+#[tokio::test]
+async fn numbers_out_of_range_bodies_that_are_not_objects_and_wrong_methods_answer_documented_errors() {
+    let (_dir, server) = server();
+    server.sql("CREATE TABLE ints (id INT PRIMARY KEY, b BIGINT, i INT, s SMALLINT, d DECIMAL(28,0))", json!([])).await;
+    // A parameter beyond BIGINT, written as JSON text, is refused: never
+    // stored rounded or clamped. At every width, and as a literal and an
+    // expression too.
+    let raw = |sql: &str, param: &str| format!(r#"{{"sql": "{sql}", "params": [{param}]}}"#).into_bytes();
+    for (sql, param) in [
+        ("INSERT INTO ints (id, b) VALUES (1, $1)", "-9223372036854775809"),
+        ("INSERT INTO ints (id, b) VALUES (1, $1)", "9223372036854775808"),
+        ("INSERT INTO ints (id, b) VALUES (1, $1)", "123456789012345678901234567890123"),
+        ("INSERT INTO ints (id, i) VALUES (1, $1)", "2147483648"),
+        ("INSERT INTO ints (id, s) VALUES (1, $1)", "-32769"),
+        ("INSERT INTO ints (id, b) VALUES (1, $1 + 1)", "9223372036854775807"),
+    ] {
+        let (status, body) = server.post_raw("/v1/sql", raw(sql, param)).await;
+        assert_eq!((status, code(&body)), (400, "22003"), "{sql} with {param}: {body}");
+    }
+    for sql in ["INSERT INTO ints (id, b) VALUES (1, -9223372036854775809)", "SELECT -9223372036854775807 - 2"] {
+        let (status, body) = server.try_sql(sql, json!([])).await;
+        assert_eq!((status, code(&body)), (400, "22003"), "{sql}: {body}");
+    }
+    assert_eq!(server.sql("SELECT count(*) FROM ints", json!([])).await["rows"], json!([[0]]), "nothing stored");
+    // The ends of the range are values, and a long integer is exact in a DECIMAL.
+    let (status, body) = server
+        .post_raw(
+            "/v1/sql",
+            raw("INSERT INTO ints (id, b, d) VALUES (1, $1, $2)", "-9223372036854775808, 1234567890123456789012345678"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rows = server.sql("SELECT b, d FROM ints WHERE id = 1", json!([])).await;
+    assert_eq!(rows["rows"], json!([[i64::MIN, "1234567890123456789012345678"]]));
+
+    // A body must be a JSON object: an array is not read field by field.
+    let session = server.post("/v1/sessions", json!({})).await.1["session"].as_str().unwrap().to_string();
+    for path in ["/v1/sql".to_string(), format!("/v1/sessions/{session}/sql"), "/v1/sessions".to_string()] {
+        let (status, body) = server.post_raw(&path, br#"["SELECT 1"]"#.to_vec()).await;
+        assert_eq!((status, code(&body)), (400, "22023"), "{path}: {body}");
+    }
+    let (status, body) = server.post("/v1/sql", json!({"statements": [["SELECT 1"]]})).await;
+    assert_eq!((status, code(&body)), (400, "08P01"), "a statement of a batch is an object: {body}");
+
+    // Wrong methods answer 405 with the error body and the node's headers.
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/sql".to_string()),
+        (reqwest::Method::PUT, "/v1/sql".to_string()),
+        (reqwest::Method::GET, format!("/v1/sessions/{session}")),
+    ] {
+        let response = client.request(method.clone(), format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        assert!(response.headers().contains_key("x-geodb-node"), "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "08P01", "{method} {path}: {body}");
+    }
+    // An unknown session id, however long, answers 08003 without echoing it whole.
+    let long = "a".repeat(20_000);
+    let (status, body) = server.post(&format!("/v1/sessions/{long}/sql"), json!({"sql": "SELECT 1"})).await;
+    assert_eq!((status, code(&body)), (404, "08003"));
+    assert!(body["error"]["message"].as_str().unwrap().len() < 300, "{body}");
+
+    // A control statement with a syntax error is a syntax error, wherever it is sent.
+    let (status, body) =
+        server.post(&format!("/v1/sessions/{session}/sql"), json!({"sql": "BEGIN ISOLATION LEVEL"})).await;
+    assert_eq!((status, code(&body)), (400, "42601"), "{body}");
+    let (status, body) = server.try_sql("BEGIN ISOLATION LEVEL", json!([])).await;
+    assert_eq!((status, code(&body)), (400, "42601"), "{body}");
+    let (status, body) = server.try_sql("BEGIN", json!([])).await;
+    assert_eq!((status, code(&body)), (400, "0A000"), "a well-formed one belongs in a session: {body}");
+}
+
 #[tokio::test]
 async fn an_oversized_body_answers_413_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

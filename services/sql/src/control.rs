@@ -98,6 +98,9 @@ fn parse_isolation_clause(words: &[String]) -> Result<Option<Isolation>> {
                 .map(Some)
                 .map_err(|_| Error::InvalidParameterValue(format!("unknown isolation level \"{name}\"")))
         }
+        [isolation, level] if isolation == "isolation" && level == "level" => {
+            Err(Error::Syntax("expected an isolation level after ISOLATION LEVEL".into()))
+        }
         [word, ..] => Err(Error::Syntax(format!("expected ISOLATION LEVEL <level>, found \"{word}\""))),
     }
 }

@@ -39,6 +39,9 @@ pub fn status_of(code: &str) -> StatusCode {
     }
 }
 
+/// Characters of an unknown session id that an error message repeats.
+const SESSION_ID_SHOWN_MAX: usize = 80;
+
 impl ApiError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         ApiError {
@@ -60,7 +63,18 @@ impl ApiError {
     }
 
     pub fn unknown_session(id: &str) -> Self {
-        ApiError::new("08003", format!("session \"{id}\" does not exist (it may have ended or timed out)"))
+        // Never echo more of a (possibly huge) id than an id can be.
+        let shown: String = id.chars().take(SESSION_ID_SHOWN_MAX).collect();
+        let more = if shown.len() < id.len() { "…" } else { "" };
+        ApiError::new("08003", format!("session \"{shown}{more}\" does not exist (it may have ended or timed out)"))
+    }
+
+    /// A route asked with a method it does not serve.
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            ..ApiError::new("08P01", format!("{path} does not take {method} (see docs/api.md)"))
+        }
     }
 
     /// The node is at its concurrency bound.

@@ -61,6 +61,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
+        })
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use super::body::read_json;
+use super::body::{read_json, read_object};
 use crate::cluster::Cluster;
 use crate::node::Node;
 use crate::replication::{Input, ReconfigureError};
@@ -251,7 +251,9 @@ pub async fn membership(State(node): State<Arc<Node>>, body: Body) -> Result<Jso
     let Some(cluster) = node.cluster.clone() else {
         return Err(ApiError::new("0A000", "membership changes need a cluster; this node runs alone"));
     };
-    let change: MembershipChange = read_json(body, node.config.limits.request_bytes_max).await?;
+    let change: MembershipChange = read_object(body, node.config.limits.request_bytes_max)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("expected a JSON object"))?;
     let Some(shard) = change.shard else {
         return Err(ApiError::new("22023", "name the shard to change: {\"shard\": <id>, ...} (see /v1/cluster)"));
     };
@@ -390,7 +392,9 @@ pub fn locality_json(value: &geodb_storage::Value) -> serde_json::Value {
 /// in batches ([`crate::rehomer`]), answered with its progress when it ends
 /// (or at once with `"wait": false`).
 pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
-    let request: RehomeRequest = read_json(body, node.config.limits.request_bytes_max).await?;
+    let request: RehomeRequest = read_object(body, node.config.limits.request_bytes_max).await?.ok_or_else(|| {
+        ApiError::bad_request("expected a JSON object with \"region\" and one of \"key\", \"keys\" and \"range\"")
+    })?;
     let named = [request.key.is_some(), request.keys.is_some(), request.range.is_some()];
     if named.iter().filter(|named| **named).count() != 1 {
         return Err(ApiError::new("22023", "name exactly one of \"key\", \"keys\" or \"range\""));

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use super::body::read_json;
+use super::body::read_object;
 use super::sql::{backoff, parse_isolation};
 use crate::exec::{self, Statement, StatementRequest};
 use crate::node::Node;
@@ -42,7 +42,7 @@ pub async fn open(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let request: Option<OpenRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
+    let request: Option<OpenRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
     let isolation = parse_isolation(request.unwrap_or_default().isolation.as_deref())?;
     let id = node.sessions.open(isolation).ok_or_else(|| ApiError::overloaded("too many open sessions"))?;
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
@@ -66,7 +66,7 @@ pub async fn statement(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
-    let request: Option<StatementRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
+    let request: Option<StatementRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
     let request = request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\""))?;
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let mut session = handle.lock_owned().await;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use super::body::read_json;
+use super::body::read_object;
 use crate::exec::{self, Statement, StatementRequest};
 use crate::node::Node;
 use crate::telemetry::names;
@@ -33,7 +33,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 struct SqlRequest {
     sql: Option<String>,
     #[serde(default)]
-    params: Vec<serde_json::Value>,
+    params: Vec<Box<serde_json::value::RawValue>>,
     statements: Option<Vec<StatementRequest>>,
     isolation: Option<String>,
 }
@@ -59,7 +59,7 @@ pub async fn one_shot(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
-    let request: Option<SqlRequest> = read_json(body, node.config.limits.request_bytes_max).await?;
+    let request: Option<SqlRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
     let request =
         request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\" or \"statements\""))?;
     let isolation = parse_isolation(request.isolation.as_deref())?;
