@@ -124,6 +124,11 @@ impl TxnManager {
         // read as well (routed), so the commit there fails if the key left
         // it meanwhile. The new home's is written unread: no round trip.
         txn.read_routed(old_shard, &residence, Some(route.clone())).await?;
+        if self.faults().switch_home_before_copy {
+            return self
+                .switch_home_then_copy(txn, (old_shard, new_shard), route, directory_key, (from, to), rows)
+                .await;
+        }
         let mut moved = 0;
         for (key, version) in rows {
             let value = geodb_storage::mvcc::decode_detached(&version)?.value;
@@ -141,6 +146,37 @@ impl TxnManager {
         // so a transaction this node routes by the new home from now on
         // takes its snapshot above it.
         router.learn_home(locality, to);
+        Ok(Rehomed { from: Some(from), to, rows: moved, ts: Some(ts) })
+    }
+
+    /// The planted bug `CoordinatorFaults::switch_home_before_copy`: the
+    /// home switches first (directory, residence records), and the rows
+    /// move after, in a transaction of their own, so requests routed by
+    /// the new home find the key empty in between. Test-only.
+    async fn switch_home_then_copy(
+        self: &Arc<Self>,
+        mut txn: crate::Transaction,
+        (old_shard, new_shard): (crate::protocol::ShardId, crate::protocol::ShardId),
+        route: Route,
+        directory_key: Vec<u8>,
+        (from, to): (Home, Home),
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Rehomed> {
+        let record = Residence { home: to, shard: new_shard }.encode();
+        txn.place(old_shard, route.residence.clone(), Some(record.clone()), None);
+        txn.place(new_shard, route.residence.clone(), Some(record), None);
+        txn.place_route(old_shard, route);
+        txn.put(directory_key, to.encode())?;
+        txn.commit_async().await?;
+        let mut copy = self.begin(Isolation::Serializable)?;
+        let mut moved = 0;
+        for (key, version) in rows {
+            let value = geodb_storage::mvcc::decode_detached(&version)?.value;
+            moved += usize::from(value.is_some());
+            copy.place(old_shard, key.clone(), None, None);
+            copy.place(new_shard, key, value, Some((version, old_shard)));
+        }
+        let ts = copy.commit_async().await?;
         Ok(Rehomed { from: Some(from), to, rows: moved, ts: Some(ts) })
     }
 }

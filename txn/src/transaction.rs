@@ -85,6 +85,10 @@ pub struct CoordinatorFaults {
     /// Drop what a serializable transaction only read at a shard that
     /// closes timestamps without validating it (R14).
     pub skip_settled_validation: bool,
+    /// A rehome switches the key's home (directory and residence records)
+    /// in one transaction and copies its rows in a second one (R18 does
+    /// both in one).
+    pub switch_home_before_copy: bool,
 }
 
 struct TxnIds {
@@ -148,6 +152,11 @@ pub fn shard_prefix(shard: ShardId) -> Vec<u8> {
 }
 
 impl TxnManager {
+    /// The bugs planted in this manager's coordinators (tests only).
+    pub(crate) fn faults(&self) -> CoordinatorFaults {
+        self.faults
+    }
+
     /// A single node over `engine` with the system clock: one local shard.
     pub fn new(engine: Arc<dyn Engine>) -> Result<Arc<Self>> {
         Self::with_clock(engine, Box::new(crate::SystemClock), MAX_CLOCK_OFFSET_NS_DEFAULT)

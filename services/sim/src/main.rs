@@ -132,6 +132,9 @@ struct BankArgs {
     /// Plant "home shards serve requests routed by a stale home: a rehome's copy is not fenced" (test-only).
     #[arg(long)]
     skip_route_check: bool,
+    /// Plant "a rehome switches the key's home before it copies the rows" (test-only).
+    #[arg(long)]
+    switch_home_before_copy: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -149,6 +152,7 @@ fn bank(args: BankArgs) -> ExitCode {
         overwrite_newer_origin: args.overwrite_newer_origin,
         show_siblings_early: args.show_siblings_early,
         skip_route_check: args.skip_route_check,
+        switch_home_before_copy: args.switch_home_before_copy,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();

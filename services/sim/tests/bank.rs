@@ -157,6 +157,15 @@ fn planted_rehome_without_fencing_is_caught() {
 }
 
 #[test]
+fn planted_home_switched_before_the_rows_are_copied_is_caught() {
+    // Requests routed by the new home find the key empty until the copy
+    // commits: an audit misses its accounts.
+    let failure = caught(BankFaults { switch_home_before_copy: true, ..BankFaults::default() });
+    assert!(failure.message.contains("AUDIT") || failure.message.contains("homed key"), "{failure}");
+    assert!(failure.replay.ends_with("--switch-home-before-copy"), "{failure}");
+}
+
+#[test]
 fn a_bank_seed_replays_exactly() {
     let options = BankOptions::default();
     let first = run_bank(5, &options).unwrap_or_else(|failure| panic!("{failure}"));

@@ -62,6 +62,7 @@ use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
 use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
 use geodb_txn::traffic::TrafficConfig;
+use geodb_txn::transaction::CoordinatorFaults;
 use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard, observe_sender_clock, stamp_messages};
 
 use crate::clock::Clock;
@@ -106,6 +107,20 @@ pub struct BankFaults {
     /// Home shards serve requests routed by a stale home (R18): a rehome's
     /// copy is not fenced at the old home.
     pub skip_route_check: bool,
+    /// Rehomes switch a key's home before its rows are copied there, in a
+    /// transaction of their own (R18 does both in one).
+    pub switch_home_before_copy: bool,
+}
+
+impl BankFaults {
+    /// The bugs planted in coordinators.
+    pub(crate) fn coordinator(&self) -> CoordinatorFaults {
+        CoordinatorFaults {
+            skip_commit_wait: self.skip_commit_wait,
+            skip_settled_validation: self.skip_settled_validation,
+            switch_home_before_copy: self.switch_home_before_copy,
+        }
+    }
 }
 
 /// What a bank run looks like; everything else is drawn from the seed.
@@ -261,6 +276,9 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     }
     if options.faults.show_siblings_early {
         command.push_str(" --show-siblings-early");
+    }
+    if options.faults.switch_home_before_copy {
+        command.push_str(" --switch-home-before-copy");
     }
     if options.faults.skip_route_check {
         command.push_str(" --skip-route-check");

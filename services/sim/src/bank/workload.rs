@@ -382,10 +382,7 @@ impl World {
             ids_engine: None,
             first_id: sim_node.incarnation << 24,
             commit_wait: true,
-            faults: CoordinatorFaults {
-                skip_commit_wait: self.options.faults.skip_commit_wait,
-                skip_settled_validation: self.options.faults.skip_settled_validation,
-            },
+            faults: self.options.faults.coordinator(),
         })
         .expect("a manager without durable ids opens");
         let context = ClientContext {
@@ -400,10 +397,7 @@ impl World {
             gateways: self.gateways.clone(),
             hops: self.hops.clone(),
             rehomes: self.rehomes.clone(),
-            coordinator_faults: CoordinatorFaults {
-                skip_commit_wait: self.options.faults.skip_commit_wait,
-                skip_settled_validation: self.options.faults.skip_settled_validation,
-            },
+            coordinator_faults: self.options.faults.coordinator(),
             budget: self.options.transactions_per_client,
             fault_phase_us: self.options.fault_phase_us,
             rng: StdRng::seed_from_u64(rand::Rng::random(self.scheduler.rng())),
