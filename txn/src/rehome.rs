@@ -129,13 +129,7 @@ impl TxnManager {
                 .switch_home_then_copy(txn, (old_shard, new_shard), route, directory_key, (from, to), rows)
                 .await;
         }
-        let mut moved = 0;
-        for (key, version) in rows {
-            let value = geodb_storage::mvcc::decode_detached(&version)?.value;
-            moved += usize::from(value.is_some());
-            txn.place(old_shard, key.clone(), None, None);
-            txn.place(new_shard, key, value, Some((version, old_shard)));
-        }
+        let moved = place_moves(&mut txn, rows, old_shard, new_shard)?;
         let record = Residence { home: to, shard: new_shard }.encode();
         txn.place(old_shard, residence.clone(), Some(record.clone()), None);
         txn.place(new_shard, residence, Some(record), None);
@@ -169,14 +163,27 @@ impl TxnManager {
         txn.put(directory_key, to.encode())?;
         txn.commit_async().await?;
         let mut copy = self.begin(Isolation::Serializable)?;
-        let mut moved = 0;
-        for (key, version) in rows {
-            let value = geodb_storage::mvcc::decode_detached(&version)?.value;
-            moved += usize::from(value.is_some());
-            copy.place(old_shard, key.clone(), None, None);
-            copy.place(new_shard, key, value, Some((version, old_shard)));
-        }
+        let moved = place_moves(&mut copy, rows, old_shard, new_shard)?;
         let ts = copy.commit_async().await?;
         Ok(Rehomed { from: Some(from), to, rows: moved, ts: Some(ts) })
     }
+}
+
+/// Places the moves of `rows` (keys with their versions, detached, at the
+/// old shard) in `txn`: each deleted at `old_shard` and put as it was at
+/// `new_shard`. Answers how many are rows (not tombstones).
+fn place_moves(
+    txn: &mut crate::Transaction,
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    old_shard: crate::protocol::ShardId,
+    new_shard: crate::protocol::ShardId,
+) -> Result<usize> {
+    let mut moved = 0;
+    for (key, version) in rows {
+        let value = geodb_storage::mvcc::decode_detached(&version)?.value;
+        moved += usize::from(value.is_some());
+        txn.place(old_shard, key.clone(), None, None);
+        txn.place(new_shard, key, value, Some((version, old_shard)));
+    }
+    Ok(moved)
 }
