@@ -50,6 +50,36 @@ impl<'de> Deserialize<'de> for StatementRequest {
     }
 }
 
+/// The body of `POST /v1/sql` and of `POST /v1/sessions/<id>/sql`: one
+/// statement (`"sql"` with its `"params"`) or a `"statements"` list, and,
+/// for `/v1/sql`, the level (a session's statements run at the session's).
+#[derive(Debug, Deserialize)]
+pub struct SqlRequest {
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub params: Vec<Box<RawValue>>,
+    pub statements: Option<Vec<StatementRequest>>,
+    pub isolation: Option<String>,
+}
+
+impl SqlRequest {
+    /// The statements named (never both forms; a list of one to `max`),
+    /// and whether they came as a list.
+    pub fn named_statements(self, max: usize) -> Result<(Vec<StatementRequest>, bool), ApiError> {
+        match (self.sql, self.statements) {
+            (Some(sql), None) => Ok((vec![StatementRequest { sql, params: self.params }], false)),
+            (None, Some(statements)) if statements.is_empty() => Err(ApiError::bad_request("\"statements\" is empty")),
+            (None, Some(statements)) if statements.len() > max => Err(ApiError::new(
+                "54000",
+                format!("a list holds at most {max} statements (limits.batch_statements_max)"),
+            )),
+            (None, Some(statements)) => Ok((statements, true)),
+            (Some(_), Some(_)) => Err(ApiError::bad_request("give either \"sql\" or \"statements\", not both")),
+            (None, None) => Err(ApiError::bad_request("expected \"sql\" or \"statements\"")),
+        }
+    }
+}
+
 /// A parameter as the API maps it (`docs/api.md`): an integer literal
 /// within BIGINT is an integer, a longer one an exact decimal (a BIGINT
 /// column then refuses it with `22003`; a DECIMAL one stores it exactly),

@@ -324,6 +324,59 @@ async fn sessions_run_transactions_like_postgresql() {
 }
 
 #[tokio::test]
+async fn a_session_runs_a_list_of_statements_in_one_request() {
+    let (_dir, server) = server();
+    server.sql("CREATE TABLE kv (k INT PRIMARY KEY, v INT NOT NULL)", json!([])).await;
+    let session = server.session("serializable").await;
+    let path = format!("/v1/sessions/{}/sql", session.id);
+    // A whole transaction in one round trip: each statement answers as if
+    // sent alone, and the COMMIT's headers say where it committed.
+    let (status, headers, body) = server
+        .post_with_headers(
+            &path,
+            json!({"statements": [
+                {"sql": "BEGIN"},
+                {"sql": "INSERT INTO kv VALUES ($1, $2)", "params": [1, 10]},
+                {"sql": "UPDATE kv SET v = v + $1 WHERE k = 1", "params": [5]},
+                {"sql": "SELECT v FROM kv WHERE k = 1"},
+                {"sql": "COMMIT"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[1]["rows_affected"], 1);
+    assert_eq!(results[3]["rows"], json!([[15]]));
+    assert!(results[4]["commit_ts"].is_string());
+    assert_eq!(headers["x-geodb-commit"], "home");
+    // The first error stops the list: the answers before it come with it,
+    // and the transaction is failed as if the statements came one by one.
+    let (status, body) = server
+        .post(
+            &path,
+            json!({"statements": [
+                {"sql": "BEGIN"},
+                {"sql": "INSERT INTO kv VALUES (2, 20)"},
+                {"sql": "INSERT INTO kv VALUES (1, 99)"},
+                {"sql": "SELECT 1"}]}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (409, "23505"), "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(code(&session.run("SELECT 1").await.1), "25P02");
+    session.ok("ROLLBACK").await;
+    assert_eq!(server.sql("SELECT k, v FROM kv", json!([])).await["rows"], json!([[1, 15]]));
+    // Outside a transaction each statement commits alone; a list of one
+    // answers a list.
+    let (status, body) = server.post(&path, json!({"statements": [{"sql": "UPDATE kv SET v = 0 WHERE k = 1"}]})).await;
+    assert_eq!((status, body["results"][0]["rows_affected"].as_i64()), (200, Some(1)), "{body}");
+    for bad in [json!({"statements": []}), json!({"sql": "SELECT 1", "statements": [{"sql": "SELECT 1"}]})] {
+        let (status, body) = server.post(&path, bad).await;
+        assert_eq!((status, code(&body)), (400, "08P01"), "{body}");
+    }
+}
+
+#[tokio::test]
 async fn an_idle_session_is_rolled_back_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), "[limits]\nsession_idle_timeout_ms = 50\n");

@@ -20,6 +20,9 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     pub retryable: bool,
+    /// A list of statements stopped at this error: the answers of those
+    /// before it (shown beside the error).
+    pub results: Option<Vec<serde_json::Value>>,
 }
 
 /// The HTTP status of a SQLSTATE: the one table (API.md, "Errors").
@@ -49,6 +52,7 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             retryable: matches!(code, "40001" | "53000" | "08006"),
+            results: None,
         }
     }
 
@@ -103,7 +107,10 @@ impl From<geodb_sql::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "retryable": self.retryable}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message, "retryable": self.retryable}});
+        if let Some(results) = self.results {
+            body["results"] = json!(results);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));

@@ -28,7 +28,7 @@ use serde_json::json;
 use super::ApiError;
 use super::body::read_object;
 use super::sql::{backoff, parse_isolation};
-use crate::exec::{self, Statement, StatementRequest};
+use crate::exec::{self, SqlRequest, Statement, StatementRequest};
 use crate::node::Node;
 use crate::session::Session;
 use crate::telemetry::names;
@@ -66,11 +66,43 @@ pub async fn statement(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
-    let request: Option<StatementRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
-    let request = request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\""))?;
+    let request: Option<SqlRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
+    let request =
+        request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\" or \"statements\""))?;
+    // One statement, or a list run in order as if sent one by one.
+    let (statements, listed) = request.named_statements(node.config.limits.batch_statements_max)?;
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let mut session = handle.lock_owned().await;
     session.last_used = Instant::now();
+    let (mut headers, mut results) = (HeaderMap::new(), Vec::new());
+    for request in statements {
+        match run_in_session(&node, &mut session, request).await {
+            Ok((commit_headers, result)) => {
+                if !commit_headers.is_empty() {
+                    headers = commit_headers;
+                }
+                results.push(result);
+            }
+            Err(mut error) if listed => {
+                error.results = Some(results);
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if !listed {
+        return Ok((headers, Json(results.pop().expect("one statement ran"))));
+    }
+    Ok((headers, Json(json!({"results": results}))))
+}
+
+/// Runs one statement in the session as `POST /v1/sessions/<id>/sql` does:
+/// its answer, and where a transaction it ended committed.
+async fn run_in_session(
+    node: &Arc<Node>,
+    session: &mut Session,
+    request: StatementRequest,
+) -> Result<(HeaderMap, serde_json::Value), ApiError> {
     // Inside a transaction, any failure — even a malformed statement —
     // puts it in the failed state, as in PostgreSQL.
     let fail_open_transaction = |session: &mut Session, error: ApiError| {
@@ -80,24 +112,21 @@ pub async fn statement(
         error
     };
     if let Some(control) = geodb_sql::parse_control(&request.sql) {
-        let control = control.map_err(|error| fail_open_transaction(&mut session, error.into()))?;
-        let (answer, commit) = exec::blocking(|| run_control(&node, &mut session, control))?;
-        return Ok((
-            commit.as_ref().map(|commit| exec::commit_headers(&node, commit)).unwrap_or_default(),
-            Json(answer),
-        ));
+        let control = control.map_err(|error| fail_open_transaction(session, error.into()))?;
+        let (answer, commit) = exec::blocking(|| run_control(node, session, control))?;
+        return Ok((commit.as_ref().map(|commit| exec::commit_headers(node, commit)).unwrap_or_default(), answer));
     }
-    let statement = Statement::from_request(request).map_err(|error| fail_open_transaction(&mut session, error))?;
+    let statement = Statement::from_request(request).map_err(|error| fail_open_transaction(session, error))?;
     if session.txn.is_none() {
         // Autocommit: the statement is a one-statement transaction.
         let isolation = session.next_isolation.take().unwrap_or(session.default_isolation);
         let statements = vec![statement];
         let mut retries = 0;
         loop {
-            let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
+            let attempt = exec::blocking(|| exec::run_transaction(node, isolation, &statements));
             match attempt {
                 Ok((results, commit)) => {
-                    return Ok((exec::commit_headers(&node, &commit), Json(exec::result_json(&results[0]))));
+                    return Ok((exec::commit_headers(node, &commit), exec::result_json(&results[0])));
                 }
                 Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
                     retries += 1;
@@ -112,11 +141,10 @@ pub async fn statement(
         return Err(in_failed_transaction());
     }
     exec::blocking(|| {
-        let session = &mut *session;
         let txn = session.txn.as_mut().expect("checked above: a transaction is open");
         session.txn_used = true;
-        match exec::run_statement(&node, txn, &statement) {
-            Ok(result) => Ok((HeaderMap::new(), Json(exec::result_json(&result)))),
+        match exec::run_statement(node, txn, &statement) {
+            Ok(result) => Ok((HeaderMap::new(), exec::result_json(&result))),
             Err(error) => {
                 session.failed = true;
                 Err(error)

@@ -15,12 +15,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use geodb_txn::Isolation;
 use rand::Rng;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
 use super::body::read_object;
-use crate::exec::{self, Statement, StatementRequest};
+use crate::exec::{self, SqlRequest, Statement};
 use crate::node::Node;
 use crate::telemetry::names;
 
@@ -28,15 +27,6 @@ use crate::telemetry::names;
 const RETRY_BACKOFF_BASE: Duration = Duration::from_micros(500);
 /// Longest backoff between two attempts.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
-
-#[derive(Debug, Deserialize)]
-struct SqlRequest {
-    sql: Option<String>,
-    #[serde(default)]
-    params: Vec<Box<serde_json::value::RawValue>>,
-    statements: Option<Vec<StatementRequest>>,
-    isolation: Option<String>,
-}
 
 /// Parses an isolation level name of a request (default serializable).
 pub fn parse_isolation(name: Option<&str>) -> Result<Isolation, ApiError> {
@@ -63,23 +53,8 @@ pub async fn one_shot(
     let request =
         request.ok_or_else(|| ApiError::bad_request("expected a JSON object with \"sql\" or \"statements\""))?;
     let isolation = parse_isolation(request.isolation.as_deref())?;
-    let statements: Vec<Statement> = match (request.sql, request.statements) {
-        (Some(sql), None) => vec![Statement::from_request(StatementRequest { sql, params: request.params })?],
-        (None, Some(statements)) => {
-            if statements.is_empty() {
-                return Err(ApiError::bad_request("\"statements\" is empty"));
-            }
-            if statements.len() > node.config.limits.batch_statements_max {
-                return Err(ApiError::new(
-                    "54000",
-                    format!("a batch holds at most {} statements", node.config.limits.batch_statements_max),
-                ));
-            }
-            statements.into_iter().map(Statement::from_request).collect::<Result<_, _>>()?
-        }
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either \"sql\" or \"statements\", not both")),
-        (None, None) => return Err(ApiError::bad_request("expected \"sql\" or \"statements\"")),
-    };
+    let (named, _) = request.named_statements(node.config.limits.batch_statements_max)?;
+    let statements: Vec<Statement> = named.into_iter().map(Statement::from_request).collect::<Result<_, _>>()?;
     let mut retries = 0u32;
     loop {
         let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
