@@ -34,6 +34,9 @@
 //! at snapshot and serializable through every region's gateway, auditors,
 //! while a home shard's leader and then a gateway (a coordinator) are
 //! SIGKILLed and eu-west is cut off ([`a_bank_across_three_homes_survives_kills_and_a_region_cut_off`]).
+//! A third, at the standard latencies with automatic rehoming on: a key
+//! used only through eu-west moves there by itself
+//! ([`a_key_used_only_from_eu_west_moves_there_by_itself`]).
 
 mod common;
 
@@ -74,6 +77,12 @@ fn free_port(ip: &str) -> u16 {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
+        Cluster::start_with(dir, 0.1, "")
+    }
+
+    /// Nine nodes with the latencies multiplied by `latency_scale`, and
+    /// `tail` appended to every node's config.
+    fn start_with(dir: &Path, latency_scale: f64, tail: &str) -> Cluster {
         let mut nodes = String::new();
         let mut addresses = Vec::new();
         for id in 1..=NODES {
@@ -90,8 +99,8 @@ impl Cluster {
             let id = i as u64 + 1;
             let config = format!(
                 "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\nmax_clock_offset_ms = 1\n\
-                 [cluster]\nhome = \"us-east\"\nlatency_scale = 0.1\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = {SNAPSHOT_INTERVAL}\nsnapshot_chunk_kib = 1\nadmin_faults = true\nshards_per_region = 1\n{nodes}",
+                 [cluster]\nhome = \"us-east\"\nlatency_scale = {latency_scale}\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
+                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = {SNAPSHOT_INTERVAL}\nsnapshot_chunk_kib = 1\nadmin_faults = true\nshards_per_region = 1\n{nodes}{tail}",
                 dir.join(format!("n{id}")).display()
             );
             std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
@@ -1154,4 +1163,92 @@ async fn a_region_cut_off_keeps_committing_read_committed_writes_that_reach_thei
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// One autocommitted update of the profile through `server`: whether it
+/// committed (the server's own retries may give up on `40001`).
+async fn visit(server: &Server) -> bool {
+    let (status, body) =
+        server.try_sql("UPDATE profiles SET visits = visits + 1 WHERE user_id = 5 AND id = 0", json!([])).await;
+    match status {
+        200 => true,
+        _ if common::code(&body) == "40001" => false,
+        _ => panic!("{status} {body}"),
+    }
+}
+
+/// The median time of `n` visits through `server`, one at a time.
+async fn median_visit(server: &Server, n: usize) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        assert!(visit(server).await);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+/// Automatic rehoming on nine processes at the standard latencies
+/// (R19): a key homed in us-east and then used only through eu-west's
+/// gateway moves to eu-west by itself once the window has passed, and its
+/// transactions then take the in-region time; every committed update is
+/// counted once across the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_used_only_from_eu_west_moves_there_by_itself() {
+    const WINDOW_MS: u64 = 2_000;
+    const WAN_RTT: Duration = Duration::from_millis(76);
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let tail = format!("[cluster.auto_rehome]\nenabled = true\nwindow_ms = {WINDOW_MS}\n");
+    let cluster = Cluster::start_with(dir.path(), 1.0, &tail);
+    cluster.wait_for_agreed_leader(Duration::from_secs(60)).await;
+    let (us_east, eu_west) = (cluster.node(1), cluster.node(7));
+    us_east.sql("CREATE TABLE profiles (user_id INT, id INT, visits INT, PRIMARY KEY (user_id, id))", json!([])).await;
+    us_east.sql("INSERT INTO profiles VALUES (5, 0, 0)", json!([])).await;
+    let home = |server: &Server| {
+        let server = server.url.clone();
+        let client = cluster.client.clone();
+        async move {
+            let body: Value = client.get(format!("{server}/v1/homes/5")).send().await.unwrap().json().await.unwrap();
+            body["region"].as_str().unwrap_or("none").to_string()
+        }
+    };
+    assert_eq!(home(us_east).await, "us-east");
+
+    let first_from_eu_west = Instant::now();
+    let before = median_visit(eu_west, 7).await;
+    assert!(before >= WAN_RTT, "its home is an ocean away: {before:?}");
+    let mut visits = 7;
+    while home(us_east).await != "eu-west" {
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let server = Server::attach(&eu_west.url);
+            clients.push(tokio::spawn(async move {
+                let mut committed = 0;
+                for _ in 0..5 {
+                    committed += i64::from(visit(&server).await);
+                }
+                committed
+            }));
+        }
+        for client in clients {
+            visits += client.await.unwrap();
+        }
+        assert!(first_from_eu_west.elapsed() < Duration::from_secs(90), "key 5 never moved to eu-west");
+    }
+    assert!(first_from_eu_west.elapsed() >= Duration::from_millis(WINDOW_MS), "moved before a whole window");
+    let moved_after = first_from_eu_west.elapsed();
+    let after = median_visit(eu_west, 7).await;
+    visits += 7;
+    println!("key 5: {before:?} before, {after:?} after, moved {moved_after:?} after its first use from eu-west");
+    assert!(after < WAN_RTT / 2, "at home in eu-west its transactions stay in the region: {before:?} → {after:?}");
+    let total = us_east.sql("SELECT visits FROM profiles WHERE user_id = 5", json!([])).await;
+    assert_eq!(total["rows"], json!([[visits]]), "every committed visit counted once across the move");
+    let mut counted = false;
+    for id in 1..=3 {
+        let (_, metrics) = cluster.node(id).get("/metrics").await;
+        counted |= metrics.lines().any(|line| line.starts_with("geodb_auto_rehomes_total{") && line.contains("moved"));
+    }
+    assert!(counted, "the mover (us-east's home shard's leader) counted the move");
 }

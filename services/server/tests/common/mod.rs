@@ -106,6 +106,12 @@ impl Server {
         Server { child: Some(child), url, data_dir: data_dir.to_path_buf(), client: reqwest::Client::new() }
     }
 
+    /// A handle on a server another `Server` runs (to talk to it from
+    /// another task); dropping it stops nothing.
+    pub fn attach(url: &str) -> Server {
+        Server { child: None, url: url.to_string(), data_dir: PathBuf::new(), client: reqwest::Client::new() }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
