@@ -1,4 +1,6 @@
-//! Interactive sessions: a transaction that spans HTTP requests.
+//! Interactive sessions: a transaction that spans requests, over HTTP
+//! (`POST /v1/sessions`) or a PostgreSQL connection; [`run`] runs a
+//! statement in one, whatever the protocol.
 //!
 //! A session holds at most one open transaction and the state PostgreSQL
 //! users expect: a default isolation level, the level `SET TRANSACTION`
@@ -15,8 +17,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use geodb_txn::{Isolation, Transaction};
+use geodb_sql::{Control, StatementResult};
+use geodb_txn::{Commit, Isolation, Transaction};
 use rand::Rng;
+
+use crate::exec::{self, Statement};
+use crate::http::ApiError;
+use crate::node::Node;
+use crate::telemetry::names;
 
 /// One session's state.
 pub struct Session {
@@ -34,7 +42,8 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(default_isolation: Isolation) -> Self {
+    /// A session outside the HTTP registry (a PostgreSQL connection's).
+    pub fn new(default_isolation: Isolation) -> Self {
         Session {
             default_isolation,
             txn: None,
@@ -51,6 +60,139 @@ impl Session {
         self.txn_used = false;
         self.txn.take()
     }
+}
+
+/// What one statement of a session did, for any protocol to answer.
+pub struct Ran {
+    /// The statement's result; `None` for transaction control.
+    pub result: Option<StatementResult>,
+    /// The transaction-control statement it was, if it was one.
+    pub control: Option<Control>,
+    /// Where the transaction it ended committed (an autocommitted
+    /// statement, or a `COMMIT`).
+    pub commit: Option<Commit>,
+}
+
+/// Marks the session's open transaction failed (any error inside a
+/// transaction does, as in PostgreSQL) and passes the error on.
+pub fn fail(session: &mut Session, error: ApiError) -> ApiError {
+    if session.txn.is_some() {
+        session.failed = true;
+    }
+    error
+}
+
+/// Runs one statement in the session, as every protocol does (PostgreSQL's
+/// semantics: see the module documentation): outside a transaction it
+/// commits alone (retried on `40001`), inside one it joins it, and a
+/// transaction-control statement acts on the session.
+pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) -> Result<Ran, ApiError> {
+    if let Some(control) = geodb_sql::parse_control(&statement.sql) {
+        let control = control.map_err(|error| fail(session, error.into()))?;
+        let commit = exec::blocking(|| run_control(node, session, control))?;
+        return Ok(Ran { result: None, control: Some(control), commit });
+    }
+    if session.txn.is_none() {
+        // Autocommit: the statement is a one-statement transaction.
+        let isolation = session.next_isolation.take().unwrap_or(session.default_isolation);
+        let statements = vec![statement];
+        let mut retries = 0;
+        loop {
+            let attempt = exec::blocking(|| exec::run_transaction(node, isolation, &statements));
+            match attempt {
+                Ok((mut results, commit)) => {
+                    return Ok(Ran { result: results.pop(), control: None, commit: Some(commit) });
+                }
+                Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
+                    retries += 1;
+                    metrics::counter!(names::RETRIES).increment(1);
+                    tokio::time::sleep(crate::http::sql::backoff(retries)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    if session.failed {
+        return Err(in_failed_transaction());
+    }
+    exec::blocking(|| {
+        let txn = session.txn.as_mut().expect("checked above: a transaction is open");
+        session.txn_used = true;
+        match exec::run_statement(node, txn, &statement) {
+            Ok(result) => Ok(Ran { result: Some(result), control: None, commit: None }),
+            Err(error) => {
+                session.failed = true;
+                Err(error)
+            }
+        }
+    })
+}
+
+fn in_failed_transaction() -> ApiError {
+    ApiError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+}
+
+/// Runs a transaction-control statement; answers where the transaction
+/// committed if it was a `COMMIT` that did.
+fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<Option<Commit>, ApiError> {
+    if session.failed && matches!(control, Control::Begin { .. } | Control::SetIsolation(_)) {
+        return Err(in_failed_transaction());
+    }
+    match control {
+        Control::Begin { isolation } => {
+            if session.txn.is_some() {
+                tracing::warn!("BEGIN inside a transaction: there is already a transaction in progress");
+                return Ok(None);
+            }
+            let isolation = isolation.or(session.next_isolation.take()).unwrap_or(session.default_isolation);
+            session.txn = Some(node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?);
+            session.failed = false;
+            session.txn_used = false;
+        }
+        Control::SetIsolation(isolation) => match session.txn.as_ref() {
+            None => session.next_isolation = Some(isolation),
+            Some(txn) if txn.isolation() == isolation => {}
+            Some(_) if session.txn_used => {
+                return Err(ApiError::new(
+                    "25001",
+                    "SET TRANSACTION ISOLATION LEVEL must be called before any query of the transaction",
+                ));
+            }
+            Some(_) => {
+                // Nothing was read or written yet: restart at the new level.
+                // Begin first, so that a failure leaves the old transaction.
+                let txn = node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?;
+                if let Some(old) = session.txn.replace(txn) {
+                    old.rollback();
+                }
+            }
+        },
+        Control::Commit => {
+            let failed = session.failed;
+            match session.end_transaction() {
+                None => tracing::warn!("COMMIT outside a transaction: there is no transaction in progress"),
+                Some(txn) if failed => {
+                    let error = ApiError::new("25P02", "the transaction failed earlier and was rolled back");
+                    exec::count_outcome(txn.isolation(), Err(&error));
+                    txn.rollback();
+                    return Err(error);
+                }
+                Some(txn) => {
+                    let isolation = txn.isolation();
+                    let outcome = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+                    exec::count_outcome(isolation, outcome.as_ref().map(|_| ()));
+                    return Ok(Some(outcome?));
+                }
+            }
+        }
+        Control::Rollback => {
+            if let Some(txn) = session.end_transaction() {
+                exec::count_rollback(txn.isolation());
+                txn.rollback();
+            }
+        }
+    }
+    Ok(None)
 }
 
 pub type SessionHandle = Arc<tokio::sync::Mutex<Session>>;
