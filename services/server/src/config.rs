@@ -29,6 +29,9 @@ pub struct Config {
     /// The HTTP API address.
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// The PostgreSQL wire protocol address (port 0 picks a free port);
+    /// unset, the node speaks HTTP only.
+    pub pg: Option<SocketAddr>,
     /// Where the data lives. Required for `geodb start`.
     pub data_dir: Option<PathBuf>,
     /// The clock bound ε, in milliseconds.
@@ -435,6 +438,7 @@ impl Default for Config {
             region: default_region(),
             zone: default_zone(),
             http: default_http(),
+            pg: None,
             data_dir: None,
             max_clock_offset_ms: default_max_clock_offset_ms(),
             limits: Limits::default(),

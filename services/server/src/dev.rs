@@ -33,6 +33,10 @@ const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct DevShape {
     pub http: SocketAddr,
+    /// The first gateway's PostgreSQL address; the others take the next
+    /// ports (port 0 picks free ports). Nodes that are not gateways speak
+    /// it on free ports.
+    pub pg: SocketAddr,
     pub regions: u64,
     pub nodes_per_region: u64,
     pub latency_scale: f64,
@@ -67,6 +71,12 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
                 SocketAddr::new(shape.http.ip(), 0)
             };
             let http_listener = crate::bind(http).await?;
+            let pg = if gateway && shape.pg.port() != 0 {
+                SocketAddr::new(shape.pg.ip(), shape.pg.port() + r as u16)
+            } else {
+                SocketAddr::new(shape.pg.ip(), 0)
+            };
+            let pg_listener = crate::bind(pg).await?;
             let peer_listener = crate::bind(SocketAddr::new(shape.http.ip(), 0)).await?;
             let zone = char::from(b'a' + z as u8).to_string();
             addresses.push(NodeAddress {
@@ -76,7 +86,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
                 http: http_listener.local_addr().map_err(|e| e.to_string())?,
                 peer: peer_listener.local_addr().map_err(|e| e.to_string())?,
             });
-            listeners.push((http_listener, peer_listener));
+            listeners.push((http_listener, peer_listener, pg_listener));
         }
     }
     let cluster = ClusterConfig {
@@ -99,12 +109,13 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();
-    for (address, (http_listener, peer_listener)) in addresses.iter().zip(listeners) {
+    for (address, (http_listener, peer_listener, pg_listener)) in addresses.iter().zip(listeners) {
         let config = Config {
             node_id: address.id,
             region: address.region.clone(),
             zone: address.zone.clone(),
             http: address.http,
+            pg: Some(pg_listener.local_addr().map_err(|e| e.to_string())?),
             data_dir: Some(base.join(format!("n{}", address.id))),
             cluster: Some(cluster.clone()),
             max_clock_offset_ms: crate::config::MAX_CLOCK_OFFSET_MS_ONE_MACHINE,
@@ -113,18 +124,23 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         config.check()?;
         let data_dir = config.data_dir.clone().expect("set above");
         let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults.clone())))?;
-        nodes.push((node, http_listener));
+        nodes.push((node, http_listener, Some(pg_listener)));
     }
-    let started: Vec<Arc<Node>> = nodes.iter().map(|(node, _)| node.clone()).collect();
+    let started: Vec<Arc<Node>> = nodes.iter().map(|(node, _, _)| node.clone()).collect();
     let settled = wait_for_leaders(&started).await;
     let shards = started.first().and_then(|node| node.cluster.as_ref()).map_or(0, |cluster| cluster.map.shards.len());
     let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
     let gateways: Vec<&NodeAddress> = addresses.iter().filter(|address| address.zone == "a").collect();
     // The first line on stdout says where to connect; tests read it.
+    let pg_of = |id: u64| {
+        let node = started.iter().find(|node| node.config.node_id == id);
+        node.and_then(|node| node.config.pg).map_or_else(String::new, |pg| format!("postgresql://{pg}/geodb"))
+    };
     println!(
-        "GeoDB is ready: http://{} ({} gateway; {} regions × {} nodes, {} shards ({} home shards and an outbox per region), {} survival, {}, latency ×{}, data in {}{durability})",
+        "GeoDB is ready: http://{} ({} gateway, {}; {} regions × {} nodes, {} shards ({} home shards and an outbox per region), {} survival, {}, latency ×{}, data in {}{durability})",
         gateways[0].http,
         gateways[0].region,
+        pg_of(gateways[0].id),
         shape.regions,
         shape.nodes_per_region,
         shards,
@@ -135,7 +151,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         base.display()
     );
     for gateway in &gateways[1..] {
-        println!("  {} gateway: http://{}", gateway.region, gateway.http);
+        println!("  {} gateway: http://{} ({})", gateway.region, gateway.http, pg_of(gateway.id));
     }
     println!("Try: curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'", gateways[0].http);
     serve_all(nodes).await;
@@ -153,18 +169,25 @@ pub async fn run_cluster_node(config: Config) -> Result<(), String> {
     let me = cluster.nodes.iter().find(|node| node.id == config.node_id).expect("checked by Config::check");
     let http_listener = crate::bind(config.http).await?;
     let peer_listener = crate::bind(me.peer).await?;
+    let pg_listener = match config.pg {
+        Some(pg) => Some(crate::bind(pg).await?),
+        None => None,
+    };
     let data_dir: PathBuf = config.data_dir.clone().expect("checked by the caller");
     let faults = Arc::new(Faults::new());
+    let mut config = config;
+    config.pg = pg_listener.as_ref().and_then(|listener| listener.local_addr().ok());
     let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults)))?;
+    let pg = node.config.pg.map_or_else(String::new, |pg| format!(", postgresql://{pg}/geodb"));
     println!(
-        "GeoDB is ready: http://{} (node {}, region {}, cluster of {} nodes, data in {})",
+        "GeoDB is ready: http://{} (node {}{pg}, region {}, cluster of {} nodes, data in {})",
         node.config.http,
         node.config.node_id,
         node.config.region,
         cluster.nodes.len(),
         Path::new(&data_dir).display()
     );
-    serve_all(vec![(node, http_listener)]).await;
+    serve_all(vec![(node, http_listener, pg_listener)]).await;
     if let Some(provider) = tracer {
         let _ = provider.shutdown();
     }
@@ -195,10 +218,10 @@ async fn wait_for_leaders(nodes: &[Arc<Node>]) -> bool {
 
 /// Serves every node's API until SIGTERM or Ctrl-C, then stops them all:
 /// requests finish, then replication and transports stop.
-async fn serve_all(nodes: Vec<(Arc<Node>, TcpListener)>) {
+async fn serve_all(nodes: Vec<(Arc<Node>, TcpListener, Option<TcpListener>)>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    for (node, listener) in nodes {
+    for (node, listener, pg) in nodes {
         let mut stopped = stopped.clone();
         let served = node.clone();
         servers.push((
@@ -207,7 +230,7 @@ async fn serve_all(nodes: Vec<(Arc<Node>, TcpListener)>) {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                if let Err(error) = crate::serve(served, listener, shutdown).await {
+                if let Err(error) = crate::serve(served, listener, pg, shutdown).await {
                     tracing::error!(%error, "HTTP server failed");
                 }
             }),

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod exec;
 pub mod http;
 pub mod node;
+pub mod pg;
 pub mod rehomer;
 pub mod replication;
 pub mod session;
@@ -38,11 +39,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops
-/// taking requests, lets running ones finish, and returns.
+/// Serves the API on `listener` (and the PostgreSQL wire protocol on
+/// `pg`, if given) until `shutdown` resolves, then stops taking requests,
+/// lets running ones finish, and returns.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
+    pg: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let reaper = {
@@ -60,6 +63,7 @@ pub async fn serve(
         })
     };
     let follower = tokio::spawn(rehomer::follow_traffic(node.clone()));
+    let postgres = pg.map(|listener| tokio::spawn(pg::serve(node.clone(), listener)));
     let app = http::router(node.clone());
     let stopping = node.clone();
     let result = axum::serve(listener, app)
@@ -72,6 +76,9 @@ pub async fn serve(
         .map_err(|e| format!("server error: {e}"));
     reaper.abort();
     follower.abort();
+    if let Some(postgres) = postgres {
+        postgres.abort();
+    }
     result
 }
 

@@ -11,6 +11,10 @@ use geodb_server::dev::{self, DevShape};
 use geodb_server::node::Node;
 use geodb_server::telemetry::{self, LogFormat, Metrics};
 
+/// The PostgreSQL port of `geodb dev` with its default HTTP address (one
+/// above PostgreSQL's own 5432, which a developer may well be running).
+const DEFAULT_PG_PORT: u16 = 5433;
+
 #[derive(Parser)]
 #[command(name = "geodb", version, about = "GeoDB: a geo-distributed transactional SQL database")]
 struct Cli {
@@ -33,6 +37,11 @@ enum Command {
         /// next ports (port 0 picks free ports).
         #[arg(long, default_value = "127.0.0.1:7070")]
         http: SocketAddr,
+        /// PostgreSQL wire protocol address of the first region's gateway;
+        /// the others take the next ports. Default: 127.0.0.1:5433 with the
+        /// default --http, free ports otherwise.
+        #[arg(long)]
+        pg: Option<SocketAddr>,
         /// Keep data here across restarts (default: a temporary directory,
         /// removed on exit).
         #[arg(long)]
@@ -95,6 +104,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Dev {
             http,
+            pg,
             data_dir,
             regions,
             nodes_per_region,
@@ -117,14 +127,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 ),
             };
             telemetry::set_log_format(cli.log_format.unwrap_or_default());
+            let pg = pg.unwrap_or_else(|| {
+                let default_http: SocketAddr = "127.0.0.1:7070".parse().expect("a socket address");
+                SocketAddr::new(http.ip(), if http == default_http { DEFAULT_PG_PORT } else { 0 })
+            });
             let base = data_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("set above").path().to_path_buf());
             let outcome = if regions == 1 && nodes_per_region == 1 {
-                let config = Config { http, data_dir: Some(base), ..Config::default() };
+                let config = Config { http, pg: Some(pg), data_dir: Some(base), ..Config::default() };
                 runtime.block_on(run_single(config, temporary.is_some()))
             } else {
                 let survival: Survival = survival.parse().map_err(|error| format!("--survival: {error}"))?;
                 let shape = DevShape {
                     http,
+                    pg,
                     regions,
                     nodes_per_region,
                     latency_scale,
@@ -166,19 +181,25 @@ async fn run_single(config: Config, is_temporary: bool) -> Result<(), String> {
     let data_dir = config.data_dir.clone().expect("set by the caller");
     let listener = geodb_server::bind(config.http).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let pg_listener = match config.pg {
+        Some(pg) => Some(geodb_server::bind(pg).await?),
+        None => None,
+    };
     let mut config = config;
     config.http = address;
+    config.pg = pg_listener.as_ref().and_then(|listener| listener.local_addr().ok());
     let node = Node::open(config, &data_dir, Metrics::global(), None)?;
     let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
+    let pg = node.config.pg.map_or_else(String::new, |pg| format!(", postgresql://{pg}/geodb"));
     // The first line on stdout says where to connect; tests read it.
     println!(
-        "GeoDB is ready: http://{address} (node {}, region {}, data in {}{durability})",
+        "GeoDB is ready: http://{address} (node {}{pg}, region {}, data in {}{durability})",
         node.config.node_id,
         node.config.region,
         data_dir.display()
     );
     println!("Try: curl -s http://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
-    let served = geodb_server::serve(node, listener, geodb_server::shutdown_signal()).await;
+    let served = geodb_server::serve(node, listener, pg_listener, geodb_server::shutdown_signal()).await;
     if let Some(provider) = tracer {
         let _ = provider.shutdown();
     }

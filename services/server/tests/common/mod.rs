@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// The PostgreSQL URL the server announced beside `url`, if any.
+    pub pg_url: Option<String>,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
 }
@@ -64,6 +66,7 @@ impl Server {
         let server = Server {
             child: Some(child),
             url: gateways[0].clone(),
+            pg_url: None,
             data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
         };
@@ -92,24 +95,37 @@ impl Server {
         let mut child = command.spawn().expect("start geodb");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
+        let (url, pg_url) = loop {
             let line = lines.next().expect("geodb exited before announcing its address").unwrap();
             if let Some(start) = line.find("http://")
                 && line.contains(marker)
             {
                 let rest = &line[start..];
-                break rest.split_whitespace().next().unwrap().to_string();
+                let pg = line.find("postgresql://").map(|at| {
+                    line[at..]
+                        .split(|c: char| c.is_whitespace() || c == ',' || c == ')' || c == ';')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                });
+                break (rest.split_whitespace().next().unwrap().to_string(), pg);
             }
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child: Some(child), url, data_dir: data_dir.to_path_buf(), client: reqwest::Client::new() }
+        Server { child: Some(child), url, pg_url, data_dir: data_dir.to_path_buf(), client: reqwest::Client::new() }
     }
 
     /// A handle on a server another `Server` runs (to talk to it from
     /// another task); dropping it stops nothing.
     pub fn attach(url: &str) -> Server {
-        Server { child: None, url: url.to_string(), data_dir: PathBuf::new(), client: reqwest::Client::new() }
+        Server {
+            child: None,
+            url: url.to_string(),
+            pg_url: None,
+            data_dir: PathBuf::new(),
+            client: reqwest::Client::new(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
