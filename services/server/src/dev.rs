@@ -72,7 +72,8 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
             };
             let http_listener = crate::bind(http).await?;
             let pg = if gateway && shape.pg.port() != 0 {
-                SocketAddr::new(shape.pg.ip(), shape.pg.port() + r as u16)
+                let port = shape.pg.port().checked_add(r as u16).ok_or("--pg: no port left for every gateway")?;
+                SocketAddr::new(shape.pg.ip(), port)
             } else {
                 SocketAddr::new(shape.pg.ip(), 0)
             };

@@ -91,10 +91,12 @@ pub fn param(raw: &RawValue) -> Result<Value, ApiError> {
         if let Ok(number) = text.parse::<i64>() {
             return Ok(Value::Int(number));
         }
-        return text
-            .parse::<rust_decimal::Decimal>()
-            .map(Value::Decimal)
-            .map_err(|_| ApiError::new("22003", format!("parameter {text} is out of range for every numeric type")));
+        // Beyond DECIMAL's 28 digits, a float (as before: a DOUBLE column
+        // takes it, an integer one refuses it).
+        return Ok(match text.parse::<rust_decimal::Decimal>() {
+            Ok(decimal) => Value::Decimal(decimal),
+            Err(_) => Value::Float(text.parse::<f64>().unwrap_or(f64::INFINITY)),
+        });
     }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|error| ApiError::bad_request(format!("malformed parameter: {error}")))?;

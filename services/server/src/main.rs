@@ -127,10 +127,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 ),
             };
             telemetry::set_log_format(cli.log_format.unwrap_or_default());
-            let pg = pg.unwrap_or_else(|| {
-                let default_http: SocketAddr = "127.0.0.1:7070".parse().expect("a socket address");
-                SocketAddr::new(http.ip(), if http == default_http { DEFAULT_PG_PORT } else { 0 })
-            });
+            let gateways = if regions == 1 && nodes_per_region == 1 { 1 } else { regions as u16 };
+            let pg = pg.unwrap_or_else(|| default_pg(http, gateways));
             let base = data_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("set above").path().to_path_buf());
             let outcome = if regions == 1 && nodes_per_region == 1 {
                 let config = Config { http, pg: Some(pg), data_dir: Some(base), ..Config::default() };
@@ -172,6 +170,25 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The PostgreSQL address of `geodb dev` when `--pg` is not given: 5433
+/// and the next ports with the default `--http`, if they are free (a
+/// second local PostgreSQL often takes 5433); free ports otherwise.
+fn default_pg(http: SocketAddr, gateways: u16) -> SocketAddr {
+    let default_http: SocketAddr = "127.0.0.1:7070".parse().expect("a socket address");
+    if http != default_http {
+        return SocketAddr::new(http.ip(), 0);
+    }
+    let free =
+        (0..gateways).all(|i| std::net::TcpListener::bind(SocketAddr::new(http.ip(), DEFAULT_PG_PORT + i)).is_ok());
+    if !free {
+        eprintln!(
+            "geodb: port {DEFAULT_PG_PORT} (or a next one) is taken: PostgreSQL clients get free ports (printed below)"
+        );
+        return SocketAddr::new(http.ip(), 0);
+    }
+    SocketAddr::new(http.ip(), DEFAULT_PG_PORT)
 }
 
 /// One node without replication: `geodb dev --regions 1 --nodes-per-region 1`,

@@ -2,44 +2,73 @@
 //! "PostgreSQL wire protocol"), over the `pgwire` crate.
 //!
 //! Each connection is a session ([`crate::session`]): the same statements,
-//! levels, transaction blocks and SQLSTATEs as `POST /v1/sessions`. This
-//! step serves the simple query protocol (what `psql` and a driver's
-//! `simple_query` send), statements of a query string one after the other,
-//! values in text format; the extended protocol (Parse/Bind/Execute) is
+//! levels, transaction blocks and SQLSTATEs as `POST /v1/sessions`, and the
+//! transaction status every `ReadyForQuery` reports is the session's own.
+//! This step serves the simple query protocol (what `psql` and a driver's
+//! `simple_query` send): several statements of one query string outside a
+//! transaction block run as one implicit transaction, as in PostgreSQL;
+//! values go in text format. The extended protocol (Parse/Bind/Execute) is
 //! refused with `0A000` until it arrives. Any user and database name
-//! connect (development and insecure mode).
+//! connect (development and insecure mode). Connections count against
+//! `limits.sessions_max` and queries against `limits.requests_inflight_max`.
 
+use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream;
+use futures::{Sink, SinkExt, stream};
 use geodb_sql::{Control, StatementResult};
 use geodb_storage::Value;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::query::{SimpleQueryHandler, send_execution_response, send_query_response, send_ready_for_query};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
-use pgwire::error::{ErrorInfo, PgWireResult};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::exec::Statement;
 use crate::http::ApiError;
 use crate::node::Node;
 use crate::session::{self, Ran, Session};
 
+/// How long the accept loop pauses after a failed accept (out of file
+/// descriptors, say) before it tries again.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Accepts PostgreSQL connections on `listener` until the node stops
-/// serving; each runs on its own task.
+/// serving; each runs on its own task, at most `limits.sessions_max` at
+/// once (a connection beyond it is closed at once, and logged).
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let connections = Arc::new(Semaphore::new(node.config.limits.sessions_max));
     loop {
-        let Ok((socket, peer)) = listener.accept().await else { continue };
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a PostgreSQL connection");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
         if !node.is_ready() {
             return;
         }
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "refused a PostgreSQL connection: limits.sessions_max connections are open");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
         let connection = Arc::new(Connection::new(node.clone()));
         tokio::spawn(async move {
             if let Err(error) = pgwire::tokio::process_socket(socket, None, connection).await {
                 tracing::debug!(%peer, %error, "PostgreSQL connection ended");
             }
+            drop(permit);
         });
     }
 }
@@ -75,21 +104,106 @@ impl NoopStartupHandler for Handler {}
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
+    /// pgwire's own `on_query`, but for the transaction status it reports:
+    /// the session's (a failed `COMMIT` ends the transaction, a `BEGIN`
+    /// after a failed one does not start one), not one inferred from the
+    /// answers.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let responses = self.do_query(client, &query.query).await?;
+        for response in responses {
+            match response {
+                Response::EmptyQuery => {
+                    client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?
+                }
+                Response::Query(results) => send_query_response(client, results, true).await?,
+                Response::Execution(tag) | Response::TransactionStart(tag) | Response::TransactionEnd(tag) => {
+                    send_execution_response(client, tag).await?
+                }
+                Response::Error(error) => client.feed(PgWireBackendMessage::ErrorResponse((*error).into())).await?,
+                Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
+                    unreachable!("GeoDB answers no COPY")
+                }
+            }
+        }
+        let status = {
+            let session = self.session.lock().await;
+            match (session.txn.is_some(), session.failed) {
+                (false, _) => TransactionStatus::Idle,
+                (true, true) => TransactionStatus::Error,
+                (true, false) => TransactionStatus::Transaction,
+            }
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
     {
+        let statements = split_statements(query);
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        if !self.node.is_ready() {
+            let error = ApiError::new("57P01", "the node is shutting down; connect to another");
+            return Ok(vec![Response::Error(Box::new(error_info(&error)))]);
+        }
+        let Ok(_permit) = self.node.inflight.clone().try_acquire_owned() else {
+            return Ok(vec![Response::Error(Box::new(error_info(&ApiError::overloaded(
+                "too many requests in flight",
+            ))))]);
+        };
         let mut session = self.session.lock().await;
+        // As PostgreSQL: several statements outside a transaction block, none
+        // of them transaction control, are one implicit transaction.
+        let implicit = statements.len() > 1
+            && session.txn.is_none()
+            && statements.iter().all(|sql| geodb_sql::parse_control(sql).is_none());
+        if implicit {
+            let begin = Statement { sql: "BEGIN".into(), params: Vec::new() };
+            if let Err(error) = session::run(&self.node, &mut session, begin).await {
+                return Ok(vec![Response::Error(Box::new(error_info(&error)))]);
+            }
+        }
         let mut responses = Vec::new();
-        for sql in split_statements(query) {
+        for sql in &statements {
             let statement = Statement { sql: sql.to_string(), params: Vec::new() };
-            match session::run(&self.node, &mut session, statement).await {
+            let ran = session::run(&self.node, &mut session, statement).await;
+            match ran {
                 Ok(ran) => responses.push(response(sql, ran)),
-                Err(error) => {
-                    // As PostgreSQL: an error ends the query string.
-                    responses.push(Response::Error(Box::new(error_info(&error))));
-                    break;
+                // `COMMIT` of a failed transaction rolls it back, and says so.
+                Err(error)
+                    if error.code == "25P02" && matches!(geodb_sql::parse_control(sql), Some(Ok(Control::Commit))) =>
+                {
+                    responses.push(Response::TransactionEnd(Tag::new("ROLLBACK")));
                 }
+                Err(error) => {
+                    // As PostgreSQL: an error ends the query string (and its
+                    // implicit transaction).
+                    responses.push(Response::Error(Box::new(error_info(&error))));
+                    if implicit && let Some(txn) = session.end_transaction() {
+                        txn.rollback();
+                    }
+                    return Ok(responses);
+                }
+            }
+        }
+        if implicit {
+            let commit = Statement { sql: "COMMIT".into(), params: Vec::new() };
+            if let Err(error) = session::run(&self.node, &mut session, commit).await {
+                responses.push(Response::Error(Box::new(error_info(&error))));
             }
         }
         Ok(responses)
@@ -123,22 +237,24 @@ fn result_response(sql: &str, result: StatementResult) -> Response {
         // PostgreSQL's tag for DDL is the statement's leading words
         // (`CREATE TABLE`, `DROP INDEX`).
         K::Ddl => {
-            let words: Vec<String> = sql.split_whitespace().take(2).map(str::to_ascii_uppercase).collect();
+            let words: Vec<String> =
+                sql.split_whitespace().map(str::to_ascii_uppercase).filter(|word| word != "UNIQUE").take(2).collect();
             Response::Execution(Tag::new(&words.join(" ")))
         }
     }
 }
 
-/// Rows in text format; a column's type is that of its first non-NULL
-/// value (text if every value is NULL).
+/// Rows in text format; a column's type is the one its values share
+/// (numbers of several kinds: the widest; text if every value is NULL or
+/// the kinds differ otherwise).
 fn rows_response(result: StatementResult) -> Response {
     let fields: Vec<FieldInfo> = result
         .columns
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let first = result.rows.iter().map(|row| &row[i]).find(|value| !matches!(value, Value::Null));
-            FieldInfo::new(name.clone(), None, None, pg_type(first), FieldFormat::Text)
+            let kind = result.rows.iter().map(|row| pg_type(&row[i])).fold(None, widest);
+            FieldInfo::new(name.clone(), None, None, kind.flatten().unwrap_or(Type::TEXT), FieldFormat::Text)
         })
         .collect();
     let fields = Arc::new(fields);
@@ -155,16 +271,32 @@ fn rows_response(result: StatementResult) -> Response {
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))
 }
 
-/// The PostgreSQL type a value is sent as.
-fn pg_type(value: Option<&Value>) -> Type {
-    match value {
-        Some(Value::Bool(_)) => Type::BOOL,
-        Some(Value::Int(_)) => Type::INT8,
-        Some(Value::Float(_)) => Type::FLOAT8,
-        Some(Value::Decimal(_)) => Type::NUMERIC,
-        Some(Value::Timestamp(_)) => Type::TIMESTAMPTZ,
-        Some(Value::Text(_) | Value::Null) | None => Type::TEXT,
-    }
+/// The PostgreSQL type a value is sent as (`None`: NULL, any type).
+fn pg_type(value: &Value) -> Option<Type> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => Type::BOOL,
+        Value::Int(_) => Type::INT8,
+        Value::Float(_) => Type::FLOAT8,
+        Value::Decimal(_) => Type::NUMERIC,
+        Value::Timestamp(_) => Type::TIMESTAMPTZ,
+        Value::Text(_) => Type::TEXT,
+    })
+}
+
+/// The type of a column so far (`None`: no value yet; `Some(None)`: no
+/// NULL-free value yet) with one more value's.
+fn widest(so_far: Option<Option<Type>>, next: Option<Type>) -> Option<Option<Type>> {
+    let Some(next) = next else { return Some(so_far.flatten()) };
+    let Some(Some(current)) = so_far else { return Some(Some(next)) };
+    let numeric = |kind: &Type| [Type::INT8, Type::FLOAT8, Type::NUMERIC].contains(kind);
+    Some(Some(if current == next {
+        current
+    } else if numeric(&current) && numeric(&next) {
+        if current == Type::NUMERIC || next == Type::NUMERIC { Type::NUMERIC } else { Type::FLOAT8 }
+    } else {
+        Type::TEXT
+    }))
 }
 
 /// A value in PostgreSQL's text format (`None`: NULL).
@@ -175,7 +307,7 @@ fn text_of(value: &Value) -> Option<String> {
         Value::Int(i) => i.to_string(),
         Value::Float(x) if x.is_nan() => "NaN".to_string(),
         Value::Float(x) if x.is_infinite() => if *x > 0.0 { "Infinity" } else { "-Infinity" }.to_string(),
-        Value::Float(x) => x.to_string(),
+        Value::Float(x) => float_text(*x),
         Value::Decimal(d) => d.to_string(),
         Value::Text(s) => s.clone(),
         Value::Timestamp(_) => {
@@ -186,45 +318,66 @@ fn text_of(value: &Value) -> Option<String> {
     })
 }
 
-/// The statements of a query string, split at semicolons outside quotes
-/// (`'...'`, `"..."`) and comments (`-- ...`); empty ones dropped.
-fn split_statements(query: &str) -> Vec<&str> {
-    let mut statements = Vec::new();
-    let (bytes, mut start, mut i) = (query.as_bytes(), 0, 0);
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let byte = bytes[i];
-        match quote {
-            Some(q) if byte == q => quote = None,
-            Some(_) => {}
-            None if byte == b'\'' || byte == b'"' => quote = Some(byte),
-            None if byte == b'-' && bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            None if byte == b';' => {
-                statements.push(&query[start..i]);
-                start = i + 1;
-            }
-            None => {}
+/// A finite float as PostgreSQL writes it: plain, or in exponent form
+/// (`1e+300`) beyond 10^15 and below 10^-4.
+fn float_text(x: f64) -> String {
+    let magnitude = x.abs();
+    if magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+        let text = format!("{x:e}");
+        match text.split_once('e') {
+            Some((mantissa, exponent)) if !exponent.starts_with('-') => format!("{mantissa}e+{exponent}"),
+            _ => text,
         }
-        i += 1;
+    } else {
+        x.to_string()
     }
-    statements.push(&query[start..]);
-    statements.into_iter().map(without_leading_comments).filter(|sql| !sql.is_empty()).collect()
 }
 
-/// A statement without the `-- ...` lines and blanks before it.
-fn without_leading_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim();
-        match sql.strip_prefix("--") {
-            Some(rest) => sql = rest.split_once('\n').map_or("", |(_, after)| after),
-            None => return sql,
+/// The statements of a query string, split at semicolons outside quotes
+/// (`'...'`, `"..."`), with comments (`-- ...`, `/* ... */`) outside
+/// quotes taken out; empty ones dropped.
+fn split_statements(query: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = query.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                current.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                current.push(c);
+            }
+            None if c == '-' && chars.peek() == Some(&'-') => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        break;
+                    }
+                }
+                current.push(' ');
+            }
+            None if c == '/' && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = ' ';
+                for skipped in chars.by_ref() {
+                    if previous == '*' && skipped == '/' {
+                        break;
+                    }
+                    previous = skipped;
+                }
+                current.push(' ');
+            }
+            None if c == ';' => statements.push(std::mem::take(&mut current)),
+            None => current.push(c),
         }
     }
+    statements.push(current);
+    statements.into_iter().map(|sql| sql.trim().to_string()).filter(|sql| !sql.is_empty()).collect()
 }
 
 #[cfg(test)]
@@ -234,10 +387,21 @@ mod tests {
     #[test]
     fn statements_split_at_semicolons_outside_quotes_and_comments() {
         assert_eq!(
-            split_statements("BEGIN; INSERT INTO t VALUES ('a;b', \"c;\"); -- x; y\nCOMMIT;;"),
-            vec!["BEGIN", "INSERT INTO t VALUES ('a;b', \"c;\")", "COMMIT"]
+            split_statements("BEGIN; INSERT INTO t VALUES ('a;b', \"c;\", 'it''s -- /*'); -- x; y\nCOMMIT -- done;;"),
+            vec!["BEGIN", "INSERT INTO t VALUES ('a;b', \"c;\", 'it''s -- /*')", "COMMIT"]
         );
-        assert!(split_statements(" ; ").is_empty());
+        assert_eq!(split_statements("/* a; b */ SELECT 1; /* c */"), vec!["SELECT 1"]);
+        assert!(split_statements(" ; -- nothing").is_empty());
+    }
+
+    #[test]
+    fn a_column_takes_the_type_its_values_share() {
+        let column = |values: &[Value]| values.iter().map(pg_type).fold(None, widest).flatten();
+        assert_eq!(column(&[Value::Null, Value::Int(1)]), Some(Type::INT8));
+        assert_eq!(column(&[Value::Int(1), Value::Float(1.5)]), Some(Type::FLOAT8));
+        assert_eq!(column(&[Value::Float(1.5), Value::Decimal(1.into())]), Some(Type::NUMERIC));
+        assert_eq!(column(&[Value::Int(1), Value::Text("a".into())]), Some(Type::TEXT));
+        assert_eq!(column(&[Value::Null]), None);
     }
 
     #[test]
@@ -247,5 +411,8 @@ mod tests {
         assert_eq!(text_of(&Value::Float(f64::NEG_INFINITY)).as_deref(), Some("-Infinity"));
         assert_eq!(text_of(&Value::Timestamp(0)).as_deref(), Some("1970-01-01 00:00:00+00"));
         assert_eq!(text_of(&Value::Null), None);
+        assert_eq!(text_of(&Value::Float(1e300)).as_deref(), Some("1e+300"));
+        assert_eq!(text_of(&Value::Float(1.5e-7)).as_deref(), Some("1.5e-7"));
+        assert_eq!(text_of(&Value::Float(2.5)).as_deref(), Some("2.5"));
     }
 }

@@ -17,7 +17,7 @@ async fn start(limits: Limits) -> (Arc<Node>, String, tokio::sync::oneshot::Send
     let listener = geodb_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(geodb_server::serve(node.clone(), listener, async move {
+    tokio::spawn(geodb_server::serve(node.clone(), listener, None, async move {
         let _ = stopped.await;
     }));
     (node, url, stop)

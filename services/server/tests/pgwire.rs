@@ -99,6 +99,29 @@ async fn a_postgresql_client_runs_transactions_with_the_documented_errors() {
     assert_eq!(code(&error), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{error}");
     alice.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(rows(&alice, "SELECT count(*) FROM accounts WHERE user_id = 8").await, vec![vec![Some("0".into())]]);
+    // COMMIT of a failed transaction rolls it back and says ROLLBACK, as
+    // PostgreSQL does; the connection is then out of any transaction.
+    alice.batch_execute("BEGIN; INSERT INTO accounts VALUES (8, 1, 'bo', 1, true)").await.unwrap();
+    assert!(alice.simple_query("SELECT * FROM nowhere").await.is_err());
+    alice.batch_execute("COMMIT").await.expect("COMMIT of a failed transaction answers ROLLBACK");
+    assert_eq!(rows(&alice, "SELECT count(*) FROM accounts WHERE user_id = 8").await, vec![vec![Some("0".into())]]);
+    // Several statements outside a block are one implicit transaction: all
+    // or nothing.
+    let error = alice
+        .batch_execute(
+            "INSERT INTO accounts VALUES (9, 1, 'cy', 1, true); INSERT INTO accounts VALUES (7, 1, 'dup', 1, true)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
+    assert_eq!(rows(&alice, "SELECT count(*) FROM accounts WHERE user_id = 9").await, vec![vec![Some("0".into())]]);
+    alice
+        .batch_execute(
+            "INSERT INTO accounts VALUES (9, 1, 'cy', 1, true); INSERT INTO accounts VALUES (9, 2, 'cy', 2, true)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&alice, "SELECT count(*) FROM accounts WHERE user_id = 9").await, vec![vec![Some("2".into())]]);
 
     // The extended protocol is not served yet: refused, and the connection
     // goes on.
@@ -110,7 +133,7 @@ async fn a_postgresql_client_runs_transactions_with_the_documented_errors() {
     let url = server.pg_url.clone().unwrap();
     if let Ok(output) = std::process::Command::new("psql")
         .arg(&url)
-        .args(["-At", "-c", "SELECT owner FROM accounts WHERE id = 2"])
+        .args(["-At", "-c", "SELECT owner FROM accounts WHERE user_id = 7 AND id = 2"])
         .output()
     {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -38,8 +38,10 @@ async fn read_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiEr
 /// into a struct field by field.
 pub async fn read_object<T: DeserializeOwned>(body: Body, limit: usize) -> Result<Option<T>, ApiError> {
     let bytes = read_bytes(body, limit).await?;
-    match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
+    let text = bytes.trim_ascii();
+    match text.first() {
         None => return Ok(None),
+        Some(b'n') if text == b"null" => return Ok(None),
         Some(b'{') => {}
         Some(_) => {
             return Err(match serde_json::from_slice::<serde_json::Value>(&bytes) {

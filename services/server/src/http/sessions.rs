@@ -74,7 +74,13 @@ pub async fn statement(
     session.last_used = Instant::now();
     let (mut headers, mut results) = (HeaderMap::new(), Vec::new());
     for request in statements {
-        let ran = match Statement::from_request(request) {
+        // A control statement takes no parameters: any given are ignored.
+        let statement = if geodb_sql::parse_control(&request.sql).is_some() {
+            Ok(Statement { sql: request.sql, params: Vec::new() })
+        } else {
+            Statement::from_request(request)
+        };
+        let ran = match statement {
             Ok(statement) => crate::session::run(&node, &mut session, statement).await,
             Err(error) => Err(crate::session::fail(&mut session, error)),
         };
@@ -85,13 +91,18 @@ pub async fn statement(
                 }
                 results.push(answer_json(&ran));
             }
-            Err(mut error) if listed => {
-                error.results = Some(results);
+            Err(mut error) => {
+                // A long list counts as use until its end (the reaper
+                // measures idleness from the last use).
+                session.last_used = Instant::now();
+                if listed {
+                    error.results = Some(results);
+                }
                 return Err(error);
             }
-            Err(error) => return Err(error),
         }
     }
+    session.last_used = Instant::now();
     if !listed {
         return Ok((headers, Json(results.pop().expect("one statement ran"))));
     }
