@@ -40,30 +40,47 @@ const FAILED_BATCHES_MAX: u32 = 3;
 /// How often the automatic mover looks at the tallies.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One rehomed key, as the API shows it.
+/// One key's rehome: what it did, and how long it took (ms).
+pub struct Moved {
+    pub rehomed: geodb_txn::Rehomed,
+    pub ms: f64,
+}
+
+impl Moved {
+    /// Whether the key changed homes (it had none, or another).
+    pub fn moved(&self) -> bool {
+        self.rehomed.from.is_none_or(|from| from != self.rehomed.to)
+    }
+
+    /// The answer of `POST /v1/admin/rehome` for one key.
+    pub fn json(&self, cluster: &Cluster, shown: &serde_json::Value) -> serde_json::Value {
+        let name = |home: geodb_txn::Home| cluster.router.region_of(home).map(|region| region.0);
+        json!({
+            "key": shown,
+            "from": self.rehomed.from.and_then(name),
+            "to": name(self.rehomed.to),
+            "epoch": self.rehomed.to.epoch,
+            "rows": self.rehomed.rows,
+            "ms": (self.ms * 1000.0).round() / 1000.0,
+        })
+    }
+}
+
+/// Rehomes one key (blocking), counting and logging it.
 pub fn rehome_one(
     node: &Node,
     cluster: &Cluster,
     shown: &serde_json::Value,
     key: &Value,
     region: u32,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Moved, ApiError> {
     let started = Instant::now();
     let rehomed = node.db.rehome(key, region)?;
-    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let moved = Moved { rehomed, ms: started.elapsed().as_secs_f64() * 1e3 };
+    node.metrics.rehomed(node.config.node_id, moved.moved(), rehomed.rows);
     let name = |home: geodb_txn::Home| cluster.router.region_of(home).map(|region| region.0);
-    let moved = rehomed.from.is_none_or(|from| from != rehomed.to);
-    node.metrics.rehomed(node.config.node_id, moved, rehomed.rows);
-    tracing::info!(key = %shown, from = ?rehomed.from.and_then(name), to = ?name(rehomed.to), epoch = rehomed.to.epoch, rows = rehomed.rows, ms, "rehomed a locality key");
-    Ok(json!({
-        "key": shown,
-        "from": rehomed.from.and_then(name),
-        "to": name(rehomed.to),
-        "epoch": rehomed.to.epoch,
-        "rows": rehomed.rows,
-        "ms": (ms * 1000.0).round() / 1000.0,
-        "moved": moved,
-    }))
+    tracing::info!(key = %shown, from = ?rehomed.from.and_then(name), to = ?name(rehomed.to), epoch = rehomed.to.epoch, rows = rehomed.rows, ms = moved.ms, "rehomed a locality key");
+    Ok(moved)
 }
 
 /// Where a bulk job stands.
@@ -285,8 +302,8 @@ async fn run_job(
             match outcome {
                 Ok(moved) => {
                     all_failed = false;
-                    progress.rows += moved["rows"].as_u64().unwrap_or(0) as usize;
-                    if moved["moved"] == json!(true) {
+                    progress.rows += moved.rehomed.rows;
+                    if moved.moved() {
                         progress.moved += 1;
                     } else {
                         progress.unchanged += 1;
@@ -378,7 +395,7 @@ pub async fn follow_traffic(node: Arc<Node>) {
                 break;
             }
             tried.insert(leaning.residence.clone(), now + window);
-            let shown = crate::http::ops::locality_json(&key);
+            let shown = geodb_sql::json::value_to_json(&key);
             tracing::info!(
                 key = %shown, from = %spec.home, to = %to, share = leaning.share, requests = leaning.requests,
                 for_s = leaning.for_us as f64 / 1e6,
@@ -387,7 +404,7 @@ pub async fn follow_traffic(node: Arc<Node>) {
             let (mover, at, region) = ((node.clone(), cluster.clone()), shown.clone(), leaning.region);
             let outcome = tokio::task::spawn_blocking(move || rehome_one(&mover.0, &mover.1, &at, &key, region)).await;
             match outcome {
-                Ok(Ok(moved)) if moved["moved"] == json!(true) => count_auto(&node, "moved"),
+                Ok(Ok(moved)) if moved.moved() => count_auto(&node, "moved"),
                 Ok(Ok(_)) => count_auto(&node, "unchanged"),
                 Ok(Err(error)) => {
                     count_auto(&node, "failed");

@@ -374,15 +374,6 @@ fn default_wait() -> bool {
     true
 }
 
-/// A locality key as the API shows it (the inverse of [`locality_value`]).
-pub fn locality_json(value: &geodb_storage::Value) -> serde_json::Value {
-    match value {
-        geodb_storage::Value::Int(number) => json!(number),
-        geodb_storage::Value::Text(text) => json!(text),
-        other => json!(other.to_string()),
-    }
-}
-
 /// `POST /v1/admin/rehome`: moves locality keys' rows in every `home`
 /// table to another region, each key by one strict-serializable
 /// transaction (R18). One key (`"key"`) answers once it committed: the
@@ -431,11 +422,8 @@ pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<impl In
     let region = region as u32;
     if let Some(key) = &request.key {
         let value = locality_value(key)?;
-        let mut moved = crate::exec::blocking(|| crate::rehomer::rehome_one(&node, cluster, key, &value, region))?;
-        if let Some(fields) = moved.as_object_mut() {
-            fields.remove("moved");
-        }
-        return Ok((StatusCode::OK, Json(moved)));
+        let moved = crate::exec::blocking(|| crate::rehomer::rehome_one(&node, cluster, key, &value, region))?;
+        return Ok((StatusCode::OK, Json(moved.json(cluster, key))));
     }
     let too_many = |what: &str| {
         ApiError::new(
@@ -448,7 +436,7 @@ pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<impl In
             if keys.len() > crate::rehomer::BULK_KEYS_MAX {
                 return Err(too_many("the request names"));
             }
-            keys.into_iter().map(|key| Ok((locality_value(&key)?, key))).collect::<Result<Vec<_>, ApiError>>()?
+            keys.into_iter().map(|key| locality_value(&key).map(|value| (key, value))).collect::<Result<Vec<_>, _>>()?
         }
         (None, Some((first, last))) => {
             let (first, last) = (locality_value(&first)?, locality_value(&last)?);
@@ -457,11 +445,10 @@ pub async fn rehome(State(node): State<Arc<Node>>, body: Body) -> Result<impl In
             if found.len() > crate::rehomer::BULK_KEYS_MAX {
                 return Err(too_many("the range holds"));
             }
-            found.into_iter().map(|value| (value.clone(), locality_json(&value))).collect()
+            found.into_iter().map(|value| (geodb_sql::json::value_to_json(&value), value)).collect()
         }
         (None, None) => unreachable!("one of key, keys and range is named"),
     };
-    let keys = keys.into_iter().map(|(value, shown)| (shown, value)).collect();
     let job = crate::rehomer::start_job(&node, cluster, region, keys)?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(job.status())));
