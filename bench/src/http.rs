@@ -32,7 +32,12 @@ pub struct Args {
 /// Rows per multi-row INSERT while loading.
 const LOAD_BATCH_ROWS: i64 = 500;
 
-async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+/// Runs a `/v1/sql` request; a non-2xx answer is an error with its body.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let response = client.post(format!("{url}/v1/sql")).json(&body).send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;

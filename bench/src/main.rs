@@ -24,6 +24,7 @@
 //! Benchmarks are run by hand, never as timed tests.
 
 mod engine;
+mod gc;
 mod geo_commit;
 mod geo_follow;
 mod geo_global;
@@ -48,6 +49,9 @@ struct Cli {
 enum Command {
     /// Transaction API vs raw RocksDB: point read and single-row update.
     Engine(engine::Args),
+    /// Bytes on disk under a long update workload, garbage collection on or
+    /// off.
+    Gc(gc::Args),
     /// HTTP API: point SELECT and single-row UPDATE with concurrent clients.
     Http(http::Args),
     /// Single-shard write commit latency across the emulated regions.
@@ -72,6 +76,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
+        Command::Gc(args) => gc::run(args),
         Command::Http(args) => http::run(args),
         Command::GeoCommit(args) => geo_commit::run(args),
         Command::GeoHomes(args) => geo_homes::run(args),

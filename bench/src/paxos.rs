@@ -248,6 +248,7 @@ impl Cluster {
                 regions: regions.clone(),
                 latency: LatencyMatrix::standard(),
                 latency_scale,
+                tls: None,
             };
             let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
             let transport = Transport::start(transport_config, listener, Arc::new(Faults::new()), inbound)

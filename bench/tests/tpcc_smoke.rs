@@ -1,8 +1,9 @@
 //! The TPC-C kit end to end, small: start `geodb dev`, run
 //! `geodb-bench tpcc` against it for one warehouse at a reduced scale for
-//! ten seconds, and require a clean exit, committed New-Orders and a
-//! passing consistency check. This keeps the kit from rotting; it measures
-//! nothing.
+//! ten seconds, over HTTP and then over the PostgreSQL wire protocol
+//! (`geodb-pg`, tokio-postgres with prepared statements), and require a
+//! clean exit, committed New-Orders and a passing consistency check for
+//! both. This keeps the kit from rotting; it measures nothing.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 struct DevServer {
     child: Child,
     url: String,
+    pg_url: String,
 }
 
 impl DevServer {
@@ -27,15 +29,18 @@ impl DevServer {
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         // The first line announces the address once the server is ready.
-        let url = loop {
+        let (url, pg_url) = loop {
             let line = lines.next().expect("geodb exited before announcing its address").expect("read stdout");
-            if let Some(start) = line.find("http://") {
-                break line[start..].split_whitespace().next().expect("an address").to_string();
+            if let (Some(http), Some(pg)) = (line.find("http://"), line.find("postgresql://")) {
+                let address = |from: usize| {
+                    line[from..].split(|c: char| c.is_whitespace() || c == ',').next().expect("an address").to_string()
+                };
+                break (address(http), address(pg));
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        DevServer { child, url }
+        DevServer { child, url, pg_url }
     }
 }
 
@@ -66,6 +71,7 @@ fn tpcc_smoke_one_warehouse_reduced_scale_is_consistent() {
     let server = DevServer::start(&dir.path().join("data"));
     let output = Command::new(env!("CARGO_BIN_EXE_geodb-bench"))
         .args(["tpcc", "--target", &format!("geodb={}", server.url)])
+        .args(["--target", &format!("geodb-pg={}", server.pg_url)])
         .args(["--warehouses", "1", "--scale", "0.01", "--duration-s", "10", "--terminals", "2", "--seed", "42"])
         .arg("--out-dir")
         .arg(dir.path().join("results"))
@@ -75,14 +81,16 @@ fn tpcc_smoke_one_warehouse_reduced_scale_is_consistent() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "geodb-bench tpcc failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("NON-STANDARD POPULATION"), "a reduced run says so:\n{stdout}");
-    assert!(stdout.contains("consistency: ok"), "consistency:\n{stdout}");
-    assert!(stdout.contains("failures: 0"), "no transaction failed for good:\n{stdout}");
-    let committed: u64 = stdout
+    // Each target's section: over HTTP, then over the wire protocol.
+    assert!(stdout.contains("== geodb: ") && stdout.contains("== geodb-pg: "), "both targets ran:\n{stdout}");
+    assert_eq!(stdout.matches("consistency: ok").count(), 2, "consistency of both:\n{stdout}");
+    assert_eq!(stdout.matches("failures: 0").count(), 2, "no transaction failed for good:\n{stdout}");
+    let committed: Vec<u64> = stdout
         .lines()
-        .find_map(|line| line.strip_prefix("new-order commits: "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no New-Order count in:\n{stdout}"));
-    assert!(committed > 0, "New-Orders committed:\n{stdout}");
+        .filter_map(|line| line.strip_prefix("new-order commits: "))
+        .map(|n| n.trim().parse().expect("a count"))
+        .collect();
+    assert!(committed.len() == 2 && committed.iter().all(|n| *n > 0), "New-Orders committed by both:\n{stdout}");
 
     let results: Vec<PathBuf> = std::fs::read_dir(dir.path().join("results"))
         .expect("results directory")

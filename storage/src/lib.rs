@@ -20,6 +20,8 @@
 //!   version carrying its commit timestamp and writing transaction id,
 //!   deletes are tombstones, reads happen at a timestamp, and prepared
 //!   writes (locks) live in their own column family, apart from the data.
+//! - [`gc`]: version garbage collection: the versions no read at or above
+//!   a horizon can see, removed in bounded chunks.
 //! - [`group_commit`]: concurrent durable writes share one WAL sync.
 //! - [`paxos_log`]: the durable state of a node's Multi-Paxos groups (each
 //!   group's log, hard state and snapshot) as bytes, every group's writes
@@ -29,6 +31,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod gc;
 pub mod group_commit;
 pub mod keycode;
 pub mod mvcc;

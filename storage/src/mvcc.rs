@@ -254,7 +254,7 @@ fn encode_version_value(txn: TxnId, origin: Option<Timestamp>, siblings: &Siblin
 
 /// A version record: its writer, its origin if it has one of its own, its
 /// siblings, and its value.
-struct VersionRecord {
+pub(crate) struct VersionRecord {
     txn: TxnId,
     origin: Option<Timestamp>,
     siblings: Siblings,
@@ -262,12 +262,12 @@ struct VersionRecord {
 }
 
 impl VersionRecord {
-    fn at(self, ts: Timestamp) -> Version {
+    pub(crate) fn at(self, ts: Timestamp) -> Version {
         Version { ts, txn: self.txn, value: self.value, origin: self.origin.unwrap_or(ts), siblings: self.siblings }
     }
 }
 
-fn decode_version_value(bytes: &[u8]) -> Result<VersionRecord> {
+pub(crate) fn decode_version_value(bytes: &[u8]) -> Result<VersionRecord> {
     let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
     let format = *bytes.first().ok_or_else(corrupt)?;
     if !matches!(format, VERSION_FORMAT_V1 | VERSION_FORMAT_V2 | VERSION_FORMAT_V3) || bytes.len() < 9 {
@@ -548,14 +548,19 @@ pub fn keys_in_range(engine: &dyn Engine, start: Bound<&[u8]>, end: Bound<&[u8]>
     engine.scan(ColumnFamily::Latest, start, end, false)?.map(|entry| Ok(entry?.0)).collect()
 }
 
+/// A data-family pair as the user key and its version.
+pub fn decode_version(encoded: &[u8], record: &[u8]) -> Result<(Vec<u8>, Version)> {
+    let (key, ts) = decode_version_key(encoded)?;
+    Ok((key, decode_version_value(record)?.at(ts)))
+}
+
 /// Every version of every key, in key order and, per key, newest first:
 /// for checkers and tools that audit a whole history (the simulator).
 pub fn all_versions(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Version)>> {
     let mut out = Vec::new();
     for entry in engine.scan(ColumnFamily::Data, Bound::Unbounded, Bound::Unbounded, false)? {
         let (encoded, record) = entry?;
-        let (key, ts) = decode_version_key(&encoded)?;
-        out.push((key, decode_version_value(&record)?.at(ts)));
+        out.push(decode_version(&encoded, &record)?);
     }
     Ok(out)
 }
@@ -625,17 +630,18 @@ pub fn scan_locks(engine: &dyn Engine) -> Result<Vec<(Vec<u8>, Lock)>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::{Durability, MemoryEngine};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn ts(physical: u64) -> Timestamp {
+    pub(crate) fn ts(physical: u64) -> Timestamp {
         Timestamp::new(physical, 0)
     }
 
-    fn write(engine: &MemoryEngine, key: &[u8], at: u64, value: Option<&[u8]>) {
+    /// Writes `key`'s version at `at` (by transaction `at`) in a batch of its own.
+    pub(crate) fn write(engine: &MemoryEngine, key: &[u8], at: u64, value: Option<&[u8]>) {
         let mut batch = WriteBatch::new();
         put_version(&mut batch, key, ts(at), TxnId(at), value);
         engine.write(batch, Durability::Sync).unwrap();

@@ -194,11 +194,18 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
-/// Parses an RFC 3339 timestamp (or `YYYY-MM-DD HH:MM:SS[.ffffff]`, taken
-/// as UTC) into microseconds since the epoch.
+/// Parses an RFC 3339 timestamp, one with PostgreSQL's offsets
+/// (`2026-12-06 16:00:00+00`, `+0530`, `-05:30`: what drivers send), or
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` taken as UTC, into microseconds since the
+/// epoch.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp_micros());
+        }
     }
     for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
@@ -260,6 +267,11 @@ mod tests {
         let micros = parse_timestamp("2024-11-26T00:00:00Z").unwrap();
         assert_eq!(format_timestamp(micros), "2024-11-26T00:00:00Z");
         assert_eq!(parse_timestamp("2024-11-26 00:00:00"), Some(micros));
+        // PostgreSQL's offsets, as drivers send them.
+        assert_eq!(parse_timestamp("2024-11-26 00:00:00+00"), Some(micros));
+        assert_eq!(parse_timestamp("2024-11-26 05:30:00+0530"), Some(micros));
+        assert_eq!(parse_timestamp("2024-11-25 19:00:00.000-05:00"), Some(micros));
+        assert_eq!(parse_timestamp("2024-11-26T01:00:00+01"), Some(micros));
         assert_eq!(parse_timestamp("not a time"), None);
     }
 }

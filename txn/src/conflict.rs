@@ -93,6 +93,17 @@ pub struct ValidationFaults {
     /// Home shards serve every request whatever home it was routed by
     /// (R18): a rehome's copy is not fenced at the old home.
     pub skip_route_check: bool,
+    /// The record shard writes its own part with a commit it carries
+    /// (R21) even when a decision was recorded before it (an abort by
+    /// recovery): the first decision no longer wins.
+    pub own_part_after_decision: bool,
+    /// Replicas serve reads below their garbage-collection threshold, from
+    /// a history collection has thinned.
+    pub serve_below_gc_threshold: bool,
+    /// Garbage collection removes every version behind a newer one at or
+    /// below its horizon, whatever the newer one's transaction wrote
+    /// elsewhere, and keeps none.
+    pub collect_behind_any_version: bool,
 }
 
 /// Checks a committing transaction against the commits after its snapshot.

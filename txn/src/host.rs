@@ -65,7 +65,9 @@ use geodb_geo::paxos::{
 use geodb_storage::{Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
-use crate::participant::{Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, Proposal, ReadGate, Shard};
+use crate::participant::{
+    Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, PrepareRound, Proposal, ReadGate, Shard,
+};
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::traffic::{Leaning, Traffic, TrafficConfig};
 use crate::{Error, Hlc, Result};
@@ -283,6 +285,19 @@ pub struct SettledCounts {
     pub validated: u64,
 }
 
+/// R20: what [`Host::early_counts`] counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EarlyCounts {
+    /// Prepares at a statement (`values_follow`) proposed here.
+    pub prepared_at_statement: u64,
+    /// Tries of coordinated commits and prepares parked behind a prepared
+    /// transaction with an older snapshot.
+    pub waits: u64,
+    /// R21: commits recorded with the record's own part in one round
+    /// ([`Request::CommitRecord`]) proposed here.
+    pub decided_with_part: u64,
+}
+
 /// Monotonic Atomic View reads on one node ([`crate::view`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewCounts {
@@ -436,6 +451,8 @@ pub struct Host {
     reads_waited: u64,
     settled: SettledCounts,
     views: ViewCounts,
+    /// R20: see [`Host::early_counts`].
+    early: EarlyCounts,
     /// Proposals of this node skipped by re-validation (R15).
     skipped: u64,
     parked_count: usize,
@@ -537,6 +554,7 @@ impl Host {
             reads_waited: 0,
             settled: SettledCounts::default(),
             views: ViewCounts::default(),
+            early: EarlyCounts::default(),
             skipped: 0,
             parked_count: 0,
             next_read_id: 1,
@@ -899,6 +917,13 @@ impl Host {
         self.settled
     }
 
+    /// R20: parts prepared at their statement (proposed here as their
+    /// shard's leader), and tries of coordinated commits and prepares
+    /// parked here behind a prepared transaction with an older snapshot.
+    pub fn early_counts(&self) -> EarlyCounts {
+        self.early
+    }
+
     /// Monotonic Atomic View reads served here.
     pub fn views(&self) -> ViewCounts {
         self.views
@@ -943,13 +968,20 @@ impl Host {
             return;
         }
         let Some((group, txn)) = self.requests.remove(&id) else { return };
-        if let Response::Decided(decision) = response {
-            // Resolve our part as recorded; a later tick asks again if this
-            // proposal is lost.
-            let hosted = &self.shards[&group];
-            if hosted.leadership == Leadership::Serving && hosted.shard.is_prepared(txn) {
-                self.propose(group, None, txn, Entry::Resolve { txn, decision });
+        let (decision, carried) = match response {
+            Response::Decided(decision) => (decision, None),
+            // R20: with the values of our part, if it was prepared without.
+            Response::Recovered { decision, carried } => {
+                (decision, carried.into_iter().find(|carried| carried.shard == group.0))
             }
+            _ => return,
+        };
+        // Resolve our part as recorded; a later tick asks again if this
+        // proposal is lost.
+        let hosted = &self.shards[&group];
+        let fits = matches!(decision, Decision::Abort) || hosted.shard.resolves_with(txn, carried.as_ref());
+        if hosted.leadership == Leadership::Serving && hosted.shard.is_prepared(txn) && fits {
+            self.propose(group, None, txn, Entry::Resolve { txn, decision, carried });
         }
     }
 
@@ -1058,7 +1090,12 @@ impl Host {
                 let txn = changes.txn;
                 match shard.propose_commit(changes) {
                     Ok(Proposal::Entry(entry)) => self.propose(group, Some(origin), txn, entry),
-                    Ok(Proposal::Blocked(_)) => self.park(parked),
+                    Ok(Proposal::Blocked(_)) => {
+                        if !changes.isolation.is_highly_available() {
+                            self.early.waits += 1;
+                        }
+                        self.park(parked)
+                    }
                     Ok(Proposal::AlreadyCommitted(ts)) => self.reply(origin, Response::Committed(ts)),
                     // A duplicate of a request in flight: answered with it.
                     Ok(Proposal::InFlight) => self.answer_with_in_flight(group, changes.txn, origin),
@@ -1066,10 +1103,14 @@ impl Host {
                     Err(error) => self.refuse(origin, &error),
                 }
             }
-            Request::Prepare { changes, record, participants } => {
+            Request::Prepare { changes, record, participants, round, values_follow, may_wait } => {
                 let txn = changes.txn;
-                match shard.propose_prepare(changes, *record, participants) {
+                let round = PrepareRound { round: *round, values_follow: *values_follow, may_wait: *may_wait };
+                match shard.propose_prepare_round(changes, *record, participants, round) {
                     Ok(Proposal::Entry(entry)) => {
+                        if round.values_follow {
+                            self.early.prepared_at_statement += 1;
+                        }
                         let prepare_ts = match &entry {
                             Entry::Prepare(prepared) => prepared.prepare_ts,
                             _ => unreachable!("a prepare proposal"),
@@ -1082,31 +1123,70 @@ impl Host {
                         }
                     }
                     Ok(Proposal::AlreadyPrepared(ts)) => self.reply(origin, Response::Prepared(ts)),
-                    Ok(Proposal::Blocked(_)) => self.park(parked),
+                    Ok(Proposal::Blocked(_)) => {
+                        self.early.waits += 1;
+                        self.park(parked)
+                    }
                     // A duplicate of a prepare in flight: answered with it.
                     Ok(Proposal::InFlight) => self.answer_with_in_flight(group, txn, origin),
                     Ok(Proposal::AlreadyCommitted(_)) => unreachable!("a prepare is never a one-round commit"),
                     Err(error) => self.refuse(origin, &error),
                 }
             }
-            Request::Decide { txn, decision } => match shard.decision(*txn) {
+            Request::Decide { txn, decision, carried } => match shard.decision(*txn) {
                 Ok(Some(recorded)) => self.reply(origin, Response::Decided(recorded)),
-                Ok(None) => self.propose(group, Some(origin), *txn, Entry::Decide { txn: *txn, decision: *decision }),
+                Ok(None) => {
+                    let entry = Entry::Decide { txn: *txn, decision: *decision, carried: carried.clone() };
+                    self.propose(group, Some(origin), *txn, entry)
+                }
                 Err(error) => self.refuse(origin, &error),
             },
-            Request::Resolve { txn, decision } => {
-                if shard.is_prepared(*txn) {
-                    self.propose(group, Some(origin), *txn, Entry::Resolve { txn: *txn, decision: *decision });
+            Request::CommitRecord { own, participants, floor, carried } => match shard.decided_before_commit(own.txn) {
+                Ok(Some(recorded)) => self.reply(origin, Response::Decided(recorded)),
+                Ok(None) => match shard.propose_commit_record(own, participants, *floor, carried) {
+                    Ok(Proposal::Entry(entry)) => {
+                        self.early.decided_with_part += 1;
+                        self.propose(group, Some(origin), own.txn, entry)
+                    }
+                    Ok(Proposal::InFlight) => self.answer_with_in_flight(group, own.txn, origin),
+                    Ok(other) => unreachable!("a commit at the record is proposed or refused, not {other:?}"),
+                    Err(error) => self.refuse(origin, &error),
+                },
+                Err(error) => self.refuse(origin, &error),
+            },
+            Request::Resolve { txn, decision: Decision::Commit(_), carried }
+                if !shard.resolves_with(*txn, carried.as_ref()) =>
+            {
+                let error = Error::Invalid(format!(
+                    "transaction {txn}: a commit whose values do not fit its part at shard {} (left prepared for recovery)",
+                    group.0
+                ));
+                self.refuse(origin, &error);
+            }
+            Request::Resolve { txn, decision, carried } => {
+                // R20: an abort of a prepare still in flight here is proposed
+                // behind it, so the prepare, if chosen, is resolved rather
+                // than left to recovery.
+                let in_flight = *decision == Decision::Abort && shard.in_flight(*txn);
+                if shard.is_prepared(*txn) || in_flight {
+                    let entry = Entry::Resolve { txn: *txn, decision: *decision, carried: carried.clone() };
+                    self.propose(group, Some(origin), *txn, entry);
                 } else {
+                    if *decision == Decision::Abort {
+                        // R20: a prepare of it still parked here must not
+                        // take its locks after the abort.
+                        self.drop_parked(group, *txn);
+                    }
                     self.reply(origin, Response::Resolved);
                 }
             }
-            Request::Recover { txn } => match shard.decision(*txn) {
-                Ok(Some(recorded)) => self.reply(origin, Response::Decided(recorded)),
-                Ok(None) => {
-                    self.propose(group, Some(origin), *txn, Entry::Decide { txn: *txn, decision: Decision::Abort })
+            Request::Recover { txn } => match (shard.decision(*txn), shard.carried(*txn)) {
+                (Ok(Some(decision)), Ok(carried)) => self.reply(origin, Response::Recovered { decision, carried }),
+                (Ok(None), _) => {
+                    let entry = Entry::Decide { txn: *txn, decision: Decision::Abort, carried: Vec::new() };
+                    self.propose(group, Some(origin), *txn, entry)
                 }
-                Err(error) => self.refuse(origin, &error),
+                (Err(error), _) | (_, Err(error)) => self.refuse(origin, &error),
             },
             Request::Enqueue(enqueued) => {
                 let txn = enqueued.txn;
@@ -1362,7 +1442,8 @@ impl Host {
     /// it is applied here.
     fn propose(&mut self, group: GroupId, origin: Option<Origin>, txn: TxnId, entry: Entry) {
         if let Entry::Decide { decision: Decision::Commit(ts), .. }
-        | Entry::Resolve { decision: Decision::Commit(ts), .. } = &entry
+        | Entry::Resolve { decision: Decision::Commit(ts), .. }
+        | Entry::CommitRecord { ts, .. } = &entry
         {
             // Before any later proposal of this shard is validated: a
             // prepare that follows this commit in the log must take a
@@ -1387,8 +1468,14 @@ impl Host {
             base: self.shards.get(&group).map_or(0, |hosted| hosted.shard.applied_slot()),
         });
         let command = encode_command(self.config.node, seq, lineage, &entry);
-        let holds_locks =
-            matches!(entry, Entry::Commit { .. } | Entry::Prepare(_) | Entry::Enqueue { .. } | Entry::Deliver { .. });
+        let holds_locks = matches!(
+            entry,
+            Entry::Commit { .. }
+                | Entry::Prepare(_)
+                | Entry::CommitRecord { .. }
+                | Entry::Enqueue { .. }
+                | Entry::Deliver { .. }
+        );
         match self.paxos.propose(group, command) {
             Ok(()) => {
                 let origins = origin.into_iter().collect();
@@ -1829,11 +1916,38 @@ impl Host {
         self.parked.retain(|_, waiting| !waiting.is_empty());
         self.parked_count -= expired.len();
         for parked in expired {
-            let error = Error::Unavailable(format!(
+            let waited = format!(
                 "shard {}: gave up waiting for a lock, or for a replica to catch up, after {} ms",
                 parked.group.0,
                 max / 1_000
-            ));
+            );
+            // A coordinated commit or prepare that waited for an older
+            // transaction (R20) proposed nothing: a conflict, to retry.
+            let error = match &parked.request {
+                Request::CommitOne(changes) | Request::Prepare { changes, .. }
+                    if !changes.isolation.is_highly_available() =>
+                {
+                    Error::Conflict(waited)
+                }
+                _ => Error::Unavailable(waited),
+            };
+            self.refuse(parked.origin, &error);
+        }
+    }
+
+    /// R20: refuses `txn`'s requests parked at `group` (its abort came
+    /// first).
+    fn drop_parked(&mut self, group: GroupId, txn: TxnId) {
+        let Some(waiting) = self.parked.get_mut(&group) else { return };
+        let of_txn = |parked: &Parked| match &parked.request {
+            Request::CommitOne(changes) | Request::Prepare { changes, .. } => changes.txn == txn,
+            _ => false,
+        };
+        let (dropped, kept): (Vec<Parked>, Vec<Parked>) = waiting.drain(..).partition(of_txn);
+        *waiting = kept;
+        self.parked_count -= dropped.len();
+        for parked in dropped {
+            let error = Error::Conflict(format!("transaction {txn} was aborted while it waited at shard {}", group.0));
             self.refuse(parked.origin, &error);
         }
     }
@@ -1861,7 +1975,7 @@ impl Host {
             self.recovering.insert((group, txn), now_us);
             if record == group.0 {
                 // We are the record: decide, unless the coordinator did.
-                self.propose(group, None, txn, Entry::Decide { txn, decision: Decision::Abort });
+                self.propose(group, None, txn, Entry::Decide { txn, decision: Decision::Abort, carried: Vec::new() });
             } else {
                 let id = self.next_request_id;
                 self.next_request_id += 1;

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use crate::participant::{LOCK_WAIT_MAX, Proposal, ReadGate, Shard};
+use crate::participant::{LOCK_WAIT_MAX, PrepareRound, Proposal, ReadGate, Shard};
 use crate::protocol::{Decision, Entry, Refusal, Request, Response, ShardId};
 use crate::rpc::{RpcError, ShardRpc};
 use crate::{Error, Result};
@@ -126,8 +126,9 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
                 }
             }
             Request::CommitOne(changes) => return Ok(Response::Committed(shard.commit_local(changes)?)),
-            Request::Prepare { changes, record, participants } => {
-                match shard.propose_prepare(changes, *record, participants)? {
+            Request::Prepare { changes, record, participants, round, values_follow, may_wait } => {
+                let round = PrepareRound { round: *round, values_follow: *values_follow, may_wait: *may_wait };
+                match shard.propose_prepare_round(changes, *record, participants, round)? {
                     Proposal::Entry(entry) => return apply_one(shard, changes.txn, entry),
                     Proposal::AlreadyPrepared(ts) => return Ok(Response::Prepared(ts)),
                     Proposal::Blocked(txn) => txn,
@@ -136,16 +137,43 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
                     }
                 }
             }
-            Request::Decide { txn, decision } => {
-                return apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: *decision });
+            Request::Decide { txn, decision, carried } => {
+                let entry = Entry::Decide { txn: *txn, decision: *decision, carried: carried.clone() };
+                return apply_one(shard, *txn, entry);
             }
-            Request::Resolve { txn, decision } => {
-                return apply_one(shard, *txn, Entry::Resolve { txn: *txn, decision: *decision });
+            Request::CommitRecord { own, participants, floor, carried } => {
+                if let Some(recorded) = shard.decided_before_commit(own.txn)? {
+                    return Ok(Response::Decided(recorded));
+                }
+                return match shard.propose_commit_record(own, participants, *floor, carried)? {
+                    Proposal::Entry(entry) => apply_one(shard, own.txn, entry),
+                    _ => Err(Error::Unavailable(format!(
+                        "a commit of transaction {} at its record is in flight at shard {}",
+                        own.txn,
+                        shard.id()
+                    ))),
+                };
+            }
+            Request::Resolve { txn, decision: Decision::Commit(_), carried }
+                if !shard.resolves_with(*txn, carried.as_ref()) =>
+            {
+                return Err(Error::Invalid(format!(
+                    "transaction {txn}: a commit whose values do not fit its part at shard {} (left prepared for recovery)",
+                    shard.id()
+                )));
+            }
+            Request::Resolve { txn, decision, carried } => {
+                let entry = Entry::Resolve { txn: *txn, decision: *decision, carried: carried.clone() };
+                return apply_one(shard, *txn, entry);
             }
             Request::Recover { txn } => {
                 return match shard.decision(*txn)? {
-                    Some(decision) => Ok(Response::Decided(decision)),
-                    None => apply_one(shard, *txn, Entry::Decide { txn: *txn, decision: Decision::Abort }),
+                    Some(decision) => Ok(Response::Recovered { decision, carried: shard.carried(*txn)? }),
+                    None => apply_one(
+                        shard,
+                        *txn,
+                        Entry::Decide { txn: *txn, decision: Decision::Abort, carried: Vec::new() },
+                    ),
                 };
             }
             Request::ValidateSettled { .. } => {
@@ -158,7 +186,17 @@ fn serve(shard: &Shard, request: Request) -> Result<Response> {
                 return Err(Error::Invalid("views are served by LocalShards::handle".into()));
             }
         };
-        shard.wait_for_release(seen, blocked, deadline)?;
+        match shard.wait_for_release(seen, blocked, deadline) {
+            // A coordinated commit or prepare that waited for an older
+            // transaction (R20) proposed nothing: a conflict, to retry.
+            Err(Error::Unavailable(message))
+                if matches!(&request, Request::CommitOne(changes) | Request::Prepare { changes, .. }
+                    if !changes.isolation.is_highly_available()) =>
+            {
+                return Err(Error::Conflict(message));
+            }
+            other => other?,
+        }
     }
 }
 
@@ -179,7 +217,7 @@ fn apply_one(shard: &Shard, txn: geodb_storage::TxnId, entry: Entry) -> Result<R
             }
         }),
         Err(error) => {
-            if matches!(entry, Entry::Prepare(_)) {
+            if matches!(entry, Entry::Prepare(_) | Entry::CommitRecord { .. }) {
                 shard.abandon(txn);
             }
             Err(error)

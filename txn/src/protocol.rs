@@ -111,6 +111,78 @@ pub struct Move {
 }
 
 impl Changes {
+    /// R20: this part and `later` (a later prepare of the same transaction
+    /// at the same shard) as one: every key read, locked or written by
+    /// either (a value of `later` replacing one of this part), every guard
+    /// and route of either, and `later`'s level (a transaction may turn
+    /// serializable between statements).
+    pub fn merged_with(&self, later: &Changes) -> Changes {
+        let mut writes = later.writes.clone();
+        for (key, value) in &self.writes {
+            if !writes.iter().any(|(written, _)| written == key) {
+                writes.push((key.clone(), value.clone()));
+            }
+        }
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut locked: Vec<Vec<u8>> = self.locked.iter().chain(&later.locked).cloned().collect();
+        locked.sort_unstable();
+        locked.dedup();
+        locked.retain(|key| writes.binary_search_by(|(written, _)| written.cmp(key)).is_err());
+        let mut keys: Vec<Vec<u8>> = self.reads.keys.iter().chain(&later.reads.keys).cloned().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut ranges = self.reads.ranges.clone();
+        for range in &later.reads.ranges {
+            if !ranges.contains(range) {
+                ranges.push(range.clone());
+            }
+        }
+        let mut guards = self.guards.clone();
+        for guard in &later.guards {
+            if !guards.contains(guard) {
+                guards.push(guard.clone());
+            }
+        }
+        let mut routes = self.routes.clone();
+        for route in &later.routes {
+            if !routes.contains(route) {
+                routes.push(route.clone());
+            }
+        }
+        let mut moves = self.moves.clone();
+        moves.extend(later.moves.iter().filter(|moved| !self.moves.contains(moved)).cloned());
+        Changes {
+            txn: self.txn,
+            isolation: later.isolation,
+            read_ts: self.read_ts,
+            writes,
+            locked,
+            reads: Reads { keys, ranges },
+            guards,
+            routes,
+            moves,
+        }
+    }
+
+    /// R20: whether a prepare of this part holds everything `part` asks of
+    /// its shard, with `part`'s values the only thing left to send: every
+    /// key `part` writes or locks is locked here, every read is held, every
+    /// guard and route checked, at the same snapshot and level.
+    pub fn covers(&self, part: &Changes) -> bool {
+        let locked = self.written_keys();
+        let holds = |keys: &[Vec<u8>], key: &Vec<u8>| keys.binary_search(key).is_ok();
+        let mut read_keys = self.reads.keys.clone();
+        read_keys.sort_unstable();
+        self.read_ts == part.read_ts
+            && self.isolation == part.isolation
+            && part.moves.is_empty()
+            && part.written_keys().iter().all(|key| holds(&locked, key))
+            && part.reads.keys.iter().all(|key| holds(&read_keys, key))
+            && part.reads.ranges.iter().all(|range| self.reads.ranges.contains(range))
+            && part.guards.iter().all(|guard| self.guards.contains(guard))
+            && part.routes.iter().all(|route| self.routes.contains(route))
+    }
+
     /// Every key the transaction writes or locked, sorted, once each.
     pub fn written_keys(&self) -> Vec<Vec<u8>> {
         let mut keys: Vec<Vec<u8>> =
@@ -126,6 +198,17 @@ impl Changes {
 pub enum Decision {
     Commit(Timestamp),
     Abort,
+}
+
+/// R20: the values of a part prepared at its statement (whose prepare
+/// locked its keys without them), carried by the decision to its shard:
+/// the writes, and the shards the transaction wrote (Monotonic Atomic
+/// View's siblings).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    pub shard: ShardId,
+    pub writes: Vec<Write>,
+    pub participants: Vec<ShardId>,
 }
 
 /// R18: the home a request to a home shard was routed by, for one
@@ -208,15 +291,30 @@ pub enum Request {
         /// The shard that records the decision (R9).
         record: ShardId,
         participants: Vec<ShardId>,
+        /// R20: the transaction's prepares at this shard are numbered 1,
+        /// 2, …; a later one extends the prepared part (its changes are
+        /// merged in), a repeat of an earlier one answers the part as it is.
+        round: u32,
+        /// R20: prepared at a statement: the values of the keys locked
+        /// come with the decision ([`Carried`]).
+        values_follow: bool,
+        /// R20: the transaction holds nothing prepared anywhere else, so
+        /// this prepare may wait for a prepared transaction with an older
+        /// snapshot instead of aborting (one that holds locks never waits:
+        /// see R7).
+        may_wait: bool,
     },
-    /// At the record shard: record the decision (the first one wins) and
-    /// resolve this shard's own part.
-    Decide { txn: TxnId, decision: Decision },
-    /// At any other participant: apply (or drop) a prepared transaction.
-    Resolve { txn: TxnId, decision: Decision },
+    /// At the record shard: record the decision (the first one wins, and
+    /// with a commit the values it carries for parts prepared without
+    /// them, R20) and resolve this shard's own part.
+    Decide { txn: TxnId, decision: Decision, carried: Vec<Carried> },
+    /// At any other participant: apply (or drop) a prepared transaction,
+    /// with the values of a part prepared without them (R20).
+    Resolve { txn: TxnId, decision: Decision, carried: Option<Carried> },
     /// At the record shard, from a participant whose prepared transaction
     /// waited too long: the recorded decision, recording `Abort` if there
-    /// is none yet.
+    /// is none yet ([`Response::Decided`], or [`Response::Recovered`] when
+    /// a decision was recorded already).
     Recover { txn: TxnId },
     /// R14, at any replica of a shard that closes timestamps: validate what
     /// a serializable transaction read there (R7, the keys and ranges of
@@ -266,6 +364,15 @@ pub enum Request {
         required: Vec<TxnId>,
         guards: Vec<(ShardId, Guard)>,
     },
+    /// R21, at the record shard, once every other participant is prepared:
+    /// validate the record's own part and, in the same round, record the
+    /// commit (at or above `floor`, the other parts' prepare timestamps)
+    /// with the values it carries (R20), unless a decision is recorded
+    /// already. Answered [`Response::Decided`] with the decision recorded
+    /// first; a part that does not validate is refused and nothing is
+    /// recorded. A copy may be sent again after a lost answer: only the
+    /// copy that records the decision writes the part.
+    CommitRecord { own: Changes, participants: Vec<ShardId>, floor: Timestamp, carried: Vec<Carried> },
 }
 
 /// A highly available transaction's writes, by the home shard each goes to.
@@ -335,6 +442,7 @@ impl Request {
             Request::Deliver { .. } => "deliver",
             Request::Pending { .. } => "pending",
             Request::View { .. } => "view",
+            Request::CommitRecord { .. } => "commit-record",
         }
     }
 
@@ -346,7 +454,9 @@ impl Request {
     pub fn relies_on_clock_bound(&self) -> bool {
         match self {
             Request::Get { mode, .. } | Request::Scan { mode, .. } => mode.read_ts().is_some(),
-            Request::CommitOne(changes) | Request::Prepare { changes, .. } => !changes.isolation.is_highly_available(),
+            Request::CommitOne(changes)
+            | Request::Prepare { changes, .. }
+            | Request::CommitRecord { own: changes, .. } => !changes.isolation.is_highly_available(),
             Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } => false,
             Request::Enqueue(_) | Request::Deliver { .. } | Request::Pending { .. } | Request::View { .. } => false,
             Request::ValidateSettled { .. } => true,
@@ -372,7 +482,9 @@ impl Request {
     pub fn routes(&self) -> Vec<&Route> {
         match self {
             Request::Get { route, .. } | Request::Scan { route, versions: false, .. } => route.iter().collect(),
-            Request::CommitOne(changes) | Request::Prepare { changes, .. } => changes.routes.iter().collect(),
+            Request::CommitOne(changes)
+            | Request::Prepare { changes, .. }
+            | Request::CommitRecord { own: changes, .. } => changes.routes.iter().collect(),
             Request::Deliver { entries, .. } => entries.iter().flat_map(|entry| &entry.routes).collect(),
             _ => Vec::new(),
         }
@@ -463,6 +575,12 @@ pub enum Response {
     Prepared(Timestamp),
     /// The recorded decision (which may differ from the one asked for).
     Decided(Decision),
+    /// [`Request::Recover`] of a recorded decision, with the values it
+    /// carries for parts prepared without them (R20).
+    Recovered {
+        decision: Decision,
+        carried: Vec<Carried>,
+    },
     /// [`Request::ValidateSettled`]: nothing the transaction read there
     /// changed up to this closed timestamp, and nothing can at or below it.
     Validated(Timestamp),
@@ -520,6 +638,15 @@ pub struct Prepared {
     pub prepare_ts: Timestamp,
     pub record: ShardId,
     pub participants: Vec<ShardId>,
+    /// R20: which prepare of the transaction at this shard this is (1, 2,
+    /// …; each later one holds everything the earlier ones did).
+    pub round: u32,
+    /// R20: the values of the keys locked arrive with the decision.
+    pub values_follow: bool,
+    /// R20: the timestamp the part's locks are held at: the first round's
+    /// prepare timestamp (every later round's is above it, and so is the
+    /// commit, so no version lands below the lock).
+    pub locked_at: Timestamp,
 }
 
 /// Where a leader validated an entry it proposed (R15): its leadership,
@@ -543,9 +670,9 @@ pub enum Entry {
     Prepare(Prepared),
     /// Record the decision of a transaction this shard is the record of
     /// (unless one is recorded already), and resolve its part here.
-    Decide { txn: TxnId, decision: Decision },
+    Decide { txn: TxnId, decision: Decision, carried: Vec<Carried> },
     /// Resolve a prepared transaction's part here.
-    Resolve { txn: TxnId, decision: Decision },
+    Resolve { txn: TxnId, decision: Decision, carried: Option<Carried> },
     /// R14: nothing commits at this shard at or below `ts` after this
     /// entry (its leader hands out no timestamp at or below it), so a
     /// replica that applied it serves reads at `ts` and below.
@@ -582,12 +709,17 @@ pub enum Entry {
     /// `route`): they leave that entry and are queued for the shard the key
     /// lives at now, at `residence`'s epoch. The rest of the entry stays.
     Reroute { dest: ShardId, seq: u64, route: Route, residence: Residence },
+    /// R21, at the record shard: record `Commit(ts)` with `carried`, and
+    /// write `own` (the record's own part, validated by the leader at its
+    /// `prepare_ts`, at or below `ts`) with it, unless a decision is
+    /// recorded already: then that decision stands and `own` is dropped.
+    CommitRecord { own: Prepared, ts: Timestamp, carried: Vec<Carried> },
 }
 
 /// Format tag of an encoded [`Entry`]; bump on any change that makes
 /// entries already written decode differently (a variant appended at the
 /// end, as `Close` was, leaves them as they were).
-const ENTRY_FORMAT: u8 = 6;
+const ENTRY_FORMAT: u8 = 7;
 
 impl Entry {
     /// The entry as bytes (a command of the replicated log).
@@ -638,6 +770,9 @@ mod tests {
             prepare_ts: Timestamp::new(11, 0),
             record: 3,
             participants: vec![3, 4],
+            round: 2,
+            values_follow: true,
+            locked_at: Timestamp::new(10, 5),
         })
     }
 

@@ -19,12 +19,19 @@
 //! record shard (R9). Coordinated levels then wait out the clock bound
 //! (R6) before answering.
 //!
+//! R20: a row read for writing ([`Transaction::get_for_write_async`]) at a
+//! shard that commits outside this region is locked, and its shard
+//! prepared, in the same round trip as the read; the commit then sends
+//! that part's values with the decision (to a record shard in this region)
+//! instead of preparing it across the wide area again.
+//!
 //! Every method exists twice: `async` (the simulator drives these on its
 //! own executor) and blocking (the SQL layer's, `futures::executor::block_on`
 //! around the async one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -33,7 +40,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBat
 
 use crate::conflict::range_contains;
 use crate::protocol::{
-    Changes, Decision, Guard, KeyRange, ReadMode, Reads, Refusal, Request, Response, Route, ShardId, Write,
+    Carried, Changes, Decision, Guard, KeyRange, ReadMode, Reads, Refusal, Request, Response, Route, ShardId, Write,
 };
 use crate::rpc::{Home, Place, Router, RpcError, ShardRpc};
 use crate::{Error, Hlc, Isolation, Result};
@@ -89,6 +96,10 @@ pub struct CoordinatorFaults {
     /// in one transaction and copies its rows in a second one (R18 does
     /// both in one).
     pub switch_home_before_copy: bool,
+    /// R20: a part whose prepare at its statement was refused counts as
+    /// prepared anyway (so the commit carries its values to a shard that
+    /// holds nothing of it).
+    pub ignore_early_refusal: bool,
 }
 
 struct TxnIds {
@@ -120,6 +131,15 @@ pub struct TxnManager {
     /// [`TxnManager::observe_commit_waits`]).
     commit_waited: OnceLock<CommitWaitObserver>,
     faults: CoordinatorFaults,
+    /// R20: whether rows read for writing at shards that commit outside
+    /// this region are prepared at their statement (on unless turned off,
+    /// [`TxnManager::set_early_prepare`]).
+    early_prepare: AtomicBool,
+    /// The snapshots of this node's running transactions above Read
+    /// Committed (each as it began: a snapshot only moves up): garbage
+    /// collection on this node stays below the oldest
+    /// ([`TxnManager::oldest_snapshot`]).
+    running: Mutex<BTreeSet<(Timestamp, TxnId)>>,
 }
 
 /// Hears, per commit, its isolation level and how long its answer waited
@@ -231,7 +251,27 @@ impl TxnManager {
             commit_wait: config.commit_wait,
             commit_waited: OnceLock::new(),
             faults: config.faults,
+            early_prepare: AtomicBool::new(true),
+            running: Mutex::new(BTreeSet::new()),
         }))
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeSet<(Timestamp, TxnId)>> {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The snapshot of the oldest transaction running on this node, as it
+    /// began (none running: `None`). Garbage collection here stays below
+    /// it, so no transaction coordinated here finds its snapshot collected
+    /// at this node's replicas.
+    pub fn oldest_snapshot(&self) -> Option<Timestamp> {
+        self.running().first().map(|(snapshot, _)| *snapshot)
+    }
+
+    /// R20: turns preparing at the statement on or off (for comparisons;
+    /// on by default). Transactions already begun keep what they did.
+    pub fn set_early_prepare(&self, on: bool) {
+        self.early_prepare.store(on, Ordering::Relaxed);
     }
 
     /// Calls `observe` for every commit that may wait for the clocks once
@@ -359,22 +399,35 @@ impl TxnManager {
         let id = self.next_txn_id()?;
         // R1: one snapshot timestamp for every shard.
         let read_ts = self.hlc.now();
+        // Read Committed reads the newest version of every key, which
+        // collection never takes: it holds nothing back.
+        let began = (isolation != Isolation::ReadCommitted).then_some(read_ts);
+        if let Some(began) = began {
+            self.running().insert((began, id));
+        }
         Ok(Transaction {
             manager: self.clone(),
             id,
             isolation,
             read_ts,
+            began,
             confirmed: BTreeSet::new(),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             locked: BTreeSet::new(),
             deadline_ns: None,
+            cancel: None,
             schema: None,
             unhomed: BTreeMap::new(),
             forgotten: BTreeMap::new(),
             required: BTreeSet::new(),
             placed: BTreeMap::new(),
             placed_routes: Vec::new(),
+            early: BTreeMap::new(),
+            created: BTreeMap::new(),
+            record: None,
+            doomed: None,
+            deciding: AtomicBool::new(false),
         })
     }
 
@@ -472,6 +525,9 @@ pub struct Transaction {
     id: TxnId,
     isolation: Isolation,
     read_ts: Timestamp,
+    /// The snapshot it began with: its entry in the manager's running set
+    /// (none at Read Committed).
+    began: Option<Timestamp>,
     /// Shards whose leadership a read of this transaction confirmed (R4).
     confirmed: BTreeSet<ShardId>,
     /// Serializable: what was read at each shard.
@@ -481,6 +537,10 @@ pub struct Transaction {
     /// Physical-clock time (ns) after which reads fail with
     /// [`Error::StatementTimeout`]; set per statement.
     deadline_ns: Option<u64>,
+    /// Set by whoever may ask the running statement to stop (a PostgreSQL
+    /// client's cancel request): once it is true, reads fail as past the
+    /// deadline; the one who set it tells the two apart.
+    cancel: Option<Arc<AtomicBool>>,
     /// The schema version the statements were planned with (checked at
     /// every shard the commit writes, against its guard).
     schema: Option<Option<Vec<u8>>>,
@@ -501,6 +561,36 @@ pub struct Transaction {
     /// those shards must still hold.
     placed: BTreeMap<(ShardId, Vec<u8>), Placed>,
     placed_routes: Vec<(ShardId, Route)>,
+    /// R20: parts prepared at their statement, by shard.
+    early: BTreeMap<ShardId, Early>,
+    /// Homes of locality keys this transaction created by writing them
+    /// first, once a prepare at a statement routed its writes (R20), so
+    /// that the commit still validates its reads of them at their new home
+    /// ([`Transaction::reads_to_validate`]).
+    created: BTreeMap<Vec<u8>, ShardId>,
+    /// R20: the record shard the first of them named (one that commits in
+    /// this region): the decision is recorded there.
+    record: Option<ShardId>,
+    /// R20: why the transaction cannot commit (a prepare at a statement
+    /// was refused, or its answer never came).
+    doomed: Option<String>,
+    /// R20: a `Decide(Commit)` was sent: from then on only the recorded
+    /// decision resolves the parts prepared at their statement.
+    deciding: AtomicBool,
+}
+
+/// R20: which half of a read for writing failed.
+enum EarlyFailure {
+    Read(Error),
+    Prepare(Error),
+}
+
+/// R20: a part prepared at a statement: its latest round, what that round
+/// asked, and its prepare timestamp once answered.
+struct Early {
+    round: u32,
+    changes: Changes,
+    prepare_ts: Option<Timestamp>,
 }
 
 /// R18: a write placed at a shard (see [`Transaction::place`]): its value
@@ -569,7 +659,18 @@ impl Transaction {
         self.deadline_ns = timeout_ns.map(|timeout| self.manager.hlc.physical_now_ns().saturating_add(timeout));
     }
 
+    /// Lets the statements of this transaction be stopped from elsewhere:
+    /// while `cancel` is true, reads fail with [`Error::StatementTimeout`]
+    /// (checked where the deadline is). The flag is the caller's to clear
+    /// between statements. `None` removes it.
+    pub fn set_statement_cancel(&mut self, cancel: Option<Arc<AtomicBool>>) {
+        self.cancel = cancel;
+    }
+
     fn check_deadline(&self) -> Result<()> {
+        if self.cancel.as_ref().is_some_and(|cancel| cancel.load(Ordering::Relaxed)) {
+            return Err(Error::StatementTimeout);
+        }
         match self.deadline_ns {
             Some(deadline) if self.manager.hlc.physical_now_ns() >= deadline => Err(Error::StatementTimeout),
             _ => Ok(()),
@@ -910,9 +1011,7 @@ impl Transaction {
                 self.read_routed(shard, key, route).await
             }
             None => {
-                if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
-                    self.unhomed.entry(locality).or_default().keys.push(key.to_vec());
-                }
+                self.note_unhomed(place, key);
                 Ok(None)
             }
         }
@@ -926,6 +1025,137 @@ impl Transaction {
             self.locked.insert(key.to_vec());
         }
         self.get_async(key).await
+    }
+
+    /// The value of `key` for a statement that will write it (an `UPDATE`
+    /// or `DELETE` of one row by its key). At Snapshot and Serializable,
+    /// when the key's shard commits outside this region, the key is locked
+    /// and the shard prepared in the same round trip as the read (R20): the
+    /// commit then carries this part's values with its decision instead
+    /// of preparing it across the wide area again. Anywhere else it is
+    /// [`Transaction::get_async`].
+    pub async fn get_for_write_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.prepares_early() || self.writes.contains_key(key) {
+            return self.get_async(key).await;
+        }
+        self.check_deadline()?;
+        let place = self.manager.router.place(key);
+        let Some((shard, route)) = self.route_read(place.clone()).await? else {
+            self.note_unhomed(place, key);
+            return Ok(None);
+        };
+        let router = &self.manager.router;
+        // Not at the directory's shard either: a home's creation (a
+        // transaction of its own, which its parent waits for) commits there
+        // and may wait for a prepared transaction, which must then hold no
+        // part prepared at a statement there (R7).
+        let directory = || matches!(router.place(&router.home_key(&[])), Place::Shard(at) if at == shard);
+        if router.commits_in_region(shard) || router.reads_settled(shard) || directory() {
+            return self.read_routed(shard, key, route).await;
+        }
+        let newly_locked = self.locked.insert(key.to_vec());
+        let (mut parts, created) = self.parts_creating().await?;
+        self.created = created;
+        let Some(record) = self.record_shard(shard, &parts) else {
+            // No shard of this region to record a decision: read as any other.
+            if newly_locked {
+                self.locked.remove(key);
+            }
+            return self.read_routed(shard, key, route).await;
+        };
+        let Some(part) = parts.remove(&shard) else {
+            return Err(Error::Invalid(format!("key locked for writing has no part at its shard {shard}")));
+        };
+        // Every key written here so far is locked; its value comes with the
+        // decision. The row about to be read is read as of this prepare.
+        let mut changes = part.changes;
+        changes.locked = changes.written_keys();
+        changes.writes.clear();
+        if self.records_reads() {
+            changes.reads.keys.push(key.to_vec());
+            changes.reads.keys.extend(route.as_ref().map(|route| route.residence.clone()));
+        }
+        let round = self.early.get(&shard).map_or(1, |early| early.round + 1);
+        // Holding nothing prepared anywhere yet, it may wait for an older
+        // prepared transaction instead of aborting (R7).
+        let may_wait = self.early.is_empty();
+        self.early.insert(shard, Early { round, changes: changes.clone(), prepare_ts: None });
+        self.record = Some(record);
+        let request =
+            Request::Prepare { changes, record, participants: Vec::new(), round, values_follow: true, may_wait };
+        let manager = self.manager.clone();
+        let ignore_refusal = self.manager.faults.ignore_early_refusal;
+        let read_ts = self.read_ts;
+        // The read and the prepare travel together; whichever fails first
+        // ends the statement (a refused prepare need not wait for a read
+        // blocked behind the lock that refused it).
+        let prepare = async move {
+            match call_repeatable(&manager, shard, request).await {
+                Ok(Response::Prepared(ts)) => Ok(ts),
+                _ if ignore_refusal => Ok(read_ts),
+                Ok(other) => Err(EarlyFailure::Prepare(unexpected(shard, &other))),
+                Err(error) => Err(EarlyFailure::Prepare(error)),
+            }
+        };
+        let read = async { self.read_routed(shard, key, route).await.map_err(EarlyFailure::Read) };
+        match futures::future::try_join(read, prepare).await {
+            Ok((value, ts)) => {
+                if let Some(early) = self.early.get_mut(&shard) {
+                    early.prepare_ts = Some(ts);
+                }
+                Ok(value)
+            }
+            // The read failed first: whether the prepare was taken is not
+            // known, so nothing of it may be counted on (the transaction's
+            // end resolves it).
+            Err(EarlyFailure::Read(error)) => {
+                self.doomed = Some(format!("its read at shard {shard} failed beside a prepare there: {error}"));
+                Err(error)
+            }
+            Err(EarlyFailure::Prepare(error)) => {
+                self.doomed = Some(format!("its prepare at shard {shard} failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// R20: how many shards hold a part of this transaction prepared at
+    /// its statements.
+    pub fn prepared_early(&self) -> usize {
+        self.early.len()
+    }
+
+    /// R20: whether this transaction may prepare a part at its statement.
+    fn prepares_early(&self) -> bool {
+        self.manager.early_prepare.load(Ordering::Relaxed)
+            && matches!(self.isolation, Isolation::Snapshot | Isolation::Serializable)
+            && self.placed.is_empty()
+            && self.doomed.is_none()
+    }
+
+    /// R20: the record shard for a transaction preparing a part at `far`:
+    /// the one named already, else a shard that commits in this region,
+    /// one it writes if any, else the first such home shard. `None` if
+    /// this region has none (then nothing is prepared early).
+    fn record_shard(&self, far: ShardId, parts: &BTreeMap<ShardId, Part>) -> Option<ShardId> {
+        if let Some(record) = self.record {
+            return Some(record);
+        }
+        let router = &self.manager.router;
+        let written = parts.iter().find(|(shard, part)| {
+            **shard != far && part.writes_here && router.commits_in_region(**shard) && !router.reads_settled(**shard)
+        });
+        written.map(|(shard, _)| *shard).or_else(|| {
+            router.home_shards().into_iter().find(|shard| router.commits_in_region(*shard) && *shard != far)
+        })
+    }
+
+    /// A read of a locality key that has no home: nothing is stored, and a
+    /// serializable transaction notes the read for its validation.
+    fn note_unhomed(&mut self, place: Place, key: &[u8]) {
+        if let (true, Place::Homed(locality)) = (self.records_reads(), place) {
+            self.unhomed.entry(locality).or_default().keys.push(key.to_vec());
+        }
     }
 
     /// The pairs within the bounds, in key order (descending if `reverse`),
@@ -1214,6 +1444,10 @@ impl Transaction {
     /// Routes the writes and commits them: where (the shards written, or the
     /// outbox) and at which timestamp.
     async fn commit_parts(&self) -> Result<(Timestamp, Vec<ShardId>, Option<ShardId>)> {
+        if let Some(reason) = &self.doomed {
+            self.abort_early();
+            return Err(Error::Conflict(format!("transaction {} cannot commit: {reason}", self.id)));
+        }
         let mut parts = self.parts().await?;
         let outbox = self.outbox_for(&parts);
         if let Some(outbox) = outbox {
@@ -1222,7 +1456,7 @@ impl Transaction {
         let settled = self.validate_settled(&mut parts).await?;
         let written: Vec<ShardId> =
             parts.iter().filter(|(_, part)| part.writes_here).map(|(shard, _)| *shard).collect();
-        let ts = if parts.len() == 1 && settled.is_none() {
+        let ts = if parts.len() == 1 && settled.is_none() && self.early.is_empty() {
             let (shard, part) = parts.into_iter().next().expect("one part");
             self.commit_one(shard, part.changes).await?
         } else {
@@ -1284,6 +1518,11 @@ impl Transaction {
                 let routed = routed(self.manager.router.as_ref(), home, &locality);
                 if made {
                     created.insert(locality, routed.0);
+                } else if created.get(&locality).is_some_and(|shard| *shard != routed.0) {
+                    // Created by this transaction at an earlier statement
+                    // and moved since (R20): its reads are validated by the
+                    // directory again, which the move changed.
+                    created.remove(&locality);
                 }
                 Ok(routed)
             }
@@ -1309,6 +1548,9 @@ impl Transaction {
                 at_directory.keys.retain(|key| *key != directory_key);
             }
             let at_home = reads.entry(*shard).or_default();
+            // R18: and the residence record there, so that a rehome of the
+            // key after its creation fails this transaction's validation.
+            at_home.keys.push(router.residence_key(locality));
             at_home.keys.extend(unhomed.keys.iter().cloned());
             at_home.ranges.extend(unhomed.ranges.iter().cloned());
         }
@@ -1318,6 +1560,12 @@ impl Transaction {
     /// What each participant is asked to commit: its writes and locks, its
     /// schema guard, and (serializable) what was read there.
     async fn parts(&self) -> Result<BTreeMap<ShardId, Part>> {
+        Ok(self.parts_creating().await?.0)
+    }
+
+    /// [`Transaction::parts`], and the homes this transaction created (for
+    /// locality keys it writes first), those of earlier calls included.
+    async fn parts_creating(&self) -> Result<(BTreeMap<ShardId, Part>, BTreeMap<Vec<u8>, ShardId>)> {
         let mut parts: BTreeMap<ShardId, Part> = BTreeMap::new();
         let empty = || Part {
             changes: Changes {
@@ -1334,7 +1582,7 @@ impl Transaction {
             writes_here: false,
             write_routes: Vec::new(),
         };
-        let mut created = BTreeMap::new();
+        let mut created = self.created.clone();
         for (key, value) in &self.writes {
             let (shard, route) = self.route_write(key, &mut created).await?;
             let entry = parts.entry(shard).or_insert_with(empty);
@@ -1387,7 +1635,7 @@ impl Transaction {
                 }
             }
         }
-        Ok(parts)
+        Ok((parts, created))
     }
 
     /// R14: what a serializable transaction only read at shards that close
@@ -1479,27 +1727,79 @@ impl Transaction {
     /// it, [`Transaction::validate_settled`]): above it, the transaction
     /// aborts.
     async fn commit_distributed(&self, parts: BTreeMap<ShardId, Part>, settled: Option<Settled>) -> Result<Timestamp> {
-        let record = *parts
-            .iter()
-            .find(|(_, part)| part.writes_here)
-            .map(|(shard, _)| shard)
-            .expect("a transaction with writes has a part that writes");
+        let record = match self.record {
+            Some(record) => record,
+            None => *parts
+                .iter()
+                .find(|(_, part)| part.writes_here)
+                .map(|(shard, _)| shard)
+                .expect("a transaction with writes has a part that writes"),
+        };
         let participants: Vec<ShardId> = parts.keys().copied().collect();
-        let prepares = parts.iter().map(|(shard, part)| {
-            let request =
-                Request::Prepare { changes: part.changes.clone(), record, participants: participants.clone() };
-            call_repeatable(&self.manager, *shard, request)
-        });
-        let answers = futures::future::join_all(prepares).await;
+        // R20: a part whose prepare at a statement holds everything it asks
+        // is not prepared again: its values go with the decision. One that
+        // asks more is prepared again (a later round, merged into it).
+        let mut carried: Vec<Carried> = Vec::new();
         let mut commit_ts = self.read_ts;
+        let mut to_prepare: Vec<(ShardId, Changes, u32)> = Vec::new();
+        for (shard, part) in &parts {
+            let early = self.early.get(shard);
+            match early.and_then(|early| early.prepare_ts.filter(|_| early.changes.covers(&part.changes))) {
+                Some(prepare_ts) => {
+                    commit_ts = commit_ts.max(prepare_ts);
+                    let writes = part.changes.writes.clone();
+                    carried.push(Carried { shard: *shard, writes, participants: participants.clone() });
+                }
+                None => to_prepare.push((*shard, part.changes.clone(), early.map_or(1, |early| early.round + 1))),
+            }
+        }
+        // R21: when every other part was prepared at its statement, the
+        // record's own part is validated and written with the decision, in
+        // one round — unless reads of a global table must be validated
+        // again between the prepares and the decision. (With other parts
+        // to prepare now, it is prepared beside them: as many rounds.)
+        let own = match to_prepare.as_slice() {
+            [(shard, own, 1)] if *shard == record && settled.is_none() && own.moves.is_empty() => {
+                to_prepare.pop().map(|(_, own, _)| own)
+            }
+            _ => None,
+        };
+        let mut prepares = Vec::new();
+        for (shard, changes, round) in to_prepare {
+            let participants = participants.clone();
+            let request =
+                Request::Prepare { changes, record, participants, round, values_follow: false, may_wait: false };
+            prepares.push((shard, call_repeatable(&self.manager, shard, request)));
+        }
+        // A part prepared at a statement that the commit no longer needs
+        // (nothing of it is left): committed with nothing to write, if its
+        // prepare was answered.
         let mut failure = None;
-        for (shard, answer) in participants.iter().zip(answers) {
+        for (shard, early) in &self.early {
+            if parts.contains_key(shard) {
+                continue;
+            }
+            match early.prepare_ts {
+                Some(prepare_ts) => {
+                    commit_ts = commit_ts.max(prepare_ts);
+                    carried.push(Carried { shard: *shard, writes: Vec::new(), participants: participants.clone() });
+                }
+                None => {
+                    failure = Some(Error::Conflict(format!("its prepare at shard {shard} was never answered")));
+                }
+            }
+        }
+        let (prepared, calls): (Vec<ShardId>, Vec<_>) = prepares.into_iter().unzip();
+        let answers = futures::future::join_all(calls).await;
+        for (shard, answer) in prepared.iter().zip(answers) {
             match answer {
                 Ok(Response::Prepared(ts)) => commit_ts = commit_ts.max(ts),
                 Ok(other) => failure = failure.or(Some(unexpected(*shard, &other))),
                 Err(error) => failure = failure.or(Some(error)),
             }
         }
+        let parts_at: Vec<ShardId> = participants.clone();
+        let participants: Vec<ShardId> = participants.into_iter().chain(self.early.keys().copied()).collect();
         if failure.is_none()
             && let Some(settled) = &settled
             && commit_ts > settled.cap
@@ -1524,25 +1824,44 @@ impl Transaction {
             // anywhere; record the abort and release the locks (recovery
             // does it if these are lost).
             self.abort_everywhere(record, &participants);
-            return Err(match error {
-                Error::Conflict(message) => Error::Conflict(message),
-                // A participant was routed by a stale home (R18): the home is
-                // forgotten, and the transaction runs again under a new id (a
-                // participant that prepared this one holds it until its abort
-                // is applied).
-                Error::Moved { message, .. } => Error::Conflict(message),
-                other => Error::Conflict(format!(
-                    "transaction {} aborted: a participant failed to prepare: {other}",
-                    self.id
-                )),
-            });
+            return Err(aborted(self.id, error));
         }
         // The decision is durable at the record shard before anyone hears it.
-        let decision = self.decide(record, Decision::Commit(commit_ts)).await?;
+        self.deciding.store(true, Ordering::Relaxed);
+        let decision = match own {
+            Some(own) => {
+                let request =
+                    Request::CommitRecord { own, participants: parts_at, floor: commit_ts, carried: carried.clone() };
+                match call_repeatable(&self.manager, record, request).await {
+                    Ok(Response::Decided(decision)) => decision,
+                    outcome => {
+                        // Refused, or never answered: a copy may still have
+                        // recorded the commit. Record an abort instead; the
+                        // first decision recorded is the outcome.
+                        let error = match outcome {
+                            Ok(other) => unexpected(record, &other),
+                            Err(error) => error,
+                        };
+                        match self.decide(record, Decision::Abort, Vec::new()).await? {
+                            Decision::Abort => {
+                                self.resolve_aborted(record, &participants);
+                                return Err(aborted(self.id, error));
+                            }
+                            committed => committed,
+                        }
+                    }
+                }
+            }
+            None => self.decide(record, Decision::Commit(commit_ts), carried.clone()).await?,
+        };
         match decision {
             Decision::Commit(ts) => {
+                let mut resolved = BTreeSet::new();
                 for shard in participants.iter().filter(|shard| **shard != record) {
-                    self.manager.rpc.send(*shard, Request::Resolve { txn: self.id, decision });
+                    if resolved.insert(*shard) {
+                        let carried = carried.iter().find(|carried| carried.shard == *shard).cloned();
+                        self.manager.rpc.send(*shard, Request::Resolve { txn: self.id, decision, carried });
+                    }
                 }
                 Ok(ts)
             }
@@ -1558,8 +1877,8 @@ impl Transaction {
 
     /// Asks the record shard to record `decision`; answers the decision it
     /// recorded (which may be an abort by recovery).
-    async fn decide(&self, record: ShardId, decision: Decision) -> Result<Decision> {
-        let request = Request::Decide { txn: self.id, decision };
+    async fn decide(&self, record: ShardId, decision: Decision, carried: Vec<Carried>) -> Result<Decision> {
+        let request = Request::Decide { txn: self.id, decision, carried };
         match call_repeatable(&self.manager, record, request).await {
             Ok(Response::Decided(decision)) => Ok(decision),
             Ok(other) => Err(unexpected(record, &other)),
@@ -1571,10 +1890,30 @@ impl Transaction {
         }
     }
 
+    /// Records `Abort` at `record` and resolves `participants` and every
+    /// part prepared at a statement (R20) so. Only while no `Decide(Commit)`
+    /// was sent: then nothing can have committed.
     fn abort_everywhere(&self, record: ShardId, participants: &[ShardId]) {
-        self.manager.rpc.send(record, Request::Decide { txn: self.id, decision: Decision::Abort });
-        for shard in participants.iter().filter(|shard| **shard != record) {
-            self.manager.rpc.send(*shard, Request::Resolve { txn: self.id, decision: Decision::Abort });
+        let decide = Request::Decide { txn: self.id, decision: Decision::Abort, carried: Vec::new() };
+        self.manager.rpc.send(record, decide);
+        self.resolve_aborted(record, participants);
+    }
+
+    /// Resolves `participants` and every part prepared at a statement
+    /// (R20), but the record, as aborted: once the record holds `Abort`.
+    fn resolve_aborted(&self, record: ShardId, participants: &[ShardId]) {
+        let shards: BTreeSet<ShardId> = participants.iter().chain(self.early.keys()).copied().collect();
+        for shard in shards.into_iter().filter(|shard| *shard != record) {
+            let resolve = Request::Resolve { txn: self.id, decision: Decision::Abort, carried: None };
+            self.manager.rpc.send(shard, resolve);
+        }
+    }
+
+    /// R20: [`Transaction::abort_everywhere`] of the parts prepared at
+    /// statements, at the record shard the first of them named.
+    fn abort_early(&self) {
+        if let Some(record) = self.record {
+            self.abort_everywhere(record, &[]);
         }
     }
 
@@ -1583,6 +1922,11 @@ impl Transaction {
     /// [`Transaction::get_async`], blocking.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         block_on(self.get_async(key))
+    }
+
+    /// [`Transaction::get_for_write_async`], blocking.
+    pub fn get_for_write(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.get_for_write_async(key))
     }
 
     /// [`Transaction::get_for_update_async`], blocking.
@@ -1611,16 +1955,37 @@ impl Transaction {
         block_on(self.commit_async())
     }
 
-    /// Discards the transaction's writes (nothing is held anywhere yet).
+    /// Discards the transaction's writes; a part prepared at a statement
+    /// (R20) is resolved as aborted (by dropping it).
     pub fn rollback(self) {}
+}
+
+/// The error of a distributed commit that aborted because a participant
+/// failed to prepare (or, R21, the record refused its own part).
+fn aborted(txn: TxnId, error: Error) -> Error {
+    match error {
+        Error::Conflict(message) => Error::Conflict(message),
+        // A participant was routed by a stale home (R18): the home is
+        // forgotten, and the transaction runs again under a new id (a
+        // participant that prepared this one holds it until its abort is
+        // applied).
+        Error::Moved { message, .. } => Error::Conflict(message),
+        other => Error::Conflict(format!("transaction {txn} aborted: a participant failed to prepare: {other}")),
+    }
 }
 
 /// Sends a request that is safe to repeat, retrying unsent and lost ones
 /// with backoff for [`RETRY_WINDOW_NS`]; a refusal is the answer (except
 /// "outcome unknown" for requests whose repetition answers the recorded
-/// outcome: decisions and resolutions).
+/// outcome: decisions, resolutions and commits at the record).
 async fn call_repeatable(manager: &TxnManager, shard: ShardId, request: Request) -> Result<Response> {
-    let repeat_unknown = matches!(request, Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. });
+    // Requests whose copies are harmless (the first decision recorded
+    // wins, and only the copy of a commit at the record that records it
+    // writes its part, R21): sent again after an unknown outcome too.
+    let repeat_unknown = matches!(
+        request,
+        Request::Decide { .. } | Request::Resolve { .. } | Request::Recover { .. } | Request::CommitRecord { .. }
+    );
     let mut backoff = Backoff::new(manager);
     loop {
         let last = match manager.rpc.call(shard, request.clone()).await {
@@ -1713,6 +2078,20 @@ fn routed(router: &dyn Router, home: Home, locality: &[u8]) -> Routed {
 
 fn unexpected(shard: ShardId, response: &Response) -> Error {
     Error::Invalid(format!("shard {shard} answered with an unexpected {response:?}"))
+}
+
+/// R20: a transaction dropped with parts prepared at their statements and
+/// no decision sent (rolled back, failed, or its client gone) releases
+/// them now rather than when recovery finds them.
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if !self.early.is_empty() && !self.deciding.load(Ordering::Relaxed) {
+            self.abort_early();
+        }
+        if let Some(began) = self.began {
+            self.manager.running().remove(&(began, self.id));
+        }
+    }
 }
 
 impl std::fmt::Debug for Transaction {

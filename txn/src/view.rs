@@ -195,12 +195,19 @@ impl<'s> History<'s> {
         Ok(History { replica: held[0], key, versions: Vec::new(), complete: true, extras })
     }
 
-    /// The `index`-th version, newest first, loading more if needed.
+    /// The `index`-th version, newest first, loading more if needed. A
+    /// load keeps what was loaded before and adds only older versions:
+    /// garbage collection may have removed versions between two loads,
+    /// which must not move the walk's place in the history (it would skip
+    /// one).
     fn version(&mut self, index: usize) -> Result<Option<&Version>> {
-        if index >= self.versions.len() && !self.complete {
-            let limit = (self.versions.len() * 8).max(FIRST_LOAD).max(index + 1);
-            self.versions = self.replica.versions(&self.key, limit)?;
-            self.complete = self.versions.len() < limit;
+        let mut limit = (self.versions.len() * 8).max(FIRST_LOAD).max(index + 1);
+        while index >= self.versions.len() && !self.complete {
+            let loaded = self.replica.versions(&self.key, limit)?;
+            self.complete = loaded.len() < limit;
+            let oldest = self.versions.last().map(|version| version.ts);
+            self.versions.extend(loaded.into_iter().filter(|version| oldest.is_none_or(|oldest| version.ts < oldest)));
+            limit = limit.saturating_mul(8);
         }
         Ok(self.versions.get(index))
     }
@@ -357,6 +364,7 @@ impl Replicas<'_> {
                 Step::Skip
             })
         })?;
+        replica.check_collected(self.at_most)?;
         if found.is_none() {
             // Not here yet: if the gateway wrote there, wait for it.
             self.settled(shard, replica, behind);
@@ -479,6 +487,10 @@ impl Replicas<'_> {
         }
         if let Some(shard) = cx.behind.get() {
             return Ok(ViewOutcome::Behind(shard));
+        }
+        // Versions below a replica's collection threshold may be gone.
+        for replica in shards.iter().filter_map(|&shard| (self.shard)(shard)) {
+            replica.check_collected(self.at_most)?;
         }
         Ok(ViewOutcome::Viewed(Viewed { rows, seen: seen.into_iter().collect(), held_back }))
     }

@@ -167,6 +167,9 @@ fn a_read_above_a_prepared_lock_waits_for_the_decision() {
             changes: changes(900, Isolation::Snapshot, read_ts, &["b1"], &[]),
             record: 2,
             participants: vec![2],
+            round: 1,
+            values_follow: false,
+            may_wait: false,
         },
     ) {
         Response::Prepared(ts) => ts,
@@ -176,7 +179,8 @@ fn a_read_above_a_prepared_lock_waits_for_the_decision() {
     assert!(reader.read_ts() > prepare_ts);
     let deciding = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
-        shards.handle(2, Request::Decide { txn: TxnId(900), decision: Decision::Commit(prepare_ts) })
+        shards
+            .handle(2, Request::Decide { txn: TxnId(900), decision: Decision::Commit(prepare_ts), carried: Vec::new() })
     });
     // Blocks until the decision, then sees the committed value: never reads
     // around the lock.
@@ -196,23 +200,42 @@ fn a_read_above_a_prepared_lock_waits_for_the_decision() {
 fn prepared_serializable_reads_keep_later_writers_out() {
     let cluster = cluster();
     seed(&cluster.manager, &[("b1", 1), ("b2", 1)]);
+    let mut older = cluster.manager.begin(Isolation::Snapshot).unwrap();
     let read_ts = cluster.manager.begin(Isolation::Serializable).unwrap().read_ts();
     let prepared = changes(901, Isolation::Serializable, read_ts, &["b2"], &["b1"]);
-    let response =
-        cluster.shards.handle(2, Request::Prepare { changes: prepared, record: 2, participants: vec![1, 2] });
+    let response = cluster.shards.handle(
+        2,
+        Request::Prepare {
+            changes: prepared,
+            record: 2,
+            participants: vec![1, 2],
+            round: 1,
+            values_follow: false,
+            may_wait: false,
+        },
+    );
     assert!(matches!(response, Response::Prepared(_)), "{response:?}");
     // A coordinated writer of the read key aborts rather than commit below
-    // the prepared transaction's (unknown) commit timestamp (R8).
-    let mut writer = cluster.manager.begin(Isolation::Snapshot).unwrap();
-    write(&mut writer, "b1", 5);
-    assert!(writer.commit().unwrap_err().is_retryable());
+    // the prepared transaction's (unknown) commit timestamp (R8), if its
+    // snapshot is older (it never waits for a younger transaction)...
+    write(&mut older, "b1", 5);
+    assert!(older.commit().unwrap_err().is_retryable());
+    // ...and waits for the outcome if it is younger (R20).
+    let mut younger = cluster.manager.begin(Isolation::Snapshot).unwrap();
+    write(&mut younger, "b1", 6);
+    let waiting = std::thread::spawn(move || younger.commit());
+    let before = std::time::Instant::now();
+    while cluster.shards.shard(2).unwrap().stats().waits == 0 {
+        assert!(before.elapsed() < Duration::from_secs(60), "the younger writer never waited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // Readers are not held up by read locks.
     let mut reader = cluster.manager.begin(Isolation::Serializable).unwrap();
     assert_eq!(read(&mut reader, "b1"), Some(1));
-    cluster.shards.handle(2, Request::Decide { txn: TxnId(901), decision: Decision::Abort });
-    let mut writer = cluster.manager.begin(Isolation::Snapshot).unwrap();
-    write(&mut writer, "b1", 5);
-    writer.commit().unwrap();
+    cluster.shards.handle(2, Request::Decide { txn: TxnId(901), decision: Decision::Abort, carried: Vec::new() });
+    waiting.join().unwrap().unwrap();
+    let mut reader = cluster.manager.begin(Isolation::Serializable).unwrap();
+    assert_eq!(read(&mut reader, "b1"), Some(6));
 }
 
 #[test]
@@ -226,13 +249,17 @@ fn a_highly_available_write_waits_for_a_prepared_lock_instead_of_aborting() {
             changes: changes(902, Isolation::Snapshot, read_ts, &["b1"], &[]),
             record: 2,
             participants: vec![2],
+            round: 1,
+            values_follow: false,
+            may_wait: false,
         },
     );
     let Response::Prepared(prepare_ts) = response else { panic!("{response:?}") };
     let shards = cluster.shards.clone();
     let deciding = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
-        shards.handle(2, Request::Decide { txn: TxnId(902), decision: Decision::Commit(prepare_ts) })
+        shards
+            .handle(2, Request::Decide { txn: TxnId(902), decision: Decision::Commit(prepare_ts), carried: Vec::new() })
     });
     let mut writer = cluster.manager.begin(Isolation::ReadCommitted).unwrap();
     write(&mut writer, "b1", 7);
@@ -252,8 +279,17 @@ fn recovery_aborts_a_transaction_whose_coordinator_never_decided() {
     for shard in [1, 2] {
         let key = if shard == 1 { "a1" } else { "b1" };
         let prepared = changes(903, Isolation::Snapshot, read_ts, &[key], &[]);
-        let response =
-            cluster.shards.handle(shard, Request::Prepare { changes: prepared, record: 1, participants: vec![1, 2] });
+        let response = cluster.shards.handle(
+            shard,
+            Request::Prepare {
+                changes: prepared,
+                record: 1,
+                participants: vec![1, 2],
+                round: 1,
+                values_follow: false,
+                may_wait: false,
+            },
+        );
         assert!(matches!(response, Response::Prepared(_)), "{response:?}");
     }
     // The coordinator is gone. A participant asks the record shard, which
@@ -261,12 +297,14 @@ fn recovery_aborts_a_transaction_whose_coordinator_never_decided() {
     let recovered = cluster.shards.handle(1, Request::Recover { txn: TxnId(903) });
     assert_eq!(recovered, Response::Decided(Decision::Abort));
     assert!(!cluster.shards.shard(1).unwrap().holds_locks(), "the record shard resolved its own part");
-    cluster.shards.handle(2, Request::Resolve { txn: TxnId(903), decision: Decision::Abort });
+    cluster.shards.handle(2, Request::Resolve { txn: TxnId(903), decision: Decision::Abort, carried: None });
     assert!(!cluster.shards.shard(2).unwrap().holds_locks());
     // A coordinator that comes back late cannot commit any more: the first
     // decision recorded wins.
-    let late =
-        cluster.shards.handle(1, Request::Decide { txn: TxnId(903), decision: Decision::Commit(read_ts.next()) });
+    let late = cluster.shards.handle(
+        1,
+        Request::Decide { txn: TxnId(903), decision: Decision::Commit(read_ts.next()), carried: Vec::new() },
+    );
     assert_eq!(late, Response::Decided(Decision::Abort));
     let mut check = cluster.manager.begin(Isolation::Serializable).unwrap();
     assert_eq!((read(&mut check, "a1"), read(&mut check, "b1")), (Some(1), Some(1)));
@@ -281,14 +319,17 @@ fn requests_are_idempotent() {
         changes: changes(904, Isolation::Snapshot, read_ts, &["b1"], &[]),
         record: 2,
         participants: vec![2],
+        round: 1,
+        values_follow: false,
+        may_wait: false,
     };
     let first = cluster.shards.handle(2, prepare());
     assert_eq!(cluster.shards.handle(2, prepare()), first, "a repeated prepare answers the same timestamp");
     let Response::Prepared(ts) = first else { panic!("{first:?}") };
-    let decide = || Request::Decide { txn: TxnId(904), decision: Decision::Commit(ts) };
+    let decide = || Request::Decide { txn: TxnId(904), decision: Decision::Commit(ts), carried: Vec::new() };
     assert_eq!(cluster.shards.handle(2, decide()), Response::Decided(Decision::Commit(ts)));
     assert_eq!(cluster.shards.handle(2, decide()), Response::Decided(Decision::Commit(ts)));
-    let resolve = Request::Resolve { txn: TxnId(904), decision: Decision::Commit(ts) };
+    let resolve = Request::Resolve { txn: TxnId(904), decision: Decision::Commit(ts), carried: None };
     assert_eq!(cluster.shards.handle(2, resolve), Response::Resolved);
     let mut check = cluster.manager.begin(Isolation::Serializable).unwrap();
     assert_eq!(read(&mut check, "b1"), Some(9));
@@ -309,6 +350,9 @@ fn prepared_transactions_survive_a_restart_of_their_shard() {
             changes: changes(905, Isolation::Snapshot, Timestamp::new(1, 0), &["b1"], &[]),
             record: 1,
             participants: vec![1, 2],
+            round: 1,
+            values_follow: false,
+            may_wait: false,
         },
     );
     assert!(matches!(response, Response::Prepared(_)));

@@ -164,7 +164,7 @@ fn a_no_op_in_place_of_an_own_entry_skips_what_was_validated_behind_it_but_never
         writes: vec![(b"z".to_vec(), Some(b"v".to_vec()))],
         locked: Vec::new(),
     };
-    let decide = Entry::Decide { txn: TxnId(40), decision: Decision::Abort };
+    let decide = Entry::Decide { txn: TxnId(40), decision: Decision::Abort, carried: Vec::new() };
     let close = Entry::Close { ts: Timestamp::new(2_000_000_000, 0) };
     let applied =
         replica.apply_chosen(3, &[commit(30), decide, close, commit(31)], &[lineage(FIRST, 1); 4], 0).unwrap();

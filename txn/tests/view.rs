@@ -152,11 +152,11 @@ fn a_commit_across_shards_shows_once_every_shard_here_has_applied_it() {
     commit(&b, 2, vec![write("y", "old")]);
     let ts = prepare(&a, 10, vec![write("x", "new")], &[A, B]).max(prepare(&b, 10, vec![write("y", "new")], &[A, B]));
     // Applied at A, still prepared at B (this node's replica of B lags).
-    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts) });
+    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts), carried: Vec::new() });
     assert_eq!(view(&[&a, &b], None, &[], false).0, rows(&[("x", "old"), ("y", "old")]));
     // The planted bug shows half of it.
     assert_eq!(view(&[&a, &b], None, &[], true).0, rows(&[("x", "new"), ("y", "old")]));
-    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts) });
+    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts), carried: None });
     let (seen_rows, seen) = view(&[&a, &b], None, &[], false);
     assert_eq!(seen_rows, rows(&[("x", "new"), ("y", "new")]));
     assert_eq!(seen, vec![10], "the reader must see the rest of it later");
@@ -169,8 +169,8 @@ fn a_transaction_seen_in_part_is_shown_in_full_even_where_it_does_not_look_caugh
     // behind that commit's timestamp until it is resolved.
     prepare(&a, 11, vec![write("z", "held")], &[A, B]);
     let ts = prepare(&a, 10, vec![write("x", "new")], &[A, B]).max(prepare(&b, 10, vec![write("y", "new")], &[A, B]));
-    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts) });
-    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts) });
+    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts), carried: Vec::new() });
+    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts), carried: None });
     assert!(!a.caught_up(ts) && b.caught_up(ts));
     // On its own, y's version does not count as visible (A looks behind)...
     assert_eq!(view(&[&b], None, &[], false).0, rows(&[]));
@@ -265,7 +265,7 @@ fn a_version_after_the_readers_start_shows_only_if_its_transaction_is_required()
 fn a_view_waits_for_a_replica_behind_what_its_gateway_wrote_there() {
     let (a, b) = (shard(A), shard(B));
     let ts = prepare(&a, 10, vec![write("x", "new")], &[A, B]).max(prepare(&b, 10, vec![write("y", "new")], &[A, B]));
-    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts) });
+    apply(&a, Entry::Decide { txn: TxnId(10), decision: Decision::Commit(ts), carried: Vec::new() });
     // The gateway acknowledged T, so its replica of B must catch up rather
     // than hide T's x from the client that wrote it.
     let floors: BTreeMap<ShardId, Timestamp> = [(A, ts), (B, ts)].into_iter().collect();
@@ -273,7 +273,7 @@ fn a_view_waits_for_a_replica_behind_what_its_gateway_wrote_there() {
     assert_eq!(outcome(&[&a, &b], None, reader.clone()), ViewOutcome::Behind(B));
     // Without the gateway's floor there, it is held back instead.
     assert_eq!(read(&[&a, &b], None, Reader { only: Some(vec![A]), ..Reader::default() }).0, rows(&[]));
-    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts) });
+    apply(&b, Entry::Resolve { txn: TxnId(10), decision: Decision::Commit(ts), carried: None });
     assert_eq!(read(&[&a, &b], None, reader).0, rows(&[("x", "new")]));
 }
 

@@ -43,8 +43,10 @@ use self::session::{Isolation, Target};
 #[derive(clap::Args)]
 pub struct Args {
     /// A database to run against, `KIND=ADDRESS`, repeatable; run in the
-    /// order given. `geodb=URL[,URL...]` (one gateway URL per region) or
-    /// `postgres=CONNECTION` (a libpq-style URL or key=value string).
+    /// order given. `geodb=URL[,URL...]` (one HTTP gateway URL per region),
+    /// `geodb-pg=URL[,URL...]` (GeoDB over its PostgreSQL wire protocol: one
+    /// `postgresql://` URL per region) or `postgres=CONNECTION` (a
+    /// libpq-style URL or key=value string).
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
     /// Warehouses (the TPC-C scale factor).
@@ -84,6 +86,7 @@ pub struct Args {
 
 enum TargetSpec {
     GeoDb(Vec<String>),
+    GeoDbPg(Vec<String>),
     Postgres(String),
 }
 
@@ -91,8 +94,9 @@ fn parse_target(spec: &str) -> Result<TargetSpec, String> {
     let (kind, address) = spec.split_once('=').ok_or_else(|| format!("--target {spec:?}: expected KIND=ADDRESS"))?;
     match kind {
         "geodb" => Ok(TargetSpec::GeoDb(address.split(',').map(str::to_string).collect())),
+        "geodb-pg" => Ok(TargetSpec::GeoDbPg(address.split(',').map(str::to_string).collect())),
         "postgres" | "postgresql" => Ok(TargetSpec::Postgres(address.to_string())),
-        other => Err(format!("--target {spec:?}: unknown kind {other:?} (geodb, postgres)")),
+        other => Err(format!("--target {spec:?}: unknown kind {other:?} (geodb, geodb-pg, postgres)")),
     }
 }
 
@@ -144,6 +148,10 @@ async fn run_async(args: Args) -> Result<(), String> {
         let result = match spec {
             TargetSpec::GeoDb(urls) => {
                 let target = GeoDbTarget::connect(&urls, isolation).await?;
+                run_target(&target, population, load_constants, run_constants, config, args.load_workers).await?
+            }
+            TargetSpec::GeoDbPg(urls) => {
+                let target = PostgresTarget::connect_geodb(&urls, isolation).await?;
                 run_target(&target, population, load_constants, run_constants, config, args.load_workers).await?
             }
             TargetSpec::Postgres(connection) => {

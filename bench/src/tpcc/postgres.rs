@@ -1,6 +1,11 @@
 //! PostgreSQL through `tokio-postgres`: one connection per terminal, each
 //! statement prepared once per connection and then executed by name, the
 //! way a careful PostgreSQL application runs a fixed set of statements.
+//! The same client drives GeoDB over its PostgreSQL wire protocol
+//! (`geodb-pg=URL[,URL...]`, one URL per region): GeoDB's schema, and each
+//! warehouse loaded and served through the same region's URL, round-robin
+//! in the order given, as the HTTP target's loader places it (its home is
+//! the region that first wrote it; run with automatic rehoming off).
 //!
 //! Values cross as the kit's [`Value`]: integers to `INT2`/`INT4`/`INT8`,
 //! exact decimals to and from `NUMERIC`'s binary form (encoded here, since
@@ -29,9 +34,19 @@ const PREPARED_STATEMENTS_MAX: usize = 256;
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
+/// Which server a [`PostgresTarget`] speaks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Postgres,
+    /// GeoDB over its PostgreSQL wire protocol.
+    GeoDb,
+}
+
 #[derive(Clone)]
 pub struct PostgresTarget {
-    config: String,
+    server: Server,
+    /// One connection string; for GeoDB, one per region.
+    configs: Vec<String>,
     isolation: Isolation,
     version: String,
 }
@@ -39,8 +54,13 @@ pub struct PostgresTarget {
 impl PostgresTarget {
     /// Checks that the server answers, and names its version.
     pub async fn connect(config: &str, isolation: Isolation) -> Result<PostgresTarget, String> {
-        let mut target = PostgresTarget { config: config.to_string(), isolation, version: String::new() };
-        let session = target.session().await.map_err(|e| format!("PostgreSQL at {config}: {e}"))?;
+        let mut target = PostgresTarget {
+            server: Server::Postgres,
+            configs: vec![config.to_string()],
+            isolation,
+            version: String::new(),
+        };
+        let session = target.session(None).await.map_err(|e| format!("PostgreSQL at {config}: {e}"))?;
         target.version = session
             .client
             .query_one("SHOW server_version", &[])
@@ -50,8 +70,30 @@ impl PostgresTarget {
         Ok(target)
     }
 
-    pub async fn session(&self) -> Result<PostgresSession, DbError> {
-        let (client, connection) = tokio_postgres::connect(&self.config, NoTls).await.map_err(error)?;
+    /// GeoDB at `configs` (one `postgresql://` URL per region): checks that
+    /// each answers.
+    pub async fn connect_geodb(configs: &[String], isolation: Isolation) -> Result<PostgresTarget, String> {
+        if configs.is_empty() {
+            return Err("geodb-pg: no URL given".into());
+        }
+        let target =
+            PostgresTarget { server: Server::GeoDb, configs: configs.to_vec(), isolation, version: String::new() };
+        for (i, config) in configs.iter().enumerate() {
+            let session = target.connect_to(i).await.map_err(|e| format!("GeoDB at {config}: {e}"))?;
+            session.client.query_one("SELECT 1", &[]).await.map_err(|e| format!("GeoDB at {config}: {e}"))?;
+        }
+        Ok(target)
+    }
+
+    /// A session through the URL of warehouse `warehouse`'s region
+    /// (round-robin over those given), or the first one.
+    pub async fn session(&self, warehouse: Option<i64>) -> Result<PostgresSession, DbError> {
+        let index = warehouse.map_or(0, |w| (w - 1).rem_euclid(self.configs.len() as i64) as usize);
+        self.connect_to(index).await
+    }
+
+    async fn connect_to(&self, index: usize) -> Result<PostgresSession, DbError> {
+        let (client, connection) = tokio_postgres::connect(&self.configs[index], NoTls).await.map_err(error)?;
         tokio::spawn(async move {
             // The connection ends when the client is dropped; an error here
             // also surfaces on the client's next request.
@@ -69,23 +111,38 @@ impl Target for PostgresTarget {
     type Session = PostgresSession;
 
     fn name(&self) -> &str {
-        "postgres"
+        match self.server {
+            Server::Postgres => "postgres",
+            Server::GeoDb => "geodb-pg",
+        }
     }
 
     fn description(&self) -> String {
-        format!("PostgreSQL {} via tokio-postgres, isolation {}", self.version, self.isolation.postgres_name())
+        match self.server {
+            Server::Postgres => {
+                format!("PostgreSQL {} via tokio-postgres, isolation {}", self.version, self.isolation.postgres_name())
+            }
+            Server::GeoDb => format!(
+                "GeoDB over the PostgreSQL wire protocol via tokio-postgres, isolation {}, {}",
+                self.isolation.postgres_name(),
+                self.configs.join(" ")
+            ),
+        }
     }
 
     fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+        match self.server {
+            Server::Postgres => Dialect::Postgres,
+            Server::GeoDb => Dialect::GeoDb,
+        }
     }
 
-    async fn load_session(&self, _warehouse: Option<i64>) -> Result<PostgresSession, DbError> {
-        self.session().await
+    async fn load_session(&self, warehouse: Option<i64>) -> Result<PostgresSession, DbError> {
+        self.session(warehouse).await
     }
 
-    async fn terminal_session(&self, _warehouse: i64) -> Result<PostgresSession, DbError> {
-        self.session().await
+    async fn terminal_session(&self, warehouse: i64) -> Result<PostgresSession, DbError> {
+        self.session(Some(warehouse)).await
     }
 }
 

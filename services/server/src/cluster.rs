@@ -33,6 +33,7 @@ use geodb_txn::{Hlc, ManagerConfig, NodeMessage, Shard, TxnManager, shard_prefix
 
 use crate::config::{ClusterConfig, Config};
 use crate::replication::{Calls, ClusterRpc, Driver, GroupSpec, Inbox};
+use crate::tls::Tls;
 use crate::transport::{FaultClock, Faults, Transport, TransportConfig};
 
 pub use geodb_txn::host::COMMIT_WINDOW_SLOTS;
@@ -60,6 +61,8 @@ pub struct Cluster {
     pub faults: Arc<Faults>,
     /// For forwarding requests to other nodes' HTTP APIs.
     pub client: reqwest::Client,
+    /// Their scheme: `https` when the nodes have certificates.
+    pub scheme: &'static str,
     regions: BTreeMap<NodeId, Region>,
     /// Every shard of the cluster, where it is homed and placed.
     pub map: ShardMap,
@@ -77,6 +80,7 @@ impl Cluster {
         engine: Arc<dyn Engine>,
         peer_listener: tokio::net::TcpListener,
         faults: Arc<Faults>,
+        tls: Option<Arc<Tls>>,
     ) -> Result<(Arc<Cluster>, Arc<TxnManager>, Vec<Arc<Shard>>), String> {
         let cluster = config.cluster.clone().ok_or("no [cluster] section")?;
         let node = NodeId(config.node_id);
@@ -174,6 +178,7 @@ impl Cluster {
             regions: regions.clone(),
             latency: latency.clone(),
             latency_scale: 1.0,
+            tls: tls.clone(),
         };
         let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)
@@ -239,6 +244,7 @@ impl Cluster {
             faults: CoordinatorFaults::default(),
         })
         .map_err(|e| format!("cannot open transactions: {e}"))?;
+        txns.set_early_prepare(cluster.early_prepare);
         txns.observe_commit_waits(Box::new(|isolation, waited| {
             metrics::histogram!(crate::telemetry::names::COMMIT_WAIT_SECONDS, "isolation" => isolation.label())
                 .record(waited.as_secs_f64());
@@ -248,11 +254,29 @@ impl Cluster {
             // Reuse a pooled connection only while it is fresh: one the
             // target closed as it idled would fail a request after sending,
             // which the gateway must report as an unknown outcome.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let cluster =
-            Cluster { config: cluster, node, region, latency, driver, transport, faults, client, regions, map, router };
+            .pool_idle_timeout(Duration::from_secs(5));
+        // Over TLS, the gateway trusts the cluster's CA only, and presents
+        // its node certificate.
+        let client = match &tls {
+            Some(tls) => client.use_preconfigured_tls(tls.client_config()),
+            None => client,
+        };
+        let client = client.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let cluster = Cluster {
+            config: cluster,
+            node,
+            region,
+            latency,
+            driver,
+            transport,
+            faults,
+            client,
+            scheme,
+            regions,
+            map,
+            router,
+        };
         Ok((Arc::new(cluster), txns, shards))
     }
 

@@ -34,6 +34,11 @@ pub struct Config {
     pub pg: Option<SocketAddr>,
     /// Where the data lives. Required for `geodb start`.
     pub data_dir: Option<PathBuf>,
+    /// The certificates directory (`geodb cert`, `docs/security.md`): set,
+    /// the node speaks TLS on every port (HTTPS, PostgreSQL over TLS,
+    /// mutual TLS between nodes); unset, plaintext everywhere.
+    /// `geodb start --certs-dir` overrides it.
+    pub certs_dir: Option<PathBuf>,
     /// The clock bound ε, in milliseconds.
     #[serde(default = "default_max_clock_offset_ms")]
     pub max_clock_offset_ms: u64,
@@ -49,6 +54,34 @@ pub struct Config {
     /// The cluster this node belongs to; absent for a single node, which
     /// commits to its own disk without replication.
     pub cluster: Option<ClusterConfig>,
+    #[serde(default)]
+    pub gc: GcConfig,
+}
+
+/// The shortest history garbage collection may keep, in clock bounds ε.
+pub const GC_TTL_MIN_CLOCK_BOUNDS: u64 = 10;
+
+/// Garbage collection of old versions (`docs/design/storage.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    pub enabled: bool,
+    /// How much history is kept: versions that no read at or above this
+    /// far back can see are removed, and a transaction whose snapshot is
+    /// older than this at a replica that collected may fail with 40001
+    /// ("snapshot too old"). Transactions running on a node hold its
+    /// collection back while they run.
+    pub ttl_ms: u64,
+    /// How often a node goes over its replicas.
+    pub interval_ms: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        // An hour of history, as a backstop for long reports and for
+        // transactions that run on other nodes; a pass every five minutes.
+        GcConfig { enabled: true, ttl_ms: 3_600_000, interval_ms: 300_000 }
+    }
 }
 
 /// A multi-node cluster: every node's address, where the data shard lives,
@@ -100,6 +133,13 @@ pub struct ClusterConfig {
     /// leader can be elected (`docs/design/multipaxos.md`, "Leases").
     #[serde(default = "default_leader_leases")]
     pub leader_leases: bool,
+    /// A row an `UPDATE` or `DELETE` reads by its key at a shard that
+    /// commits in another region is locked, and its shard prepared, with
+    /// the read (`docs/design/transactions.md`, R20): the commit then pays
+    /// no second wide-area round trip there. Off: such a shard is prepared
+    /// at commit, as any other (for comparison).
+    #[serde(default = "default_early_prepare")]
+    pub early_prepare: bool,
     /// Slots a shard's leader keeps in flight (`docs/design/cluster.md`,
     /// "A pipeline of slots"): commits stop waiting for the slot before
     /// theirs. Default (unset): [`geodb_txn::host::COMMIT_WINDOW_SLOTS`] for
@@ -245,6 +285,10 @@ fn default_snapshot_interval_entries() -> u64 {
 }
 
 fn default_leader_leases() -> bool {
+    true
+}
+
+fn default_early_prepare() -> bool {
     true
 }
 
@@ -440,11 +484,13 @@ impl Default for Config {
             http: default_http(),
             pg: None,
             data_dir: None,
+            certs_dir: None,
             max_clock_offset_ms: default_max_clock_offset_ms(),
             limits: Limits::default(),
             otlp_endpoint: None,
             log_format: LogFormat::default(),
             cluster: None,
+            gc: GcConfig::default(),
         }
     }
 }
@@ -463,6 +509,19 @@ impl Config {
         let limits = &self.limits;
         if limits.requests_inflight_max == 0 || limits.sessions_max == 0 || limits.batch_statements_max == 0 {
             return Err("limits must be positive".into());
+        }
+        if self.gc.interval_ms == 0 {
+            return Err("gc.interval_ms must be positive".into());
+        }
+        // A transaction that begins on a node whose clock is up to ε behind
+        // must have time to read before its snapshot falls below another
+        // node's horizon.
+        let ttl_min = GC_TTL_MIN_CLOCK_BOUNDS * self.max_clock_offset_ms;
+        if self.gc.ttl_ms < ttl_min {
+            return Err(format!(
+                "gc.ttl_ms ({}) must be at least {GC_TTL_MIN_CLOCK_BOUNDS} × max_clock_offset_ms ({ttl_min})",
+                self.gc.ttl_ms
+            ));
         }
         if limits.request_bytes_max < 1024 {
             return Err("limits.request_bytes_max must be at least 1024".into());

@@ -46,17 +46,22 @@ pub struct DevShape {
     pub shards_per_region: u64,
     /// Leaders serve reads under leases (`cluster.leader_leases`).
     pub leader_leases: bool,
+    /// Far rows read for writing are prepared with the read
+    /// (`cluster.early_prepare`).
+    pub early_prepare: bool,
     /// Slots a shard's leader keeps in flight (`cluster.commit_window_slots`;
     /// `None`: by where its voters are).
     pub commit_window_slots: Option<u64>,
     /// Moving keys to the region their traffic comes from (R19).
     pub auto_rehome: crate::config::AutoRehome,
+    /// Where spans are exported (OTLP/gRPC), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Starts every node of a dev cluster in this process and serves until
 /// SIGTERM or Ctrl-C.
 pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> Result<(), String> {
-    let tracer = telemetry::init_tracing(None)?;
+    let tracer = telemetry::init_tracing(shape.otlp_endpoint.as_deref())?;
     let standard = LatencyMatrix::standard();
     let mut listeners = Vec::new();
     let mut addresses = Vec::new();
@@ -104,6 +109,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         admin_faults: shape.admin_faults,
         shards_per_region: shape.shards_per_region,
         leader_leases: shape.leader_leases,
+        early_prepare: shape.early_prepare,
         commit_window_slots: shape.commit_window_slots,
         global_lead_ms: None,
         auto_rehome: shape.auto_rehome.clone(),
@@ -156,9 +162,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
     }
     println!("Try: curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'", gateways[0].http);
     serve_all(nodes).await;
-    if let Some(provider) = tracer {
-        let _ = provider.shutdown();
-    }
+    telemetry::shut_down_tracing(tracer).await;
     Ok(())
 }
 
@@ -181,7 +185,8 @@ pub async fn run_cluster_node(config: Config) -> Result<(), String> {
     let node = Node::open(config, &data_dir, Metrics::global(), Some((peer_listener, faults)))?;
     let pg = node.config.pg.map_or_else(String::new, |pg| format!(", postgresql://{pg}/geodb"));
     println!(
-        "GeoDB is ready: http://{} (node {}{pg}, region {}, cluster of {} nodes, data in {})",
+        "GeoDB is ready: {}://{} (node {}{pg}, region {}, cluster of {} nodes, data in {})",
+        crate::http_scheme(&node),
         node.config.http,
         node.config.node_id,
         node.config.region,
@@ -189,9 +194,7 @@ pub async fn run_cluster_node(config: Config) -> Result<(), String> {
         Path::new(&data_dir).display()
     );
     serve_all(vec![(node, http_listener, pg_listener)]).await;
-    if let Some(provider) = tracer {
-        let _ = provider.shutdown();
-    }
+    telemetry::shut_down_tracing(tracer).await;
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 //! the server's CPU in thread handoffs. Each statement is timed into the
 //! statement histogram by isolation level and kind.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -120,11 +122,21 @@ impl Statement {
 /// Runs one statement inside `txn`, timing it.
 pub fn run_statement(node: &Node, txn: &mut Transaction, statement: &Statement) -> Result<StatementResult, ApiError> {
     let started = Instant::now();
+    let span = crate::telemetry::span(|| {
+        tracing::info_span!(
+            "sql.statement",
+            db.system = "geodb",
+            db.operation = tracing::field::Empty,
+            isolation = txn.isolation().label(),
+        )
+    });
+    let _entered = span.enter();
     txn.begin_statement();
     let timeout_ms = node.config.limits.statement_timeout_ms;
     txn.set_statement_timeout((timeout_ms > 0).then(|| timeout_ms.saturating_mul(1_000_000)));
     let outcome = node.db.execute(txn, &statement.sql, &statement.params);
     let kind = outcome.as_ref().map_or("error", |result| result.kind.name());
+    span.record("db.operation", kind);
     metrics::histogram!(names::STATEMENT_SECONDS, "isolation" => txn.isolation().label(), "kind" => kind)
         .record(started.elapsed().as_secs_f64());
     Ok(outcome?)
@@ -136,6 +148,18 @@ pub fn run_transaction(
     node: &Node,
     isolation: Isolation,
     statements: &[Statement],
+) -> Result<(Vec<StatementResult>, Commit), ApiError> {
+    run_cancellable_transaction(node, isolation, statements, None)
+}
+
+/// [`run_transaction`], whose statements stop at their next read once
+/// `cancel` is set (a PostgreSQL client's cancel request; see
+/// `Transaction::set_statement_cancel`).
+pub fn run_cancellable_transaction(
+    node: &Node,
+    isolation: Isolation,
+    statements: &[Statement],
+    cancel: Option<Arc<AtomicBool>>,
 ) -> Result<(Vec<StatementResult>, Commit), ApiError> {
     for statement in statements {
         // A malformed control statement is a syntax error first.
@@ -150,6 +174,7 @@ pub fn run_transaction(
         }
     }
     let mut txn = node.txns.begin_settled(isolation).map_err(geodb_sql::Error::from)?;
+    txn.set_statement_cancel(cancel);
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
         match run_statement(node, &mut txn, statement) {
@@ -161,9 +186,27 @@ pub fn run_transaction(
             }
         }
     }
-    let outcome = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+    let outcome = commit(txn);
     count_outcome(isolation, outcome.as_ref().map(|_| ()));
     Ok((results, outcome?))
+}
+
+/// Commits `txn` in a `txn.commit` span.
+pub fn commit(txn: Transaction) -> Result<Commit, ApiError> {
+    let span = crate::telemetry::span(|| {
+        tracing::info_span!(
+            "txn.commit",
+            isolation = txn.isolation().label(),
+            txn = %txn.id(),
+            commit_ts = tracing::field::Empty,
+            at = tracing::field::Empty,
+        )
+    });
+    let _entered = span.enter();
+    let commit = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from)?;
+    span.record("commit_ts", tracing::field::display(commit.ts));
+    span.record("at", commit.at.name());
+    Ok(commit)
 }
 
 /// Headers that say where a transaction committed: `X-GeoDB-Commit`

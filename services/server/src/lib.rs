@@ -4,13 +4,14 @@
 //! storage, transactions and SQL ([`node`]), serves the HTTP API
 //! ([`http`]), keeps interactive sessions ([`session`]), runs statements
 //! off the async path ([`exec`]), and reports logs, traces and metrics
-//! ([`telemetry`]). [`serve`] ties them together for `geodb dev` and
-//! `geodb start`.
+//! ([`telemetry`]), over TLS when given certificates ([`tls`]). [`serve`]
+//! ties them together for `geodb dev` and `geodb start`.
 
 pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod exec;
+pub mod gc;
 pub mod http;
 pub mod node;
 pub mod pg;
@@ -18,6 +19,7 @@ pub mod rehomer;
 pub mod replication;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -63,23 +65,48 @@ pub async fn serve(
         })
     };
     let follower = tokio::spawn(rehomer::follow_traffic(node.clone()));
+    let collector = tokio::spawn(gc::collect(node.clone()));
     let postgres = pg.map(|listener| tokio::spawn(pg::serve(node.clone(), listener)));
     let app = http::router(node.clone());
     let stopping = node.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing running requests");
-            stopping.stop_serving();
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing running requests");
+        stopping.stop_serving();
+    };
+    let result = match &node.tls {
+        None => serve_http(listener, app, shutdown).await,
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls.http_acceptor(), tls::Listener::Http)
+                .map_err(|e| format!("cannot listen for HTTPS: {e}"))?;
+            serve_http(listener, app, shutdown).await
+        }
+    };
     reaper.abort();
     follower.abort();
+    collector.abort();
     if let Some(postgres) = postgres {
         postgres.abort();
     }
     result
+}
+
+/// Serves `app` on `listener` (TCP, or TLS over it) until `shutdown`.
+async fn serve_http<L>(
+    listener: L,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| format!("server error: {e}"))
+}
+
+/// The scheme of the node's HTTP API: `https` with certificates.
+pub fn http_scheme(node: &Node) -> &'static str {
+    if node.tls.is_some() { "https" } else { "http" }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -68,6 +68,11 @@ enum Command {
         /// quorum instead of serving it under a lease (for comparison).
         #[arg(long)]
         no_leader_leases: bool,
+        /// Prepare a shard in another region at commit, like any other,
+        /// instead of with the read of the row an UPDATE or DELETE writes
+        /// there (for comparison).
+        #[arg(long)]
+        no_early_prepare: bool,
         /// Slots every shard's leader keeps in flight (default: 8 where a
         /// shard's voters are in several regions, 1 where they share one);
         /// 1 turns pipelining off everywhere (for comparison).
@@ -81,11 +86,68 @@ enum Command {
         /// moves there (automatic rehoming).
         #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
         auto_rehome_window_ms: u64,
+        /// Export tracing spans over OTLP/gRPC to this collector (for
+        /// example http://127.0.0.1:4317), as `otlp_endpoint` does for
+        /// `geodb start`.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
     /// Run one node from a configuration file.
     Start {
         #[arg(long)]
         config: PathBuf,
+        /// Speak TLS on every port with the certificates in this directory
+        /// (`geodb cert`; overrides the config's certs_dir).
+        #[arg(long)]
+        certs_dir: Option<PathBuf>,
+    },
+    /// Make the certificates of a cluster (PEM files; docs/security.md).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+/// The variants name the subcommands (`create-ca`, ...), as `cockroach cert`'s.
+#[allow(clippy::enum_variant_names)]
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A new cluster CA: ca.crt and ca.key.
+    CreateCa {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        /// Replace files that exist.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// A node's certificate and key, signed by the CA: node.<id>.crt and
+    /// node.<id>.key. It names the node (node-<id>.cluster-<cluster
+    /// id>.geodb.internal) and the hosts clients and other nodes reach it by.
+    CreateNode {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long)]
+        node_id: u64,
+        /// The cluster's id (`cluster.id` of the config).
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
+        /// A DNS name or IP address the node is reached by (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Replace files that exist (certificate rotation).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// A client certificate and key for a user, signed by the CA:
+    /// client.<user>.crt and client.<user>.key.
+    CreateClient {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// Replace files that exist.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -113,9 +175,11 @@ fn run(cli: Cli) -> Result<(), String> {
             admin_faults,
             shards_per_region,
             no_leader_leases,
+            no_early_prepare,
             commit_window_slots,
             no_auto_rehome,
             auto_rehome_window_ms,
+            otlp_endpoint,
         } => {
             let temporary = match &data_dir {
                 Some(_) => None,
@@ -131,7 +195,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let pg = pg.unwrap_or_else(|| default_pg(http, gateways));
             let base = data_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("set above").path().to_path_buf());
             let outcome = if regions == 1 && nodes_per_region == 1 {
-                let config = Config { http, pg: Some(pg), data_dir: Some(base), ..Config::default() };
+                let config = Config { http, pg: Some(pg), data_dir: Some(base), otlp_endpoint, ..Config::default() };
                 runtime.block_on(run_single(config, temporary.is_some()))
             } else {
                 let survival: Survival = survival.parse().map_err(|error| format!("--survival: {error}"))?;
@@ -145,20 +209,24 @@ fn run(cli: Cli) -> Result<(), String> {
                     admin_faults,
                     shards_per_region,
                     leader_leases: !no_leader_leases,
+                    early_prepare: !no_early_prepare,
                     commit_window_slots,
                     auto_rehome: geodb_server::config::AutoRehome {
                         enabled: !no_auto_rehome,
                         window_ms: auto_rehome_window_ms,
                         ..geodb_server::config::AutoRehome::default()
                     },
+                    otlp_endpoint,
                 };
                 runtime.block_on(dev::run_cluster(shape, base, temporary.is_some()))
             };
             drop(temporary);
             outcome
         }
-        Command::Start { config } => {
-            let config = Config::load(&config)?;
+        Command::Cert { command } => cert(command),
+        Command::Start { config, certs_dir } => {
+            let mut config = Config::load(&config)?;
+            config.certs_dir = certs_dir.or(config.certs_dir);
             telemetry::set_log_format(cli.log_format.unwrap_or(config.log_format));
             if config.data_dir.is_none() {
                 return Err("the config must set data_dir".into());
@@ -170,6 +238,32 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `geodb cert ...`: writes the files and says which.
+fn cert(command: CertCommand) -> Result<(), String> {
+    use geodb_server::tls::{self, CertsDir};
+    let written = match command {
+        CertCommand::CreateCa { certs_dir, overwrite } => {
+            let dir = CertsDir::new(certs_dir);
+            tls::create_ca(&dir, overwrite)?;
+            [dir.ca_cert(), dir.ca_key()]
+        }
+        CertCommand::CreateNode { certs_dir, node_id, cluster_id, hosts, overwrite } => {
+            let dir = CertsDir::new(certs_dir);
+            tls::create_node(&dir, node_id, cluster_id, &hosts, overwrite)?;
+            [dir.node_cert(node_id), dir.node_key(node_id)]
+        }
+        CertCommand::CreateClient { certs_dir, user, overwrite } => {
+            let dir = CertsDir::new(certs_dir);
+            tls::create_client(&dir, &user, overwrite)?;
+            [dir.client_cert(&user), dir.client_key(&user)]
+        }
+    };
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// The PostgreSQL address of `geodb dev` when `--pg` is not given: 5433
@@ -208,18 +302,18 @@ async fn run_single(config: Config, is_temporary: bool) -> Result<(), String> {
     let node = Node::open(config, &data_dir, Metrics::global(), None)?;
     let durability = if is_temporary { " (temporary: removed on exit)" } else { "" };
     let pg = node.config.pg.map_or_else(String::new, |pg| format!(", postgresql://{pg}/geodb"));
+    let scheme = geodb_server::http_scheme(&node);
     // The first line on stdout says where to connect; tests read it.
     println!(
-        "GeoDB is ready: http://{address} (node {}{pg}, region {}, data in {}{durability})",
+        "GeoDB is ready: {scheme}://{address} (node {}{pg}, region {}, data in {}{durability})",
         node.config.node_id,
         node.config.region,
         data_dir.display()
     );
-    println!("Try: curl -s http://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
+    let cacert = node.tls.as_ref().map_or_else(String::new, |tls| format!("--cacert {} ", tls.ca_cert().display()));
+    println!("Try: curl -s {cacert}{scheme}://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
     let served = geodb_server::serve(node, listener, pg_listener, geodb_server::shutdown_signal()).await;
-    if let Some(provider) = tracer {
-        let _ = provider.shutdown();
-    }
+    telemetry::shut_down_tracing(tracer).await;
     tracing::info!("stopped");
     served
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 use geodb_sql::Database;
 use geodb_storage::{Engine, RocksEngine};
 use geodb_txn::{Shard, SystemClock, TxnManager};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::http::ApiError;
 use crate::session::Sessions;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, names};
 use crate::transport::Faults;
 
 /// Meta key of the on-disk format of a data directory.
@@ -26,8 +27,10 @@ const META_FORMAT: &[u8] = b"geodb/format";
 /// Atomic View in the region: log entries of format 5, version records of
 /// format 3), 5 since requests to home shards carry the home they were
 /// routed by (rehoming, R18: log entries of format 6, prepared records and
-/// outbox queue entries with routes).
-const FORMAT: u64 = 5;
+/// outbox queue entries with routes), 6 since parts may be prepared at their
+/// statement (R20: log entries of format 7, prepared records with rounds,
+/// decisions with the values they carry).
+const FORMAT: u64 = 6;
 
 /// Refuses a data directory written in another format (never reads it as
 /// this one: that would be silent corruption); marks a new one.
@@ -98,13 +101,26 @@ pub struct Node {
     pub db: Arc<Database>,
     pub sessions: Sessions,
     /// Permits for executing requests (`limits.requests_inflight_max`).
-    pub inflight: Arc<Semaphore>,
+    inflight: Arc<Semaphore>,
     pub metrics: Metrics,
     /// The node's part in a cluster; `None` for a single node.
     pub cluster: Option<Arc<Cluster>>,
     /// Bulk rehomes started here, running and recent.
     pub rehomes: crate::rehomer::Jobs,
+    /// The node's certificates, if it speaks TLS (`certs_dir`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
     ready: AtomicBool,
+}
+
+/// A request's place under the node's concurrency bound ([`Node::admit`]).
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        metrics::gauge!(names::INFLIGHT).decrement(1.0);
+    }
 }
 
 impl Node {
@@ -117,20 +133,26 @@ impl Node {
         metrics: Metrics,
         peer: Option<(tokio::net::TcpListener, Arc<Faults>)>,
     ) -> Result<Arc<Node>, String> {
+        // Certificates first: a node its peers would refuse stops before it
+        // touches its data.
+        let tls = crate::tls::Tls::for_config(&config)?;
         std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
         let engine: Arc<dyn Engine> =
             Arc::new(RocksEngine::open(&data_dir.join("rocksdb")).map_err(|e| format!("cannot open storage: {e}"))?);
         check_format(engine.as_ref(), data_dir)?;
         let layout = config.cluster.as_ref().map_or_else(|| "single".to_string(), |cluster| cluster.layout());
         check_layout(engine.as_ref(), data_dir, &layout)?;
-        match (config.cluster.is_some(), peer) {
+        let node = match (config.cluster.is_some(), peer) {
             (false, _) => Self::with_engine(config, engine, metrics),
             (true, Some((listener, faults))) => {
-                let (cluster, txns, shards) = Cluster::start(&config, engine, listener, faults)?;
+                let (cluster, txns, shards) = Cluster::start(&config, engine, listener, faults, tls.clone())?;
                 Self::assemble(config, txns, shards, metrics, Some(cluster))
             }
             (true, None) => Err("a cluster node needs a peer listener".into()),
-        }
+        }?;
+        // Nobody holds the node yet; `with_engine` (which tests call too)
+        // leaves TLS off.
+        Ok(Arc::new(Node { tls, ..Arc::into_inner(node).expect("a node just assembled is not shared") }))
     }
 
     /// A single node over an already open engine.
@@ -164,8 +186,22 @@ impl Node {
             metrics,
             cluster,
             rehomes: crate::rehomer::Jobs::default(),
+            tls: None,
             ready: AtomicBool::new(true),
         }))
+    }
+
+    /// Admits one request or statement under `limits.requests_inflight_max`
+    /// (HTTP's `/v1` and PostgreSQL's statements alike), counted in
+    /// `geodb_requests_inflight` until the admission is dropped; beyond the
+    /// bound it is shed (`53000`, counted in `geodb_requests_shed_total`).
+    pub fn admit(&self) -> Result<Admission, ApiError> {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+            metrics::counter!(names::SHED).increment(1);
+            return Err(ApiError::overloaded("too many requests in flight"));
+        };
+        metrics::gauge!(names::INFLIGHT).increment(1.0);
+        Ok(Admission { _permit: permit })
     }
 
     /// Whether the node serves requests (false once shutdown began).

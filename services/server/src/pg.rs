@@ -4,31 +4,68 @@
 //! Each connection is a session ([`crate::session`]): the same statements,
 //! levels, transaction blocks and SQLSTATEs as `POST /v1/sessions`, and the
 //! transaction status every `ReadyForQuery` reports is the session's own.
-//! This step serves the simple query protocol (what `psql` and a driver's
-//! `simple_query` send): several statements of one query string outside a
-//! transaction block run as one implicit transaction, as in PostgreSQL;
-//! values go in text format. The extended protocol (Parse/Bind/Execute) is
-//! refused with `0A000` until it arrives. Any user and database name
-//! connect (development and insecure mode). Connections count against
-//! `limits.sessions_max` and queries against `limits.requests_inflight_max`.
+//! Both query protocols are served:
+//!
+//! - the simple query protocol (what `psql` and a driver's `simple_query`
+//!   send): several statements of one query string outside a transaction
+//!   block run as one implicit transaction, as in PostgreSQL; values go in
+//!   text format, each column typed by the values it holds;
+//! - the extended query protocol (`pg/extended.rs`: `Parse`, `Bind`,
+//!   `Describe`, `Execute`, `Close`, `Sync`; what a driver's `query`,
+//!   `execute` and `prepare` send): statements are planned at `Parse` so
+//!   that parameter and result types are described before anything runs,
+//!   and values travel in text or binary format (`pg/values.rs`).
+//!
+//! `psql`'s `\dt` and `\d <table>` describe GeoDB's tables: their
+//! `pg_catalog` queries are answered from its catalog (`pg/catalog.rs`).
+//!
+//! A client stops a running statement with a cancel request, over another
+//! connection, naming the key it was told at startup (`pg/cancel.rs`):
+//! the statement answers `57014` at its next read.
+//!
+//! Any user and database name connect (authentication is the next step of
+//! `docs/security.md`). A node with certificates answers `SSLRequest` and
+//! upgrades the connection to TLS (or takes TLS at once: PostgreSQL 17's
+//! direct negotiation), and refuses a client that does not ask for it with
+//! FATAL `28000`; cancel requests, which carry only a random key, are
+//! taken either way. With TLS, GeoDB negotiates it itself, never pgwire
+//! (`pg/negotiate.rs` says why).
+//! Connections count against `limits.sessions_max` and queries against
+//! `limits.requests_inflight_max`.
+
+mod cancel;
+mod catalog;
+mod extended;
+mod negotiate;
+mod values;
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, stream};
 use geodb_sql::{Control, StatementResult};
 use geodb_storage::Value;
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::query::{SimpleQueryHandler, send_execution_response, send_query_response, send_ready_for_query};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response, send_ready_for_query,
+};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::SecretKey;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -36,6 +73,8 @@ use crate::exec::Statement;
 use crate::http::ApiError;
 use crate::node::Node;
 use crate::session::{self, Ran, Session};
+use cancel::{Cancels, Registration};
+use extended::StatementParser;
 
 /// How long the accept loop pauses after a failed accept (out of file
 /// descriptors, say) before it tries again.
@@ -46,6 +85,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// once (a connection beyond it is closed at once, and logged).
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let connections = Arc::new(Semaphore::new(node.config.limits.sessions_max));
+    let cancels = Arc::new(Cancels::default());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -63,9 +103,13 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let connection = Arc::new(Connection::new(node.clone()));
+        let connection = Arc::new(Connection::new(node.clone(), cancels.clone()));
         tokio::spawn(async move {
-            if let Err(error) = pgwire::tokio::process_socket(socket, None, connection).await {
+            let served = match connection.handler.node.tls.as_ref().map(|tls| tls.pg_acceptor()) {
+                Some(acceptor) => negotiate::serve(socket, peer, acceptor, connection).await,
+                None => pgwire::tokio::process_socket(socket, None, connection).await,
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "PostgreSQL connection ended");
             }
             drop(permit);
@@ -73,15 +117,21 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-/// One client connection: its session.
+/// One client connection: its session (or, for a cancel request, none:
+/// such a connection sends no startup message).
 struct Connection {
     handler: Arc<Handler>,
+    cancels: Arc<Cancels>,
 }
 
 impl Connection {
-    fn new(node: Arc<Node>) -> Self {
+    fn new(node: Arc<Node>, cancels: Arc<Cancels>) -> Self {
         let session = Session::new(geodb_txn::Isolation::default());
-        Connection { handler: Arc::new(Handler { node, session: tokio::sync::Mutex::new(session) }) }
+        let cancel = session.cancel.clone();
+        let session = Arc::new(tokio::sync::Mutex::new(session));
+        let parser = Arc::new(StatementParser { node: node.clone(), session: session.clone() });
+        let handler = Handler { node, session, parser, cancel, cancels: cancels.clone(), cancel_key: OnceLock::new() };
+        Connection { handler: Arc::new(handler), cancels }
     }
 }
 
@@ -90,17 +140,85 @@ impl PgWireServerHandlers for Connection {
         self.handler.clone()
     }
 
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.handler.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancels.clone()
+    }
 }
 
+/// A connection's protocol handlers, over its session.
 struct Handler {
     node: Arc<Node>,
-    session: tokio::sync::Mutex<Session>,
+    session: Arc<tokio::sync::Mutex<Session>>,
+    /// Plans the statements of `Parse` (`pg/extended.rs`).
+    parser: Arc<StatementParser>,
+    /// The session's cancel flag, which a cancel request with this
+    /// connection's key sets.
+    cancel: Arc<AtomicBool>,
+    cancels: Arc<Cancels>,
+    /// The key drawn at startup (`BackendKeyData`); dropped, and so
+    /// forgotten, with the connection.
+    cancel_key: OnceLock<Registration>,
 }
 
-impl NoopStartupHandler for Handler {}
+impl Handler {
+    /// The transaction status `ReadyForQuery` reports: the session's.
+    async fn transaction_status(&self) -> TransactionStatus {
+        let session = self.session.lock().await;
+        match (session.txn.is_some(), session.failed) {
+            (false, _) => TransactionStatus::Idle,
+            (true, true) => TransactionStatus::Error,
+            (true, false) => TransactionStatus::Transaction,
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Handler {
+    /// No authentication yet (`docs/security.md`), as pgwire's
+    /// `NoopStartupHandler`, but a node with certificates first refuses a
+    /// client that did not ask for TLS: FATAL `28000`, before anything else
+    /// is said.
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = &message else { return Ok(()) };
+        if self.node.tls.is_some() && !client.is_secure() {
+            tracing::warn!(peer = %client.socket_addr(), "refused a PostgreSQL client that did not ask for TLS");
+            crate::tls::count_refused(crate::tls::Listener::Pg, crate::tls::Refusal::Plaintext);
+            let message = "this node accepts TLS connections only: connect with sslmode=require or verify-full";
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "28000".to_string(),
+                message.to_string(),
+            ))));
+        }
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        // The handler draws its connection's cancel key itself, to register it.
+        let (pid, secret) = self.generate(client);
+        client.set_pid_and_secret_key(pid, secret);
+        finish_authentication(client, &DefaultServerParameterProvider::default()).await
+    }
+}
+
+impl PidSecretKeyGenerator for Handler {
+    /// Registers the connection's cancel key, once (pgwire asks at startup).
+    fn generate(&self, client: &dyn ClientInfo) -> (i32, SecretKey) {
+        let key = self.cancel_key.get_or_init(|| self.cancels.register(client.protocol_version(), self.cancel.clone()));
+        (key.pid, key.secret.clone())
+    }
+}
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
@@ -119,7 +237,7 @@ impl SimpleQueryHandler for Handler {
             return Err(PgWireError::NotReadyForQuery);
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let responses = self.do_query(client, &query.query).await?;
+        let responses = SimpleQueryHandler::do_query(self, client, &query.query).await?;
         for response in responses {
             match response {
                 Response::EmptyQuery => {
@@ -135,14 +253,7 @@ impl SimpleQueryHandler for Handler {
                 }
             }
         }
-        let status = {
-            let session = self.session.lock().await;
-            match (session.txn.is_some(), session.failed) {
-                (false, _) => TransactionStatus::Idle,
-                (true, true) => TransactionStatus::Error,
-                (true, false) => TransactionStatus::Transaction,
-            }
-        };
+        let status = self.transaction_status().await;
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         send_ready_for_query(client, status).await
@@ -152,6 +263,10 @@ impl SimpleQueryHandler for Handler {
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
     {
+        // psql's `\dt` and `\d`, from GeoDB's catalog (`pg/catalog.rs`).
+        if let Some(response) = catalog::answer(&self.node.db.catalog(), query) {
+            return Ok(vec![response]);
+        }
         let statements = split_statements(query);
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -160,10 +275,9 @@ impl SimpleQueryHandler for Handler {
             let error = ApiError::new("57P01", "the node is shutting down; connect to another");
             return Ok(vec![Response::Error(Box::new(error_info(&error)))]);
         }
-        let Ok(_permit) = self.node.inflight.clone().try_acquire_owned() else {
-            return Ok(vec![Response::Error(Box::new(error_info(&ApiError::overloaded(
-                "too many requests in flight",
-            ))))]);
+        let _admission = match self.node.admit() {
+            Ok(admission) => admission,
+            Err(shed) => return Ok(vec![Response::Error(Box::new(error_info(&shed)))]),
         };
         let mut session = self.session.lock().await;
         // As PostgreSQL: several statements outside a transaction block, none
@@ -307,7 +421,7 @@ fn text_of(value: &Value) -> Option<String> {
         Value::Int(i) => i.to_string(),
         Value::Float(x) if x.is_nan() => "NaN".to_string(),
         Value::Float(x) if x.is_infinite() => if *x > 0.0 { "Infinity" } else { "-Infinity" }.to_string(),
-        Value::Float(x) => float_text(*x),
+        Value::Float(x) => float_text(*x, 1e15),
         Value::Decimal(d) => d.to_string(),
         Value::Text(s) => s.clone(),
         Value::Timestamp(_) => {
@@ -319,10 +433,11 @@ fn text_of(value: &Value) -> Option<String> {
 }
 
 /// A finite float as PostgreSQL writes it: plain, or in exponent form
-/// (`1e+300`) beyond 10^15 and below 10^-4.
-fn float_text(x: f64) -> String {
-    let magnitude = x.abs();
-    if magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+/// (`1e+300`) from `plain_below` up and below 10^-4 — 10^15 for a `DOUBLE
+/// PRECISION`, 10^6 for a `REAL`, each printed at its own precision.
+fn float_text<T: std::fmt::Display + std::fmt::LowerExp + Into<f64> + Copy>(x: T, plain_below: f64) -> String {
+    let magnitude = x.into().abs();
+    if magnitude != 0.0 && !(1e-4..plain_below).contains(&magnitude) {
         let text = format!("{x:e}");
         match text.split_once('e') {
             Some((mantissa, exponent)) if !exponent.starts_with('-') => format!("{mantissa}e+{exponent}"),

@@ -137,6 +137,9 @@ pub struct Published {
     pub views: geodb_txn::host::ViewCounts,
     /// Pipelined proposals of this node skipped by re-validation (R15).
     pub skipped: u64,
+    /// R20: prepares at a statement proposed here, and waits for older
+    /// prepared transactions.
+    pub early: geodb_txn::host::EarlyCounts,
     /// This node's replicas that are quiet now.
     pub quiet_groups: usize,
     /// Deliveries of outbox entries this node sent (R16).
@@ -196,6 +199,7 @@ impl Calls {
             Request::CommitOne(_)
                 | Request::Prepare { .. }
                 | Request::Decide { .. }
+                | Request::CommitRecord { .. }
                 | Request::Resolve { .. }
                 | Request::Enqueue(_)
         )
@@ -784,6 +788,17 @@ impl DriverState {
             published.leanings = leanings.to_vec();
             published.leanings_generation = generation;
         }
+        let early = self.host.early_counts();
+        if early != published.early {
+            let node = self.node.0.to_string();
+            metrics::counter!(crate::telemetry::names::PREPARES_AT_STATEMENT, "node" => node.clone())
+                .increment(early.prepared_at_statement - published.early.prepared_at_statement);
+            metrics::counter!(crate::telemetry::names::LOCK_WAITS, "node" => node.clone())
+                .increment(early.waits - published.early.waits);
+            metrics::counter!(crate::telemetry::names::DECISIONS_WITH_PART, "node" => node)
+                .increment(early.decided_with_part - published.early.decided_with_part);
+            published.early = early;
+        }
         let skipped = self.host.skipped_proposals();
         if skipped != published.skipped {
             metrics::counter!(crate::telemetry::names::PAXOS_PIPELINE_SKIPPED, "node" => self.node.0.to_string())
@@ -1014,39 +1029,55 @@ impl ClusterRpc {
 
 impl ShardRpc for ClusterRpc {
     fn call(&self, shard: ShardId, request: Request) -> BoxFuture<'static, Result<Response, RpcError>> {
+        use tracing::Instrument as _;
         let this = self.clone();
-        Box::pin(async move {
-            let mut target = this.target(shard, &request);
-            for _ in 0..REDIRECTS_MAX {
-                let Some(node) = target else {
-                    return Err(RpcError::NotSent(format!(
-                        "shard {shard} has no leader right now (an election is under way)"
-                    )));
-                };
-                let answer = this.attempt(node, shard, request.clone()).await;
-                if answer.is_err() {
-                    this.learn_remote_leader(shard, None);
-                }
-                match answer? {
-                    // Follow the refusing node's hint at once.
-                    Response::Refused(Refusal::NotLeader { leader: Some(leader) }) if leader != node.0 => {
-                        this.learn_remote_leader(shard, Some(NodeId(leader)));
-                        target = Some(NodeId(leader));
-                    }
-                    refused @ Response::Refused(Refusal::NotLeader { .. }) => {
+        // A child of the statement or commit that sends it.
+        let span = crate::telemetry::span(|| {
+            tracing::info_span!(
+                "shard.request",
+                otel.kind = "client",
+                shard,
+                kind = request.kind(),
+                leader = tracing::field::Empty
+            )
+        });
+        let traced = span.clone();
+        Box::pin(
+            async move {
+                let mut target = this.target(shard, &request);
+                for _ in 0..REDIRECTS_MAX {
+                    let Some(node) = target else {
+                        return Err(RpcError::NotSent(format!(
+                            "shard {shard} has no leader right now (an election is under way)"
+                        )));
+                    };
+                    traced.record("leader", node.0);
+                    let answer = this.attempt(node, shard, request.clone()).await;
+                    if answer.is_err() {
                         this.learn_remote_leader(shard, None);
-                        return Ok(refused);
                     }
-                    response => {
-                        if request.needs_leader() {
-                            this.learn_remote_leader(shard, Some(node));
+                    match answer? {
+                        // Follow the refusing node's hint at once.
+                        Response::Refused(Refusal::NotLeader { leader: Some(leader) }) if leader != node.0 => {
+                            this.learn_remote_leader(shard, Some(NodeId(leader)));
+                            target = Some(NodeId(leader));
                         }
-                        return Ok(response);
+                        refused @ Response::Refused(Refusal::NotLeader { .. }) => {
+                            this.learn_remote_leader(shard, None);
+                            return Ok(refused);
+                        }
+                        response => {
+                            if request.needs_leader() {
+                                this.learn_remote_leader(shard, Some(node));
+                            }
+                            return Ok(response);
+                        }
                     }
                 }
+                Ok(Response::Refused(Refusal::NotLeader { leader: None }))
             }
-            Ok(Response::Refused(Refusal::NotLeader { leader: None }))
-        })
+            .instrument(span),
+        )
     }
 
     fn send(&self, shard: ShardId, request: Request) {

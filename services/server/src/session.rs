@@ -14,6 +14,7 @@
 //! one session run one at a time and never block other sessions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,10 @@ pub struct Session {
     /// The level `SET TRANSACTION` chose outside a transaction, for the next.
     pub next_isolation: Option<Isolation>,
     pub last_used: Instant,
+    /// Set to stop the statement running (a PostgreSQL cancel request,
+    /// from another connection: hence shared, and read without the
+    /// session's lock). Cleared as each statement starts.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -51,6 +56,7 @@ impl Session {
             txn_used: false,
             next_isolation: None,
             last_used: Instant::now(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -86,24 +92,46 @@ pub fn fail(session: &mut Session, error: ApiError) -> ApiError {
 /// semantics: see the module documentation): outside a transaction it
 /// commits alone (retried on `40001`), inside one it joins it, and a
 /// transaction-control statement acts on the session.
+///
+/// A statement stopped by a cancel request (see [`Session::cancel`])
+/// answers `57014`, whatever error stopping it caused, and like any error
+/// fails the open transaction. A cancel request that arrives while no
+/// statement runs is forgotten, as in PostgreSQL.
 pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) -> Result<Ran, ApiError> {
+    session.cancel.store(false, Ordering::Relaxed);
     if let Some(control) = geodb_sql::parse_control(&statement.sql) {
         let control = control.map_err(|error| fail(session, error.into()))?;
         let commit = exec::blocking(|| run_control(node, session, control))?;
         return Ok(Ran { result: None, control: Some(control), commit });
     }
+    let ran = run_statement(node, session, statement).await;
+    ran.map_err(|error| if session.cancel.load(Ordering::Relaxed) { canceled() } else { error })
+}
+
+/// The answer to a statement stopped by a cancel request (PostgreSQL's).
+pub fn canceled() -> ApiError {
+    ApiError::new("57014", "canceling statement due to user request")
+}
+
+/// Runs a statement that is not transaction control (see [`run`]).
+async fn run_statement(node: &Arc<Node>, session: &mut Session, statement: Statement) -> Result<Ran, ApiError> {
     if session.txn.is_none() {
         // Autocommit: the statement is a one-statement transaction.
         let isolation = session.next_isolation.take().unwrap_or(session.default_isolation);
         let statements = vec![statement];
         let mut retries = 0;
         loop {
-            let attempt = exec::blocking(|| exec::run_transaction(node, isolation, &statements));
+            let cancel = Some(session.cancel.clone());
+            let attempt = exec::blocking(|| exec::run_cancellable_transaction(node, isolation, &statements, cancel));
             match attempt {
                 Ok((mut results, commit)) => {
                     return Ok(Ran { result: results.pop(), control: None, commit: Some(commit) });
                 }
-                Err(error) if error.code == "40001" && retries < node.config.limits.retries_max => {
+                Err(error)
+                    if error.code == "40001"
+                        && retries < node.config.limits.retries_max
+                        && !session.cancel.load(Ordering::Relaxed) =>
+                {
                     retries += 1;
                     metrics::counter!(names::RETRIES).increment(1);
                     tokio::time::sleep(crate::http::sql::backoff(retries)).await;
@@ -117,6 +145,7 @@ pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) 
     }
     exec::blocking(|| {
         let txn = session.txn.as_mut().expect("checked above: a transaction is open");
+        txn.set_statement_cancel(Some(session.cancel.clone()));
         session.txn_used = true;
         match exec::run_statement(node, txn, &statement) {
             Ok(result) => Ok(Ran { result: Some(result), control: None, commit: None }),
@@ -128,7 +157,7 @@ pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) 
     })
 }
 
-fn in_failed_transaction() -> ApiError {
+pub fn in_failed_transaction() -> ApiError {
     ApiError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
 }
 
@@ -179,7 +208,7 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<O
                 }
                 Some(txn) => {
                     let isolation = txn.isolation();
-                    let outcome = txn.commit_reporting().map_err(geodb_sql::Error::from).map_err(ApiError::from);
+                    let outcome = exec::commit(txn);
                     exec::count_outcome(isolation, outcome.as_ref().map(|_| ()));
                     return Ok(Some(outcome?));
                 }

@@ -3,8 +3,13 @@
 //! - Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as
 //!   text or as JSON lines ([`LogFormat`]). Text carries ANSI colours only
 //!   when stderr is a terminal, so a redirected log stays plain text.
-//! - Traces: spans from request to statement to commit, exported over
-//!   OTLP/gRPC when `otlp_endpoint` is configured.
+//! - Traces: spans from HTTP request (`http.request`, a child of the
+//!   client's W3C `traceparent` if it sent one) to SQL statement
+//!   (`sql.statement`) to commit (`txn.commit`) to each request to a shard's
+//!   leader (`shard.request`), exported over OTLP/gRPC when `otlp_endpoint`
+//!   is configured. A request a gateway forwards carries its `traceparent`,
+//!   so the node that serves it continues the same trace. `RUST_LOG` filters
+//!   the logs only: the spans are exported whatever it says.
 //! - Metrics: the `metrics` facade with a Prometheus recorder, rendered at
 //!   `GET /metrics`. Latencies are histograms (seconds) so that quantiles
 //!   can be aggregated across nodes. Every family has a HELP text
@@ -16,9 +21,10 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Histogram buckets for latencies, in seconds: 100 µs to 10 s, roughly
 /// ×2.5 apart — fine enough at the low end for single-node commits, wide
@@ -71,6 +77,22 @@ pub mod names {
     pub const AUTO_REHOMES: &str = "geodb_auto_rehomes_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
+    /// Parts prepared with the read of the row they write (R20), proposed
+    /// by a node as their shard's leader.
+    pub const PREPARES_AT_STATEMENT: &str = "geodb_prepares_at_statement_total";
+    /// Coordinated commits and prepares parked behind a prepared
+    /// transaction with an older snapshot (R20), counted at each try.
+    pub const LOCK_WAITS: &str = "geodb_lock_waits_total";
+    /// Commits recorded together with the record shard's own part, in one
+    /// round (R21), proposed by a node as the record's leader.
+    pub const DECISIONS_WITH_PART: &str = "geodb_decisions_with_part_total";
+    /// Version garbage collection on a node: versions and bytes removed,
+    /// passes by outcome, and how far behind the clock the horizon of its
+    /// last pass was.
+    pub const GC_VERSIONS: &str = "geodb_gc_versions_total";
+    pub const GC_BYTES: &str = "geodb_gc_bytes_total";
+    pub const GC_PASSES: &str = "geodb_gc_passes_total";
+    pub const GC_HORIZON_AGE_SECONDS: &str = "geodb_gc_horizon_age_seconds";
     /// Shards idle and quiet on a node (no heartbeats, no timers).
     pub const PAXOS_QUIET_GROUPS: &str = "geodb_paxos_quiet_groups";
     /// R16: entries a region's outbox holds for home shards, and the age
@@ -111,6 +133,11 @@ pub mod names {
     pub const TRANSPORT_FRAMES_REJECTED: &str = "geodb_transport_frames_rejected_total";
     /// Dials to a peer after the first (reconnection attempts), by node.
     pub const TRANSPORT_RECONNECTS: &str = "geodb_transport_reconnects_total";
+    /// TLS connections refused, by listener (peer, http, pg) and reason
+    /// (handshake, identity, plaintext): `docs/security.md`.
+    pub const TLS_CONNECTIONS_REFUSED: &str = "geodb_tls_connections_refused_total";
+    /// Certificate reloads (SIGHUP), by outcome (ok, failed).
+    pub const TLS_RELOADS: &str = "geodb_tls_reloads_total";
 
     /// The type of a metric family.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +166,16 @@ pub mod names {
             Kind::Counter,
             "Server-side retries of one-shot statements and batches after a serialization failure.",
         ),
-        (SHED, Kind::Counter, "Requests answered 503 because the node was at its concurrency bound."),
-        (INFLIGHT, Kind::Gauge, "Requests executing now (bounded by limits.requests_inflight_max)."),
+        (
+            SHED,
+            Kind::Counter,
+            "Requests answered 503 (PostgreSQL statements: 53000) because the node was at its concurrency bound.",
+        ),
+        (
+            INFLIGHT,
+            Kind::Gauge,
+            "Requests and PostgreSQL statements executing now (bounded by limits.requests_inflight_max).",
+        ),
         (SESSIONS, Kind::Gauge, "Interactive sessions open now (bounded by limits.sessions_max)."),
         (
             GROUP_COMMIT_SYNCS,
@@ -183,9 +218,44 @@ pub mod names {
             "Keys a Monotonic Atomic View read showed at an older version (or not at all) because the newest version's transaction had not fully arrived at the node's replicas yet, by node.",
         ),
         (
+            PREPARES_AT_STATEMENT,
+            Kind::Counter,
+            "Parts of transactions prepared with the read of the row an UPDATE or DELETE writes, at a shard that commits outside the coordinator's region, proposed by this node as the shard's leader (R20), by node.",
+        ),
+        (
+            LOCK_WAITS,
+            Kind::Counter,
+            "Tries of snapshot and serializable commits and prepares parked at this node behind a prepared transaction with an older snapshot, instead of aborting (R20), by node.",
+        ),
+        (
+            DECISIONS_WITH_PART,
+            Kind::Counter,
+            "Commits of transactions across shards recorded together with the record shard's own part in one round, every other part having been prepared at its statement (R21), proposed by this node as the record's leader, by node.",
+        ),
+        (
             PAXOS_PIPELINE_SKIPPED,
             Kind::Counter,
             "Proposals of a node that the log chose but every replica skipped, because the shard's leader changed while they were in flight and they had been validated against entries the log did not choose (their clients heard 40001), by node.",
+        ),
+        (
+            GC_VERSIONS,
+            Kind::Counter,
+            "Versions removed by garbage collection at this node's replicas (versions that no read at or above the horizon can see), by node.",
+        ),
+        (
+            GC_BYTES,
+            Kind::Counter,
+            "Bytes of keys and records the versions removed by garbage collection held, by node.",
+        ),
+        (
+            GC_PASSES,
+            Kind::Counter,
+            "Garbage-collection passes over a node's replicas, by node and outcome (done, failed, skipped: the node's clock was off its peers).",
+        ),
+        (
+            GC_HORIZON_AGE_SECONDS,
+            Kind::Gauge,
+            "How far behind the clock the horizon of the node's last garbage-collection pass was: gc.ttl_ms, or more while an older transaction runs on the node, by node.",
         ),
         (
             PAXOS_QUIET_GROUPS,
@@ -249,6 +319,12 @@ pub mod names {
             "Received frames refused (closing their connection), by node and reason.",
         ),
         (TRANSPORT_RECONNECTS, Kind::Counter, "Dials to a peer after the first one (reconnection attempts), by node."),
+        (
+            TLS_CONNECTIONS_REFUSED,
+            Kind::Counter,
+            "TLS connections refused, by listener (peer, http, pg) and reason (handshake: no valid certificate or not TLS; identity: a certificate for another node or cluster; plaintext: a PostgreSQL client that did not ask for TLS).",
+        ),
+        (TLS_RELOADS, Kind::Counter, "Certificate reloads (on SIGHUP), by outcome (ok, failed)."),
     ];
 }
 
@@ -345,11 +421,14 @@ pub fn init_tracing(
     });
     let json = (format == LogFormat::Json)
         .then(|| tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr));
-    let logs = tracing_subscriber::registry().with(filter).with(text).with(json);
+    // The filter is the logs' own: a quiet log must not silence the traces.
+    let logs = tracing_subscriber::registry().with(Layer::and_then(text, json).with_filter(filter));
     let Some(endpoint) = otlp_endpoint else {
         logs.try_init().map_err(|e| e.to_string())?;
         return Ok(None);
     };
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    TRACED.store(true, std::sync::atomic::Ordering::Relaxed);
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -362,8 +441,63 @@ pub fn init_tracing(
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("geodb").build())
         .build();
     let tracer = provider.tracer("geodb");
-    logs.with(tracing_opentelemetry::layer().with_tracer(tracer)).try_init().map_err(|e| e.to_string())?;
+    // GeoDB's own spans only (not those of the libraries under it, the
+    // exporter's among them).
+    let spans = Targets::new().with_target("geodb_server", tracing::Level::INFO);
+    let traces = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans);
+    logs.with(traces).try_init().map_err(|e| e.to_string())?;
     Ok(Some(provider))
+}
+
+/// Exports the spans still queued and stops exporting; off the runtime's
+/// workers, since it blocks until the last batch is sent.
+pub async fn shut_down_tracing(provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>) {
+    if let Some(provider) = provider {
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+}
+
+/// Whether spans are exported (an `otlp_endpoint` is configured).
+static TRACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `make()`'s span when spans are exported, else a disabled one: without
+/// an `otlp_endpoint` the hot paths build no span at all.
+pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if TRACED.load(std::sync::atomic::Ordering::Relaxed) { make() } else { tracing::Span::none() }
+}
+
+/// HTTP headers as the carrier of a W3C trace context.
+struct HeaderCarrier<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+/// Makes `span` a child of the trace context in `headers` (`traceparent`),
+/// if they carry a valid one; otherwise it starts a trace of its own.
+pub fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderCarrier(headers)));
+    // Fails only when no tracer is installed (no `otlp_endpoint`): then
+    // there is no trace to continue.
+    let _ = span.set_parent(parent);
+}
+
+/// The current span's trace context as headers (`traceparent`) for a
+/// request this node sends on; none when nothing is traced.
+pub fn trace_headers() -> Vec<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let mut headers = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut headers));
+    headers.into_iter().collect()
 }
 
 #[cfg(test)]

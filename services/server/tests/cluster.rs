@@ -1,4 +1,4 @@
-//! A real cluster: nine `geodb start --config` processes on 127.0.0.1–9,
+//! A real cluster: nine `geodb start --config` processes on 127.0.1.1–9,
 //! three regions of three nodes (the standard topology, latencies ÷10),
 //! one home shard per region, a snapshot every 20 applied entries, stored
 //! and sent in chunks of 1 KiB. The
@@ -34,6 +34,8 @@
 //! at snapshot and serializable through every region's gateway, auditors,
 //! while a home shard's leader and then a gateway (a coordinator) are
 //! SIGKILLed and eu-west is cut off ([`a_bank_across_three_homes_survives_kills_and_a_region_cut_off`]).
+//! Another restarts every node in turn under the bank's transfers, as a
+//! rolling upgrade does ([`a_rolling_restart_of_every_node_under_transfers_loses_no_commit`]).
 //! A third, at the standard latencies with automatic rehoming on: a key
 //! used only through eu-west moves there by itself
 //! ([`a_key_used_only_from_eu_west_moves_there_by_itself`]).
@@ -86,7 +88,9 @@ impl Cluster {
         let mut nodes = String::new();
         let mut addresses = Vec::new();
         for id in 1..=NODES {
-            let ip = format!("127.0.0.{id}");
+            // Not 127.0.0.1, where the other tests' servers take ports the
+            // moment they are free, as these ones are until the node binds.
+            let ip = format!("127.0.1.{id}");
             let (http, peer) = (format!("{ip}:{}", free_port(&ip)), format!("{ip}:{}", free_port(&ip)));
             let region = REGIONS[((id - 1) / 3) as usize];
             let zone = ["a", "b", "c"][((id - 1) % 3) as usize];
@@ -125,6 +129,24 @@ impl Cluster {
 
     fn kill(&mut self, id: u64) {
         self.servers[(id - 1) as usize].take().expect("node is running").kill();
+    }
+
+    /// Stops node `id` as an operator does (SIGTERM); its exit status.
+    fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        self.servers[(id - 1) as usize].take().expect("node is running").terminate()
+    }
+
+    /// Waits until node `id` answers `/readyz` with 200.
+    async fn wait_ready(&self, id: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let response = self.client.get(format!("{}/readyz", self.node(id).url)).send().await;
+            if response.is_ok_and(|response| response.status().as_u16() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {id} was not ready within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn restart(&mut self, id: u64) {
@@ -645,6 +667,17 @@ async fn a_three_region_cluster_survives_leader_loss_restarts_and_partitions() {
 /// The two scenarios run nine processes each: one at a time.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// When a workload stops: when told (never by the clock, so that a slow
+/// machine does less per second, not less in all).
+#[derive(Clone)]
+struct Until(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Until {
+    fn reached(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What became of the transfers a client sent.
 #[derive(Default)]
 struct Outcomes {
@@ -657,7 +690,7 @@ struct Outcomes {
 /// account of one home to an account of another, and records itself in
 /// `ledger` at the source's home, all in one transaction (a batch), at
 /// serializable and snapshot in turn.
-async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, until: Instant) -> Outcomes {
+async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, until: Until) -> Outcomes {
     let mut outcomes = Outcomes::default();
     let mut seed = (first_id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move |bound: i64| {
@@ -665,7 +698,7 @@ async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, unt
         ((seed >> 33) % bound as u64) as i64
     };
     let mut id = first_id;
-    while Instant::now() < until {
+    while !until.reached() {
         id += 1;
         let from_home = 1 + next(3);
         let to_home = 1 + (from_home + next(2)) % 3;
@@ -702,10 +735,10 @@ async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, unt
 
 /// Sums every balance through `url` until `until`, at serializable and
 /// snapshot in turn; every sum answered must be the opening total.
-async fn audit_until(client: reqwest::Client, url: String, until: Instant) -> usize {
+async fn audit_until(client: reqwest::Client, url: String, until: Until) -> usize {
     let mut audits = 0;
     let mut round = 0;
-    while Instant::now() < until {
+    while !until.reached() {
         round += 1;
         let isolation = if round % 2 == 0 { "serializable" } else { "snapshot" };
         let body = json!({"sql": "SELECT sum(balance) FROM accounts", "isolation": isolation});
@@ -724,13 +757,18 @@ async fn audit_until(client: reqwest::Client, url: String, until: Instant) -> us
 }
 
 /// Rehomes homes 1–3 in turn, each to the next region, through a gateway
-/// of each region in turn, every `every` until `until`; returns how many
-/// moved. A rehome may fail while nodes die and a region is cut off (a
+/// of each region in turn, every `every` until `until`, counting in `moved`
+/// those that moved the key. A rehome may fail while nodes die and a region is cut off (a
 /// retryable or unavailable answer); it never leaves a key half moved.
-async fn rehome_until(client: reqwest::Client, urls: Vec<String>, every: Duration, until: Instant) -> usize {
-    let mut moved = 0;
+async fn rehome_until(
+    client: reqwest::Client,
+    urls: Vec<String>,
+    every: Duration,
+    until: Until,
+    moved: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut round = 0usize;
-    while Instant::now() < until {
+    while !until.reached() {
         round += 1;
         let (home, region) = (1 + round % 3, REGIONS[(round / 3 + round) % 3]);
         let url = &urls[round % urls.len()];
@@ -741,7 +779,9 @@ async fn rehome_until(client: reqwest::Client, urls: Vec<String>, every: Duratio
             let status = response.status().as_u16();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             match status {
-                200 if answer["from"] != answer["to"] => moved += 1,
+                200 if answer["from"] != answer["to"] => {
+                    moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 200 => {}
                 _ => assert!(
                     matches!(common::code(&answer), "40001" | "08006" | "08007" | "53000"),
@@ -751,29 +791,30 @@ async fn rehome_until(client: reqwest::Client, urls: Vec<String>, every: Duratio
         }
         tokio::time::sleep(every).await;
     }
-    moved
 }
 
 const BANK_ACCOUNTS: i64 = 4;
 const BANK_OPENING: i64 = 100;
 const BANK_TOTAL: i64 = 3 * BANK_ACCOUNTS * BANK_OPENING;
 
-/// A bank whose accounts are homed in all three regions (home 1 by a first
-/// write through us-east, 2 through us-central, 3 through eu-west), with
-/// transfers between homes at snapshot and serializable through every
-/// region's gateway and auditors in two regions, while the leader of
-/// us-central's home shard is SIGKILLed, then the eu-west gateway (a
-/// coordinator, with its transactions in flight), then eu-west is cut off
-/// from the other regions; then everything heals and restarts. Every audit
-/// saw the exact total; afterwards every acknowledged transfer is in the
-/// ledger, nothing is there that was refused, the balances are exactly
-/// what the ledger says, and no prepared transaction is left on any replica.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path());
+/// A fresh cluster whose shards all have agreed leaders, with the bank
+/// open ([`open_bank`]).
+async fn bank_cluster(dir: &Path) -> Cluster {
+    bank_cluster_with(dir, "").await
+}
+
+/// [`bank_cluster`] with `tail` appended to every node's config.
+async fn bank_cluster_with(dir: &Path, tail: &str) -> Cluster {
+    let cluster = Cluster::start_with(dir, 0.1, tail);
     cluster.wait_for_agreed_leader(Duration::from_secs(30)).await;
+    open_bank(&cluster).await;
+    cluster
+}
+
+/// Creates the bank: `accounts` homed in all three regions (home 1 by a
+/// first write through us-east, 2 through us-central, 3 through eu-west),
+/// each account opened with [`BANK_OPENING`], and an empty `ledger`.
+async fn open_bank(cluster: &Cluster) {
     cluster
         .node(1)
         .sql("CREATE TABLE accounts (home INT, id INT, balance INT, PRIMARY KEY (home, id))", json!([]))
@@ -795,38 +836,33 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
         let (_, body) = cluster.node(8).get(&format!("/v1/homes/{home}")).await;
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["region"], json!(region), "{body}");
     }
+}
 
-    let start = Instant::now();
-    let until = start + Duration::from_secs(12);
+type Clients = Vec<tokio::task::JoinHandle<Outcomes>>;
+type Auditors = Vec<tokio::task::JoinHandle<usize>>;
+
+/// Transfers through the gateway of each region (nodes 1, 4, 7) and
+/// auditors through us-east's and us-central's, until `until`.
+fn run_bank(cluster: &Cluster, until: Until) -> (Clients, Auditors) {
     let mut clients = Vec::new();
     for (n, gateway) in [1u64, 4, 7].into_iter().enumerate() {
         let url = cluster.node(gateway).url.clone();
-        clients.push(tokio::spawn(transfer_until(cluster.client.clone(), url, (n as i64 + 1) * 1_000_000, until)));
+        let first_id = (n as i64 + 1) * 1_000_000;
+        clients.push(tokio::spawn(transfer_until(cluster.client.clone(), url, first_id, until.clone())));
     }
-    let auditors: Vec<_> = [1u64, 4]
+    let auditors = [1u64, 4]
         .into_iter()
-        .map(|gateway| tokio::spawn(audit_until(cluster.client.clone(), cluster.node(gateway).url.clone(), until)))
+        .map(|gateway| {
+            let url = cluster.node(gateway).url.clone();
+            tokio::spawn(audit_until(cluster.client.clone(), url, until.clone()))
+        })
         .collect();
-    // R18: the accounts' homes move between the regions meanwhile.
-    let movers: Vec<String> = [2u64, 5, 8].into_iter().map(|gateway| cluster.node(gateway).url.clone()).collect();
-    let mover = tokio::spawn(rehome_until(cluster.client.clone(), movers, Duration::from_millis(700), until));
+    (clients, auditors)
+}
 
-    // The faults, one after another, while the transfers run.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let view = cluster.view(1).await;
-    let central = view["shards"].as_array().unwrap().iter().find(|shard| shard["home"] == json!("us-central")).unwrap();
-    let central_leader = central["leader"].as_u64().unwrap();
-    assert!((4..=6).contains(&central_leader), "{view}");
-    cluster.kill(central_leader);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.kill(7);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.set_faults(json!([{"kind": "partition_regions", "regions": ["eu-west"]}])).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.set_faults(json!([])).await;
-    cluster.restart(central_leader);
-    cluster.restart(7);
-
+/// The transfers acknowledged, of unknown outcome and refused, and the
+/// audits, once every client and auditor is done.
+async fn bank_outcomes(clients: Clients, auditors: Auditors) -> (BTreeSet<i64>, BTreeSet<i64>, usize, usize) {
     let mut acked = BTreeSet::new();
     let mut unknown = BTreeSet::new();
     let mut refused = 0;
@@ -840,16 +876,13 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
     for auditor in auditors {
         audits += auditor.await.unwrap();
     }
-    let moves = mover.await.unwrap();
-    assert!(acked.len() >= 10 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
-    assert!(moves >= 3, "too few rehomes moved a key: {moves}");
-    eprintln!(
-        "bank across homes: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, {moves} rehomes, in {:?}",
-        acked.len(),
-        unknown.len(),
-        start.elapsed()
-    );
+    (acked, unknown, refused, audits)
+}
 
+/// After the faults: no prepared transaction is left on any replica once
+/// recovery had its time; every acknowledged transfer is in the ledger and
+/// nothing refused is; the balances are exactly what the ledger says.
+async fn check_bank(cluster: &Cluster, acked: &BTreeSet<i64>, unknown: &BTreeSet<i64>) {
     // No prepared transaction is left anywhere once recovery had its time.
     let deadline = Instant::now() + Duration::from_secs(60);
     'settled: loop {
@@ -904,6 +937,71 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
         .collect();
     assert_eq!(balances, expected, "the balances are not what the ledger says");
     assert_eq!(balances.values().sum::<i64>(), BANK_TOTAL);
+}
+
+/// A bank whose accounts are homed in all three regions (home 1 by a first
+/// write through us-east, 2 through us-central, 3 through eu-west), with
+/// transfers between homes at snapshot and serializable through every
+/// region's gateway and auditors in two regions, while the leader of
+/// us-central's home shard is SIGKILLed, then the eu-west gateway (a
+/// coordinator, with its transactions in flight), then eu-west is cut off
+/// from the other regions; then everything heals and restarts. Every audit
+/// saw the exact total; afterwards every acknowledged transfer is in the
+/// ledger, nothing is there that was refused, the balances are exactly
+/// what the ledger says, and no prepared transaction is left on any replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = bank_cluster(dir.path()).await;
+
+    let start = Instant::now();
+    // The workload runs through the faults below, and on until the movers
+    // moved keys three times (however slow the machine).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = Until(stop.clone());
+    let (clients, auditors) = run_bank(&cluster, until.clone());
+    // R18: the accounts' homes move between the regions meanwhile.
+    let movers: Vec<String> = [2u64, 5, 8].into_iter().map(|gateway| cluster.node(gateway).url.clone()).collect();
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let every = Duration::from_millis(700);
+    let mover = tokio::spawn(rehome_until(cluster.client.clone(), movers, every, until, moved.clone()));
+
+    // The faults, one after another, while the transfers run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let view = cluster.view(1).await;
+    let central = view["shards"].as_array().unwrap().iter().find(|shard| shard["home"] == json!("us-central")).unwrap();
+    let central_leader = central["leader"].as_u64().unwrap();
+    assert!((4..=6).contains(&central_leader), "{view}");
+    cluster.kill(central_leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(7);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.set_faults(json!([{"kind": "partition_regions", "regions": ["eu-west"]}])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.set_faults(json!([])).await;
+    cluster.restart(central_leader);
+    cluster.restart(7);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while moved.load(std::sync::atomic::Ordering::Relaxed) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let (acked, unknown, refused, audits) = bank_outcomes(clients, auditors).await;
+    mover.await.unwrap();
+    let moves = moved.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(acked.len() >= 10 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
+    assert!(moves >= 3, "too few rehomes moved a key: {moves}");
+    eprintln!(
+        "bank across homes: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, {moves} rehomes, in {:?}",
+        acked.len(),
+        unknown.len(),
+        start.elapsed()
+    );
+
+    check_bank(&cluster, &acked, &unknown).await;
 
     // R18: the old home's leader is SIGKILLed in the middle of a rehome of a
     // key with many rows; the key ends wholly in one home, and moves there
@@ -982,6 +1080,92 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
     assert_eq!(count("SELECT count(*) FROM accounts", 2).await, every);
     assert_eq!(count("SELECT count(*) FROM accounts WHERE home = 4", 2).await, rows);
     cluster.restart(east_leader);
+}
+
+/// A rolling restart, as an upgrade does it: every node of the nine, one
+/// at a time, stopped with SIGTERM and started again on its data, the next
+/// only once it is ready and every shard has a leader every node agrees
+/// on, while the bank's transfers run through a gateway of each region
+/// (gateways included in the restart: a client then meets a refused
+/// connection and tries again) and auditors check the total. Every node
+/// exits cleanly; every error a client sees is retryable (`40001`,
+/// `08006`, `53000`, or `08007` for a commit whose answer was lost with its
+/// node); afterwards every acknowledged transfer is in the ledger, nothing
+/// refused is, and the balances are what the ledger says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    // Garbage collection keeps half a second of history and runs ten times
+    // a second on every node, under the transfers and the restarts (and the
+    // snapshots that bring restarted replicas up to date).
+    let mut cluster = bank_cluster_with(dir.path(), "[gc]\nttl_ms = 500\ninterval_ms = 100\n").await;
+    snapshot_too_old(&cluster).await;
+
+    let start = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (clients, auditors) = run_bank(&cluster, Until(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in 1..=NODES {
+        let status = cluster.stop(id);
+        assert!(status.success(), "node {id} did not stop cleanly on SIGTERM: {status}");
+        cluster.restart(id);
+        cluster.wait_ready(id, Duration::from_secs(60)).await;
+        cluster.wait_for_agreed_leader(Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, unknown, refused, audits) = bank_outcomes(clients, auditors).await;
+    eprintln!(
+        "rolling restart: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, in {:?}",
+        acked.len(),
+        unknown.len(),
+        start.elapsed()
+    );
+    assert!(acked.len() >= 20 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
+    check_bank(&cluster, &acked, &unknown).await;
+}
+
+/// A snapshot transaction coordinated in us-central reads an account homed
+/// in us-east while that account is written again: once the home shard's
+/// leader has collected past the transaction's snapshot (half a second of
+/// history, here), its next read is refused with `40001` and says why,
+/// never answered from a thinned history; run again, it reads the newest.
+async fn snapshot_too_old(cluster: &Cluster) {
+    let read = "SELECT balance FROM accounts WHERE home = 1 AND id = 0";
+    let session = cluster.node(4).session("snapshot").await;
+    session.ok("BEGIN").await;
+    assert_eq!(session.int(read).await, Some(BANK_OPENING));
+    let gave_up = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        cluster.node(1).sql("UPDATE accounts SET balance = balance WHERE home = 1 AND id = 0", json!([])).await;
+        let (status, body) = session.run(read).await;
+        if status != 200 {
+            break body;
+        }
+        assert_eq!(body["rows"][0][0], json!(BANK_OPENING), "the snapshot's value, while it is whole");
+        assert!(Instant::now() < gave_up, "the home shard never collected past a minute-old snapshot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(common::code(&refused), "40001", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("snapshot too old"), "{refused}");
+    session.run("ROLLBACK").await;
+    let session = cluster.node(4).session("snapshot").await;
+    assert_eq!(session.int(read).await, Some(BANK_OPENING), "a new snapshot reads the newest");
+    // The updates' older versions went, at the home shard's replicas (their
+    // writes were of that shard alone).
+    loop {
+        let mut collected = 0.0;
+        for id in 1..=3 {
+            let (_, metrics) = cluster.node(id).get("/metrics").await;
+            collected += common::metric_sum(&metrics, "geodb_gc_versions_total");
+        }
+        if collected > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < gave_up, "garbage collection removed no version in us-east");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// R16: eu-west is cut off from both other regions by fault rules. Its

@@ -33,7 +33,7 @@ async fn post(url: &str, body: Value) -> (u16, Option<String>, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_bound_are_shed_with_retry_after() {
     let (node, url, _stop) = start(Limits { requests_inflight_max: 2, ..Limits::default() }).await;
-    let held = node.inflight.clone().try_acquire_many_owned(2).unwrap();
+    let held = [node.admit().unwrap(), node.admit().unwrap()];
     let (status, retry_after, body) = post(&format!("{url}/v1/sql"), json!({"sql": "SELECT 1"})).await;
     assert_eq!(status, 503);
     assert_eq!(retry_after.as_deref(), Some("1"));

@@ -95,6 +95,22 @@ async fn a_key_used_from_one_region_moves_there_by_itself_and_bulk_rehomes_move_
     let first_from_eu_west = Instant::now();
     let before = median_update(&client, eu_west, 7, 9).await;
     assert!(before >= WAN_RTT, "a commit at a home across the ocean takes a wide-area round trip: {before:?}");
+    // Each of them prepared key 7's shard in us-east with the read of its
+    // row (R20), which its leader counts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client.get(format!("{eu_west}/metrics")).send().await.unwrap().text().await.unwrap();
+        let prepared: f64 = metrics
+            .lines()
+            .filter(|line| line.starts_with("geodb_prepares_at_statement_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if prepared >= 9.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "9 far updates, {prepared} prepares at their statement:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Nine transactions take about 1.5 s: less than a window, so the key
     // must not have moved yet (checked only if it was less).
     let (region, _) = home(&client, us_east, 7).await;

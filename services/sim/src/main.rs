@@ -135,6 +135,18 @@ struct BankArgs {
     /// Plant "a rehome switches the key's home before it copies the rows" (test-only).
     #[arg(long)]
     switch_home_before_copy: bool,
+    /// Plant "a refused prepare at a statement counts as prepared" (test-only).
+    #[arg(long)]
+    ignore_early_refusal: bool,
+    /// Plant "the record writes its own part with a commit after an abort was recorded" (test-only).
+    #[arg(long)]
+    own_part_after_decision: bool,
+    /// Plant "replicas serve reads below their garbage-collection threshold" (test-only).
+    #[arg(long)]
+    serve_below_gc_threshold: bool,
+    /// Plant "garbage collection removes what stands behind any newer version and keeps nothing" (test-only).
+    #[arg(long)]
+    collect_behind_any_version: bool,
 }
 
 fn bank(args: BankArgs) -> ExitCode {
@@ -153,6 +165,10 @@ fn bank(args: BankArgs) -> ExitCode {
         show_siblings_early: args.show_siblings_early,
         skip_route_check: args.skip_route_check,
         switch_home_before_copy: args.switch_home_before_copy,
+        ignore_early_refusal: args.ignore_early_refusal,
+        own_part_after_decision: args.own_part_after_decision,
+        serve_below_gc_threshold: args.serve_below_gc_threshold,
+        collect_behind_any_version: args.collect_behind_any_version,
     };
     let options = geodb_sim::BankOptions { faults, trace: args.seeds.trace, ..geodb_sim::BankOptions::default() };
     let (start, count) = args.seeds.range();
@@ -186,7 +202,9 @@ fn bank(args: BankArgs) -> ExitCode {
          replicas fell quiet {} times, {} notes acknowledged ({} outbox entries shipped), \
          {} tag writes committed at an outbox ({} writes of them replaced by newer origins first), \
          {} MAV reads ({} keys held back until their transactions arrived), \
-         {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes; failing seeds: {failed:?}",
+         {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes, \
+         {} parts prepared at their statement, {} tries that waited for an older prepared transaction, {} commits recorded with \
+         the record's own part, {} versions garbage-collected; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -217,6 +235,10 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.rehomes),
         total(|report| report.rehomes_failed),
         total(|report| report.reroutes),
+        total(|report| report.prepared_early),
+        total(|report| report.waits_for_older),
+        total(|report| report.decided_with_part),
+        total(|report| report.collected),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -72,6 +72,12 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     assert!(total(|report| report.rehomes) >= 2 * CI_SEEDS, "too few rehomes moved rows");
     // Notes queued for a key's old home followed it (checked per seed).
     assert!(total(|report| report.reroutes) >= CI_SEEDS / 10, "queued writes seldom followed a moved key");
+    assert!(total(|report| report.prepared_early) >= 5 * CI_SEEDS, "parts were seldom prepared at their statement");
+    // R21: of those, many commits wrote the record's part with the decision.
+    assert!(total(|report| report.decided_with_part) >= CI_SEEDS, "the record's part was seldom decided with it");
+    // Garbage collection ran at every node under all of it (checked per
+    // seed with the versions it removed added back to the histories).
+    assert!(total(|report| report.collected) >= 100 * CI_SEEDS, "garbage collection seldom removed a version");
     for report in &reports {
         assert!(report.committed > 0 && report.audits > 0, "seed {} committed nothing", report.seed);
         assert!(report.edges > 0, "seed {} checked no dependency", report.seed);
@@ -163,6 +169,43 @@ fn planted_home_switched_before_the_rows_are_copied_is_caught() {
     let failure = caught(BankFaults { switch_home_before_copy: true, ..BankFaults::default() });
     assert!(failure.message.contains("AUDIT") || failure.message.contains("homed key"), "{failure}");
     assert!(failure.replay.ends_with("--switch-home-before-copy"), "{failure}");
+}
+
+#[test]
+fn planted_refused_prepare_at_a_statement_counted_as_prepared_is_caught() {
+    // A transfer whose prepare at a far shard was refused still commits,
+    // with the decision carrying values to a shard that holds nothing of
+    // it: one side of the transfer is lost.
+    let failure = caught(BankFaults { ignore_early_refusal: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--ignore-early-refusal"), "{failure}");
+}
+
+#[test]
+fn planted_record_part_written_after_an_abort_is_caught() {
+    // R21: the record shard writes its own part with a commit that came
+    // after recovery recorded an abort (and the other parts were aborted):
+    // half a transfer lands.
+    let failure = caught(BankFaults { own_part_after_decision: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--own-part-after-decision"), "{failure}");
+}
+
+#[test]
+fn planted_reads_served_below_the_garbage_collection_threshold_are_caught() {
+    // A transaction whose snapshot another node's replica collected below
+    // reads what is left there (an older version, or none) instead of
+    // being refused: a read skewed against the rest of its snapshot.
+    let failure = caught(BankFaults { serve_below_gc_threshold: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--serve-below-gc-threshold"), "{failure}");
+}
+
+#[test]
+fn planted_collection_behind_any_version_is_caught() {
+    // Garbage collection treats a version of a transaction across shards as
+    // standing in front of older ones, and keeps nothing: a MAV reader on a
+    // node where the rest of that transaction has not arrived finds neither
+    // it nor what it replaced.
+    let failure = caught(BankFaults { collect_behind_any_version: true, ..BankFaults::default() });
+    assert!(failure.replay.ends_with("--collect-behind-any-version"), "{failure}");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use geodb_storage::Value;
+use geodb_storage::{DataType, Value};
 use geodb_txn::{Isolation, Transaction, TxnManager};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::exec::{self, StatementResult};
 use crate::limits::{PARAMETERS_MAX, STATEMENT_BYTES_MAX};
 use crate::plan::bind::ParamTypes;
+use crate::plan::describe::{self, Description};
 use crate::plan::{self, Prepared, StatementKind};
 use crate::types;
 
@@ -140,6 +141,48 @@ impl Database {
         let catalog = self.catalog.current();
         let prepared = self.prepare(&catalog, sql)?;
         Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
+    }
+
+    /// What a statement takes and returns, without running it: its
+    /// parameter types (`declared[i]`, when given, wins for `$i+1`) and its
+    /// result columns with their types ([`crate::plan::describe`]).
+    ///
+    /// Planned against the catalog as stored now; inside a transaction
+    /// that changed the schema itself (`txn`), against that transaction's
+    /// own view, so that a table it created can be described before it
+    /// commits.
+    pub fn describe_statement(
+        &self,
+        sql: &str,
+        declared: &[Option<DataType>],
+        txn: Option<&mut Transaction>,
+    ) -> Result<Description> {
+        if sql.len() > STATEMENT_BYTES_MAX {
+            return Err(Error::ProgramLimitExceeded(format!(
+                "statement of {} bytes is longer than the limit of {STATEMENT_BYTES_MAX}",
+                sql.len()
+            )));
+        }
+        let catalog = match txn {
+            Some(txn) if txn.wrote(crate::keys::CATALOG_VERSION_KEY) => self.catalog.for_transaction(txn)?,
+            _ => {
+                let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
+                let catalog = self.catalog.for_transaction(&mut txn);
+                txn.rollback();
+                catalog?
+            }
+        };
+        let prepared = match self.prepare(&catalog, sql) {
+            // As when executing: a relation created a moment ago through
+            // another node may not be in this node's catalog yet.
+            Err(Error::UndefinedTable(_) | Error::UndefinedColumn(_) | Error::UndefinedIndex(_))
+                if self.catalog.refresh(&self.txns)? =>
+            {
+                self.prepare(&self.catalog.current(), sql)?
+            }
+            outcome => outcome?,
+        };
+        Ok(describe::describe(&prepared.plan, &prepared.params, declared))
     }
 
     /// [`Database::describe`] against the catalog as stored now (a local

@@ -50,4 +50,5 @@ pub use error::{Error, Result};
 pub use exec::StatementResult;
 pub use json::{json_to_param, value_to_json};
 pub use plan::StatementKind;
+pub use plan::describe::{Description, OutputColumn};
 pub use routing::SqlRouter;

@@ -48,6 +48,14 @@ const BLOOM_FILTER_BITS_PER_KEY: f64 = 10.0;
 /// handling, fewer would let a flush wait behind a long compaction and
 /// stall writes.
 const BACKGROUND_JOBS_MAX: i32 = 2;
+/// Write-ahead log kept at most, in all. RocksDB deletes a log file only
+/// once every family with writes in it has flushed them, and a family
+/// written rarely (meta, the Paxos hard state) may not flush for a long
+/// time: it pinned 649 MB of logs against 3.6 MB of tables after 900,000
+/// updates of 1,000 rows. Beyond this total RocksDB flushes the families
+/// that hold the oldest file. (Its default is four times the families'
+/// write buffers, gigabytes here.)
+const WAL_BYTES_MAX: u64 = 256 << 20;
 
 /// The database type: single-threaded column-family mode (families are
 /// only created at open), named explicitly so that another crate enabling
@@ -78,6 +86,7 @@ impl RocksEngine {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(BACKGROUND_JOBS_MAX);
+        options.set_max_total_wal_size(WAL_BYTES_MAX);
 
         let families = ColumnFamily::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options(cf, &cache)));
         let db = Database::open_cf_descriptors(&options, path, families)

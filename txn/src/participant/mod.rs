@@ -20,9 +20,11 @@
 //!  data, latest   MVCC versions of user keys (`mvcc`)
 //!  locks  p<txn>  a prepared transaction (`Prepared`): its locks survive restarts and leader changes
 //!  locks  d<txn>  the decision of a transaction this shard is the record of (R9)
+//!  locks  w<txn>  with a commit decided here, the values it carries for parts prepared without them (R20)
 //!  locks  r<txn>  a transaction resolved here: a late prepare of it is refused
 //!  locks  c       the closed timestamp (R14): nothing commits here at or below it
 //!  locks  v       the run of slots one leadership filled (R15: re-validation)
+//!  locks  g       this replica's garbage-collection threshold: reads below it are refused (`gc`)
 //!  locks  q s o h  an outbox's queues and pending writes, a home shard's
 //!                  positions applied of each outbox's queue (R16, `outbox`)
 //!  meta   shard/last_commit_ts, shard/applied_slot
@@ -35,6 +37,7 @@
 //!
 //! [`ScopedEngine`]: geodb_storage::ScopedEngine
 
+mod gc;
 mod homes;
 mod locks;
 mod outbox;
@@ -47,12 +50,15 @@ use std::time::Duration;
 use geodb_storage::group_commit::GroupCommitter;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch, mvcc, snapshot};
 
+pub use gc::{GC_CHUNK_VERSIONS, Pass, barrier, collect_node, horizon as gc_horizon, kept};
 pub use homes::{MOVES_FOLLOWED_MAX, Residing};
 pub use locks::{HoldKind, LockTable, Obstacle, WriteLock};
 pub use outbox::{DELIVER_BYTES_MAX, DELIVER_ENTRIES_MAX, DeliveryProposal, MARKER_KEEP_NS, PendingRead, QueueStatus};
 
 use crate::conflict::{self, CommitRecord, ConflictKind, ValidationFaults};
-use crate::protocol::{Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, Route, ShardId};
+use crate::protocol::{
+    Carried, Changes, Decision, Entry, Guard, KeyRange, Lineage, Prepared, ReadMode, Route, ShardId,
+};
 use crate::{Error, Hlc, Result};
 
 /// Commits remembered for validation. At ~100 bytes of keys per commit this
@@ -109,6 +115,20 @@ fn decision_key(txn: TxnId) -> Vec<u8> {
     key
 }
 
+/// R20: the values a commit recorded here carries for parts prepared
+/// without them.
+fn carried_key(txn: TxnId) -> Vec<u8> {
+    let mut key = b"w".to_vec();
+    key.extend_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+/// What resolving a part adds to the slot being applied: its engine write,
+/// the effects on the in-memory state, the prepared records of this slot,
+/// and the keys it wrote.
+type SlotParts<'a> =
+    (&'a mut WriteBatch, &'a mut Vec<Effect>, &'a mut HashMap<TxnId, Option<Prepared>>, &'a mut SlotWrites);
+
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always serialize")
 }
@@ -129,6 +149,22 @@ pub enum ReadGate {
     /// A latest read at a replica that has not yet applied what its reader
     /// must see: wait for the replica to apply more.
     Behind,
+}
+
+/// R20: which prepare of a transaction at a shard a request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareRound {
+    pub round: u32,
+    /// The part's values come with the decision.
+    pub values_follow: bool,
+    /// It may wait for an older prepared transaction (it holds nothing
+    /// prepared elsewhere).
+    pub may_wait: bool,
+}
+
+impl PrepareRound {
+    /// A prepare at commit, of a transaction with no other round here.
+    pub const FIRST: PrepareRound = PrepareRound { round: 1, values_follow: false, may_wait: false };
 }
 
 /// What the leader made of a commit or prepare request. Moved once, into
@@ -214,6 +250,9 @@ impl Run {
 /// Counters of a shard, for metrics and `/v1/cluster`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
+    /// Coordinated commits and prepares parked behind a prepared
+    /// transaction with an older snapshot (R20), counted at each try.
+    pub waits: u64,
     pub recent_commits: usize,
     pub prepared: usize,
     pub locks_held: usize,
@@ -254,6 +293,8 @@ struct State {
     restoring: bool,
     /// Bumped whenever a lock is released: local waiters watch it.
     releases: u64,
+    /// See [`ShardStats::waits`].
+    waits: u64,
     /// R16, at an outbox: its queues, by home shard.
     queues: BTreeMap<ShardId, outbox::Queue>,
     /// R16, at a home shard: each outbox's queue applied through.
@@ -274,6 +315,8 @@ pub struct Shard {
     /// rewrites the engine in several batches, holds it exclusively, so no
     /// read sees a state half restored.
     restore_gate: RwLock<()>,
+    /// Versions below its threshold may have been collected (`gc`).
+    gc: Mutex<gc::GcState>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -336,6 +379,7 @@ impl Shard {
         };
         let run = read_run(engine.as_ref())?;
         let (queues, delivered) = outbox::load(engine.as_ref())?;
+        let gc_threshold = gc::stored_threshold(engine.as_ref())?.unwrap_or(Timestamp::ZERO);
         follow_clock(&hlc, replicated, last_commit_ts);
         let committer = (!replicated).then(|| GroupCommitter::new(engine.clone()));
         let shard = Shard {
@@ -361,11 +405,13 @@ impl Shard {
                 run,
                 restoring,
                 releases: 0,
+                waits: 0,
                 queues,
                 delivered,
             }),
             released: Condvar::new(),
             restore_gate: RwLock::new(()),
+            gc: Mutex::new(gc::GcState::new(gc_threshold)),
         };
         if !restoring {
             shard.load_prepared(0)?;
@@ -422,7 +468,7 @@ impl Shard {
         state.locks = LockTable::default();
         state.prepared.clear();
         for prepared in records {
-            state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
+            state.locks.acquire(&prepared.changes, prepared.locked_at, HoldKind::Prepared);
             follow_clock(&self.hlc, self.committer.is_none(), prepared.prepare_ts);
             state.floor = state.floor.max(prepared.prepare_ts);
             state.prepared.insert(prepared.changes.txn, (prepared, now_us));
@@ -503,7 +549,9 @@ impl Shard {
     pub fn check_guard(&self, guard: Option<&Guard>, mode: &ReadMode) -> Result<()> {
         let Some((key, expected)) = guard else { return Ok(()) };
         let _reading = self.reading();
-        if mvcc::get(self.engine.as_ref(), key, read_ts(mode))? == *expected {
+        let found = mvcc::get(self.engine.as_ref(), key, read_ts(mode))?;
+        self.check_collected(read_ts(mode))?;
+        if found == *expected {
             return Ok(());
         }
         Err(Error::SchemaChanged {
@@ -552,6 +600,7 @@ impl Shard {
     pub fn get_timed(&self, key: &[u8], mode: &ReadMode) -> Result<(Option<Vec<u8>>, Timestamp)> {
         let _reading = self.reading();
         let version = mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?;
+        self.check_collected(read_ts(mode))?;
         Ok(match version {
             Some(version) => (version.value, version.ts),
             None => (None, Timestamp::ZERO),
@@ -567,28 +616,31 @@ impl Shard {
         mode: &ReadMode,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Timestamp)> {
         let _reading = self.reading();
-        Ok(mvcc::scan_with_newest(
+        let scanned = mvcc::scan_with_newest(
             self.engine.as_ref(),
             mvcc::bound_as_slice(&range.0),
             mvcc::bound_as_slice(&range.1),
             read_ts(mode),
             reverse,
             limit,
-        )?)
+        )?;
+        self.check_collected(read_ts(mode))?;
+        Ok(scanned)
     }
 
     /// Reads `key` as `mode` says. Call after [`Shard::check_get`] answered
     /// `Ready`: no lock at or below the timestamp was held then, and none can
     /// appear below it since (R2), so the engine's answer is final.
     pub fn get(&self, key: &[u8], mode: &ReadMode) -> Result<Option<Vec<u8>>> {
-        let _reading = self.reading();
-        Ok(mvcc::get(self.engine.as_ref(), key, read_ts(mode))?)
+        Ok(self.get_version(key, mode)?.and_then(|version| version.value))
     }
 
     /// The version of `key` visible as `mode` says, with its writer.
     pub fn get_version(&self, key: &[u8], mode: &ReadMode) -> Result<Option<mvcc::Version>> {
         let _reading = self.reading();
-        Ok(mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?)
+        let version = mvcc::get_version(self.engine.as_ref(), key, read_ts(mode))?;
+        self.check_collected(read_ts(mode))?;
+        Ok(version)
     }
 
     /// Scans like [`Shard::get`] reads (after [`Shard::check_scan`]).
@@ -607,6 +659,7 @@ impl Shard {
                 out.push((key, mvcc::encode_detached(&version)));
             }
         }
+        self.check_collected(read_ts(mode))?;
         Ok((out, newest))
     }
 
@@ -626,9 +679,7 @@ impl Shard {
     /// locks in flight; the caller replicates (or writes) the entry and
     /// applies it, or calls [`Shard::abandon`] if it could not.
     pub fn propose_commit(&self, changes: &Changes) -> Result<Proposal> {
-        if !changes.moves.is_empty() {
-            return Err(Error::Invalid("a rehome's moves commit in two phases only".into()));
-        }
+        one_round_without_moves(changes)?;
         let mut state = self.state();
         // Requests are idempotent by transaction: a repeated commit (a
         // duplicated message) must never be validated and applied twice.
@@ -643,6 +694,10 @@ impl Shard {
             }
             None if state.locks.holds(changes.txn) => return Ok(Proposal::InFlight),
             None => {}
+        }
+        // A one-round commit holds nothing anywhere else while it waits.
+        if let Some(older) = Self::older_prepared_in_the_way(&mut state, changes) {
+            return Ok(Proposal::Blocked(older));
         }
         if let Some(blocked) = self.validate(&mut state, changes)? {
             return Ok(Proposal::Blocked(blocked));
@@ -664,45 +719,179 @@ impl Shard {
 
     /// Validates a prepare (R7) and returns its entry, holding its locks
     /// (and serializable read locks, R8) in flight. A repeated prepare of
-    /// a prepared transaction answers its prepare timestamp.
+    /// a prepared transaction answers its prepare timestamp; a later round
+    /// (R20) extends the prepared part by `changes`, validated afresh as a
+    /// whole, at a new prepare timestamp.
     pub fn propose_prepare(&self, changes: &Changes, record: ShardId, participants: &[ShardId]) -> Result<Proposal> {
+        self.propose_prepare_round(changes, record, participants, PrepareRound::FIRST)
+    }
+
+    /// [`Shard::propose_prepare`] of a given round (R20).
+    pub fn propose_prepare_round(
+        &self,
+        changes: &Changes,
+        record: ShardId,
+        participants: &[ShardId],
+        PrepareRound { round, values_follow, may_wait }: PrepareRound,
+    ) -> Result<Proposal> {
         let mut state = self.state();
-        if let Some((prepared, _)) = state.prepared.get(&changes.txn) {
-            return Ok(Proposal::AlreadyPrepared(prepared.prepare_ts));
-        }
-        if state.locks.holds(changes.txn) {
-            return Ok(Proposal::InFlight);
-        }
-        if self.is_finished(changes.txn)? {
+        let existing = match state.prepared.get(&changes.txn) {
+            Some((prepared, _)) if round <= prepared.round => {
+                return Ok(Proposal::AlreadyPrepared(prepared.prepare_ts));
+            }
+            Some((prepared, _)) => Some(prepared.clone()),
+            // A copy of a first round in flight hears its outcome; a later
+            // round waits until the one in flight is applied (or dropped),
+            // then extends it (or stands alone).
+            None if state.locks.holds(changes.txn) && round <= 1 => return Ok(Proposal::InFlight),
+            None if state.locks.holds(changes.txn) => {
+                return Err(Error::Unavailable(format!(
+                    "an earlier prepare of transaction {} is in flight at shard {}",
+                    changes.txn, self.id
+                )));
+            }
+            None => None,
+        };
+        if existing.is_none() && self.is_finished(changes.txn)? {
             return Err(Error::Conflict(format!(
                 "transaction {} was already resolved at shard {}: this prepare came late",
                 changes.txn, self.id
             )));
         }
-        if let Some(blocked) = self.validate(&mut state, changes)? {
-            // A highly available transaction across shards may hold locks
-            // at other participants already: waiting here could deadlock.
-            return Err(Error::Conflict(format!(
-                "key locked by transaction {blocked} at shard {}; a transaction across shards never waits on a lock",
-                self.id
-            )));
-        }
-        // A part that only read here writes no version: it may take the
-        // clock's timestamp even at a shard that closes timestamps (R14),
-        // so that a transaction which read a global table and writes only
-        // elsewhere does not commit, and wait, in the future.
-        let prepare_ts = if changes.writes.is_empty() && changes.locked.is_empty() {
-            self.hlc.now()
-        } else {
-            self.next_ts(&mut state)
+        let changes = match &existing {
+            Some(existing) => existing.changes.merged_with(changes),
+            None => changes.clone(),
         };
-        state.locks.acquire(changes, prepare_ts, HoldKind::InFlightPrepare);
+        if may_wait && let Some(older) = Self::older_prepared_in_the_way(&mut state, &changes) {
+            return Ok(Proposal::Blocked(older));
+        }
+        if let Some(blocked) = self.validate(&mut state, &changes)? {
+            return Err(self.never_waits(blocked));
+        }
+        let prepare_ts = self.part_ts(&mut state, &changes);
+        // R20: an extension keeps its locks where the first round put them
+        // (below every later prepare timestamp, and so below the commit),
+        // and stays prepared if leadership is lost before it is applied.
+        let (locked_at, kind) = match &existing {
+            Some(existing) => (existing.locked_at.min(prepare_ts), HoldKind::Prepared),
+            None => (prepare_ts, HoldKind::InFlightPrepare),
+        };
+        state.locks.acquire(&changes, locked_at, kind);
         Ok(Proposal::Entry(Entry::Prepare(Prepared {
-            changes: changes.clone(),
+            changes,
             prepare_ts,
             record,
             participants: participants.to_vec(),
+            round,
+            values_follow,
+            locked_at,
         })))
+    }
+
+    /// R21: validates the record shard's own part of a transaction whose
+    /// other parts are all prepared, and returns the entry that writes it
+    /// and records the commit at once: at a timestamp at or above `floor`
+    /// (the other parts' prepare timestamps) and above this shard's own
+    /// validation, holding its locks in flight meanwhile as a one-round
+    /// commit does. Asked after [`Shard::decided_before_commit`] found no
+    /// decision recorded. The transaction holds locks elsewhere, so it
+    /// never waits on a lock here (R7).
+    pub fn propose_commit_record(
+        &self,
+        own: &Changes,
+        participants: &[ShardId],
+        floor: Timestamp,
+        carried: &[Carried],
+    ) -> Result<Proposal> {
+        one_round_without_moves(own)?;
+        let txn = own.txn;
+        let mut state = self.state();
+        if state.locks.holds(txn) {
+            return Ok(Proposal::InFlight);
+        }
+        if state.prepared.contains_key(&txn) {
+            return Err(Error::Invalid(format!(
+                "transaction {txn} is prepared at shard {}, its record: it cannot commit its part there in one round",
+                self.id
+            )));
+        }
+        if matches!(state.recent_txns.get(&txn), Some((_, false))) {
+            return Err(Error::OutcomeUnknown(format!(
+                "the commit of transaction {txn} was proposed here under an earlier leadership; its decision is not \
+                 known yet"
+            )));
+        }
+        if let Some(blocked) = self.validate(&mut state, own)? {
+            return Err(self.never_waits(blocked));
+        }
+        self.hlc.observe_past(floor);
+        let prepare_ts = self.part_ts(&mut state, own);
+        let ts = prepare_ts.max(floor);
+        // Nothing validated after this commits at or below it: a writer of
+        // a key this part read (serializable) lands above the commit.
+        state.floor = state.floor.max(ts);
+        state.locks.acquire(own, prepare_ts, HoldKind::InFlightCommit);
+        Self::remember(&mut state, CommitRecord { ts, txn, keys: own.written_keys() }, false);
+        let own = Prepared {
+            changes: own.clone(),
+            prepare_ts,
+            record: self.id,
+            participants: participants.to_vec(),
+            round: 1,
+            values_follow: false,
+            locked_at: prepare_ts,
+        };
+        Ok(Proposal::Entry(Entry::CommitRecord { own, ts, carried: carried.to_vec() }))
+    }
+
+    /// R21: the decision recorded for `txn` here, which a commit at the
+    /// record answers as it is (R9: the first decision recorded stands,
+    /// whether recovery's abort or an earlier copy of the commit).
+    pub fn decided_before_commit(&self, txn: TxnId) -> Result<Option<Decision>> {
+        if self.faults.own_part_after_decision {
+            return Ok(None);
+        }
+        self.decision(txn)
+    }
+
+    /// R20: a coordinated one-round commit, or a prepare of a transaction
+    /// that holds nothing prepared elsewhere, that meets a lock of a
+    /// prepared transaction with an older snapshot waits for it (parked, up
+    /// to the host's lock wait) instead of aborting: typically that
+    /// transaction is decided and its resolution is on its way (a client's
+    /// previous transaction on the same row, whose next one prepares at its
+    /// first statement). A waiter holds no lock, so nothing waits for it:
+    /// no cycle of waits can form (R7).
+    fn older_prepared_in_the_way(state: &mut State, changes: &Changes) -> Option<TxnId> {
+        if changes.isolation.is_highly_available() {
+            return None;
+        }
+        let Obstacle::Held { txn: holder, .. } = state.locks.conflict(changes)?;
+        let (prepared, _) = state.prepared.get(&holder)?;
+        let older = prepared.changes.read_ts < changes.read_ts;
+        if older {
+            state.waits += 1;
+        }
+        older.then_some(holder)
+    }
+
+    /// The timestamp a part of a distributed commit validated now is
+    /// prepared at. A part that only read here writes no version: it may
+    /// take the clock's timestamp even at a shard that closes timestamps
+    /// (R14), so that a transaction which read a global table and writes
+    /// only elsewhere does not commit, and wait, in the future.
+    fn part_ts(&self, state: &mut State, changes: &Changes) -> Timestamp {
+        if changes.writes.is_empty() && changes.locked.is_empty() { self.hlc.now() } else { self.next_ts(state) }
+    }
+
+    /// The refusal of a part that meets a lock: a transaction across shards
+    /// may hold locks at other participants already, so waiting here could
+    /// deadlock (R7).
+    fn never_waits(&self, blocked: TxnId) -> Error {
+        Error::Conflict(format!(
+            "key locked by transaction {blocked} at shard {}; a transaction across shards never waits on a lock",
+            self.id
+        ))
     }
 
     /// The timestamp of a commit or prepare validated now: the clock's, or
@@ -865,6 +1054,12 @@ impl Shard {
             state.releases += 1;
             self.released.notify_all();
         }
+        Self::forget_unapplied(&mut state, txn);
+    }
+
+    /// Drops `txn`'s commit from the log of recent commits unless one was
+    /// applied here.
+    fn forget_unapplied(state: &mut State, txn: TxnId) {
         if matches!(state.recent_txns.get(&txn), Some((_, false))) {
             state.recent_txns.remove(&txn);
             state.recent.retain(|record| record.txn != txn);
@@ -892,12 +1087,50 @@ impl Shard {
         Ok(self.engine.get(ColumnFamily::Locks, &resolved_key(txn))?.is_some() || self.decision(txn)?.is_some())
     }
 
+    /// R20: whether `carried` may resolve `prepared` as committed: it
+    /// brings values only of keys the part locked, and it comes if the
+    /// part's values follow.
+    fn carried_fits(prepared: &Prepared, carried: Option<&Carried>) -> bool {
+        match carried {
+            None => !prepared.values_follow,
+            Some(carried) => {
+                let locked = prepared.changes.written_keys();
+                carried.writes.iter().all(|(key, _)| locked.binary_search(key).is_ok())
+            }
+        }
+    }
+
+    /// R20: whether a commit carrying `carried` would resolve `txn`'s part
+    /// here (see [`Shard::carried_fits`]); true if nothing is prepared.
+    pub fn resolves_with(&self, txn: TxnId, carried: Option<&Carried>) -> bool {
+        let carried = carried.filter(|carried| carried.shard == self.id);
+        self.state().prepared.get(&txn).is_none_or(|(prepared, _)| Self::carried_fits(prepared, carried))
+    }
+
+    /// What a commit recorded here carries for parts prepared without their
+    /// values (R20).
+    pub fn carried(&self, txn: TxnId) -> Result<Vec<Carried>> {
+        Ok(self
+            .engine
+            .get(ColumnFamily::Locks, &carried_key(txn))?
+            .map(|bytes| decode::<Vec<Carried>>(&bytes, "carried values"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
     /// The decision recorded here for `txn` (this shard is its record).
     pub fn decision(&self, txn: TxnId) -> Result<Option<Decision>> {
         self.engine
             .get(ColumnFamily::Locks, &decision_key(txn))?
             .map(|bytes| decode::<Decision>(&bytes, "transaction decision"))
             .transpose()
+    }
+
+    /// Whether `txn` holds locks here that are not (yet) prepared: a
+    /// commit or prepare proposed and not applied.
+    pub fn in_flight(&self, txn: TxnId) -> bool {
+        let state = self.state();
+        state.locks.holds(txn) && !state.prepared.contains_key(&txn)
     }
 
     /// Whether `txn` is prepared here.
@@ -970,7 +1203,7 @@ impl Shard {
         let mut effects = Vec::new();
         // Records written by earlier entries of this slot.
         let mut prepared_here: HashMap<TxnId, Option<Prepared>> = HashMap::new();
-        let mut decided_here: HashMap<TxnId, Decision> = HashMap::new();
+        let mut decided_here: HashMap<TxnId, (Decision, Vec<Carried>)> = HashMap::new();
         let mut written = SlotWrites::default();
         let mut closed = self.state().closed;
         let mut queue_changes = outbox::QueueChanges::default();
@@ -1001,6 +1234,19 @@ impl Shard {
                         || decided_here.contains_key(&txn)
                         || self.is_finished(txn)?;
                     match existing {
+                        // R20: a later round replaces the part (its leader
+                        // merged the earlier rounds into it).
+                        Some(existing) if prepared.round > existing.round => {
+                            if !prepared.changes.writes.is_empty() || !prepared.changes.locked.is_empty() {
+                                closed_below(closed, prepared.prepare_ts, txn)?;
+                            }
+                            let mut prepared = prepared.clone();
+                            prepared.locked_at = prepared.locked_at.min(existing.locked_at);
+                            batch.put(ColumnFamily::Locks, prepared_key(txn), encode(&prepared));
+                            prepared_here.insert(txn, Some(prepared.clone()));
+                            outcomes.push(Applied::Prepared(prepared.prepare_ts));
+                            effects.push(Effect::Prepare(prepared));
+                        }
                         Some(existing) => outcomes.push(Applied::Prepared(existing.prepare_ts)),
                         // Chosen after the transaction was resolved or
                         // decided here (a late copy): it holds nothing.
@@ -1016,25 +1262,67 @@ impl Shard {
                         }
                     }
                 }
-                Entry::Decide { txn, decision } => {
+                Entry::Decide { txn, decision, carried } => {
                     // R9: the first decision recorded wins.
                     let recorded = match decided_here.get(txn) {
-                        Some(decision) => Some(*decision),
-                        None => self.decision(*txn)?,
+                        Some(decided) => Some(decided.clone()),
+                        None => match self.decision(*txn)? {
+                            Some(decision) => Some((decision, self.carried(*txn)?)),
+                            None => None,
+                        },
                     };
-                    let decision = match recorded {
+                    let (decision, carried) = match recorded {
                         Some(recorded) => recorded,
                         None => {
                             batch.put(ColumnFamily::Locks, decision_key(*txn), encode(decision));
-                            decided_here.insert(*txn, *decision);
-                            *decision
+                            // R20: the values a commit carries for parts
+                            // prepared without them, for their recovery.
+                            if matches!(decision, Decision::Commit(_)) && !carried.is_empty() {
+                                batch.put(ColumnFamily::Locks, carried_key(*txn), encode(carried));
+                            }
+                            decided_here.insert(*txn, (*decision, carried.clone()));
+                            (*decision, carried.clone())
                         }
                     };
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut written, *txn, decision)?;
+                    let own = carried.iter().find(|part| part.shard == self.id);
+                    let parts = (&mut batch, &mut effects, &mut prepared_here, &mut written);
+                    self.resolve_into(parts, *txn, decision, own)?;
                     outcomes.push(Applied::Decided(decision));
                 }
-                Entry::Resolve { txn, decision } => {
-                    self.resolve_into(&mut batch, &mut effects, &mut prepared_here, &mut written, *txn, *decision)?;
+                Entry::CommitRecord { own, ts, carried } => {
+                    let txn = own.changes.txn;
+                    let recorded = match decided_here.get(&txn) {
+                        Some((decision, _)) => Some(*decision),
+                        None => self.decision(txn)?,
+                    };
+                    let decision = match recorded {
+                        // R9: the first decision recorded wins; this part
+                        // was never prepared, so it is dropped.
+                        Some(decision) if !self.faults.own_part_after_decision => {
+                            effects.push(Effect::Drop(txn));
+                            decision
+                        }
+                        _ => {
+                            let decision = Decision::Commit(*ts);
+                            if !own.changes.writes.is_empty() || !own.changes.locked.is_empty() {
+                                closed_below(closed, own.prepare_ts, txn)?;
+                            }
+                            batch.put(ColumnFamily::Locks, decision_key(txn), encode(&decision));
+                            if !carried.is_empty() {
+                                batch.put(ColumnFamily::Locks, carried_key(txn), encode(carried));
+                            }
+                            decided_here.insert(txn, (decision, carried.clone()));
+                            prepared_here.insert(txn, Some(own.clone()));
+                            let parts = (&mut batch, &mut effects, &mut prepared_here, &mut written);
+                            self.resolve_into(parts, txn, decision, None)?;
+                            decision
+                        }
+                    };
+                    outcomes.push(Applied::Decided(decision));
+                }
+                Entry::Resolve { txn, decision, carried } => {
+                    let parts = (&mut batch, &mut effects, &mut prepared_here, &mut written);
+                    self.resolve_into(parts, *txn, *decision, carried.as_ref())?;
                     outcomes.push(Applied::Resolved);
                 }
                 Entry::Close { ts } => {
@@ -1159,12 +1447,16 @@ impl Shard {
                     let txn = prepared.changes.txn;
                     self.hlc.observe_past(prepared.prepare_ts);
                     state.floor = state.floor.max(prepared.prepare_ts);
-                    state.locks.acquire(&prepared.changes, prepared.prepare_ts, HoldKind::Prepared);
+                    state.locks.acquire(&prepared.changes, prepared.locked_at, HoldKind::Prepared);
                     state.prepared.insert(txn, (prepared, now_us));
                 }
                 Effect::Release(txn) => {
                     state.prepared.remove(&txn);
                     released |= state.locks.release(txn);
+                }
+                Effect::Drop(txn) => {
+                    released |= state.locks.release(txn);
+                    Self::forget_unapplied(&mut state, txn);
                 }
             }
         }
@@ -1194,11 +1486,13 @@ impl Shard {
         let mut skipped = Vec::new();
         for (index, (entry, lineage)) in entries.iter().zip(lineages).enumerate() {
             // Decisions and resolutions are not validated against the log:
-            // the first decision recorded wins, whenever it is applied.
+            // the first decision recorded wins, whenever it is applied. A
+            // decision that writes the record's own part (R21) is.
             let validated = matches!(
                 entry,
                 Entry::Commit { .. }
                     | Entry::Prepare(_)
+                    | Entry::CommitRecord { .. }
                     | Entry::Close { .. }
                     | Entry::Enqueue { .. }
                     | Entry::Deliver { .. }
@@ -1217,21 +1511,32 @@ impl Shard {
 
     /// Adds to `batch` the resolution of `txn`'s prepared part here, if it
     /// is prepared here (a resolution of anything else changes nothing:
-    /// resolutions are idempotent).
+    /// resolutions are idempotent). A commit of a part whose values follow
+    /// (R20) needs them in `carried`; without them the part stays prepared,
+    /// and recovery fetches them from the record shard.
     fn resolve_into(
         &self,
-        batch: &mut WriteBatch,
-        effects: &mut Vec<Effect>,
-        prepared_here: &mut HashMap<TxnId, Option<Prepared>>,
-        written: &mut SlotWrites,
+        (batch, effects, prepared_here, written): SlotParts<'_>,
         txn: TxnId,
         decision: Decision,
+        carried: Option<&Carried>,
     ) -> Result<()> {
         let prepared = match prepared_here.get(&txn) {
             Some(record) => record.clone(),
             None => self.state().prepared.get(&txn).map(|(record, _)| record.clone()),
         };
         let Some(prepared) = prepared else { return Ok(()) };
+        let carried = carried.filter(|carried| carried.shard == self.id);
+        if let Decision::Commit(_) = decision
+            && !Self::carried_fits(&prepared, carried)
+        {
+            // Without the values its part waits for (recovery's answer when
+            // its own abort lost to the coordinator's commit), or with
+            // values of keys it never locked (a coordinator's bug, refused
+            // by the leader before it proposes): the part stays prepared,
+            // and recovery asks the record again.
+            return Ok(());
+        }
         batch.delete(ColumnFamily::Locks, prepared_key(txn));
         batch.put(ColumnFamily::Locks, resolved_key(txn), Vec::new());
         prepared_here.insert(txn, None);
@@ -1242,14 +1547,23 @@ impl Shard {
             assert!(ts >= prepared.prepare_ts, "{txn} commits at {ts}, below its prepare at {}", prepared.prepare_ts);
             // Monotonic Atomic View: the other shards it commits at, all at
             // this timestamp.
-            let others: Vec<ShardId> =
-                prepared.participants.iter().copied().filter(|shard| *shard != self.id).collect();
+            let participants = carried.map_or(&prepared.participants, |carried| &carried.participants);
+            let others: Vec<ShardId> = participants.iter().copied().filter(|shard| *shard != self.id).collect();
             let siblings = if others.is_empty() { mvcc::Siblings::None } else { mvcc::Siblings::Shards(others) };
+            // R20: the carried values (of keys the part locked, checked
+            // above).
+            let mut writes = prepared.changes.writes.clone();
+            for (key, value) in carried.map(|carried| carried.writes.as_slice()).unwrap_or_default() {
+                match writes.iter_mut().find(|(written, _)| written == key) {
+                    Some(write) => write.1 = value.clone(),
+                    None => writes.push((key.clone(), value.clone())),
+                }
+            }
             // R18: the rows a rehome moves here arrive as the versions they
             // were.
             let moves: HashMap<&[u8], &crate::protocol::Move> =
                 prepared.changes.moves.iter().map(|moved| (moved.key.as_slice(), moved)).collect();
-            for (key, value) in &prepared.changes.writes {
+            for (key, value) in &writes {
                 let (origin, writer, value, siblings) = match moves.get(key.as_slice()) {
                     Some(moved) => {
                         let version = mvcc::decode_detached(&moved.version)?;
@@ -1397,6 +1711,7 @@ impl Shard {
             None => Timestamp::ZERO,
         };
         let run = read_run(self.engine.as_ref())?;
+        self.adopt_threshold(gc::stored_threshold(self.engine.as_ref())?);
         follow_clock(&self.hlc, self.committer.is_none(), last);
         let prepared = self.read_prepared()?;
         // Published at once: the restored commits with the transactions
@@ -1497,6 +1812,7 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         let state = self.state();
         ShardStats {
+            waits: state.waits,
             recent_commits: state.recent.len(),
             prepared: state.prepared.len(),
             locks_held: state.locks.holders().count(),
@@ -1549,6 +1865,20 @@ enum Effect {
     Commit(CommitRecord),
     Prepare(Prepared),
     Release(TxnId),
+    /// R21: a commit at the record dropped behind a decision recorded
+    /// first: its locks go, and so does its commit from the log of recent
+    /// commits, where its leader put it (unless a commit of it was applied).
+    Drop(TxnId),
+}
+
+/// A one-round commit (a one-shard commit, or R21's at the record) moves
+/// no rows: a rehome's moves commit in two phases only (R18).
+fn one_round_without_moves(changes: &Changes) -> Result<()> {
+    if changes.moves.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid("a rehome's moves commit in two phases only".into()))
+    }
 }
 
 fn written_keys(writes: &[crate::protocol::Write], locked: &[Vec<u8>]) -> Vec<Vec<u8>> {

@@ -109,14 +109,16 @@ async fn forward(
 ) -> Response {
     let delay = cluster.one_way(to);
     timer::sleep_until(std::time::Instant::now() + delay).await;
-    let sent = cluster
+    let mut request = cluster
         .client
-        .request(method, format!("http://{http}{path}"))
+        .request(method, format!("{}://{http}{path}", cluster.scheme))
         .header(FORWARDED_HEADER, node.config.node_id)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
+        .header(header::CONTENT_TYPE, "application/json");
+    // The serving node continues this request's trace.
+    for (name, value) in crate::telemetry::trace_headers() {
+        request = request.header(name, value);
+    }
+    let sent = request.body(body).send().await;
     let answer = match sent {
         Ok(answer) => answer,
         // Not connected: the request never reached the target.

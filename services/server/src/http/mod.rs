@@ -65,20 +65,41 @@ pub fn router(node: Arc<Node>) -> Router {
             ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
         })
         .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .layer(middleware::from_fn(trace))
         .with_state(node)
+}
+
+/// Runs the request in an `http.request` span, a child of the caller's
+/// trace if its `traceparent` names one (a client's, or a forwarding
+/// gateway's).
+async fn trace(request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let route = route_label(request.uri().path());
+    let method = request.method().clone();
+    let span = crate::telemetry::span(|| {
+        tracing::info_span!(
+            "http.request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+        )
+    });
+    crate::telemetry::adopt_parent(&span, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Sheds requests beyond the concurrency bound with 503 + `Retry-After`.
 async fn shed_load(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
-    let Ok(permit) = node.inflight.clone().try_acquire_owned() else {
-        metrics::counter!(names::SHED).increment(1);
-        return ApiError::overloaded("too many requests in flight").into_response();
+    let admission = match node.admit() {
+        Ok(admission) => admission,
+        Err(shed) => return shed.into_response(),
     };
-    let gauge = metrics::gauge!(names::INFLIGHT);
-    gauge.increment(1.0);
     let response = next.run(request).await;
-    gauge.decrement(1.0);
-    drop(permit);
+    drop(admission);
     response
 }
 

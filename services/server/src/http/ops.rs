@@ -114,7 +114,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             "id": config.node_id,
             "region": config.region,
             "zone": config.zone,
-            "http": format!("http://{}", config.http),
+            "http": format!("{}://{}", crate::http_scheme(&node), config.http),
             "peer": null,
             "alive": true,
         }],
@@ -151,7 +151,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 "id": entry.id,
                 "region": entry.region,
                 "zone": entry.zone,
-                "http": format!("http://{}", entry.http),
+                "http": format!("{}://{}", cluster.scheme, entry.http),
                 "peer": entry.peer.to_string(),
                 // Alive as this node sees it: itself, or a peer whose
                 // connection is up and not cut by a fault rule.

@@ -50,6 +50,12 @@
 //! `tokio::sync::mpsc::Sender`, or anything else that takes an envelope
 //! without blocking. A full inbound queue drops, like a full peer queue.
 //!
+//! With certificates ([`TransportConfig::tls`]), every connection is mutual
+//! TLS (`crate::tls`): the dialer checks that it reached the node it
+//! dialed, and the acceptor that the hello names the node the certificate
+//! was made for; a connection that fails either is closed before any batch
+//! is read, logged and counted (`geodb_tls_connections_refused_total`).
+//!
 //! Counts are kept per transport ([`Transport::stats`]) and reported as
 //! metrics (`geodb_transport_*` in [`crate::telemetry::names`]).
 
@@ -78,6 +84,7 @@ pub use faults::{CLOCK_SKEW_MS_MAX, FAULT_RULES_MAX, FaultClock, FaultRule, Faul
 pub use frame::{FRAME_BYTES_MAX, PROTOCOL_VERSION};
 
 use crate::telemetry::names;
+use crate::tls::Tls;
 use writer::{PeerWriter, Queued};
 
 /// Envelopes queued for one peer before `send` starts dropping: several
@@ -138,6 +145,8 @@ pub struct TransportConfig {
     /// Multiplies every emulated delay: 1.0 as published, less in tests,
     /// 0.0 for none.
     pub latency_scale: f64,
+    /// Mutual TLS with every peer, by node certificates; `None`: plaintext.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl TransportConfig {
@@ -299,6 +308,7 @@ struct Shared {
     /// When each peer's last frame arrived (not counting frames a fault
     /// rule cut). Every node pings every other once a second.
     heard: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Shared {
@@ -436,6 +446,7 @@ impl Transport {
             closed: AtomicBool::new(false),
             connected: std::sync::Mutex::new(BTreeSet::new()),
             heard: std::sync::Mutex::new(BTreeMap::new()),
+            tls: config.tls,
         });
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::with_capacity(peers.len() + 1);

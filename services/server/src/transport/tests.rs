@@ -86,6 +86,7 @@ fn config(
         regions: regions.clone(),
         latency: latency.clone(),
         latency_scale,
+        tls: None,
     }
 }
 
@@ -248,12 +249,16 @@ async fn bad_frames_close_their_connection_and_good_ones_keep_working() {
     assert_eq!(seq_of(&nodes[1].receive().await), 0);
 
     let too_long = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
+    // Within the bound of a frame, far beyond a hello's: refused before
+    // its body is read, not buffered until the hello times out.
+    let long_hello = [(1u32 << 20).to_be_bytes().as_slice(), &[PROTOCOL_VERSION]].concat();
     let wrong_version = vec![0, 0, 0, 2, PROTOCOL_VERSION + 1, 0];
     let garbage = [5u32.to_be_bytes().as_slice(), &[PROTOCOL_VERSION], &[0xff; 4]].concat();
     let hostile: Vec<(&str, Vec<u8>)> = vec![
         ("wrong version", wrong_version),
         ("hello, then garbage", [hello(1, CLUSTER_ID), garbage].concat()),
         ("a length over the bound", too_long),
+        ("a hello of a megabyte", long_hello),
         ("plain text", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
         ("another cluster", hello(1, CLUSTER_ID + 1)),
         ("a hello from a stranger", hello(99, CLUSTER_ID)),
@@ -267,7 +272,7 @@ async fn bad_frames_close_their_connection_and_good_ones_keep_working() {
     }
     let rejected = nodes[1].transport.stats().rejected;
     let expected = BTreeMap::from([
-        (RejectReason::TooLong, 2),
+        (RejectReason::TooLong, 3),
         (RejectReason::Version, 1),
         (RejectReason::Cluster, 1),
         (RejectReason::Decode, 2),
@@ -468,4 +473,38 @@ async fn invalid_latency_scales_are_refused() {
             Transport::start(config(1, &peers, &regions, &latency, scale), listener, Arc::new(Faults::new()), sender);
         assert!(started.is_err(), "scale {scale} accepted");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_reload_closes_inbound_peer_connections() {
+    // Two nodes over mutual TLS, with certificates of one CA.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::CertsDir::new(dir.path());
+    crate::tls::create_ca(&certs, false).unwrap();
+    let (regions, latency) = topology(&["us-east", "us-east"], 0);
+    let (listeners, peers) = bind_all(regions.keys()).await;
+    let mut nodes = Vec::new();
+    let mut tls = Vec::new();
+    for (listener, node) in listeners.into_iter().zip(regions.keys()) {
+        crate::tls::create_node(&certs, node.0, 1, &[], false).unwrap();
+        let others: Vec<u64> = regions.keys().map(|other| other.0).filter(|other| *other != node.0).collect();
+        let node_tls = crate::tls::Tls::open(dir.path(), node.0, 1, &others).unwrap();
+        let (sender, inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let mut config = config(node.0, &peers, &regions, &latency, 1.0);
+        config.tls = Some(node_tls.clone());
+        let transport = Transport::start(config, listener, Arc::new(Faults::new()), sender).unwrap();
+        nodes.push(TestNode { transport, inbound, address: peers[node] });
+        tls.push(node_tls);
+    }
+    nodes[0].transport.send(vec![envelope(1, 2, 0)]);
+    assert_eq!(seq_of(&nodes[1].receive().await), 0);
+    assert_eq!(nodes[0].transport.stats().reconnects, 0);
+
+    // Node 2 reloads (the same files: what matters is that it reloaded).
+    // Node 1's connection to it is closed, and node 1 dials again: the new
+    // connection is checked against what node 2 holds now.
+    tls[1].reload().unwrap();
+    eventually("node 1 dials node 2 again", || nodes[0].transport.stats().reconnects >= 1).await;
+    nodes[0].transport.send(vec![envelope(1, 2, 1)]);
+    assert_eq!(seq_of(&nodes[1].receive().await), 1);
 }

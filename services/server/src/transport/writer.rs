@@ -17,7 +17,9 @@
 //! what it still needs with fresh state, and keeping stale messages would
 //! only delay them. Dialing happens on its own schedule — at once at start,
 //! then with exponential backoff after each failure — so the first envelopes
-//! after a peer comes back find a connection ready.
+//! after a peer comes back find a connection ready. Over TLS, a dial is
+//! the TCP connection, the handshake (the peer must present the certificate
+//! of the node dialed) and the hello, all within [`CONNECT_TIMEOUT`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,9 +29,8 @@ use std::time::Duration;
 use geodb_geo::NodeId;
 use geodb_txn::NodeMessage;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -61,11 +62,30 @@ pub(super) struct Queued {
     pub envelope: NodeMessage,
 }
 
+/// One direction of a connection, TCP or TLS over it.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 struct Connection {
     /// Only read to notice the peer closing: the receiver never writes.
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf,
+    write: WriteHalf,
     since: Instant,
+}
+
+/// Why a dial failed.
+enum DialError {
+    /// No connection, or it broke: the peer is down or unreachable.
+    Io(std::io::Error),
+    /// The TLS handshake failed: the peer's certificate is not the node's
+    /// dialed (or not signed by the CA), or the peer refused this node's.
+    Tls(std::io::Error),
+}
+
+impl From<std::io::Error> for DialError {
+    fn from(error: std::io::Error) -> Self {
+        DialError::Io(error)
+    }
 }
 
 pub(super) struct PeerWriter {
@@ -177,7 +197,12 @@ impl PeerWriter {
         }
         let mut unsent: usize = frames.iter().map(|frame| frame.envelopes).sum();
         for frame in frames {
-            match timeout(WRITE_TIMEOUT, connection.write.write_all(&frame.bytes)).await {
+            // The flush pushes TLS records out at once (a no-op on TCP).
+            let write = async {
+                connection.write.write_all(&frame.bytes).await?;
+                connection.write.flush().await
+            };
+            match timeout(WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => {
                     self.shared.count_sent(frame.bytes.len());
                     unsent -= frame.envelopes;
@@ -210,12 +235,34 @@ impl PeerWriter {
             return;
         };
         let address = self.address;
+        let tls = match &self.shared.tls {
+            None => None,
+            Some(tls) => match tls.peer_server_name(self.peer.0) {
+                Ok(name) => Some((tls.connector(), name)),
+                Err(error) => {
+                    tracing::error!(peer = %self.peer, %error, "no TLS name for the peer");
+                    self.back_off();
+                    return;
+                }
+            },
+        };
         let attempt = async move {
             let stream = TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
-            let (read, mut write) = stream.into_split();
+            let (read, mut write): (ReadHalf, WriteHalf) = match tls {
+                None => {
+                    let (read, write) = stream.into_split();
+                    (Box::new(read), Box::new(write))
+                }
+                Some((connector, name)) => {
+                    let stream = connector.connect(name, stream).await.map_err(DialError::Tls)?;
+                    let (read, write) = tokio::io::split(stream);
+                    (Box::new(read), Box::new(write))
+                }
+            };
             write.write_all(&hello).await?;
-            Ok::<_, std::io::Error>((read, write))
+            write.flush().await?;
+            Ok::<_, DialError>((read, write))
         };
         match timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok((read, write))) => {
@@ -223,8 +270,13 @@ impl PeerWriter {
                 self.connection = Some(Connection { read, write, since: Instant::now() });
                 self.shared.set_connected(self.peer, true);
             }
-            Ok(Err(error)) => {
+            Ok(Err(DialError::Io(error))) => {
                 tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
+                self.back_off();
+            }
+            Ok(Err(DialError::Tls(error))) => {
+                tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, %error, "peer refused: TLS handshake failed");
+                crate::tls::count_refused(crate::tls::Listener::Peer, crate::tls::Refusal::Handshake);
                 self.back_off();
             }
             Err(_) => {

@@ -51,13 +51,13 @@ impl Server {
     pub fn dev_regions(data_dir: &Path, args: &[&str]) -> (Server, Vec<String>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
         command.args(["dev", "--http", "127.0.0.1:0"]).args(args).arg("--data-dir").arg(data_dir);
-        command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
+        let stderr = capture_stderr(&mut command, data_dir);
         let mut child = command.spawn().expect("start geodb");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut gateways = Vec::new();
         while gateways.len() < 3 {
-            let line = lines.next().expect("geodb exited before announcing its gateways").unwrap();
+            let line = lines.next().unwrap_or_else(|| exited(&stderr, "its gateways")).unwrap();
             if let Some(start) = line.find("http://") {
                 gateways.push(line[start..].split_whitespace().next().unwrap().to_string());
             }
@@ -91,13 +91,13 @@ impl Server {
     /// Starts `command` and takes the address on the first line of stdout
     /// that holds `marker` and an `http://` address.
     fn spawn_announcing(mut command: Command, data_dir: &Path, marker: &str) -> Server {
-        command.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn");
+        let stderr = capture_stderr(&mut command, data_dir);
         let mut child = command.spawn().expect("start geodb");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (url, pg_url) = loop {
-            let line = lines.next().expect("geodb exited before announcing its address").unwrap();
-            if let Some(start) = line.find("http://")
+            let line = lines.next().unwrap_or_else(|| exited(&stderr, "its address")).unwrap();
+            if let Some(start) = line.find("http://").or_else(|| line.find("https://"))
                 && line.contains(marker)
             {
                 let rest = &line[start..];
@@ -128,6 +128,12 @@ impl Server {
         }
     }
 
+    /// Talks to the server with `client` (one that trusts its CA, say).
+    pub fn with_client(mut self, client: reqwest::Client) -> Server {
+        self.client = client;
+        self
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -138,6 +144,11 @@ impl Server {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// SIGHUP: a node with certificates reloads them.
+    pub fn hangup(&self) {
+        assert_eq!(signal(self.pid(), libc::SIGHUP), 0);
     }
 
     /// SIGTERM, then waits for the process; returns its exit status.
@@ -203,6 +214,25 @@ impl Server {
     }
 }
 
+/// Pipes `command`'s stdout and sends its stderr (warnings and errors) to
+/// a file beside `data_dir`, returned, so that a node that fails to start
+/// says why in the test's failure.
+fn capture_stderr(command: &mut Command, data_dir: &Path) -> PathBuf {
+    let path = data_dir.with_extension("stderr");
+    let stderr = std::fs::File::create(&path).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+    command.stdout(Stdio::piped()).stderr(stderr).env("RUST_LOG", "warn");
+    path
+}
+
+/// Fails the test: geodb exited before it announced `what`; its stderr
+/// (from [`capture_stderr`]) tells why.
+fn exited(stderr: &Path, what: &str) -> ! {
+    let said = std::fs::read_to_string(stderr).unwrap_or_default();
+    let tail: Vec<&str> = said.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!("geodb exited before announcing {what}; its stderr ends:\n{}", tail.join("\n"))
+}
+
 /// Sends `signal` to `pid` with `kill(1)`, which keeps the workspace free
 /// of `unsafe` (calling `libc::kill` directly would need it).
 fn signal(pid: u32, signal: i32) -> i32 {
@@ -252,4 +282,13 @@ impl Session<'_> {
 /// The error code of an error body.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// The sum of a metric family's samples on a `/metrics` page.
+pub fn metric_sum(metrics: &str, family: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.strip_prefix(family).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

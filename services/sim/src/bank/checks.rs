@@ -188,23 +188,30 @@ impl World {
             .max_by_key(|replica| replica.applied_slot())
     }
 
+    /// Replicas of a shard that applied the same slots hold the same state,
+    /// as reads at or above both their collection thresholds see it; and
+    /// every replica's newest version of each key is the one its `latest`
+    /// family names (collection never takes it).
     fn check_convergence(&self) -> Result<(), String> {
         for spec in &self.shards {
-            let mut seen: BTreeMap<u64, (NodeId, Vec<u8>)> = BTreeMap::new();
+            let mut by_slot: BTreeMap<u64, Vec<(NodeId, Arc<Shard>)>> = BTreeMap::new();
             for (node, sim_node) in self.nodes.iter().filter(|(_, node)| node.up) {
                 let Some(replica) = sim_node.host.shard(spec.id) else { continue };
-                let state = dump(replica.engine().as_ref())?;
-                match seen.get(&replica.applied_slot()) {
-                    Some((other, expected)) if *expected != state => {
-                        return Err(format!(
-                            "shard {}: replicas {other} and {node} differ at applied slot {}",
-                            spec.id,
-                            replica.applied_slot()
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        seen.insert(replica.applied_slot(), (*node, state));
+                check_newest_is_latest(replica.engine().as_ref())
+                    .map_err(|message| format!("shard {}: replica {node}: {message}", spec.id))?;
+                by_slot.entry(replica.applied_slot()).or_default().push((*node, replica.clone()));
+            }
+            for (slot, replicas) in by_slot {
+                for (i, (node, replica)) in replicas.iter().enumerate() {
+                    for (other, other_replica) in &replicas[i + 1..] {
+                        let horizon = replica.gc_threshold().max(other_replica.gc_threshold());
+                        if dump(replica.engine().as_ref(), horizon)? != dump(other_replica.engine().as_ref(), horizon)?
+                        {
+                            return Err(format!(
+                                "shard {}: replicas {node} and {other} differ at applied slot {slot} (compared above {horizon})",
+                                spec.id
+                            ));
+                        }
                     }
                 }
             }
@@ -258,7 +265,19 @@ impl World {
         let mut chains: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
         for spec in &self.shards {
             let replica = self.most_advanced(spec.id).ok_or(format!("shard {}: no replica is up", spec.id))?;
-            let versions = mvcc::all_versions(replica.engine().as_ref()).map_err(|e| e.to_string())?;
+            let mut versions = mvcc::all_versions(replica.engine().as_ref()).map_err(|e| e.to_string())?;
+            // And what collection removed, at any replica of the shard.
+            let held: std::collections::HashSet<(Vec<u8>, Timestamp)> =
+                versions.iter().map(|(key, version)| (key.clone(), version.ts)).collect();
+            let collected = self.collected.borrow();
+            for ((_, key, ts), version) in collected
+                .range((spec.id, Vec::new(), Timestamp::ZERO)..)
+                .take_while(|((shard, _, _), _)| *shard == spec.id)
+            {
+                if !held.contains(&(key.clone(), *ts)) {
+                    versions.push((key.clone(), version.clone()));
+                }
+            }
             // A rehome writes the residence record of its locality key at
             // both shards, at its commit timestamp.
             let rehomes: std::collections::HashSet<(u8, Timestamp)> = versions
@@ -521,19 +540,50 @@ impl World {
 }
 
 /// A replica's replicated state, for comparing replicas.
-fn dump(engine: &dyn Engine) -> Result<Vec<u8>, String> {
+/// Every pair of a family a snapshot carries.
+type Dump = Vec<(ColumnFamily, Vec<u8>, Vec<u8>)>;
+
+/// A replica's state as reads at or above `horizon` see it: of each key's
+/// versions, those above the horizon, the newest at or below it (which no
+/// replica's collection takes), and those collection always keeps (writes
+/// shipped with named sibling keys); not the replica's own threshold.
+/// Replicas collect on their own, so other old versions may differ.
+fn dump(engine: &dyn Engine, horizon: Timestamp) -> Result<Dump, String> {
     let mut out = Vec::new();
-    geodb_storage::snapshot::export(
-        engine,
-        &[ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks],
-        usize::MAX,
-        |chunk| {
-            out.extend_from_slice(&chunk);
-            Ok(())
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    for cf in [ColumnFamily::Data, ColumnFamily::Latest, ColumnFamily::Locks] {
+        let mut below: Option<Vec<u8>> = None;
+        for pair in engine.scan(cf, Bound::Unbounded, Bound::Unbounded, false).map_err(|e| e.to_string())? {
+            let (key, value) = pair.map_err(|e| e.to_string())?;
+            if cf == ColumnFamily::Locks && key == b"g" {
+                continue;
+            }
+            if cf == ColumnFamily::Data {
+                let (user_key, version) = mvcc::decode_version(&key, &value).map_err(|e| e.to_string())?;
+                if version.ts <= horizon {
+                    // Newest first: the first at or below the horizon stays.
+                    let newest_below = below.as_ref() != Some(&user_key);
+                    below = Some(user_key);
+                    if !newest_below && !geodb_txn::participant::kept(&version) {
+                        continue;
+                    }
+                }
+            }
+            out.push((cf, key, value));
+        }
+    }
     Ok(out)
+}
+
+/// Every key's newest version in the data family is the one `latest` names.
+fn check_newest_is_latest(engine: &dyn Engine) -> Result<(), String> {
+    for key in mvcc::keys_in_range(engine, Bound::Unbounded, Bound::Unbounded).map_err(|e| e.to_string())? {
+        let latest = mvcc::latest_version(engine, &key).map_err(|e| e.to_string())?;
+        let newest = mvcc::versions_of(engine, &key, 1).map_err(|e| e.to_string())?.pop();
+        if latest.as_ref().map(|version| version.ts) != newest.as_ref().map(|version| version.ts) {
+            return Err(format!("{key:?}: latest names {latest:?}, the newest stored version is {newest:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// R17: along each key's history, by commit timestamp, origins never go

@@ -110,6 +110,18 @@ pub struct BankFaults {
     /// Rehomes switch a key's home before its rows are copied there, in a
     /// transaction of their own (R18 does both in one).
     pub switch_home_before_copy: bool,
+    /// Coordinators count a part whose prepare at its statement (R20) was
+    /// refused as prepared.
+    pub ignore_early_refusal: bool,
+    /// The record shard writes its own part with the commit it carries
+    /// (R21) even after an abort was recorded there.
+    pub own_part_after_decision: bool,
+    /// Replicas serve reads below their garbage-collection threshold, from
+    /// a history collection thinned.
+    pub serve_below_gc_threshold: bool,
+    /// Garbage collection removes what stands behind any newer version,
+    /// whatever its transaction wrote elsewhere, and keeps nothing.
+    pub collect_behind_any_version: bool,
 }
 
 impl BankFaults {
@@ -119,6 +131,7 @@ impl BankFaults {
             skip_commit_wait: self.skip_commit_wait,
             skip_settled_validation: self.skip_settled_validation,
             switch_home_before_copy: self.switch_home_before_copy,
+            ignore_early_refusal: self.ignore_early_refusal,
         }
     }
 }
@@ -214,6 +227,16 @@ pub struct BankReport {
     /// failed (lost to a concurrent writer, or to the faults).
     pub rehomes: u64,
     pub rehomes_failed: u64,
+    /// Parts prepared at the statement that read their row for writing
+    /// (R20), by transfers.
+    pub prepared_early: u64,
+    /// Tries of commits and prepares that waited for an older prepared
+    /// transaction (R20).
+    pub waits_for_older: u64,
+    /// Commits recorded with the record's own part in one round (R21).
+    pub decided_with_part: u64,
+    /// Versions garbage collection removed, at every replica.
+    pub collected: u64,
     /// Queued writes of a key that moved, requeued by their outboxes for
     /// the new home (proposals).
     pub reroutes: u64,
@@ -283,6 +306,18 @@ pub fn replay_command(seed: u64, options: &BankOptions) -> String {
     if options.faults.skip_route_check {
         command.push_str(" --skip-route-check");
     }
+    if options.faults.ignore_early_refusal {
+        command.push_str(" --ignore-early-refusal");
+    }
+    if options.faults.own_part_after_decision {
+        command.push_str(" --own-part-after-decision");
+    }
+    if options.faults.serve_below_gc_threshold {
+        command.push_str(" --serve-below-gc-threshold");
+    }
+    if options.faults.collect_behind_any_version {
+        command.push_str(" --collect-behind-any-version");
+    }
     command
 }
 
@@ -321,6 +356,16 @@ const DRIFT_US_MAX: u64 = 2 * DRIFT_PPM_MAX as u64 * 10 + 10;
 /// Simulated physical clocks start here (nanoseconds), so timestamps look
 /// like real ones.
 const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
+/// Nodes collect old versions this often (simulated; the server's default
+/// is five minutes), keeping the history of a run-specific TTL of
+/// [`GC_TTL_US`]: so that transactions whose snapshots were collected at
+/// another node's replicas are refused in every run.
+const GC_INTERVAL_US: u64 = 150_000;
+const GC_TTL_US: [u64; 2] = [20_000, 400_000];
+/// Versions a chunk of a pass looks at (the server's look at 10,000), and
+/// the pause after it: a replica's pass spans many events.
+const GC_CHUNK: usize = 48;
+const GC_CHUNK_EVERY_US: u64 = 1_000;
 /// A prepared transaction older than this (simulated) is recovered.
 const RECOVERY_AFTER_US: u64 = 300_000;
 /// A request parked on a lock longer than this is refused.
@@ -386,6 +431,11 @@ enum Event {
     QuietPhase,
     /// Clients begin nothing new; recovery and replication settle.
     Settle,
+    /// The node's garbage-collection pass over its replicas.
+    Collect {
+        node: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// The shard that closes timestamps (R14), as the server's global shard.
@@ -461,6 +511,17 @@ struct SimNode {
     /// The node is paused (a stalled process: its clock runs, it does
     /// nothing) until this instant, simulated.
     paused_until_us: u64,
+    /// Its garbage-collection pass under way, if any.
+    collecting: Option<NodePass>,
+}
+
+/// A node's garbage-collection pass under way: its horizon, the replicas
+/// it goes over, the one it is at, and that one's pass.
+struct NodePass {
+    horizon: geodb_storage::Timestamp,
+    replicas: Vec<Arc<Shard>>,
+    at: usize,
+    pass: Option<geodb_txn::participant::Pass>,
 }
 
 struct Client {
@@ -489,8 +550,16 @@ struct World {
     hops: Arc<AtomicU64>,
     /// Rehomes that moved rows, and attempts that failed.
     rehomes: Arc<[AtomicU64; 2]>,
+    /// Parts prepared at their statement (R20).
+    prepared_early: Arc<AtomicU64>,
     planned_partitions: BTreeMap<u64, Partition>,
     quiet: bool,
+    /// History garbage collection keeps (simulated microseconds).
+    gc_ttl_us: u64,
+    /// Every version a replica's collection removed, by shard, key and
+    /// timestamp: with what the replicas still hold, the whole history
+    /// the checks read.
+    collected: std::cell::RefCell<BTreeMap<(ShardId, Vec<u8>, geodb_storage::Timestamp), geodb_storage::mvcc::Version>>,
     report: BankReport,
     failure: Option<String>,
 }
@@ -596,6 +665,7 @@ impl World {
                     rpc: NodeRpc::detached(),
                     calls: HashMap::new(),
                     paused_until_us: 0,
+                    collecting: None,
                 },
             );
         }
@@ -615,8 +685,13 @@ impl World {
             gateways: Arc::default(),
             hops: Arc::default(),
             rehomes: Arc::default(),
+            prepared_early: Arc::default(),
             planned_partitions: BTreeMap::new(),
             quiet: false,
+            // From the seed alone, not the scheduler's draws: every other
+            // choice a seed makes stays as it was.
+            gc_ttl_us: GC_TTL_US[0] + seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) % (GC_TTL_US[1] - GC_TTL_US[0]),
+            collected: std::cell::RefCell::default(),
             report: BankReport { seed, trace_digest: 0xcbf2_9ce4_8422_2325, ..BankReport::default() },
             failure: None,
         }
@@ -655,9 +730,12 @@ impl World {
             self.report.views += node.host.views().served;
             self.report.views_held_back += node.host.views().held_back;
             self.report.reroutes += node.host.reroutes_proposed();
+            self.report.waits_for_older += node.host.early_counts().waits;
+            self.report.decided_with_part += node.host.early_counts().decided_with_part;
         }
         self.report.rehomes = self.rehomes[0].load(Ordering::Relaxed);
         self.report.rehomes_failed = self.rehomes[1].load(Ordering::Relaxed);
+        self.report.prepared_early = self.prepared_early.load(Ordering::Relaxed);
         for node in self.nodes.values().filter(|node| node.up) {
             let orphans = node.host.orphans();
             self.report.orphans_chosen += orphans.chosen;
@@ -702,6 +780,7 @@ impl World {
             Event::ClientStart { client } => 800 + *client as u64,
             Event::QuietPhase => 900,
             Event::Settle => 1000,
+            Event::Collect { node, .. } => 1100 + node.0,
         };
         for word in [now, kind] {
             self.report.trace_digest = (self.report.trace_digest ^ word).wrapping_mul(0x0100_0000_01b3);
@@ -711,7 +790,8 @@ impl World {
             Event::Tick { node, .. }
             | Event::SyncDone { node, .. }
             | Event::CallTimeout { node, .. }
-            | Event::Wake { node, .. } => Some(*node),
+            | Event::Wake { node, .. }
+            | Event::Collect { node, .. } => Some(*node),
             Event::Deliver(message) => Some(message.to),
             Event::ClientStart { client } => Some(self.clients[*client].node),
             _ => None,
@@ -736,6 +816,12 @@ impl World {
                 }
                 self.scheduler.after(TICK_US, Event::Tick { node, incarnation });
                 self.drive(node);
+            }
+            Event::Collect { node, incarnation } => {
+                if self.is_live(node, incarnation) {
+                    let next = self.collect(node);
+                    self.scheduler.after(next, Event::Collect { node, incarnation });
+                }
             }
             Event::Deliver(message) => self.deliver(message),
             Event::SyncDone { node, incarnation } => {
@@ -850,6 +936,7 @@ impl World {
         sim_node.up = true;
         sim_node.incarnation += 1;
         sim_node.paused_until_us = 0;
+        sim_node.collecting = None;
         sim_node.disk.restart(now);
         let local = sim_node.clock.local_us(now);
         let config = HostConfig {
@@ -891,6 +978,9 @@ impl World {
             skip_revalidation: faults.skip_revalidation,
             overwrite_newer_origin: faults.overwrite_newer_origin,
             skip_route_check: faults.skip_route_check,
+            own_part_after_decision: faults.own_part_after_decision,
+            serve_below_gc_threshold: faults.serve_below_gc_threshold,
+            collect_behind_any_version: faults.collect_behind_any_version,
         };
         for shard in &self.shards {
             let group = GroupId(shard.id);
@@ -918,11 +1008,72 @@ impl World {
         let incarnation = sim_node.incarnation;
         let first_tick = self.scheduler.between(1, TICK_US);
         self.scheduler.after(first_tick, Event::Tick { node, incarnation });
+        self.scheduler.after(GC_INTERVAL_US, Event::Collect { node, incarnation });
         self.drive(node);
         for client in 0..self.clients.len() {
             if self.clients[client].node == node && self.clients[client].task.is_none() {
                 let delay = self.scheduler.between(1_000, 10_000);
                 self.scheduler.after(delay, Event::ClientStart { client });
+            }
+        }
+    }
+
+    /// One chunk of `node`'s garbage-collection pass over its replicas
+    /// (starting a pass below its clock less the run's TTL if none is under
+    /// way); answers when the next chunk, or the next pass, is due. Passes
+    /// ignore the node's running transactions (each client's coordinator is
+    /// a manager of its own here), so transactions older than the TTL meet
+    /// refusals ("snapshot too old", retried like any conflict) in every
+    /// run; and a pass's chunks interleave with everything else the node
+    /// does, snapshot restores and crashes included.
+    fn collect(&mut self, node: NodeId) -> u64 {
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        let ttl_ns = self.gc_ttl_us * 1_000;
+        let pass = sim_node.collecting.get_or_insert_with(|| NodePass {
+            horizon: geodb_txn::participant::gc_horizon(sim_node.hlc.physical_now_ns(), ttl_ns, None),
+            replicas: sim_node.host.shards().cloned().collect(),
+            at: 0,
+            pass: None,
+        });
+        let collected = &self.collected;
+        let removed = std::cell::Cell::new(0);
+        let outcome = loop {
+            let Some(replica) = pass.replicas.get(pass.at) else { break Ok(true) };
+            if pass.pass.is_none() {
+                match replica.begin_collection(pass.horizon) {
+                    Ok(Some(started)) => pass.pass = Some(started),
+                    Ok(None) => {
+                        pass.at += 1;
+                        continue;
+                    }
+                    Err(error) => break Err(error),
+                }
+            }
+            let shard = replica.id();
+            let keep = |key: &[u8], version: &geodb_storage::mvcc::Version| {
+                removed.set(removed.get() + 1);
+                collected.borrow_mut().insert((shard, key.to_vec(), version.ts), version.clone());
+            };
+            match replica.collect_chunk(pass.pass.as_mut().expect("started above"), &keep, GC_CHUNK) {
+                Ok(true) => {
+                    pass.at += 1;
+                    pass.pass = None;
+                    break Ok(false);
+                }
+                Ok(false) => break Ok(false),
+                Err(error) => break Err(error),
+            }
+        };
+        self.report.collected += removed.get();
+        match outcome {
+            Ok(true) => {
+                self.nodes.get_mut(&node).expect("known node").collecting = None;
+                GC_INTERVAL_US
+            }
+            Ok(false) => GC_CHUNK_EVERY_US,
+            Err(error) => {
+                self.fail(format!("{node}: garbage collection failed: {error}"));
+                GC_INTERVAL_US
             }
         }
     }

@@ -361,6 +361,7 @@ pub struct ClientContext {
     pub gateways: Gateways,
     pub hops: Arc<AtomicU64>,
     pub rehomes: Arc<[AtomicU64; 2]>,
+    pub prepared_early: Arc<AtomicU64>,
     pub coordinator_faults: CoordinatorFaults,
     pub budget: usize,
     pub fault_phase_us: u64,
@@ -397,6 +398,7 @@ impl World {
             gateways: self.gateways.clone(),
             hops: self.hops.clone(),
             rehomes: self.rehomes.clone(),
+            prepared_early: self.prepared_early.clone(),
             coordinator_faults: self.options.faults.coordinator(),
             budget: self.options.transactions_per_client,
             fault_phase_us: self.options.fault_phase_us,
@@ -510,6 +512,15 @@ async fn read(txn: &mut Transaction, key: &[u8]) -> Result<(i64, u64), Error> {
     Ok(txn.get_async(key).await?.map_or((OPENING_BALANCE, GENESIS), |bytes| decode_value(&bytes)))
 }
 
+/// [`read`], or the read of a row the transaction writes next
+/// ([`Transaction::get_for_write_async`]).
+async fn read_for(txn: &mut Transaction, key: &[u8], for_write: bool) -> Result<(i64, u64), Error> {
+    if !for_write {
+        return read(txn, key).await;
+    }
+    Ok(txn.get_for_write_async(key).await?.map_or((OPENING_BALANCE, GENESIS), |bytes| decode_value(&bytes)))
+}
+
 /// Reads `keys` in order, recording each writer seen, and commits.
 async fn read_all_and_commit(
     context: &ClientContext,
@@ -537,9 +548,24 @@ async fn transfer(context: &mut ClientContext) -> Option<Vec<Vec<u8>>> {
         to = pick();
     }
     let amount = context.rng.random_range(1..=20);
+    // Half the transfers read both accounts for writing, as an UPDATE
+    // does: a far shard is then prepared at the read (R20). A few of those
+    // are abandoned after their reads, their prepared parts left to the
+    // transaction's end (or recovery) to release.
+    // Some of those read the second account plainly: a part prepared at
+    // the first read then no longer covers what the commit writes there,
+    // and is prepared again with its values.
+    let for_write = context.rng.random_bool(0.5);
+    let to_for_write = for_write && context.rng.random_bool(0.7);
+    let abandon = for_write && context.rng.random_bool(0.05);
     let outcome = async {
-        let (from_balance, from_writer) = read(&mut txn, &from).await?;
-        let (to_balance, to_writer) = read(&mut txn, &to).await?;
+        let (from_balance, from_writer) = read_for(&mut txn, &from, for_write).await?;
+        let (to_balance, to_writer) = read_for(&mut txn, &to, to_for_write).await?;
+        context.prepared_early.fetch_add(txn.prepared_early() as u64, Ordering::Relaxed);
+        if abandon {
+            drop(txn);
+            return Err(Error::Invalid("abandoned by its client after its reads".into()));
+        }
         update(context, index, |record| {
             record.reads.push((from.clone(), from_writer));
             record.reads.push((to.clone(), to_writer));

@@ -59,7 +59,7 @@ pub fn run_delete(txn: &mut Transaction, plan: &DeletePlan, params: &[Value]) ->
 fn collect(txn: &mut Transaction, level: &Level, params: &[Value]) -> Result<Vec<Vec<Value>>> {
     let mut rows = Vec::new();
     let mut row = Vec::new();
-    let options = ReadOptions { for_update: false, limit: None };
+    let options = ReadOptions { for_update: false, for_write: true, limit: None };
     read_level(txn, level, &mut row, params, &options, &mut |_, row| {
         if rows.len() >= WRITTEN_ROWS_MAX {
             return Err(Error::ProgramLimitExceeded(format!("statement changes more than {WRITTEN_ROWS_MAX} rows")));

@@ -10,7 +10,10 @@
 //!
 //! `SELECT ... FOR UPDATE` reads a point with `get_for_update`; a scanned
 //! row that passes its filter is read again with `get_for_update` (so it
-//! conflicts as if written) and filtered again on that version.
+//! conflicts as if written) and filtered again on that version. An
+//! `UPDATE` or `DELETE` reads a point with `get_for_write`: the row it is
+//! about to write, locked with its shard prepared in the same round trip
+//! where that shard commits in another region (R20).
 
 use std::ops::Bound;
 
@@ -40,6 +43,8 @@ pub type Visitor<'a> = dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Fl
 /// How a level is read this time.
 pub struct ReadOptions {
     pub for_update: bool,
+    /// A point read of a row the statement writes (`UPDATE`, `DELETE`).
+    pub for_write: bool,
     /// Rows to fetch in all when the statement's limit is pushed down.
     pub limit: Option<usize>,
 }
@@ -109,9 +114,9 @@ fn read_prefix(
     let access = &level.access;
     if access.point {
         let bytes = match access.index {
-            IndexChoice::Primary => fetch_row(txn, &prefix, options.for_update)?,
+            IndexChoice::Primary => fetch_row(txn, &prefix, options)?,
             IndexChoice::Secondary(_) => match txn.get(&prefix)? {
-                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table, &suffix), options.for_update)?
+                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table, &suffix), options)?
                     .map(Some)
                     .ok_or_else(|| dangling(table))?,
                 None => None,
@@ -190,8 +195,14 @@ fn read_prefix(
     }
 }
 
-fn fetch_row(txn: &mut Transaction, key: &[u8], for_update: bool) -> Result<Option<Vec<u8>>> {
-    Ok(if for_update { txn.get_for_update(key)? } else { txn.get(key)? })
+fn fetch_row(txn: &mut Transaction, key: &[u8], options: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    Ok(if options.for_update {
+        txn.get_for_update(key)?
+    } else if options.for_write {
+        txn.get_for_write(key)?
+    } else {
+        txn.get(key)?
+    })
 }
 
 fn dangling(table: &Table) -> Error {

@@ -190,7 +190,7 @@ fn join(
     scan_limit: Option<usize>,
     sink: &mut dyn FnMut(&mut Transaction, &mut Vec<Value>) -> Result<Flow>,
 ) -> Result<Flow> {
-    let options = ReadOptions { for_update, limit: if depth == 0 { scan_limit } else { None } };
+    let options = ReadOptions { for_update, for_write: false, limit: if depth == 0 { scan_limit } else { None } };
     if depth + 1 == levels.len() {
         return read_level(txn, &levels[depth], row, params, &options, sink);
     }

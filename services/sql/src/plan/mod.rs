@@ -5,6 +5,8 @@
 //!   on the primary key or an index, full scan).
 //! - [`select`], [`dml`], [`ddl`]: one planner per statement family.
 //! - [`explain`]: the text `EXPLAIN` shows.
+//! - [`describe`]: the types a statement takes and returns, without
+//!   running it (the PostgreSQL extended protocol's `Describe`).
 //!
 //! A plan depends on the catalog it was made with (table definitions are
 //! captured in it) and on nothing else: parameters are bound when it runs,
@@ -13,6 +15,7 @@
 pub mod access;
 pub mod bind;
 pub mod ddl;
+pub mod describe;
 pub mod dml;
 pub mod explain;
 pub mod expr;

@@ -4,6 +4,7 @@
 //! starts a fresh store through [`Harness`].
 
 mod ddl;
+mod describe;
 mod dml;
 mod errors;
 mod fuzz;
