@@ -7,6 +7,7 @@
 //! ([`telemetry`]), over TLS when given certificates ([`tls`]). [`serve`]
 //! ties them together for `geodb dev` and `geodb start`.
 
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod dev;

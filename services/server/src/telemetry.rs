@@ -75,6 +75,10 @@ pub mod names {
     /// R19: automatic rehomes a node decided, by node and outcome (moved,
     /// unchanged, failed, rate_limited).
     pub const AUTO_REHOMES: &str = "geodb_auto_rehomes_total";
+    /// Backups and restores a node ran, by node, kind (backup, restore)
+    /// and outcome (ok, failed), and the rows they wrote.
+    pub const BACKUPS: &str = "geodb_backups_total";
+    pub const BACKUP_ROWS: &str = "geodb_backup_rows_total";
     /// Pipelined proposals the log chose and re-validation skipped (R15).
     pub const PAXOS_PIPELINE_SKIPPED: &str = "geodb_paxos_pipeline_skipped_total";
     /// Parts prepared with the read of the row they write (R20), proposed
@@ -206,6 +210,16 @@ pub mod names {
             AUTO_REHOMES,
             Kind::Counter,
             "Automatic rehomes this node decided (a key's traffic came from one other region for cluster.auto_rehome.window_ms), by node and outcome: moved, unchanged, failed, rate_limited (held back by cluster.auto_rehome.max_per_minute).",
+        ),
+        (
+            BACKUPS,
+            Kind::Counter,
+            "Backups and restores this node ran (POST /v1/admin/backup and /v1/admin/restore), by node, kind (backup, restore) and outcome (ok, failed).",
+        ),
+        (
+            BACKUP_ROWS,
+            Kind::Counter,
+            "Rows the backups this node took wrote to their files, and the rows its restores inserted, by node and kind.",
         ),
         (
             MAV_VIEWS,
@@ -363,6 +377,16 @@ impl Metrics {
         let outcome = if moved { "moved" } else { "unchanged" };
         metrics::counter!(names::REHOMES, "node" => node.clone(), "outcome" => outcome).increment(1);
         metrics::counter!(names::REHOMED_ROWS, "node" => node).increment(rows as u64);
+    }
+
+    /// A backup or restore (`kind`) ended: with the rows it wrote, or failed.
+    pub fn backup(&self, node: u64, kind: &'static str, outcome: Result<u64, &crate::http::ApiError>) {
+        let node = node.to_string();
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(names::BACKUPS, "node" => node.clone(), "kind" => kind, "outcome" => label).increment(1);
+        if let Ok(rows) = outcome {
+            metrics::counter!(names::BACKUP_ROWS, "node" => node, "kind" => kind).increment(rows);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -34,8 +34,10 @@
 //! at snapshot and serializable through every region's gateway, auditors,
 //! while a home shard's leader and then a gateway (a coordinator) are
 //! SIGKILLed and eu-west is cut off ([`a_bank_across_three_homes_survives_kills_and_a_region_cut_off`]).
-//! Another restarts every node in turn under the bank's transfers, as a
-//! rolling upgrade does ([`a_rolling_restart_of_every_node_under_transfers_loses_no_commit`]).
+//! Another restarts every node in turn under the bank's transfers and a
+//! TPC-C-style workload (New-Order and Payment on three warehouses, one
+//! homed in each region), as a rolling upgrade does
+//! ([`a_rolling_restart_of_every_node_under_transfers_loses_no_commit`]).
 //! A third, at the standard latencies with automatic rehoming on: a key
 //! used only through eu-west moves there by itself
 //! ([`a_key_used_only_from_eu_west_moves_there_by_itself`]).
@@ -686,17 +688,23 @@ struct Outcomes {
     refused: usize,
 }
 
+/// A deterministic stream of numbers below each bound asked, seeded by
+/// `seed` (a client's first id).
+fn numbers(seed: i64) -> impl FnMut(i64) -> i64 {
+    let mut seed = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move |bound: i64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % bound as u64) as i64
+    }
+}
+
 /// Sends transfers through `url` until `until`: each moves 1..=5 from an
 /// account of one home to an account of another, and records itself in
 /// `ledger` at the source's home, all in one transaction (a batch), at
 /// serializable and snapshot in turn.
 async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, until: Until) -> Outcomes {
     let mut outcomes = Outcomes::default();
-    let mut seed = (first_id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move |bound: i64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        ((seed >> 33) % bound as u64) as i64
-    };
+    let mut next = numbers(first_id);
     let mut id = first_id;
     while !until.reached() {
         id += 1;
@@ -709,28 +717,55 @@ async fn transfer_until(client: reqwest::Client, url: String, first_id: i64, unt
             {"sql": "UPDATE accounts SET balance = balance + $1 WHERE home = $2 AND id = $3", "params": [amount, to_home, to]},
             {"sql": "INSERT INTO ledger VALUES ($1, $2, $3, $4, $5, $6)", "params": [from_home, id, from, to_home, to, amount]},
         ], "isolation": isolation});
-        let sent = client.post(format!("{url}/v1/sql")).json(&body).timeout(Duration::from_secs(30)).send().await;
-        let answer = match sent {
-            Ok(response) => Some((response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))),
-            Err(error) if error.is_connect() => None,
-            // Sent, then the node died or the answer never came.
-            Err(_) => Some((0, Value::Null)),
-        };
-        match answer {
-            Some((200, _)) => drop(outcomes.acked.insert(id)),
-            Some((0, _)) => drop(outcomes.unknown.insert(id)),
-            Some((_, body)) => match common::code(&body) {
-                "08007" => drop(outcomes.unknown.insert(id)),
-                "40001" | "08006" | "53000" => outcomes.refused += 1,
-                other => panic!("transfer {id} through {url}: {other}: {body}"),
-            },
-            None => {
-                outcomes.refused += 1;
+        outcomes.record(id, send(&client, &url, &body, "transfer").await).await;
+    }
+    outcomes
+}
+
+/// What became of one transaction a client sent.
+enum Sent {
+    Acked,
+    /// The answer was lost (the node died) or said `08007`.
+    Unknown,
+    /// A retryable refusal (`40001`, `08006`, `53000`).
+    Refused,
+    /// The node did not take the connection (it is restarting).
+    Unreachable,
+}
+
+/// Sends one `/v1/sql` transaction; any answer but success, a retryable
+/// refusal and an unknown outcome fails the test.
+async fn send(client: &reqwest::Client, url: &str, body: &Value, what: &str) -> Sent {
+    let sent = client.post(format!("{url}/v1/sql")).json(body).timeout(Duration::from_secs(30)).send().await;
+    match sent {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+            match (status, common::code(&answer)) {
+                (200, _) => Sent::Acked,
+                (_, "08007") => Sent::Unknown,
+                (_, "40001" | "08006" | "53000") => Sent::Refused,
+                (_, other) => panic!("{what} through {url}: {status} {other}: {answer} (sent {body})"),
+            }
+        }
+        Err(error) if error.is_connect() => Sent::Unreachable,
+        // Sent, then the node died or the answer never came.
+        Err(_) => Sent::Unknown,
+    }
+}
+
+impl Outcomes {
+    async fn record(&mut self, id: i64, sent: Sent) {
+        match sent {
+            Sent::Acked => drop(self.acked.insert(id)),
+            Sent::Unknown => drop(self.unknown.insert(id)),
+            Sent::Refused => self.refused += 1,
+            Sent::Unreachable => {
+                self.refused += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    outcomes
 }
 
 /// Sums every balance through `url` until `until`, at serializable and
@@ -879,6 +914,21 @@ async fn bank_outcomes(clients: Clients, auditors: Auditors) -> (BTreeSet<i64>, 
     (acked, unknown, refused, audits)
 }
 
+/// The rows `sql` answers through node 1 at serializable, asked again
+/// while the cluster settles (for up to 30 s).
+async fn serializable_rows(cluster: &Cluster, sql: &str) -> Vec<Value> {
+    let server = cluster.node(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = server.post("/v1/sql", json!({"sql": sql, "isolation": "serializable"})).await;
+        if status == 200 {
+            return body["results"][0]["rows"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "{sql}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// After the faults: no prepared transaction is left on any replica once
 /// recovery had its time; every acknowledged transfer is in the ledger and
 /// nothing refused is; the balances are exactly what the ledger says.
@@ -902,22 +952,8 @@ async fn check_bank(cluster: &Cluster, acked: &BTreeSet<i64>, unknown: &BTreeSet
     }
 
     // The ledger and the balances, read at serializable once everything healed.
-    let read = |sql: &'static str| {
-        let server = cluster.node(1);
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let (status, body) = server.post("/v1/sql", json!({"sql": sql, "isolation": "serializable"})).await;
-                if status == 200 {
-                    return body["results"][0]["rows"].as_array().unwrap().clone();
-                }
-                assert!(Instant::now() < deadline, "{sql}: {body}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let ledger = read("SELECT home, id, from_id, to_home, to_id, amount FROM ledger").await;
-    let accounts = read("SELECT home, id, balance FROM accounts").await;
+    let ledger = serializable_rows(cluster, "SELECT home, id, from_id, to_home, to_id, amount FROM ledger").await;
+    let accounts = serializable_rows(cluster, "SELECT home, id, balance FROM accounts").await;
     let mut expected: std::collections::BTreeMap<(i64, i64), i64> =
         (1..=3).flat_map(|home| (0..BANK_ACCOUNTS).map(move |id| ((home, id), BANK_OPENING))).collect();
     let mut present = BTreeSet::new();
@@ -937,6 +973,176 @@ async fn check_bank(cluster: &Cluster, acked: &BTreeSet<i64>, unknown: &BTreeSet
         .collect();
     assert_eq!(balances, expected, "the balances are not what the ledger says");
     assert_eq!(balances.values().sum::<i64>(), BANK_TOTAL);
+}
+
+/// The TPC-C-style workload: warehouses 1, 2, 3, homed in us-east,
+/// us-central and eu-west, each with [`TPCC_DISTRICTS`] districts and stock
+/// of [`TPCC_ITEMS`] items (a `global` table).
+const TPCC_DISTRICTS: i64 = 2;
+const TPCC_ITEMS: i64 = 10;
+const TPCC_STOCK: i64 = 1_000;
+
+/// Creates the TPC-C-style tables and opens each warehouse through a
+/// gateway of its region, so that it is homed there.
+async fn open_tpcc(cluster: &Cluster) {
+    for ddl in [
+        "CREATE TABLE warehouse (w_id INT PRIMARY KEY, w_ytd BIGINT NOT NULL)",
+        "CREATE TABLE district (d_w_id INT, d_id INT, d_next_o_id BIGINT NOT NULL, d_ytd BIGINT NOT NULL, \
+         PRIMARY KEY (d_w_id, d_id))",
+        "CREATE TABLE orders (o_w_id INT, o_d_id INT, o_id BIGINT, o_ol_cnt INT NOT NULL, PRIMARY KEY (o_w_id, o_d_id, o_id))",
+        "CREATE TABLE order_line (ol_w_id INT, ol_d_id INT, ol_o_id BIGINT, ol_number INT, ol_i_id INT NOT NULL, \
+         ol_supply_w_id INT NOT NULL, ol_quantity INT NOT NULL, ol_amount BIGINT NOT NULL, \
+         PRIMARY KEY (ol_w_id, ol_d_id, ol_o_id, ol_number))",
+        "CREATE TABLE stock (s_w_id INT, s_i_id INT, s_quantity INT NOT NULL, s_ytd INT NOT NULL, \
+         s_order_cnt INT NOT NULL, PRIMARY KEY (s_w_id, s_i_id))",
+        "CREATE TABLE history (h_w_id INT, h_id BIGINT, h_d_id INT NOT NULL, h_amount BIGINT NOT NULL, PRIMARY KEY (h_w_id, h_id))",
+        "CREATE TABLE item (i_id INT PRIMARY KEY, i_price INT NOT NULL) WITH (locality = 'global')",
+    ] {
+        cluster.node(1).sql(ddl, json!([])).await;
+    }
+    for i in 1..=TPCC_ITEMS {
+        cluster.node(1).sql("INSERT INTO item VALUES ($1, $2)", json!([i, 100 + i])).await;
+    }
+    for (w, gateway, region) in [(1, 1, "us-east"), (2, 4, "us-central"), (3, 7, "eu-west")] {
+        let mut statements = vec![json!({"sql": "INSERT INTO warehouse VALUES ($1, 0)", "params": [w]})];
+        for d in 1..=TPCC_DISTRICTS {
+            statements.push(json!({"sql": "INSERT INTO district VALUES ($1, $2, 1, 0)", "params": [w, d]}));
+        }
+        for i in 1..=TPCC_ITEMS {
+            statements
+                .push(json!({"sql": "INSERT INTO stock VALUES ($1, $2, $3, 0, 0)", "params": [w, i, TPCC_STOCK]}));
+        }
+        let (status, body) = cluster.node(gateway).post("/v1/sql", json!({"statements": statements})).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, body) = cluster.node(8).get(&format!("/v1/homes/{w}")).await;
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["region"], json!(region), "{body}");
+    }
+}
+
+/// What became of a TPC-C-style client's New-Order and Payment
+/// transactions (by order id and history id).
+#[derive(Default)]
+struct TpccOutcomes {
+    orders: Outcomes,
+    payments: Outcomes,
+}
+
+/// New-Order and Payment transactions through `url` for warehouse `w`
+/// until `until`, at serializable and snapshot in turn, ids from `first_id`.
+/// A New-Order takes the district's next order id (its counter) and
+/// enters the order with two to four lines, each taking stock from the home
+/// warehouse or, one line in five, from another region's; a Payment adds
+/// to the warehouse's and the district's year-to-date totals and writes
+/// the history. Order ids are the client's own, so that a lost answer can
+/// be told from a refusal afterwards.
+async fn tpcc_until(client: reqwest::Client, url: String, w: i64, first_id: i64, until: Until) -> TpccOutcomes {
+    let mut outcomes = TpccOutcomes::default();
+    let mut next = numbers(first_id);
+    let mut id = first_id;
+    while !until.reached() {
+        id += 1;
+        let isolation = if id % 2 == 0 { "serializable" } else { "snapshot" };
+        let d = 1 + next(TPCC_DISTRICTS);
+        if next(2) == 0 {
+            let lines = 2 + next(3);
+            let mut statements = vec![
+                json!({"sql": "UPDATE district SET d_next_o_id = d_next_o_id + 1 WHERE d_w_id = $1 AND d_id = $2", "params": [w, d]}),
+                json!({"sql": "INSERT INTO orders VALUES ($1, $2, $3, $4)", "params": [w, d, id, lines]}),
+            ];
+            for number in 1..=lines {
+                let item = 1 + next(TPCC_ITEMS);
+                let supply = if next(5) == 0 { 1 + (w + next(2)) % 3 } else { w };
+                let quantity = 1 + next(5);
+                statements.push(json!({"sql": "SELECT i_price FROM item WHERE i_id = $1", "params": [item]}));
+                statements.push(json!({
+                    "sql": "UPDATE stock SET s_quantity = s_quantity - $1, s_ytd = s_ytd + $1, s_order_cnt = s_order_cnt + 1 \
+                            WHERE s_w_id = $2 AND s_i_id = $3",
+                    "params": [quantity, supply, item],
+                }));
+                statements.push(json!({
+                    "sql": "INSERT INTO order_line VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "params": [w, d, id, number, item, supply, quantity, quantity * (100 + item)],
+                }));
+            }
+            let body = json!({"statements": statements, "isolation": isolation});
+            outcomes.orders.record(id, send(&client, &url, &body, "new-order").await).await;
+        } else {
+            let amount = 1 + next(5_000);
+            let body = json!({"statements": [
+                {"sql": "UPDATE warehouse SET w_ytd = w_ytd + $1 WHERE w_id = $2", "params": [amount, w]},
+                {"sql": "UPDATE district SET d_ytd = d_ytd + $1 WHERE d_w_id = $2 AND d_id = $3", "params": [amount, w, d]},
+                {"sql": "INSERT INTO history VALUES ($1, $2, $3, $4)", "params": [w, id, d, amount]},
+            ], "isolation": isolation});
+            outcomes.payments.record(id, send(&client, &url, &body, "payment").await).await;
+        }
+    }
+    outcomes
+}
+
+/// TPC-C's consistency conditions, as they apply to this workload, once
+/// every client is done: each district's counter moved once per order it
+/// has; every order has its lines; each warehouse's year-to-date total is
+/// its districts' and its history's; each stock row took exactly what the
+/// order lines supplied from it say; every acknowledged transaction is
+/// there and nothing refused is.
+async fn check_tpcc(cluster: &Cluster, outcomes: &TpccOutcomes) {
+    let read = |sql: &'static str| async move {
+        let rows = serializable_rows(cluster, sql).await;
+        rows.iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<i64>>())
+            .collect::<Vec<_>>()
+    };
+    use std::collections::BTreeMap;
+    let orders = read("SELECT o_w_id, o_d_id, o_id, o_ol_cnt FROM orders").await;
+    let lines = read("SELECT ol_w_id, ol_d_id, ol_o_id, ol_supply_w_id, ol_i_id, ol_quantity FROM order_line").await;
+    let districts = read("SELECT d_w_id, d_id, d_next_o_id, d_ytd FROM district").await;
+    let warehouses = read("SELECT w_id, w_ytd FROM warehouse").await;
+    let history = read("SELECT h_w_id, h_id, h_d_id, h_amount FROM history").await;
+    let stock = read("SELECT s_w_id, s_i_id, s_quantity, s_ytd, s_order_cnt FROM stock").await;
+
+    let check = |what: &str, present: &BTreeSet<i64>, sent: &Outcomes| {
+        for id in present {
+            assert!(sent.acked.contains(id) || sent.unknown.contains(id), "{what} {id} is there but was refused");
+        }
+        let missing: Vec<&i64> = sent.acked.difference(present).collect();
+        assert!(missing.is_empty(), "acknowledged {what}s missing: {missing:?}");
+    };
+    check("order", &orders.iter().map(|o| o[2]).collect(), &outcomes.orders);
+    check("payment", &history.iter().map(|h| h[1]).collect(), &outcomes.payments);
+
+    let mut line_counts: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut supplied: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for line in &lines {
+        *line_counts.entry(line[2]).or_default() += 1;
+        let taken = supplied.entry((line[3], line[4])).or_default();
+        taken.0 += line[5];
+        taken.1 += 1;
+    }
+    let mut per_district: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for order in &orders {
+        assert_eq!(line_counts.get(&order[2]).copied().unwrap_or(0), order[3], "order {order:?} lacks lines");
+        *per_district.entry((order[0], order[1])).or_default() += 1;
+    }
+    assert_eq!(line_counts.len(), orders.len(), "order lines without their order");
+    let mut paid: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for payment in &history {
+        *paid.entry((payment[0], payment[2])).or_default() += payment[3];
+    }
+    let mut district_ytd: BTreeMap<i64, i64> = BTreeMap::new();
+    for district in &districts {
+        let key = (district[0], district[1]);
+        let orders = per_district.get(&key).copied().unwrap_or(0);
+        assert_eq!(district[2] - 1, orders, "district {key:?}: its counter moved once per order");
+        assert_eq!(district[3], paid.get(&key).copied().unwrap_or(0), "district {key:?}: year to date");
+        *district_ytd.entry(district[0]).or_default() += district[3];
+    }
+    for warehouse in &warehouses {
+        assert_eq!(Some(&warehouse[1]), district_ytd.get(&warehouse[0]), "warehouse {}: year to date", warehouse[0]);
+    }
+    for row in &stock {
+        let (quantity, count) = supplied.get(&(row[0], row[1])).copied().unwrap_or((0, 0));
+        assert_eq!((row[2], row[3], row[4]), (TPCC_STOCK - quantity, quantity, count), "stock {row:?}");
+    }
 }
 
 /// A bank whose accounts are homed in all three regions (home 1 by a first
@@ -1085,7 +1291,8 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
 /// A rolling restart, as an upgrade does it: every node of the nine, one
 /// at a time, stopped with SIGTERM and started again on its data, the next
 /// only once it is ready and every shard has a leader every node agrees
-/// on, while the bank's transfers run through a gateway of each region
+/// on, while the bank's transfers and the TPC-C-style clients
+/// ([`tpcc_until`]; checked by [`check_tpcc`]) run through a gateway of each region
 /// (gateways included in the restart: a client then meets a refused
 /// connection and tries again) and auditors check the total. Every node
 /// exits cleanly; every error a client sees is retryable (`40001`,
@@ -1101,10 +1308,20 @@ async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
     // snapshots that bring restarted replicas up to date).
     let mut cluster = bank_cluster_with(dir.path(), "[gc]\nttl_ms = 500\ninterval_ms = 100\n").await;
     snapshot_too_old(&cluster).await;
+    open_tpcc(&cluster).await;
 
     let start = Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (clients, auditors) = run_bank(&cluster, Until(stop.clone()));
+    // A TPC-C-style client for each warehouse, through a gateway of its
+    // region (the one the bank's transfers use too).
+    let tpcc: Vec<_> = [(1, 1u64), (2, 4), (3, 7)]
+        .into_iter()
+        .map(|(w, gateway)| {
+            let url = cluster.node(gateway).url.clone();
+            tokio::spawn(tpcc_until(cluster.client.clone(), url, w, w * 10_000_000, Until(stop.clone())))
+        })
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     for id in 1..=NODES {
         let status = cluster.stop(id);
@@ -1123,7 +1340,30 @@ async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
         start.elapsed()
     );
     assert!(acked.len() >= 20 && audits >= 10, "too little happened: {} transfers, {audits} audits", acked.len());
+    let mut tpcc_outcomes = TpccOutcomes::default();
+    for client in tpcc {
+        let outcomes = client.await.unwrap();
+        for (all, one) in
+            [(&mut tpcc_outcomes.orders, outcomes.orders), (&mut tpcc_outcomes.payments, outcomes.payments)]
+        {
+            all.acked.extend(one.acked);
+            all.unknown.extend(one.unknown);
+            all.refused += one.refused;
+        }
+    }
+    eprintln!(
+        "rolling restart, TPC-C-style: {} new orders and {} payments acknowledged, {} unknown, {} refused",
+        tpcc_outcomes.orders.acked.len(),
+        tpcc_outcomes.payments.acked.len(),
+        tpcc_outcomes.orders.unknown.len() + tpcc_outcomes.payments.unknown.len(),
+        tpcc_outcomes.orders.refused + tpcc_outcomes.payments.refused,
+    );
+    assert!(
+        tpcc_outcomes.orders.acked.len() >= 10 && tpcc_outcomes.payments.acked.len() >= 10,
+        "too few TPC-C-style transactions acknowledged"
+    );
     check_bank(&cluster, &acked, &unknown).await;
+    check_tpcc(&cluster, &tpcc_outcomes).await;
 }
 
 /// A snapshot transaction coordinated in us-central reads an account homed

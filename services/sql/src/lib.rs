@@ -28,6 +28,7 @@
 //! only calls its transaction. It depends on `geodb-txn` and
 //! `geodb-storage`, never on the server or the network.
 
+pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod control;

@@ -9,6 +9,7 @@
 //!   `GET /v1/admin/rehomes[/{job}]`, `DELETE /v1/admin/rehomes/{job}`,
 //!   `GET|PUT /v1/admin/faults` (only with `cluster.admin_faults`),
 //!   `POST /v1/admin/membership` (one shard of a cluster),
+//!   `POST /v1/admin/backup`, `POST /v1/admin/restore`,
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
 //! - In a cluster, requests that must run elsewhere are forwarded
 //!   ([`forward`]).
@@ -53,6 +54,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/rehomes/{job}", get(ops::rehome_job).delete(ops::cancel_rehome_job))
         .route("/v1/admin/faults", get(ops::faults).put(ops::set_faults))
         .route("/v1/admin/membership", post(ops::membership))
+        .route("/v1/admin/backup", post(ops::backup))
+        .route("/v1/admin/restore", post(ops::restore))
         .layer(middleware::from_fn_with_state(node.clone(), forward::route))
         .layer(middleware::from_fn_with_state(node.clone(), shed_load));
     Router::new()
@@ -130,6 +133,8 @@ fn route_label(path: &str) -> &'static str {
         "/v1/admin/rehomes" => "rehomes",
         "/v1/admin/faults" => "faults",
         "/v1/admin/membership" => "membership",
+        "/v1/admin/backup" => "backup",
+        "/v1/admin/restore" => "restore",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

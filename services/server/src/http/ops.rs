@@ -355,6 +355,42 @@ pub async fn home(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Res
     }))
 }
 
+/// The body of `POST /v1/admin/backup` and `POST /v1/admin/restore`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryRequest {
+    dir: String,
+}
+
+async fn directory_request(node: &Node, body: Body) -> Result<std::path::PathBuf, ApiError> {
+    let request: DirectoryRequest = read_object(body, node.config.limits.request_bytes_max)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("expected a JSON object with \"dir\", a directory on this node"))?;
+    crate::backup::directory(&request.dir)
+}
+
+/// `POST /v1/admin/backup {"dir"}`: a backup of the whole database at one
+/// timestamp, into a new directory on this node (`crate::backup`).
+pub async fn backup(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
+    let dir = directory_request(&node, body).await?;
+    let outcome = crate::exec::blocking(|| crate::backup::backup(&node, &dir));
+    node.metrics.backup(node.config.node_id, "backup", outcome.as_ref().map(|summary| summary.rows));
+    let summary = outcome?;
+    tracing::info!(dir = %summary.dir, timestamp = %summary.timestamp, tables = summary.tables, rows = summary.rows, ms = summary.ms, "backup taken");
+    Ok(Json(summary))
+}
+
+/// `POST /v1/admin/restore {"dir"}`: a backup brought into this database,
+/// which has no tables (`crate::backup`).
+pub async fn restore(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
+    let dir = directory_request(&node, body).await?;
+    let outcome = crate::exec::blocking(|| crate::backup::restore(&node, &dir));
+    node.metrics.backup(node.config.node_id, "restore", outcome.as_ref().map(|summary| summary.rows));
+    let summary = outcome?;
+    tracing::info!(dir = %summary.dir, timestamp = %summary.timestamp, tables = summary.tables, rows = summary.rows, ms = summary.ms, "backup restored");
+    Ok(Json(summary))
+}
+
 /// The body of `POST /v1/admin/rehome`: one key, a list of keys, or the
 /// keys homed in a range (its first and last, both included).
 #[derive(Debug, Deserialize)]

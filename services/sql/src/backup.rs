@@ -1,0 +1,241 @@
+//! Backups and restores in SQL's terms (`docs/design/storage.md`,
+//! "Backup and restore"): what a backup reads at its snapshot, and the
+//! statements a restore runs. The server writes and reads the files
+//! (`services/server/src/backup.rs`); this crate does no I/O.
+//!
+//! A backup is logical: the tables' definitions, as the DDL that makes
+//! them again; every table's rows, as stored (their encoded values, in
+//! primary-key order); and the directory of homes, each locality key with
+//! its home region. Index entries, table ids, schema guards, residence
+//! records and epochs are not in it: a restore makes them afresh, by
+//! running the DDL, homing each key in its region and inserting the rows
+//! through the SQL layer, which writes every index entry as any insert
+//! does.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use geodb_storage::{DataType, Value, keycode};
+use geodb_txn::{Home, Isolation, Transaction, TxnManager};
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog::{Catalog, Column, Locality, Table};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::plan::ddl;
+
+/// The tables `txn` sees (read exactly, at its snapshot), by name.
+pub fn tables_at(txn: &mut Transaction) -> Result<Vec<Arc<Table>>> {
+    let catalog = Catalog::load(txn, 0, true)?;
+    let mut tables: Vec<Arc<Table>> = catalog.tables().cloned().collect();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tables)
+}
+
+/// Up to `limit` rows of `table` after the row keyed `after` (from the
+/// first when `None`), in key order: each row's key and its stored bytes
+/// (`geodb_storage::encode_row` of its values in column order).
+pub fn rows_after(
+    txn: &mut Transaction,
+    table: &Table,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let prefix = keys::index_prefix(table, None);
+    let end = keycode::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    let start = match after {
+        Some(key) => Bound::Excluded(key.to_vec()),
+        None => Bound::Included(prefix),
+    };
+    Ok(txn.scan(start, end, false, Some(limit))?)
+}
+
+/// One entry of the directory of homes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HomeEntry {
+    /// The entry's key (to go on from, [`homes_after`]).
+    pub key: Vec<u8>,
+    /// The locality key's value.
+    pub locality: Value,
+    pub home: Home,
+}
+
+/// Up to `limit` entries of the directory of homes after the one keyed
+/// `after` (from the first when `None`), in key order.
+pub fn homes_after(txn: &mut Transaction, after: Option<&[u8]>, limit: usize) -> Result<Vec<HomeEntry>> {
+    let prefix = keys::CATALOG_HOMES_PREFIX.to_vec();
+    let end = keycode::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    let start = match after {
+        Some(key) => Bound::Excluded(key.to_vec()),
+        None => Bound::Included(prefix),
+    };
+    let corrupt = |what: String| Error::Internal(format!("a directory entry with {what}"));
+    let mut entries = Vec::new();
+    for (key, value) in txn.scan(start, end, false, Some(limit))? {
+        let mut locality = &key[keys::CATALOG_HOMES_PREFIX.len()..];
+        let value_of_key = keycode::decode_value(&mut locality).map_err(|e| corrupt(format!("a corrupt key: {e}")))?;
+        if !locality.is_empty() {
+            return Err(corrupt("bytes after its locality key".into()));
+        }
+        let home = Home::decode(&value).ok_or_else(|| corrupt("a corrupt home".into()))?;
+        entries.push(HomeEntry { key, locality: value_of_key, home });
+    }
+    Ok(entries)
+}
+
+/// `name` as a quoted SQL identifier (its case kept; `"` doubled).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The DDL that makes `table` again in an empty database: its `CREATE
+/// TABLE`, then a `CREATE [UNIQUE] INDEX` for each secondary index.
+pub fn create_statements(table: &Table) -> Vec<String> {
+    let mut parts: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| {
+            let not_null = if column.not_null { " NOT NULL" } else { "" };
+            format!("{} {}{not_null}", quoted(&column.name), column.ty.sql_name())
+        })
+        .collect();
+    let key: Vec<String> = table.primary_key.iter().map(|&at| quoted(&table.columns[at].name)).collect();
+    parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    let with = match table.locality {
+        Locality::Home => String::new(),
+        Locality::Global => " WITH (locality = 'global')".into(),
+    };
+    let mut statements = vec![format!("CREATE TABLE {} ({}){with}", quoted(&table.name), parts.join(", "))];
+    for index in &table.indexes {
+        let columns: Vec<String> = index.columns.iter().map(|&at| quoted(&table.columns[at].name)).collect();
+        let unique = if index.unique { "UNIQUE " } else { "" };
+        statements.push(format!(
+            "CREATE {unique}INDEX {} ON {} ({})",
+            quoted(&index.name),
+            quoted(&table.name),
+            columns.join(", ")
+        ));
+    }
+    statements
+}
+
+/// The statement that inserts one row of `table`, its values as the
+/// parameters `$1..$n` in column order.
+pub fn insert_statement(table: &Table) -> String {
+    let params: Vec<String> = (1..=table.columns.len()).map(|n| format!("${n}")).collect();
+    format!("INSERT INTO {} VALUES ({})", quoted(&table.name), params.join(", "))
+}
+
+/// The values of a row of `table` from its stored bytes, checked to be as
+/// many as its columns.
+pub fn row_values(table: &Table, bytes: &[u8]) -> Result<Vec<Value>> {
+    crate::exec::rows::decode_stored_row(table, bytes)
+}
+
+/// Checks the DDL a backup names for `table` before a restore runs any of
+/// it: a `CREATE TABLE` of `table` first, then only `CREATE [UNIQUE] INDEX
+/// ... ON` `table`. Answers the columns the `CREATE TABLE` makes, to check
+/// the rows against.
+pub fn check_ddl(table: &str, statements: &[String]) -> Result<Vec<Column>> {
+    let refuse =
+        |what: String| Err(Error::InvalidParameterValue(format!("the backup's DDL for table \"{table}\" {what}")));
+    let mut columns = None;
+    for (n, sql) in statements.iter().enumerate() {
+        let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
+        let statement = match (parsed.len(), parsed.pop()) {
+            (1, Some(statement)) => statement,
+            _ => return refuse(format!("holds {sql:?}, not one statement")),
+        };
+        match (n, statement) {
+            (0, Statement::CreateTable(create)) => {
+                let plan = ddl::plan_create_table(&create)?;
+                if plan.name != table || plan.if_not_exists {
+                    return refuse(format!("makes another table: {sql:?}"));
+                }
+                columns = Some(plan.columns);
+            }
+            (1.., Statement::CreateIndex(create)) => {
+                let plan = ddl::plan_create_index(&create)?;
+                if plan.table != table || plan.if_not_exists {
+                    return refuse(format!("indexes another table: {sql:?}"));
+                }
+            }
+            _ => return refuse(format!("holds {sql:?}: only its CREATE TABLE, then CREATE INDEX statements")),
+        }
+    }
+    columns.map_or_else(|| refuse("is empty".into()), Ok)
+}
+
+/// Checks that `values` (a row from a backup) fit `columns`: as many, of
+/// their types, NULL only where allowed. The insert checks more (lengths,
+/// precision); this catches a damaged or mismatched file before a
+/// restore writes anything.
+pub fn check_row(columns: &[Column], values: &[Value]) -> std::result::Result<(), String> {
+    if values.len() != columns.len() {
+        return Err(format!("a row of {} values for {} columns", values.len(), columns.len()));
+    }
+    for (column, value) in columns.iter().zip(values) {
+        let fits = match (value, &column.ty) {
+            (Value::Null, _) => !column.not_null,
+            (Value::Int(_), ty) => ty.is_integer(),
+            (Value::Decimal(_), DataType::Decimal { .. }) => true,
+            (Value::Float(_), DataType::Real | DataType::Double) => true,
+            (Value::Text(_), DataType::Char(_) | DataType::Varchar(_) | DataType::Text) => true,
+            (Value::Bool(_), DataType::Bool) => true,
+            (Value::Timestamp(_), DataType::Timestamp) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!("a value {value:?} for column \"{}\" of type {}", column.name, column.ty.sql_name()));
+        }
+    }
+    Ok(())
+}
+
+/// Gives each locality key of `homes` (with its region's index) its home,
+/// as the first write of a key does, in serializable transactions of up
+/// to `batch` keys; a key that has one already must have that region
+/// (else the restore stops). Each transaction reads the directory over
+/// the range of its keys in one scan, so a concurrent first write of one
+/// of them makes it fail with `40001`, and running this again skips what
+/// is done. Answers how many keys it homed.
+pub fn home_keys(txns: &Arc<TxnManager>, homes: &[(Value, u32)], batch: usize) -> Result<usize> {
+    let mut entries: Vec<(Vec<u8>, &Value, u32)> = homes
+        .iter()
+        .map(|(key, region)| {
+            let mut locality = Vec::new();
+            keycode::encode_value(&mut locality, key);
+            (keys::home_key(&locality), key, *region)
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut homed = 0;
+    for chunk in entries.chunks(batch.max(1)) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
+        let mut txn = txns.begin(Isolation::Serializable)?;
+        let existing: std::collections::HashMap<Vec<u8>, Vec<u8>> = txn
+            .scan(Bound::Included(first.0.clone()), Bound::Included(last.0.clone()), false, None)?
+            .into_iter()
+            .collect();
+        let mut writes = 0;
+        for (entry, key, region) in chunk {
+            match existing.get(entry).map(|bytes| Home::decode(bytes)) {
+                None => {
+                    txn.put(entry.clone(), Home { region: *region, epoch: geodb_txn::FIRST_EPOCH }.encode())?;
+                    writes += 1;
+                }
+                Some(Some(home)) if home.region == *region => {}
+                Some(_) => {
+                    return Err(Error::InvalidParameterValue(format!(
+                        "locality key {key:?} already has another home than the backup's"
+                    )));
+                }
+            }
+        }
+        txn.commit()?;
+        homed += writes;
+    }
+    Ok(homed)
+}
