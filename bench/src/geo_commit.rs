@@ -64,6 +64,10 @@ pub(crate) struct RunArgs {
     /// Also write the results to this JSON file.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// Trust this CA (PEM, the `ca.crt` of `geodb cert`) for `https://`
+    /// gateways: nodes started with certificates.
+    #[arg(long)]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 const TABLE: &str = "geo_commit_bench";
@@ -204,7 +208,7 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn run_async(args: Args) -> Result<(), String> {
-    let client = reqwest::Client::new();
+    let client = crate::http::client(args.run.ca_cert.as_deref())?;
     let url = args.url.trim_end_matches('/').to_string();
     let cluster = client
         .get(format!("{url}/v1/cluster"))

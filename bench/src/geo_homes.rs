@@ -97,7 +97,7 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn run_async(args: Args) -> Result<(), String> {
-    let client = reqwest::Client::new();
+    let client = crate::http::client(args.run.ca_cert.as_deref())?;
     let matrix = LatencyMatrix::standard();
     let gateways: Vec<String> = args.gateways.urls();
     let cluster = get(&client, &format!("{}/v1/cluster", gateways[0])).await?;

@@ -27,6 +27,25 @@ pub struct Args {
     /// Isolation level of the statements.
     #[arg(long, default_value = "serializable")]
     isolation: String,
+    /// Trust this CA (PEM, the `ca.crt` of `geodb cert`) for an `https://`
+    /// URL: a node started with certificates.
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+/// The benchmarks' HTTP client, trusting `ca_cert` (a PEM file) beside
+/// the system's roots when given.
+pub(crate) fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for certificate in
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Rows per multi-row INSERT while loading.
@@ -53,7 +72,7 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn run_async(args: Args) -> Result<(), String> {
-    let client = reqwest::Client::new();
+    let client = client(args.ca_cert.as_deref())?;
     let url = args.url.trim_end_matches('/').to_string();
     let _ = post(&client, &url, json!({"sql": "DROP TABLE IF EXISTS bench_kv"})).await;
     post(&client, &url, json!({"sql": "CREATE TABLE bench_kv (k BIGINT PRIMARY KEY, v BIGINT NOT NULL, pad TEXT)"}))

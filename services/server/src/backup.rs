@@ -45,10 +45,16 @@ use crate::node::Node;
 /// The format this version writes and reads.
 pub const FORMAT: &str = "geodb-backup/1";
 const MANIFEST: &str = "manifest.json";
+/// Present while a backup writes into its directory.
+const CLAIM: &str = ".backup-in-progress";
 const HOMES_FILE: &str = "homes.rows";
 const TABLES_DIR: &str = "tables";
 /// Rows (or homes) one scan of a backup reads, at most...
 const PAGE: usize = 1_000;
+/// ...and in the first page of a table, before its rows' size is known
+/// (rows of up to 4 MiB, the largest a statement takes, stay within the
+/// transport's 64 MiB frames).
+const PAGE_FIRST: usize = 8;
 /// ...and about this many bytes of them from each shard the scan spans
 /// (far below the transport's frame limit).
 const PAGE_BYTES: usize = 4 << 20;
@@ -120,8 +126,11 @@ pub struct Summary {
 }
 
 fn columns_of(table: &Table) -> Vec<ColumnEntry> {
-    table
-        .columns
+    columns_of_made(&table.columns)
+}
+
+fn columns_of_made(columns: &[geodb_sql::catalog::Column]) -> Vec<ColumnEntry> {
+    columns
         .iter()
         .map(|column| ColumnEntry { name: column.name.clone(), ty: column.ty.sql_name(), not_null: column.not_null })
         .collect()
@@ -294,15 +303,27 @@ fn regions_of(node: &Node) -> Vec<String> {
 /// what it wrote.
 pub fn backup(node: &Node, dir: &Path) -> Result<Summary, ApiError> {
     let created = prepare_directory(dir)?;
+    // Claimed by a marker only one backup can create: a second backup into
+    // the same directory is refused, and never removes this one's files.
+    let marker = dir.join(CLAIM);
+    if let Err(e) = File::create_new(&marker) {
+        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            ApiError::new("55000", format!("another backup is being written into {}", dir.display()))
+        } else {
+            io_error("cannot create", &marker, e)
+        });
+    }
     let outcome = write_backup(node, dir);
     if outcome.is_err() {
-        for name in [TABLES_DIR, HOMES_FILE, "manifest.json.partial"] {
+        // The manifest first: without it nothing here passes for a backup.
+        for name in [MANIFEST, "manifest.json.partial", HOMES_FILE, TABLES_DIR] {
             let path = dir.join(name);
             let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }
-        if created {
-            let _ = std::fs::remove_dir(dir);
-        }
+    }
+    let _ = std::fs::remove_file(&marker);
+    if outcome.is_err() && created {
+        let _ = std::fs::remove_dir(dir);
     }
     outcome
 }
@@ -320,20 +341,22 @@ fn write_backup(node: &Node, dir: &Path) -> Result<Summary, ApiError> {
     for (n, table) in tables.iter().enumerate() {
         let mut file = FrameWriter::create(dir, &format!("{TABLES_DIR}/{n:04}.rows"))?;
         let mut after: Option<Vec<u8>> = None;
-        let mut page = PAGE;
+        // Each shard a page spans answers up to `page` rows: the first
+        // page is small enough for rows of the largest size a statement
+        // takes, later ones keep near PAGE_BYTES for the largest row seen.
+        let mut page = PAGE_FIRST;
+        let mut largest = 0;
         loop {
             let read = sql_backup::rows_after(&mut txn, table, after.as_deref(), page)?;
             for (_, row) in &read {
                 file.write(row)?;
+                largest = largest.max(row.len());
             }
             match read.last() {
                 Some((key, _)) if read.len() == page => after = Some(key.clone()),
                 _ => break,
             }
-            // Each shard a page spans answers up to `page` rows: keep that
-            // near PAGE_BYTES whatever the rows weigh.
-            let average = read.iter().map(|(_, row)| row.len()).sum::<usize>() / read.len();
-            page = (PAGE_BYTES / average.max(1)).clamp(1, PAGE);
+            page = (PAGE_BYTES / largest.max(1)).clamp(1, PAGE);
         }
         let file = file.finish()?;
         rows += file.count;
@@ -383,6 +406,9 @@ fn prepare_directory(dir: &Path) -> Result<bool, ApiError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+            if let Some(parent) = dir.parent() {
+                sync_directory(parent)?;
+            }
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(ApiError::new(
@@ -467,26 +493,19 @@ pub fn restore(node: &Arc<Node>, dir: &Path) -> Result<Summary, ApiError> {
     let started = Instant::now();
     let manifest = read_manifest(dir)?;
     let regions = regions_of(node);
+    let mut names = std::collections::HashSet::new();
     for table in &manifest.tables {
-        let columns = sql_backup::check_ddl(&table.name, &table.ddl)
+        let made = sql_backup::check_ddl(&table.name, &table.ddl, &mut names)
             .map_err(|e| corrupt(&dir.join(MANIFEST), ApiError::from(e).message))?;
-        let described: Vec<ColumnEntry> = columns
-            .iter()
-            .map(|column| ColumnEntry {
-                name: column.name.clone(),
-                ty: column.ty.sql_name(),
-                not_null: column.not_null,
-            })
-            .collect();
-        if described != table.columns {
-            return Err(ApiError::new(
-                "XX001",
-                format!("the backup's DDL for table \"{}\" makes other columns than its manifest lists", table.name),
+        if columns_of_made(&made.columns) != table.columns || made.locality.name() != table.locality {
+            return Err(corrupt(
+                &dir.join(MANIFEST),
+                format!("the DDL for table \"{}\" makes other columns or another locality than it lists", table.name),
             ));
         }
         read_frames(dir, &table.rows, |path, frame| {
             let values = geodb_storage::value::decode_row(&frame).map_err(|e| corrupt(path, e.to_string()))?;
-            sql_backup::check_row(&columns, &values).map_err(|what| corrupt(path, what))
+            sql_backup::check_row(&made.columns, &values).map_err(|what| corrupt(path, what))
         })?;
     }
     let homes = read_homes(dir, &manifest.homes, &regions)?;
@@ -512,7 +531,16 @@ pub fn restore(node: &Arc<Node>, dir: &Path) -> Result<Summary, ApiError> {
         ms: started.elapsed().as_secs_f64() * 1e3,
     };
     match outcome {
-        Ok(()) => Ok(summary(progress.rows, progress.homes)),
+        Ok(()) => {
+            if let Some(cluster) = &node.cluster {
+                settle_homes(node, cluster, &homes).map_err(|error| ApiError {
+                    message: format!("every row is restored, but a key's home is not the backup's: {}", error.message),
+                    retryable: false,
+                    ..error
+                })?;
+            }
+            Ok(summary(progress.rows, progress.homes))
+        }
         Err(error) => Err(ApiError {
             message: format!(
                 "{} (the restore stopped after making {} of {} tables, homing {} keys and inserting {} rows: the database holds part of the backup; restore into a new one)",
@@ -544,20 +572,23 @@ fn restore_checked(
     progress: &mut Progress,
 ) -> Result<(), ApiError> {
     for table in &manifest.tables {
-        for ddl in &table.ddl {
+        for (n, ddl) in table.ddl.iter().enumerate() {
             retrying(node, &[Statement { sql: ddl.clone(), params: Vec::new() }], None)?;
+            progress.tables += usize::from(n == 0);
         }
-        progress.tables += 1;
     }
     let made = made_tables(node, manifest)?;
     if node.cluster.is_some() {
-        progress.homes = again(|| Ok(sql_backup::home_keys(&node.txns, homes, HOMES_BATCH)?))? as u64;
+        // Safe to run again whatever an earlier attempt did: an unknown
+        // outcome (08007) is retried too.
+        again(|| {
+            sql_backup::home_keys(&node.txns, homes, HOMES_BATCH, &mut progress.homes)
+                .map_err(ApiError::from)
+                .map_err(|error| ApiError { retryable: error.retryable || error.code == "08007", ..error })
+        })?;
     }
     for (entry, table) in manifest.tables.iter().zip(&made) {
         restore_rows(node, dir, entry, table, progress)?;
-    }
-    if let Some(cluster) = &node.cluster {
-        settle_homes(node, cluster, homes)?;
     }
     Ok(())
 }
@@ -631,6 +662,15 @@ fn read_homes(dir: &Path, entry: &FileEntry, regions: &[String]) -> Result<Vec<(
         homes.push((key.clone(), index as u32));
         Ok(())
     })?;
+    let mut seen = std::collections::HashSet::new();
+    let mut encoded = |key: &Value| {
+        let mut bytes = Vec::new();
+        geodb_storage::keycode::encode_value(&mut bytes, key);
+        seen.insert(bytes)
+    };
+    if let Some((key, _)) = homes.iter().find(|(key, _)| !encoded(key)) {
+        return Err(corrupt(&dir.join(&entry.file), format!("locality key {key} is homed twice")));
+    }
     Ok(homes)
 }
 
@@ -677,14 +717,14 @@ fn restore_rows(
             .iter()
             .map(|statement| Statement { sql: idempotent.clone(), params: statement.params.clone() })
             .collect();
-        retrying(node, batch, Some(&again))?;
-        progress.rows += batch.len() as u64;
+        progress.rows += retrying(node, batch, Some(&again))?;
         batch.clear();
         Ok(())
     };
     read_frames(dir, &entry.rows, |path, frame| {
         bytes += frame.len();
         let params = sql_backup::row_values(table, &frame).map_err(|e| corrupt(path, e.to_string()))?;
+        sql_backup::check_row(&table.columns, &params).map_err(|what| corrupt(path, what))?;
         batch.push(Statement { sql: insert.clone(), params });
         if batch.len() == RESTORE_BATCH_ROWS || bytes >= RESTORE_BATCH_BYTES {
             bytes = 0;
@@ -719,10 +759,11 @@ fn again<T>(mut work: impl FnMut() -> Result<T, ApiError>) -> Result<T, ApiError
 /// (`08007`: the commit may or may not have happened) it runs `unknown`
 /// instead, statements meant to end the same whether or not it did (the
 /// inserts with `ON CONFLICT DO NOTHING`); with none, the error stands.
-fn retrying(node: &Node, statements: &[Statement], unknown: Option<&[Statement]>) -> Result<(), ApiError> {
+/// Answers the rows the statements inserted, updated or deleted.
+fn retrying(node: &Node, statements: &[Statement], unknown: Option<&[Statement]>) -> Result<u64, ApiError> {
     let mut running = statements;
     again(|| match run_transaction(node, Isolation::Serializable, running) {
-        Ok(_) => Ok(()),
+        Ok((results, _)) => Ok(results.iter().map(|result| result.rows_affected).sum()),
         Err(error) if error.code == "08007" => match unknown {
             Some(unknown) => {
                 running = unknown;

@@ -1086,19 +1086,38 @@ async fn tpcc_until(client: reqwest::Client, url: String, w: i64, first_id: i64,
 /// order lines supplied from it say; every acknowledged transaction is
 /// there and nothing refused is.
 async fn check_tpcc(cluster: &Cluster, outcomes: &TpccOutcomes) {
-    let read = |sql: &'static str| async move {
-        let rows = serializable_rows(cluster, sql).await;
-        rows.iter()
-            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<i64>>())
-            .collect::<Vec<_>>()
-    };
     use std::collections::BTreeMap;
-    let orders = read("SELECT o_w_id, o_d_id, o_id, o_ol_cnt FROM orders").await;
-    let lines = read("SELECT ol_w_id, ol_d_id, ol_o_id, ol_supply_w_id, ol_i_id, ol_quantity FROM order_line").await;
-    let districts = read("SELECT d_w_id, d_id, d_next_o_id, d_ytd FROM district").await;
-    let warehouses = read("SELECT w_id, w_ytd FROM warehouse").await;
-    let history = read("SELECT h_w_id, h_id, h_d_id, h_amount FROM history").await;
-    let stock = read("SELECT s_w_id, s_i_id, s_quantity, s_ytd, s_order_cnt FROM stock").await;
+    // One serializable transaction: one snapshot of every table.
+    let body = json!({"isolation": "serializable", "statements": [
+        {"sql": "SELECT o_w_id, o_d_id, o_id, o_ol_cnt FROM orders"},
+        {"sql": "SELECT ol_w_id, ol_d_id, ol_o_id, ol_supply_w_id, ol_i_id, ol_quantity, ol_amount FROM order_line"},
+        {"sql": "SELECT d_w_id, d_id, d_next_o_id, d_ytd FROM district"},
+        {"sql": "SELECT w_id, w_ytd FROM warehouse"},
+        {"sql": "SELECT h_w_id, h_id, h_d_id, h_amount FROM history"},
+        {"sql": "SELECT s_w_id, s_i_id, s_quantity, s_ytd, s_order_cnt FROM stock"},
+    ]});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let results = loop {
+        let (status, answer) = cluster.node(1).post("/v1/sql", body.clone()).await;
+        if status == 200 {
+            break answer["results"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let table = |n: usize| -> Vec<Vec<i64>> {
+        results[n]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+            .collect()
+    };
+    let (orders, lines, districts, warehouses, history, stock) =
+        (table(0), table(1), table(2), table(3), table(4), table(5));
+    assert_eq!(warehouses.len(), 3, "warehouses: {warehouses:?}");
+    assert_eq!(districts.len() as i64, 3 * TPCC_DISTRICTS, "districts: {districts:?}");
+    assert_eq!(stock.len() as i64, 3 * TPCC_ITEMS, "stock rows: {stock:?}");
 
     let check = |what: &str, present: &BTreeSet<i64>, sent: &Outcomes| {
         for id in present {
@@ -1142,6 +1161,13 @@ async fn check_tpcc(cluster: &Cluster, outcomes: &TpccOutcomes) {
     for row in &stock {
         let (quantity, count) = supplied.get(&(row[0], row[1])).copied().unwrap_or((0, 0));
         assert_eq!((row[2], row[3], row[4]), (TPCC_STOCK - quantity, quantity, count), "stock {row:?}");
+    }
+    let stocked: BTreeSet<(i64, i64)> = stock.iter().map(|row| (row[0], row[1])).collect();
+    let district_keys: BTreeSet<(i64, i64)> = districts.iter().map(|row| (row[0], row[1])).collect();
+    assert!(supplied.keys().all(|key| stocked.contains(key)), "order lines took stock that is not there");
+    assert!(per_district.keys().chain(paid.keys()).all(|key| district_keys.contains(key)), "a district is missing");
+    for line in &lines {
+        assert_eq!(line[6], line[5] * (100 + line[4]), "order line {line:?}: its amount is quantity × price");
     }
 }
 

@@ -134,38 +134,56 @@ pub fn row_values(table: &Table, bytes: &[u8]) -> Result<Vec<Value>> {
     crate::exec::rows::decode_stored_row(table, bytes)
 }
 
+/// What a backup's DDL for one table makes: its columns and locality.
+#[derive(Debug)]
+pub struct Made {
+    pub columns: Vec<Column>,
+    pub locality: Locality,
+}
+
 /// Checks the DDL a backup names for `table` before a restore runs any of
 /// it: a `CREATE TABLE` of `table` first, then only `CREATE [UNIQUE] INDEX
-/// ... ON` `table`. Answers the columns the `CREATE TABLE` makes, to check
-/// the rows against.
-pub fn check_ddl(table: &str, statements: &[String]) -> Result<Vec<Column>> {
+/// ... ON` `table`, on columns it has, with names not used before (by
+/// this table or, through `names`, by an earlier table or index). Answers
+/// what the `CREATE TABLE` makes, to check the rows against.
+pub fn check_ddl(table: &str, statements: &[String], names: &mut std::collections::HashSet<String>) -> Result<Made> {
     let refuse =
         |what: String| Err(Error::InvalidParameterValue(format!("the backup's DDL for table \"{table}\" {what}")));
-    let mut columns = None;
-    for (n, sql) in statements.iter().enumerate() {
+    let mut made: Option<Made> = None;
+    for sql in statements {
         let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
         let statement = match (parsed.len(), parsed.pop()) {
             (1, Some(statement)) => statement,
             _ => return refuse(format!("holds {sql:?}, not one statement")),
         };
-        match (n, statement) {
-            (0, Statement::CreateTable(create)) => {
+        let name = match (&made, statement) {
+            (None, Statement::CreateTable(create)) => {
                 let plan = ddl::plan_create_table(&create)?;
                 if plan.name != table || plan.if_not_exists {
                     return refuse(format!("makes another table: {sql:?}"));
                 }
-                columns = Some(plan.columns);
+                made = Some(Made { columns: plan.columns, locality: plan.locality });
+                plan.name
             }
-            (1.., Statement::CreateIndex(create)) => {
+            (Some(made), Statement::CreateIndex(create)) => {
                 let plan = ddl::plan_create_index(&create)?;
                 if plan.table != table || plan.if_not_exists {
                     return refuse(format!("indexes another table: {sql:?}"));
                 }
+                if let Some(missing) =
+                    plan.columns.iter().find(|column| !made.columns.iter().any(|known| &known.name == *column))
+                {
+                    return refuse(format!("indexes a column it lacks, \"{missing}\": {sql:?}"));
+                }
+                plan.name
             }
             _ => return refuse(format!("holds {sql:?}: only its CREATE TABLE, then CREATE INDEX statements")),
+        };
+        if !names.insert(name.clone()) {
+            return refuse(format!("names \"{name}\" again"));
         }
     }
-    columns.map_or_else(|| refuse("is empty".into()), Ok)
+    made.map_or_else(|| refuse("is empty".into()), Ok)
 }
 
 /// Checks that `values` (a row from a backup) fit `columns`: as many, of
@@ -200,8 +218,8 @@ pub fn check_row(columns: &[Column], values: &[Value]) -> std::result::Result<()
 /// (else the restore stops). Each transaction reads the directory over
 /// the range of its keys in one scan, so a concurrent first write of one
 /// of them makes it fail with `40001`, and running this again skips what
-/// is done. Answers how many keys it homed.
-pub fn home_keys(txns: &Arc<TxnManager>, homes: &[(Value, u32)], batch: usize) -> Result<usize> {
+/// is done. Adds the keys it homed to `homed` as each transaction commits.
+pub fn home_keys(txns: &Arc<TxnManager>, homes: &[(Value, u32)], batch: usize, homed: &mut u64) -> Result<()> {
     let mut entries: Vec<(Vec<u8>, &Value, u32)> = homes
         .iter()
         .map(|(key, region)| {
@@ -211,7 +229,6 @@ pub fn home_keys(txns: &Arc<TxnManager>, homes: &[(Value, u32)], batch: usize) -
         })
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut homed = 0;
     for chunk in entries.chunks(batch.max(1)) {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
         let mut txn = txns.begin(Isolation::Serializable)?;
@@ -235,7 +252,7 @@ pub fn home_keys(txns: &Arc<TxnManager>, homes: &[(Value, u32)], batch: usize) -
             }
         }
         txn.commit()?;
-        homed += writes;
+        *homed += writes;
     }
-    Ok(homed)
+    Ok(())
 }
