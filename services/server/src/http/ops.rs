@@ -372,22 +372,28 @@ async fn directory_request(node: &Node, body: Body) -> Result<std::path::PathBuf
 /// `POST /v1/admin/backup {"dir"}`: a backup of the whole database at one
 /// timestamp, into a new directory on this node (`crate::backup`).
 pub async fn backup(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
-    let dir = directory_request(&node, body).await?;
-    let outcome = crate::exec::blocking(|| crate::backup::backup(&node, &dir));
-    node.metrics.backup(node.config.node_id, "backup", outcome.as_ref().map(|summary| summary.rows));
-    let summary = outcome?;
-    tracing::info!(dir = %summary.dir, timestamp = %summary.timestamp, tables = summary.tables, rows = summary.rows, ms = summary.ms, "backup taken");
-    Ok(Json(summary))
+    backup_or_restore(node, body, "backup", |node, dir| crate::backup::backup(node, dir)).await
 }
 
 /// `POST /v1/admin/restore {"dir"}`: a backup brought into this database,
 /// which has no tables (`crate::backup`).
 pub async fn restore(State(node): State<Arc<Node>>, body: Body) -> Result<impl IntoResponse, ApiError> {
+    backup_or_restore(node, body, "restore", |node, dir| crate::backup::restore(node, dir)).await
+}
+
+/// Runs `work` (`kind`: backup or restore) on the directory the body names,
+/// counting and logging how it ended.
+async fn backup_or_restore(
+    node: Arc<Node>,
+    body: Body,
+    kind: &'static str,
+    work: impl FnOnce(&Arc<Node>, &std::path::Path) -> Result<crate::backup::Summary, ApiError>,
+) -> Result<Json<crate::backup::Summary>, ApiError> {
     let dir = directory_request(&node, body).await?;
-    let outcome = crate::exec::blocking(|| crate::backup::restore(&node, &dir));
-    node.metrics.backup(node.config.node_id, "restore", outcome.as_ref().map(|summary| summary.rows));
+    let outcome = crate::exec::blocking(|| work(&node, &dir));
+    node.metrics.backup(node.config.node_id, kind, outcome.as_ref().map(|summary| summary.rows));
     let summary = outcome?;
-    tracing::info!(dir = %summary.dir, timestamp = %summary.timestamp, tables = summary.tables, rows = summary.rows, ms = summary.ms, "backup restored");
+    tracing::info!(kind, dir = %summary.dir, timestamp = %summary.timestamp, tables = summary.tables, rows = summary.rows, ms = summary.ms, "backup or restore done");
     Ok(Json(summary))
 }
 
