@@ -69,7 +69,7 @@ use crate::participant::{
     Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, PrepareRound, Proposal, ReadGate, Shard,
 };
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
-use crate::traffic::{Leaning, Traffic, TrafficConfig};
+use crate::traffic::{FollowConfig, Leaning, Requesters, Traffic, TrafficConfig};
 use crate::{Error, Hlc, Result};
 
 mod ship;
@@ -233,8 +233,12 @@ pub struct HostConfig {
     /// R19: tally where each locality key's traffic comes from at the home
     /// shards this node leads ([`crate::traffic`]); `None`: don't.
     pub traffic: Option<TrafficConfig>,
+    /// R22: move the leadership of a home shard this node leads to the
+    /// voter of the shard's home region that sends most of its requests
+    /// ([`crate::traffic::Requesters`]); `None`: don't.
+    pub follow: Option<FollowConfig>,
     /// The region (index into the cluster's regions) of every node, for
-    /// the tally.
+    /// the tallies.
     pub regions: BTreeMap<NodeId, u32>,
     /// The home region of every home shard: only those are tallied.
     pub homes: BTreeMap<ShardId, u32>,
@@ -250,10 +254,21 @@ impl HostConfig {
             peers: Vec::new(),
             faults: HostFaults::default(),
             traffic: None,
+            follow: None,
             regions: BTreeMap::new(),
             homes: BTreeMap::new(),
         }
     }
+}
+
+/// R22: this node, leading `shard`, handed its leadership to `to`, the
+/// node that sent `share` of its `requests` (per window).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handover {
+    pub shard: ShardId,
+    pub to: NodeId,
+    pub share: f64,
+    pub requests: f64,
 }
 
 /// What the host asks the runtime to do (besides Paxos's own Ready).
@@ -339,6 +354,9 @@ struct Hosted {
     /// R19: while this node leads the group, where its keys' traffic comes
     /// from (a home shard that has served a routed request).
     traffic: Option<Traffic>,
+    /// R22: while this node leads the group, which nodes its requests come
+    /// from.
+    requesters: Option<Requesters>,
 }
 
 /// How a group's leader closes timestamps (R14).
@@ -490,6 +508,10 @@ pub struct Host {
     /// Bumped when `leanings` changes (a runtime publishes it then).
     leanings_generation: u64,
     next_traffic_us: u64,
+    /// R22: when the requesters are looked at next, and the handovers
+    /// decided since [`Host::take_handovers`].
+    next_follow_us: u64,
+    handovers: Vec<Handover>,
 }
 
 /// Marks a command that carries its [`Lineage`] after the proposer's
@@ -575,6 +597,8 @@ impl Host {
             leanings: Vec::new(),
             leanings_generation: 0,
             next_traffic_us: 0,
+            next_follow_us: 0,
+            handovers: Vec::new(),
         }
     }
 
@@ -619,6 +643,7 @@ impl Host {
                 restores: 0,
                 closing: None,
                 traffic: None,
+                requesters: None,
             },
         );
         Ok(())
@@ -756,6 +781,66 @@ impl Host {
         self.probe_clocks(now_us);
         self.ship();
         self.look_at_traffic(now_us);
+        self.follow_requesters(now_us);
+    }
+
+    /// R22: counts a request to `group` from `node`, if this node leads a
+    /// home shard there and leadership follows the workload.
+    fn count_requester(&mut self, group: GroupId, node: NodeId) {
+        let Some(config) = self.config.follow else { return };
+        if !self.config.homes.contains_key(&group.0) {
+            return;
+        }
+        let Some(hosted) = self.shards.get_mut(&group) else { return };
+        if hosted.leadership != Leadership::Serving {
+            return;
+        }
+        let now_us = self.now_us;
+        hosted.requesters.get_or_insert_with(|| Requesters::new(config, now_us)).record(node.0, now_us);
+    }
+
+    /// R22: once every [`TRAFFIC_LOOK_INTERVAL_US`] (or quarter of the
+    /// window, if shorter), hands the leadership of
+    /// each home shard this node leads to the voter of the shard's home
+    /// region that has sent most of its requests for a window, if that is
+    /// another node (`docs/design/multipaxos.md`, "Leadership follows the
+    /// workload"). The replica hands over once that node has caught up and
+    /// nothing is in flight, as it would to the configuration's preferred
+    /// node; the tally starts afresh either way, so the same group moves
+    /// at most once a window.
+    fn follow_requesters(&mut self, now_us: u64) {
+        let Some(config) = self.config.follow else { return };
+        if now_us < self.next_follow_us {
+            return;
+        }
+        self.next_follow_us = now_us.saturating_add(TRAFFIC_LOOK_INTERVAL_US.min(config.window_us / 4));
+        let mut moves = Vec::new();
+        for (group, hosted) in &mut self.shards {
+            if hosted.leadership != Leadership::Serving {
+                hosted.requesters = None;
+                continue;
+            }
+            let Some(requesters) = &mut hosted.requesters else { continue };
+            let Some(dominant) = requesters.dominant(now_us) else { continue };
+            let node = NodeId(dominant.node);
+            let home = self.config.homes.get(&group.0);
+            let voter = self.paxos.group(*group).is_some_and(|replica| replica.membership().is_voter(node));
+            if node == self.config.node || !voter || home.is_none() || self.config.regions.get(&node) != home {
+                continue;
+            }
+            hosted.requesters = None;
+            moves.push((*group, node, dominant));
+        }
+        for (group, to, dominant) in moves {
+            self.paxos.prefer(group, to);
+            self.handovers.push(Handover { shard: group.0, to, share: dominant.share, requests: dominant.requests });
+        }
+    }
+
+    /// R22: the handovers decided since the last call, for the runtime to
+    /// log and count.
+    pub fn take_handovers(&mut self) -> Vec<Handover> {
+        std::mem::take(&mut self.handovers)
     }
 
     /// R19: counts a request to `group` from `node` in the group's tally
@@ -958,6 +1043,7 @@ impl Host {
             return;
         }
         self.tally(group, origin.node, &request);
+        self.count_requester(group, origin.node);
         self.serve(Parked { group, origin, request, since_us: now_us });
     }
 
@@ -1770,8 +1856,9 @@ impl Host {
             if !leads && hosted.leadership != Leadership::Follower {
                 hosted.leadership = Leadership::Follower;
                 hosted.shard.set_serving(false);
-                // R19: the next leadership counts afresh.
+                // R19, R22: the next leadership counts afresh.
                 hosted.traffic = None;
+                hosted.requesters = None;
                 lost.push(group);
             }
             if leads && hosted.leadership == Leadership::Follower {

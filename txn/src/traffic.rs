@@ -73,17 +73,17 @@ fn per_window(weight: f64) -> f64 {
     weight * HALF_LIVES_PER_WINDOW as f64 * std::f64::consts::LN_2
 }
 
-/// One key's decayed counts by region.
+/// One key's (or one group's) decayed counts by source: a region, or a node.
 #[derive(Clone, Debug)]
-struct Tally {
-    counts: Vec<(u32, f64)>,
+struct Tally<S> {
+    counts: Vec<(S, f64)>,
     /// When the counts were last decayed (µs).
     at_us: u64,
-    /// The region that dominates the key, and since when.
-    leaning: Option<(u32, u64)>,
+    /// The source that dominates, and since when.
+    leaning: Option<(S, u64)>,
 }
 
-impl Tally {
+impl<S: Copy + PartialEq> Tally<S> {
     fn decay(&mut self, now_us: u64, half_life_us: u64) {
         if now_us <= self.at_us {
             return;
@@ -99,20 +99,21 @@ impl Tally {
         self.counts.iter().map(|(_, count)| count).sum()
     }
 
-    /// The dominant region and its share, if one passes `config`'s bars.
-    fn dominant(&self, config: &TrafficConfig) -> Option<(u32, f64)> {
+    /// The dominant source and its share, if one has at least `share` of
+    /// at least `min_requests` (per window).
+    fn dominant(&self, share: f64, min_requests: f64) -> Option<(S, f64)> {
         let weight = self.weight();
-        if per_window(weight) < config.min_requests {
+        if per_window(weight) < min_requests {
             return None;
         }
-        let (region, count) = self.counts.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
-        let share = count / weight;
-        (share >= config.share).then_some((region, share))
+        let (source, count) = self.counts.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let found = count / weight;
+        (found >= share).then_some((source, found))
     }
 
     /// Updates the leaning from the counts as of `now_us`.
-    fn judge(&mut self, now_us: u64, config: &TrafficConfig) {
-        self.leaning = match (self.dominant(config), self.leaning) {
+    fn judge(&mut self, now_us: u64, share: f64, min_requests: f64) {
+        self.leaning = match (self.dominant(share, min_requests), self.leaning) {
             (Some((region, _)), Some((leaning, since))) if region == leaning => Some((leaning, since)),
             (Some((region, _)), _) => Some((region, now_us)),
             (None, _) => None,
@@ -126,7 +127,7 @@ pub struct Traffic {
     config: TrafficConfig,
     /// The shard's home region: keys leaning there stay.
     home: u32,
-    keys: BTreeMap<Vec<u8>, Tally>,
+    keys: BTreeMap<Vec<u8>, Tally<u32>>,
 }
 
 impl Traffic {
@@ -164,7 +165,7 @@ impl Traffic {
             Some((_, count)) => *count += 1.0,
             None => tally.counts.push((region, 1.0)),
         }
-        tally.judge(now_us, &self.config);
+        tally.judge(now_us, self.config.share, self.config.min_requests);
     }
 
     /// Drops the lighter half of the keys (at least one; of keys equally
@@ -198,7 +199,7 @@ impl Traffic {
         let mut found = Vec::new();
         self.keys.retain(|residence, tally| {
             tally.decay(now_us, half_life_us);
-            tally.judge(now_us, &config);
+            tally.judge(now_us, config.share, config.min_requests);
             let weight = tally.weight();
             if let Some((region, since)) = tally.leaning
                 && region != home
@@ -224,6 +225,81 @@ impl Traffic {
     /// Forgets a key (it moved away).
     pub fn forget(&mut self, residence: &[u8]) {
         self.keys.remove(residence);
+    }
+}
+
+/// R22: how a group's leader judges which node its requests come from
+/// (`docs/design/multipaxos.md`, "Leadership follows the workload").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FollowConfig {
+    /// How long one node must send most of a group's requests before the
+    /// leadership moves to it (µs). Counts halve every quarter of it.
+    pub window_us: u64,
+    /// The share of the group's requests that node must send
+    /// (0.5 < share ≤ 1).
+    pub share: f64,
+    /// The decayed request count below which a group is too quiet to
+    /// move, in requests per window.
+    pub min_requests: f64,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        FollowConfig { window_us: 10_000_000, share: 0.8, min_requests: 100.0 }
+    }
+}
+
+/// A node that has sent most of a group's requests for a whole window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dominant {
+    pub node: u64,
+    /// Its share of the group's decayed request count.
+    pub share: f64,
+    /// The group's decayed request count, per window.
+    pub requests: f64,
+}
+
+/// R22: where one group's requests come from, by node, as its leader sees
+/// them. Like the tally of keys, nothing of it is replicated or durable: a
+/// new leader counts afresh, and the count only ever starts a handover,
+/// which is an election like any other.
+#[derive(Clone, Debug)]
+pub struct Requesters {
+    config: FollowConfig,
+    tally: Tally<u64>,
+}
+
+impl Requesters {
+    pub fn new(config: FollowConfig, now_us: u64) -> Self {
+        Requesters { config, tally: Tally { counts: Vec::new(), at_us: now_us, leaning: None } }
+    }
+
+    fn half_life_us(&self) -> u64 {
+        (self.config.window_us / HALF_LIVES_PER_WINDOW).max(1)
+    }
+
+    /// Counts one request from `node`.
+    pub fn record(&mut self, node: u64, now_us: u64) {
+        self.tally.decay(now_us, self.half_life_us());
+        match self.tally.counts.iter_mut().find(|(known, _)| *known == node) {
+            Some((_, count)) => *count += 1.0,
+            None => self.tally.counts.push((node, 1.0)),
+        }
+        self.tally.judge(now_us, self.config.share, self.config.min_requests);
+    }
+
+    /// The node that has sent at least the configured share of the
+    /// group's requests for a whole window as of `now_us`, if one has.
+    pub fn dominant(&mut self, now_us: u64) -> Option<Dominant> {
+        self.tally.decay(now_us, self.half_life_us());
+        self.tally.judge(now_us, self.config.share, self.config.min_requests);
+        let (node, since) = self.tally.leaning?;
+        if now_us.saturating_sub(since) < self.config.window_us {
+            return None;
+        }
+        let weight = self.tally.weight();
+        let count = self.tally.counts.iter().find(|(known, _)| *known == node).map_or(0.0, |(_, count)| *count);
+        Some(Dominant { node, share: count / weight, requests: per_window(weight) })
     }
 }
 
@@ -338,5 +414,68 @@ mod tests {
         traffic.forget(b"k");
         let end = drive(&mut traffic, b"k", &[(2, 4)], 12, 5);
         assert!(traffic.leanings(end, MAX).is_empty());
+    }
+
+    fn follow() -> FollowConfig {
+        FollowConfig { window_us: 10 * SECOND, share: 0.8, min_requests: 4.0 }
+    }
+
+    #[test]
+    fn a_node_that_sends_most_requests_for_a_window_dominates() {
+        let mut requesters = Requesters::new(follow(), 0);
+        let mut now = 0;
+        while now < 9 * SECOND {
+            requesters.record(4, now);
+            now += SECOND / 10;
+            assert_eq!(requesters.dominant(now), None, "not for a whole window yet ({now} µs)");
+        }
+        while now < 12 * SECOND {
+            requesters.record(4, now);
+            now += SECOND / 10;
+        }
+        let dominant = requesters.dominant(now).expect("node 4 dominates");
+        assert_eq!(dominant.node, 4);
+        assert!(dominant.share > 0.99);
+    }
+
+    #[test]
+    fn two_nodes_sending_alike_dominate_nowhere_and_quiet_groups_never() {
+        let mut shared = Requesters::new(follow(), 0);
+        let mut quiet = Requesters::new(follow(), 0);
+        let mut now = 0;
+        for step in 0..600u32 {
+            shared.record(if step % 2 == 0 { 1 } else { 4 }, now);
+            if step % 50 == 0 {
+                quiet.record(4, now);
+            }
+            now += SECOND / 10;
+        }
+        assert_eq!(shared.dominant(now), None);
+        assert_eq!(quiet.dominant(now), None, "a request every 5 s is below the bar");
+    }
+
+    #[test]
+    fn a_dominance_broken_for_a_moment_starts_its_window_again() {
+        let mut requesters = Requesters::new(follow(), 0);
+        let mut now = 0;
+        while now < 8 * SECOND {
+            requesters.record(4, now);
+            now += SECOND / 10;
+        }
+        // A burst from node 1 takes node 4 below the share.
+        for _ in 0..200 {
+            requesters.record(1, now);
+        }
+        // Node 4 leads again soon after, but its window starts then.
+        while now < 16 * SECOND {
+            requesters.record(4, now);
+            now += SECOND / 10;
+            assert_eq!(requesters.dominant(now), None, "dominant since the burst for less than a window");
+        }
+        while now < 30 * SECOND {
+            requesters.record(4, now);
+            now += SECOND / 10;
+        }
+        assert_eq!(requesters.dominant(now).map(|found| found.node), Some(4));
     }
 }

@@ -110,8 +110,12 @@ pub enum Message {
     /// `slot` and asks for that one (for the first chunk of the receiver's
     /// own snapshot if it no longer keeps that one).
     SnapshotChunkRequest { slot: Slot, index: u64 },
-    /// The leader asks the preferred replica to take over (it is caught up).
-    Handoff { ballot: Ballot },
+    /// The leader asks a caught-up voter to take over: the preferred
+    /// replica, or (stepping down) the most caught-up one. `keep`: the
+    /// receiver prefers itself from then on ([`super::Replica::prefer`]),
+    /// so that it does not hand leadership back to the configuration's
+    /// preferred node.
+    Handoff { ballot: Ballot, keep: bool },
     /// The sender cannot vote on a slot of `ballot`: its snapshot at
     /// `snapshot_slot` (its own, or installed from another replica)
     /// replaced that slot. A leader whose chosen index is below it, and

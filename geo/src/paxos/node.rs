@@ -163,6 +163,12 @@ impl MultiPaxos {
         self.leadership_changes.insert(group);
     }
 
+    /// This node's replica of `group` prefers `node` as its leader from now
+    /// on ([`Replica::prefer`]).
+    pub fn prefer(&mut self, group: GroupId, node: NodeId) {
+        self.with_group(group, |replica| replica.prefer(node));
+    }
+
     /// Every replica of this node, present and future, abstains from
     /// leading while `abstain` holds ([`Replica::set_abstaining`]).
     pub fn set_abstaining(&mut self, abstain: bool) {

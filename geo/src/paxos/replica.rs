@@ -167,6 +167,10 @@ struct Leader {
     peer_chosen: BTreeMap<NodeId, Slot>,
     reads: VecDeque<PendingRead>,
     handoff_sent_us: Option<u64>,
+    /// R22: while the leadership is being handed to a node preferred at
+    /// runtime ([`Replica::prefer`]), new commands wait here until then
+    /// instead of being proposed, so that the successor catches up.
+    transfer_until_us: Option<u64>,
     elected_us: u64,
     /// Heartbeat rounds sent and not yet confirmed: their number and when
     /// they left (a lease counts from there).
@@ -365,6 +369,38 @@ impl Replica {
         }
     }
 
+    /// Makes `node` the leader this replica prefers from now on, in place
+    /// of the configuration's `preferred_leader` (R22: leadership follows
+    /// the workload). Held in memory only: a restart goes back to the
+    /// configuration. A leader hands over to it as to the configured node,
+    /// once it has caught up and nothing is in flight, telling it to keep
+    /// the leadership (it then prefers itself, and the configured node
+    /// does not get it back by placement alone). Ignored while `node` is
+    /// not a voter. Safety never depends on it: the successor is elected
+    /// like any candidate.
+    pub fn prefer(&mut self, node: NodeId) {
+        if self.config.preferred_leader == Some(node) {
+            return;
+        }
+        self.config.preferred_leader = Some(node);
+        let (me, now, timeout) = (self.config.node, self.now_us, self.config.election_timeout_us);
+        let voter = self.membership.is_voter(node);
+        if let Role::Leader(leader) = &mut self.role {
+            leader.handoff_sent_us = None;
+            // Under steady load the successor's chosen index, as its last
+            // acknowledgement reported it, is always behind: hold new
+            // commands (for an election timeout at most) until it has
+            // caught up and been asked to take over, as Raft's leadership
+            // transfer does.
+            if node != me && voter {
+                leader.transfer_until_us = Some(now.saturating_add(timeout));
+                if leader.in_flight.is_empty() {
+                    self.send_heartbeat_round();
+                }
+            }
+        }
+    }
+
     /// While `abstain` holds, this replica neither stands for election nor
     /// keeps leading: the runtime sets it while its node is unfit to lead
     /// (a clock outside the bound). A leader hands leadership to the most
@@ -406,7 +442,7 @@ impl Replica {
                 self.become_follower(None);
                 self.reset_election_deadline();
                 if let Some(successor) = successor {
-                    self.send(successor, Message::Handoff { ballot });
+                    self.send(successor, Message::Handoff { ballot, keep: false });
                 }
             }
             Role::Candidate(_) => {
@@ -651,13 +687,16 @@ impl Replica {
                 self.on_snapshot_chunk(Chunk { from, slot, membership, chunks, index, data })
             }
             Message::SnapshotChunkRequest { slot, index } => self.send_snapshot_chunk(from, slot, index),
-            Message::Handoff { ballot } => {
+            Message::Handoff { ballot, keep } => {
                 if ballot == self.promised
                     && from == ballot.node
                     && matches!(self.role, Role::Follower)
                     && self.is_voter()
                     && !self.abstaining
                 {
+                    if keep {
+                        self.config.preferred_leader = Some(self.config.node);
+                    }
                     self.start_candidacy(Some(ballot));
                 }
             }
@@ -973,6 +1012,7 @@ impl Replica {
             peer_chosen: candidate.promises.iter().map(|(node, report)| (*node, report.chosen)).collect(),
             reads: VecDeque::new(),
             handoff_sent_us: None,
+            transfer_until_us: None,
             elected_us: self.now_us,
             rounds_sent: VecDeque::new(),
             lease_until_us: 0,
@@ -1135,8 +1175,15 @@ impl Replica {
             }
             advanced = true;
         }
+        let transferring = leader.transfer_until_us.is_some_and(|until| self.now_us < until);
+        let drained = leader.in_flight.is_empty();
         if advanced {
             self.apply_chosen();
+            // R22: the successor learns the last chosen slot from this round,
+            // and its acknowledgement lets the handover go at once.
+            if transferring && drained {
+                self.send_heartbeat_round();
+            }
         }
     }
 
@@ -1191,7 +1238,8 @@ impl Replica {
                 }
             } else {
                 let in_flight = slot.0 - chosen.0 - 1;
-                if leader.pending.is_empty() || in_flight >= window {
+                let transferring = leader.transfer_until_us.is_some_and(|until| now < until);
+                if leader.pending.is_empty() || in_flight >= window || transferring {
                     break;
                 }
                 let take = leader.pending.len().min(BATCH_COMMANDS_MAX);
@@ -1320,29 +1368,16 @@ impl Replica {
                 }
             }
         }
-        // Placement: hand leadership to the preferred node once it has caught up.
-        let handoff_to = self.config.preferred_leader.filter(|preferred| {
-            *preferred != me
-                && voters.contains(preferred)
-                && leader.in_flight.is_empty()
-                && leader.peer_chosen.get(preferred).is_some_and(|slot| *slot >= chosen)
-                && leader.heard_us.get(preferred).is_some_and(|at| *at + interval >= now)
-                && leader.handoff_sent_us.is_none_or(|at| now >= at + timeout)
-        });
-        if handoff_to.is_some() {
-            leader.handoff_sent_us = Some(now);
-            // The successor's candidacy may be promised by voters that
-            // still follow this ballot: its lease ends here, for good.
-            leader.lease_given_up = true;
-            leader.lease_until_us = 0;
+        // R22: a transfer that did not happen within its window lets the
+        // commands it held go (the handoff is tried again below).
+        if leader.transfer_until_us.is_some_and(|until| now >= until) {
+            leader.transfer_until_us = None;
         }
         for (voter, slot) in resend {
             let value = self.log.get(&slot).expect("in-flight slots are in the log").1.clone();
             self.send(voter, Message::Accept { ballot, slot, value, chosen });
         }
-        if let Some(preferred) = handoff_to {
-            self.send(preferred, Message::Handoff { ballot });
-        }
+        self.hand_off_if_caught_up();
         if self.may_quiesce() {
             self.send_round(true);
         } else {
@@ -1351,6 +1386,33 @@ impl Replica {
             }
             self.send_heartbeat_round();
         }
+    }
+
+    /// Placement: hands the leadership to the preferred node once it has
+    /// caught up (nothing in flight here, its last reported chosen index at
+    /// this leader's, heard from within a heartbeat interval), at most once
+    /// an election timeout. The lease ends first, for good: the successor's
+    /// candidacy may be promised by voters that still follow this ballot.
+    fn hand_off_if_caught_up(&mut self) {
+        let (me, now) = (self.config.node, self.now_us);
+        let (interval, timeout) = (self.config.heartbeat_interval_us, self.config.election_timeout_us);
+        let chosen = self.chosen;
+        let voters = &self.membership.voters;
+        let Role::Leader(leader) = &mut self.role else { return };
+        let handoff_to = self.config.preferred_leader.filter(|preferred| {
+            *preferred != me
+                && voters.contains(preferred)
+                && leader.in_flight.is_empty()
+                && leader.peer_chosen.get(preferred).is_some_and(|slot| *slot >= chosen)
+                && leader.heard_us.get(preferred).is_some_and(|at| *at + interval >= now)
+                && leader.handoff_sent_us.is_none_or(|at| now >= at + timeout)
+        });
+        let Some(preferred) = handoff_to else { return };
+        leader.handoff_sent_us = Some(now);
+        leader.lease_given_up = true;
+        leader.lease_until_us = 0;
+        let ballot = leader.ballot;
+        self.send(preferred, Message::Handoff { ballot, keep: true });
     }
 
     /// An idle leader (`Config::quiesce`): nothing asked of it for an
@@ -1516,6 +1578,10 @@ impl Replica {
         *peer_chosen = (*peer_chosen).max(chosen);
         if leader.quiesce_seq.is_some_and(|first| seq >= first) && chosen >= self.chosen {
             leader.quiet_acks.insert(from);
+        }
+        // R22: a successor caught up is asked to take over at once.
+        if leader.transfer_until_us.is_some_and(|until| now < until) {
+            self.hand_off_if_caught_up();
         }
         self.extend_lease();
         self.serve_reads();
@@ -1918,7 +1984,7 @@ impl Replica {
                     self.send(node, Message::Heartbeat { ballot, seq, chosen });
                 }
                 if let Some(successor) = successor {
-                    self.send(successor, Message::Handoff { ballot });
+                    self.send(successor, Message::Handoff { ballot, keep: false });
                 }
                 self.become_follower(None);
                 self.reset_election_deadline();

@@ -384,6 +384,99 @@ fn election_leadership_returns_to_the_preferred_node() {
     assert_eq!(cluster.commands(n(1)), vec![bytes("while away"), bytes("home again")]);
 }
 
+/// R22: a leader told to prefer another voter hands over to it once it has
+/// caught up, and the successor keeps the leadership: it does not hand it
+/// back to the configuration's preferred node. Nothing chosen is lost on
+/// the way.
+#[test]
+fn a_leader_told_to_prefer_another_voter_hands_over_and_the_successor_keeps_it() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    assert_eq!(cluster.elect(), n(1));
+    cluster.propose(n(1), "before");
+    cluster.deliver_all();
+    cluster.replica(n(1)).prefer(n(3));
+    cluster.run_until(|cluster| cluster.leader() == Some(n(3)));
+    cluster.propose(n(3), "after");
+    // Long enough for any handoff back to the configured node to happen.
+    for _ in 0..200 {
+        cluster.tick_all(RTT_US);
+        assert_eq!(cluster.leader(), Some(n(3)), "leadership went back to the configured node");
+    }
+    for node in [n(1), n(2), n(3)] {
+        assert_eq!(cluster.commands(node), vec![bytes("before"), bytes("after")]);
+    }
+    // The preference is a hint held in memory: after the successor
+    // crashes, the others elect one of them, and the restarted node (which
+    // forgot it preferred itself) catches up like any follower.
+    cluster.crash(n(3));
+    let interim = cluster.elect();
+    assert_ne!(interim, n(3));
+    cluster.propose(interim, "while away");
+    cluster.deliver_all();
+    cluster.restart(n(3));
+    cluster.run_until(|cluster| cluster.commands(n(3)).len() == 3);
+    assert_eq!(cluster.commands(n(3)), vec![bytes("before"), bytes("after"), bytes("while away")]);
+}
+
+/// A steady pipelined load: one command proposed at the current leader,
+/// then the messages in flight moved one hop, then a quarter of a round
+/// trip passed; something is always in flight, so a follower's reported
+/// chosen index trails the leader's at every heartbeat.
+fn steady_step(cluster: &mut Cluster, proposed: &mut Vec<Vec<u8>>) {
+    if let Some(leader) = cluster.leader() {
+        let command = format!("c{}", proposed.len());
+        cluster.propose(leader, &command);
+        proposed.push(bytes(&command));
+    }
+    cluster.process_all();
+    for envelope in std::mem::take(&mut cluster.in_flight) {
+        if cluster.deliverable(&envelope) {
+            let (now, to) = (cluster.now_us, envelope.to);
+            cluster.replica(to).step(now, envelope);
+            cluster.process(to);
+        }
+    }
+    cluster.now_us += RTT_US / 4;
+    let now = cluster.now_us;
+    for replica in cluster.replicas.values_mut() {
+        replica.tick(now);
+    }
+    cluster.process_all();
+}
+
+/// R22: under a steady load the preferred node's reported chosen index is
+/// always a little behind, so a plain placement handoff would wait for a
+/// lull that never comes; a transfer holds new commands until the successor
+/// has caught up and been asked, and the handover happens within a few
+/// round trips. Commands held at the old leader when it steps down are not
+/// chosen by it (the host answers them "not the leader", and they are sent
+/// again); everything chosen is chosen everywhere, in one order.
+#[test]
+fn a_transfer_under_steady_load_holds_new_commands_until_the_successor_takes_over() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    assert_eq!(cluster.elect(), n(1));
+    let mut proposed = Vec::new();
+    for _ in 0..40 {
+        steady_step(&mut cluster, &mut proposed);
+    }
+    cluster.replica(n(1)).prefer(n(3));
+    let mut steps = 0;
+    while cluster.leader() != Some(n(3)) {
+        steady_step(&mut cluster, &mut proposed);
+        steps += 1;
+        assert!(steps < 40, "no handover within ten round trips of steady load");
+    }
+    for _ in 0..40 {
+        steady_step(&mut cluster, &mut proposed);
+    }
+    cluster.deliver_all();
+    // The followers learn the last slot chosen from the next heartbeat.
+    cluster.run_until(|cluster| [n(1), n(2)].iter().all(|node| cluster.commands(*node) == cluster.commands(n(3))));
+    let chosen = cluster.commands(n(3));
+    assert!(chosen.iter().all(|command| proposed.contains(command)));
+    assert!(chosen.len() >= 80, "{} of {} commands chosen", chosen.len(), proposed.len());
+}
+
 /// raft-rs `test_dueling_candidates` / etcd `TestDuelingCandidates`: two
 /// candidates stand in the same round; ballots break the tie (the node id),
 /// no ballot gets two leaders, and the group settles on one leader.

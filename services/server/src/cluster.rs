@@ -194,6 +194,7 @@ impl Cluster {
         let mut host = HostConfig::new(node);
         host.peers = places.iter().map(|place| place.id).collect();
         host.traffic = cluster.auto_rehome.traffic();
+        host.follow = cluster.follow_workload.follow();
         host.regions = places
             .iter()
             .filter_map(|place| Some((place.id, map.regions.iter().position(|known| *known == place.region)? as u32)))

@@ -168,6 +168,67 @@ pub struct ClusterConfig {
     /// config file; `geodb dev` turns it on.
     #[serde(default)]
     pub auto_rehome: AutoRehome,
+    /// Moving a home shard's leadership to the voter of its home region
+    /// whose requests dominate (`docs/design/multipaxos.md`, R22). Off
+    /// unless asked for in a config file; `geodb dev` turns it on.
+    #[serde(default)]
+    pub follow_workload: FollowWorkload,
+}
+
+/// R22: when the leader of a home shard hands its leadership to the voter
+/// of the shard's home region that sends most of its requests. The leader
+/// counts the node every request comes from, with counts that halve every
+/// quarter of `window_ms`; a node that has sent at least `share` of them
+/// for a whole `window_ms` (and at least `min_requests` in about a window)
+/// gets the leadership, once it has caught up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FollowWorkload {
+    pub enabled: bool,
+    /// How long one node must send most of a shard's requests.
+    pub window_ms: u64,
+    /// The share of the requests it must send: above a half, so that a
+    /// shard used through two nodes about equally stays where it is.
+    pub share: f64,
+    /// A shard with fewer requests than this in about the last window
+    /// (counted with decay) stays where it is.
+    pub min_requests: f64,
+}
+
+impl Default for FollowWorkload {
+    fn default() -> Self {
+        let defaults = geodb_txn::traffic::FollowConfig::default();
+        FollowWorkload {
+            enabled: false,
+            window_ms: defaults.window_us / 1_000,
+            share: defaults.share,
+            min_requests: defaults.min_requests,
+        }
+    }
+}
+
+impl FollowWorkload {
+    /// The host's settings, if it is on.
+    pub fn follow(&self) -> Option<geodb_txn::traffic::FollowConfig> {
+        self.enabled.then(|| geodb_txn::traffic::FollowConfig {
+            window_us: self.window_ms.saturating_mul(1_000),
+            share: self.share,
+            min_requests: self.min_requests,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.share > 0.5 && self.share <= 1.0) {
+            return Err("cluster.follow_workload.share must be above 0.5 and at most 1".into());
+        }
+        if self.window_ms < 100 {
+            return Err("cluster.follow_workload.window_ms must be at least 100".into());
+        }
+        if !(self.min_requests >= 1.0) {
+            return Err("cluster.follow_workload.min_requests must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// R19: when a node moves a locality key to the region its traffic comes
@@ -401,7 +462,8 @@ impl ClusterConfig {
         if !self.nodes.iter().any(|node| node.region == self.home()) {
             return Err(format!("cluster.home {} has no node", self.home()));
         }
-        self.auto_rehome.check()
+        self.auto_rehome.check()?;
+        self.follow_workload.check()
     }
 }
 

@@ -54,6 +54,8 @@ pub struct DevShape {
     pub commit_window_slots: Option<u64>,
     /// Moving keys to the region their traffic comes from (R19).
     pub auto_rehome: crate::config::AutoRehome,
+    /// Moving shards' leaderships to the node their requests come from (R22).
+    pub follow_workload: crate::config::FollowWorkload,
     /// Where spans are exported (OTLP/gRPC), if anywhere.
     pub otlp_endpoint: Option<String>,
 }
@@ -113,6 +115,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         commit_window_slots: shape.commit_window_slots,
         global_lead_ms: None,
         auto_rehome: shape.auto_rehome.clone(),
+        follow_workload: shape.follow_workload.clone(),
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();

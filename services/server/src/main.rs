@@ -86,6 +86,15 @@ enum Command {
         /// moves there (automatic rehoming).
         #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
         auto_rehome_window_ms: u64,
+        /// Leave every shard's leadership where placement puts it, instead
+        /// of moving it to the node of its home region that has sent most
+        /// of its requests for a window.
+        #[arg(long)]
+        no_follow_workload: bool,
+        /// How long one node must send most of a shard's requests before
+        /// the shard's leadership moves to it.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+        follow_workload_window_ms: u64,
         /// Export tracing spans over OTLP/gRPC to this collector (for
         /// example http://127.0.0.1:4317), as `otlp_endpoint` does for
         /// `geodb start`.
@@ -179,6 +188,8 @@ fn run(cli: Cli) -> Result<(), String> {
             commit_window_slots,
             no_auto_rehome,
             auto_rehome_window_ms,
+            no_follow_workload,
+            follow_workload_window_ms,
             otlp_endpoint,
         } => {
             let temporary = match &data_dir {
@@ -215,6 +226,11 @@ fn run(cli: Cli) -> Result<(), String> {
                         enabled: !no_auto_rehome,
                         window_ms: auto_rehome_window_ms,
                         ..geodb_server::config::AutoRehome::default()
+                    },
+                    follow_workload: geodb_server::config::FollowWorkload {
+                        enabled: !no_follow_workload,
+                        window_ms: follow_workload_window_ms,
+                        ..geodb_server::config::FollowWorkload::default()
                     },
                     otlp_endpoint,
                 };

@@ -783,6 +783,21 @@ impl DriverState {
                 .increment(deliveries - published.deliveries);
             published.deliveries = deliveries;
         }
+        let handovers = self.host.take_handovers();
+        if !handovers.is_empty() {
+            metrics::counter!(crate::telemetry::names::LEADERSHIP_HANDOVERS, "node" => self.node.0.to_string())
+                .increment(handovers.len() as u64);
+        }
+        for handover in handovers {
+            tracing::info!(
+                node = %self.node,
+                shard = handover.shard,
+                to = %handover.to,
+                share = handover.share,
+                requests_per_window = handover.requests,
+                "handing the shard's leadership to the node of its home region its requests come from"
+            );
+        }
         let (generation, leanings) = self.host.leanings();
         if generation != published.leanings_generation {
             published.leanings = leanings.to_vec();

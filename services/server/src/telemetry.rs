@@ -57,6 +57,9 @@ pub mod names {
     pub const PAXOS_SNAPSHOTS_INSTALLED: &str = "geodb_paxos_snapshots_installed_total";
     /// Leadership changes seen by a node's replica of a shard, by node.
     pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
+    /// Shard leaderships this node handed to the node their requests came
+    /// from (R22), by node.
+    pub const LEADERSHIP_HANDOVERS: &str = "geodb_leadership_handovers_total";
     /// Proposals in flight when their leader stepped down, by node and how
     /// they were settled (chosen, never_chosen, unknown, contradicted).
     pub const PAXOS_ORPHANED_PROPOSALS: &str = "geodb_paxos_orphaned_proposals_total";
@@ -190,6 +193,11 @@ pub mod names {
         (STATEMENT_CACHE_MISSES, Kind::Counter, "Statements parsed and planned because the statement cache missed."),
         (PAXOS_SNAPSHOTS_INSTALLED, Kind::Counter, "Snapshots a replica installed from its shard leader, by node."),
         (PAXOS_LEADER_CHANGES, Kind::Counter, "Shard leadership changes seen by a node's replica, by node."),
+        (
+            LEADERSHIP_HANDOVERS,
+            Kind::Counter,
+            "Home shard leaderships this node handed to the node of the shard's home region that sent most of its requests for a window (cluster.follow_workload), by node.",
+        ),
         (
             PAXOS_ORPHANED_PROPOSALS,
             Kind::Counter,

@@ -204,7 +204,8 @@ fn bank(args: BankArgs) -> ExitCode {
          {} MAV reads ({} keys held back until their transactions arrived), \
          {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes, \
          {} parts prepared at their statement, {} tries that waited for an older prepared transaction, {} commits recorded with \
-         the record's own part, {} versions garbage-collected; failing seeds: {failed:?}",
+         the record's own part, {} versions garbage-collected, {} leaderships handed to the node their requests came from; \
+         failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -239,6 +240,7 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.waits_for_older),
         total(|report| report.decided_with_part),
         total(|report| report.collected),
+        total(|report| report.handovers),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

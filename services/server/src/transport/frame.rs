@@ -24,7 +24,7 @@ use geodb_txn::NodeMessage;
 use serde::{Deserialize, Serialize};
 
 /// The version of this wire format; a frame with another tag is refused.
-pub const PROTOCOL_VERSION: u8 = 16;
+pub const PROTOCOL_VERSION: u8 = 17;
 
 /// Longest frame, counting the version tag and the body: a snapshot travels
 /// in chunks of `paxos::Config::snapshot_chunk_bytes` (4 MiB), a catch-up

@@ -61,7 +61,7 @@ use geodb_storage::{ColumnFamily, Durability, Engine, MemoryEngine, ScopedEngine
 use geodb_txn::conflict::ValidationFaults;
 use geodb_txn::host::{HostConfig, HostFaults};
 use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
-use geodb_txn::traffic::TrafficConfig;
+use geodb_txn::traffic::{FollowConfig, TrafficConfig};
 use geodb_txn::transaction::CoordinatorFaults;
 use geodb_txn::{Body, Hlc, Host, HostOutput, NodeMessage, Origin, Shard, observe_sender_clock, stamp_messages};
 
@@ -240,6 +240,9 @@ pub struct BankReport {
     /// Queued writes of a key that moved, requeued by their outboxes for
     /// the new home (proposals).
     pub reroutes: u64,
+    /// Home shard leaderships handed to the node their requests came from
+    /// (R22).
+    pub handovers: u64,
     pub trace_digest: u64,
 }
 
@@ -337,6 +340,9 @@ const TICK_US: u64 = 2_000;
 const NODES_PER_REGION: u64 = 3;
 /// R19: the window of the home shards' traffic tallies (simulated time).
 const TRAFFIC_WINDOW_US: u64 = 2_000_000;
+/// R22: how long a node must send most of a home shard's requests before
+/// its leadership moves there (simulated time, well inside the fault phase).
+const FOLLOW_WINDOW_US: u64 = 200_000;
 /// Shards compact after this many applied slots: snapshots and catch-up
 /// from them happen in every run.
 const COMPACT_AFTER_SLOTS: u64 = 16;
@@ -956,6 +962,13 @@ impl World {
             // comes from, as in `geodb dev`, so the simulator runs that code
             // under its faults too (a rehome never depends on it).
             traffic: Some(TrafficConfig { window_us: TRAFFIC_WINDOW_US, ..TrafficConfig::default() }),
+            // R22: so do they count which node their requests come from,
+            // with bars low enough that leaderships move several times a
+            // run although every node is a gateway here (in `geodb dev` a
+            // node must send 80 % of them, and a config may not ask for
+            // half or less): the handover is an election under the
+            // simulator's faults like any other.
+            follow: Some(FollowConfig { window_us: FOLLOW_WINDOW_US, share: 0.3, min_requests: 5.0 }),
             regions,
             homes: HOME_SHARDS.iter().enumerate().map(|(region, shard)| (*shard, region as u32)).collect(),
         };
@@ -1150,6 +1163,7 @@ impl World {
             if !sim_node.up {
                 return;
             }
+            self.report.handovers += sim_node.host.take_handovers().len() as u64;
             let outputs = sim_node.host.take_outputs();
             if outputs.is_empty() {
                 return;
