@@ -69,7 +69,7 @@ use crate::participant::{
     Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, PrepareRound, Proposal, ReadGate, Shard,
 };
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
-use crate::traffic::{FollowConfig, Leaning, Requesters, Traffic, TrafficConfig};
+use crate::traffic::{Dominant, FollowConfig, Leaning, Requesters, Traffic, TrafficConfig};
 use crate::{Error, Hlc, Result};
 
 mod ship;
@@ -261,8 +261,9 @@ impl HostConfig {
     }
 }
 
-/// R22: this node, leading `shard`, handed its leadership to `to`, the
-/// node that sent `share` of its `requests` (per window).
+/// R22: this node, leading `shard`, handed its leadership to `to`, which
+/// now leads it: the node that had sent `share` of its `requests` from the
+/// shard's home region (per window).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Handover {
     pub shard: ShardId,
@@ -508,9 +509,11 @@ pub struct Host {
     /// Bumped when `leanings` changes (a runtime publishes it then).
     leanings_generation: u64,
     next_traffic_us: u64,
-    /// R22: when the requesters are looked at next, and the handovers
-    /// decided since [`Host::take_handovers`].
+    /// R22: when the requesters are looked at next, the handovers under
+    /// way (to whom, why, since when), and those done since
+    /// [`Host::take_handovers`].
     next_follow_us: u64,
+    handing: BTreeMap<GroupId, (NodeId, Dominant, u64)>,
     handovers: Vec<Handover>,
 }
 
@@ -598,6 +601,7 @@ impl Host {
             leanings_generation: 0,
             next_traffic_us: 0,
             next_follow_us: 0,
+            handing: BTreeMap::new(),
             handovers: Vec::new(),
         }
     }
@@ -785,10 +789,13 @@ impl Host {
     }
 
     /// R22: counts a request to `group` from `node`, if this node leads a
-    /// home shard there and leadership follows the workload.
+    /// home shard there, `node` is in the shard's home region (requests from
+    /// elsewhere pay a wide-area round trip wherever in the region the
+    /// leader is), and leadership follows the workload.
     fn count_requester(&mut self, group: GroupId, node: NodeId) {
         let Some(config) = self.config.follow else { return };
-        if !self.config.homes.contains_key(&group.0) {
+        let Some(home) = self.config.homes.get(&group.0) else { return };
+        if self.config.regions.get(&node) != Some(home) {
             return;
         }
         let Some(hosted) = self.shards.get_mut(&group) else { return };
@@ -800,21 +807,34 @@ impl Host {
     }
 
     /// R22: once every [`TRAFFIC_LOOK_INTERVAL_US`] (or quarter of the
-    /// window, if shorter), hands the leadership of
-    /// each home shard this node leads to the voter of the shard's home
-    /// region that has sent most of its requests for a window, if that is
-    /// another node (`docs/design/multipaxos.md`, "Leadership follows the
-    /// workload"). The replica hands over once that node has caught up and
-    /// nothing is in flight, as it would to the configuration's preferred
-    /// node; the tally starts afresh either way, so the same group moves
-    /// at most once a window.
+    /// window, if shorter), hands the leadership of each home shard this
+    /// node leads to the node of the shard's home region that has sent most
+    /// of the requests from there for a window, if that is another node
+    /// (`docs/design/multipaxos.md`, "Leadership follows the workload"). The
+    /// replica starts the handover only towards a voter that is caught up
+    /// and not abstaining ([`geodb_geo::paxos::Replica::prefer`]); if it
+    /// does not, the counts go on and the next look tries again. Once it
+    /// started, the tally starts afresh, and the handover is reported
+    /// ([`Host::take_handovers`]) when the node leads the shard.
     fn follow_requesters(&mut self, now_us: u64) {
         let Some(config) = self.config.follow else { return };
         if now_us < self.next_follow_us {
             return;
         }
         self.next_follow_us = now_us.saturating_add(TRAFFIC_LOOK_INTERVAL_US.min(config.window_us / 4));
-        let mut moves = Vec::new();
+        // Handovers under way: done once their node leads, forgotten after a
+        // window (the replica gave up, or someone else was elected).
+        let paxos = &self.paxos;
+        let mut done = Vec::new();
+        self.handing.retain(|group, (to, dominant, since_us)| {
+            if paxos.group(*group).and_then(|replica| replica.leader()) == Some(*to) {
+                done.push(Handover { shard: group.0, to: *to, share: dominant.share, requests: dominant.requests });
+                return false;
+            }
+            now_us < since_us.saturating_add(config.window_us)
+        });
+        self.handovers.extend(done);
+        let mut candidates = Vec::new();
         for (group, hosted) in &mut self.shards {
             if hosted.leadership != Leadership::Serving {
                 hosted.requesters = None;
@@ -823,22 +843,23 @@ impl Host {
             let Some(requesters) = &mut hosted.requesters else { continue };
             let Some(dominant) = requesters.dominant(now_us) else { continue };
             let node = NodeId(dominant.node);
-            let home = self.config.homes.get(&group.0);
-            let voter = self.paxos.group(*group).is_some_and(|replica| replica.membership().is_voter(node));
-            if node == self.config.node || !voter || home.is_none() || self.config.regions.get(&node) != home {
-                continue;
+            if node != self.config.node && !self.handing.contains_key(group) {
+                candidates.push((*group, node, dominant));
             }
-            hosted.requesters = None;
-            moves.push((*group, node, dominant));
         }
-        for (group, to, dominant) in moves {
-            self.paxos.prefer(group, to);
-            self.handovers.push(Handover { shard: group.0, to, share: dominant.share, requests: dominant.requests });
+        for (group, to, dominant) in candidates {
+            if self.paxos.prefer(group, to) {
+                if let Some(hosted) = self.shards.get_mut(&group) {
+                    hosted.requesters = None;
+                }
+                self.handing.insert(group, (to, dominant, now_us));
+            }
         }
     }
 
-    /// R22: the handovers decided since the last call, for the runtime to
-    /// log and count.
+    /// R22: the handovers done since the last call (the node this one
+    /// handed a shard's leadership to leads it), for the runtime to log and
+    /// count.
     pub fn take_handovers(&mut self) -> Vec<Handover> {
         std::mem::take(&mut self.handovers)
     }

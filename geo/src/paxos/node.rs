@@ -79,6 +79,8 @@ struct Peer {
     heard_us: u64,
     incarnation: Option<u64>,
     alive: bool,
+    /// Its last `Alive` said it abstains from leading.
+    abstaining: bool,
 }
 
 /// What [`MultiPaxos::take_leadership_changes`] watches of a replica.
@@ -163,10 +165,15 @@ impl MultiPaxos {
         self.leadership_changes.insert(group);
     }
 
-    /// This node's replica of `group` prefers `node` as its leader from now
-    /// on ([`Replica::prefer`]).
-    pub fn prefer(&mut self, group: GroupId, node: NodeId) {
-        self.with_group(group, |replica| replica.prefer(node));
+    /// This node's replica of `group`, if it leads, hands its leadership to
+    /// `node` ([`Replica::prefer`]); whether a handover started. Not to a
+    /// node whose last `Alive` said it abstains from leading (it would not
+    /// answer).
+    pub fn prefer(&mut self, group: GroupId, node: NodeId) -> bool {
+        if self.peers.get(&node).is_some_and(|peer| peer.abstaining) {
+            return false;
+        }
+        self.with_group(group, |replica| replica.prefer(node)).unwrap_or(false)
     }
 
     /// Every replica of this node, present and future, abstains from
@@ -379,13 +386,17 @@ impl MultiPaxos {
     /// that says so, should the first be lost).
     fn heard(&mut self, from: NodeId, now_us: u64, alive: Option<(u64, bool)>) {
         let incarnation = alive.map(|(incarnation, _)| incarnation);
-        let peer = self.peers.entry(from).or_insert(Peer { heard_us: now_us, incarnation, alive: true });
+        let peer =
+            self.peers.entry(from).or_insert(Peer { heard_us: now_us, incarnation, alive: true, abstaining: false });
         let restarted = incarnation.is_some() && peer.incarnation.is_some_and(|known| Some(known) != incarnation);
         let back = !peer.alive;
         peer.heard_us = peer.heard_us.max(now_us);
         peer.alive = true;
         if incarnation.is_some() {
             peer.incarnation = incarnation;
+        }
+        if let Some((_, abstaining)) = alive {
+            peer.abstaining = abstaining;
         }
         if restarted || back {
             self.wake_groups_with(from, now_us, false);

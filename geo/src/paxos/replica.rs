@@ -225,10 +225,18 @@ struct Chunk {
     data: Vec<u8>,
 }
 
+/// R22: how far behind this leader's chosen index a voter may last have
+/// reported itself and still be handed the leadership at runtime
+/// ([`Replica::prefer`]); it catches up fully before the handoff.
+pub const TRANSFER_LAG_SLOTS_MAX: u64 = 1_024;
+
 /// One replica of one group. See the module documentation.
 #[derive(Debug)]
 pub struct Replica {
     config: Config,
+    /// The configuration's `preferred_leader`: `config`'s may change for
+    /// one leadership at a time (R22, [`Replica::prefer`]).
+    configured_preferred: Option<NodeId>,
     jitter: Jitter,
     now_us: u64,
     /// Durable: the highest ballot promised.
@@ -321,6 +329,7 @@ impl Replica {
             ready: Ready { restore: stored.snapshot.clone(), ..Ready::default() },
             snapshot: stored.snapshot,
             membership: initial,
+            configured_preferred: config.preferred_leader,
             config,
         };
         // The configuration is recovered from what is durable: every entry up
@@ -369,36 +378,41 @@ impl Replica {
         }
     }
 
-    /// Makes `node` the leader this replica prefers from now on, in place
-    /// of the configuration's `preferred_leader` (R22: leadership follows
-    /// the workload). Held in memory only: a restart goes back to the
-    /// configuration. A leader hands over to it as to the configured node,
-    /// once it has caught up and nothing is in flight, telling it to keep
-    /// the leadership (it then prefers itself, and the configured node
-    /// does not get it back by placement alone). Ignored while `node` is
-    /// not a voter. Safety never depends on it: the successor is elected
-    /// like any candidate.
-    pub fn prefer(&mut self, node: NodeId) {
-        if self.config.preferred_leader == Some(node) {
-            return;
+    /// R22 (leadership follows the workload): while this replica leads,
+    /// hands its leadership to `node`, another voter, as placement hands it
+    /// to the configuration's preferred node. `node` becomes the preferred
+    /// leader for the rest of this leadership; meanwhile new commands are
+    /// held (an election timeout at most) and an acknowledgement asked for
+    /// at once, so that the successor catches up under steady load (Raft's
+    /// leadership transfer does the same), and once it has, it is told to
+    /// take over and to keep the leadership (`Handoff { keep: true }`).
+    /// A replica that stops leading, or stands and loses, goes back to the
+    /// configuration's preference.
+    ///
+    /// Starts only towards a voter heard from within a heartbeat interval
+    /// whose reported chosen index is within [`TRANSFER_LAG_SLOTS_MAX`] of
+    /// this leader's (a node still catching up, or gone, would only stall
+    /// the commands held for it), and not while a handover is under way.
+    /// Returns whether one started. Safety never depends on it: the
+    /// successor is elected like any candidate.
+    pub fn prefer(&mut self, node: NodeId) -> bool {
+        let (me, now, chosen) = (self.config.node, self.now_us, self.chosen);
+        let (interval, timeout) = (self.config.heartbeat_interval_us, self.config.election_timeout_us);
+        let voter = self.membership.is_voter(node);
+        let Role::Leader(leader) = &mut self.role else { return false };
+        let near = leader.heard_us.get(&node).is_some_and(|at| *at + interval >= now)
+            && leader.peer_chosen.get(&node).is_some_and(|slot| slot.0 + TRANSFER_LAG_SLOTS_MAX >= chosen.0);
+        let under_way = leader.transfer_until_us.is_some_and(|until| now < until);
+        if node == me || !voter || !near || under_way {
+            return false;
         }
         self.config.preferred_leader = Some(node);
-        let (me, now, timeout) = (self.config.node, self.now_us, self.config.election_timeout_us);
-        let voter = self.membership.is_voter(node);
-        if let Role::Leader(leader) = &mut self.role {
-            leader.handoff_sent_us = None;
-            // Under steady load the successor's chosen index, as its last
-            // acknowledgement reported it, is always behind: hold new
-            // commands (for an election timeout at most) until it has
-            // caught up and been asked to take over, as Raft's leadership
-            // transfer does.
-            if node != me && voter {
-                leader.transfer_until_us = Some(now.saturating_add(timeout));
-                if leader.in_flight.is_empty() {
-                    self.send_heartbeat_round();
-                }
-            }
+        leader.handoff_sent_us = None;
+        leader.transfer_until_us = Some(now.saturating_add(timeout));
+        if leader.in_flight.is_empty() {
+            self.send_heartbeat_round();
         }
+        true
     }
 
     /// While `abstain` holds, this replica neither stands for election nor
@@ -1047,6 +1061,9 @@ impl Replica {
             }
             self.abort_reads();
             self.role = Role::Follower;
+            // R22: a preference set at runtime lasts one leadership (or one
+            // candidacy a handoff started).
+            self.config.preferred_leader = self.configured_preferred;
         }
         self.leader = leader;
     }

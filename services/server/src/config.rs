@@ -463,7 +463,14 @@ impl ClusterConfig {
             return Err(format!("cluster.home {} has no node", self.home()));
         }
         self.auto_rehome.check()?;
-        self.follow_workload.check()
+        self.follow_workload.check()?;
+        if self.follow_workload.enabled && self.follow_workload.window_ms < 2 * self.election_timeout_ms {
+            return Err(format!(
+                "cluster.follow_workload.window_ms must be at least twice cluster.election_timeout_ms ({} ms): a handover holds a shard's commands for up to an election timeout",
+                self.election_timeout_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -689,5 +696,21 @@ mod tests {
         assert!(auto("enabled = true\nmin_requests = 0").is_err());
         assert!(auto("enabled = true\nmax_per_minute = 0").is_err());
         assert!(toml::from_str::<Config>(&format!("{base}{one}[cluster.auto_rehome]\nwindow = 1\n")).is_err());
+        // Leadership that follows the workload (R22): off by default; a
+        // share of a half or less would let two nodes take turns, and a
+        // window shorter than two election timeouts could start handovers
+        // faster than they end.
+        let config = toml::from_str::<Config>(&format!("{base}{one}")).unwrap();
+        assert!(config.cluster.unwrap().follow_workload.follow().is_none());
+        let follow = |settings: &str| parse(format!("{base}{one}[cluster.follow_workload]\n{settings}\n"));
+        assert!(follow("enabled = true\nwindow_ms = 5000\nshare = 0.9").is_ok());
+        let text = format!("{base}{one}[cluster.follow_workload]\nenabled = true\nwindow_ms = 5000\nshare = 0.9\n");
+        let settings = toml::from_str::<Config>(&text).unwrap().cluster.unwrap().follow_workload.follow().expect("on");
+        assert_eq!((settings.window_us, settings.share), (5_000_000, 0.9));
+        assert!(follow("enabled = true\nshare = 0.5").is_err());
+        assert!(follow("enabled = true\nmin_requests = 0").is_err());
+        assert!(follow("enabled = true\nwindow_ms = 600").is_err(), "less than twice the election timeout");
+        assert!(follow("enabled = false\nwindow_ms = 600").is_ok(), "checked only when on");
+        assert!(toml::from_str::<Config>(&format!("{base}{one}[cluster.follow_workload]\nwindow = 1\n")).is_err());
     }
 }

@@ -297,11 +297,12 @@ fn main() -> ExitCode {
             let rounds: u64 = reports.iter().map(|report| report.reads_with_a_round).sum();
             let spells: u64 = reports.iter().map(|report| report.quiet_spells).sum();
             let wakes: u64 = reports.iter().map(|report| report.quiet_wakes).sum();
+            let transfers: u64 = reports.iter().map(|report| report.transfers_started).sum();
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
                  {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
                  {pauses} pauses ({aimed} of a leaseholder), {moves} voters moved, reads {leased} under a lease / {rounds} with a round, \
-                 replicas fell quiet {spells} times and woke {wakes} times",
+                 replicas fell quiet {spells} times and woke {wakes} times, {transfers} leaderships handed over at runtime",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

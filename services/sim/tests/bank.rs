@@ -77,7 +77,7 @@ fn three_hundred_seeds_of_distributed_transactions_under_faults_pass() {
     assert!(total(|report| report.decided_with_part) >= CI_SEEDS, "the record's part was seldom decided with it");
     // R22: leaderships moved to the nodes their requests came from, by
     // handover elections, under all of it.
-    assert!(total(|report| report.handovers) >= CI_SEEDS / 10, "leadership seldom followed the workload");
+    assert!(total(|report| report.handovers) >= CI_SEEDS / 2, "leadership seldom followed the workload");
     // Garbage collection ran at every node under all of it (checked per
     // seed with the versions it removed added back to the histories).
     assert!(total(|report| report.collected) >= 100 * CI_SEEDS, "garbage collection seldom removed a version");

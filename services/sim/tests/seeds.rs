@@ -40,6 +40,10 @@ fn three_hundred_seeds_with_every_fault_pass() {
     // Nodes stall with their clocks running on, leaseholders among them.
     assert!(total(|report| report.pauses) >= CI_SEEDS, "too few pauses");
     assert!(total(|report| report.pauses_of_leaseholders) >= CI_SEEDS / 2, "too few leaseholders paused");
+    // R22: about half of the seeds ask leaders to hand their leadership to
+    // another voter at runtime, under the same faults and the same checks
+    // (leases included).
+    assert!(total(|report| report.transfers_started) >= CI_SEEDS / 2, "too few runtime handovers");
     assert!(total(|report| report.messages_lost) > 0 && total(|report| report.messages_duplicated) > 0);
     assert!(total(|report| report.snapshots_installed) > 0, "no snapshot was ever installed");
     assert!(total(|report| report.operations_maybe) > 0, "no operation ever had an unknown outcome");

@@ -1,7 +1,15 @@
 //! The fault schedule of a run (`crate::faults`) for this world's events.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::*;
 use crate::faults::{DiskState, FaultEvent};
+
+/// R22: seeds (in percent) in which leaders are asked, a few times during
+/// the fault phase, to hand their leadership to another voter.
+const HANDOVER_PERCENT: u64 = 50;
+const HANDOVERS_MAX: u64 = 6;
 
 /// At most this many pauses per run, half of them aimed at a node holding
 /// a lease, each up to `PAUSE_US_MAX`: long enough to outlast a region
@@ -42,6 +50,58 @@ impl World {
                 let node = node_ids[self.scheduler.between(0, node_ids.len() as u64 - 1) as usize];
                 self.scheduler.at(at, Event::Pause { node, duration_us });
             }
+        }
+    }
+
+    /// R22: draws the seed's runtime handovers, if any, from a stream of
+    /// their own (a seed without them runs as it did before they existed).
+    pub(super) fn plan_handovers(&mut self, seed: u64) {
+        let mut plan = StdRng::seed_from_u64(seed ^ 0x6861_6e64_6f76_6572);
+        if plan.random_range(0..100) >= HANDOVER_PERCENT {
+            return;
+        }
+        for _ in 0..plan.random_range(1..=HANDOVERS_MAX) {
+            let at = plan.random_range(0..self.options.fault_phase_us);
+            let group = plan.random_range(0..self.groups.len());
+            let pick = plan.random_range(0..u64::from(u32::MAX));
+            self.scheduler.at(at, Event::Prefer { group, pick });
+        }
+    }
+
+    /// R22: the node that leads `group` now (the highest ballot among the
+    /// nodes up) is asked to hand its leadership to another voter of the
+    /// group's current configuration, drawn by `pick`.
+    pub(super) fn prefer(&mut self, group: usize, pick: u64) {
+        if self.quiet {
+            return;
+        }
+        let id = self.groups[group].id;
+        let leader = self
+            .nodes
+            .iter()
+            .filter(|(_, sim_node)| sim_node.up)
+            .filter_map(|(node, sim_node)| {
+                sim_node.paxos.group(id).and_then(|replica| replica.leader_ballot()).map(|ballot| (ballot, *node))
+            })
+            .max()
+            .map(|(_, node)| node);
+        let Some(leader) = leader else { return };
+        let voters: Vec<NodeId> = self.nodes[&leader]
+            .paxos
+            .group(id)
+            .map(|replica| replica.membership().voters.iter().copied().filter(|voter| *voter != leader).collect())
+            .unwrap_or_default();
+        if voters.is_empty() {
+            return;
+        }
+        let to = voters[(pick % voters.len() as u64) as usize];
+        let started = self.nodes.get_mut(&leader).expect("known node").paxos.prefer(id, to);
+        if self.options.trace {
+            eprintln!("{:>9} us  {leader} asked to hand {id} to {to}: {started}", self.scheduler.now_us());
+        }
+        if started {
+            self.report.transfers_started += 1;
+            self.drive(leader);
         }
     }
 

@@ -118,6 +118,9 @@ pub struct Report {
     /// the ones that struck a node holding a lease.
     pub pauses: u64,
     pub pauses_of_leaseholders: u64,
+    /// R22: handovers to another voter started at runtime
+    /// (`Replica::prefer` said yes).
+    pub transfers_started: u64,
     pub snapshots_installed: u64,
     pub messages_sent: u64,
     pub messages_lost: u64,
@@ -250,6 +253,13 @@ enum Event {
     QuietPhase,
     /// The operator moving a voter looks at the cluster (`reconfigure.rs`).
     Operator,
+    /// R22: whoever leads a group is asked to hand its leadership to
+    /// another voter (`Replica::prefer`), as the host does when one node
+    /// sends most of a shard's requests.
+    Prefer {
+        group: usize,
+        pick: u64,
+    },
 }
 
 /// A group as the operator sees it: its configuration is the latest one
@@ -492,6 +502,7 @@ impl World {
         }
         self.plan_faults(&node_ids);
         self.plan_move(self.report.seed);
+        self.plan_handovers(self.report.seed);
         let fault_end = self.options.fault_phase_us;
         let end = fault_end + self.options.quiet_phase_us;
         self.scheduler.at(fault_end, Event::QuietPhase);
@@ -542,6 +553,7 @@ impl World {
             Event::ClientStep { client } | Event::ClientTimeout { client, .. } => 700 + *client as u64,
             Event::QuietPhase => 800,
             Event::Operator => 900,
+            Event::Prefer { .. } => 1200,
         };
         for word in [now, kind] {
             // FNV-1a, word at a time: cheap and stable.
@@ -635,6 +647,7 @@ impl World {
                     self.pause(node, duration_us);
                 }
             }
+            Event::Prefer { group, pick } => self.prefer(group, pick),
             Event::ClientStep { client } => self.client_step(client),
             Event::ClientTimeout { client, op_id } => {
                 if self.pending.remove(&op_id).is_some() {
