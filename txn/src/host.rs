@@ -455,7 +455,9 @@ pub struct Host {
     paxos: MultiPaxos,
     shards: BTreeMap<GroupId, Hosted>,
     next_seq: u64,
-    proposals: HashMap<(GroupId, u64), Pending>,
+    /// Ordered, so that orphans are settled in the same order on every run
+    /// of the simulator.
+    proposals: BTreeMap<(GroupId, u64), Pending>,
     orphans: OrphanCounts,
     /// The latest proposals declared never chosen, oldest first.
     never_chosen: VecDeque<(GroupId, u64)>,
@@ -569,7 +571,7 @@ impl Host {
             hlc,
             shards: BTreeMap::new(),
             next_seq: first_seq,
-            proposals: HashMap::new(),
+            proposals: BTreeMap::new(),
             orphans: OrphanCounts::default(),
             never_chosen: VecDeque::new(),
             never_chosen_set: HashSet::new(),
@@ -2128,7 +2130,7 @@ impl Host {
             hosted.leadership = Leadership::Follower;
             hosted.shard.set_serving(false);
         }
-        for (_, pending) in self.proposals.drain() {
+        for (_, pending) in std::mem::take(&mut self.proposals) {
             let message = format!("replication stopped ({reason}); the request may or may not have taken effect");
             for origin in pending.origins {
                 let response = Response::Refused(Refusal::OutcomeUnknown(message.clone()));

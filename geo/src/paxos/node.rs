@@ -167,13 +167,18 @@ impl MultiPaxos {
 
     /// This node's replica of `group`, if it leads, hands its leadership to
     /// `node` ([`Replica::prefer`]); whether a handover started. Not to a
-    /// node whose last `Alive` said it abstains from leading (it would not
-    /// answer).
+    /// node this one has not heard from, or counts as down, or whose last
+    /// `Alive` said it abstains from leading (it would not answer).
     pub fn prefer(&mut self, group: GroupId, node: NodeId) -> bool {
-        if self.peers.get(&node).is_some_and(|peer| peer.abstaining) {
+        if self.peers.get(&node).is_none_or(|peer| peer.abstaining || !peer.alive) {
             return false;
         }
-        self.with_group(group, |replica| replica.prefer(node)).unwrap_or(false)
+        let now_us = self.now_us;
+        self.with_group(group, |replica| {
+            replica.observe_time(now_us);
+            replica.prefer(node)
+        })
+        .unwrap_or(false)
     }
 
     /// Every replica of this node, present and future, abstains from

@@ -167,10 +167,9 @@ struct Leader {
     peer_chosen: BTreeMap<NodeId, Slot>,
     reads: VecDeque<PendingRead>,
     handoff_sent_us: Option<u64>,
-    /// R22: while the leadership is being handed to a node preferred at
-    /// runtime ([`Replica::prefer`]), new commands wait here until then
-    /// instead of being proposed, so that the successor catches up.
-    transfer_until_us: Option<u64>,
+    /// R22: the leadership being handed to a node at runtime
+    /// ([`Replica::prefer`]); meanwhile new commands wait in `pending`.
+    transfer: Option<Transfer>,
     elected_us: u64,
     /// Heartbeat rounds sent and not yet confirmed: their number and when
     /// they left (a lease counts from there).
@@ -197,6 +196,20 @@ impl Leader {
         self.quiesce_seq = None;
         self.quiet_acks.clear();
     }
+}
+
+/// R22: a handover started at runtime ([`Replica::prefer`]).
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    to: NodeId,
+    /// The heartbeat round sent when it started: the successor counts as
+    /// live only once it acknowledged that round or a later one.
+    seq: u64,
+    started_us: u64,
+    /// New commands are held until then at most.
+    until_us: u64,
+    /// The preference before it, restored if the handover does not happen.
+    previous: Option<NodeId>,
 }
 
 /// A snapshot being received chunk by chunk: the state machine stores
@@ -399,20 +412,43 @@ impl Replica {
         let (me, now, chosen) = (self.config.node, self.now_us, self.chosen);
         let (interval, timeout) = (self.config.heartbeat_interval_us, self.config.election_timeout_us);
         let voter = self.membership.is_voter(node);
+        let snapshot_slot = self.snapshot.as_ref().map_or(Slot::ZERO, |snapshot| snapshot.slot);
+        let previous = self.config.preferred_leader;
         let Role::Leader(leader) = &mut self.role else { return false };
+        // Within reach of the log this leader still has: one behind its
+        // snapshot would need the snapshot first, which outlasts the hold.
         let near = leader.heard_us.get(&node).is_some_and(|at| *at + interval >= now)
-            && leader.peer_chosen.get(&node).is_some_and(|slot| slot.0 + TRANSFER_LAG_SLOTS_MAX >= chosen.0);
-        let under_way = leader.transfer_until_us.is_some_and(|until| now < until);
-        if node == me || !voter || !near || under_way {
+            && leader
+                .peer_chosen
+                .get(&node)
+                .is_some_and(|slot| slot.0 + TRANSFER_LAG_SLOTS_MAX >= chosen.0 && *slot >= snapshot_slot);
+        if node == me || !voter || !near || leader.transfer.is_some() {
             return false;
         }
         self.config.preferred_leader = Some(node);
         leader.handoff_sent_us = None;
-        leader.transfer_until_us = Some(now.saturating_add(timeout));
-        if leader.in_flight.is_empty() {
-            self.send_heartbeat_round();
-        }
+        // The round asked for below (or the next one) must be acknowledged.
+        let seq = leader.heartbeat_seq + 1;
+        let until_us = now.saturating_add(timeout);
+        leader.transfer = Some(Transfer { to: node, seq, started_us: now, until_us, previous });
+        self.send_heartbeat_round();
         true
+    }
+
+    /// R22: ends a transfer that did not happen in time, or whose successor
+    /// stopped answering or voting: the commands it held go, and the
+    /// preference goes back to what it was (the host may try again).
+    fn end_stale_transfer(&mut self) {
+        let (now, interval) = (self.now_us, self.config.heartbeat_interval_us);
+        let voters = &self.membership.voters;
+        let Role::Leader(leader) = &mut self.role else { return };
+        let Some(transfer) = leader.transfer else { return };
+        let answered = leader.acked_seq.get(&transfer.to).is_some_and(|seq| *seq >= transfer.seq);
+        let silent = !answered && now >= transfer.started_us.saturating_add(2 * interval);
+        if now >= transfer.until_us || silent || !voters.contains(&transfer.to) {
+            leader.transfer = None;
+            self.config.preferred_leader = transfer.previous;
+        }
     }
 
     /// While `abstain` holds, this replica neither stands for election nor
@@ -1026,7 +1062,7 @@ impl Replica {
             peer_chosen: candidate.promises.iter().map(|(node, report)| (*node, report.chosen)).collect(),
             reads: VecDeque::new(),
             handoff_sent_us: None,
-            transfer_until_us: None,
+            transfer: None,
             elected_us: self.now_us,
             rounds_sent: VecDeque::new(),
             lease_until_us: 0,
@@ -1061,8 +1097,8 @@ impl Replica {
             }
             self.abort_reads();
             self.role = Role::Follower;
-            // R22: a preference set at runtime lasts one leadership (or one
-            // candidacy a handoff started).
+            // R22: a preference set at runtime lasts one leadership (or the
+            // candidacies a handoff started).
             self.config.preferred_leader = self.configured_preferred;
         }
         self.leader = leader;
@@ -1192,7 +1228,7 @@ impl Replica {
             }
             advanced = true;
         }
-        let transferring = leader.transfer_until_us.is_some_and(|until| self.now_us < until);
+        let transferring = leader.transfer.is_some();
         let drained = leader.in_flight.is_empty();
         if advanced {
             self.apply_chosen();
@@ -1255,8 +1291,7 @@ impl Replica {
                 }
             } else {
                 let in_flight = slot.0 - chosen.0 - 1;
-                let transferring = leader.transfer_until_us.is_some_and(|until| now < until);
-                if leader.pending.is_empty() || in_flight >= window || transferring {
+                if leader.pending.is_empty() || in_flight >= window || leader.transfer.is_some() {
                     break;
                 }
                 let take = leader.pending.len().min(BATCH_COMMANDS_MAX);
@@ -1385,15 +1420,11 @@ impl Replica {
                 }
             }
         }
-        // R22: a transfer that did not happen within its window lets the
-        // commands it held go (the handoff is tried again below).
-        if leader.transfer_until_us.is_some_and(|until| now >= until) {
-            leader.transfer_until_us = None;
-        }
         for (voter, slot) in resend {
             let value = self.log.get(&slot).expect("in-flight slots are in the log").1.clone();
             self.send(voter, Message::Accept { ballot, slot, value, chosen });
         }
+        self.end_stale_transfer();
         self.hand_off_if_caught_up();
         if self.may_quiesce() {
             self.send_round(true);
@@ -1406,9 +1437,11 @@ impl Replica {
     }
 
     /// Placement: hands the leadership to the preferred node once it has
-    /// caught up (nothing in flight here, its last reported chosen index at
-    /// this leader's, heard from within a heartbeat interval), at most once
-    /// an election timeout. The lease ends first, for good: the successor's
+    /// caught up (nothing in flight, recovering or waiting to be proposed
+    /// here but commands, its last reported chosen index at this leader's,
+    /// heard from within a heartbeat interval, and, for a runtime transfer,
+    /// its acknowledgement of a round sent since it began), at most once an
+    /// election timeout. The lease ends first, for good: the successor's
     /// candidacy may be promised by voters that still follow this ballot.
     fn hand_off_if_caught_up(&mut self) {
         let (me, now) = (self.config.node, self.now_us);
@@ -1416,10 +1449,21 @@ impl Replica {
         let chosen = self.chosen;
         let voters = &self.membership.voters;
         let Role::Leader(leader) = &mut self.role else { return };
+        // Nothing this leader still has to propose would be lost with it.
+        let settled = leader.in_flight.is_empty()
+            && leader.recovering.is_empty()
+            && leader.membership_pending.is_none()
+            && leader.reconfigure_at.is_none();
         let handoff_to = self.config.preferred_leader.filter(|preferred| {
+            // R22: a runtime successor must have answered since its
+            // transfer began (`heard_us` is also set on waking from quiet).
+            let answered = leader.transfer.is_none_or(|transfer| {
+                transfer.to != *preferred || leader.acked_seq.get(preferred).is_some_and(|seq| *seq >= transfer.seq)
+            });
             *preferred != me
+                && settled
+                && answered
                 && voters.contains(preferred)
-                && leader.in_flight.is_empty()
                 && leader.peer_chosen.get(preferred).is_some_and(|slot| *slot >= chosen)
                 && leader.heard_us.get(preferred).is_some_and(|at| *at + interval >= now)
                 && leader.handoff_sent_us.is_none_or(|at| now >= at + timeout)
@@ -1597,7 +1641,8 @@ impl Replica {
             leader.quiet_acks.insert(from);
         }
         // R22: a successor caught up is asked to take over at once.
-        if leader.transfer_until_us.is_some_and(|until| now < until) {
+        if leader.transfer.is_some() {
+            self.end_stale_transfer();
             self.hand_off_if_caught_up();
         }
         self.extend_lease();

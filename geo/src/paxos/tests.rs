@@ -477,6 +477,37 @@ fn a_transfer_under_steady_load_holds_new_commands_until_the_successor_takes_ove
     assert!(chosen.len() >= 80, "{} of {} commands chosen", chosen.len(), proposed.len());
 }
 
+/// R22: a transfer whose successor goes silent ends within two heartbeat
+/// intervals: the held commands are proposed, the leader keeps leading
+/// with its preference as it was, and no handoff is sent. A transfer
+/// refuses a node that is not another voter, and a second one while the
+/// first is under way.
+#[test]
+fn a_transfer_to_a_node_that_goes_silent_ends_and_the_leader_goes_on() {
+    let mut cluster = Cluster::new(3, Some(n(1)));
+    assert_eq!(cluster.elect(), n(1));
+    cluster.propose(n(1), "before");
+    cluster.deliver_all();
+    assert!(!cluster.replica(n(1)).prefer(n(1)), "not to itself");
+    assert!(!cluster.replica(n(1)).prefer(n(9)), "not to a node outside the group");
+    assert!(cluster.replica(n(1)).prefer(n(3)));
+    assert!(!cluster.replica(n(1)).prefer(n(2)), "not while another transfer is under way");
+    cluster.crash(n(3));
+    cluster.propose(n(1), "held");
+    cluster.process_all();
+    assert!(cluster.in_flight.iter().all(|envelope| !matches!(envelope.message, Message::Accept { .. })), "held");
+    // Two heartbeat intervals (2 × RTT each) and a tick.
+    for _ in 0..5 {
+        cluster.tick_all(RTT_US);
+    }
+    assert_eq!(cluster.leader(), Some(n(1)));
+    assert_eq!(cluster.replicas[&n(1)].config().preferred_leader, Some(n(1)), "the preference went back");
+    cluster.propose(n(1), "after");
+    cluster.run_until(|cluster| cluster.commands(n(2)).len() == 3);
+    assert_eq!(cluster.commands(n(2)), vec![bytes("before"), bytes("held"), bytes("after")]);
+    assert_eq!(cluster.leader(), Some(n(1)));
+}
+
 /// raft-rs `test_dueling_candidates` / etcd `TestDuelingCandidates`: two
 /// candidates stand in the same round; ballots break the tie (the node id),
 /// no ballot gets two leaders, and the group settles on one leader.
