@@ -96,10 +96,17 @@ enum Command {
     Start {
         #[arg(long)]
         config: PathBuf,
-        /// Speak TLS on every port with the certificates in this directory
-        /// (`geodb cert`; overrides the config's certs_dir).
+        /// Speak TLS on every port with the certificates in this directory,
+        /// and authenticate every client (`geodb cert`; overrides the
+        /// config's certs_dir and insecure).
         #[arg(long)]
         certs_dir: Option<PathBuf>,
+        /// Run without certificates: no TLS and no authentication, so
+        /// anyone who reaches the node's ports can read and change all
+        /// data (as `insecure = true` in the config). Without it, a node
+        /// without certificates refuses to start.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Make the certificates of a cluster (PEM files; docs/security.md).
     Cert {
@@ -224,10 +231,20 @@ fn run(cli: Cli) -> Result<(), String> {
             outcome
         }
         Command::Cert { command } => cert(command),
-        Command::Start { config, certs_dir } => {
+        Command::Start { config, certs_dir, insecure } => {
             let mut config = Config::load(&config)?;
+            if insecure && certs_dir.is_some() {
+                return Err("--insecure and --certs-dir contradict each other: give one or the other".into());
+            }
+            // The command line wins over the file: --certs-dir makes a node
+            // whose file says insecure = true secure.
+            if certs_dir.is_some() {
+                config.insecure = false;
+            }
             config.certs_dir = certs_dir.or(config.certs_dir);
+            config.insecure |= insecure;
             telemetry::set_log_format(cli.log_format.unwrap_or(config.log_format));
+            check_mode(&config)?;
             if config.data_dir.is_none() {
                 return Err("the config must set data_dir".into());
             }
@@ -237,6 +254,23 @@ fn run(cli: Cli) -> Result<(), String> {
                 runtime.block_on(run_single(config, false))
             }
         }
+    }
+}
+
+/// `geodb start` is secure unless told otherwise: with certificates (TLS
+/// and authentication), or, said in so many words, insecure (neither),
+/// which the node then says loudly in its log (`Node::open`).
+fn check_mode(config: &Config) -> Result<(), String> {
+    match (&config.certs_dir, config.insecure) {
+        (Some(_), true) => Err("--insecure (or insecure = true) and a certificates directory contradict each other: \
+                                give --certs-dir for a secure node, or --insecure for one without TLS and authentication"
+            .into()),
+        (None, false) => Err("refusing to start without certificates: give --certs-dir DIR (or certs_dir in the \
+                              config; make them with `geodb cert`, docs/security.md) for TLS and authentication, or \
+                              --insecure (or insecure = true) to run with neither, where anyone who reaches the \
+                              node's ports can read and change all data"
+            .into()),
+        (Some(_), false) | (None, true) => Ok(()),
     }
 }
 

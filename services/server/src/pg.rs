@@ -23,8 +23,10 @@
 //! connection, naming the key it was told at startup (`pg/cancel.rs`):
 //! the statement answers `57014` at its next read.
 //!
-//! Any user and database name connect (authentication is the next step of
-//! `docs/security.md`). A node with certificates answers `SSLRequest` and
+//! A node without certificates lets any user and database name connect.
+//! A node with certificates authenticates every connection (`pg/login.rs`:
+//! SCRAM-SHA-256 or a client certificate) and runs its statements as that
+//! user; it answers `SSLRequest` and
 //! upgrades the connection to TLS (or takes TLS at once: PostgreSQL 17's
 //! direct negotiation), and refuses a client that does not ask for it with
 //! FATAL `28000`; cancel requests, which carry only a random key, are
@@ -36,6 +38,7 @@
 mod cancel;
 mod catalog;
 mod extended;
+mod login;
 mod negotiate;
 mod values;
 
@@ -130,7 +133,15 @@ impl Connection {
         let cancel = session.cancel.clone();
         let session = Arc::new(tokio::sync::Mutex::new(session));
         let parser = Arc::new(StatementParser { node: node.clone(), session: session.clone() });
-        let handler = Handler { node, session, parser, cancel, cancels: cancels.clone(), cancel_key: OnceLock::new() };
+        let handler = Handler {
+            node,
+            session,
+            parser,
+            cancel,
+            cancels: cancels.clone(),
+            cancel_key: OnceLock::new(),
+            login: login::Login::default(),
+        };
         Connection { handler: Arc::new(handler), cancels }
     }
 }
@@ -166,6 +177,8 @@ struct Handler {
     /// The key drawn at startup (`BackendKeyData`); dropped, and so
     /// forgotten, with the connection.
     cancel_key: OnceLock<Registration>,
+    /// The connection's login, on a secure node.
+    login: login::Login,
 }
 
 impl Handler {
@@ -182,17 +195,27 @@ impl Handler {
 
 #[async_trait]
 impl StartupHandler for Handler {
-    /// No authentication yet (`docs/security.md`), as pgwire's
-    /// `NoopStartupHandler`, but a node with certificates first refuses a
-    /// client that did not ask for TLS: FATAL `28000`, before anything else
-    /// is said.
+    /// A node with certificates first refuses a client that did not ask
+    /// for TLS (FATAL `28000`, before anything else is said), then logs the
+    /// client in (`pg/login.rs`) and runs the session as its user. A node
+    /// without lets anyone in, as pgwire's `NoopStartupHandler`.
     async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = &message else { return Ok(()) };
+        let startup = match message {
+            PgWireFrontendMessage::Startup(startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                if let Some(user) = self.login.step(&self.node, client, password).await? {
+                    return self.logged_in(client, user).await;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let startup = &startup;
         if self.node.tls.is_some() && !client.is_secure() {
             tracing::warn!(peer = %client.socket_addr(), "refused a PostgreSQL client that did not ask for TLS");
             crate::tls::count_refused(crate::tls::Listener::Pg, crate::tls::Refusal::Plaintext);
@@ -208,6 +231,25 @@ impl StartupHandler for Handler {
         // The handler draws its connection's cancel key itself, to register it.
         let (pid, secret) = self.generate(client);
         client.set_pid_and_secret_key(pid, secret);
+        if !self.node.auth.required {
+            return finish_authentication(client, &DefaultServerParameterProvider::default()).await;
+        }
+        match self.login.begin(&self.node, client).await? {
+            login::Begun::As(user) => self.logged_in(client, user).await,
+            login::Begun::Asked => Ok(()),
+        }
+    }
+}
+
+impl Handler {
+    /// Ends a successful login: the session runs as `user` from now on.
+    async fn logged_in<C>(&self, client: &mut C, user: geodb_sql::access::User) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.lock().await.user = Some(std::sync::Arc::from(user.name.as_str()));
         finish_authentication(client, &DefaultServerParameterProvider::default()).await
     }
 }

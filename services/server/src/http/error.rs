@@ -34,6 +34,9 @@ pub fn status_of(code: &str) -> StatusCode {
         "53100" => StatusCode::INSUFFICIENT_STORAGE,
         "54000" => StatusCode::PAYLOAD_TOO_LARGE,
         "08003" => StatusCode::NOT_FOUND,
+        "28000" | "28P01" => StatusCode::UNAUTHORIZED,
+        "42501" => StatusCode::FORBIDDEN,
+        "53300" => StatusCode::TOO_MANY_REQUESTS,
         _ if code.starts_with("XX") || code.starts_with("58") => StatusCode::INTERNAL_SERVER_ERROR,
         _ if code.starts_with("23") => StatusCode::CONFLICT,
         // Syntax, unknown objects, bad values, unsupported features,
@@ -112,8 +115,11 @@ impl IntoResponse for ApiError {
             body["results"] = json!(results);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"geodb\""));
         }
         response
     }
@@ -143,6 +149,10 @@ mod tests {
             ("XX001", 500),
             ("58030", 500),
             ("53100", 507),
+            ("28000", 401),
+            ("28P01", 401),
+            ("42501", 403),
+            ("53300", 429),
         ] {
             assert_eq!(status_of(code).as_u16(), status, "{code}");
         }
