@@ -344,7 +344,19 @@ async fn run_single(config: Config, is_temporary: bool) -> Result<(), String> {
         node.config.region,
         data_dir.display()
     );
-    let cacert = node.tls.as_ref().map_or_else(String::new, |tls| format!("--cacert {} ", tls.ca_cert().display()));
+    // A secure node wants a login: root's client certificate (where it is,
+    // if beside the CA's certificate), or a user's password.
+    let cacert = node.tls.as_ref().map_or_else(String::new, |tls| {
+        let ca = tls.ca_cert();
+        let dir = ca.parent().unwrap_or(std::path::Path::new("."));
+        let (crt, key) = (dir.join("client.root.crt"), dir.join("client.root.key"));
+        let (crt, key) = if crt.exists() && key.exists() {
+            (crt.display().to_string(), key.display().to_string())
+        } else {
+            ("client.root.crt".to_string(), "client.root.key".to_string())
+        };
+        format!("--cacert {} --cert {crt} --key {key} ", ca.display())
+    });
     println!("Try: curl -s {cacert}{scheme}://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
     let served = geodb_server::serve(node, listener, pg_listener, geodb_server::shutdown_signal()).await;
     telemetry::shut_down_tracing(tracer).await;
