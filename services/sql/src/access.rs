@@ -510,7 +510,8 @@ fn needs_admin(what: &str) -> Error {
 }
 
 /// Runs a statement of this module in `txn` as `by` (`None`: unchecked,
-/// a node without authentication).
+/// a node without authentication): the admin role's, but for a user
+/// changing its own password.
 pub fn execute(
     cache: &CatalogCache,
     catalog: &Catalog,
@@ -518,7 +519,11 @@ pub fn execute(
     statement: &UserStatement,
     by: Option<&str>,
 ) -> Result<StatementResult> {
+    // A user may change its own password, as in PostgreSQL; the rest needs
+    // the admin role.
+    let own_password = matches!(statement, UserStatement::SetPassword { name, .. } if Some(name.as_str()) == by);
     if let Some(by) = by
+        && !own_password
         && !self::user(catalog, by).is_some_and(|user| user.admin)
     {
         return Err(needs_admin(statement.tag()));

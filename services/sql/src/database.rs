@@ -266,6 +266,20 @@ impl Database {
     /// included; if it is not there, once more from the catalog itself (a
     /// user created a moment ago through another node).
     pub fn user(&self, name: &str) -> Result<Option<access::User>> {
+        self.find_user(name, true)
+    }
+
+    /// User `name` as the catalog stored at this node's replica has it,
+    /// never asking the catalog's leader: for password logins, where a name
+    /// that does not exist must cost what one that does costs (no round
+    /// trip to the leader that would tell them apart, nor one a guesser
+    /// can make the node pay at will). A user created a moment ago through
+    /// another node logs in here once this node's replica has it.
+    pub fn user_local(&self, name: &str) -> Result<Option<access::User>> {
+        self.find_user(name, false)
+    }
+
+    fn find_user(&self, name: &str, refresh: bool) -> Result<Option<access::User>> {
         for attempt in 0..2 {
             let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
             let catalog = self.catalog.for_transaction(&mut txn);
@@ -273,7 +287,7 @@ impl Database {
             if let Some(user) = access::user(catalog?.as_ref(), name) {
                 return Ok(Some(user));
             }
-            if attempt == 0 && !self.catalog.refresh(&self.txns)? {
+            if !refresh || attempt > 0 || !self.catalog.refresh(&self.txns)? {
                 break;
             }
         }
