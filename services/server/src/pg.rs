@@ -390,14 +390,20 @@ fn result_response(sql: &str, result: StatementResult) -> Response {
         K::Insert => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(result.rows_affected as usize)),
         K::Update => Response::Execution(Tag::new("UPDATE").with_rows(result.rows_affected as usize)),
         K::Delete => Response::Execution(Tag::new("DELETE").with_rows(result.rows_affected as usize)),
-        // PostgreSQL's tag for DDL is the statement's leading words
-        // (`CREATE TABLE`, `DROP INDEX`).
-        K::Ddl => {
-            let words: Vec<String> =
-                sql.split_whitespace().map(str::to_ascii_uppercase).filter(|word| word != "UNIQUE").take(2).collect();
-            Response::Execution(Tag::new(&words.join(" ")))
-        }
+        K::Ddl => Response::Execution(Tag::new(&ddl_tag(sql))),
     }
+}
+
+/// PostgreSQL's tag for DDL: the statement's leading words (`CREATE
+/// TABLE`, `DROP INDEX`); for users and grants, PostgreSQL's own (`CREATE
+/// ROLE` for `CREATE USER`, `GRANT`).
+fn ddl_tag(sql: &str) -> String {
+    if let Some(Ok(statement)) = geodb_sql::access::parse_user_statement(sql) {
+        return statement.tag().to_string();
+    }
+    let words: Vec<String> =
+        sql.split_whitespace().map(str::to_ascii_uppercase).filter(|word| word != "UNIQUE").take(2).collect();
+    words.join(" ")
 }
 
 /// Rows in text format; a column's type is the one its values share
@@ -540,6 +546,22 @@ fn split_statements(query: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_statements_answer_postgresql_tags() {
+        for (sql, tag) in [
+            ("CREATE USER bob PASSWORD 'b'", "CREATE ROLE"),
+            ("ALTER USER bob PASSWORD 'b'", "ALTER ROLE"),
+            ("DROP USER bob", "DROP ROLE"),
+            ("GRANT SELECT ON t TO bob", "GRANT"),
+            ("GRANT admin TO bob", "GRANT"),
+            ("REVOKE ALL PRIVILEGES ON t FROM bob", "REVOKE"),
+            ("create unique index i on t (v)", "CREATE INDEX"),
+            ("CREATE TABLE t (k INT PRIMARY KEY)", "CREATE TABLE"),
+        ] {
+            assert_eq!(ddl_tag(sql), tag, "{sql}");
+        }
+    }
 
     #[test]
     fn statements_split_at_semicolons_outside_quotes_and_comments() {
