@@ -152,6 +152,10 @@ enum CertCommand {
         certs_dir: PathBuf,
         #[arg(long)]
         user: String,
+        /// The id of the cluster it logs in to (`cluster.id` of the config):
+        /// a node of another cluster refuses it.
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
         /// Replace files that exist.
         #[arg(long)]
         overwrite: bool,
@@ -288,9 +292,9 @@ fn cert(command: CertCommand) -> Result<(), String> {
             tls::create_node(&dir, node_id, cluster_id, &hosts, overwrite)?;
             [dir.node_cert(node_id), dir.node_key(node_id)]
         }
-        CertCommand::CreateClient { certs_dir, user, overwrite } => {
+        CertCommand::CreateClient { certs_dir, user, cluster_id, overwrite } => {
             let dir = CertsDir::new(certs_dir);
-            tls::create_client(&dir, &user, overwrite)?;
+            tls::create_client(&dir, &user, cluster_id, overwrite)?;
             [dir.client_cert(&user), dir.client_key(&user)]
         }
     };

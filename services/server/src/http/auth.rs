@@ -10,11 +10,12 @@
 //!
 //! 1. A request forwarded by another node of the cluster (a gateway
 //!    sending a session's statement to the node holding it) runs as the
-//!    user the gateway authenticated, named in [`USER_HEADER`], only if
-//!    the connection presented, in its TLS handshake, the node certificate
-//!    of the very node [`super::forward::FORWARDED_HEADER`] names. A client
-//!    cannot forge it: it would need a node's key. Anything else ignores
-//!    the header.
+//!    user the gateway authenticated, named in [`USER_HEADER`] (base64 of
+//!    its UTF-8 bytes), only if this node is in a cluster, the node
+//!    [`super::forward::FORWARDED_HEADER`] names is a configured member
+//!    other than this node, and the connection presented, in its TLS
+//!    handshake, that very node's certificate. A client cannot forge it:
+//!    it would need a node's key. Anything else ignores the header.
 //! 2. `Authorization: Basic base64(user:password)`, checked against the
 //!    user's verifier.
 //! 3. A client certificate (CN = user) presented in the TLS handshake: the
@@ -96,18 +97,22 @@ fn identify(node: &Node, request: &Request, peer: Option<&Peer>) -> Result<Ident
     let address = peer.map(|peer| peer.address.ip());
     let certificate = peer.and_then(|peer| peer.certificate.as_ref());
     let headers = request.headers();
-    // 1. Forwarded by a node, which says who its client is.
-    if let (Some(from), Some(user), Some(certificate), Some(tls)) =
-        (headers.get(FORWARDED_HEADER), headers.get(USER_HEADER), certificate, node.tls.as_ref())
+    // 1. Forwarded by another node of this cluster, which says who its
+    // client is.
+    if let (Some(from), Some(user), Some(certificate), Some(tls), Some(cluster)) =
+        (headers.get(FORWARDED_HEADER), headers.get(USER_HEADER), certificate, node.tls.as_ref(), &node.config.cluster)
         && let Some(from) = from.to_str().ok().and_then(|from| from.parse::<u64>().ok())
+        && from != node.config.node_id
+        && cluster.nodes.iter().any(|member| member.id == from)
         && tls.check_peer(Some(certificate), from).is_ok()
     {
-        // UTF-8: a quoted user name may be any text.
-        let user = std::str::from_utf8(user.as_bytes()).unwrap_or_default();
-        return match lookup(node, user)? {
+        let Some(user) = decode_user(user.as_bytes()) else {
+            return Err(ApiError::bad_request(format!("malformed {USER_HEADER} header (expected base64)")));
+        };
+        return match lookup(node, &user, true)? {
             Some(found) => Ok(Identity::of(&found)),
             // Dropped since the gateway let it in.
-            None => Err(Failure::Password.error(user)),
+            None => Err(Failure::Password.error(&user)),
         };
     }
     // 2. A password.
@@ -116,19 +121,24 @@ fn identify(node: &Node, request: &Request, peer: Option<&Peer>) -> Result<Ident
             return Err(node.auth.failed(Listener::Http, Failure::Malformed, "", address));
         };
         node.auth.admit(Listener::Http, &user, address)?;
-        let found = lookup(node, &user)?;
+        // This node's replica only, for a name that exists or not alike.
+        let found = lookup(node, &user, false)?;
         let (verifier, real) = node.auth.verifier_for(found.as_ref(), &user);
         // The same work whether the user exists or not.
         let matched = exec::blocking(|| verifier.check(&password)) && real;
         return match found {
-            Some(found) if matched => Ok(Identity::of(&found)),
-            _ => Err(node.auth.failed(Listener::Http, Failure::Password, &user, address)),
+            Some(found) if matched => {
+                node.auth.succeeded(&user, address);
+                Ok(Identity::of(&found))
+            }
+            _ => Err(node.auth.refused(Listener::Http, Failure::Password, &user, address)),
         };
     }
     // 3. A client certificate.
     // (Not rate limited: a certificate the CA signed is not a guess.)
-    if let Some(user) = certificate.and_then(certificate_user) {
-        return match lookup(node, &user)? {
+    let cluster = node.tls.as_ref().map_or(1, |tls| tls.cluster());
+    if let Some(user) = certificate.and_then(|certificate| certificate_user(certificate, cluster)) {
+        return match lookup(node, &user, true)? {
             Some(found) => Ok(Identity::of(&found)),
             None => Err(node.auth.failed(Listener::Http, Failure::Certificate, &user, address)),
         };
@@ -136,12 +146,31 @@ fn identify(node: &Node, request: &Request, peer: Option<&Peer>) -> Result<Ident
     Err(node.auth.failed(Listener::Http, Failure::Missing, "", address))
 }
 
-/// A user as the catalog has it (a local read).
-fn lookup(node: &Node, user: &str) -> Result<Option<geodb_sql::access::User>, ApiError> {
+/// The [`USER_HEADER`] value for `user`: base64 of its UTF-8 bytes, so a
+/// quoted name with leading or trailing spaces or control characters
+/// arrives exactly (HTTP trims a header value's whitespace, and refuses
+/// control characters).
+pub fn encode_user(user: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(user.as_bytes())
+}
+
+/// The user of a [`USER_HEADER`] value ([`encode_user`]).
+fn decode_user(value: &[u8]) -> Option<String> {
+    if value.len() > 4 * geodb_sql::access::USER_NAME_BYTES_MAX {
+        return None;
+    }
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value).ok()?).ok()
+}
+
+/// A user as this node's replica of the catalog has it (a local read);
+/// if it is not there and `leader`, as the catalog's leader has it (for a
+/// certificate or a forwarding node, which are no guesses; a password
+/// login never asks the leader: `Database::user_local`).
+fn lookup(node: &Node, user: &str, leader: bool) -> Result<Option<geodb_sql::access::User>, ApiError> {
     if user.is_empty() || user.len() > geodb_sql::access::USER_NAME_BYTES_MAX {
         return Ok(None);
     }
-    Ok(exec::blocking(|| node.db.user(user))?)
+    Ok(exec::blocking(|| if leader { node.db.user(user) } else { node.db.user_local(user) })?)
 }
 
 /// The user and password of `Basic base64(user:password)`.
@@ -175,5 +204,15 @@ mod tests {
         assert_eq!(basic_credentials(b"Basic !!!"), None);
         let no_colon = base64::engine::general_purpose::STANDARD.encode("alice");
         assert_eq!(basic_credentials(format!("Basic {no_colon}").as_bytes()), None);
+    }
+
+    #[test]
+    fn forwarded_user_names_arrive_exactly() {
+        for user in [" alice", "alice ", "a\tb\nc", "\u{7f}x", "ünï", ""] {
+            let encoded = encode_user(user);
+            assert!(axum::http::HeaderValue::from_str(&encoded).is_ok());
+            assert_eq!(decode_user(encoded.as_bytes()).as_deref(), Some(user));
+        }
+        assert_eq!(decode_user(b"not base64!"), None);
     }
 }

@@ -23,6 +23,9 @@ pub struct ApiError {
     /// A list of statements stopped at this error: the answers of those
     /// before it (shown beside the error).
     pub results: Option<Vec<serde_json::Value>>,
+    /// `Retry-After` (seconds) for a 429 or 503, when it is not
+    /// [`RETRY_AFTER_S`].
+    pub retry_after_s: Option<u64>,
 }
 
 /// The HTTP status of a SQLSTATE: the one table (API.md, "Errors").
@@ -56,7 +59,14 @@ impl ApiError {
             message: message.into(),
             retryable: matches!(code, "40001" | "53000" | "08006"),
             results: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Says to retry after `wait` (rounded up to whole seconds).
+    pub fn retry_after(self, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError { retry_after_s: Some(seconds.max(1)), ..self }
     }
 
     /// The body is not valid JSON, or not the shape the endpoint expects.
@@ -116,7 +126,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_s.unwrap_or(RETRY_AFTER_S)));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"geodb\""));

@@ -123,7 +123,7 @@ async fn forward(
         .header(FORWARDED_HEADER, node.config.node_id)
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(user) = user {
-        request = request.header(super::auth::USER_HEADER, user);
+        request = request.header(super::auth::USER_HEADER, super::auth::encode_user(user));
     }
     // The serving node continues this request's trace.
     for (name, value) in crate::telemetry::trace_headers() {

@@ -44,7 +44,7 @@ pub async fn open(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let request: Option<OpenRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
     let isolation = parse_isolation(request.unwrap_or_default().isolation.as_deref())?;
-    let user = identity.map(|identity| identity.user.clone());
+    let user = node.auth.identity(identity.as_deref())?.map(|identity| identity.user.clone());
     let id = node.sessions.open(isolation, user).ok_or_else(|| ApiError::overloaded("too many open sessions"))?;
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
     Ok((StatusCode::CREATED, Json(json!({"session": id}))))
@@ -56,7 +56,7 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let held = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
-    check_owner(&*held.lock().await, identity.as_deref())?;
+    check_owner(&*held.lock().await, node.auth.identity(identity.as_deref())?)?;
     let session = node.sessions.close(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
     // Wait for a running statement, then roll back what is open.
@@ -81,7 +81,7 @@ pub async fn statement(
     let (statements, listed) = request.named_statements(node.config.limits.batch_statements_max)?;
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let mut session = handle.lock_owned().await;
-    check_owner(&session, identity.as_deref())?;
+    check_owner(&session, node.auth.identity(identity.as_deref())?)?;
     session.last_used = Instant::now();
     let (mut headers, mut results) = (HeaderMap::new(), Vec::new());
     for request in statements {

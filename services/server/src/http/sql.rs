@@ -58,9 +58,10 @@ pub async fn one_shot(
     let isolation = parse_isolation(request.isolation.as_deref())?;
     let (named, _) = request.named_statements(node.config.limits.batch_statements_max)?;
     let statements: Vec<Statement> = named.into_iter().map(Statement::from_request).collect::<Result<_, _>>()?;
+    let identity = node.auth.identity(identity.as_deref())?;
     let mut retries = 0u32;
     loop {
-        let user = identity.as_ref().map(|identity| identity.user.as_ref());
+        let user = identity.map(|identity| identity.user.as_ref());
         let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements, user));
         match attempt {
             Ok((results, commit)) => {

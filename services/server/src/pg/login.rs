@@ -81,9 +81,11 @@ impl Login {
             return Err(fatal(&node.auth.failed(Listener::Pg, Failure::Missing, "", address)));
         };
         // A certificate the CA signed is not a guess: not rate limited.
-        let certified = client.client_certificates().and_then(|chain| chain.first()).and_then(certificate_user);
+        let cluster = node.tls.as_ref().map_or(1, |tls| tls.cluster());
+        let certified =
+            client.client_certificates().and_then(|chain| chain.first()).and_then(|c| certificate_user(c, cluster));
         if certified.as_deref() == Some(user.as_str()) {
-            return match lookup(node, &user)? {
+            return match lookup(node, &user, true)? {
                 Some(found) => Ok(Begun::As(found)),
                 None => Err(fatal(&node.auth.failed(Listener::Pg, Failure::Certificate, &user, address))),
             };
@@ -112,12 +114,16 @@ impl Login {
         match self.take() {
             Step::Idle => Err(fatal(&ApiError::new("08P01", "a password message without a login in progress"))),
             Step::Asked { user } => {
-                let first = message.into_sasl_initial_response()?;
-                if first.auth_method != SCRAM_SHA_256 {
+                let Some((mechanism, data)) = initial_response(message) else {
+                    node.auth.refused(Listener::Pg, Failure::Malformed, &user, address);
+                    return Err(fatal(&ApiError::new("08P01", "malformed SASLInitialResponse message")));
+                };
+                if mechanism != SCRAM_SHA_256 {
                     let error = ApiError::new("28000", format!("only {SCRAM_SHA_256} is offered"));
                     return Err(fatal(&error));
                 }
-                let found = lookup(node, &user)?;
+                // This node's replica only, for a name that exists or not alike.
+                let found = lookup(node, &user, false)?;
                 let (verifier, real) = node.auth.verifier_for(found.as_ref(), &user);
                 let secret = ScramSecret::Verifier {
                     salt: verifier.salt.clone(),
@@ -125,11 +131,11 @@ impl Login {
                     stored_key: verifier.stored_key.to_vec(),
                     server_key: verifier.server_key.to_vec(),
                 };
-                let data = first.data.unwrap_or_default();
+                let data = data.unwrap_or_default();
                 let Ok((server_first, waiting)) =
                     ScramServerAuth::new().on_client_first_message_with_secret(&data, secret)
                 else {
-                    return Err(fatal(&node.auth.failed(Listener::Pg, Failure::Password, &user, address)));
+                    return Err(fatal(&node.auth.refused(Listener::Pg, Failure::Password, &user, address)));
                 };
                 let found = if real { found } else { None };
                 client
@@ -139,6 +145,8 @@ impl Login {
                 Ok(None)
             }
             Step::Challenged { user, found, waiting } => {
+                // pgwire takes a raw message's whole body as the response:
+                // no length to trust, nothing to panic on.
                 let proof = message.into_sasl_response()?;
                 match (waiting.on_client_final_message(&proof.data), found) {
                     (Ok(server_final), Some(found)) => {
@@ -147,23 +155,90 @@ impl Login {
                                 server_final,
                             ))))
                             .await?;
+                        node.auth.succeeded(&user, address);
                         Ok(Some(found))
                     }
-                    _ => Err(fatal(&node.auth.failed(Listener::Pg, Failure::Password, &user, address))),
+                    _ => Err(fatal(&node.auth.refused(Listener::Pg, Failure::Password, &user, address))),
                 }
             }
         }
     }
 }
 
-fn lookup(node: &Node, user: &str) -> PgWireResult<Option<User>> {
+/// The mechanism and data of a SASLInitialResponse message: a
+/// NUL-terminated mechanism name, then the data's length (-1 for none) and
+/// that many bytes, ending the message. `None` if the body is not that
+/// (pgwire's own decoder panics on a short body or a bad length).
+fn initial_response(message: PasswordMessageFamily) -> Option<(String, Option<Bytes>)> {
+    let body = match message {
+        PasswordMessageFamily::Raw(body) => body.freeze(),
+        other => {
+            let decoded = other.into_sasl_initial_response().ok()?;
+            return Some((decoded.auth_method, decoded.data));
+        }
+    };
+    parse_initial_response(&body)
+}
+
+fn parse_initial_response(body: &Bytes) -> Option<(String, Option<Bytes>)> {
+    let end = body.iter().position(|byte| *byte == 0)?;
+    let mechanism = std::str::from_utf8(&body[..end]).ok()?.to_string();
+    let rest = body.slice(end + 1..);
+    let length = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let data = rest.slice(4..);
+    match length {
+        -1 if data.is_empty() => Some((mechanism, None)),
+        0.. if usize::try_from(length).ok()? == data.len() => Some((mechanism, Some(data))),
+        _ => None,
+    }
+}
+
+/// A user as this node's replica of the catalog has it; if it is not there
+/// and `leader`, as the catalog's leader has it (a certificate login; a
+/// password login never asks the leader: `Database::user_local`).
+fn lookup(node: &Node, user: &str, leader: bool) -> PgWireResult<Option<User>> {
     if user.is_empty() || user.len() > geodb_sql::access::USER_NAME_BYTES_MAX {
         return Ok(None);
     }
-    crate::exec::blocking(|| node.db.user(user)).map_err(|error| fatal(&ApiError::from(error)))
+    crate::exec::blocking(|| if leader { node.db.user(user) } else { node.db.user_local(user) })
+        .map_err(|error| fatal(&ApiError::from(error)))
 }
 
 /// A login failure as PostgreSQL sends it: FATAL, and the connection ends.
 pub(super) fn fatal(error: &ApiError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_string(), error.code.clone(), error.message.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&[u8]]) -> Bytes {
+        Bytes::from(parts.concat())
+    }
+
+    #[test]
+    fn initial_responses_parse_and_malformed_ones_do_not() {
+        let good = body(&[b"SCRAM-SHA-256\0", &3i32.to_be_bytes(), b"abc"]);
+        assert_eq!(parse_initial_response(&good), Some(("SCRAM-SHA-256".into(), Some(Bytes::from_static(b"abc")))));
+        let none = body(&[b"SCRAM-SHA-256\0", &(-1i32).to_be_bytes()]);
+        assert_eq!(parse_initial_response(&none), Some(("SCRAM-SHA-256".into(), None)));
+        for bad in [
+            body(&[]),
+            body(&[b"SCRAM-SHA-256"]),
+            body(&[b"SCRAM-SHA-256\0"]),
+            body(&[b"SCRAM-SHA-256\0", &[0, 0]]),
+            body(&[b"SCRAM-SHA-256\0", &4i32.to_be_bytes(), b"abc"]),
+            body(&[b"SCRAM-SHA-256\0", &2i32.to_be_bytes(), b"abc"]),
+            body(&[b"SCRAM-SHA-256\0", &(-2i32).to_be_bytes(), b"abc"]),
+            body(&[b"SCRAM-SHA-256\0", &(-1i32).to_be_bytes(), b"abc"]),
+            body(&[b"SCRAM-SHA-256\0", &i32::MAX.to_be_bytes()]),
+            body(&[b"\xff\0", &0i32.to_be_bytes()]),
+        ] {
+            assert_eq!(parse_initial_response(&bad), None, "{bad:?}");
+        }
+        // A raw message as pgwire hands it over.
+        let raw = PasswordMessageFamily::Raw(axum::body::Bytes::from_static(b"SCRAM").into_iter().collect());
+        assert_eq!(initial_response(raw), None);
+    }
 }

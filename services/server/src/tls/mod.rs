@@ -59,7 +59,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use crate::telemetry::names;
 
 pub use files::{CertsDir, check_user};
-pub use issue::{CA_LIFETIME_DAYS, LEAF_LIFETIME_DAYS, create_ca, create_client, create_node};
+pub use issue::{CA_LIFETIME_DAYS, LEAF_LIFETIME_DAYS, client_cluster_unit, create_ca, create_client, create_node};
 pub use listener::TlsListener;
 
 /// Longest TLS handshake a listener waits for: a client that connects and
@@ -285,6 +285,11 @@ impl Tls {
     /// The same, for an HTTP client (the gateway's forwarding client).
     pub fn client_config(&self) -> ClientConfig {
         self.connector.as_ref().clone()
+    }
+
+    /// The id of this node's cluster (1 for a single node).
+    pub fn cluster(&self) -> u64 {
+        self.cluster
     }
 
     /// The name to dial peer `node` by: its identity.
