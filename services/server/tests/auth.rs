@@ -696,3 +696,66 @@ async fn a_secure_cluster_shares_users_and_forwards_sessions_as_their_user() {
     assert_eq!(forged.status().as_u16(), 401);
     assert_eq!(rows(one, "SELECT v FROM t").await, json!([["one"]]));
 }
+
+/// Logs in as `user` over TLS with a raw client, answers the node's
+/// SCRAM request with a password message of body `body`, and returns the
+/// SQLSTATE of the error the node answers.
+async fn raw_password_message(server: &Server, certs: &Path, user: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = server.pg_url.clone().expect("a postgresql:// URL");
+    let address = url.trim_start_matches("postgresql://").split(['/', '?']).next().unwrap().to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap(); // SSLRequest
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(certs.join("ca.crt")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(address.rsplit_once(':').unwrap().0.to_string()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let mut startup = 196_608i32.to_be_bytes().to_vec();
+    startup.extend(format!("user\0{user}\0database\0geodb\0\0").as_bytes());
+    let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    message.extend(startup);
+    tls.write_all(&message).await.unwrap();
+    // A message: type, length, body.
+    async fn read(tls: &mut (impl AsyncReadExt + Unpin)) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        tls.read_exact(&mut head).await.unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(head[1..].try_into().unwrap()) as usize - 4];
+        tls.read_exact(&mut body).await.unwrap();
+        (head[0], body)
+    }
+    let (kind, asked) = read(&mut tls).await;
+    assert_eq!((kind, &asked[..4]), (b'R', &10i32.to_be_bytes()[..]), "not asked for SASL: {asked:?}");
+    let mut message = vec![b'p'];
+    message.extend(((body.len() + 4) as i32).to_be_bytes());
+    message.extend(body);
+    tls.write_all(&message).await.unwrap();
+    let (kind, error) = read(&mut tls).await;
+    assert_eq!(kind, b'E', "{error:?}");
+    // Fields: a type byte, then a NUL-terminated value; 'C' is the code.
+    let fields: Vec<&[u8]> = error.split(|byte| *byte == 0).collect();
+    let code = fields.iter().find(|field| field.first() == Some(&b'C')).expect("a code");
+    String::from_utf8(code[1..].to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_scram_message_is_a_protocol_violation_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, server) = secure_node(dir.path(), "");
+    server.sql("CREATE USER alice PASSWORD 'pw'", json!([])).await;
+    let mut length_past_the_end = b"SCRAM-SHA-256\0".to_vec();
+    length_past_the_end.extend(1000i32.to_be_bytes());
+    length_past_the_end.extend(b"n,,n=,r=abc");
+    for body in [&b"SCRAM-SHA-256\0"[..], &b"SCRAM-SHA-256\0\0\0"[..], &length_past_the_end, &b"no terminator"[..]] {
+        assert_eq!(raw_password_message(&server, &certs, "alice", body).await, "08P01", "{body:?}");
+    }
+    assert_eq!(metric(&server, "geodb_auth_failures_total", &["listener=\"pg\"", "reason=\"malformed\""]).await, 4.0);
+    // The node serves on, alice included.
+    let pg = pg_connect(&pg_url(&server, "alice", Some("pw")), pg_tls(&certs, None)).await.expect("alice");
+    assert_eq!(first_value(&pg, "SELECT 1 + 1").await, "2");
+}
