@@ -65,7 +65,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Trust this CA (PEM, the `ca.crt` of `geodb cert`) for `https://`
-    /// gateways: nodes started with certificates.
+    /// gateways: nodes started with certificates (logged in as `root` with
+    /// `client.root.crt` beside it, if there).
     #[arg(long)]
     pub(crate) ca_cert: Option<PathBuf>,
 }

@@ -28,13 +28,17 @@ pub struct Args {
     #[arg(long, default_value = "serializable")]
     isolation: String,
     /// Trust this CA (PEM, the `ca.crt` of `geodb cert`) for an `https://`
-    /// URL: a node started with certificates.
+    /// URL: a node started with certificates; log in there as `root` with
+    /// `client.root.crt` and `.key` from the same directory.
     #[arg(long)]
     ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The benchmarks' HTTP client, trusting `ca_cert` (a PEM file) beside
-/// the system's roots when given.
+/// the system's roots when given, and then logging in as `root` (a secure
+/// node authenticates every client: `docs/security.md`) with
+/// `client.root.crt` and `client.root.key` from the CA's directory
+/// (`geodb cert create-client --user root`).
 pub(crate) fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder();
     if let Some(path) = ca_cert {
@@ -43,6 +47,14 @@ pub(crate) fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Clien
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", path.display()))?
         {
             builder = builder.add_root_certificate(certificate);
+        }
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let (crt, key) = (dir.join("client.root.crt"), dir.join("client.root.key"));
+        if crt.exists() && key.exists() {
+            let mut identity = std::fs::read(&crt).map_err(|e| format!("{}: {e}", crt.display()))?;
+            identity.extend(std::fs::read(&key).map_err(|e| format!("{}: {e}", key.display()))?);
+            builder = builder
+                .identity(reqwest::Identity::from_pem(&identity).map_err(|e| format!("{}: {e}", crt.display()))?);
         }
     }
     builder.build().map_err(|e| e.to_string())

@@ -762,7 +762,7 @@ fn again<T>(mut work: impl FnMut() -> Result<T, ApiError>) -> Result<T, ApiError
 /// Answers the rows the statements inserted, updated or deleted.
 fn retrying(node: &Node, statements: &[Statement], unknown: Option<&[Statement]>) -> Result<u64, ApiError> {
     let mut running = statements;
-    again(|| match run_transaction(node, Isolation::Serializable, running) {
+    again(|| match run_transaction(node, Isolation::Serializable, running, None) {
         Ok((results, _)) => Ok(results.iter().map(|result| result.rows_affected).sum()),
         Err(error) if error.code == "08007" => match unknown {
             Some(unknown) => {

@@ -39,6 +39,14 @@ pub struct Config {
     /// mutual TLS between nodes); unset, plaintext everywhere.
     /// `geodb start --certs-dir` overrides it.
     pub certs_dir: Option<PathBuf>,
+    /// Run without certificates, and so without TLS or authentication:
+    /// `geodb start` refuses to start without `certs_dir` unless this (or
+    /// `--insecure`) says so. Never with `certs_dir`.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Logins on a secure node.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The clock bound ε, in milliseconds.
     #[serde(default = "default_max_clock_offset_ms")]
     pub max_clock_offset_ms: u64,
@@ -56,6 +64,27 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     #[serde(default)]
     pub gc: GcConfig,
+}
+
+/// Logins (`docs/security.md`, "Failed logins").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Failed logins a user name, or a client address, may have in a row
+    /// before its logins are refused (`53300`, HTTP 429) until one comes
+    /// back.
+    pub login_failures_burst: u32,
+    /// How long it takes for one failed login to come back.
+    pub login_failure_refill_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        // Ten wrong passwords at once (a person mistyping, a client with a
+        // stale secret), then one every 6 s: 10 guesses a minute per user
+        // and per address.
+        AuthConfig { login_failures_burst: 10, login_failure_refill_ms: 6_000 }
+    }
 }
 
 /// The shortest history garbage collection may keep, in clock bounds ε.
@@ -554,6 +583,8 @@ impl Default for Config {
             pg: None,
             data_dir: None,
             certs_dir: None,
+            insecure: false,
+            auth: AuthConfig::default(),
             max_clock_offset_ms: default_max_clock_offset_ms(),
             limits: Limits::default(),
             otlp_endpoint: None,
@@ -591,6 +622,12 @@ impl Config {
                 "gc.ttl_ms ({}) must be at least {GC_TTL_MIN_CLOCK_BOUNDS} × max_clock_offset_ms ({ttl_min})",
                 self.gc.ttl_ms
             ));
+        }
+        if self.insecure && self.certs_dir.is_some() {
+            return Err("insecure and certs_dir contradict each other: give one or the other".into());
+        }
+        if self.auth.login_failures_burst == 0 || self.auth.login_failure_refill_ms == 0 {
+            return Err("auth.login_failures_burst and auth.login_failure_refill_ms must be positive".into());
         }
         if limits.request_bytes_max < 1024 {
             return Err("limits.request_bytes_max must be at least 1024".into());

@@ -119,8 +119,14 @@ impl Statement {
     }
 }
 
-/// Runs one statement inside `txn`, timing it.
-pub fn run_statement(node: &Node, txn: &mut Transaction, statement: &Statement) -> Result<StatementResult, ApiError> {
+/// Runs one statement inside `txn` as `user` (`None`: unchecked, a node
+/// without authentication or the node's own work), timing it.
+pub fn run_statement(
+    node: &Node,
+    txn: &mut Transaction,
+    statement: &Statement,
+    user: Option<&str>,
+) -> Result<StatementResult, ApiError> {
     let started = Instant::now();
     let span = crate::telemetry::span(|| {
         tracing::info_span!(
@@ -134,7 +140,7 @@ pub fn run_statement(node: &Node, txn: &mut Transaction, statement: &Statement) 
     txn.begin_statement();
     let timeout_ms = node.config.limits.statement_timeout_ms;
     txn.set_statement_timeout((timeout_ms > 0).then(|| timeout_ms.saturating_mul(1_000_000)));
-    let outcome = node.db.execute(txn, &statement.sql, &statement.params);
+    let outcome = node.db.execute_as(txn, &statement.sql, &statement.params, user);
     let kind = outcome.as_ref().map_or("error", |result| result.kind.name());
     span.record("db.operation", kind);
     metrics::histogram!(names::STATEMENT_SECONDS, "isolation" => txn.isolation().label(), "kind" => kind)
@@ -148,8 +154,9 @@ pub fn run_transaction(
     node: &Node,
     isolation: Isolation,
     statements: &[Statement],
+    user: Option<&str>,
 ) -> Result<(Vec<StatementResult>, Commit), ApiError> {
-    run_cancellable_transaction(node, isolation, statements, None)
+    run_cancellable_transaction(node, isolation, statements, None, user)
 }
 
 /// [`run_transaction`], whose statements stop at their next read once
@@ -160,6 +167,7 @@ pub fn run_cancellable_transaction(
     isolation: Isolation,
     statements: &[Statement],
     cancel: Option<Arc<AtomicBool>>,
+    user: Option<&str>,
 ) -> Result<(Vec<StatementResult>, Commit), ApiError> {
     for statement in statements {
         // A malformed control statement is a syntax error first.
@@ -177,7 +185,7 @@ pub fn run_cancellable_transaction(
     txn.set_statement_cancel(cancel);
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
-        match run_statement(node, &mut txn, statement) {
+        match run_statement(node, &mut txn, statement, user) {
             Ok(result) => results.push(result),
             Err(error) => {
                 txn.rollback();

@@ -7,6 +7,7 @@
 //! ([`telemetry`]), over TLS when given certificates ([`tls`]). [`serve`]
 //! ties them together for `geodb dev` and `geodb start`.
 
+pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod config;
@@ -101,7 +102,11 @@ async fn serve_http<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    for<'a> http::auth::Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
+    // Each request learns its connection's address and client certificate
+    // (`http::auth`).
+    let app = app.into_make_service_with_connect_info::<http::auth::Peer>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| format!("server error: {e}"))
 }
 

@@ -105,10 +105,17 @@ enum Command {
     Start {
         #[arg(long)]
         config: PathBuf,
-        /// Speak TLS on every port with the certificates in this directory
-        /// (`geodb cert`; overrides the config's certs_dir).
+        /// Speak TLS on every port with the certificates in this directory,
+        /// and authenticate every client (`geodb cert`; overrides the
+        /// config's certs_dir and insecure).
         #[arg(long)]
         certs_dir: Option<PathBuf>,
+        /// Run without certificates: no TLS and no authentication, so
+        /// anyone who reaches the node's ports can read and change all
+        /// data (as `insecure = true` in the config). Without it, a node
+        /// without certificates refuses to start.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Make the certificates of a cluster (PEM files; docs/security.md).
     Cert {
@@ -154,6 +161,10 @@ enum CertCommand {
         certs_dir: PathBuf,
         #[arg(long)]
         user: String,
+        /// The id of the cluster it logs in to (`cluster.id` of the config):
+        /// a node of another cluster refuses it.
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
         /// Replace files that exist.
         #[arg(long)]
         overwrite: bool,
@@ -240,10 +251,20 @@ fn run(cli: Cli) -> Result<(), String> {
             outcome
         }
         Command::Cert { command } => cert(command),
-        Command::Start { config, certs_dir } => {
+        Command::Start { config, certs_dir, insecure } => {
             let mut config = Config::load(&config)?;
+            if insecure && certs_dir.is_some() {
+                return Err("--insecure and --certs-dir contradict each other: give one or the other".into());
+            }
+            // The command line wins over the file: --certs-dir makes a node
+            // whose file says insecure = true secure.
+            if certs_dir.is_some() {
+                config.insecure = false;
+            }
             config.certs_dir = certs_dir.or(config.certs_dir);
+            config.insecure |= insecure;
             telemetry::set_log_format(cli.log_format.unwrap_or(config.log_format));
+            check_mode(&config)?;
             if config.data_dir.is_none() {
                 return Err("the config must set data_dir".into());
             }
@@ -253,6 +274,23 @@ fn run(cli: Cli) -> Result<(), String> {
                 runtime.block_on(run_single(config, false))
             }
         }
+    }
+}
+
+/// `geodb start` is secure unless told otherwise: with certificates (TLS
+/// and authentication), or, said in so many words, insecure (neither),
+/// which the node then says loudly in its log (`Node::open`).
+fn check_mode(config: &Config) -> Result<(), String> {
+    match (&config.certs_dir, config.insecure) {
+        (Some(_), true) => Err("--insecure (or insecure = true) and a certificates directory contradict each other: \
+                                give --certs-dir for a secure node, or --insecure for one without TLS and authentication"
+            .into()),
+        (None, false) => Err("refusing to start without certificates: give --certs-dir DIR (or certs_dir in the \
+                              config; make them with `geodb cert`, docs/security.md) for TLS and authentication, or \
+                              --insecure (or insecure = true) to run with neither, where anyone who reaches the \
+                              node's ports can read and change all data"
+            .into()),
+        (Some(_), false) | (None, true) => Ok(()),
     }
 }
 
@@ -270,9 +308,9 @@ fn cert(command: CertCommand) -> Result<(), String> {
             tls::create_node(&dir, node_id, cluster_id, &hosts, overwrite)?;
             [dir.node_cert(node_id), dir.node_key(node_id)]
         }
-        CertCommand::CreateClient { certs_dir, user, overwrite } => {
+        CertCommand::CreateClient { certs_dir, user, cluster_id, overwrite } => {
             let dir = CertsDir::new(certs_dir);
-            tls::create_client(&dir, &user, overwrite)?;
+            tls::create_client(&dir, &user, cluster_id, overwrite)?;
             [dir.client_cert(&user), dir.client_key(&user)]
         }
     };
@@ -326,7 +364,19 @@ async fn run_single(config: Config, is_temporary: bool) -> Result<(), String> {
         node.config.region,
         data_dir.display()
     );
-    let cacert = node.tls.as_ref().map_or_else(String::new, |tls| format!("--cacert {} ", tls.ca_cert().display()));
+    // A secure node wants a login: root's client certificate (where it is,
+    // if beside the CA's certificate), or a user's password.
+    let cacert = node.tls.as_ref().map_or_else(String::new, |tls| {
+        let ca = tls.ca_cert();
+        let dir = ca.parent().unwrap_or(std::path::Path::new("."));
+        let (crt, key) = (dir.join("client.root.crt"), dir.join("client.root.key"));
+        let (crt, key) = if crt.exists() && key.exists() {
+            (crt.display().to_string(), key.display().to_string())
+        } else {
+            ("client.root.crt".to_string(), "client.root.key".to_string())
+        };
+        format!("--cacert {} --cert {crt} --key {key} ", ca.display())
+    });
     println!("Try: curl -s {cacert}{scheme}://{address}/v1/sql -d '{{\"sql\": \"SELECT 1 + 1\"}}'");
     let served = geodb_server::serve(node, listener, pg_listener, geodb_server::shutdown_signal()).await;
     telemetry::shut_down_tracing(tracer).await;

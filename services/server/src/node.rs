@@ -109,6 +109,8 @@ pub struct Node {
     pub rehomes: crate::rehomer::Jobs,
     /// The node's certificates, if it speaks TLS (`certs_dir`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Who clients are: required exactly when the node has certificates.
+    pub auth: crate::auth::Auth,
     ready: AtomicBool,
 }
 
@@ -152,7 +154,24 @@ impl Node {
         }?;
         // Nobody holds the node yet; `with_engine` (which tests call too)
         // leaves TLS off.
-        Ok(Arc::new(Node { tls, ..Arc::into_inner(node).expect("a node just assembled is not shared") }))
+        // A node with certificates is secure: every client authenticates.
+        let node = Arc::into_inner(node).expect("a node just assembled is not shared");
+        let auth = crate::auth::Auth::new(tls.is_some(), &node.config.auth);
+        // Said loudly, in the log (which may be JSON lines: never a bare
+        // line on stderr).
+        if node.config.insecure {
+            tracing::warn!(
+                "INSECURE MODE (--insecure): no TLS and no authentication; anyone who reaches this node's ports \
+                 can read and change all data and call /v1/admin. Give --certs-dir instead (docs/security.md)"
+            );
+        } else if tls.is_none() && !node.config.http.ip().is_loopback() {
+            tracing::warn!(
+                http = %node.config.http,
+                "geodb dev has no TLS and no authentication, and listens beyond this machine: anyone who reaches \
+                 its ports can read and change all data. Use geodb start --certs-dir for anything but development"
+            );
+        }
+        Ok(Arc::new(Node { tls, auth, ..node }))
     }
 
     /// A single node over an already open engine.
@@ -176,6 +195,7 @@ impl Node {
         let sessions =
             Sessions::new(config.node_id, limits.sessions_max, Duration::from_millis(limits.session_idle_timeout_ms));
         let inflight = Arc::new(Semaphore::new(limits.requests_inflight_max));
+        let config_auth = config.auth.clone();
         Ok(Arc::new(Node {
             config,
             txns,
@@ -187,6 +207,7 @@ impl Node {
             cluster,
             rehomes: crate::rehomer::Jobs::default(),
             tls: None,
+            auth: crate::auth::Auth::new(false, &config_auth),
             ready: AtomicBool::new(true),
         }))
     }

@@ -23,8 +23,10 @@
 //! connection, naming the key it was told at startup (`pg/cancel.rs`):
 //! the statement answers `57014` at its next read.
 //!
-//! Any user and database name connect (authentication is the next step of
-//! `docs/security.md`). A node with certificates answers `SSLRequest` and
+//! A node without certificates lets any user and database name connect.
+//! A node with certificates authenticates every connection (`pg/login.rs`:
+//! SCRAM-SHA-256 or a client certificate) and runs its statements as that
+//! user; it answers `SSLRequest` and
 //! upgrades the connection to TLS (or takes TLS at once: PostgreSQL 17's
 //! direct negotiation), and refuses a client that does not ask for it with
 //! FATAL `28000`; cancel requests, which carry only a random key, are
@@ -36,6 +38,7 @@
 mod cancel;
 mod catalog;
 mod extended;
+mod login;
 mod negotiate;
 mod values;
 
@@ -130,7 +133,15 @@ impl Connection {
         let cancel = session.cancel.clone();
         let session = Arc::new(tokio::sync::Mutex::new(session));
         let parser = Arc::new(StatementParser { node: node.clone(), session: session.clone() });
-        let handler = Handler { node, session, parser, cancel, cancels: cancels.clone(), cancel_key: OnceLock::new() };
+        let handler = Handler {
+            node,
+            session,
+            parser,
+            cancel,
+            cancels: cancels.clone(),
+            cancel_key: OnceLock::new(),
+            login: login::Login::default(),
+        };
         Connection { handler: Arc::new(handler), cancels }
     }
 }
@@ -166,6 +177,8 @@ struct Handler {
     /// The key drawn at startup (`BackendKeyData`); dropped, and so
     /// forgotten, with the connection.
     cancel_key: OnceLock<Registration>,
+    /// The connection's login, on a secure node.
+    login: login::Login,
 }
 
 impl Handler {
@@ -182,17 +195,27 @@ impl Handler {
 
 #[async_trait]
 impl StartupHandler for Handler {
-    /// No authentication yet (`docs/security.md`), as pgwire's
-    /// `NoopStartupHandler`, but a node with certificates first refuses a
-    /// client that did not ask for TLS: FATAL `28000`, before anything else
-    /// is said.
+    /// A node with certificates first refuses a client that did not ask
+    /// for TLS (FATAL `28000`, before anything else is said), then logs the
+    /// client in (`pg/login.rs`) and runs the session as its user. A node
+    /// without lets anyone in, as pgwire's `NoopStartupHandler`.
     async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = &message else { return Ok(()) };
+        let startup = match message {
+            PgWireFrontendMessage::Startup(startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                if let Some(user) = self.login.step(&self.node, client, password).await? {
+                    return self.logged_in(client, user).await;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let startup = &startup;
         if self.node.tls.is_some() && !client.is_secure() {
             tracing::warn!(peer = %client.socket_addr(), "refused a PostgreSQL client that did not ask for TLS");
             crate::tls::count_refused(crate::tls::Listener::Pg, crate::tls::Refusal::Plaintext);
@@ -208,6 +231,25 @@ impl StartupHandler for Handler {
         // The handler draws its connection's cancel key itself, to register it.
         let (pid, secret) = self.generate(client);
         client.set_pid_and_secret_key(pid, secret);
+        if !self.node.auth.required {
+            return finish_authentication(client, &DefaultServerParameterProvider::default()).await;
+        }
+        match self.login.begin(&self.node, client).await? {
+            login::Begun::As(user) => self.logged_in(client, user).await,
+            login::Begun::Asked => Ok(()),
+        }
+    }
+}
+
+impl Handler {
+    /// Ends a successful login: the session runs as `user` from now on.
+    async fn logged_in<C>(&self, client: &mut C, user: geodb_sql::access::User) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.lock().await.user = Some(std::sync::Arc::from(user.name.as_str()));
         finish_authentication(client, &DefaultServerParameterProvider::default()).await
     }
 }
@@ -348,14 +390,20 @@ fn result_response(sql: &str, result: StatementResult) -> Response {
         K::Insert => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(result.rows_affected as usize)),
         K::Update => Response::Execution(Tag::new("UPDATE").with_rows(result.rows_affected as usize)),
         K::Delete => Response::Execution(Tag::new("DELETE").with_rows(result.rows_affected as usize)),
-        // PostgreSQL's tag for DDL is the statement's leading words
-        // (`CREATE TABLE`, `DROP INDEX`).
-        K::Ddl => {
-            let words: Vec<String> =
-                sql.split_whitespace().map(str::to_ascii_uppercase).filter(|word| word != "UNIQUE").take(2).collect();
-            Response::Execution(Tag::new(&words.join(" ")))
-        }
+        K::Ddl => Response::Execution(Tag::new(&ddl_tag(sql))),
     }
+}
+
+/// PostgreSQL's tag for DDL: the statement's leading words (`CREATE
+/// TABLE`, `DROP INDEX`); for users and grants, PostgreSQL's own (`CREATE
+/// ROLE` for `CREATE USER`, `GRANT`).
+fn ddl_tag(sql: &str) -> String {
+    if let Some(Ok(statement)) = geodb_sql::access::parse_user_statement(sql) {
+        return statement.tag().to_string();
+    }
+    let words: Vec<String> =
+        sql.split_whitespace().map(str::to_ascii_uppercase).filter(|word| word != "UNIQUE").take(2).collect();
+    words.join(" ")
 }
 
 /// Rows in text format; a column's type is the one its values share
@@ -498,6 +546,22 @@ fn split_statements(query: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_statements_answer_postgresql_tags() {
+        for (sql, tag) in [
+            ("CREATE USER bob PASSWORD 'b'", "CREATE ROLE"),
+            ("ALTER USER bob PASSWORD 'b'", "ALTER ROLE"),
+            ("DROP USER bob", "DROP ROLE"),
+            ("GRANT SELECT ON t TO bob", "GRANT"),
+            ("GRANT admin TO bob", "GRANT"),
+            ("REVOKE ALL PRIVILEGES ON t FROM bob", "REVOKE"),
+            ("create unique index i on t (v)", "CREATE INDEX"),
+            ("CREATE TABLE t (k INT PRIMARY KEY)", "CREATE TABLE"),
+        ] {
+            assert_eq!(ddl_tag(sql), tag, "{sql}");
+        }
+    }
 
     #[test]
     fn statements_split_at_semicolons_outside_quotes_and_comments() {

@@ -44,12 +44,16 @@ pub struct Session {
     /// from another connection: hence shared, and read without the
     /// session's lock). Cleared as each statement starts.
     pub cancel: Arc<AtomicBool>,
+    /// The user the session runs as, who alone may use it (`None`: a node
+    /// without authentication).
+    pub user: Option<Arc<str>>,
 }
 
 impl Session {
     /// A session outside the HTTP registry (a PostgreSQL connection's).
     pub fn new(default_isolation: Isolation) -> Self {
         Session {
+            user: None,
             default_isolation,
             txn: None,
             failed: false,
@@ -122,7 +126,10 @@ async fn run_statement(node: &Arc<Node>, session: &mut Session, statement: State
         let mut retries = 0;
         loop {
             let cancel = Some(session.cancel.clone());
-            let attempt = exec::blocking(|| exec::run_cancellable_transaction(node, isolation, &statements, cancel));
+            let user = session.user.clone();
+            let attempt = exec::blocking(|| {
+                exec::run_cancellable_transaction(node, isolation, &statements, cancel, user.as_deref())
+            });
             match attempt {
                 Ok((mut results, commit)) => {
                     return Ok(Ran { result: results.pop(), control: None, commit: Some(commit) });
@@ -143,11 +150,12 @@ async fn run_statement(node: &Arc<Node>, session: &mut Session, statement: State
     if session.failed {
         return Err(in_failed_transaction());
     }
+    let user = session.user.clone();
     exec::blocking(|| {
         let txn = session.txn.as_mut().expect("checked above: a transaction is open");
         txn.set_statement_cancel(Some(session.cancel.clone()));
         session.txn_used = true;
-        match exec::run_statement(node, txn, &statement) {
+        match exec::run_statement(node, txn, &statement, user.as_deref()) {
             Ok(result) => Ok(Ran { result: Some(result), control: None, commit: None }),
             Err(error) => {
                 session.failed = true;
@@ -247,14 +255,15 @@ impl Sessions {
     }
 
     /// Opens a session; `None` if the node is at its session bound.
-    pub fn open(&self, isolation: Isolation) -> Option<String> {
+    pub fn open(&self, isolation: Isolation, user: Option<Arc<str>>) -> Option<String> {
         let mut map = self.map();
         if map.len() >= self.max {
             return None;
         }
         // 128 random bits: session ids are capabilities, not guessable.
         let id = format!("{}-{:032x}", self.node_id, rand::rng().random::<u128>());
-        map.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Session::new(isolation))));
+        let session = Session { user, ..Session::new(isolation) };
+        map.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
         Some(id)
     }
 
@@ -305,9 +314,9 @@ mod tests {
     #[test]
     fn sessions_are_bounded_and_idle_ones_are_reaped() {
         let sessions = Sessions::new(1, 2, Duration::from_secs(60));
-        let a = sessions.open(Isolation::Serializable).unwrap();
-        let _b = sessions.open(Isolation::Snapshot).unwrap();
-        assert!(sessions.open(Isolation::Serializable).is_none(), "bound reached");
+        let a = sessions.open(Isolation::Serializable, None).unwrap();
+        let _b = sessions.open(Isolation::Snapshot, None).unwrap();
+        assert!(sessions.open(Isolation::Serializable, None).is_none(), "bound reached");
         assert_eq!(sessions.reap(Instant::now()), 0);
         // Reaping is driven by the instant passed in, not by waiting.
         assert_eq!(sessions.reap(Instant::now() + Duration::from_secs(61)), 2);

@@ -143,6 +143,9 @@ pub mod names {
     /// TLS connections refused, by listener (peer, http, pg) and reason
     /// (handshake, identity, plaintext): `docs/security.md`.
     pub const TLS_CONNECTIONS_REFUSED: &str = "geodb_tls_connections_refused_total";
+    /// Failed logins, by `listener` (`http`, `pg`) and `reason` (`missing`,
+    /// `malformed`, `password`, `certificate`, `rate_limited`).
+    pub const AUTH_FAILURES: &str = "geodb_auth_failures_total";
     /// Certificate reloads (SIGHUP), by outcome (ok, failed).
     pub const TLS_RELOADS: &str = "geodb_tls_reloads_total";
 
@@ -347,6 +350,11 @@ pub mod names {
             "TLS connections refused, by listener (peer, http, pg) and reason (handshake: no valid certificate or not TLS; identity: a certificate for another node or cluster; plaintext: a PostgreSQL client that did not ask for TLS).",
         ),
         (TLS_RELOADS, Kind::Counter, "Certificate reloads (on SIGHUP), by outcome (ok, failed)."),
+        (
+            AUTH_FAILURES,
+            Kind::Counter,
+            "Failed logins, by listener (http, pg) and reason (missing, malformed, password, certificate, rate_limited).",
+        ),
     ];
 }
 

@@ -121,7 +121,7 @@ impl Cluster {
 
     fn spawn(&self, id: u64) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
-        command.args(["start", "--config"]).arg(self.dir.join(format!("n{id}.toml")));
+        command.args(["start", "--insecure", "--config"]).arg(self.dir.join(format!("n{id}.toml")));
         Server::spawn(command, &self.dir.join(format!("n{id}")))
     }
 

@@ -86,7 +86,7 @@ async fn a_ttl_below_the_clock_bound_is_refused_at_start() {
     std::fs::write(&config, format!("http = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[gc]\nttl_ms = 50\n", data.display()))
         .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_geodb"))
-        .args(["start", "--config"])
+        .args(["start", "--insecure", "--config"])
         .arg(&config)
         .output()
         .unwrap();

@@ -616,6 +616,6 @@ fn logs_are_json_lines_on_request_and_plain_text_in_a_file() {
     )
     .unwrap();
     let mut start = Command::new(env!("CARGO_BIN_EXE_geodb"));
-    start.arg("start").arg("--config").arg(&config);
+    start.arg("start").arg("--insecure").arg("--config").arg(&config);
     json_lines(&logs_of(start, &dir.path().join("start.log")), "log_format = \"json\"");
 }

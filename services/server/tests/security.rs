@@ -36,10 +36,13 @@ fn cert(args: &[&str]) -> (bool, String) {
 }
 
 /// A CA and certificates for nodes `nodes` (cluster 1, reached at
-/// 127.0.0.1 and at the [`TlsCluster`] address [`cluster_ip`]) in `dir`.
+/// 127.0.0.1 and at the [`TlsCluster`] address [`cluster_ip`]) and for the
+/// user `root` (`client.root.crt`, which the clients here present) in `dir`.
 fn make_certs(dir: &Path, nodes: &[u64]) {
     let dir = dir.to_str().unwrap();
     let (ok, said) = cert(&["create-ca", "--certs-dir", dir]);
+    assert!(ok, "{said}");
+    let (ok, said) = cert(&["create-client", "--certs-dir", dir, "--user", "root"]);
     assert!(ok, "{said}");
     for node in nodes {
         let (ok, said) = create_node(dir, *node, &[]);
@@ -95,14 +98,24 @@ fn presenting(trusted: &Path, presented: &Path, name: &str) -> ClientConfig {
         .unwrap()
 }
 
-/// An HTTPS client that trusts the CA of `certs` and nothing else.
+/// An HTTPS client that trusts the CA of `certs` and nothing else, and
+/// logs in as `root` with its client certificate there.
 fn https_client(certs: &Path) -> reqwest::Client {
     let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+    let mut root = std::fs::read(certs.join("client.root.crt")).unwrap();
+    root.extend(std::fs::read(certs.join("client.root.key")).unwrap());
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(&root).unwrap())
         .timeout(BOUND)
         .build()
         .unwrap()
+}
+
+/// A PostgreSQL TLS client that trusts the CA of `certs` and presents
+/// `client.root.crt` (connect as user `root`).
+fn pg_root(certs: &Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new(presenting(certs, certs, "client.root"))
 }
 
 /// The first certificate of a PEM file.
@@ -208,9 +221,9 @@ async fn a_secure_node_serves_https_and_postgres_over_tls_refuses_plaintext_and_
 
     // PostgreSQL over TLS (SSLRequest), with the CA; plaintext refused with 28000.
     let pg = server.pg_url.clone().expect("a postgresql:// URL");
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(trusting(&certs));
+    let tls = pg_root(&certs);
     let (client, connection) =
-        tokio_postgres::connect(&format!("{pg}?user=whoever&sslmode=require"), tls).await.expect("TLS pgwire");
+        tokio_postgres::connect(&format!("{pg}?user=root&sslmode=require"), tls).await.expect("TLS pgwire");
     tokio::spawn(connection);
     let rows = client.query("SELECT v FROM t WHERE k = 1", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 10);
@@ -311,9 +324,9 @@ async fn cancel_requests_reach_a_secure_node_in_plaintext_and_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (certs, server) = secure_node(dir.path(), "[limits]\nrequests_inflight_max = 1\n");
     let pg = server.pg_url.clone().expect("a postgresql:// URL");
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(trusting(&certs));
+    let tls = pg_root(&certs);
     let (client, connection) =
-        tokio_postgres::connect(&format!("{pg}?user=whoever&sslmode=prefer"), tls.clone()).await.expect("TLS pgwire");
+        tokio_postgres::connect(&format!("{pg}?user=root&sslmode=prefer"), tls.clone()).await.expect("TLS pgwire");
     tokio::spawn(connection);
     // (sslmode=prefer: the session is over TLS, and the token may send its
     // cancel request without TLS, as some clients do.)

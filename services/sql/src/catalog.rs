@@ -21,6 +21,10 @@
 //! missed index entry, say), and its retry plans afresh. A transaction
 //! that changes the schema plans its later statements on its own catalog.
 //!
+//! Users and their privileges live in the catalog too (`crate::access`):
+//! loaded by the same scan, changed by [`CatalogCache::change_user`] with
+//! a new version token like DDL.
+//!
 //! Each loaded catalog gets a process-unique [`Catalog::generation`]; the
 //! statement cache keeps plans only for the generation they were made in.
 
@@ -110,6 +114,7 @@ const TABLE_FORMAT_V1: u8 = 1;
 #[derive(Debug, Default)]
 pub struct Catalog {
     tables: HashMap<String, Arc<Table>>,
+    users: HashMap<String, Arc<crate::access::User>>,
     /// The stored version token this catalog was loaded at (empty for a
     /// store that never saw DDL).
     pub token: Vec<u8>,
@@ -139,6 +144,17 @@ impl Catalog {
         self.tables.values()
     }
 
+    /// A stored user (`root` is stored only once given a password: see
+    /// [`crate::access::user`], which knows it either way).
+    pub fn get_user(&self, name: &str) -> Option<&Arc<crate::access::User>> {
+        self.users.get(name)
+    }
+
+    /// The stored users, in no order.
+    pub fn users(&self) -> impl Iterator<Item = &Arc<crate::access::User>> {
+        self.users.values()
+    }
+
     /// The table holding the index called `name`, and the index position.
     pub fn find_index(&self, name: &str) -> Option<(&Arc<Table>, usize)> {
         self.tables.values().find_map(|t| t.index_by_name(name).map(|i| (t, i)))
@@ -160,6 +176,7 @@ impl Catalog {
         debug_assert!(keys::CATALOG_VERSION_KEY > keys::CATALOG_TABLES_PREFIX);
         let end = Bound::Included(keys::CATALOG_VERSION_KEY.to_vec());
         let mut tables = HashMap::new();
+        let mut users = HashMap::new();
         let pairs = if exact {
             txn.scan(Bound::Included(start), end, false, None)?
         } else {
@@ -171,6 +188,14 @@ impl Catalog {
                 token = value;
                 continue;
             }
+            if key.starts_with(keys::CATALOG_USERS_PREFIX) {
+                let user = crate::access::decode_user(&value)?;
+                if key != keys::catalog_user_key(&user.name) {
+                    return Err(Error::Internal(format!("user \"{}\" is under the wrong key", user.name)));
+                }
+                users.insert(user.name.clone(), Arc::new(user));
+                continue;
+            }
             if !key.starts_with(keys::CATALOG_TABLES_PREFIX) {
                 continue;
             }
@@ -180,12 +205,13 @@ impl Catalog {
             }
             tables.insert(table.name.clone(), Arc::new(table));
         }
-        Ok(Catalog { tables, token, generation, owner: None })
+        Ok(Catalog { tables, users, token, generation, owner: None })
     }
 
-    fn clone_shallow(&self) -> Catalog {
+    pub(crate) fn clone_shallow(&self) -> Catalog {
         Catalog {
             tables: self.tables.clone(),
+            users: self.users.clone(),
             token: self.token.clone(),
             generation: self.generation,
             owner: self.owner,
@@ -197,14 +223,14 @@ impl Catalog {
     pub fn with_table(&self, table: Table, token: Vec<u8>, generation: u64) -> Catalog {
         let mut tables = self.tables.clone();
         tables.insert(table.name.clone(), Arc::new(table));
-        Catalog { tables, token, generation, owner: self.owner }
+        Catalog { tables, users: self.users.clone(), token, generation, owner: self.owner }
     }
 
     /// A copy of this catalog without the table `name`.
     pub fn without_table(&self, name: &str, token: Vec<u8>, generation: u64) -> Catalog {
         let mut tables = self.tables.clone();
         tables.remove(name);
-        Catalog { tables, token, generation, owner: self.owner }
+        Catalog { tables, users: self.users.clone(), token, generation, owner: self.owner }
     }
 }
 
@@ -367,5 +393,40 @@ impl CatalogCache {
         txn.put(keys::CATALOG_VERSION_KEY.to_vec(), token)?;
         self.install(Arc::new(catalog));
         Ok(())
+    }
+
+    /// Writes user `name` (or removes it when `user` is `None`) in `txn`,
+    /// with a new version token in every shard's guard, as DDL does: a
+    /// transaction planned before a `REVOKE` cannot commit after it. Caches
+    /// and returns the resulting catalog.
+    pub fn change_user(
+        &self,
+        txn: &mut Transaction,
+        base: &Catalog,
+        name: &str,
+        user: Option<crate::access::User>,
+    ) -> Result<Arc<Catalog>> {
+        let token = next_token(&base.token, txn);
+        let mut catalog = Catalog { owner: Some(txn.id()), ..base.clone_shallow() };
+        catalog.token = token.clone();
+        catalog.generation = self.next_generation();
+        let key = keys::catalog_user_key(name);
+        match user {
+            Some(user) => {
+                txn.put(key, crate::access::encode_user(&user))?;
+                catalog.users.insert(name.to_string(), Arc::new(user));
+            }
+            None => {
+                txn.delete(key)?;
+                catalog.users.remove(name);
+            }
+        }
+        for (_, guard) in txn.guard_keys() {
+            txn.put(guard, token.clone())?;
+        }
+        txn.put(keys::CATALOG_VERSION_KEY.to_vec(), token)?;
+        let catalog = Arc::new(catalog);
+        self.install(catalog.clone());
+        Ok(catalog)
     }
 }

@@ -19,6 +19,7 @@ use geodb_txn::{Isolation, Transaction, TxnManager};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use crate::access;
 use crate::cache::{CacheStats, StatementCache};
 use crate::catalog::{Catalog, CatalogCache};
 use crate::error::{Error, Result};
@@ -65,12 +66,29 @@ impl Database {
         &self.txns
     }
 
-    /// Runs one statement in `txn` with `params` (`$1` is `params[0]`).
+    /// Runs one statement in `txn` with `params` (`$1` is `params[0]`),
+    /// with no privilege checked: for the node's own work (a restore) and
+    /// for a node without authentication.
     ///
     /// Errors leave the transaction usable only for rollback: a failed
     /// statement may have buffered part of its writes (PostgreSQL, too,
     /// fails the whole transaction).
     pub fn execute(&self, txn: &mut Transaction, sql: &str, params: &[Value]) -> Result<StatementResult> {
+        self.execute_as(txn, sql, params, None)
+    }
+
+    /// [`Database::execute`] as user `user` (`None`: unchecked): the
+    /// statement is planned, then checked against the user's privileges in
+    /// the catalog the transaction sees ([`crate::access::authorize`]), and
+    /// runs only if they suffice: a refused statement (42501) read and
+    /// wrote nothing.
+    pub fn execute_as(
+        &self,
+        txn: &mut Transaction,
+        sql: &str,
+        params: &[Value],
+        user: Option<&str>,
+    ) -> Result<StatementResult> {
         if sql.len() > STATEMENT_BYTES_MAX {
             return Err(Error::ProgramLimitExceeded(format!(
                 "statement of {} bytes is longer than the limit of {STATEMENT_BYTES_MAX}",
@@ -83,7 +101,7 @@ impl Database {
         txn.begin_statement();
         let mut replans = 0;
         loop {
-            match self.execute_once(txn, sql, params) {
+            match self.execute_once(txn, sql, params, user) {
                 // Planned under a schema the snapshot does not have (this
                 // node's replica of the catalog lagged, or a DDL committed
                 // after the snapshot was taken): if the transaction has done
@@ -108,8 +126,23 @@ impl Database {
         }
     }
 
-    fn execute_once(&self, txn: &mut Transaction, sql: &str, params: &[Value]) -> Result<StatementResult> {
+    fn execute_once(
+        &self,
+        txn: &mut Transaction,
+        sql: &str,
+        params: &[Value],
+        user: Option<&str>,
+    ) -> Result<StatementResult> {
         let mut catalog = self.catalog.for_transaction(txn)?;
+        // Users and privileges: never planned or cached (the text may hold
+        // a password).
+        if let Some(statement) = access::parse_user_statement(sql) {
+            let statement = statement?;
+            if !params.is_empty() {
+                return Err(Error::ParameterCount { given: params.len(), wanted: 0 });
+            }
+            return access::execute(&self.catalog, &catalog, txn, &statement, user);
+        }
         let prepared = match self.prepare(&catalog, sql) {
             // A relation this node's replica of the catalog does not know
             // yet may have been created a moment ago through another node:
@@ -131,6 +164,21 @@ impl Database {
         } else {
             params
         };
+        if let Some(user) = user {
+            match access::authorize(&catalog, user, &prepared.plan) {
+                // A grant made a moment ago through another node may not be
+                // in this node's replica of the catalog yet: look at the
+                // catalog itself once before refusing.
+                Err(Error::InsufficientPrivilege(_)) if self.catalog.refresh(&self.txns)? => {
+                    catalog = self.catalog.for_transaction(txn)?;
+                    let prepared = self.prepare(&catalog, sql)?;
+                    access::authorize(&catalog, user, &prepared.plan)?;
+                    let params = bind_params(&prepared.params, params)?;
+                    return exec::execute(&self.catalog, &catalog, txn, &prepared.plan, &params);
+                }
+                outcome => outcome?,
+            }
+        }
         let params = bind_params(&prepared.params, params)?;
         exec::execute(&self.catalog, &catalog, txn, &prepared.plan, &params)
     }
@@ -138,6 +186,9 @@ impl Database {
     /// The kind of a statement and whether it is read-only, without
     /// running it (plans it against the current catalog, using the cache).
     pub fn describe(&self, sql: &str) -> Result<(StatementKind, bool)> {
+        if let Some(statement) = access::parse_user_statement(sql) {
+            return statement.map(|_| (StatementKind::Ddl, false));
+        }
         let catalog = self.catalog.current();
         let prepared = self.prepare(&catalog, sql)?;
         Ok((prepared.plan.kind(), prepared.plan.is_read_only()))
@@ -162,6 +213,10 @@ impl Database {
                 "statement of {} bytes is longer than the limit of {STATEMENT_BYTES_MAX}",
                 sql.len()
             )));
+        }
+        if let Some(statement) = access::parse_user_statement(sql) {
+            statement?;
+            return Ok(Description { kind: StatementKind::Ddl, params: Vec::new(), columns: Vec::new() });
         }
         let catalog = match txn {
             Some(txn) if txn.wrote(crate::keys::CATALOG_VERSION_KEY) => self.catalog.for_transaction(txn)?,
@@ -189,6 +244,9 @@ impl Database {
     /// read of its version token), not as last loaded: on a replica that
     /// learns schema changes from its shard's log.
     pub fn describe_current(&self, sql: &str) -> Result<(StatementKind, bool)> {
+        if let Some(statement) = access::parse_user_statement(sql) {
+            return statement.map(|_| (StatementKind::Ddl, false));
+        }
         let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
         let catalog = self.catalog.for_transaction(&mut txn);
         txn.rollback();
@@ -201,6 +259,39 @@ impl Database {
     /// by one strict-serializable transaction (`crate::rehome`).
     pub fn rehome(&self, key: &Value, region: u32) -> Result<geodb_txn::Rehomed> {
         crate::rehome::rehome(&self.txns, &self.catalog, key, region)
+    }
+
+    /// User `name` as the catalog stored at this node's replica has it (one
+    /// local read of the version token when nothing changed), `root`
+    /// included; if it is not there, once more from the catalog itself (a
+    /// user created a moment ago through another node).
+    pub fn user(&self, name: &str) -> Result<Option<access::User>> {
+        self.find_user(name, true)
+    }
+
+    /// User `name` as the catalog stored at this node's replica has it,
+    /// never asking the catalog's leader: for password logins, where a name
+    /// that does not exist must cost what one that does costs (no round
+    /// trip to the leader that would tell them apart, nor one a guesser
+    /// can make the node pay at will). A user created a moment ago through
+    /// another node logs in here once this node's replica has it.
+    pub fn user_local(&self, name: &str) -> Result<Option<access::User>> {
+        self.find_user(name, false)
+    }
+
+    fn find_user(&self, name: &str, refresh: bool) -> Result<Option<access::User>> {
+        for attempt in 0..2 {
+            let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
+            let catalog = self.catalog.for_transaction(&mut txn);
+            txn.rollback();
+            if let Some(user) = access::user(catalog?.as_ref(), name) {
+                return Ok(Some(user));
+            }
+            if !refresh || attempt > 0 || !self.catalog.refresh(&self.txns)? {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Statement cache hits and misses.

@@ -37,6 +37,18 @@ pub enum Error {
     /// 42710: an index name already in use.
     #[error("relation \"{0}\" already exists")]
     DuplicateIndex(String),
+    /// 42704: an unknown user.
+    #[error("role \"{0}\" does not exist")]
+    UndefinedRole(String),
+    /// 42710: a user name already in use.
+    #[error("role \"{0}\" already exists")]
+    DuplicateRole(String),
+    /// 42939: a name GeoDB keeps for itself.
+    #[error("{0}")]
+    ReservedName(String),
+    /// 42501: the user lacks a privilege the statement needs.
+    #[error("{0}")]
+    InsufficientPrivilege(String),
     /// 42P16: a table definition we cannot accept (no primary key, ...).
     #[error("invalid table definition: {0}")]
     InvalidTableDefinition(String),
@@ -117,6 +129,10 @@ impl Error {
             Error::UndefinedIndex(_) => "42704",
             Error::DuplicateIndex(_) => "42710",
             Error::InvalidTableDefinition(_) => "42P16",
+            Error::UndefinedRole(_) => "42704",
+            Error::DuplicateRole(_) => "42710",
+            Error::ReservedName(_) => "42939",
+            Error::InsufficientPrivilege(_) => "42501",
             Error::DatatypeMismatch(_) => "42804",
             Error::UndefinedFunction(_) => "42883",
             Error::Grouping(_) => "42803",

@@ -6,6 +6,7 @@
 //!   0x01 'v'                                  catalog version token                 system shard
 //!   0x01 'n'                                  next table id (u32, big-endian)
 //!   0x01 't' <table name>                     table definition (postcard)
+//!   0x01 'u' <user name>                      a user: password verifier, admin, grants
 //!   0x01 'h' <keycode(locality key)>          the home of a locality key (txn::Home)
 //!   0x02 <table id u32> <index id u32> <keycode(primary key)>      → encode_row(row)         home shard of the
 //!   0x02 <table id u32> <index id u32> <keycode(index columns)> ...                           locality key: the
@@ -70,6 +71,17 @@ pub const CATALOG_VERSION_KEY: &[u8] = &[CATALOG_SPACE, b'v'];
 pub const CATALOG_NEXT_TABLE_KEY: &[u8] = &[CATALOG_SPACE, b'n'];
 /// Prefix of table definitions.
 pub const CATALOG_TABLES_PREFIX: &[u8] = &[CATALOG_SPACE, b't'];
+/// Prefix of users (`access::User`, postcard): between the tables and the
+/// version token, so that one scan loads tables, users and token.
+pub const CATALOG_USERS_PREFIX: &[u8] = &[CATALOG_SPACE, b'u'];
+
+/// The key of user `name`.
+pub fn catalog_user_key(name: &str) -> Vec<u8> {
+    let mut key = CATALOG_USERS_PREFIX.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
 /// Prefix of the record of each dropped table (`d` + table id): rows of a
 /// dropped table stay on disk, unreachable (table ids are never reused),
 /// until version garbage collection purges the table's key prefix.

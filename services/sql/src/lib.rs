@@ -28,6 +28,7 @@
 //! only calls its transaction. It depends on `geodb-txn` and
 //! `geodb-storage`, never on the server or the network.
 
+pub mod access;
 pub mod backup;
 pub mod cache;
 pub mod catalog;
@@ -38,6 +39,7 @@ pub mod exec;
 pub mod json;
 pub mod keys;
 pub mod limits;
+pub mod password;
 pub mod plan;
 pub mod rehome;
 pub mod routing;

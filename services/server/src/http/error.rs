@@ -23,6 +23,9 @@ pub struct ApiError {
     /// A list of statements stopped at this error: the answers of those
     /// before it (shown beside the error).
     pub results: Option<Vec<serde_json::Value>>,
+    /// `Retry-After` (seconds) for a 429 or 503, when it is not
+    /// [`RETRY_AFTER_S`].
+    pub retry_after_s: Option<u64>,
 }
 
 /// The HTTP status of a SQLSTATE: the one table (API.md, "Errors").
@@ -34,6 +37,9 @@ pub fn status_of(code: &str) -> StatusCode {
         "53100" => StatusCode::INSUFFICIENT_STORAGE,
         "54000" => StatusCode::PAYLOAD_TOO_LARGE,
         "08003" => StatusCode::NOT_FOUND,
+        "28000" | "28P01" => StatusCode::UNAUTHORIZED,
+        "42501" => StatusCode::FORBIDDEN,
+        "53300" => StatusCode::TOO_MANY_REQUESTS,
         _ if code.starts_with("XX") || code.starts_with("58") => StatusCode::INTERNAL_SERVER_ERROR,
         _ if code.starts_with("23") => StatusCode::CONFLICT,
         // Syntax, unknown objects, bad values, unsupported features,
@@ -53,7 +59,14 @@ impl ApiError {
             message: message.into(),
             retryable: matches!(code, "40001" | "53000" | "08006"),
             results: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Says to retry after `wait` (rounded up to whole seconds).
+    pub fn retry_after(self, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError { retry_after_s: Some(seconds.max(1)), ..self }
     }
 
     /// The body is not valid JSON, or not the shape the endpoint expects.
@@ -112,8 +125,13 @@ impl IntoResponse for ApiError {
             body["results"] = json!(results);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_s.unwrap_or(RETRY_AFTER_S)));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"geodb\""));
         }
         response
     }
@@ -143,6 +161,10 @@ mod tests {
             ("XX001", 500),
             ("58030", 500),
             ("53100", 507),
+            ("28000", 401),
+            ("28P01", 401),
+            ("42501", 403),
+            ("53300", 429),
         ] {
             assert_eq!(status_of(code).as_u16(), status, "{code}");
         }

@@ -45,6 +45,11 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
     }
     let path = request.uri().path().to_string();
     let method = request.method().clone();
+    // Who the client is, for the target to run the request as
+    // (`http::auth`: trusted there because this node's certificate says
+    // it comes from a node).
+    let user = request.extensions().get::<crate::auth::Identity>().map(|identity| identity.user.clone());
+    let user = user.as_deref();
     let target = if path == "/v1/admin/membership" {
         // The shard named in the body; the handler answers a body that
         // names none (or is not JSON) itself.
@@ -62,7 +67,7 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
         };
         return match cluster.route_to_leader(shard) {
             Route::Local => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-            Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes).await,
+            Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes, user).await,
             Route::Unavailable(message) => ApiError::new("08006", message).into_response(),
         };
     } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
@@ -92,12 +97,14 @@ pub async fn route(State(node): State<Arc<Node>>, request: Request, next: Next) 
     };
     match target {
         Route::Local => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes).await,
+        Route::Forward { node: to, http } => forward(&node, &cluster, to, http, method, &path, bytes, user).await,
         Route::Unavailable(message) => ApiError::new("08006", message).into_response(),
     }
 }
 
-/// Sends the request to `to` and relays its answer.
+/// Sends the request to `to`, as `user` (the client's identity on a secure
+/// node), and relays its answer.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     node: &Node,
     cluster: &Cluster,
@@ -106,6 +113,7 @@ async fn forward(
     method: Method,
     path: &str,
     body: Bytes,
+    user: Option<&str>,
 ) -> Response {
     let delay = cluster.one_way(to);
     timer::sleep_until(std::time::Instant::now() + delay).await;
@@ -114,6 +122,9 @@ async fn forward(
         .request(method, format!("{}://{http}{path}", cluster.scheme))
         .header(FORWARDED_HEADER, node.config.node_id)
         .header(header::CONTENT_TYPE, "application/json");
+    if let Some(user) = user {
+        request = request.header(super::auth::USER_HEADER, super::auth::encode_user(user));
+    }
     // The serving node continues this request's trace.
     for (name, value) in crate::telemetry::trace_headers() {
         request = request.header(name, value);

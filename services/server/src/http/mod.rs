@@ -11,6 +11,7 @@
 //!   `POST /v1/admin/membership` (one shard of a cluster),
 //!   `POST /v1/admin/backup`, `POST /v1/admin/restore`,
 //!   `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
+//! - On a secure node every `/v1` request authenticates first ([`auth`]).
 //! - In a cluster, requests that must run elsewhere are forwarded
 //!   ([`forward`]).
 //!
@@ -19,6 +20,7 @@
 //! `Retry-After` instead of queueing. Statements run through
 //! `exec::blocking`: storage calls block (reads, the group-commit sync).
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod forward;
@@ -57,6 +59,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/backup", post(ops::backup))
         .route("/v1/admin/restore", post(ops::restore))
         .layer(middleware::from_fn_with_state(node.clone(), forward::route))
+        // Who the request runs as, before it runs here or is forwarded.
+        .layer(middleware::from_fn_with_state(node.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(node.clone(), shed_load));
     Router::new()
         .merge(v1)

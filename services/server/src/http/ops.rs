@@ -128,6 +128,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             "last_commit_ts": node.shards.first().map(|shard| shard.stats().last_commit_ts.to_string()),
         }],
         "max_clock_offset_ms": config.max_clock_offset_ms,
+        "insecure": !node.auth.required,
     }))
 }
 
@@ -221,6 +222,8 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         "failed": published.failed,
         "node": node.config.node_id,
         "max_clock_offset_ms": node.config.max_clock_offset_ms,
+        // No certificates: no TLS and no authentication (`docs/security.md`).
+        "insecure": !node.auth.required,
         "global_lead_ms": cluster.config.global_lead_ms(node.config.max_clock_offset_ms).ok(),
         // This node's clock against its peers' (see docs/operations.md,
         // "Clocks"): while `within_bound` is false it refuses snapshot and

@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use geodb_sql::Control;
 use serde::Deserialize;
 use serde_json::json;
@@ -27,6 +27,7 @@ use serde_json::json;
 use super::ApiError;
 use super::body::read_object;
 use super::sql::parse_isolation;
+use crate::auth::Identity;
 use crate::exec::{self, SqlRequest, Statement};
 use crate::node::Node;
 use crate::telemetry::names;
@@ -38,16 +39,24 @@ struct OpenRequest {
 
 pub async fn open(
     State(node): State<Arc<Node>>,
+    identity: Option<Extension<Identity>>,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let request: Option<OpenRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
     let isolation = parse_isolation(request.unwrap_or_default().isolation.as_deref())?;
-    let id = node.sessions.open(isolation).ok_or_else(|| ApiError::overloaded("too many open sessions"))?;
+    let user = node.auth.identity(identity.as_deref())?.map(|identity| identity.user.clone());
+    let id = node.sessions.open(isolation, user).ok_or_else(|| ApiError::overloaded("too many open sessions"))?;
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
     Ok((StatusCode::CREATED, Json(json!({"session": id}))))
 }
 
-pub async fn close(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn close(
+    State(node): State<Arc<Node>>,
+    identity: Option<Extension<Identity>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let held = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
+    check_owner(&*held.lock().await, node.auth.identity(identity.as_deref())?)?;
     let session = node.sessions.close(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     metrics::gauge!(names::SESSIONS).set(node.sessions.len() as f64);
     // Wait for a running statement, then roll back what is open.
@@ -61,6 +70,7 @@ pub async fn close(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Res
 
 pub async fn statement(
     State(node): State<Arc<Node>>,
+    identity: Option<Extension<Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
@@ -71,6 +81,7 @@ pub async fn statement(
     let (statements, listed) = request.named_statements(node.config.limits.batch_statements_max)?;
     let handle = node.sessions.get(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let mut session = handle.lock_owned().await;
+    check_owner(&session, node.auth.identity(identity.as_deref())?)?;
     session.last_used = Instant::now();
     let (mut headers, mut results) = (HeaderMap::new(), Vec::new());
     for request in statements {
@@ -107,6 +118,16 @@ pub async fn statement(
         return Ok((headers, Json(results.pop().expect("one statement ran"))));
     }
     Ok((headers, Json(json!({"results": results}))))
+}
+
+/// A session belongs to the user that opened it: another may not use it
+/// (nor end it), even knowing its id.
+fn check_owner(session: &crate::session::Session, identity: Option<&Identity>) -> Result<(), ApiError> {
+    match (&session.user, identity) {
+        (Some(owner), Some(identity)) if *owner == identity.user => Ok(()),
+        (None, _) => Ok(()),
+        _ => Err(ApiError::new("42501", "permission denied: the session belongs to another user")),
+    }
 }
 
 /// A statement's answer over HTTP: its result, or for transaction control

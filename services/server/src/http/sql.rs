@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -19,6 +20,7 @@ use serde_json::json;
 
 use super::ApiError;
 use super::body::read_object;
+use crate::auth::Identity;
 use crate::exec::{self, SqlRequest, Statement};
 use crate::node::Node;
 use crate::telemetry::names;
@@ -47,6 +49,7 @@ pub fn backoff(attempt: u32) -> Duration {
 
 pub async fn one_shot(
     State(node): State<Arc<Node>>,
+    identity: Option<Extension<Identity>>,
     body: Body,
 ) -> Result<(HeaderMap, Json<serde_json::Value>), ApiError> {
     let request: Option<SqlRequest> = read_object(body, node.config.limits.request_bytes_max).await?;
@@ -55,9 +58,11 @@ pub async fn one_shot(
     let isolation = parse_isolation(request.isolation.as_deref())?;
     let (named, _) = request.named_statements(node.config.limits.batch_statements_max)?;
     let statements: Vec<Statement> = named.into_iter().map(Statement::from_request).collect::<Result<_, _>>()?;
+    let identity = node.auth.identity(identity.as_deref())?;
     let mut retries = 0u32;
     loop {
-        let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements));
+        let user = identity.map(|identity| identity.user.as_ref());
+        let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements, user));
         match attempt {
             Ok((results, commit)) => {
                 let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();

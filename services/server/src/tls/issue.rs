@@ -7,7 +7,8 @@
 //! connections from its peers and clients and dials its peers with the same
 //! certificate. Its first subject alternative name is the node's identity,
 //! [`super::node_name`]; the `--host` names and addresses clients reach it
-//! by follow. A client certificate names its user in its common name.
+//! by follow. A client certificate names its user in its common name and
+//! its cluster in its organizational unit.
 
 use chrono::{Datelike, Days, Utc};
 use rcgen::{
@@ -76,17 +77,27 @@ fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `client.<user>.crt` and `.key`, signed by the CA in `dir`.
-pub fn create_client(dir: &CertsDir, user: &str, overwrite: bool) -> Result<(), String> {
+/// Writes `client.<user>.crt` and `.key`, signed by the CA in `dir`, for
+/// `user` of cluster `cluster`: its subject is `O=GeoDB, OU=cluster
+/// <cluster>, CN=<user>` ([`client_cluster_unit`]), and a node of another
+/// cluster sharing the CA refuses it (`crate::auth::certificate_user`).
+pub fn create_client(dir: &CertsDir, user: &str, cluster: u64, overwrite: bool) -> Result<(), String> {
     check_user(user)?;
     dir.check_absent(&[dir.client_cert(user), dir.client_key(user)], overwrite)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(error)?;
     params.distinguished_name.push(DnType::OrganizationName, "GeoDB");
+    params.distinguished_name.push(DnType::OrganizationalUnitName, client_cluster_unit(cluster));
     params.distinguished_name.push(DnType::CommonName, user);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let (cert, key) = sign(dir, params)?;
     dir.write_key(&dir.client_key(user), &key)?;
     dir.write_cert(&dir.client_cert(user), &cert)
+}
+
+/// The organizational unit that binds a client certificate to the cluster
+/// with id `cluster`, as a node certificate's identity binds it.
+pub fn client_cluster_unit(cluster: u64) -> String {
+    format!("cluster {cluster}")
 }
 
 /// Signs a leaf certificate with `params` and a new key by the CA in

@@ -18,8 +18,10 @@
 //!   checks that the certificate is valid for *that* node's identity
 //!   ([`Tls::check_peer`]), before any frame after the hello is read;
 //! - to clients ([`Tls::http_acceptor`], [`Tls::pg_acceptor`]): the node's
-//!   certificate, no client certificate asked for (authentication is the
-//!   next step of `docs/security.md`).
+//!   certificate; a client certificate is asked for and not required
+//!   ([`OptionalClientVerifier`]): one the CA signed names its user
+//!   (`crate::auth`), one it did not fails the handshake.
+//!   A gateway forwarding a request presents its node certificate here.
 //!
 //! A node's identity is a DNS name in its certificate's subject alternative
 //! names, `node-<id>.cluster-<cluster id>.geodb.internal`: webpki checks it
@@ -57,7 +59,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use crate::telemetry::names;
 
 pub use files::{CertsDir, check_user};
-pub use issue::{CA_LIFETIME_DAYS, LEAF_LIFETIME_DAYS, create_ca, create_client, create_node};
+pub use issue::{CA_LIFETIME_DAYS, LEAF_LIFETIME_DAYS, client_cluster_unit, create_ca, create_client, create_node};
 pub use listener::TlsListener;
 
 /// Longest TLS handshake a listener waits for: a client that connects and
@@ -130,6 +132,8 @@ pub fn count_refused(listener: Listener, reason: Refusal) {
 struct Loaded {
     key: Arc<CertifiedKey>,
     clients: Arc<dyn ClientCertVerifier>,
+    /// The same CA, for clients that may present no certificate.
+    optional_clients: Arc<dyn ClientCertVerifier>,
     servers: Arc<WebPkiServerVerifier>,
 }
 
@@ -216,10 +220,11 @@ impl Tls {
             .map(|peer| ServerName::try_from(node_name(*peer, cluster)).map_err(|e| format!("node {peer}: {e}")))
             .collect::<Result<_, _>>()?;
         let peer_verifier = Arc::new(PeerVerifier { current: current.clone(), peer_names });
+        let optional: Arc<dyn ClientCertVerifier> = Arc::new(OptionalClientVerifier { current: current.clone() });
         let tls = Arc::new(Tls {
-            peer_acceptor: acceptor(&provider, &current, Some(peer_verifier), &[])?,
-            http_acceptor: acceptor(&provider, &current, None, &[b"http/1.1"])?,
-            pg_acceptor: acceptor(&provider, &current, None, &[b"postgresql"])?,
+            peer_acceptor: acceptor(&provider, &current, peer_verifier, true, &[])?,
+            http_acceptor: acceptor(&provider, &current, optional.clone(), false, &[b"http/1.1"])?,
+            pg_acceptor: acceptor(&provider, &current, optional, false, &[b"postgresql"])?,
             connector: connector(&provider, &current)?,
             reloads: tokio::sync::watch::Sender::new(0),
             dir,
@@ -282,6 +287,11 @@ impl Tls {
         self.connector.as_ref().clone()
     }
 
+    /// The id of this node's cluster (1 for a single node).
+    pub fn cluster(&self) -> u64 {
+        self.cluster
+    }
+
     /// The name to dial peer `node` by: its identity.
     pub fn peer_server_name(&self, node: u64) -> Result<ServerName<'static>, String> {
         ServerName::try_from(node_name(node, self.cluster)).map_err(|e| format!("node {node}: {e}"))
@@ -315,6 +325,10 @@ fn load(dir: &CertsDir, node: u64, cluster: u64, provider: &Arc<CryptoProvider>)
     let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
         .map_err(|e| format!("{}: {e}", dir.ca_cert().display()))?;
+    let optional_clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("{}: {e}", dir.ca_cert().display()))?;
     let servers = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| format!("{}: {e}", dir.ca_cert().display()))?;
@@ -334,7 +348,7 @@ fn load(dir: &CertsDir, node: u64, cluster: u64, provider: &Arc<CryptoProvider>)
             dir.ca_cert().display()
         )
     })?;
-    Ok(Loaded { key: Arc::new(key), clients, servers })
+    Ok(Loaded { key: Arc::new(key), clients, optional_clients, servers })
 }
 
 /// Every certificate of a PEM file, in order; at least one.
@@ -348,32 +362,28 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// A server configuration over the current certificates; `clients`, if
-/// given, verifies the client certificate every connection must present.
+/// A server configuration over the current certificates; `clients`
+/// verifies the client certificate a connection presents; `peer`: between
+/// nodes (TLS 1.3 only).
 fn acceptor(
     provider: &Arc<CryptoProvider>,
     current: &Arc<Current>,
-    clients: Option<Arc<dyn ClientCertVerifier>>,
+    clients: Arc<dyn ClientCertVerifier>,
+    peer: bool,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, String> {
-    let mutual = clients.is_some();
-    let versions = if mutual { PEER_VERSIONS } else { rustls::DEFAULT_VERSIONS };
+    let versions = if peer { PEER_VERSIONS } else { rustls::DEFAULT_VERSIONS };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?;
-    let builder = match clients {
-        Some(clients) => builder.with_client_cert_verifier(clients),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_cert_resolver(current.clone());
+    let mut config = builder.with_client_cert_verifier(clients).with_cert_resolver(current.clone());
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    if mutual {
-        // No resumption between nodes: a resumed session skips checking the
-        // peer's certificate against the CA of the last reload, and peer
-        // connections live long enough that a full handshake costs nothing.
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-    }
+    // No resumption: a resumed session skips checking the client's
+    // certificate (a node's, or one naming a user) against the CA of the
+    // last reload. Peer connections live long, and clients keep theirs
+    // alive, so a full handshake costs little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -496,6 +506,54 @@ impl ClientCertVerifier for PeerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.current.get().clients.supported_verify_schemes()
+    }
+}
+
+/// The client port's verifier: a client may present no certificate; one
+/// it presents must chain to the CA of the last reload.
+#[derive(Debug)]
+struct OptionalClientVerifier {
+    current: Arc<Current>,
+}
+
+impl ClientCertVerifier for OptionalClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current.get().optional_clients.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.get().optional_clients.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.get().optional_clients.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.get().optional_clients.supported_verify_schemes()
     }
 }
 

@@ -106,3 +106,19 @@ async fn the_peer_port_speaks_tls_1_3_only() {
         .with_client_cert_resolver(two.current.clone());
     assert!(!handshake(tls12).await, "a TLS 1.2 dialer was taken");
 }
+
+#[test]
+fn a_client_certificate_names_its_user_in_its_cluster_only() {
+    let (_dir, certs) = cluster_certs(&[1]);
+    create_client(&certs, "alice", 1, false).unwrap();
+    let alice = first_cert(&certs.client_cert("alice"));
+    assert_eq!(crate::auth::certificate_user(&alice, 1).as_deref(), Some("alice"));
+    // The same CA, another cluster: not a user there.
+    assert_eq!(crate::auth::certificate_user(&alice, 2), None);
+    create_client(&certs, "bob", 2, false).unwrap();
+    let bob = first_cert(&certs.client_cert("bob"));
+    assert_eq!(crate::auth::certificate_user(&bob, 1), None);
+    assert_eq!(crate::auth::certificate_user(&bob, 2).as_deref(), Some("bob"));
+    // A node certificate names no user, whatever its cluster unit says.
+    assert_eq!(crate::auth::certificate_user(&first_cert(&certs.node_cert(1)), 1), None);
+}

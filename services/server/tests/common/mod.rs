@@ -73,13 +73,17 @@ impl Server {
         (server, gateways)
     }
 
-    /// `geodb start --config <file>` with the given TOML written to a file.
+    /// `geodb start --config <file>` with the given TOML written to a file;
+    /// `--insecure` unless the TOML gives a `certs_dir`.
     pub fn start(data_dir: &Path, extra_toml: &str) -> Server {
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, format!("http = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra_toml}", data_dir.display()))
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
         command.args(["start", "--config"]).arg(&config);
+        if !extra_toml.contains("certs_dir") {
+            command.arg("--insecure");
+        }
         Self::spawn(command, data_dir)
     }
 

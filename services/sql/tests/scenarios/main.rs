@@ -9,5 +9,5 @@ mod dml;
 mod errors;
 mod fuzz;
 mod harness;
+mod privileges;
 mod select;
-mod tpcc;
