@@ -95,6 +95,15 @@ impl<S: Copy + PartialEq> Tally<S> {
         self.at_us = now_us;
     }
 
+    /// One request from `source`, after decaying the counts to `now_us`.
+    fn count(&mut self, source: S, now_us: u64, half_life_us: u64) {
+        self.decay(now_us, half_life_us);
+        match self.counts.iter_mut().find(|(known, _)| *known == source) {
+            Some((_, count)) => *count += 1.0,
+            None => self.counts.push((source, 1.0)),
+        }
+    }
+
     fn weight(&self) -> f64 {
         self.counts.iter().map(|(_, count)| count).sum()
     }
@@ -160,11 +169,7 @@ impl Traffic {
             at_us: now_us,
             leaning: None,
         });
-        tally.decay(now_us, half_life_us);
-        match tally.counts.iter_mut().find(|(known, _)| *known == region) {
-            Some((_, count)) => *count += 1.0,
-            None => tally.counts.push((region, 1.0)),
-        }
+        tally.count(region, now_us, half_life_us);
         tally.judge(now_us, self.config.share, self.config.min_requests);
     }
 
@@ -280,11 +285,7 @@ impl Requesters {
 
     /// Counts one request from `node`.
     pub fn record(&mut self, node: u64, now_us: u64) {
-        self.tally.decay(now_us, self.half_life_us());
-        match self.tally.counts.iter_mut().find(|(known, _)| *known == node) {
-            Some((_, count)) => *count += 1.0,
-            None => self.tally.counts.push((node, 1.0)),
-        }
+        self.tally.count(node, now_us, self.half_life_us());
         self.tally.judge(now_us, self.config.share, self.config.min_requests);
     }
 

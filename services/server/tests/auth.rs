@@ -565,38 +565,15 @@ fn cluster_ip(id: u64) -> String {
     format!("127.0.3.{id}")
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_cluster_shares_users_and_forwards_sessions_as_their_user() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     make_certs(&certs, &[1, 2, 3], &["root"]);
-    let mut nodes = String::new();
-    let mut https_addresses = Vec::new();
-    for id in 1..=3u64 {
-        let ip = cluster_ip(id);
-        let (http, peer) = (format!("{ip}:{}", free_port(&ip)), format!("{ip}:{}", free_port(&ip)));
-        let zone = ["a", "b", "c"][id as usize - 1];
-        nodes.push_str(&format!(
-            "[[cluster.nodes]]\nid = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{http}\"\npeer = \"{peer}\"\n"
-        ));
-        https_addresses.push(http);
-    }
+    common::write_three_node_configs(dir.path(), cluster_ip);
     let mut servers = Vec::new();
     for id in 1..=3u64 {
-        let zone = ["a", "b", "c"][id as usize - 1];
-        let config = format!(
-            "node_id = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{}\"\ndata_dir = \"{}\"\n\
-             max_clock_offset_ms = 1\n[cluster]\nlatency_scale = 0\nheartbeat_interval_ms = 50\n\
-             election_timeout_ms = 500\nshards_per_region = 1\n{nodes}",
-            https_addresses[id as usize - 1],
-            dir.path().join(format!("n{id}")).display()
-        );
         let path = dir.path().join(format!("n{id}.toml"));
-        std::fs::write(&path, config).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
         command.args(["start", "--config"]).arg(&path).arg("--certs-dir").arg(&certs);
         servers

@@ -400,37 +400,13 @@ fn cluster_ip(id: u64) -> String {
     format!("127.0.2.{id}")
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
-}
-
 impl TlsCluster {
     /// Writes the three configs; starts nothing.
     fn configure(dir: &Path) -> TlsCluster {
-        let mut nodes = String::new();
-        let mut https = Vec::new();
-        let mut peers = Vec::new();
-        for id in 1..=3u64 {
-            let ip = cluster_ip(id);
-            let (http, peer) = (format!("{ip}:{}", free_port(&ip)), format!("{ip}:{}", free_port(&ip)));
-            let zone = ["a", "b", "c"][id as usize - 1];
-            nodes.push_str(&format!(
-                "[[cluster.nodes]]\nid = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{http}\"\npeer = \"{peer}\"\n"
-            ));
-            https.push(http);
-            peers.push(peer.parse().unwrap());
-        }
-        for id in 1..=3u64 {
-            let zone = ["a", "b", "c"][id as usize - 1];
-            let config = format!(
-                "node_id = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{}\"\ndata_dir = \"{}\"\n\
-                 max_clock_offset_ms = 1\n[cluster]\nlatency_scale = 0\nheartbeat_interval_ms = 50\n\
-                 election_timeout_ms = 500\nshards_per_region = 1\n{nodes}",
-                https[id as usize - 1],
-                dir.join(format!("n{id}")).display()
-            );
-            std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
-        }
+        let peers = common::write_three_node_configs(dir, cluster_ip)
+            .into_iter()
+            .map(|(_, peer)| peer.parse().unwrap())
+            .collect();
         TlsCluster { dir: dir.to_path_buf(), servers: vec![None, None, None], peers }
     }
 

@@ -14,12 +14,12 @@
 //!   The dialer checks that the node it reached is the node it dialed (the
 //!   certificate is valid for that node's identity, [`node_name`]); the
 //!   acceptor takes at the handshake only the certificate of a configured
-//!   peer ([`PeerVerifier`]) and, once the hello names the dialing node,
+//!   peer ([`PortVerifier`]) and, once the hello names the dialing node,
 //!   checks that the certificate is valid for *that* node's identity
 //!   ([`Tls::check_peer`]), before any frame after the hello is read;
 //! - to clients ([`Tls::http_acceptor`], [`Tls::pg_acceptor`]): the node's
 //!   certificate; a client certificate is asked for and not required
-//!   ([`OptionalClientVerifier`]): one the CA signed names its user
+//!   ([`PortVerifier`]): one the CA signed names its user
 //!   (`crate::auth`), one it did not fails the handshake.
 //!   A gateway forwarding a request presents its node certificate here.
 //!
@@ -219,8 +219,9 @@ impl Tls {
             .iter()
             .map(|peer| ServerName::try_from(node_name(*peer, cluster)).map_err(|e| format!("node {peer}: {e}")))
             .collect::<Result<_, _>>()?;
-        let peer_verifier = Arc::new(PeerVerifier { current: current.clone(), peer_names });
-        let optional: Arc<dyn ClientCertVerifier> = Arc::new(OptionalClientVerifier { current: current.clone() });
+        let peer_verifier = Arc::new(PortVerifier { current: current.clone(), peer_names: Some(peer_names) });
+        let optional: Arc<dyn ClientCertVerifier> =
+            Arc::new(PortVerifier { current: current.clone(), peer_names: None });
         let tls = Arc::new(Tls {
             peer_acceptor: acceptor(&provider, &current, peer_verifier, true, &[])?,
             http_acceptor: acceptor(&provider, &current, optional.clone(), false, &[b"http/1.1"])?,
@@ -452,20 +453,37 @@ impl ResolvesClientCert for Current {
     }
 }
 
-/// The peer port's verifier: a certificate must chain to the CA (as
-/// [`Current`] checks it) and be a node certificate of a configured peer of
-/// this cluster, so that no other certificate the CA signed (a client's, a
-/// node's of another cluster) gets past the handshake to have its hello
-/// read. [`Tls::check_peer`] then binds it to the very node the hello names.
+/// The verifier of a port's client certificates, with the CA of the last
+/// reload ([`Current`]).
+///
+/// - The peer port (`peer_names` set): a certificate is required, must
+///   chain to the CA and be a node certificate of a configured peer of this
+///   cluster, so that no other certificate the CA signed (a client's, a
+///   node's of another cluster) gets past the handshake to have its hello
+///   read. [`Tls::check_peer`] then binds it to the very node the hello
+///   names.
+/// - The client ports (`peer_names` none): a client may present no
+///   certificate; one it presents must chain to the CA.
 #[derive(Debug)]
-struct PeerVerifier {
-    /// The CA's verifier of the last reload.
+struct PortVerifier {
     current: Arc<Current>,
-    /// `node_name` of every configured peer.
-    peer_names: Vec<ServerName<'static>>,
+    /// `node_name` of every configured peer, on the peer port.
+    peer_names: Option<Vec<ServerName<'static>>>,
 }
 
-impl ClientCertVerifier for PeerVerifier {
+impl PortVerifier {
+    /// The CA's verifier of the last reload for this port.
+    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
+        let loaded = self.current.get();
+        if self.peer_names.is_some() { loaded.clients.clone() } else { loaded.optional_clients.clone() }
+    }
+}
+
+impl ClientCertVerifier for PortVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.peer_names.is_some()
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -476,10 +494,11 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.current.get().clients.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.inner().verify_client_cert(end_entity, intermediates, now)?;
+        let Some(peer_names) = &self.peer_names else { return Ok(verified) };
         let certificate = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-        if self.peer_names.iter().any(|name| certificate.verify_is_valid_for_subject_name(name).is_ok()) {
+        if peer_names.iter().any(|name| certificate.verify_is_valid_for_subject_name(name).is_ok()) {
             Ok(verified)
         } else {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
@@ -492,7 +511,7 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.get().clients.verify_tls12_signature(message, cert, dss)
+        self.inner().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -501,59 +520,11 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.get().clients.verify_tls13_signature(message, cert, dss)
+        self.inner().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current.get().clients.supported_verify_schemes()
-    }
-}
-
-/// The client port's verifier: a client may present no certificate; one
-/// it presents must chain to the CA of the last reload.
-#[derive(Debug)]
-struct OptionalClientVerifier {
-    current: Arc<Current>,
-}
-
-impl ClientCertVerifier for OptionalClientVerifier {
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.current.get().optional_clients.verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.get().optional_clients.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.get().optional_clients.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current.get().optional_clients.supported_verify_schemes()
+        self.inner().supported_verify_schemes()
     }
 }
 

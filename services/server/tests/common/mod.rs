@@ -296,3 +296,41 @@ pub fn metric_sum(metrics: &str, family: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A free port on `ip` (a loopback address of a test's own: see
+/// [`write_three_node_configs`]).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
+}
+
+/// Writes `dir/n<id>.toml` for a cluster of three nodes in three zones of
+/// us-east (zone survival: all three vote in every shard), node `id`
+/// listening on `ip(id)` with ports picked free there, and data in
+/// `dir/n<id>`; returns each node's HTTP and peer addresses. `ip` must give
+/// addresses no other test of the binary binds (their servers bind
+/// 127.0.0.1:0, which could take a port picked free before the node starts).
+pub fn write_three_node_configs(dir: &Path, ip: impl Fn(u64) -> String) -> Vec<(String, String)> {
+    let mut nodes = String::new();
+    let mut addresses = Vec::new();
+    for id in 1..=3u64 {
+        let ip = ip(id);
+        let (http, peer) = (format!("{ip}:{}", free_port(&ip)), format!("{ip}:{}", free_port(&ip)));
+        let zone = ["a", "b", "c"][id as usize - 1];
+        nodes.push_str(&format!(
+            "[[cluster.nodes]]\nid = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{http}\"\npeer = \"{peer}\"\n"
+        ));
+        addresses.push((http, peer));
+    }
+    for id in 1..=3u64 {
+        let zone = ["a", "b", "c"][id as usize - 1];
+        let config = format!(
+            "node_id = {id}\nregion = \"us-east\"\nzone = \"{zone}\"\nhttp = \"{}\"\ndata_dir = \"{}\"\n\
+             max_clock_offset_ms = 1\n[cluster]\nlatency_scale = 0\nheartbeat_interval_ms = 50\n\
+             election_timeout_ms = 500\nshards_per_region = 1\n{nodes}",
+            addresses[id as usize - 1].0,
+            dir.join(format!("n{id}")).display()
+        );
+        std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
+    }
+    addresses
+}
