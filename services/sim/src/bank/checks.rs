@@ -59,7 +59,11 @@ struct Version {
 
 /// MAV: a watch that saw one tag of a transaction sees its other tags, or
 /// writes newer by origin, on later reads and within the same scan.
-fn check_atomic_views(records: &[TxnRecord], chains: &BTreeMap<Vec<u8>, Vec<Version>>) -> Result<(), String> {
+fn check_atomic_views(
+    records: &[TxnRecord],
+    chains: &BTreeMap<Vec<u8>, Vec<Version>>,
+    superseded: &HashMap<(u64, Vec<u8>), Timestamp>,
+) -> Result<(), String> {
     let writes: HashMap<u64, &Vec<Vec<u8>>> =
         records.iter().filter(|record| record.kind == Kind::Tag).map(|record| (record.txn.0, &record.writes)).collect();
     // Each writer's origin at each key it is stored at, and at any of them
@@ -78,6 +82,13 @@ fn check_atomic_views(records: &[TxnRecord], chains: &BTreeMap<Vec<u8>, Vec<Vers
             origin_at.insert((version.writer, key.as_slice()), version.origin);
             origin_of.insert(version.writer, version.origin);
         }
+    }
+    // A shipped write a newer one superseded at its home is kept apart
+    // there, with its origin: the only record of it when its client never
+    // heard whether it committed (MAV readers may have seen it queued).
+    for ((writer, key), origin) in superseded {
+        origin_at.entry((*writer, key.as_slice())).or_insert(*origin);
+        origin_of.entry(*writer).or_insert(*origin);
     }
     let outcomes: HashMap<u64, &Outcome> = records.iter().map(|record| (record.txn.0, &record.outcome)).collect();
     for record in records.iter().filter(|record| record.kind == Kind::Watch) {
@@ -151,7 +162,8 @@ impl World {
         check_last_writer_wins(&chains)?;
         let committed = self.check_outcomes(&records, &chains)?;
         self.check_readbacks(&records)?;
-        check_atomic_views(&records, &chains)?;
+        let superseded = self.superseded_origins(&records)?;
+        check_atomic_views(&records, &chains, &superseded)?;
         check_flags(&chains)?;
         let quiet_commits = records
             .iter()
@@ -186,6 +198,23 @@ impl World {
             .filter(|node| node.up)
             .filter_map(|node| node.host.shard(shard).cloned())
             .max_by_key(|replica| replica.applied_slot())
+    }
+
+    /// The origin of every tag write kept apart at a home shard (R17: a
+    /// newer write of its key arrived first), by writer and key.
+    fn superseded_origins(&self, records: &[TxnRecord]) -> Result<HashMap<(u64, Vec<u8>), Timestamp>, String> {
+        let keys: std::collections::BTreeSet<&Vec<u8>> =
+            records.iter().filter(|record| record.kind == Kind::Tag).flat_map(|record| &record.writes).collect();
+        let mut origins = HashMap::new();
+        for spec in &self.shards {
+            let Some(replica) = self.most_advanced(spec.id) else { continue };
+            for key in &keys {
+                for version in replica.superseded(key).map_err(|e| e.to_string())? {
+                    origins.insert((version.txn.0, (*key).clone()), version.origin);
+                }
+            }
+        }
+        Ok(origins)
     }
 
     /// Replicas of a shard that applied the same slots hold the same state,
