@@ -463,7 +463,7 @@ pub struct Host {
     never_chosen: VecDeque<(GroupId, u64)>,
     never_chosen_set: HashSet<(GroupId, u64)>,
     /// Requests waiting for a read-index round, by round id.
-    barriers: HashMap<u64, Vec<Parked>>,
+    barriers: BTreeMap<u64, Vec<Parked>>,
     /// Requests waiting on locks, by group.
     parked: BTreeMap<GroupId, Vec<Parked>>,
     /// Reads waiting for the clock to pass what they read (physical ns).
@@ -575,7 +575,7 @@ impl Host {
             orphans: OrphanCounts::default(),
             never_chosen: VecDeque::new(),
             never_chosen_set: HashSet::new(),
-            barriers: HashMap::new(),
+            barriers: BTreeMap::new(),
             parked: BTreeMap::new(),
             timed: Vec::new(),
             reads_waited: 0,
@@ -2141,7 +2141,7 @@ impl Host {
             .parked
             .values_mut()
             .flat_map(std::mem::take)
-            .chain(self.barriers.drain().flat_map(|(_, waiting)| waiting))
+            .chain(std::mem::take(&mut self.barriers).into_values().flatten())
             .chain(self.timed.drain(..).map(|(_, parked)| parked))
             .collect();
         self.parked_count = 0;
