@@ -11,7 +11,8 @@
 //!
 //! [`LogStore::write`] takes one [`GroupWrite`] per group with something to
 //! persist and makes all of them durable with one [`WriteBatch`] and one
-//! synced engine write: group commit across groups, one WAL sync however
+//! engine write (synced unless none of them needs it: a learner's copy of
+//! the log): group commit across groups, one WAL sync however
 //! many groups the node hosts. Each group's write is applied exactly as
 //! `Stored::apply` applies a `Persist`, in this order:
 //!
@@ -158,14 +159,18 @@ impl LogStore {
         self.floors.lock().map_err(|_| Error::Engine("log store is poisoned: a thread panicked while writing".into()))
     }
 
-    /// Makes every group's write durable with one [`WriteBatch`] and one
-    /// [`Durability::Sync`] engine write (group commit across groups). The
+    /// Stores every group's write with one [`WriteBatch`] and one engine
+    /// write of `durability` (group commit across groups): synced when any
+    /// of them holds a promise or a vote, buffered when all are only copies
+    /// of chosen entries or a learner's log (which a crash may lose: the
+    /// replica learns them again). A synced write makes every buffered one
+    /// before it durable too: the engine has one write-ahead log. The
     /// writes are applied in order, so a group may appear more than once.
     ///
     /// On `Err` nothing of the call is visible (it is one engine batch).
     /// A call with nothing to store (no writes, or only entries at or below
     /// their group's snapshot) writes nothing.
-    pub fn write(&self, writes: &[GroupWrite]) -> Result<()> {
+    pub fn write(&self, writes: &[GroupWrite], durability: Durability) -> Result<()> {
         let mut floors = self.lock()?;
         let mut batch = WriteBatch::new();
         let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -233,7 +238,7 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.engine.write(batch, Durability::Sync)?;
+        self.engine.write(batch, durability)?;
         for (group, state) in pending {
             if state.snapshot_written {
                 floors.insert(group, state.floor);
@@ -452,24 +457,27 @@ mod tests {
         assert_eq!(store.load(1).unwrap(), StoredGroup::default());
         assert_eq!(store.groups().unwrap(), Vec::<u64>::new());
         store
-            .write(&[
-                GroupWrite {
-                    group: 1,
-                    snapshot: None,
-                    entries: entries([1, 2, 3], 1),
-                    hard_state: Some(b"h1".to_vec()),
-                },
-                GroupWrite {
-                    group: 2,
-                    snapshot: Some((4, b"s2".to_vec())),
-                    entries: entries([5], 2),
-                    hard_state: None,
-                },
-                entries_only(u64::MAX, entries([u64::MAX], 3)),
-                GroupWrite { group: 3, hard_state: Some(b"h3".to_vec()), ..GroupWrite::default() },
-                // Nothing to store: not a group with anything stored.
-                GroupWrite { group: 4, ..GroupWrite::default() },
-            ])
+            .write(
+                &[
+                    GroupWrite {
+                        group: 1,
+                        snapshot: None,
+                        entries: entries([1, 2, 3], 1),
+                        hard_state: Some(b"h1".to_vec()),
+                    },
+                    GroupWrite {
+                        group: 2,
+                        snapshot: Some((4, b"s2".to_vec())),
+                        entries: entries([5], 2),
+                        hard_state: None,
+                    },
+                    entries_only(u64::MAX, entries([u64::MAX], 3)),
+                    GroupWrite { group: 3, hard_state: Some(b"h3".to_vec()), ..GroupWrite::default() },
+                    // Nothing to store: not a group with anything stored.
+                    GroupWrite { group: 4, ..GroupWrite::default() },
+                ],
+                Durability::Sync,
+            )
             .unwrap();
         assert_eq!(
             store.load(1).unwrap(),
@@ -486,12 +494,15 @@ mod tests {
 
         // Overwrite a slot, extend the log, replace the hard state.
         store
-            .write(&[GroupWrite {
-                group: 1,
-                snapshot: None,
-                entries: entries([2, 4], 9),
-                hard_state: Some(b"h1'".to_vec()),
-            }])
+            .write(
+                &[GroupWrite {
+                    group: 1,
+                    snapshot: None,
+                    entries: entries([2, 4], 9),
+                    hard_state: Some(b"h1'".to_vec()),
+                }],
+                Durability::Sync,
+            )
             .unwrap();
         let group = store.load(1).unwrap();
         assert_eq!(group.hard_state, Some(b"h1'".to_vec()));
@@ -501,8 +512,15 @@ mod tests {
     #[test]
     fn snapshot_drops_entries_at_or_below_its_slot() {
         let store = memory_store();
-        store.write(&[entries_only(7, entries(1..=6, 1)), entries_only(8, entries(1..=6, 1))]).unwrap();
-        store.write(&[GroupWrite { group: 7, snapshot: Some((3, b"s3".to_vec())), ..GroupWrite::default() }]).unwrap();
+        store
+            .write(&[entries_only(7, entries(1..=6, 1)), entries_only(8, entries(1..=6, 1))], Durability::Sync)
+            .unwrap();
+        store
+            .write(
+                &[GroupWrite { group: 7, snapshot: Some((3, b"s3".to_vec())), ..GroupWrite::default() }],
+                Durability::Sync,
+            )
+            .unwrap();
         let group = store.load(7).unwrap();
         assert_eq!(group.snapshot, Some((3, b"s3".to_vec())));
         assert_eq!(group.entries, entries(4..=6, 1));
@@ -512,14 +530,17 @@ mod tests {
         // Entries at or below the snapshot (and slot 0) are ignored, in
         // the snapshot's own write and in later ones.
         store
-            .write(&[GroupWrite {
-                group: 7,
-                snapshot: Some((5, b"s5".to_vec())),
-                entries: entries([0, 2, 5, 7], 2),
-                hard_state: None,
-            }])
+            .write(
+                &[GroupWrite {
+                    group: 7,
+                    snapshot: Some((5, b"s5".to_vec())),
+                    entries: entries([0, 2, 5, 7], 2),
+                    hard_state: None,
+                }],
+                Durability::Sync,
+            )
             .unwrap();
-        store.write(&[entries_only(7, entries([0, 4, 5, 8], 3))]).unwrap();
+        store.write(&[entries_only(7, entries([0, 4, 5, 8], 3))], Durability::Sync).unwrap();
         let group = store.load(7).unwrap();
         assert_eq!(group.snapshot, Some((5, b"s5".to_vec())));
         assert_eq!(group.entries, vec![(6, vec![1, 6]), (7, vec![2, 7]), (8, vec![3, 8])]);
@@ -527,10 +548,13 @@ mod tests {
         // Entries put earlier in the same call are dropped by a later
         // snapshot of that call too.
         store
-            .write(&[
-                entries_only(9, entries(1..=4, 1)),
-                GroupWrite { group: 9, snapshot: Some((2, b"s".to_vec())), ..GroupWrite::default() },
-            ])
+            .write(
+                &[
+                    entries_only(9, entries(1..=4, 1)),
+                    GroupWrite { group: 9, snapshot: Some((2, b"s".to_vec())), ..GroupWrite::default() },
+                ],
+                Durability::Sync,
+            )
             .unwrap();
         assert_eq!(store.load(9).unwrap().entries, entries(3..=4, 1));
         // On disk too, not only above the floor that `load` reads from.
@@ -541,12 +565,15 @@ mod tests {
 
         // A snapshot at the last slot leaves no room for entries.
         store
-            .write(&[GroupWrite {
-                group: 7,
-                snapshot: Some((u64::MAX, Vec::new())),
-                entries: entries([u64::MAX], 4),
-                hard_state: None,
-            }])
+            .write(
+                &[GroupWrite {
+                    group: 7,
+                    snapshot: Some((u64::MAX, Vec::new())),
+                    entries: entries([u64::MAX], 4),
+                    hard_state: None,
+                }],
+                Durability::Sync,
+            )
             .unwrap();
         assert_eq!(store.load(7).unwrap().entries, Vec::new());
     }
@@ -556,15 +583,18 @@ mod tests {
         let engine = Arc::new(MemoryEngine::new());
         let store = LogStore::new(engine.clone()).unwrap();
         store
-            .write(&[
-                GroupWrite {
-                    group: 1,
-                    snapshot: Some((10, b"snap".to_vec())),
-                    entries: entries(11..=12, 1),
-                    hard_state: Some(b"hard".to_vec()),
-                },
-                entries_only(2, entries(1..=2, 2)),
-            ])
+            .write(
+                &[
+                    GroupWrite {
+                        group: 1,
+                        snapshot: Some((10, b"snap".to_vec())),
+                        entries: entries(11..=12, 1),
+                        hard_state: Some(b"hard".to_vec()),
+                    },
+                    entries_only(2, entries(1..=2, 2)),
+                ],
+                Durability::Sync,
+            )
             .unwrap();
         let before: Vec<StoredGroup> = [1, 2].map(|group| store.load(group).unwrap()).into();
         drop(store);
@@ -576,7 +606,7 @@ mod tests {
         assert_eq!(after, before);
         assert_eq!(store.groups().unwrap(), vec![1, 2]);
         // The floor came back from disk: entries below it stay ignored.
-        store.write(&[entries_only(1, entries([5, 13], 3))]).unwrap();
+        store.write(&[entries_only(1, entries([5, 13], 3))], Durability::Sync).unwrap();
         assert_eq!(store.load(1).unwrap().entries, vec![(11, vec![1, 11]), (12, vec![1, 12]), (13, vec![3, 13])]);
     }
 
@@ -592,45 +622,55 @@ mod tests {
                 hard_state: Some(vec![group as u8]),
             })
             .collect();
-        store.write(&writes).unwrap();
+        store.write(&writes, Durability::Sync).unwrap();
         assert_eq!(*recorder.writes.lock().unwrap(), vec![(20, Durability::Sync)]);
         // Nothing to store, nothing written.
-        store.write(&[]).unwrap();
-        store.write(&[entries_only(0, Vec::new())]).unwrap();
+        store.write(&[], Durability::Sync).unwrap();
+        store.write(&[entries_only(0, Vec::new())], Durability::Sync).unwrap();
         assert_eq!(recorder.writes.lock().unwrap().len(), 1);
+        // A learner's copy goes to the engine without a sync, in order.
+        store.write(&[entries_only(1, entries(4..=5, 1))], Durability::Buffered).unwrap();
+        assert_eq!(recorder.writes.lock().unwrap()[1], (2, Durability::Buffered));
+        assert_eq!(store.load(1).unwrap().entries, entries(1..=5, 1));
     }
 
     #[test]
     fn a_failed_write_leaves_nothing_and_the_store_goes_on() {
         let recorder = Recorder::default();
         let store = LogStore::new(recorder.engine()).unwrap();
-        store.write(&[entries_only(1, entries(1..=5, 1))]).unwrap();
+        store.write(&[entries_only(1, entries(1..=5, 1))], Durability::Sync).unwrap();
         let before = store.load(1).unwrap();
 
         recorder.fail_next.store(true, Ordering::SeqCst);
-        let failed = store.write(&[
-            GroupWrite {
-                group: 1,
-                snapshot: Some((3, b"s".to_vec())),
-                entries: entries([6], 2),
-                hard_state: Some(b"h".to_vec()),
-            },
-            entries_only(2, entries([1], 2)),
-        ]);
+        let failed = store.write(
+            &[
+                GroupWrite {
+                    group: 1,
+                    snapshot: Some((3, b"s".to_vec())),
+                    entries: entries([6], 2),
+                    hard_state: Some(b"h".to_vec()),
+                },
+                entries_only(2, entries([1], 2)),
+            ],
+            Durability::Sync,
+        );
         assert!(matches!(failed, Err(Error::Engine(m)) if m.contains("No space")));
         assert_eq!(store.load(1).unwrap(), before);
         assert_eq!(store.load(2).unwrap(), StoredGroup::default());
 
         // The failed snapshot did not raise the floor: slot 2 is still
         // writable.
-        store.write(&[entries_only(1, entries([2], 3))]).unwrap();
+        store.write(&[entries_only(1, entries([2], 3))], Durability::Sync).unwrap();
         assert_eq!(store.load(1).unwrap().entries[1], (2, vec![3, 2]));
     }
 
     #[test]
     fn write_on_a_broken_engine_returns_err() {
         let store = LogStore::new(broken_engine()).unwrap();
-        let result = store.write(&[GroupWrite { group: 1, hard_state: Some(b"h".to_vec()), ..GroupWrite::default() }]);
+        let result = store.write(
+            &[GroupWrite { group: 1, hard_state: Some(b"h".to_vec()), ..GroupWrite::default() }],
+            Durability::Sync,
+        );
         assert!(matches!(result, Err(Error::Engine(_))));
     }
 
@@ -678,7 +718,7 @@ mod tests {
         ];
         let before: Vec<StoredGroup> = {
             let store = LogStore::new(Arc::new(RocksEngine::open(dir.path()).unwrap())).unwrap();
-            store.write(&writes).unwrap();
+            store.write(&writes, Durability::Sync).unwrap();
             [1, 2].map(|group| store.load(group).unwrap()).into()
         };
         assert_eq!(before[0].entries, entries(3..=4, 1));
@@ -688,7 +728,7 @@ mod tests {
         let after: Vec<StoredGroup> = [1, 2].map(|group| store.load(group).unwrap()).into();
         assert_eq!(after, before);
         assert_eq!(store.groups().unwrap(), vec![1, 2]);
-        store.write(&[entries_only(1, entries([1, 5], 3))]).unwrap();
+        store.write(&[entries_only(1, entries([1, 5], 3))], Durability::Sync).unwrap();
         assert_eq!(store.load(1).unwrap().entries, vec![(3, vec![1, 3]), (4, vec![1, 4]), (5, vec![3, 5])]);
     }
 
@@ -775,7 +815,7 @@ mod tests {
             let mut store = LogStore::new(engine.clone()).unwrap();
             let mut model: BTreeMap<u64, ModelGroup> = BTreeMap::new();
             for (writes, reopen) in calls {
-                store.write(&writes).unwrap();
+                store.write(&writes, Durability::Sync).unwrap();
                 for write in &writes {
                     model.entry(write.group).or_default().apply(write);
                 }

@@ -66,6 +66,10 @@ pub struct ReplicaFaults {
     /// message from its leader: that node going silent, restarting or
     /// abstaining, and candidacies.
     pub quiet_deaf: bool,
+    /// Every acceptor writes its votes without an fsync, as a learner of
+    /// the slot's configuration may: a crash can then lose a vote that
+    /// helped choose a value.
+    pub votes_unsynced: bool,
 }
 
 /// How one replica of one group behaves. Times are in microseconds of the

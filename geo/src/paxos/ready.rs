@@ -2,10 +2,12 @@
 //!
 //! The runtime must process a [`Ready`] in the order of its fields:
 //!
-//! 1. `persist`: make it durable (write and fsync). Everything later depends
-//!    on it: an acceptor that answers before its promise or vote is durable
-//!    can forget it in a crash and break safety (Chandra et al., *Paxos Made
-//!    Live* §5.1, "disk corruption" and the need to persist before replying).
+//! 1. `persist`: make it durable (write, and fsync when `Persist::sync`).
+//!    Everything later depends on it: an acceptor that answers before its
+//!    promise or vote is durable can forget it in a crash and break safety
+//!    (Chandra et al., *Paxos Made Live* §5.1, "disk corruption" and the
+//!    need to persist before replying). A learner's votes count nowhere, so
+//!    its copy of the log needs no fsync of its own.
 //! 2. `send`: only after `persist` is durable. A message in `send` may
 //!    promise what `persist` wrote.
 //! 3. `snapshot_sends` and `snapshot_chunks`: read each chunk asked for
@@ -39,11 +41,21 @@ pub struct HardState {
 /// Writes to make durable, atomically, applied in this order:
 /// the snapshot (which drops log entries at or below its slot), then the
 /// entries (overwriting any entry of the same slot), then the hard state.
+///
+/// `sync` says whether they must reach stable storage (an fsync) before the
+/// Ready's messages leave: a promise, a vote that may count, a snapshot.
+/// Without it they are a learner's copy of the log (its votes count in no
+/// configuration of theirs) or chosen entries learned from another replica,
+/// which the replica can learn again: the runtime writes them in order
+/// with the rest but need not wait for them, and a crash may lose them.
+/// Writes are durable in the order they were handed over, so a later synced
+/// write makes the unsynced ones before it durable too (one write-ahead log).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persist {
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
+    pub sync: bool,
 }
 
 impl Persist {

@@ -657,6 +657,7 @@ impl Replica {
         snapshot.membership = self.reconfigured_after(snapshot.slot);
         self.log.retain(|slot, _| *slot > snapshot.slot);
         self.ready.persist.snapshot = Some(snapshot.clone());
+        self.ready.persist.sync = true;
         self.snapshot = Some(snapshot);
     }
 
@@ -769,6 +770,10 @@ impl Replica {
             || (!self.ready.persist.is_empty() && self.chosen.0 >= self.chosen_persisted.0 + HARD_STATE_CHOSEN_STRIDE)
         {
             self.chosen_persisted = self.chosen;
+            // A promise must be durable; a chosen index alone need not be.
+            if self.promised > self.promised_persisted || self.ready.persist.snapshot.is_some() {
+                self.ready.persist.sync = true;
+            }
             assert!(
                 self.promised >= self.promised_persisted,
                 "{}: promise went backwards from {} to {}",
@@ -779,6 +784,11 @@ impl Replica {
             self.promised_persisted = self.promised;
             self.ready.persist.hard_state = Some(HardState { promised: self.promised, chosen: self.chosen });
             self.promise_dirty = false;
+        }
+        // Nothing to write, nothing to sync (a vote again for a slot whose
+        // entry is stored: the runtime writes, and syncs, nothing).
+        if self.ready.persist.is_empty() {
+            self.ready.persist.sync = false;
         }
         // A single voter elects itself in the Ready that first persists its
         // promise: its accepts wait for that persist like everything else.
@@ -1136,13 +1146,13 @@ impl Replica {
             return;
         }
         self.follow(ballot);
+        let mut voted = false;
         if slot > self.chosen {
             if self.log.get(&slot) != Some(&(ballot, value.clone())) {
-                // Paxos Made Live §5.1: the vote is durable before `Accepted` leaves.
                 self.ready.persist.entries.push(Entry { slot, ballot, value: value.clone() });
                 self.log.insert(slot, (ballot, value));
             }
-            self.send(from, Message::Accepted { ballot, slot });
+            voted = true;
         } else if self.log.get(&slot).is_some_and(|(_, known)| *known == value) {
             // Already chosen with this very value: voting again changes nothing.
             self.send(from, Message::Accepted { ballot, slot });
@@ -1154,6 +1164,24 @@ impl Replica {
             self.send(from, Message::Compacted { ballot, snapshot_slot });
         }
         self.learn_chosen(from, ballot, chosen);
+        if !voted {
+            return;
+        }
+        // A slot's votes are counted against the configuration chosen before
+        // it (α = 1). Once every slot below this one is chosen here, that is
+        // this replica's own: a learner in it casts no vote any leader
+        // counts, so it neither syncs its copy nor answers (leaders count,
+        // resend to and track voters only). Above a gap (a change it has not
+        // seen may have made it a voter) it votes as a voter does: Paxos
+        // Made Live §5.1, the vote is durable before `Accepted` leaves.
+        let learner = slot == self.chosen.next() && self.membership.is_learner(self.config.node);
+        if learner {
+            return;
+        }
+        if !self.config.faults.votes_unsynced {
+            self.ready.persist.sync = true;
+        }
+        self.send(from, Message::Accepted { ballot, slot });
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
@@ -1242,6 +1270,7 @@ impl Replica {
 
     fn accept_own_and_send(&mut self, ballot: Ballot, slot: Slot, value: Value) {
         self.ready.persist.entries.push(Entry { slot, ballot, value: value.clone() });
+        self.ready.persist.sync = true;
         self.log.insert(slot, (ballot, value.clone()));
         let chosen = self.chosen;
         self.broadcast(Message::Accept { ballot, slot, value, chosen });
@@ -1830,6 +1859,8 @@ impl Replica {
             }
             // A chosen value replaces whatever this replica had accepted there:
             // every ballot at or above the choosing one carries the same value.
+            // No vote and no promise: a crash may lose it (no fsync of its
+            // own, `Persist::sync`), and it is then fetched again.
             self.chosen = entry.slot;
             self.log.insert(entry.slot, (entry.ballot, entry.value.clone()));
             self.ready.persist.entries.push(entry);
@@ -1948,6 +1979,7 @@ impl Replica {
         self.ready.apply.clear();
         self.ready.restore = Some(snapshot.clone());
         self.ready.persist.snapshot = Some(snapshot.clone());
+        self.ready.persist.sync = true;
         self.snapshot = Some(snapshot);
         self.apply_chosen();
     }

@@ -39,6 +39,9 @@ struct Cluster {
     cut: BTreeSet<NodeId>,
     /// Messages for which this answers true are lost.
     lose: Option<Box<dyn FnMut(&Envelope) -> bool>>,
+    /// Each node's non-empty writes, in order: whether each needed an
+    /// fsync (`Persist::sync`) and whether it held log entries.
+    writes: BTreeMap<NodeId, Vec<(bool, bool)>>,
 }
 
 fn n(id: u64) -> NodeId {
@@ -70,6 +73,7 @@ impl Cluster {
             down: BTreeSet::new(),
             cut: BTreeSet::new(),
             lose: None,
+            writes: BTreeMap::new(),
         };
         for node in voters.iter().chain(&learner_ids) {
             let mut config = Config::new(GROUP, *node, voters.clone(), RTT_US);
@@ -93,6 +97,10 @@ impl Cluster {
     fn process(&mut self, node: NodeId) {
         let Some(replica) = self.replicas.get_mut(&node) else { return };
         let ready = replica.take_ready();
+        if !ready.persist.is_empty() {
+            let write = (ready.persist.sync, !ready.persist.entries.is_empty());
+            self.writes.entry(node).or_default().push(write);
+        }
         self.stored.get_mut(&node).unwrap().apply(&ready.persist);
         self.in_flight.extend(ready.send);
         let chunks = self.chunks.entry(node).or_default();
@@ -1345,6 +1353,90 @@ fn multi_paxos_routes_messages_by_group() {
     assert!(node.propose(GroupId(3), bytes("nowhere")).is_err());
 }
 
+/// A learner's votes count in no configuration, so its copy of the log
+/// goes to disk without an fsync; a voter's votes, a promise and the
+/// leader's own entries with one. Once promoted, the learner syncs too.
+#[test]
+fn a_learner_writes_the_log_without_an_fsync_and_a_voter_with_one() {
+    let mut cluster = Cluster::with_learners(3, 1, Some(n(1)));
+    let learner = n(4);
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.run_until(|cluster| cluster.commands(learner) == vec![bytes("a")]);
+    // Its first write after the election holds its promise of the
+    // leader's ballot: synced.
+    assert!(cluster.writes[&learner].first().is_some_and(|(sync, _)| *sync), "{:?}", cluster.writes[&learner]);
+    cluster.writes.clear();
+    // Nor does it answer: no leader counts it.
+    let answers = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = answers.clone();
+    cluster.lose = Some(Box::new(move |envelope| {
+        if envelope.from == learner && matches!(envelope.message, Message::Accepted { .. }) {
+            counted.set(counted.get() + 1);
+        }
+        false
+    }));
+    for command in ["b", "c", "d"] {
+        cluster.propose(leader, command);
+        cluster.run_until(|cluster| cluster.commands(learner).last() == Some(&bytes(command)));
+    }
+    assert_eq!(answers.get(), 0, "a learner answered an accept");
+    let entries = |cluster: &Cluster, node: NodeId| -> Vec<bool> {
+        cluster.writes[&node].iter().filter(|(_, entries)| *entries).map(|(sync, _)| *sync).collect()
+    };
+    assert_eq!(entries(&cluster, learner), vec![false; 3], "a learner's copy: no fsync");
+    for voter in [leader, n(2), n(3)] {
+        assert_eq!(entries(&cluster, voter), vec![true; 3], "{voter}'s votes: an fsync each");
+    }
+
+    // Promoted, its votes count: synced from the slot after the change on.
+    let mut written = Vec::new();
+    cluster.reconfigure_while_writing(&membership(&[1, 2, 3, 4], &[]), &mut written);
+    cluster.run_until(|cluster| !cluster.replicas[&learner].is_learner());
+    cluster.writes.clear();
+    let leader = cluster.leader().expect("a leader");
+    cluster.propose(leader, "e");
+    cluster.run_until(|cluster| cluster.commands(learner).last() == Some(&bytes("e")));
+    assert!(entries(&cluster, learner).iter().all(|sync| *sync), "a voter's votes: synced");
+    assert!(!entries(&cluster, learner).is_empty());
+}
+
+/// A learner that lacks slots below the one it is asked to accept cannot
+/// know that slot's configuration (a change below may have made it a
+/// voter): it syncs that vote.
+#[test]
+fn a_learner_with_a_gap_below_a_slot_syncs_its_vote_there() {
+    let mut cluster = Cluster::with_learners(3, 1, Some(n(1)));
+    let learner = n(4);
+    let leader = cluster.elect();
+    cluster.propose(leader, "a");
+    cluster.run_until(|cluster| cluster.commands(learner) == vec![bytes("a")]);
+    // The learner misses the accept of "b"; then "c"'s accept comes first.
+    cluster.cut.insert(learner);
+    cluster.propose(leader, "b");
+    cluster.deliver_all();
+    cluster.cut.clear();
+    cluster.writes.clear();
+    let chosen_before = cluster.replicas[&learner].chosen();
+    let accept = Message::Accept {
+        ballot: cluster.replicas[&leader].leader_ballot().expect("leading"),
+        slot: chosen_before.next().next(),
+        value: Value::Batch(vec![bytes("c")]),
+        chosen: chosen_before,
+    };
+    let now = cluster.now_us;
+    cluster.replica(learner).step(now, Envelope { group: GROUP, from: leader, to: learner, message: accept });
+    cluster.process(learner);
+    assert_eq!(cluster.writes[&learner], vec![(true, true)], "a vote above a gap is synced");
+    assert!(
+        cluster
+            .in_flight
+            .iter()
+            .any(|envelope| envelope.from == learner && matches!(envelope.message, Message::Accepted { .. })),
+        "and answered"
+    );
+}
+
 /// Zone survival's remote copies: a learner receives and applies the log,
 /// catches up like anyone, but never votes and never stands for election.
 #[test]
@@ -1734,7 +1826,7 @@ fn with_early_accepts(cluster: &mut Cluster, planted: bool) {
 fn promise_durable(replica: &mut Replica) {
     let promised = replica.promised();
     let hard_state = HardState { promised, chosen: Slot::ZERO };
-    replica.persisted(&Persist { snapshot: None, entries: Vec::new(), hard_state: Some(hard_state) });
+    replica.persisted(&Persist { hard_state: Some(hard_state), sync: true, ..Persist::default() });
 }
 
 /// *Paxos Made Live* §4.2: a leader's accepts leave before its own log

@@ -12,8 +12,10 @@
 //!    leader's disk write runs beside the round trip; its own vote counts
 //!    only once step 4 tells its replica the write is durable,
 //!    `paxos::Config::early_accepts`), then make all the Readies' `persist`
-//!    parts durable with **one** synced write ([`LogStore::write`]: group
-//!    commit across groups);
+//!    parts durable with **one** write ([`LogStore::write`]: group commit
+//!    across groups), synced unless it holds no promise and no vote that
+//!    may count (a learner's copy of a shard's log, chosen entries caught
+//!    up: `paxos::Persist::sync`);
 //! 3. only then send their other messages (an acceptor must not answer
 //!    before what it answers is durable);
 //! 4. let the host restore snapshots, apply chosen entries and serve
@@ -46,8 +48,8 @@ use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use geodb_geo::NodeId;
 use geodb_geo::paxos::{self, GroupId, HardState, Membership, ProposeError, Snapshot, Stored};
-use geodb_storage::Engine;
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
+use geodb_storage::{Durability, Engine};
 use geodb_txn::host::{GroupStatus, HostConfig};
 use geodb_txn::protocol::{ReadMode, Refusal, Request, Response, ShardId};
 use geodb_txn::{Body, Host, HostOutput, NodeMessage, Origin, OrphanCounts, RpcError, Shard, ShardRpc};
@@ -604,8 +606,16 @@ impl DriverState {
                 .filter(|(_, group_ready)| !group_ready.persist.is_empty())
                 .map(|(group, group_ready)| group_write(*group, &group_ready.persist))
                 .collect();
+            // Synced if any group's write holds a promise or a vote that may
+            // count; a node that is only a learner of the busy shards (every
+            // node holds a replica of every home shard) writes without one.
+            let durability = if ready.iter().any(|(_, group_ready)| group_ready.persist.sync) {
+                Durability::Sync
+            } else {
+                Durability::Buffered
+            };
             if !writes.is_empty()
-                && let Err(error) = self.store.write(&writes)
+                && let Err(error) = self.store.write(&writes, durability)
             {
                 self.fail(format!("cannot persist the Paxos log: {error}"));
                 return false;

@@ -5,6 +5,10 @@
 //! write handed over while one runs waits for the next. Until its fsync
 //! completes, a write is lost by a crash.
 
+use std::collections::BTreeMap;
+
+use geodb_geo::paxos::{GroupId, NodeReady, Persist, Stored};
+
 /// One node's disk.
 #[derive(Clone, Copy, Debug)]
 pub struct Disk {
@@ -42,5 +46,56 @@ impl Disk {
     /// When the fsync in progress (if any) completes.
     pub fn sync_end_us(&self) -> u64 {
         self.sync_end_us
+    }
+}
+
+/// What a node's disk holds of its Paxos groups: each group's durable
+/// state, and the writes handed over without an fsync of their own
+/// (`Persist::sync` false: a learner's copy of the log, chosen entries
+/// caught up) that no synced write has followed yet. As with the server's
+/// one write-ahead log, a synced write makes every write before it durable
+/// too, and a crash loses the rest.
+#[derive(Debug, Default)]
+pub struct Stores {
+    pub durable: BTreeMap<GroupId, Stored>,
+    unsynced: Vec<(GroupId, Persist)>,
+}
+
+impl Stores {
+    /// A Ready's writes reached the disk, after its fsync if it needed one.
+    /// Readies come in the order they were handed over.
+    pub fn write(&mut self, ready: &NodeReady) {
+        for (group, group_ready) in ready {
+            if !group_ready.persist.is_empty() {
+                self.unsynced.push((*group, group_ready.persist.clone()));
+            }
+        }
+        if ready.iter().any(|(_, group_ready)| group_ready.persist.sync) {
+            for (group, persist) in self.unsynced.drain(..) {
+                self.durable.entry(group).or_default().apply(&persist);
+            }
+        }
+    }
+
+    /// The node crashed: what no fsync covered is gone.
+    pub fn crash(&mut self) {
+        self.unsynced.clear();
+    }
+
+    /// A replica of `group` is created here, with nothing stored.
+    pub fn create(&mut self, group: GroupId) {
+        self.remove(group);
+        self.durable.insert(group, Stored::default());
+    }
+
+    /// The replica of `group` is gone, with its store.
+    pub fn remove(&mut self, group: GroupId) {
+        self.durable.remove(&group);
+        self.unsynced.retain(|(unsynced_group, _)| *unsynced_group != group);
+    }
+
+    /// How many writes wait for a sync (for the report).
+    pub fn unsynced(&self) -> usize {
+        self.unsynced.len()
     }
 }

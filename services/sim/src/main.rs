@@ -42,6 +42,10 @@ struct Args {
     /// or restarting" (test-only).
     #[arg(long)]
     quiet_deaf: bool,
+    /// Plant "acceptors write their votes without an fsync, as a learner
+    /// may" (test-only).
+    #[arg(long)]
+    votes_unsynced: bool,
     /// Clocks run at rates within ± this many parts per million of true time
     /// (default 50000, ±5 %; leases hold within about ±8 %, at most 500000).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=500_000))]
@@ -204,8 +208,8 @@ fn bank(args: BankArgs) -> ExitCode {
          {} MAV reads ({} keys held back until their transactions arrived), \
          {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes, \
          {} parts prepared at their statement, {} tries that waited for an older prepared transaction, {} commits recorded with \
-         the record's own part, {} versions garbage-collected, {} leaderships handed to the node their requests came from; \
-         failing seeds: {failed:?}",
+         the record's own part, {} versions garbage-collected, {} leaderships handed to the node their requests came from, \
+         {} unsynced log writes lost in crashes; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -241,6 +245,7 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.decided_with_part),
         total(|report| report.collected),
         total(|report| report.handovers),
+        total(|report| report.unsynced_lost),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -256,6 +261,7 @@ fn main() -> ExitCode {
         lease_past_expiry: args.lease_past_expiry,
         own_vote_before_durable: args.own_vote_before_durable,
         quiet_deaf: args.quiet_deaf,
+        votes_unsynced: args.votes_unsynced,
     };
     let mut options = Options { faults, trace: args.seeds.trace, ..Options::default() };
     if let Some(ppm) = args.drift_ppm {
@@ -298,11 +304,13 @@ fn main() -> ExitCode {
             let spells: u64 = reports.iter().map(|report| report.quiet_spells).sum();
             let wakes: u64 = reports.iter().map(|report| report.quiet_wakes).sum();
             let transfers: u64 = reports.iter().map(|report| report.transfers_started).sum();
+            let unsynced: u64 = reports.iter().map(|report| report.unsynced_lost).sum();
             println!(
                 "{count} seeds passed ({start}..{}) in {seconds:.1} s: {:.1} seeds/s; {events} events, \
                  {ok} operations acknowledged, {maybe} unknown, {crashes} crashes, {partitions} partitions, \
                  {pauses} pauses ({aimed} of a leaseholder), {moves} voters moved, reads {leased} under a lease / {rounds} with a round, \
-                 replicas fell quiet {spells} times and woke {wakes} times, {transfers} leaderships handed over at runtime",
+                 replicas fell quiet {spells} times and woke {wakes} times, {transfers} leaderships handed over at runtime, \
+                 {unsynced} unsynced log writes lost in crashes",
                 start + count,
                 count as f64 / seconds.max(1e-9),
             );

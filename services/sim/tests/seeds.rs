@@ -44,6 +44,8 @@ fn three_hundred_seeds_with_every_fault_pass() {
     // another voter at runtime, under the same faults and the same checks
     // (leases included).
     assert!(total(|report| report.transfers_started) >= CI_SEEDS / 2, "too few runtime handovers");
+    // Learners write the log without an fsync: crashes must find such writes.
+    assert!(total(|report| report.unsynced_lost) >= CI_SEEDS / 3, "too few unsynced writes lost in crashes");
     assert!(total(|report| report.messages_lost) > 0 && total(|report| report.messages_duplicated) > 0);
     assert!(total(|report| report.snapshots_installed) > 0, "no snapshot was ever installed");
     assert!(total(|report| report.operations_maybe) > 0, "no operation ever had an unknown outcome");
@@ -73,6 +75,16 @@ fn planted_ack_before_persist_is_caught_within_the_budget() {
     // The failure replays exactly.
     let again = run_one(failure.seed, &options).expect_err("a failing seed fails again");
     assert_eq!(again.message, failure.message);
+}
+
+#[test]
+fn planted_votes_without_an_fsync_are_caught_within_the_budget() {
+    // Learners' copies of the log go to disk without an fsync; the same for
+    // a voter's votes loses, in a crash, votes that chose a value.
+    let options = Options { faults: Faults { votes_unsynced: true, ..Faults::default() }, ..Options::default() };
+    let failure =
+        (0..CI_SEEDS).find_map(|seed| run_one(seed, &options).err()).expect("the planted bug escaped every seed");
+    assert!(failure.replay.ends_with("--votes-unsynced"), "{failure}");
 }
 
 #[test]

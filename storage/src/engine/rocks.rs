@@ -27,8 +27,8 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode, IteratorMode, Options,
-    ReadOptions, SingleThreaded, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, DBWithThreadMode,
+    IteratorMode, Options, ReadOptions, SingleThreaded, WriteOptions,
 };
 
 use super::{ColumnFamily, Durability, Engine, ScanIter, WriteBatch, WriteOp};
@@ -87,6 +87,12 @@ impl RocksEngine {
         options.create_missing_column_families(true);
         options.set_max_background_jobs(BACKGROUND_JOBS_MAX);
         options.set_max_total_wal_size(WAL_BYTES_MAX);
+        // After a crash, keep the write-ahead log up to its first damaged
+        // record and nothing after it: a prefix of the writes, in order.
+        // Buffered writes (a learner's copy of a shard's log: `Durability`)
+        // rely on it: a synced write makes every one before it durable, and
+        // a crash never keeps a later write without an earlier one.
+        options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
 
         let families = ColumnFamily::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options(cf, &cache)));
         let db = Database::open_cf_descriptors(&options, path, families)

@@ -55,7 +55,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use geodb_geo::paxos::{Config, GroupId, NodeReady, Stored};
+use geodb_geo::paxos::{Config, GroupId, NodeReady};
 use geodb_geo::{LatencyMatrix, NodeId};
 use geodb_storage::{ColumnFamily, Durability, Engine, MemoryEngine, ScopedEngine, WriteBatch};
 use geodb_txn::conflict::ValidationFaults;
@@ -209,6 +209,10 @@ pub struct BankReport {
     pub pipelines_cut: u64,
     /// Replicas that fell quiet (`paxos::Config::quiesce`).
     pub quiet_spells: u64,
+    /// Writes handed to the disk without an fsync of their own (a
+    /// learner's copy of a shard's log, chosen entries caught up) that a
+    /// crash then lost.
+    pub unsynced_lost: u64,
     /// Notes acknowledged (Read Committed writes, R16), and entries the
     /// outboxes queued for home shards (all of them shipped and applied
     /// once each by the end).
@@ -510,7 +514,7 @@ struct SimNode {
     /// the state machines are rebuilt from their durable Paxos state and
     /// the snapshot chunks it names.
     engine: Arc<MemoryEngine>,
-    durable: BTreeMap<GroupId, Stored>,
+    stores: crate::disk::Stores,
     syncing: VecDeque<NodeReady>,
     rpc: NodeRpc,
     calls: HashMap<u64, Call>,
@@ -666,7 +670,7 @@ impl World {
                     host: Host::new(HostConfig::new(*node), hlc.clone(), 0),
                     hlc,
                     engine: Arc::new(MemoryEngine::new()),
-                    durable: BTreeMap::new(),
+                    stores: crate::disk::Stores::default(),
                     syncing: VecDeque::new(),
                     rpc: NodeRpc::detached(),
                     calls: HashMap::new(),
@@ -919,6 +923,8 @@ impl World {
         self.report.orphans_unknown += orphans.unknown;
         self.report.quiet_spells += sim_node.host.paxos().quiet_counts().0;
         sim_node.syncing.clear();
+        self.report.unsynced_lost += sim_node.stores.unsynced() as u64;
+        sim_node.stores.crash();
         sim_node.calls.clear();
         sim_node.rpc.detach();
         self.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
@@ -1002,7 +1008,7 @@ impl World {
                 Arc::new(ScopedEngine::new(engine.clone() as Arc<dyn Engine>, geodb_txn::shard_prefix(shard.id)));
             let state = Shard::open_with_faults(shard.id, view, sim_node.hlc.clone(), true, validation)
                 .expect("a fresh memory engine opens");
-            let stored = sim_node.durable.entry(group).or_default().clone();
+            let stored = sim_node.stores.durable.entry(group).or_default().clone();
             let (lead_ns, interval_us) = closing(config);
             if let Err(error) = host.add_group(config.clone(), stored, Arc::new(state), COMPACT_AFTER_SLOTS, local) {
                 return self.fail(format!("{node}: {group} cannot restart: {error}"));
@@ -1112,8 +1118,8 @@ impl World {
         for (_, group_ready) in ready.iter_mut() {
             early.extend(group_ready.take_early_sends().into_iter().map(NodeMessage::paxos));
         }
-        let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
-        let done_at = sim_node.disk.durable_at(now, has_persist);
+        let needs_sync = ready.iter().any(|(_, group_ready)| group_ready.persist.sync);
+        let done_at = sim_node.disk.durable_at(now, needs_sync);
         let incarnation = sim_node.incarnation;
         let immediate = done_at == now && sim_node.syncing.is_empty();
         sim_node.syncing.push_back(ready);
@@ -1132,9 +1138,7 @@ impl World {
         let now = self.scheduler.now_us();
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         let ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
-        for (group, group_ready) in &ready {
-            sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
-        }
+        sim_node.stores.write(&ready);
         let mut outgoing = Vec::new();
         for (_, group_ready) in &ready {
             outgoing.extend(group_ready.send.iter().cloned().map(NodeMessage::paxos));

@@ -62,6 +62,9 @@ pub struct Faults {
     /// went down or restarted while it was quiet never elects again. Only
     /// the liveness check can see this one.
     pub quiet_deaf: bool,
+    /// Acceptors write their votes without an fsync of their own
+    /// (`paxos::ReplicaFaults::votes_unsynced`), as only learners may.
+    pub votes_unsynced: bool,
 }
 
 /// What a run looks like; everything else is drawn from the seed.
@@ -132,6 +135,9 @@ pub struct Report {
     /// Replicas that fell quiet (`paxos::Config::quiesce`), and woke.
     pub quiet_spells: u64,
     pub quiet_wakes: u64,
+    /// Writes handed to the disk without an fsync of their own (a learner's
+    /// copy of the log, chosen entries caught up) that a crash then lost.
+    pub unsynced_lost: u64,
     /// A digest of every event's time and kind: equal digests, equal runs.
     pub trace_digest: u64,
 }
@@ -171,6 +177,9 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     }
     if options.faults.quiet_deaf {
         command.push_str(" --quiet-deaf");
+    }
+    if options.faults.votes_unsynced {
+        command.push_str(" --votes-unsynced");
     }
     if options.drift_ppm_max != Options::default().drift_ppm_max {
         command.push_str(&format!(" --drift-ppm {}", options.drift_ppm_max));
@@ -286,7 +295,7 @@ struct SimNode {
     resume_clients_first: bool,
     disk: crate::disk::Disk,
     paxos: MultiPaxos,
-    durable: BTreeMap<GroupId, Stored>,
+    stores: crate::disk::Stores,
     /// Each group's snapshot chunks by slot and index, as its state machine
     /// stores them (durable: a crash keeps them).
     chunks: BTreeMap<GroupId, BTreeMap<(Slot, u64), Vec<u8>>>,
@@ -426,6 +435,7 @@ impl World {
                 // groups; the workload leaves them idle now and then).
                 config.quiesce = quiesce;
                 config.faults.quiet_deaf = options.faults.quiet_deaf;
+                config.faults.votes_unsynced = options.faults.votes_unsynced;
                 configs.insert((*member, group.id), config);
             }
         }
@@ -452,7 +462,7 @@ impl World {
                     resume_clients_first: false,
                     disk: crate::disk::Disk::new(fsync_us),
                     paxos: MultiPaxos::new(*node, 0),
-                    durable: BTreeMap::new(),
+                    stores: crate::disk::Stores::default(),
                     chunks: BTreeMap::new(),
                     syncing: VecDeque::new(),
                     registers: BTreeMap::new(),
@@ -688,6 +698,8 @@ impl World {
         sim_node.up = false;
         sim_node.incarnation += 1;
         sim_node.syncing.clear();
+        self.report.unsynced_lost += sim_node.stores.unsynced() as u64;
+        sim_node.stores.crash();
         sim_node.registers.clear();
         let (spells, wakes) = sim_node.paxos.quiet_counts();
         self.report.quiet_spells += spells;
@@ -708,7 +720,7 @@ impl World {
         let mut paxos = MultiPaxos::new(node, sim_node.incarnation);
         for group in &self.groups {
             if let Some(config) = self.configs.get(&(node, group.id)) {
-                let stored = sim_node.durable.entry(group.id).or_default().clone();
+                let stored = sim_node.stores.durable.entry(group.id).or_default().clone();
                 // Only the stored snapshot's chunks are kept across a restart.
                 let keep = stored.snapshot.as_ref().map(|snapshot| snapshot.slot);
                 sim_node.chunks.entry(group.id).or_default().retain(|(slot, _), _| Some(*slot) == keep);
@@ -740,8 +752,8 @@ impl World {
         for (_, group_ready) in ready.iter_mut() {
             early.extend(group_ready.take_early_sends());
         }
-        let has_persist = ready.iter().any(|(_, group_ready)| !group_ready.persist.is_empty());
-        let done_at = sim_node.disk.durable_at(now, has_persist);
+        let needs_sync = ready.iter().any(|(_, group_ready)| group_ready.persist.sync);
+        let done_at = sim_node.disk.durable_at(now, needs_sync);
         let incarnation = sim_node.incarnation;
         if self.options.faults.ack_before_persist {
             for (_, group_ready) in ready.iter_mut() {
@@ -784,8 +796,8 @@ impl World {
         let mut ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
         // A replica retired since it handed this Ready over is gone, with its store.
         ready.retain(|(group, _)| *group == GroupId::NODE || self.configs.contains_key(&(node, *group)));
+        sim_node.stores.write(&ready);
         for (group, group_ready) in &ready {
-            sim_node.durable.entry(*group).or_default().apply(&group_ready.persist);
             sim_node.paxos.persisted(*group, &group_ready.persist);
         }
         for (_, group_ready) in ready.iter_mut() {

@@ -219,7 +219,7 @@ impl World {
         self.configs.insert((node, id), config.clone());
         let now = self.scheduler.now_us();
         let sim_node = self.nodes.get_mut(&node).expect("known node");
-        sim_node.durable.insert(id, Stored::default());
+        sim_node.stores.create(id);
         sim_node.chunks.remove(&id);
         if sim_node.up {
             let local = sim_node.clock.local_us(now);
@@ -236,7 +236,7 @@ impl World {
         let sim_node = self.nodes.get_mut(&node).expect("known node");
         sim_node.paxos.remove_group(id);
         sim_node.registers.remove(&id);
-        sim_node.durable.remove(&id);
+        sim_node.stores.remove(id);
         sim_node.chunks.remove(&id);
         self.invariants.on_retire(node, id);
     }
