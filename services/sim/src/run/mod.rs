@@ -13,8 +13,11 @@
 //!
 //! Persistence is modelled: what a node hands over in a Ready's `persist`
 //! becomes durable after the node's fsync delay, Readies complete in order,
-//! and their messages leave and their entries are applied only then. A crash
-//! drops everything not yet durable; the node restarts from its durable store.
+//! and their messages leave and their entries are applied only then. A
+//! write that needs no fsync (`Persist::sync` false: a learner's copy of the
+//! log) waits for none and becomes durable with the next synced one
+//! (`disk::Stores`). A crash drops everything not yet durable; the node
+//! restarts from its durable store.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
