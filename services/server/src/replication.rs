@@ -614,11 +614,14 @@ impl DriverState {
             } else {
                 Durability::Buffered
             };
-            if !writes.is_empty()
-                && let Err(error) = self.store.write(&writes, durability)
-            {
-                self.fail(format!("cannot persist the Paxos log: {error}"));
-                return false;
+            if !writes.is_empty() {
+                if let Err(error) = self.store.write(&writes, durability) {
+                    self.fail(format!("cannot persist the Paxos log: {error}"));
+                    return false;
+                }
+                let sync = if durability == Durability::Sync { "true" } else { "false" };
+                metrics::counter!(crate::telemetry::names::PAXOS_LOG_WRITES, "node" => self.node.0.to_string(), "sync" => sync)
+                    .increment(1);
             }
             let mut outgoing = Vec::new();
             for (_, group_ready) in &ready {

@@ -57,6 +57,9 @@ pub mod names {
     pub const PAXOS_SNAPSHOTS_INSTALLED: &str = "geodb_paxos_snapshots_installed_total";
     /// Leadership changes seen by a node's replica of a shard, by node.
     pub const PAXOS_LEADER_CHANGES: &str = "geodb_paxos_leader_changes_total";
+    /// The replication driver's Paxos log writes, by node and whether they
+    /// were synced (`sync="false"`: only learners' copies and chosen entries).
+    pub const PAXOS_LOG_WRITES: &str = "geodb_paxos_log_writes_total";
     /// Shard leaderships this node handed to the node their requests came
     /// from (R22), by node.
     pub const LEADERSHIP_HANDOVERS: &str = "geodb_leadership_handovers_total";
@@ -196,6 +199,11 @@ pub mod names {
         (STATEMENT_CACHE_MISSES, Kind::Counter, "Statements parsed and planned because the statement cache missed."),
         (PAXOS_SNAPSHOTS_INSTALLED, Kind::Counter, "Snapshots a replica installed from its shard leader, by node."),
         (PAXOS_LEADER_CHANGES, Kind::Counter, "Shard leadership changes seen by a node's replica, by node."),
+        (
+            PAXOS_LOG_WRITES,
+            Kind::Counter,
+            "Paxos log writes of a node's replication driver (one per round for all shards), by node and sync: false when they held only learners' copies of logs and chosen entries, written without an fsync.",
+        ),
         (
             LEADERSHIP_HANDOVERS,
             Kind::Counter,

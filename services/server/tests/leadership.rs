@@ -123,6 +123,17 @@ async fn a_home_shards_leadership_moves_to_the_node_its_requests_come_from_and_s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The other regions' nodes are learners of these shards: their copies
+    // of the log are written without an fsync, and counted so.
+    let metrics = server.get("/metrics").await.1;
+    let unsynced: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("geodb_paxos_log_writes_total{") && line.contains("sync=\"false\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(unsynced > 0.0, "learners' log writes without an fsync are counted:\n{metrics}");
+    assert!(metric_sum(&metrics, "geodb_paxos_log_writes_total") > unsynced, "and synced ones too");
+
     // Now every request comes from us-east, outside the shards' home
     // region, for several windows: the leadership stays where it is.
     let started = Instant::now();
