@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, code, metric_sum};
+use common::{Server, code, metric_sum, metric_sum_where};
 use serde_json::{Value, json};
 
 /// How long one node must send most of a shard's requests
@@ -126,11 +126,7 @@ async fn a_home_shards_leadership_moves_to_the_node_its_requests_come_from_and_s
     // The other regions' nodes are learners of these shards: their copies
     // of the log are written without an fsync, and counted so.
     let metrics = server.get("/metrics").await.1;
-    let unsynced: f64 = metrics
-        .lines()
-        .filter(|line| line.starts_with("geodb_paxos_log_writes_total{") && line.contains("sync=\"false\""))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let unsynced = metric_sum_where(&metrics, "geodb_paxos_log_writes_total", "sync=\"false\"");
     assert!(unsynced > 0.0, "learners' log writes without an fsync are counted:\n{metrics}");
     assert!(metric_sum(&metrics, "geodb_paxos_log_writes_total") > unsynced, "and synced ones too");
 

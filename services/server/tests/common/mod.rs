@@ -290,9 +290,16 @@ pub fn code(body: &Value) -> &str {
 
 /// The sum of a metric family's samples on a `/metrics` page.
 pub fn metric_sum(metrics: &str, family: &str) -> f64 {
+    metric_sum_where(metrics, family, "")
+}
+
+/// The sum of a metric family's samples whose line contains `label` (for
+/// example `sync="false"`; empty: every sample).
+pub fn metric_sum_where(metrics: &str, family: &str, label: &str) -> f64 {
     metrics
         .lines()
         .filter(|line| line.strip_prefix(family).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter(|line| line.contains(label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
