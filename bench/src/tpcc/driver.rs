@@ -46,6 +46,8 @@ pub struct Config {
     pub warmup: Duration,
     pub duration: Duration,
     pub keying_and_think: bool,
+    /// GeoDB's tables declare column families ([`super::schema`]).
+    pub column_families: bool,
     pub seed: u64,
 }
 

@@ -82,6 +82,7 @@ pub async fn load<T: Target>(
     constants: Constants,
     seed: u64,
     workers: usize,
+    column_families: bool,
 ) -> Result<u64, String> {
     let mut session = target.load_session(None).await.map_err(|e| format!("connect: {e}"))?;
     for table in schema::TABLES {
@@ -90,7 +91,7 @@ pub async fn load<T: Target>(
             .await
             .map_err(|e| format!("drop {table}: {e}"))?;
     }
-    for statement in schema::create_statements(target.dialect()) {
+    for statement in schema::create_statements(target.dialect(), column_families) {
         session.execute(&statement, &[]).await.map_err(|e| format!("{statement}: {e}"))?;
     }
     session.close().await;

@@ -76,6 +76,10 @@ pub struct Args {
     /// Concurrent loader connections.
     #[arg(long, default_value_t = 4)]
     load_workers: usize,
+    /// Store GeoDB's tables as one value per row: no column families for
+    /// the year-to-date and next-order counters (`docs/tpcc.md`).
+    #[arg(long)]
+    no_column_families: bool,
     /// Seed of the population and the terminals' inputs (default: the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -128,6 +132,7 @@ async fn run_async(args: Args) -> Result<(), String> {
         duration_s: args.duration_s,
         keying_and_think: args.keying_and_think,
         isolation: isolation.geodb_name().to_string(),
+        column_families: !args.no_column_families,
         seed,
     };
     if !population.is_standard() {
@@ -141,6 +146,7 @@ async fn run_async(args: Args) -> Result<(), String> {
         warmup: Duration::from_secs(args.warmup_s),
         duration: Duration::from_secs(args.duration_s),
         keying_and_think: args.keying_and_think,
+        column_families: !args.no_column_families,
         seed,
     };
     let mut results = Vec::new();
@@ -190,7 +196,8 @@ async fn run_target<T: Target>(
 ) -> Result<TargetResult, String> {
     eprintln!("{}: {}", target.name(), target.description());
     let started = Instant::now();
-    let rows_loaded = load::load(target, population, load_constants, config.seed, load_workers).await?;
+    let rows_loaded =
+        load::load(target, population, load_constants, config.seed, load_workers, config.column_families).await?;
     let load_s = started.elapsed().as_secs_f64();
     eprintln!(
         "{}: running {} terminal(s) for {} s (+{} s warmup)",

@@ -43,6 +43,8 @@ pub struct RunSettings {
     pub duration_s: u64,
     pub keying_and_think: bool,
     pub isolation: String,
+    /// GeoDB's hot counters in column families of their own.
+    pub column_families: bool,
     pub seed: u64,
 }
 
@@ -83,6 +85,11 @@ pub fn table(settings: &RunSettings, results: &[TargetResult]) -> String {
         } else {
             "keying and think times: off (terminals run back to back; efficiency not applicable)"
         }
+    );
+    let _ = writeln!(
+        out,
+        "GeoDB column families for the year-to-date and next-order counters: {}",
+        if settings.column_families { "on" } else { "off (--no-column-families)" }
     );
     for result in results {
         let stats = &result.stats;

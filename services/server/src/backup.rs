@@ -348,13 +348,13 @@ fn write_backup(node: &Node, dir: &Path) -> Result<Summary, ApiError> {
         let mut largest = 0;
         loop {
             let read = sql_backup::rows_after(&mut txn, table, after.as_deref(), page)?;
-            for (_, row) in &read {
+            for (_, row) in &read.rows {
                 file.write(row)?;
                 largest = largest.max(row.len());
             }
-            match read.last() {
-                Some((key, _)) if read.len() == page => after = Some(key.clone()),
-                _ => break,
+            match read.next {
+                Some(key) => after = Some(key),
+                None => break,
             }
             page = (PAGE_BYTES / largest.max(1)).clamp(1, PAGE);
         }

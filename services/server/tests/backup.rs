@@ -44,7 +44,10 @@ async fn fill(server: &Server) {
          ratio DOUBLE PRECISION, flag BOOLEAN, at TIMESTAMP, code CHAR(3), small SMALLINT, big BIGINT) \
          WITH (locality = 'global')",
         "CREATE UNIQUE INDEX items_name ON items (name)",
-        "CREATE TABLE users (uid INT, id INT, email TEXT, note TEXT, PRIMARY KEY (uid, id))",
+        // A column family: two stored values per row, which a backup's
+        // pages put back together.
+        "CREATE TABLE users (uid INT, id INT, email TEXT, note TEXT, PRIMARY KEY (uid, id)) \
+         WITH (family_contact = 'email')",
         "CREATE INDEX users_email ON users (email)",
         "CREATE UNIQUE INDEX users_uid_email ON users (uid, email)",
         "CREATE TABLE \"Mixed Case\" (\"order\" BIGINT PRIMARY KEY, \"Value\" TEXT)",
@@ -121,6 +124,8 @@ async fn a_backup_brings_every_table_value_and_index_back_exactly_and_refuses_wh
         tables.iter().position(|table| table["name"] == name).unwrap_or_else(|| panic!("{name} in {manifest}"))
     };
     let (items, users) = (entry("items"), entry("users"));
+    let users_ddl = manifest["tables"][users]["ddl"][0].as_str().unwrap();
+    assert!(users_ddl.ends_with("WITH (family_contact = 'email')"), "{users_ddl}");
     // Writes after the backup are not in it.
     source.sql("UPDATE items SET name = 'changed' WHERE id = 1", json!([])).await;
     source.sql("DELETE FROM users WHERE uid = 0", json!([])).await;

@@ -15,14 +15,16 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+use geodb_storage::value::encode_row;
 use geodb_storage::{DataType, Value, keycode};
 use geodb_txn::{Home, Isolation, Transaction, TxnManager};
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::catalog::{Catalog, Column, Locality, Table};
+use crate::catalog::{ALL_FAMILIES, Catalog, Column, Locality, Table};
 use crate::error::{Error, Result};
+use crate::exec::rows::{ReadKind, is_family_value, read_row};
 use crate::keys;
 use crate::plan::ddl;
 
@@ -34,22 +36,39 @@ pub fn tables_at(txn: &mut Transaction) -> Result<Vec<Arc<Table>>> {
     Ok(tables)
 }
 
-/// Up to `limit` rows of `table` after the row keyed `after` (from the
-/// first when `None`), in key order: each row's key and its stored bytes
-/// (`geodb_storage::encode_row` of its values in column order).
-pub fn rows_after(
-    txn: &mut Transaction,
-    table: &Table,
-    after: Option<&[u8]>,
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// A page of a table's rows read for a backup.
+pub struct RowsPage {
+    /// Each row's key and its value as one stored row (a table with column
+    /// families: its families put together, [`row_values`] reads it).
+    pub rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last key read, to go on after; `None` when the table ended.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Up to about `limit` rows of `table` after the key `after` (from the
+/// first when `None`), in key order.
+pub fn rows_after(txn: &mut Transaction, table: &Table, after: Option<&[u8]>, limit: usize) -> Result<RowsPage> {
     let prefix = keys::index_prefix(table, None);
     let end = keycode::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
     let start = match after {
         Some(key) => Bound::Excluded(key.to_vec()),
         None => Bound::Included(prefix),
     };
-    Ok(txn.scan(start, end, false, Some(limit))?)
+    let pairs = txn.scan(start, end, false, Some(limit))?;
+    let next = if pairs.len() == limit { pairs.last().map(|(key, _)| key.clone()) } else { None };
+    if !table.has_families() {
+        return Ok(RowsPage { rows: pairs, next });
+    }
+    let mut rows = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if is_family_value(&value) {
+            continue; // read with its row's primary value
+        }
+        let row = read_row(txn, table, &key, ALL_FAMILIES, ReadKind::Plain)?
+            .ok_or_else(|| Error::Internal(format!("a row of \"{}\" lacks one of its column families", table.name)))?;
+        rows.push((key, encode_row(&row)));
+    }
+    Ok(RowsPage { rows, next })
 }
 
 /// One entry of the directory of homes.
@@ -103,10 +122,15 @@ pub fn create_statements(table: &Table) -> Vec<String> {
         .collect();
     let key: Vec<String> = table.primary_key.iter().map(|&at| quoted(&table.columns[at].name)).collect();
     parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
-    let with = match table.locality {
-        Locality::Home => String::new(),
-        Locality::Global => " WITH (locality = 'global')".into(),
-    };
+    let mut options = Vec::new();
+    if table.locality == Locality::Global {
+        options.push("locality = 'global'".to_string());
+    }
+    for family in &table.families {
+        let columns: Vec<&str> = family.columns.iter().map(|&at| table.columns[at].name.as_str()).collect();
+        options.push(format!("family_{} = '{}'", family.name, columns.join(", ")));
+    }
+    let with = if options.is_empty() { String::new() } else { format!(" WITH ({})", options.join(", ")) };
     let mut statements = vec![format!("CREATE TABLE {} ({}){with}", quoted(&table.name), parts.join(", "))];
     for index in &table.indexes {
         let columns: Vec<String> = index.columns.iter().map(|&at| quoted(&table.columns[at].name)).collect();

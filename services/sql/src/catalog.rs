@@ -78,6 +78,29 @@ pub struct Index {
     pub unique: bool,
 }
 
+/// A column family: columns of a table stored under a key of their own
+/// beside the row's key, so that transactions touching different families
+/// of one row do not conflict (`docs/design/storage.md`, "Column families").
+/// Family 0, the primary family, is implicit: every column not named by a
+/// declared family, and the row's existence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    pub name: String,
+    /// Positions of the family's columns in the table (none of the primary
+    /// key), in table order.
+    pub columns: Vec<usize>,
+}
+
+/// The families a statement reads of a row: bit `f` for family `f`.
+pub type FamilySet = u64;
+
+/// Every family of any table.
+pub const ALL_FAMILIES: FamilySet = FamilySet::MAX;
+
+/// Declared families per table, at most (family ids fit a key byte and a
+/// [`FamilySet`] bit, with the primary family).
+pub const FAMILIES_MAX: usize = 15;
+
 /// A table definition.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Table {
@@ -89,6 +112,9 @@ pub struct Table {
     pub locality: Locality,
     pub indexes: Vec<Index>,
     pub next_index_id: u32,
+    /// Declared column families (family `i + 1`); empty for a table stored
+    /// as one value per row.
+    pub families: Vec<Family>,
 }
 
 impl Table {
@@ -105,10 +131,54 @@ impl Table {
     pub fn index_by_name(&self, name: &str) -> Option<usize> {
         self.indexes.iter().position(|i| i.name == name)
     }
+
+    /// The family a column is stored in (0, the primary family, for the
+    /// primary key and every column no declared family names).
+    pub fn family_of(&self, column: usize) -> usize {
+        self.families.iter().position(|f| f.columns.contains(&column)).map_or(0, |i| i + 1)
+    }
+
+    /// The families holding any of `columns`.
+    pub fn families_of(&self, columns: impl IntoIterator<Item = usize>) -> FamilySet {
+        columns.into_iter().fold(0, |set, column| set | 1 << self.family_of(column))
+    }
+
+    /// Whether a row of this table is stored as more than one value.
+    pub fn has_families(&self) -> bool {
+        !self.families.is_empty()
+    }
 }
 
-/// Format byte of a stored table definition.
+/// Format byte of a stored table definition without column families (as
+/// every version wrote it before families existed, so that a table that
+/// declares none reads the same on every node).
 const TABLE_FORMAT_V1: u8 = 1;
+/// Format byte of a definition with column families.
+const TABLE_FORMAT_V2: u8 = 2;
+
+/// A definition as [`TABLE_FORMAT_V1`] stores it: [`Table`] without
+/// families.
+#[derive(Serialize)]
+struct TableV1<'a> {
+    id: u32,
+    name: &'a str,
+    columns: &'a [Column],
+    primary_key: &'a [usize],
+    locality: Locality,
+    indexes: &'a [Index],
+    next_index_id: u32,
+}
+
+#[derive(Deserialize)]
+struct StoredTableV1 {
+    id: u32,
+    name: String,
+    columns: Vec<Column>,
+    primary_key: Vec<usize>,
+    locality: Locality,
+    indexes: Vec<Index>,
+    next_index_id: u32,
+}
 
 /// The set of tables as one transaction sees it.
 #[derive(Debug, Default)]
@@ -235,20 +305,43 @@ impl Catalog {
 }
 
 pub fn encode_table(table: &Table) -> Vec<u8> {
-    let out = vec![TABLE_FORMAT_V1];
-    postcard::to_extend(table, out).expect("table encoding is infallible")
+    // Infallible: plain structs and enums into a Vec.
+    if table.has_families() {
+        return postcard::to_extend(table, vec![TABLE_FORMAT_V2]).expect("table encoding is infallible");
+    }
+    let v1 = TableV1 {
+        id: table.id,
+        name: &table.name,
+        columns: &table.columns,
+        primary_key: &table.primary_key,
+        locality: table.locality,
+        indexes: &table.indexes,
+        next_index_id: table.next_index_id,
+    };
+    postcard::to_extend(&v1, vec![TABLE_FORMAT_V1]).expect("table encoding is infallible")
 }
 
 pub fn decode_table(bytes: &[u8]) -> Result<Table> {
-    match bytes.split_first() {
+    let corrupt = |e: postcard::Error| Error::Internal(format!("corrupt table definition: {e}"));
+    let table = match bytes.split_first() {
         Some((&TABLE_FORMAT_V1, rest)) => {
-            let table: Table =
-                postcard::from_bytes(rest).map_err(|e| Error::Internal(format!("corrupt table definition: {e}")))?;
-            check_table(&table)?;
-            Ok(table)
+            let v1: StoredTableV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            Table {
+                id: v1.id,
+                name: v1.name,
+                columns: v1.columns,
+                primary_key: v1.primary_key,
+                locality: v1.locality,
+                indexes: v1.indexes,
+                next_index_id: v1.next_index_id,
+                families: Vec::new(),
+            }
         }
-        _ => Err(Error::Internal("table definition has an unknown format".into())),
-    }
+        Some((&TABLE_FORMAT_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt)?,
+        _ => return Err(Error::Internal("table definition has an unknown format".into())),
+    };
+    check_table(&table)?;
+    Ok(table)
 }
 
 /// Checks a decoded definition before anything indexes with it: it came
@@ -256,7 +349,12 @@ pub fn decode_table(bytes: &[u8]) -> Result<Table> {
 fn check_table(table: &Table) -> Result<()> {
     let n = table.columns.len();
     let in_range = |cols: &[usize]| !cols.is_empty() && cols.iter().all(|&c| c < n);
-    if !in_range(&table.primary_key) || !table.indexes.iter().all(|i| in_range(&i.columns)) {
+    let families_fit = table.families.len() <= FAMILIES_MAX
+        && table
+            .families
+            .iter()
+            .all(|f| in_range(&f.columns) && f.columns.iter().all(|c| !table.primary_key.contains(c)));
+    if !in_range(&table.primary_key) || !table.indexes.iter().all(|i| in_range(&i.columns)) || !families_fit {
         return Err(Error::Internal(format!("table definition \"{}\" is inconsistent", table.name)));
     }
     Ok(())
@@ -428,5 +526,50 @@ impl CatalogCache {
         let catalog = Arc::new(catalog);
         self.install(catalog.clone());
         Ok(catalog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geodb_storage::DataType;
+
+    fn table(families: Vec<Family>) -> Table {
+        let column = |name: &str| Column { name: name.into(), ty: DataType::Int, not_null: false };
+        Table {
+            id: 7,
+            name: "t".into(),
+            columns: vec![column("k"), column("a"), column("b")],
+            primary_key: vec![0],
+            locality: Locality::Home,
+            indexes: vec![Index { id: 2, name: "t_a".into(), columns: vec![1], unique: false }],
+            next_index_id: 3,
+            families,
+        }
+    }
+
+    /// A table without families is stored as every earlier version stored
+    /// it (format 1, no families field), so that nodes agree on it; one
+    /// with families in format 2.
+    #[test]
+    fn definitions_without_families_keep_the_first_format() {
+        let plain = encode_table(&table(Vec::new()));
+        assert_eq!(plain[0], TABLE_FORMAT_V1);
+        let decoded = decode_table(&plain).unwrap();
+        assert!(decoded.families.is_empty());
+        assert_eq!(decoded.indexes[0].name, "t_a");
+        let family = Family { name: "hot".into(), columns: vec![2] };
+        let with = encode_table(&table(vec![family.clone()]));
+        assert_eq!(with[0], TABLE_FORMAT_V2);
+        let decoded = decode_table(&with).unwrap();
+        assert_eq!(decoded.families, vec![family]);
+        assert_eq!((decoded.family_of(0), decoded.family_of(1), decoded.family_of(2)), (0, 0, 1));
+        assert_eq!(decoded.families_of([1, 2]), 0b11);
+        // A family naming a primary-key column or a column out of range is
+        // a corrupt definition.
+        for columns in [vec![0], vec![3]] {
+            let bad = encode_table(&table(vec![Family { name: "x".into(), columns }]));
+            assert!(decode_table(&bad).is_err());
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!   0x01 'u' <user name>                      a user: password verifier, admin, grants
 //!   0x01 'h' <keycode(locality key)>          the home of a locality key (txn::Home)
 //!   0x02 <table id u32> <index id u32> <keycode(primary key)>      → encode_row(row)         home shard of the
+//!   0x02 <table id u32> <index id u32> <keycode(primary key)> 0xF0 <f>  → family f of the row    (the same)
 //!   0x02 <table id u32> <index id u32> <keycode(index columns)> ...                           locality key: the
 //!                                                                                            first value
 //!   0x03 <table id u32> <index id u32> ...    global tables' rows and entries; the entries   global shard
@@ -159,6 +160,21 @@ pub fn append_values<'a>(key: &mut Vec<u8>, values: impl IntoIterator<Item = &'a
     for value in values {
         keycode::encode_value(key, value);
     }
+}
+
+/// The byte after a row's key that starts the key of one of its declared
+/// column families (`WITH (family_<name> = ...)`): `<row key> 0xF0 <f>`.
+/// The primary-key encoding is prefix-free, so no other row's key starts
+/// with it, and a row's families sort right after the row's own key.
+pub const FAMILY_MARK: u8 = 0xF0;
+
+/// The key of family `family` (1 and up) of the row at `row_key`.
+pub fn family_key(row_key: &[u8], family: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(row_key.len() + 2);
+    key.extend_from_slice(row_key);
+    key.push(FAMILY_MARK);
+    key.push(u8::try_from(family).expect("family ids fit a byte (FAMILIES_MAX)"));
+    key
 }
 
 /// The key of a row from its primary-key suffix (an index entry's value).

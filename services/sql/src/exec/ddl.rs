@@ -11,10 +11,11 @@ use std::ops::Bound;
 use geodb_storage::keycode;
 use geodb_txn::Transaction;
 
+use crate::catalog::ALL_FAMILIES;
 use crate::catalog::{Catalog, CatalogCache, Index, Table};
 use crate::error::{Error, Result};
 use crate::exec::StatementResult;
-use crate::exec::rows::{decode_stored_row, index_entry};
+use crate::exec::rows::{ReadKind, decode_stored_row, index_entry, is_family_value, read_row};
 use crate::keys;
 use crate::limits::SCAN_BATCH_ROWS;
 use crate::plan::{CreateIndexPlan, CreateTablePlan, StatementKind};
@@ -40,6 +41,7 @@ pub fn create_table(
         locality: plan.locality,
         indexes: Vec::new(),
         next_index_id: keys::FIRST_SECONDARY_INDEX_ID,
+        families: plan.families.clone(),
     };
     cache.change(txn, catalog, &plan.name, Some(table))?;
     Ok(done())
@@ -88,8 +90,14 @@ pub fn create_index(
 
     // Backfill from the rows, in key order.
     let rows = keys::index_prefix(&table, None);
-    for_each_pair(txn, rows, &mut |txn, _key, value| {
-        let row = decode_stored_row(&table, &value)?;
+    for_each_pair(txn, rows, &mut |txn, key, value| {
+        let row = if !table.has_families() {
+            decode_stored_row(&table, &value)?
+        } else if is_family_value(&value) {
+            return Ok(()); // read with its row's primary value
+        } else {
+            read_row(txn, &table, &key, ALL_FAMILIES, ReadKind::Plain)?.ok_or_else(|| missing_family(&table))?
+        };
         let (entry, unique_key) = index_entry(&table, &index, &row);
         if unique_key && txn.get(&entry)?.is_some() {
             return Err(Error::UniqueViolation { constraint: index.name.clone() });
@@ -121,6 +129,10 @@ pub fn drop_index(
     let table_name = table.name.clone();
     cache.change(txn, catalog, &table_name, Some(table))?;
     Ok(done())
+}
+
+fn missing_family(table: &Table) -> Error {
+    Error::Internal(format!("a row of \"{}\" lacks one of its column families", table.name))
 }
 
 /// Deletes every key starting with `prefix`.

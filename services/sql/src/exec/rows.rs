@@ -13,7 +13,7 @@ use geodb_storage::Value;
 use geodb_storage::value::{decode_row, encode_row};
 use geodb_txn::Transaction;
 
-use crate::catalog::{Index, Table};
+use crate::catalog::{ALL_FAMILIES, FamilySet, Index, Table};
 use crate::error::{Error, Result};
 use crate::keys;
 
@@ -57,6 +57,146 @@ pub fn decode_stored_row(table: &Table, bytes: &[u8]) -> Result<Vec<Value>> {
     Ok(row)
 }
 
+/// Format byte of the value of a declared column family (family 1 and up;
+/// the primary family's value is a row, [`decode_stored_row`]).
+const FAMILY_VALUE_FORMAT: u8 = 0xF1;
+
+/// Whether a stored value is a declared column family's (else a row's).
+pub fn is_family_value(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&FAMILY_VALUE_FORMAT)
+}
+
+/// The row key a stored key belongs to, given its value: a family's key
+/// is the row's key and two bytes ([`keys::family_key`]).
+pub fn owning_row_key<'a>(key: &'a [u8], value: &[u8]) -> &'a [u8] {
+    if is_family_value(value) { &key[..key.len().saturating_sub(2)] } else { key }
+}
+
+/// The value stored under a row's key: the row, or for a table with
+/// column families its primary family (the other families' columns NULL).
+fn primary_value(table: &Table, row: &[Value]) -> Vec<u8> {
+    if !table.has_families() {
+        return encode_row(row);
+    }
+    let part: Vec<Value> = row
+        .iter()
+        .enumerate()
+        .map(|(column, value)| if table.family_of(column) == 0 { value.clone() } else { Value::Null })
+        .collect();
+    encode_row(&part)
+}
+
+/// The value of declared family `family` of a row.
+fn family_value(table: &Table, family: usize, row: &[Value]) -> Vec<u8> {
+    let values: Vec<&Value> = table.families[family - 1].columns.iter().map(|&c| &row[c]).collect();
+    let head = vec![FAMILY_VALUE_FORMAT, u8::try_from(family).expect("family ids fit a byte")];
+    // Serialising plain enums into a Vec cannot fail.
+    postcard::to_extend(&values, head).expect("family encoding is infallible")
+}
+
+/// Writes the families `families` of `row` under its key.
+fn put_families(txn: &mut Transaction, table: &Table, key: &[u8], row: &[Value], families: FamilySet) -> Result<()> {
+    if families & 1 != 0 {
+        txn.put(key.to_vec(), primary_value(table, row))?;
+    }
+    for family in 1..=table.families.len() {
+        if families & (1 << family) != 0 {
+            txn.put(keys::family_key(key, family), family_value(table, family, row))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the row at `key` and every family of it.
+fn delete_families(txn: &mut Transaction, table: &Table, key: Vec<u8>) -> Result<()> {
+    for family in 1..=table.families.len() {
+        txn.delete(keys::family_key(&key, family))?;
+    }
+    txn.delete(key)?;
+    Ok(())
+}
+
+/// Sets the columns a stored value holds in `row` (the table's width): a
+/// whole row, a primary family's columns, or a declared family's.
+pub fn overlay_stored(table: &Table, bytes: &[u8], row: &mut [Value]) -> Result<()> {
+    if !is_family_value(bytes) {
+        let stored = decode_stored_row(table, bytes)?;
+        for (column, value) in stored.into_iter().enumerate() {
+            if !table.has_families() || table.family_of(column) == 0 {
+                row[column] = value;
+            }
+        }
+        return Ok(());
+    }
+    let corrupt = || Error::Internal(format!("a column family value of \"{}\" is corrupt", table.name));
+    let family = usize::from(*bytes.get(1).ok_or_else(corrupt)?);
+    let columns = family.checked_sub(1).and_then(|i| table.families.get(i)).ok_or_else(corrupt)?;
+    let values: Vec<Value> = postcard::from_bytes(&bytes[2..]).map_err(|_| corrupt())?;
+    if values.len() != columns.columns.len() {
+        return Err(corrupt());
+    }
+    for (&column, value) in columns.columns.iter().zip(values) {
+        row[column] = value;
+    }
+    Ok(())
+}
+
+/// How a row's keys are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadKind {
+    Plain,
+    /// `SELECT ... FOR UPDATE`: locked as if written.
+    ForUpdate,
+    /// The row an `UPDATE` or `DELETE` is about to write.
+    ForWrite,
+}
+
+fn read_key(txn: &mut Transaction, key: &[u8], kind: ReadKind) -> Result<Option<Vec<u8>>> {
+    Ok(match kind {
+        ReadKind::Plain => txn.get(key)?,
+        ReadKind::ForUpdate => txn.get_for_update(key)?,
+        ReadKind::ForWrite => txn.get_for_write(key)?,
+    })
+}
+
+/// Reads the row at `key`: for a table with column families, only the
+/// families in `families` (columns of the others are NULL), so that a
+/// transaction conflicts only with writers of what it read. `None` when the
+/// row is not there.
+///
+/// The primary family says whether the row exists (with last writer
+/// winning per key at the highly available levels, a delete racing an
+/// update of another family can leave that family without its row, or the
+/// row without that family: the first is no row, the second NULLs). It is
+/// always read; with `kind` when the statement uses one of its columns,
+/// else plainly, so that `FOR UPDATE` of one family does not lock it.
+pub fn read_row(
+    txn: &mut Transaction,
+    table: &Table,
+    key: &[u8],
+    families: FamilySet,
+    kind: ReadKind,
+) -> Result<Option<Vec<Value>>> {
+    if !table.has_families() {
+        return read_key(txn, key, kind)?.map(|bytes| decode_stored_row(table, &bytes)).transpose();
+    }
+    let primary_kind = if families & 1 != 0 { kind } else { ReadKind::Plain };
+    let Some(bytes) = read_key(txn, key, primary_kind)? else {
+        return Ok(None);
+    };
+    let mut row = vec![Value::Null; table.columns.len()];
+    overlay_stored(table, &bytes, &mut row)?;
+    for family in 1..=table.families.len() {
+        if families & (1 << family) == 0 {
+            continue;
+        }
+        if let Some(bytes) = read_key(txn, &keys::family_key(key, family), kind)? {
+            overlay_stored(table, &bytes, &mut row)?;
+        }
+    }
+    Ok(Some(row))
+}
+
 /// Checks `NOT NULL` columns of a row about to be written.
 pub fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
     for (column, value) in table.columns.iter().zip(row) {
@@ -85,7 +225,7 @@ pub fn insert_row(txn: &mut Transaction, table: &Table, row: &[Value], skip_conf
         }
     }
     let suffix = primary_suffix(table, row);
-    txn.put(key, encode_row(row))?;
+    put_families(txn, table, &key, row, ALL_FAMILIES)?;
     for (entry, _) in entries {
         txn.put(entry, suffix.clone())?;
     }
@@ -97,7 +237,11 @@ fn conflict(skip: bool, constraint: String) -> Result<bool> {
 }
 
 /// Replaces `old` by `new` (same table), moving the row if its primary key
-/// changed and the index entries whose columns changed.
+/// changed and the index entries whose columns changed. Of a table with
+/// column families only the families whose columns changed are written
+/// (all of them when the row moves); the caller read every column it
+/// changes, the columns of every index holding one, and for a move every
+/// column.
 pub fn update_row(txn: &mut Transaction, table: &Table, old: &[Value], new: &[Value]) -> Result<()> {
     let old_key = row_key(table, old);
     let new_key = row_key(table, new);
@@ -106,7 +250,7 @@ pub fn update_row(txn: &mut Transaction, table: &Table, old: &[Value], new: &[Va
         if txn.get(&new_key)?.is_some() {
             return Err(Error::UniqueViolation { constraint: primary_key_name(table) });
         }
-        txn.delete(old_key)?;
+        delete_families(txn, table, old_key)?;
     }
     let suffix = if moved { Some(primary_suffix(table, new)) } else { None };
     for index in &table.indexes {
@@ -123,7 +267,12 @@ pub fn update_row(txn: &mut Transaction, table: &Table, old: &[Value], new: &[Va
             txn.put(new_entry, suffix.clone())?;
         }
     }
-    txn.put(new_key, encode_row(new))?;
+    let changed = if moved || !table.has_families() {
+        ALL_FAMILIES
+    } else {
+        table.families_of((0..new.len()).filter(|&c| old[c] != new[c]))
+    };
+    put_families(txn, table, &new_key, new, changed)?;
     Ok(())
 }
 
@@ -132,6 +281,5 @@ pub fn delete_row(txn: &mut Transaction, table: &Table, row: &[Value]) -> Result
     for index in &table.indexes {
         txn.delete(index_entry(table, index, row).0)?;
     }
-    txn.delete(row_key(table, row))?;
-    Ok(())
+    delete_families(txn, table, row_key(table, row))
 }

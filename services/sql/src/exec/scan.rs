@@ -23,7 +23,7 @@ use geodb_txn::Transaction;
 use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::exec::eval::{eval, is_true};
-use crate::exec::rows::{decode_stored_row, row_key};
+use crate::exec::rows::{ReadKind, is_family_value, overlay_stored, owning_row_key, read_row, row_key};
 use crate::keys;
 use crate::limits::SCAN_BATCH_ROWS;
 use crate::plan::Level;
@@ -113,17 +113,20 @@ fn read_prefix(
     let table = &level.table;
     let access = &level.access;
     if access.point {
-        let bytes = match access.index {
-            IndexChoice::Primary => fetch_row(txn, &prefix, options)?,
+        let found = match access.index {
+            IndexChoice::Primary => read_row(txn, table, &prefix, level.families, read_kind(options))?,
             IndexChoice::Secondary(_) => match txn.get(&prefix)? {
-                Some(suffix) => fetch_row(txn, &keys::row_key_from_suffix(table, &suffix), options)?
-                    .map(Some)
-                    .ok_or_else(|| dangling(table))?,
+                Some(suffix) => {
+                    let key = keys::row_key_from_suffix(table, &suffix);
+                    read_row(txn, table, &key, level.families, read_kind(options))?
+                        .map(Some)
+                        .ok_or_else(|| dangling(table))?
+                }
                 None => None,
             },
         };
-        return match bytes {
-            Some(bytes) => emit(txn, level, row, params, &bytes, None, false, visit),
+        return match found {
+            Some(values) => emit(txn, level, row, params, values, None, false, visit),
             None => Ok(CONTINUE),
         };
     }
@@ -157,7 +160,14 @@ fn read_prefix(
     };
 
     let secondary = access.index != IndexChoice::Primary;
-    let batch = options.limit.unwrap_or(SCAN_BATCH_ROWS).max(1);
+    // A row of a table with column families is several stored values in
+    // a row: a pushed-down limit counts rows, so it is not pushed down to
+    // the engine (the consumer stops the scan instead).
+    let limit = options.limit.filter(|_| secondary || !table.has_families());
+    let batch = limit.unwrap_or(SCAN_BATCH_ROWS).max(1);
+    // The row being put together from its families (a table with column
+    // families: they follow its key, or precede it in a reverse scan).
+    let mut assembling: Option<(Vec<u8>, Vec<Value>, bool)> = None;
     loop {
         let pairs = txn.scan(start.clone(), end.clone(), access.reverse, Some(batch))?;
         let fetched = pairs.len();
@@ -165,8 +175,8 @@ fn read_prefix(
         for (key, value) in pairs {
             let flow = if secondary {
                 let row_key = keys::row_key_from_suffix(table, &value);
-                match txn.get(&row_key)? {
-                    Some(bytes) => emit(txn, level, row, params, &bytes, Some(row_key), options.for_update, visit)?,
+                match read_row(txn, table, &row_key, level.families, ReadKind::Plain)? {
+                    Some(values) => emit(txn, level, row, params, values, Some(row_key), options.for_update, visit)?,
                     // Read Committed reads the entry and its row at two
                     // moments (and, across shards, from two replicas): the
                     // row may be gone already, or not arrived yet. Either
@@ -174,17 +184,28 @@ fn read_prefix(
                     None if txn.isolation() == geodb_txn::Isolation::ReadCommitted => CONTINUE,
                     None => return Err(dangling(table)),
                 }
+            } else if table.has_families() {
+                let owner = owning_row_key(&key, &value);
+                let mut flow = CONTINUE;
+                if assembling.as_ref().is_some_and(|(current, _, _)| current.as_slice() != owner) {
+                    flow = emit_assembled(txn, level, row, params, assembling.take(), options, visit)?;
+                }
+                let (_, values, primary) =
+                    assembling.get_or_insert_with(|| (owner.to_vec(), vec![Value::Null; table.columns.len()], false));
+                *primary |= !is_family_value(&value);
+                overlay_stored(table, &value, values)?;
+                flow
             } else {
-                let bytes = value;
-                emit(txn, level, row, params, &bytes, Some(key.clone()), options.for_update, visit)?
+                let values = crate::exec::rows::decode_stored_row(table, &value)?;
+                emit(txn, level, row, params, values, Some(key.clone()), options.for_update, visit)?
             };
             if flow == STOP {
                 return Ok(STOP);
             }
             last = Some(key);
         }
-        if fetched < batch || options.limit.is_some() {
-            return Ok(CONTINUE);
+        if fetched < batch || limit.is_some() {
+            return emit_assembled(txn, level, row, params, assembling, options, visit);
         }
         let last = last.expect("a full batch has a last key");
         if access.reverse {
@@ -195,14 +216,32 @@ fn read_prefix(
     }
 }
 
-fn fetch_row(txn: &mut Transaction, key: &[u8], options: &ReadOptions) -> Result<Option<Vec<u8>>> {
-    Ok(if options.for_update {
-        txn.get_for_update(key)?
+fn read_kind(options: &ReadOptions) -> ReadKind {
+    if options.for_update {
+        ReadKind::ForUpdate
     } else if options.for_write {
-        txn.get_for_write(key)?
+        ReadKind::ForWrite
     } else {
-        txn.get(key)?
-    })
+        ReadKind::Plain
+    }
+}
+
+/// Passes on a row put together from its families by a scan; one without
+/// its primary family (its families outlived it: a Read Committed or MAV
+/// delete and update of one row, last writer winning per family) is no row.
+fn emit_assembled(
+    txn: &mut Transaction,
+    level: &Level,
+    row: &mut Vec<Value>,
+    params: &[Value],
+    assembled: Option<(Vec<u8>, Vec<Value>, bool)>,
+    options: &ReadOptions,
+    visit: &mut Visitor<'_>,
+) -> Result<Flow> {
+    match assembled {
+        Some((key, values, true)) => emit(txn, level, row, params, values, Some(key), options.for_update, visit),
+        _ => Ok(CONTINUE),
+    }
 }
 
 fn dangling(table: &Table) -> Error {
@@ -217,14 +256,14 @@ fn emit(
     level: &Level,
     row: &mut Vec<Value>,
     params: &[Value],
-    bytes: &[u8],
+    values: Vec<Value>,
     key: Option<Vec<u8>>,
     lock: bool,
     visit: &mut Visitor<'_>,
 ) -> Result<Flow> {
     let base = row.len();
     assert_eq!(base, level.offset, "joined row width matches the level offset");
-    row.extend(decode_stored_row(&level.table, bytes)?);
+    row.extend(values);
     let mut pass = match &level.filter {
         Some(filter) => is_true(filter, row, params)?,
         None => true,
@@ -232,9 +271,9 @@ fn emit(
     if pass && lock {
         let key = key.unwrap_or_else(|| row_key(&level.table, &row[base..]));
         row.truncate(base);
-        match txn.get_for_update(&key)? {
-            Some(bytes) => {
-                row.extend(decode_stored_row(&level.table, &bytes)?);
+        match read_row(txn, &level.table, &key, level.families, ReadKind::ForUpdate)? {
+            Some(values) => {
+                row.extend(values);
                 pass = match &level.filter {
                     Some(filter) => is_true(filter, row, params)?,
                     None => true,

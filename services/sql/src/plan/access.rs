@@ -78,6 +78,15 @@ pub struct Access {
     pub first_row_only: bool,
 }
 
+impl Access {
+    /// Calls `f` with every expression the access path evaluates.
+    pub fn visit_exprs(&self, f: &mut impl FnMut(&Expr)) {
+        self.eq.iter().for_each(&mut *f);
+        self.in_list.iter().flatten().for_each(&mut *f);
+        self.lower.iter().chain(&self.upper).for_each(|bound| f(&bound.expr));
+    }
+}
+
 /// A conjunct in the form the chooser looks for: `column op value`.
 struct Bound<'a> {
     column: usize,

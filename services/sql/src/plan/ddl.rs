@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use sqlparser::ast;
 
-use crate::catalog::{Column, Locality};
+use crate::catalog::{Column, FAMILIES_MAX, Family, Locality};
 use crate::error::{Error, Result};
 use crate::limits::COLUMNS_MAX;
 use crate::plan::bind::{self, ident_name};
@@ -90,40 +90,94 @@ pub fn plan_create_table(create: &ast::CreateTable) -> Result<CreateTablePlan> {
             return Err(Error::InvalidTableDefinition("floating-point primary key columns are not supported".into()));
         }
     }
-    let locality = match &create.table_options {
-        ast::CreateTableOptions::None => Locality::Home,
-        ast::CreateTableOptions::With(options) => parse_locality(options)?,
-        _ => return Err(Error::unsupported("table options other than WITH (locality = ...)")),
+    let (locality, families) = match &create.table_options {
+        ast::CreateTableOptions::None => (Locality::Home, Vec::new()),
+        ast::CreateTableOptions::With(options) => parse_options(options, &columns, &primary_key)?,
+        _ => return Err(Error::unsupported("table options other than WITH (locality = ..., family_<name> = ...)")),
     };
-    Ok(CreateTablePlan { name, columns, primary_key, locality, if_not_exists: create.if_not_exists })
+    Ok(CreateTablePlan { name, columns, primary_key, locality, families, if_not_exists: create.if_not_exists })
 }
 
 fn multiple_keys(table: &str) -> Error {
     Error::InvalidTableDefinition(format!("multiple primary keys for table \"{table}\" are not allowed"))
 }
 
-fn parse_locality(options: &[ast::SqlOption]) -> Result<Locality> {
+/// The option keys naming a column family: `family_<name>`.
+const FAMILY_OPTION_PREFIX: &str = "family_";
+
+/// `WITH (locality = 'home' | 'global', family_<name> = 'column, ...', ...)`.
+fn parse_options(
+    options: &[ast::SqlOption],
+    columns: &[Column],
+    primary_key: &[usize],
+) -> Result<(Locality, Vec<Family>)> {
     let mut locality = Locality::Home;
+    let mut families: Vec<Family> = Vec::new();
     for option in options {
         let ast::SqlOption::KeyValue { key, value } = option else {
             return Err(Error::unsupported(format!("table option {option}")));
         };
         let key = bind::object_name(key)?;
-        if key != "locality" {
-            return Err(Error::InvalidParameterValue(format!("unrecognized parameter \"{key}\"")));
-        }
         let text = match value {
             ast::Expr::Value(v) => v.value.clone().into_string(),
             ast::Expr::Identifier(ident) => Some(ident.value.clone()),
             _ => None,
         };
+        if let Some(name) = key.strip_prefix(FAMILY_OPTION_PREFIX) {
+            let text = text.ok_or_else(|| {
+                Error::InvalidParameterValue(format!(
+                    "family \"{name}\" must list its columns in a string, not {value}"
+                ))
+            })?;
+            families.push(parse_family(name, &text, columns, primary_key, &families)?);
+            continue;
+        }
+        if key != "locality" {
+            return Err(Error::InvalidParameterValue(format!("unrecognized parameter \"{key}\"")));
+        }
         locality = match text.map(|t| t.to_lowercase()).as_deref() {
             Some("home") => Locality::Home,
             Some("global") => Locality::Global,
             _ => return Err(Error::InvalidParameterValue(format!("locality must be 'home' or 'global', not {value}"))),
         };
     }
-    Ok(locality)
+    if families.len() > FAMILIES_MAX {
+        return Err(Error::InvalidTableDefinition(format!(
+            "a table has at most {FAMILIES_MAX} column families besides its primary one"
+        )));
+    }
+    Ok((locality, families))
+}
+
+/// One declared family: `name` and its comma-separated column names.
+fn parse_family(
+    name: &str,
+    list: &str,
+    columns: &[Column],
+    primary_key: &[usize],
+    earlier: &[Family],
+) -> Result<Family> {
+    if name.is_empty() || name == "primary" || earlier.iter().any(|f| f.name == name) {
+        return Err(Error::InvalidTableDefinition(format!(
+            "column family name \"{name}\" is empty, reserved or used twice"
+        )));
+    }
+    let mut positions = Vec::new();
+    for column in list.split(',').map(|c| c.trim().to_lowercase()) {
+        let pos =
+            columns.iter().position(|c| c.name == column).ok_or_else(|| Error::UndefinedColumn(column.clone()))?;
+        if primary_key.contains(&pos) {
+            return Err(Error::InvalidTableDefinition(format!(
+                "primary-key column \"{column}\" cannot be in a column family (it is in every family's key)"
+            )));
+        }
+        if positions.contains(&pos) || earlier.iter().any(|f| f.columns.contains(&pos)) {
+            return Err(Error::InvalidTableDefinition(format!("column \"{column}\" is in two column families")));
+        }
+        positions.push(pos);
+    }
+    positions.sort_unstable();
+    Ok(Family { name: name.to_string(), columns: positions })
 }
 
 fn index_column_name(column: &ast::IndexColumn) -> Result<String> {

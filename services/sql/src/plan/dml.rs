@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use sqlparser::ast;
 
-use crate::catalog::Catalog;
+use crate::catalog::{ALL_FAMILIES, Catalog};
 use crate::error::{Error, Result};
 use crate::plan::access;
 use crate::plan::bind::{self, Binder, ParamTypes, Scope, contains_aggregate, ident_name};
@@ -119,7 +119,22 @@ pub fn plan_update(catalog: &Catalog, update: &ast::Update, params: &mut ParamTy
         }
         assignments.push((pos, expr));
     }
-    let level = plan_level(&scope, &mut binder, update.selection.as_ref())?;
+    let mut level = plan_level(&scope, &mut binder, update.selection.as_ref())?;
+    // The families to read: what the statement reads, what it changes, the
+    // columns of every index holding a changed column (its old entry), and
+    // every column when the row's key changes.
+    let assigned: Vec<usize> = assignments.iter().map(|(pos, _)| *pos).collect();
+    if !assigned.iter().any(|pos| table.primary_key.contains(pos)) {
+        let mut used = vec![false; table.columns.len()];
+        for (pos, expr) in &assignments {
+            used[*pos] = true;
+            expr.visit_columns(&mut |c| used[c] = true);
+        }
+        for index in table.indexes.iter().filter(|index| index.columns.iter().any(|c| assigned.contains(c))) {
+            index.columns.iter().for_each(|&c| used[c] = true);
+        }
+        super::choose_families(std::slice::from_mut(&mut level), &mut used);
+    }
     Ok(UpdatePlan { level, assignments })
 }
 
@@ -168,5 +183,12 @@ fn plan_level(scope: &Scope, binder: &mut Binder<'_>, selection: Option<&ast::Ex
     let filter = Expr::conjunction(
         conjuncts.into_iter().enumerate().filter(|(j, _)| !choice.consumed.contains(j)).map(|(_, e)| e).collect(),
     );
-    Ok(Level { table: table.table.clone(), name: table.name.clone(), offset: 0, access: choice.access, filter })
+    Ok(Level {
+        table: table.table.clone(),
+        name: table.name.clone(),
+        offset: 0,
+        access: choice.access,
+        filter,
+        families: ALL_FAMILIES,
+    })
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use geodb_storage::DataType;
 use sqlparser::ast;
 
-use crate::catalog::{Catalog, Column, Locality, Table};
+use crate::catalog::{ALL_FAMILIES, Catalog, Column, Family, FamilySet, Locality, Table};
 use crate::error::{Error, Result};
 use access::Access;
 use bind::{AggSpec, ParamTypes};
@@ -115,6 +115,10 @@ pub struct Level {
     pub access: Access,
     /// Conjuncts evaluated once this table's row is joined.
     pub filter: Option<Expr>,
+    /// The column families a point read of a row fetches (every family
+    /// for a table without declared ones): those holding a column the
+    /// statement uses. Scans read every family.
+    pub families: FamilySet,
 }
 
 #[derive(Debug)]
@@ -178,6 +182,7 @@ pub struct CreateTablePlan {
     pub columns: Vec<Column>,
     pub primary_key: Vec<usize>,
     pub locality: Locality,
+    pub families: Vec<Family>,
     pub if_not_exists: bool,
 }
 
@@ -188,6 +193,30 @@ pub struct CreateIndexPlan {
     pub columns: Vec<String>,
     pub unique: bool,
     pub if_not_exists: bool,
+}
+
+/// Sets the column families each level's point reads fetch: those holding
+/// a column of `used` (joined-row positions the statement's output or
+/// writes use), with the columns the levels' own filters and access paths
+/// read added to it.
+pub fn choose_families(levels: &mut [Level], used: &mut [bool]) {
+    for level in levels.iter() {
+        let mut mark = |c: usize| {
+            if let Some(u) = used.get_mut(c) {
+                *u = true;
+            }
+        };
+        level.filter.iter().for_each(|e| e.visit_columns(&mut mark));
+        level.access.visit_exprs(&mut |e| e.visit_columns(&mut mark));
+    }
+    for level in levels {
+        let table = &level.table;
+        level.families = if table.has_families() {
+            table.families_of((0..table.columns.len()).filter(|c| used.get(level.offset + c) == Some(&true)))
+        } else {
+            ALL_FAMILIES
+        };
+    }
 }
 
 /// Plans one parsed statement against `catalog`.

@@ -14,7 +14,7 @@
 //! is pushed into the scan. A lone `MIN(c)` / `MAX(c)` over a scan ordered
 //! by `c` reads only the first row.
 
-use crate::catalog::Catalog;
+use crate::catalog::{ALL_FAMILIES, Catalog};
 use crate::error::{Error, Result};
 use crate::limits::JOIN_TABLES_MAX;
 use crate::plan::access;
@@ -292,6 +292,7 @@ pub fn plan_query(catalog: &Catalog, query: &ast::Query, params: &mut ParamTypes
             offset: table.offset,
             access: choice.access,
             filter,
+            families: ALL_FAMILIES,
         });
     }
     // Without tables (`SELECT 1 WHERE $1 > 0`) the conjuncts filter the
@@ -312,6 +313,24 @@ pub fn plan_query(catalog: &Catalog, query: &ast::Query, params: &mut ParamTypes
     }
 
     let aggregate = aggregating.then_some(AggregatePlan { group_by: agg_ctx.group_by, aggs: agg_ctx.aggs, having });
+    // Point reads fetch only the column families holding a column the query
+    // uses (the projection is over the aggregation row when aggregating).
+    let mut used = vec![false; scope.width()];
+    {
+        let mut mark = |c: usize| {
+            if let Some(u) = used.get_mut(c) {
+                *u = true;
+            }
+        };
+        match &aggregate {
+            Some(aggregate) => {
+                aggregate.group_by.iter().for_each(|e| e.visit_columns(&mut mark));
+                aggregate.aggs.iter().filter_map(|a| a.arg.as_ref()).for_each(|e| e.visit_columns(&mut mark));
+            }
+            None => projection.iter().for_each(|e| e.visit_columns(&mut mark)),
+        }
+    }
+    super::choose_families(&mut levels, &mut used);
     Ok(SelectPlan {
         levels,
         constant_filter,

@@ -7,6 +7,7 @@ mod ddl;
 mod describe;
 mod dml;
 mod errors;
+mod families;
 mod fuzz;
 mod harness;
 mod privileges;
