@@ -128,7 +128,7 @@ pub fn create_statements(table: &Table) -> Vec<String> {
     }
     for family in &table.families {
         let columns: Vec<&str> = family.columns.iter().map(|&at| table.columns[at].name.as_str()).collect();
-        options.push(format!("family_{} = '{}'", family.name, columns.join(", ")));
+        options.push(format!("family_{} = '{}'", family.name, columns.join(", ").replace('\'', "''")));
     }
     let with = if options.is_empty() { String::new() } else { format!(" WITH ({})", options.join(", ")) };
     let mut statements = vec![format!("CREATE TABLE {} ({}){with}", quoted(&table.name), parts.join(", "))];

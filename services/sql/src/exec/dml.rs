@@ -11,7 +11,7 @@ use geodb_txn::Transaction;
 use crate::error::{Error, Result};
 use crate::exec::StatementResult;
 use crate::exec::eval::eval;
-use crate::exec::rows::{check_not_null, delete_row, insert_row, update_row};
+use crate::exec::rows::{check_not_null, check_not_null_in, delete_row, insert_row, update_row};
 use crate::exec::scan::{CONTINUE, ReadOptions, read_level};
 use crate::limits::WRITTEN_ROWS_MAX;
 use crate::plan::{DeletePlan, InsertPlan, Level, StatementKind, UpdatePlan};
@@ -36,13 +36,17 @@ pub fn run_insert(txn: &mut Transaction, plan: &InsertPlan, params: &[Value]) ->
 pub fn run_update(txn: &mut Transaction, plan: &UpdatePlan, params: &[Value]) -> Result<StatementResult> {
     let table = &plan.level.table;
     let rows = collect(txn, &plan.level, params)?;
+    // Of a table with column families the row was read in part (the
+    // families the statement uses): only the assigned columns are checked,
+    // the others were when they were written.
+    let assigned: Vec<usize> = plan.assignments.iter().map(|(column, _)| *column).collect();
     for old in &rows {
         let mut new = old.clone();
         for (column, expr) in &plan.assignments {
             new[*column] = assign(eval(expr, old, params)?, &table.columns[*column].ty)?;
         }
-        check_not_null(table, &new)?;
-        update_row(txn, table, old, &new)?;
+        check_not_null_in(table, &new, &assigned)?;
+        update_row(txn, table, old, &new, &assigned)?;
     }
     Ok(StatementResult::affected(StatementKind::Update, rows.len() as u64))
 }

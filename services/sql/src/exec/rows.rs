@@ -168,8 +168,9 @@ fn read_key(txn: &mut Transaction, key: &[u8], kind: ReadKind) -> Result<Option<
 /// winning per key at the highly available levels, a delete racing an
 /// update of another family can leave that family without its row, or the
 /// row without that family: the first is no row, the second NULLs). It is
-/// always read; with `kind` when the statement uses one of its columns,
-/// else plainly, so that `FOR UPDATE` of one family does not lock it.
+/// always read; with `kind` when the statement uses one of its columns or
+/// none of another family's, else plainly, so that `FOR UPDATE` of one
+/// family does not lock it.
 pub fn read_row(
     txn: &mut Transaction,
     table: &Table,
@@ -180,7 +181,10 @@ pub fn read_row(
     if !table.has_families() {
         return read_key(txn, key, kind)?.map(|bytes| decode_stored_row(table, &bytes)).transpose();
     }
-    let primary_kind = if families & 1 != 0 { kind } else { ReadKind::Plain };
+    // A statement that uses no column of a declared family (`SELECT 1 ...
+    // FOR UPDATE`, a joined table used by its key) locks the primary one.
+    let declared = families & !1 & ((1 << (table.families.len() + 1)) - 1);
+    let primary_kind = if families & 1 != 0 || declared == 0 { kind } else { ReadKind::Plain };
     let Some(bytes) = read_key(txn, key, primary_kind)? else {
         return Ok(None);
     };
@@ -199,8 +203,15 @@ pub fn read_row(
 
 /// Checks `NOT NULL` columns of a row about to be written.
 pub fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
-    for (column, value) in table.columns.iter().zip(row) {
-        if column.not_null && value.is_null() {
+    check_not_null_in(table, row, &(0..row.len()).collect::<Vec<_>>())
+}
+
+/// [`check_not_null`] of the columns `columns` alone (those an `UPDATE`
+/// assigns).
+pub fn check_not_null_in(table: &Table, row: &[Value], columns: &[usize]) -> Result<()> {
+    for &at in columns {
+        let column = &table.columns[at];
+        if column.not_null && row[at].is_null() {
             return Err(Error::NotNullViolation { table: table.name.clone(), column: column.name.clone() });
         }
     }
@@ -238,11 +249,18 @@ fn conflict(skip: bool, constraint: String) -> Result<bool> {
 
 /// Replaces `old` by `new` (same table), moving the row if its primary key
 /// changed and the index entries whose columns changed. Of a table with
-/// column families only the families whose columns changed are written
-/// (all of them when the row moves); the caller read every column it
-/// changes, the columns of every index holding one, and for a move every
-/// column.
-pub fn update_row(txn: &mut Transaction, table: &Table, old: &[Value], new: &[Value]) -> Result<()> {
+/// column families only the families of the `assigned` columns are
+/// written (all of them when the row moves), even where a value did not
+/// change, so that `SET c = c` conflicts as a write of the row would; the
+/// caller read every column it assigns, the columns of every index
+/// holding one, and for a move every column.
+pub fn update_row(
+    txn: &mut Transaction,
+    table: &Table,
+    old: &[Value],
+    new: &[Value],
+    assigned: &[usize],
+) -> Result<()> {
     let old_key = row_key(table, old);
     let new_key = row_key(table, new);
     let moved = old_key != new_key;
@@ -267,12 +285,9 @@ pub fn update_row(txn: &mut Transaction, table: &Table, old: &[Value], new: &[Va
             txn.put(new_entry, suffix.clone())?;
         }
     }
-    let changed = if moved || !table.has_families() {
-        ALL_FAMILIES
-    } else {
-        table.families_of((0..new.len()).filter(|&c| old[c] != new[c]))
-    };
-    put_families(txn, table, &new_key, new, changed)?;
+    let written =
+        if moved || !table.has_families() { ALL_FAMILIES } else { table.families_of(assigned.iter().copied()) };
+    put_families(txn, table, &new_key, new, written)?;
     Ok(())
 }
 

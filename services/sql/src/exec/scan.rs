@@ -160,11 +160,19 @@ fn read_prefix(
     };
 
     let secondary = access.index != IndexChoice::Primary;
-    // A row of a table with column families is several stored values in
-    // a row: a pushed-down limit counts rows, so it is not pushed down to
-    // the engine (the consumer stops the scan instead).
-    let limit = options.limit.filter(|_| secondary || !table.has_families());
-    let batch = limit.unwrap_or(SCAN_BATCH_ROWS).max(1);
+    // A row of a table with column families is several stored values in a
+    // row: a pushed-down limit counts rows, so the engine is asked for as
+    // many rows' values and one more (to see the last row end) and the
+    // consumer stops the scan (a row may lack a family, so the limit alone
+    // never ends it).
+    let assembled = !secondary && table.has_families();
+    let limit = options.limit.filter(|_| !assembled);
+    let batch = match options.limit {
+        Some(rows) if assembled => rows.saturating_mul(1 + table.families.len()).saturating_add(1),
+        Some(rows) => rows,
+        None => SCAN_BATCH_ROWS,
+    }
+    .max(1);
     // The row being put together from its families (a table with column
     // families: they follow its key, or precede it in a reverse scan).
     let mut assembling: Option<(Vec<u8>, Vec<Value>, bool)> = None;
@@ -184,7 +192,7 @@ fn read_prefix(
                     None if txn.isolation() == geodb_txn::Isolation::ReadCommitted => CONTINUE,
                     None => return Err(dangling(table)),
                 }
-            } else if table.has_families() {
+            } else if assembled {
                 let owner = owning_row_key(&key, &value);
                 let mut flow = CONTINUE;
                 if assembling.as_ref().is_some_and(|(current, _, _)| current.as_slice() != owner) {

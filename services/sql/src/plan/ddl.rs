@@ -163,9 +163,14 @@ fn parse_family(
         )));
     }
     let mut positions = Vec::new();
-    for column in list.split(',').map(|c| c.trim().to_lowercase()) {
-        let pos =
-            columns.iter().position(|c| c.name == column).ok_or_else(|| Error::UndefinedColumn(column.clone()))?;
+    for column in list.split(',').map(str::trim) {
+        // A name as written (a quoted column's case kept), else folded to
+        // lower case as an unquoted identifier would be.
+        let pos = columns
+            .iter()
+            .position(|c| c.name == column)
+            .or_else(|| columns.iter().position(|c| c.name == column.to_lowercase()))
+            .ok_or_else(|| Error::UndefinedColumn(column.to_string()))?;
         if primary_key.contains(&pos) {
             return Err(Error::InvalidTableDefinition(format!(
                 "primary-key column \"{column}\" cannot be in a column family (it is in every family's key)"

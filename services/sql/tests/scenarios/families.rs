@@ -183,6 +183,72 @@ fn a_delete_conflicts_with_an_update_of_any_family() {
     assert_eq!(h.rows(&format!("SELECT d_name, d_ytd FROM district {key}"), &[]), vec![vec![text("d5"), dec("1.00")]]);
 }
 
+/// `FOR UPDATE` locks the families of the columns it selects (the primary
+/// one when it selects none, as for a joined table used by its key): a
+/// writer of those conflicts, a writer of another family does not.
+#[test]
+fn for_update_locks_the_families_it_reads() {
+    let h = districts();
+    let key = "WHERE d_w_id = 1 AND d_id = 1";
+    let cases = [
+        (format!("SELECT d_ytd FROM district {key} FOR UPDATE"), "UPDATE district SET d_ytd = 1", Some("40001")),
+        (format!("SELECT d_ytd FROM district {key} FOR UPDATE"), "UPDATE district SET d_name = 'n'", None),
+        (format!("SELECT 1 FROM district {key} FOR UPDATE"), "UPDATE district SET d_name = 'n'", Some("40001")),
+        (
+            "SELECT p.d_name FROM plain p JOIN district d ON d.d_w_id = p.d_w_id AND d.d_id = p.d_id \
+             WHERE p.d_w_id = 1 AND p.d_id = 1 FOR UPDATE"
+                .to_string(),
+            "UPDATE district SET d_name = 'n'",
+            Some("40001"),
+        ),
+    ];
+    for (locking, writing, expect) in cases {
+        let mut locker = begin(&h, Isolation::Snapshot);
+        let mut writer = begin(&h, Isolation::Snapshot);
+        assert_eq!(run(&h, &mut locker, &locking).len(), 1, "{locking}");
+        run(&h, &mut writer, &format!("{writing} {key}"));
+        assert_eq!(commit(writer), None, "{locking} / {writing}");
+        assert_eq!(commit(locker).as_deref(), expect, "{locking} / {writing}");
+    }
+}
+
+/// An update of one family checks `NOT NULL` on what it assigns, not on
+/// the columns of families it did not read; and `SET c = c` writes c's
+/// family, so it conflicts like any write of it.
+#[test]
+fn an_update_of_one_family_checks_and_writes_what_it_assigns() {
+    let h = Harness::new();
+    h.run("CREATE TABLE t (k INT PRIMARY KEY, a INT, b INT NOT NULL) WITH (family_x = 'b')");
+    h.run("INSERT INTO t VALUES (1, 0, 0)");
+    h.run("UPDATE t SET a = 1 WHERE k = 1");
+    assert_eq!(h.code("UPDATE t SET b = NULL WHERE k = 1", &[]), "23502");
+    assert_eq!(h.rows("SELECT a, b FROM t", &[]), vec![vec![int(1), int(0)]]);
+    let mut same = begin(&h, Isolation::Snapshot);
+    let mut other = begin(&h, Isolation::Snapshot);
+    run(&h, &mut same, "UPDATE t SET b = b WHERE k = 1");
+    run(&h, &mut other, "UPDATE t SET b = 5 WHERE k = 1");
+    assert_eq!(commit(other), None);
+    assert_eq!(commit(same).as_deref(), Some("40001"));
+}
+
+/// Names in a family's list are matched as written, then as an unquoted
+/// identifier would be; a backup writes them so that they read back.
+#[test]
+fn family_columns_are_named_as_written_and_backed_up_so() {
+    let h = Harness::new();
+    h.run("CREATE TABLE q (k INT PRIMARY KEY, \"Mixed\" INT, \"it's\" INT, plain INT) WITH (family_f = 'Mixed, it''s, PLAIN')");
+    h.run("INSERT INTO q VALUES (1, 2, 3, 4)");
+    assert_eq!(h.rows("SELECT \"it's\", plain FROM q WHERE k = 1", &[]), vec![vec![int(3), int(4)]]);
+    let catalog = h.db.catalog();
+    let table = catalog.table("q").expect("table");
+    let ddl = geodb_sql::backup::create_statements(table);
+    assert!(ddl[0].ends_with("WITH (family_f = 'Mixed, it''s, plain')"), "{}", ddl[0]);
+    let again = Harness::new();
+    again.run(&ddl[0].replace("\"q\"", "r"));
+    again.run("INSERT INTO r VALUES (1, 2, 3, 4)");
+    assert_eq!(again.rows("SELECT * FROM r", &[]), vec![vec![int(1), int(2), int(3), int(4)]]);
+}
+
 #[test]
 fn bad_family_declarations_are_refused() {
     let h = Harness::new();
@@ -245,8 +311,13 @@ fn at_read_committed_a_family_that_outlives_its_row_is_never_shown() {
 #[derive(Clone, Debug)]
 enum Step {
     Insert(i64, i64, i64, i64),
+    /// Inserts rows `k` from `first` on (those not there yet): enough
+    /// stored values for scans to cross their batches.
+    Fill(i64, i64),
     /// Sets columns (a, b, c by bit) of the rows with `k` in a range.
     Update(i64, i64, u8, i64),
+    /// The same of the one row with key `k`.
+    UpdateOne(i64, u8, i64),
     /// Moves a row to another key.
     Rekey(i64, i64),
     Delete(i64),
@@ -254,15 +325,28 @@ enum Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let key = 0..12i64;
+    let key = 0..120i64;
     let value = -3..4i64;
     prop_oneof![
         (key.clone(), value.clone(), value.clone(), value.clone()).prop_map(|(k, a, b, c)| Step::Insert(k, a, b, c)),
+        (key.clone(), value.clone()).prop_map(|(first, v)| Step::Fill(first, v)),
         (key.clone(), key.clone(), 1..8u8, value.clone()).prop_map(|(lo, hi, set, v)| Step::Update(lo, hi, set, v)),
+        (key.clone(), 1..8u8, value.clone()).prop_map(|(k, set, v)| Step::UpdateOne(k, set, v)),
         (key.clone(), key.clone()).prop_map(|(from, to)| Step::Rekey(from, to)),
         key.clone().prop_map(Step::Delete),
         (0..QUERIES.len(), value).prop_map(|(query, v)| Step::Query(query, v)),
     ]
+}
+
+/// `a = a + $3, ...` for the columns (a, b, c) whose bits are set.
+fn assignments(set: u8) -> String {
+    let columns: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| set & (1 << i) != 0)
+        .map(|(_, c)| format!("{c} = {c} + $3"))
+        .collect();
+    columns.join(", ")
 }
 
 /// Queries with `$1`: point reads of one family or several, scans both
@@ -274,6 +358,9 @@ const QUERIES: &[&str] = &[
     "SELECT COUNT(*) FROM {t} WHERE g = 1 AND k = $1 + 4",
     "SELECT k, a, b, c FROM {t} WHERE g = 1 ORDER BY k DESC LIMIT 3",
     "SELECT k, b FROM {t} WHERE g = 1 AND k > $1 + 3 ORDER BY k LIMIT 2",
+    "SELECT k, a, b, c FROM {t} WHERE g = 1 ORDER BY k DESC",
+    "SELECT MAX(k), MIN(k) FROM {t} WHERE g = 1",
+    "SELECT a, COUNT(*) FROM {t} WHERE g = 1 GROUP BY a HAVING SUM(c) > $1 ORDER BY a",
     "SELECT k FROM {t} WHERE b = $1 ORDER BY k",
     "SELECT SUM(a), SUM(b), SUM(c), COUNT(*) FROM {t}",
     "SELECT k, c FROM {t} WHERE g = 1 AND c > $1 ORDER BY k FOR UPDATE",
@@ -294,7 +381,7 @@ proptest! {
             ("split", " WITH (family_fa = 'a', family_fb = 'b', family_fc = 'c')"),
             ("pair", " WITH (family_ab = 'b, a')"),
         ] {
-            h.run(&format!("CREATE TABLE {table} (g INT, k INT, a INT, b INT, c INT, PRIMARY KEY (g, k)){with}"));
+            h.run(&format!("CREATE TABLE {table} (g INT, k INT, a INT, b INT, c INT NOT NULL, PRIMARY KEY (g, k)){with}"));
             h.run(&format!("CREATE INDEX {table}_b ON {table} (b)"));
         }
         for step in steps {
@@ -304,15 +391,17 @@ proptest! {
                     Step::Insert(k, a, b, c) => {
                         (format!("INSERT INTO {table} VALUES (1, $1, $2, $3, $4)"), vec![int(*k), int(*a), int(*b), int(*c)])
                     }
+                    Step::Fill(first, v) => {
+                        let rows: Vec<String> = (*first..first + 80).map(|k| format!("(1, {k}, {v}, {k} % 5, {v})")).collect();
+                        (format!("INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING", rows.join(", ")), Vec::new())
+                    }
                     Step::Update(lo, hi, set, v) => {
-                        let columns: Vec<String> = ["a", "b", "c"]
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| set & (1 << i) != 0)
-                            .map(|(_, c)| format!("{c} = {c} + $3"))
-                            .collect();
-                        let sql = format!("UPDATE {table} SET {} WHERE g = 1 AND k BETWEEN $1 AND $2", columns.join(", "));
+                        let sql = format!("UPDATE {table} SET {} WHERE g = 1 AND k BETWEEN $1 AND $2", assignments(*set));
                         (sql, vec![int(*lo), int(*hi), int(*v)])
+                    }
+                    Step::UpdateOne(k, set, v) => {
+                        let sql = format!("UPDATE {table} SET {} WHERE g = 1 AND k = $1", assignments(*set).replace("$3", "$2"));
+                        (sql, vec![int(*k), int(*v)])
                     }
                     Step::Rekey(from, to) => {
                         (format!("UPDATE {table} SET k = $2 WHERE g = 1 AND k = $1"), vec![int(*from), int(*to)])
