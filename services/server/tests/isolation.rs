@@ -1,9 +1,11 @@
-//! Isolation through the HTTP API, with concurrent sessions, at each of
-//! the four levels: which anomalies each level prevents and which it
-//! allows (Adya's G0, G1a, G1b, G1c; lost update, read skew, fractured
-//! read, write skew, phantom). The interleavings are driven step by step by
-//! the test, so the outcomes do not depend on timing. Each runs on a single
-//! node and again on a replicated cluster.
+//! Isolation through the HTTP API and the PostgreSQL wire protocol, with
+//! concurrent sessions, at each of the four levels: which anomalies each
+//! level prevents and which it allows (Adya's G0, G1a, G1b, G1c; lost
+//! update, read skew, fractured read, write skew, phantom). The
+//! interleavings are driven step by step by the test, so the outcomes do
+//! not depend on timing. Each runs on a single node and again on a
+//! replicated cluster, over HTTP sessions and over PostgreSQL connections
+//! (tokio-postgres, `BEGIN ISOLATION LEVEL ...`).
 //!
 //! | anomaly | RC | MAV | SI | serializable |
 //! |---|---|---|---|---|
@@ -17,8 +19,68 @@ mod common;
 
 use common::{Server, Session, code};
 use serde_json::json;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const LEVELS: [&str; 4] = ["read committed", "monotonic atomic view", "snapshot", "serializable"];
+
+/// How a test's transactions reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Pg,
+}
+
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http, Protocol::Pg];
+
+/// One transaction's connection: an HTTP session, or a PostgreSQL one.
+enum Conn<'a> {
+    Http(Session<'a>),
+    Pg(tokio_postgres::Client),
+}
+
+impl Conn<'_> {
+    /// Runs a statement that must succeed; the first column of its first
+    /// row as an integer, if any.
+    async fn int(&self, sql: &str) -> Option<i64> {
+        match self {
+            Conn::Http(session) => session.int(sql).await,
+            Conn::Pg(client) => {
+                let messages = client.simple_query(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+                messages.into_iter().find_map(|message| match message {
+                    SimpleQueryMessage::Row(row) => row.get(0).map(|text| text.parse().expect("an integer")),
+                    _ => None,
+                })
+            }
+        }
+    }
+
+    async fn ok(&self, sql: &str) {
+        self.int(sql).await;
+    }
+
+    /// COMMIT; true if it committed, false on a serialization failure.
+    async fn commit(&self) -> bool {
+        match self {
+            Conn::Http(session) => {
+                let (status, body) = session.run("COMMIT").await;
+                match status {
+                    200 => true,
+                    409 if code(&body) == "40001" => {
+                        assert_eq!(body["error"]["retryable"], true);
+                        false
+                    }
+                    _ => panic!("COMMIT answered {status} {body}"),
+                }
+            }
+            Conn::Pg(client) => match client.simple_query("COMMIT").await {
+                Ok(_) => true,
+                Err(error) if error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE) => false,
+                Err(error) => panic!("COMMIT answered {error}"),
+            },
+        }
+    }
+}
 
 /// Every scenario runs twice: on a single node, and on a six-node cluster
 /// (region survival: five voters over three regions) through the eu-west
@@ -29,12 +91,12 @@ fn topologies(dir: &std::path::Path) -> [Server; 2] {
     [Server::dev(&dir.join("single")), Server::dev_cluster(&dir.join("cluster"))]
 }
 
-fn table(level: &str) -> String {
-    format!("t_{}", level.replace(' ', "_"))
+fn table(level: &str, protocol: Protocol) -> String {
+    format!("t_{}_{protocol:?}", level.replace(' ', "_")).to_lowercase()
 }
 
-async fn setup(server: &Server, level: &str, rows: &[(i64, i64)]) -> String {
-    let name = table(level);
+async fn setup(server: &Server, level: &str, protocol: Protocol, rows: &[(i64, i64)]) -> String {
+    let name = table(level, protocol);
     server.sql(&format!("CREATE TABLE {name} (k INT PRIMARY KEY, v INT)"), json!([])).await;
     for (k, v) in rows {
         server.sql(&format!("INSERT INTO {name} VALUES ($1, $2)"), json!([k, v])).await;
@@ -42,31 +104,35 @@ async fn setup(server: &Server, level: &str, rows: &[(i64, i64)]) -> String {
     name
 }
 
-async fn begin<'a>(server: &'a Server, level: &str) -> Session<'a> {
-    let session = server.session(level).await;
-    session.ok("BEGIN").await;
-    session
-}
-
-async fn value(session: &Session<'_>, table: &str, k: i64) -> Option<i64> {
-    session.int(&format!("SELECT v FROM {table} WHERE k = {k}")).await
-}
-
-async fn set(session: &Session<'_>, table: &str, k: i64, v: i64) {
-    session.ok(&format!("UPDATE {table} SET v = {v} WHERE k = {k}")).await;
-}
-
-/// COMMIT; true if it committed, false on a serialization failure.
-async fn commit(session: &Session<'_>) -> bool {
-    let (status, body) = session.run("COMMIT").await;
-    match status {
-        200 => true,
-        409 if code(&body) == "40001" => {
-            assert_eq!(body["error"]["retryable"], true);
-            false
+async fn begin<'a>(server: &'a Server, level: &str, protocol: Protocol) -> Conn<'a> {
+    match protocol {
+        Protocol::Http => {
+            let session = server.session(level).await;
+            session.ok("BEGIN").await;
+            Conn::Http(session)
         }
-        _ => panic!("COMMIT answered {status} {body}"),
+        Protocol::Pg => {
+            let url = server.pg_url.as_deref().expect("geodb dev prints a postgresql:// URL");
+            let (client, connection) =
+                tokio_postgres::connect(&format!("{url}?user=isolation"), NoTls).await.expect("connect over pgwire");
+            tokio::spawn(connection);
+            let conn = Conn::Pg(client);
+            conn.ok(&format!("BEGIN ISOLATION LEVEL {level}")).await;
+            conn
+        }
     }
+}
+
+async fn value(conn: &Conn<'_>, table: &str, k: i64) -> Option<i64> {
+    conn.int(&format!("SELECT v FROM {table} WHERE k = {k}")).await
+}
+
+async fn set(conn: &Conn<'_>, table: &str, k: i64, v: i64) {
+    conn.ok(&format!("UPDATE {table} SET v = {v} WHERE k = {k}")).await;
+}
+
+async fn commit(conn: &Conn<'_>) -> bool {
+    conn.commit().await
 }
 
 async fn committed(server: &Server, table: &str, k: i64) -> Option<i64> {
@@ -78,9 +144,9 @@ async fn committed(server: &Server, table: &str, k: i64) -> Option<i64> {
 async fn g0_dirty_write_is_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
-            let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
-            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(&server, level, protocol, &[(1, 0), (2, 0)]).await;
+            let (t1, t2) = (begin(&server, level, protocol).await, begin(&server, level, protocol).await);
             set(&t1, &t, 1, 1).await;
             set(&t2, &t, 1, 2).await;
             set(&t2, &t, 2, 2).await;
@@ -88,7 +154,7 @@ async fn g0_dirty_write_is_prevented_at_every_level() {
             commit(&t1).await;
             commit(&t2).await;
             let (x, y) = (committed(&server, &t, 1).await, committed(&server, &t, 2).await);
-            assert_eq!(x, y, "{level}: writes of two transactions interleaved");
+            assert_eq!(x, y, "{protocol:?} {level}: writes of two transactions interleaved");
         }
     }
 }
@@ -97,23 +163,23 @@ async fn g0_dirty_write_is_prevented_at_every_level() {
 async fn g1a_aborted_read_and_g1b_intermediate_read_are_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
-            let t = setup(&server, level, &[(1, 0)]).await;
-            let writer = begin(&server, level).await;
-            let reader = begin(&server, level).await;
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(&server, level, protocol, &[(1, 0)]).await;
+            let writer = begin(&server, level, protocol).await;
+            let reader = begin(&server, level, protocol).await;
             set(&writer, &t, 1, 1).await;
-            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: uncommitted write seen");
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{protocol:?} {level}: uncommitted write seen");
             set(&writer, &t, 1, 2).await;
-            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: intermediate write seen");
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{protocol:?} {level}: intermediate write seen");
             writer.ok("ROLLBACK").await;
-            assert_eq!(value(&reader, &t, 1).await, Some(0), "{level}: aborted write seen");
+            assert_eq!(value(&reader, &t, 1).await, Some(0), "{protocol:?} {level}: aborted write seen");
             assert!(commit(&reader).await);
             // G1b proper: a committed transaction's intermediate value is never seen.
-            let writer = begin(&server, level).await;
+            let writer = begin(&server, level, protocol).await;
             set(&writer, &t, 1, 5).await;
             set(&writer, &t, 1, 6).await;
             assert!(commit(&writer).await);
-            assert_eq!(committed(&server, &t, 1).await, Some(6), "{level}");
+            assert_eq!(committed(&server, &t, 1).await, Some(6), "{protocol:?} {level}");
         }
     }
 }
@@ -122,16 +188,16 @@ async fn g1a_aborted_read_and_g1b_intermediate_read_are_prevented_at_every_level
 async fn g1c_circular_information_flow_is_prevented_at_every_level() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
-            let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
-            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(&server, level, protocol, &[(1, 0), (2, 0)]).await;
+            let (t1, t2) = (begin(&server, level, protocol).await, begin(&server, level, protocol).await);
             set(&t1, &t, 1, 1).await;
             set(&t2, &t, 2, 2).await;
             let t1_saw = value(&t1, &t, 2).await;
             let t2_saw = value(&t2, &t, 1).await;
             commit(&t1).await;
             commit(&t2).await;
-            assert_eq!((t1_saw, t2_saw), (Some(0), Some(0)), "{level}: each read the other's write");
+            assert_eq!((t1_saw, t2_saw), (Some(0), Some(0)), "{protocol:?} {level}: each read the other's write");
         }
     }
 }
@@ -140,9 +206,9 @@ async fn g1c_circular_information_flow_is_prevented_at_every_level() {
 async fn lost_update_is_allowed_by_rc_and_mav_and_prevented_by_si_and_serializable() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
-            let t = setup(&server, level, &[(1, 100)]).await;
-            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(&server, level, protocol, &[(1, 100)]).await;
+            let (t1, t2) = (begin(&server, level, protocol).await, begin(&server, level, protocol).await);
             let a = value(&t1, &t, 1).await.unwrap();
             let b = value(&t2, &t, 1).await.unwrap();
             set(&t1, &t, 1, a + 10).await;
@@ -151,11 +217,11 @@ async fn lost_update_is_allowed_by_rc_and_mav_and_prevented_by_si_and_serializab
             let second = commit(&t2).await;
             let total = committed(&server, &t, 1).await;
             if matches!(level, "read committed" | "monotonic atomic view") {
-                assert!(second, "{level}");
-                assert_eq!(total, Some(120), "{level}: the update of +10 is lost");
+                assert!(second, "{protocol:?} {level}");
+                assert_eq!(total, Some(120), "{protocol:?} {level}: the update of +10 is lost");
             } else {
-                assert!(!second, "{level}: first committer wins");
-                assert_eq!(total, Some(110), "{level}");
+                assert!(!second, "{protocol:?} {level}: first committer wins");
+                assert_eq!(total, Some(110), "{protocol:?} {level}");
             }
         }
     }
@@ -165,12 +231,12 @@ async fn lost_update_is_allowed_by_rc_and_mav_and_prevented_by_si_and_serializab
 async fn read_skew_is_allowed_by_rc_and_by_mav_through_the_regions_outbox() {
     let dir = tempfile::tempdir().unwrap();
     for (server, cluster) in topologies(dir.path()).iter().zip([false, true]) {
-        for level in LEVELS {
-            let t = setup(server, level, &[(1, 50), (2, 50)]).await;
-            let reader = begin(server, level).await;
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(server, level, protocol, &[(1, 50), (2, 50)]).await;
+            let reader = begin(server, level, protocol).await;
             let x = value(&reader, &t, 1).await.unwrap();
             // A transfer commits between the reader's two reads.
-            let mover = begin(server, level).await;
+            let mover = begin(server, level, protocol).await;
             set(&mover, &t, 1, 0).await;
             set(&mover, &t, 2, 100).await;
             assert!(commit(&mover).await);
@@ -184,7 +250,7 @@ async fn read_skew_is_allowed_by_rc_and_by_mav_through_the_regions_outbox() {
             // highly available write goes through the outbox (region
             // survival), so the transfer shows.
             let allowed = level == "read committed" || (level == "monotonic atomic view" && cluster);
-            assert_eq!(skew, allowed, "{level} (cluster: {cluster}): read {x} and {y}");
+            assert_eq!(skew, allowed, "{protocol:?} {level} (cluster: {cluster}): read {x} and {y}");
             commit(&reader).await;
         }
     }
@@ -194,10 +260,10 @@ async fn read_skew_is_allowed_by_rc_and_by_mav_through_the_regions_outbox() {
 async fn a_reader_that_saw_one_write_of_a_transaction_sees_the_rest_from_mav_up() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
-            let t = setup(&server, level, &[(1, 0), (2, 0)]).await;
-            let reader = begin(&server, level).await;
-            let writer = begin(&server, level).await;
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
+            let t = setup(&server, level, protocol, &[(1, 0), (2, 0)]).await;
+            let reader = begin(&server, level, protocol).await;
+            let writer = begin(&server, level, protocol).await;
             set(&writer, &t, 1, 1).await;
             set(&writer, &t, 2, 1).await;
             assert!(commit(&writer).await);
@@ -206,7 +272,7 @@ async fn a_reader_that_saw_one_write_of_a_transaction_sees_the_rest_from_mav_up(
             let x = value(&reader, &t, 1).await.unwrap();
             let y = value(&reader, &t, 2).await.unwrap();
             if level != "read committed" {
-                assert_eq!(x, y, "{level}: read {x} then {y}");
+                assert_eq!(x, y, "{protocol:?} {level}: read {x} then {y}");
             }
             commit(&reader).await;
         }
@@ -217,10 +283,10 @@ async fn a_reader_that_saw_one_write_of_a_transaction_sees_the_rest_from_mav_up(
 async fn write_skew_is_allowed_below_serializable_and_prevented_by_it() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
             // Two doctors on call; each may go off call if the other stays on.
-            let t = setup(&server, level, &[(1, 1), (2, 1)]).await;
-            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            let t = setup(&server, level, protocol, &[(1, 1), (2, 1)]).await;
+            let (t1, t2) = (begin(&server, level, protocol).await, begin(&server, level, protocol).await);
             let on_call_1 = t1.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
             let on_call_2 = t2.int(&format!("SELECT SUM(v) FROM {t}")).await.unwrap();
             assert_eq!((on_call_1, on_call_2), (2, 2));
@@ -230,11 +296,11 @@ async fn write_skew_is_allowed_below_serializable_and_prevented_by_it() {
             let second = commit(&t2).await;
             let left = committed(&server, &t, 1).await.unwrap() + committed(&server, &t, 2).await.unwrap();
             if level == "serializable" {
-                assert!(!second, "{level}: write skew prevented");
+                assert!(!second, "{protocol:?} {level}: write skew prevented");
                 assert_eq!(left, 1);
             } else {
-                assert!(second, "{level}");
-                assert_eq!(left, 0, "{level}: write skew leaves no one on call");
+                assert!(second, "{protocol:?} {level}");
+                assert_eq!(left, 0, "{protocol:?} {level}: write skew leaves no one on call");
             }
         }
     }
@@ -244,10 +310,10 @@ async fn write_skew_is_allowed_below_serializable_and_prevented_by_it() {
 async fn phantom_is_allowed_below_serializable_and_prevented_by_it() {
     let dir = tempfile::tempdir().unwrap();
     for server in topologies(dir.path()) {
-        for level in LEVELS {
+        for (protocol, level) in PROTOCOLS.iter().flat_map(|p| LEVELS.map(|l| (*p, l))) {
             // At most two shifts in the range 1..=9; each inserts if it counts fewer.
-            let t = setup(&server, level, &[(1, 1)]).await;
-            let (t1, t2) = (begin(&server, level).await, begin(&server, level).await);
+            let t = setup(&server, level, protocol, &[(1, 1)]).await;
+            let (t1, t2) = (begin(&server, level, protocol).await, begin(&server, level, protocol).await);
             let count = format!("SELECT COUNT(*) FROM {t} WHERE k BETWEEN 1 AND 9");
             assert_eq!(t1.int(&count).await, Some(1));
             assert_eq!(t2.int(&count).await, Some(1));
@@ -258,11 +324,11 @@ async fn phantom_is_allowed_below_serializable_and_prevented_by_it() {
             let body = server.sql(&count, json!([])).await;
             let total = body["rows"][0][0].as_i64().unwrap();
             if level == "serializable" {
-                assert!(!second, "{level}: the phantom row 2 invalidates t2's count");
+                assert!(!second, "{protocol:?} {level}: the phantom row 2 invalidates t2's count");
                 assert_eq!(total, 2);
             } else {
-                assert!(second, "{level}");
-                assert_eq!(total, 3, "{level}: the phantom happened");
+                assert!(second, "{protocol:?} {level}");
+                assert_eq!(total, 3, "{protocol:?} {level}: the phantom happened");
             }
         }
     }
