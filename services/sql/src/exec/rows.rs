@@ -66,6 +66,11 @@ pub fn is_family_value(bytes: &[u8]) -> bool {
     bytes.first() == Some(&FAMILY_VALUE_FORMAT)
 }
 
+/// The family a stored value belongs to: 0 for a row's primary value.
+pub fn family_of_value(bytes: &[u8]) -> usize {
+    if is_family_value(bytes) { bytes.get(1).map_or(0, |&family| usize::from(family)) } else { 0 }
+}
+
 /// The row key a stored key belongs to, given its value: a family's key
 /// is the row's key and two bytes ([`keys::family_key`]).
 pub fn owning_row_key<'a>(key: &'a [u8], value: &[u8]) -> &'a [u8] {
@@ -203,7 +208,12 @@ pub fn read_row(
 
 /// Checks `NOT NULL` columns of a row about to be written.
 pub fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
-    check_not_null_in(table, row, &(0..row.len()).collect::<Vec<_>>())
+    for (column, value) in table.columns.iter().zip(row) {
+        if column.not_null && value.is_null() {
+            return Err(Error::NotNullViolation { table: table.name.clone(), column: column.name.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// [`check_not_null`] of the columns `columns` alone (those an `UPDATE`

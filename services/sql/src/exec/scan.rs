@@ -4,8 +4,9 @@
 //! each converted exactly to its key column's type, since keycode tells an
 //! `INT` from a `DECIMAL` — reads the rows, appends each to the joined
 //! row, applies the level's filter and hands the row on. Scans fetch
-//! [`SCAN_BATCH_ROWS`] at a time (or exactly the pushed-down `LIMIT`), so a
-//! consumer that has enough stops the scan, and the range a serializable
+//! [`SCAN_BATCH_ROWS`] at a time (or exactly the pushed-down `LIMIT`'s
+//! rows: for a table with column families, their values), so a consumer
+//! that has enough stops the scan, and the range a serializable
 //! transaction records ends where reading ended.
 //!
 //! `SELECT ... FOR UPDATE` reads a point with `get_for_update`; a scanned
@@ -23,7 +24,9 @@ use geodb_txn::Transaction;
 use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::exec::eval::{eval, is_true};
-use crate::exec::rows::{ReadKind, is_family_value, overlay_stored, owning_row_key, read_row, row_key};
+use crate::exec::rows::{
+    ReadKind, family_of_value, is_family_value, overlay_stored, owning_row_key, read_row, row_key,
+};
 use crate::keys;
 use crate::limits::SCAN_BATCH_ROWS;
 use crate::plan::Level;
@@ -162,13 +165,15 @@ fn read_prefix(
     let secondary = access.index != IndexChoice::Primary;
     // A row of a table with column families is several stored values in a
     // row: a pushed-down limit counts rows, so the engine is asked for as
-    // many rows' values and one more (to see the last row end) and the
-    // consumer stops the scan (a row may lack a family, so the limit alone
-    // never ends it).
+    // many rows' values, and the consumer stops the scan (a row may lack a
+    // family, so the limit alone never ends it). A row is handed on as soon
+    // as its last value is read (its last family, or in a reverse scan its
+    // primary value), so a scan that stops reads nothing of the next row.
     let assembled = !secondary && table.has_families();
+    let last_family = if access.reverse { 0 } else { table.families.len() };
     let limit = options.limit.filter(|_| !assembled);
     let batch = match options.limit {
-        Some(rows) if assembled => rows.saturating_mul(1 + table.families.len()).saturating_add(1),
+        Some(rows) if assembled => rows.saturating_mul(1 + table.families.len()),
         Some(rows) => rows,
         None => SCAN_BATCH_ROWS,
     }
@@ -197,11 +202,17 @@ fn read_prefix(
                 let mut flow = CONTINUE;
                 if assembling.as_ref().is_some_and(|(current, _, _)| current.as_slice() != owner) {
                     flow = emit_assembled(txn, level, row, params, assembling.take(), options, visit)?;
+                    if flow == STOP {
+                        return Ok(STOP);
+                    }
                 }
                 let (_, values, primary) =
                     assembling.get_or_insert_with(|| (owner.to_vec(), vec![Value::Null; table.columns.len()], false));
                 *primary |= !is_family_value(&value);
                 overlay_stored(table, &value, values)?;
+                if family_of_value(&value) == last_family {
+                    flow = emit_assembled(txn, level, row, params, assembling.take(), options, visit)?;
+                }
                 flow
             } else {
                 let values = crate::exec::rows::decode_stored_row(table, &value)?;

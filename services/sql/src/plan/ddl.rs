@@ -157,10 +157,15 @@ fn parse_family(
     primary_key: &[usize],
     earlier: &[Family],
 ) -> Result<Family> {
-    if name.is_empty() || name == "primary" || earlier.iter().any(|f| f.name == name) {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain {
         return Err(Error::InvalidTableDefinition(format!(
-            "column family name \"{name}\" is empty, reserved or used twice"
+            "column family name \"{name}\" must be lower-case letters, digits and underscores"
         )));
+    }
+    if name == "primary" || earlier.iter().any(|f| f.name == name) {
+        return Err(Error::InvalidTableDefinition(format!("column family name \"{name}\" is reserved or used twice")));
     }
     let mut positions = Vec::new();
     for column in list.split(',').map(str::trim) {
