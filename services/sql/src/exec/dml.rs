@@ -45,7 +45,7 @@ pub fn run_update(txn: &mut Transaction, plan: &UpdatePlan, params: &[Value]) ->
         for (column, expr) in &plan.assignments {
             new[*column] = assign(eval(expr, old, params)?, &table.columns[*column].ty)?;
         }
-        check_not_null_in(table, &new, &assigned)?;
+        check_not_null_in(table, &new, assigned.iter().copied())?;
         update_row(txn, table, old, &new, &assigned)?;
     }
     Ok(StatementResult::affected(StatementKind::Update, rows.len() as u64))

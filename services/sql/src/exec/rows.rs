@@ -208,18 +208,13 @@ pub fn read_row(
 
 /// Checks `NOT NULL` columns of a row about to be written.
 pub fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
-    for (column, value) in table.columns.iter().zip(row) {
-        if column.not_null && value.is_null() {
-            return Err(Error::NotNullViolation { table: table.name.clone(), column: column.name.clone() });
-        }
-    }
-    Ok(())
+    check_not_null_in(table, row, 0..row.len())
 }
 
 /// [`check_not_null`] of the columns `columns` alone (those an `UPDATE`
 /// assigns).
-pub fn check_not_null_in(table: &Table, row: &[Value], columns: &[usize]) -> Result<()> {
-    for &at in columns {
+pub fn check_not_null_in(table: &Table, row: &[Value], columns: impl IntoIterator<Item = usize>) -> Result<()> {
+    for at in columns {
         let column = &table.columns[at];
         if column.not_null && row[at].is_null() {
             return Err(Error::NotNullViolation { table: table.name.clone(), column: column.name.clone() });

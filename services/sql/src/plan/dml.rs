@@ -125,15 +125,10 @@ pub fn plan_update(catalog: &Catalog, update: &ast::Update, params: &mut ParamTy
     // every column when the row's key changes.
     let assigned: Vec<usize> = assignments.iter().map(|(pos, _)| *pos).collect();
     if !assigned.iter().any(|pos| table.primary_key.contains(pos)) {
-        let mut used = vec![false; table.columns.len()];
-        for (pos, expr) in &assignments {
-            used[*pos] = true;
-            expr.visit_columns(&mut |c| used[c] = true);
-        }
-        for index in table.indexes.iter().filter(|index| index.columns.iter().any(|c| assigned.contains(c))) {
-            index.columns.iter().for_each(|&c| used[c] = true);
-        }
-        super::choose_families(std::slice::from_mut(&mut level), &mut used);
+        let indexed = table.indexes.iter().filter(|index| index.columns.iter().any(|c| assigned.contains(c)));
+        let columns = assigned.iter().copied().chain(indexed.flat_map(|index| index.columns.iter().copied()));
+        let exprs = assignments.iter().map(|(_, expr)| expr);
+        super::choose_families(std::slice::from_mut(&mut level), exprs, columns);
     }
     Ok(UpdatePlan { level, assignments })
 }

@@ -196,16 +196,25 @@ pub struct CreateIndexPlan {
 }
 
 /// Sets the column families each level's point reads fetch: those holding
-/// a column of `used` (joined-row positions the statement's output or
-/// writes use), with the columns the levels' own filters and access paths
-/// read added to it.
-pub fn choose_families(levels: &mut [Level], used: &mut [bool]) {
+/// a column the statement uses, that is one `exprs` read (over the joined
+/// row: the statement's output, or what an update assigns), one of
+/// `columns` (joined-row positions), or one the levels' own filters and
+/// access paths read.
+pub fn choose_families<'e>(
+    levels: &mut [Level],
+    exprs: impl IntoIterator<Item = &'e Expr>,
+    columns: impl IntoIterator<Item = usize>,
+) {
+    let width = levels.last().map_or(0, |level| level.offset + level.table.columns.len());
+    let mut used = vec![false; width];
+    let mut mark = |c: usize| {
+        if let Some(u) = used.get_mut(c) {
+            *u = true;
+        }
+    };
+    columns.into_iter().for_each(&mut mark);
+    exprs.into_iter().for_each(|e| e.visit_columns(&mut mark));
     for level in levels.iter() {
-        let mut mark = |c: usize| {
-            if let Some(u) = used.get_mut(c) {
-                *u = true;
-            }
-        };
         level.filter.iter().for_each(|e| e.visit_columns(&mut mark));
         level.access.visit_exprs(&mut |e| e.visit_columns(&mut mark));
     }

@@ -315,22 +315,13 @@ pub fn plan_query(catalog: &Catalog, query: &ast::Query, params: &mut ParamTypes
     let aggregate = aggregating.then_some(AggregatePlan { group_by: agg_ctx.group_by, aggs: agg_ctx.aggs, having });
     // Point reads fetch only the column families holding a column the query
     // uses (the projection is over the aggregation row when aggregating).
-    let mut used = vec![false; scope.width()];
-    {
-        let mut mark = |c: usize| {
-            if let Some(u) = used.get_mut(c) {
-                *u = true;
-            }
-        };
-        match &aggregate {
-            Some(aggregate) => {
-                aggregate.group_by.iter().for_each(|e| e.visit_columns(&mut mark));
-                aggregate.aggs.iter().filter_map(|a| a.arg.as_ref()).for_each(|e| e.visit_columns(&mut mark));
-            }
-            None => projection.iter().for_each(|e| e.visit_columns(&mut mark)),
+    match &aggregate {
+        Some(aggregate) => {
+            let args = aggregate.aggs.iter().filter_map(|a| a.arg.as_ref());
+            super::choose_families(&mut levels, aggregate.group_by.iter().chain(args), None);
         }
+        None => super::choose_families(&mut levels, &projection, None),
     }
-    super::choose_families(&mut levels, &mut used);
     Ok(SelectPlan {
         levels,
         constant_filter,
