@@ -249,6 +249,7 @@ impl Cluster {
                 latency: LatencyMatrix::standard(),
                 latency_scale,
                 tls: None,
+                protocol_version_max: geodb_server::transport::PROTOCOL_VERSION,
             };
             let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
             let transport = Transport::start(transport_config, listener, Arc::new(Faults::new()), inbound)

@@ -179,6 +179,7 @@ impl Cluster {
             latency: latency.clone(),
             latency_scale: 1.0,
             tls: tls.clone(),
+            protocol_version_max: cluster.protocol_version_max.unwrap_or(crate::transport::PROTOCOL_VERSION),
         };
         let inbound = Inbox { inputs: inputs.clone(), calls: calls.clone(), hlc: hlc.clone() };
         let transport = Transport::start(transport_config, peer_listener, faults.clone(), inbound)

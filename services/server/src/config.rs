@@ -202,6 +202,12 @@ pub struct ClusterConfig {
     /// unless asked for in a config file; `geodb dev` turns it on.
     #[serde(default)]
     pub follow_workload: FollowWorkload,
+    /// The newest node-to-node wire version this node speaks, from the
+    /// oldest it still speaks to its newest (the default); unlike the rest
+    /// of the section, nodes may differ in it. A node pinned
+    /// to an older version dials, accepts and answers exactly as a node of
+    /// that version does (`docs/operations.md`, "A rolling upgrade").
+    pub protocol_version_max: Option<u8>,
 }
 
 /// R22: when the leader of a home shard hands its leadership to the voter
@@ -474,6 +480,14 @@ impl ClusterConfig {
         }
         if self.heartbeat_interval_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
             return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
+        }
+        if let Some(version) = self.protocol_version_max {
+            use crate::transport::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+            if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
+                return Err(format!(
+                    "cluster.protocol_version_max is {version}: this geodb speaks wire versions {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}"
+                ));
+            }
         }
         if self.commit_window_slots.is_some_and(|slots| !(1..=COMMIT_WINDOW_SLOTS_MAX).contains(&slots)) {
             return Err(format!("cluster.commit_window_slots must be between 1 and {COMMIT_WINDOW_SLOTS_MAX}"));

@@ -116,6 +116,7 @@ pub async fn run_cluster(shape: DevShape, base: PathBuf, is_temporary: bool) -> 
         global_lead_ms: None,
         auto_rehome: shape.auto_rehome.clone(),
         follow_workload: shape.follow_workload.clone(),
+        protocol_version_max: None,
     };
     let faults = Arc::new(Faults::new());
     let mut nodes = Vec::new();

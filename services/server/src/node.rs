@@ -30,7 +30,7 @@ const META_FORMAT: &[u8] = b"geodb/format";
 /// outbox queue entries with routes), 6 since parts may be prepared at their
 /// statement (R20: log entries of format 7, prepared records with rounds,
 /// decisions with the values they carry).
-const FORMAT: u64 = 6;
+pub const FORMAT: u64 = 6;
 
 /// Refuses a data directory written in another format (never reads it as
 /// this one: that would be silent corruption); marks a new one.

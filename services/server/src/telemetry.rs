@@ -143,6 +143,9 @@ pub mod names {
     pub const TRANSPORT_FRAMES_REJECTED: &str = "geodb_transport_frames_rejected_total";
     /// Dials to a peer after the first (reconnection attempts), by node.
     pub const TRANSPORT_RECONNECTS: &str = "geodb_transport_reconnects_total";
+    /// The wire version of the node's connection to each peer (the newest
+    /// both speak), by node and peer; 0 while it is down.
+    pub const TRANSPORT_PEER_PROTOCOL_VERSION: &str = "geodb_transport_peer_protocol_version";
     /// TLS connections refused, by listener (peer, http, pg) and reason
     /// (handshake, identity, plaintext): `docs/security.md`.
     pub const TLS_CONNECTIONS_REFUSED: &str = "geodb_tls_connections_refused_total";
@@ -352,6 +355,11 @@ pub mod names {
             "Received frames refused (closing their connection), by node and reason.",
         ),
         (TRANSPORT_RECONNECTS, Kind::Counter, "Dials to a peer after the first one (reconnection attempts), by node."),
+        (
+            TRANSPORT_PEER_PROTOCOL_VERSION,
+            Kind::Gauge,
+            "Wire protocol version of the node's connection to a peer (the newest both speak; 0 while the connection is down), by node and peer.",
+        ),
         (
             TLS_CONNECTIONS_REFUSED,
             Kind::Counter,

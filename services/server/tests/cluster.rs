@@ -34,10 +34,10 @@
 //! at snapshot and serializable through every region's gateway, auditors,
 //! while a home shard's leader and then a gateway (a coordinator) are
 //! SIGKILLed and eu-west is cut off ([`a_bank_across_three_homes_survives_kills_and_a_region_cut_off`]).
-//! Another restarts every node in turn under the bank's transfers and a
-//! TPC-C-style workload (New-Order and Payment on three warehouses, one
-//! homed in each region), as a rolling upgrade does
-//! ([`a_rolling_restart_of_every_node_under_transfers_loses_no_commit`]).
+//! Another upgrades every node in turn, from the previous release to this
+//! one, under the bank's transfers and a TPC-C-style workload (New-Order
+//! and Payment on three warehouses, one homed in each region)
+//! ([`a_rolling_upgrade_of_every_node_under_transfers_loses_no_commit`]).
 //! A third, at the standard latencies with automatic rehoming on: a key
 //! used only through eu-west moves there by itself
 //! ([`a_key_used_only_from_eu_west_moves_there_by_itself`]).
@@ -50,6 +50,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use geodb_server::transport::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use serde_json::{Value, json};
 
 const REGIONS: [&str; 3] = ["us-east", "us-central", "eu-west"];
@@ -75,6 +76,19 @@ struct Cluster {
     client: reqwest::Client,
 }
 
+/// Which release a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Release {
+    /// This build.
+    Current,
+    /// The release before it: the binary `GEODB_PREVIOUS_BINARY` names if
+    /// set (built from an earlier commit), else this build pinned to the
+    /// oldest wire version it speaks (`cluster.protocol_version_max`), which
+    /// dials, accepts and answers as that release does. Both read and write
+    /// the same data format.
+    Previous,
+}
+
 fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
 }
@@ -87,6 +101,11 @@ impl Cluster {
     /// Nine nodes with the latencies multiplied by `latency_scale`, and
     /// `tail` appended to every node's config.
     fn start_with(dir: &Path, latency_scale: f64, tail: &str) -> Cluster {
+        Cluster::start_as(dir, latency_scale, tail, Release::Current)
+    }
+
+    /// [`Cluster::start_with`], every node running `release`.
+    fn start_as(dir: &Path, latency_scale: f64, tail: &str, release: Release) -> Cluster {
         let mut nodes = String::new();
         let mut addresses = Vec::new();
         for id in 1..=NODES {
@@ -103,25 +122,41 @@ impl Cluster {
         }
         for (i, (region, zone, http)) in addresses.iter().enumerate() {
             let id = i as u64 + 1;
-            let config = format!(
-                "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\nmax_clock_offset_ms = 1\n\
-                 [cluster]\nhome = \"us-east\"\nlatency_scale = {latency_scale}\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-                 election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = {SNAPSHOT_INTERVAL}\nsnapshot_chunk_kib = 1\nadmin_faults = true\nshards_per_region = 1\n{nodes}{tail}",
-                dir.join(format!("n{id}")).display()
-            );
-            std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
+            // `pin` is the only line that differs: the previous release's
+            // wire version, for this build standing in for that release.
+            let config = |pin: &str| {
+                format!(
+                    "node_id = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\nhttp = \"{http}\"\ndata_dir = \"{}\"\nmax_clock_offset_ms = 1\n\
+                     [cluster]\n{pin}home = \"us-east\"\nlatency_scale = {latency_scale}\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
+                     election_timeout_ms = {ELECTION_TIMEOUT_MS}\nsnapshot_interval_entries = {SNAPSHOT_INTERVAL}\nsnapshot_chunk_kib = 1\nadmin_faults = true\nshards_per_region = 1\n{nodes}{tail}",
+                    dir.join(format!("n{id}")).display()
+                )
+            };
+            std::fs::write(dir.join(format!("n{id}.toml")), config("")).unwrap();
+            let pin = format!("protocol_version_max = {}\n", geodb_server::transport::PROTOCOL_VERSION_MIN);
+            std::fs::write(dir.join(format!("n{id}-pinned.toml")), config(&pin)).unwrap();
         }
         let mut cluster = Cluster { dir: dir.to_path_buf(), servers: Vec::new(), client: reqwest::Client::new() };
         for id in 1..=NODES {
-            let server = cluster.spawn(id);
+            let server = cluster.spawn_as(id, release);
             cluster.servers.push(Some(server));
         }
         cluster
     }
 
     fn spawn(&self, id: u64) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_geodb"));
-        command.args(["start", "--insecure", "--config"]).arg(self.dir.join(format!("n{id}.toml")));
+        self.spawn_as(id, Release::Current)
+    }
+
+    fn spawn_as(&self, id: u64, release: Release) -> Server {
+        let previous = std::env::var_os("GEODB_PREVIOUS_BINARY");
+        let (binary, config) = match (release, previous) {
+            (Release::Current, _) => (env!("CARGO_BIN_EXE_geodb").into(), format!("n{id}.toml")),
+            (Release::Previous, Some(binary)) => (binary, format!("n{id}.toml")),
+            (Release::Previous, None) => (env!("CARGO_BIN_EXE_geodb").into(), format!("n{id}-pinned.toml")),
+        };
+        let mut command = Command::new(binary);
+        command.args(["start", "--insecure", "--config"]).arg(self.dir.join(config));
         Server::spawn(command, &self.dir.join(format!("n{id}")))
     }
 
@@ -164,6 +199,31 @@ impl Cluster {
         let view: Value = serde_json::from_str(&body).unwrap();
         let shards = view["shards"].as_array().unwrap();
         shards.iter().find(|shard| shard["id"] == json!(SUBJECT)).cloned().unwrap_or_else(|| panic!("{body}"))
+    }
+
+    /// Waits until node `id`'s `/v1/cluster` says it speaks each wire
+    /// version `wanted` names to each node (its own newest to itself), and
+    /// `newest` at most.
+    async fn wait_protocol_versions(&self, id: u64, wanted: &[(u64, u8)], newest: u8) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.node(id).get("/v1/cluster").await;
+            assert_eq!(status, 200, "{body}");
+            let view: Value = serde_json::from_str(&body).unwrap();
+            let seen: Vec<(u64, Value)> = view["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|node| (node["id"].as_u64().unwrap(), node["protocol_version"].clone()))
+                .collect();
+            let expected: Vec<(u64, Value)> = wanted.iter().map(|(peer, version)| (*peer, json!(version))).collect();
+            if seen == expected {
+                assert_eq!(view["versions"]["protocol"]["newest"], json!(newest), "{body}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {id} speaks {seen:?}, not {expected:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Changes the subject shard's membership through node `via` (which
@@ -840,7 +900,12 @@ async fn bank_cluster(dir: &Path) -> Cluster {
 
 /// [`bank_cluster`] with `tail` appended to every node's config.
 async fn bank_cluster_with(dir: &Path, tail: &str) -> Cluster {
-    let cluster = Cluster::start_with(dir, 0.1, tail);
+    bank_cluster_as(dir, tail, Release::Current).await
+}
+
+/// [`bank_cluster_with`], every node running `release`.
+async fn bank_cluster_as(dir: &Path, tail: &str, release: Release) -> Cluster {
+    let cluster = Cluster::start_as(dir, 0.1, tail, release);
     cluster.wait_for_agreed_leader(Duration::from_secs(30)).await;
     open_bank(&cluster).await;
     cluster
@@ -1314,25 +1379,28 @@ async fn a_bank_across_three_homes_survives_kills_and_a_region_cut_off() {
     cluster.restart(east_leader);
 }
 
-/// A rolling restart, as an upgrade does it: every node of the nine, one
-/// at a time, stopped with SIGTERM and started again on its data, the next
-/// only once it is ready and every shard has a leader every node agrees
-/// on, while the bank's transfers and the TPC-C-style clients
+/// A rolling upgrade: nine nodes of the previous release ([`Release`]),
+/// each in turn stopped with SIGTERM and started again on its data as this
+/// build, the next only once it is ready and every shard has a leader every
+/// node agrees on, while the bank's transfers and the TPC-C-style clients
 /// ([`tpcc_until`]; checked by [`check_tpcc`]) run through a gateway of each region
 /// (gateways included in the restart: a client then meets a refused
 /// connection and tries again) and auditors check the total. Every node
 /// exits cleanly; every error a client sees is retryable (`40001`,
 /// `08006`, `53000`, or `08007` for a commit whose answer was lost with its
 /// node); afterwards every acknowledged transfer is in the ledger, nothing
-/// refused is, and the balances are what the ledger says.
+/// refused is, and the balances are what the ledger says. Halfway, an
+/// upgraded node speaks the newest wire version to the upgraded nodes and
+/// the previous one to the rest; at the end, every node speaks the newest
+/// to every other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
+async fn a_rolling_upgrade_of_every_node_under_transfers_loses_no_commit() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     // Garbage collection keeps half a second of history and runs ten times
     // a second on every node, under the transfers and the restarts (and the
     // snapshots that bring restarted replicas up to date).
-    let mut cluster = bank_cluster_with(dir.path(), "[gc]\nttl_ms = 500\ninterval_ms = 100\n").await;
+    let mut cluster = bank_cluster_as(dir.path(), "[gc]\nttl_ms = 500\ninterval_ms = 100\n", Release::Previous).await;
     snapshot_too_old(&cluster).await;
     open_tpcc(&cluster).await;
 
@@ -1355,12 +1423,29 @@ async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
         cluster.restart(id);
         cluster.wait_ready(id, Duration::from_secs(60)).await;
         cluster.wait_for_agreed_leader(Duration::from_secs(60)).await;
+        if id == 4 {
+            // Nodes 1 to 4 are upgraded, 5 to 9 are not: an upgraded node
+            // speaks the newest version to the upgraded ones, the previous
+            // to the rest, and a node not yet upgraded the previous to all
+            // (the previous release's own binary does not say).
+            let (old, new) = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION);
+            let wanted: Vec<(u64, u8)> = (1..=NODES).map(|peer| (peer, if peer <= 4 { new } else { old })).collect();
+            cluster.wait_protocol_versions(4, &wanted, new).await;
+            if std::env::var_os("GEODB_PREVIOUS_BINARY").is_none() {
+                let wanted: Vec<(u64, u8)> = (1..=NODES).map(|peer| (peer, old)).collect();
+                cluster.wait_protocol_versions(5, &wanted, old).await;
+            }
+        }
+    }
+    for id in 1..=NODES {
+        let wanted: Vec<(u64, u8)> = (1..=NODES).map(|peer| (peer, PROTOCOL_VERSION)).collect();
+        cluster.wait_protocol_versions(id, &wanted, PROTOCOL_VERSION).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, unknown, refused, audits) = bank_outcomes(clients, auditors).await;
     eprintln!(
-        "rolling restart: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, in {:?}",
+        "rolling upgrade: {} transfers acknowledged, {} unknown, {refused} refused, {audits} audits, in {:?}",
         acked.len(),
         unknown.len(),
         start.elapsed()
@@ -1378,7 +1463,7 @@ async fn a_rolling_restart_of_every_node_under_transfers_loses_no_commit() {
         }
     }
     eprintln!(
-        "rolling restart, TPC-C-style: {} new orders and {} payments acknowledged, {} unknown, {} refused",
+        "rolling upgrade, TPC-C-style: {} new orders and {} payments acknowledged, {} unknown, {} refused",
         tpcc_outcomes.orders.acked.len(),
         tpcc_outcomes.payments.acked.len(),
         tpcc_outcomes.orders.unknown.len() + tpcc_outcomes.payments.unknown.len(),

@@ -129,7 +129,20 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         }],
         "max_clock_offset_ms": config.max_clock_offset_ms,
         "insecure": !node.auth.required,
+        "versions": versions_json(None),
     }))
+}
+
+/// What this binary is and speaks (`docs/operations.md`, "A rolling
+/// upgrade"): its release, the wire versions it speaks (`spoken`, as its
+/// configuration allows; a single node speaks to no peer), and the data
+/// format it reads and writes.
+fn versions_json(spoken: Option<std::ops::RangeInclusive<u8>>) -> serde_json::Value {
+    json!({
+        "release": env!("CARGO_PKG_VERSION"),
+        "protocol": spoken.map(|spoken| json!({"oldest": spoken.start(), "newest": spoken.end()})),
+        "data_format": crate::node::FORMAT,
+    })
 }
 
 /// `/v1/cluster` of a cluster node: the shard as this node's replica sees it.
@@ -143,6 +156,8 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
     let published = cluster.driver.published();
     let clock = &published.clock;
     let ms = |ns: f64| (ns / 1e5).round() / 10.0;
+    let peer_versions = cluster.transport.peer_versions();
+    let spoken = cluster.transport.versions();
     let nodes: Vec<serde_json::Value> = cluster
         .config
         .nodes
@@ -163,6 +178,14 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
                 // That node's clock minus this one's, as last measured from
                 // here (null: this node itself, or no fresh measurement).
                 "clock_offset_ms": clock.peers.get(&geodb_geo::NodeId(entry.id)).map(|peer| ms(peer.offset_ns as f64)),
+                // The wire version this node speaks to that one (the newest
+                // both speak; its own newest for itself; null while its
+                // connection is down).
+                "protocol_version": if entry.id == node.config.node_id {
+                    Some(*spoken.end())
+                } else {
+                    peer_versions.get(&geodb_geo::NodeId(entry.id)).map(|version| version.speaking)
+                },
             })
         })
         .collect();
@@ -225,6 +248,7 @@ fn cluster_json(node: &Node, cluster: &Cluster) -> serde_json::Value {
         // No certificates: no TLS and no authentication (`docs/security.md`).
         "insecure": !node.auth.required,
         "global_lead_ms": cluster.config.global_lead_ms(node.config.max_clock_offset_ms).ok(),
+        "versions": versions_json(Some(spoken)),
         // This node's clock against its peers' (see docs/operations.md,
         // "Clocks"): while `within_bound` is false it refuses snapshot and
         // serializable transactions and serves Read Committed and MAV.

@@ -6,8 +6,13 @@
 //! (the sender dials, the receiver accepts), carrying the envelopes of all
 //! groups, batched: whatever is queued for a peer when its writer wakes goes
 //! out as one frame. The wire format (module `frame`): a `u32` big-endian
-//! length, a version tag ([`PROTOCOL_VERSION`]), and a postcard body — a
-//! hello naming the dialing node and cluster, then batches of envelopes.
+//! length, a version tag, and a postcard body — a hello naming the dialing
+//! node and cluster, then batches of envelopes. A node speaks every version
+//! from [`PROTOCOL_VERSION_MIN`] to [`PROTOCOL_VERSION`] (or to
+//! [`TransportConfig::protocol_version_max`]), and each connection the
+//! newest both ends speak ([`Transport::peer_versions`]): the dialer steps
+//! down a version each time a peer closes the connection on its hello, so
+//! a node of a newer version joins a cluster of an older one.
 //!
 //! ```text
 //!  driver thread                     tokio runtime, one writer task per peer
@@ -81,7 +86,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use faults::{CLOCK_SKEW_MS_MAX, FAULT_RULES_MAX, FaultClock, FaultRule, Faults, TooManyRules};
-pub use frame::{FRAME_BYTES_MAX, PROTOCOL_VERSION};
+pub use frame::{FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 
 use crate::telemetry::names;
 use crate::tls::Tls;
@@ -147,6 +152,10 @@ pub struct TransportConfig {
     pub latency_scale: f64,
     /// Mutual TLS with every peer, by node certificates; `None`: plaintext.
     pub tls: Option<Arc<Tls>>,
+    /// The newest wire version to speak, from [`PROTOCOL_VERSION_MIN`] to
+    /// [`PROTOCOL_VERSION`] (the default): lower, the node dials, accepts and
+    /// answers exactly as a node of that version does.
+    pub protocol_version_max: u8,
 }
 
 impl TransportConfig {
@@ -229,7 +238,8 @@ impl DropReason {
 pub enum RejectReason {
     /// Its length prefix exceeds [`FRAME_BYTES_MAX`] (or is zero).
     TooLong,
-    /// Its version tag is not [`PROTOCOL_VERSION`].
+    /// Its version tag is not one this node speaks (or, after the hello,
+    /// not the connection's).
     Version,
     /// Its hello names another cluster.
     Cluster,
@@ -303,23 +313,37 @@ struct Shared {
     inbound: Box<dyn Inbound>,
     counters: Counters,
     closed: AtomicBool,
-    /// Peers whose outbound connection is up right now.
-    connected: std::sync::Mutex<BTreeSet<NodeId>>,
+    /// The wire versions this node speaks.
+    versions: std::ops::RangeInclusive<u8>,
+    /// Peers whose outbound connection is up right now, and what it speaks.
+    connected: std::sync::Mutex<BTreeMap<NodeId, PeerVersion>>,
     /// When each peer's last frame arrived (not counting frames a fault
     /// rule cut). Every node pings every other once a second.
     heard: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
     tls: Option<Arc<Tls>>,
 }
 
+/// The wire version of this node's connection to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerVersion {
+    /// What the connection speaks: the newest version both ends speak.
+    pub speaking: u8,
+    /// The newest version the peer speaks, as its welcome named it; `None`
+    /// for a connection of a version without welcomes (17).
+    pub newest: Option<u8>,
+}
+
 impl Shared {
-    /// Records whether the connection to `peer` is up.
-    fn set_connected(&self, peer: NodeId, up: bool) {
+    /// Records the connection to `peer` up (`Some`: speaking what) or down
+    /// (its version gauge 0).
+    fn set_connected(&self, peer: NodeId, version: Option<PeerVersion>) {
         let mut connected = self.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if up {
-            connected.insert(peer);
-        } else {
-            connected.remove(&peer);
-        }
+        match version {
+            Some(version) => connected.insert(peer, version),
+            None => connected.remove(&peer),
+        };
+        metrics::gauge!(names::TRANSPORT_PEER_PROTOCOL_VERSION, "node" => self.node_label.clone(), "peer" => peer.0.to_string())
+            .set(version.map_or(0.0, |version| f64::from(version.speaking)));
     }
 
     /// Whether a fault rule cuts `from → to`.
@@ -428,6 +452,12 @@ impl Transport {
         if !config.latency_scale.is_finite() || config.latency_scale < 0.0 {
             return Err(InvalidConfig(format!("latency scale {} is not a finite number ≥ 0", config.latency_scale)));
         }
+        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&config.protocol_version_max) {
+            return Err(InvalidConfig(format!(
+                "protocol version {}: this node speaks {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
+                config.protocol_version_max
+            )));
+        }
         let peers: BTreeMap<NodeId, SocketAddr> =
             config.peers.iter().filter(|(peer, _)| **peer != config.node).map(|(peer, at)| (*peer, *at)).collect();
         let delays = peers
@@ -444,7 +474,8 @@ impl Transport {
             inbound: Box::new(inbound),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
-            connected: std::sync::Mutex::new(BTreeSet::new()),
+            versions: PROTOCOL_VERSION_MIN..=config.protocol_version_max,
+            connected: std::sync::Mutex::new(BTreeMap::new()),
             heard: std::sync::Mutex::new(BTreeMap::new()),
             tls: config.tls,
         });
@@ -527,15 +558,25 @@ impl Transport {
         taken
     }
 
-    /// Whether this node's connection to `peer` is up: a live process at
-    /// the other end accepted it and has not closed it since.
     /// How long since `peer`'s last frame arrived (`None`: never).
     pub fn silent_for(&self, peer: NodeId) -> Option<Duration> {
         self.shared.heard.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).map(Instant::elapsed)
     }
 
+    /// Whether this node's connection to `peer` is up: a live process at
+    /// the other end accepted it and has not closed it since.
     pub fn is_connected(&self, peer: NodeId) -> bool {
-        self.shared.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&peer)
+        self.shared.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&peer)
+    }
+
+    /// The wire version of each peer's connection that is up.
+    pub fn peer_versions(&self) -> BTreeMap<NodeId, PeerVersion> {
+        self.shared.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The wire versions this node speaks.
+    pub fn versions(&self) -> std::ops::RangeInclusive<u8> {
+        self.shared.versions.clone()
     }
 
     pub fn faults(&self) -> &Arc<Faults> {

@@ -18,13 +18,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use rustls_pki_types::CertificateDer;
 
-use super::frame::{self, FRAME_BYTES_MAX, Frame, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
+use super::frame::{self, FRAME_BYTES_MAX, Frame, LENGTH_PREFIX_BYTES, WELCOME_SINCE};
 use super::{RejectReason, Shared};
 use crate::tls;
 
@@ -38,11 +38,11 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Read buffer per connection: many small frames per system call.
 const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Longest hello frame read: its version tag, variant tag and two varint
-/// `u64`s take at most 22 bytes. A connection is read with this bound until
+/// Longest hello (or welcome) frame read: its version tag, variant tag and
+/// two varint `u64`s take at most 22 bytes. A connection is read with this bound until
 /// its hello (and, over TLS, its certificate) is checked, so that a
 /// stranger cannot make the node buffer a frame of `FRAME_BYTES_MAX`.
-const HELLO_BYTES_MAX: usize = 64;
+pub(super) const HELLO_BYTES_MAX: usize = 64;
 const _: () = assert!(1 + 1 + 2 * 10 <= HELLO_BYTES_MAX && HELLO_BYTES_MAX <= FRAME_BYTES_MAX);
 /// Largest allocation made up front for a frame's body; a longer body
 /// grows its buffer as its bytes arrive.
@@ -50,7 +50,7 @@ const BODY_PREALLOCATE_BYTES_MAX: usize = 64 << 10;
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum Ended {
+pub(super) enum Ended {
     /// The peer closed it, or it broke (possibly mid-frame).
     Closed(io::Error),
     /// A frame was refused.
@@ -144,16 +144,21 @@ fn report(shared: &Shared, address: SocketAddr, ended: Ended) {
 }
 
 /// Checks the hello (and, over TLS, that `certificate` is the hello's
-/// node's), then delivers batches until the connection ends.
-async fn receive<R: AsyncRead + Unpin>(
+/// node's), welcomes it if its version has welcomes, then delivers batches
+/// of the hello's version until the connection ends.
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    reader: &mut R,
+    stream: &mut S,
     certificate: Option<&CertificateDer<'_>>,
 ) -> Result<Infallible, Ended> {
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(shared, reader, HELLO_BYTES_MAX)).await {
-        Ok(frame) => frame?,
-        Err(_) => return Err(Ended::Refused(RejectReason::Handshake, format!("no hello within {HELLO_TIMEOUT:?}"))),
-    };
+    let spoken = shared.versions.clone();
+    let (version, hello) =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(shared, stream, HELLO_BYTES_MAX, &spoken)).await {
+            Ok(frame) => frame?,
+            Err(_) => {
+                return Err(Ended::Refused(RejectReason::Handshake, format!("no hello within {HELLO_TIMEOUT:?}")));
+            }
+        };
     let Frame::Hello { from, cluster } = hello else {
         return Err(Ended::Refused(RejectReason::Handshake, "a batch before the hello".into()));
     };
@@ -177,25 +182,44 @@ async fn receive<R: AsyncRead + Unpin>(
     if !shared.peers.contains(&from) {
         return Err(Ended::Refused(RejectReason::Handshake, format!("hello from {from}, not a peer")));
     }
-    tracing::debug!(node = %shared.node, peer = %from, "inbound connection from peer");
+    if version >= WELCOME_SINCE {
+        let welcome = Frame::Welcome { from: shared.node, oldest: *spoken.start(), newest: *spoken.end() };
+        let welcome = frame::encode(&welcome, version, HELLO_BYTES_MAX).expect("a welcome is a few bytes");
+        let write = async {
+            stream.write_all(&welcome).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(HELLO_TIMEOUT, write).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(Ended::Closed(io::Error::new(io::ErrorKind::TimedOut, "the welcome could not be written")));
+            }
+        }
+    }
+    tracing::debug!(node = %shared.node, peer = %from, version, "inbound connection from peer");
     loop {
-        match read_frame(shared, reader, FRAME_BYTES_MAX).await? {
+        match read_frame(shared, stream, FRAME_BYTES_MAX, &(version..=version)).await?.1 {
             Frame::Batch(envelopes) => shared.deliver(from, envelopes.into_owned()),
             Frame::Hello { .. } => {
                 return Err(Ended::Refused(RejectReason::Handshake, format!("a second hello from {from}")));
+            }
+            Frame::Welcome { .. } => {
+                return Err(Ended::Refused(RejectReason::Handshake, format!("a welcome from {from}, which dialed")));
             }
         }
     }
 }
 
-/// Reads one frame of at most `bytes_max` bytes: the length, the version
-/// tag, then the body, refusing each as soon as it is wrong (before reading
-/// what follows).
-async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads one frame of at most `bytes_max` bytes and of a version in
+/// `versions`: the length, the version tag, then the body, refusing each as
+/// soon as it is wrong (before reading what follows). Its version and the
+/// frame.
+pub(super) async fn read_frame<R: AsyncRead + Unpin>(
     shared: &Shared,
     reader: &mut R,
     bytes_max: usize,
-) -> Result<Frame<'static>, Ended> {
+    versions: &std::ops::RangeInclusive<u8>,
+) -> Result<(u8, Frame<'static>), Ended> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     reader.read_exact(&mut prefix).await?;
     let length = u32::from_be_bytes(prefix) as usize;
@@ -206,11 +230,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
         return Err(Ended::Refused(RejectReason::TooLong, format!("a frame of {length} bytes, at most {bytes_max}")));
     }
     let version = reader.read_u8().await?;
-    if version != PROTOCOL_VERSION {
-        return Err(Ended::Refused(
-            RejectReason::Version,
-            format!("protocol version {version}, expected {PROTOCOL_VERSION}"),
-        ));
+    if !versions.contains(&version) {
+        let expected = if versions.start() == versions.end() {
+            format!("expected {}", versions.start())
+        } else {
+            format!("this node speaks {} to {}", versions.start(), versions.end())
+        };
+        return Err(Ended::Refused(RejectReason::Version, format!("protocol version {version}, {expected}")));
     }
     let body_bytes = length - 1;
     let mut body = Vec::with_capacity(body_bytes.min(BODY_PREALLOCATE_BYTES_MAX));
@@ -219,5 +245,6 @@ async fn read_frame<R: AsyncRead + Unpin>(
         return Err(Ended::Closed(io::Error::new(io::ErrorKind::UnexpectedEof, "closed in the middle of a frame")));
     }
     shared.count_received(LENGTH_PREFIX_BYTES + length);
-    frame::decode(&body).map_err(|why| Ended::Refused(RejectReason::Decode, why))
+    let frame = frame::decode(version, &body).map_err(|why| Ended::Refused(RejectReason::Decode, why))?;
+    Ok((version, frame))
 }

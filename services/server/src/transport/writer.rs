@@ -20,6 +20,20 @@
 //! after a peer comes back find a connection ready. Over TLS, a dial is
 //! the TCP connection, the handshake (the peer must present the certificate
 //! of the node dialed) and the hello, all within [`CONNECT_TIMEOUT`].
+//!
+//! A dial says hello in the newest version the node speaks and, from
+//! version 18 on, waits for the peer's welcome. A peer that closes the
+//! connection instead does not speak that version (or refused the hello for
+//! another reason, which the older hello meets too): the writer says hello
+//! again at once, one version lower, down to the oldest it speaks, and the
+//! connection speaks the version that was welcomed (or, at version 17,
+//! written). The next dial after a lost connection starts from the newest
+//! again, so a peer restarted on a newer version is spoken to in it; and
+//! since a live peer of the newest version may close a hello for a reason
+//! of its own (a certificate reload in the middle of the dial, too many
+//! connections), a connection that stepped down is probed every
+//! [`STEPPED_DOWN_PROBE_INTERVAL`]: a fresh dial in the newest version that,
+//! if welcomed, replaces it (as a reconnection does, without a gap).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,8 +48,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::frame::{self, FRAME_BYTES_MAX, Frame};
-use super::{DropReason, PEER_QUEUE_MAX, Shared};
+use super::frame::{self, FRAME_BYTES_MAX, Frame, WELCOME_SINCE};
+use super::reader::{self, Ended, HELLO_BYTES_MAX};
+use super::{DropReason, PEER_QUEUE_MAX, PeerVersion, Shared};
 
 /// First wait before dialing again after a failure; doubles per failure.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -46,9 +61,15 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// backoff afresh. Shorter-lived ones (a peer that accepts, then refuses the
 /// hello) keep doubling it, so a refusing peer is not dialed in a hot loop.
 const CONNECTION_HEALTHY_AFTER: Duration = RECONNECT_BACKOFF_MAX;
-/// Longest dial, hello included: a black-holed address must not hold the
-/// writer (and its queue) for the kernel's SYN timeout of minutes.
+/// Longest dial in one version, hello and welcome included: a black-holed
+/// address must not hold the writer (and its queue) for the kernel's SYN
+/// timeout of minutes. A dial that steps down makes a second attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a connection that speaks an older version than this node's
+/// newest, because the peer closed a newer hello, tries the newest again.
+/// A peer of the older release logs and counts each try as a refused frame.
+const STEPPED_DOWN_PROBE_INTERVAL: Duration =
+    if cfg!(test) { Duration::from_millis(200) } else { Duration::from_secs(30) };
 /// Longest write of one frame: longer means the peer stopped reading, and
 /// the connection is given up. A full 64 MiB frame takes well under a second
 /// on any link the transport is run over.
@@ -67,9 +88,12 @@ type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 struct Connection {
-    /// Only read to notice the peer closing: the receiver never writes.
+    /// Only read to notice the peer closing: past its welcome (read by the
+    /// dial), the receiver never writes.
     read: ReadHalf,
     write: WriteHalf,
+    /// The wire version every frame on it is encoded in.
+    version: u8,
     since: Instant,
 }
 
@@ -80,6 +104,13 @@ enum DialError {
     /// The TLS handshake failed: the peer's certificate is not the node's
     /// dialed (or not signed by the CA), or the peer refused this node's.
     Tls(std::io::Error),
+    /// The peer closed the connection on the hello instead of welcoming it:
+    /// it does not speak the hello's version, or refused the hello.
+    Refused,
+    /// The peer answered the hello with something other than its welcome.
+    Handshake(String),
+    /// This node cannot dial it at all (no TLS name for it).
+    Config(String),
 }
 
 impl From<std::io::Error> for DialError {
@@ -103,6 +134,9 @@ pub(super) struct PeerWriter {
     /// When to dial next while there is no connection.
     dial_at: Instant,
     dials: u64,
+    /// When to try the newest version again on a connection that stepped
+    /// down; `None` when it speaks the newest, or there is none.
+    probe_at: Option<Instant>,
 }
 
 impl PeerWriter {
@@ -124,6 +158,7 @@ impl PeerWriter {
             backoff: RECONNECT_BACKOFF_MIN,
             dial_at: Instant::now(),
             dials: 0,
+            probe_at: None,
         }
     }
 
@@ -155,6 +190,9 @@ impl PeerWriter {
                 }
                 () = sleep_until(self.dial_at), if !connected => {
                     self.dial().await;
+                }
+                () = sleep_until(self.probe_at.unwrap_or(self.dial_at)), if connected && self.probe_at.is_some() => {
+                    self.probe().await;
                 }
                 // Emulated delays need sub-millisecond precision: tokio's
                 // timer would add up to a millisecond to each (`timer`).
@@ -190,7 +228,7 @@ impl PeerWriter {
             self.shared.count_dropped(DropReason::Disconnected, batch.len());
             return;
         };
-        let (frames, too_long) = frame::encode_batches(&batch, FRAME_BYTES_MAX);
+        let (frames, too_long) = frame::encode_batches(&batch, connection.version, FRAME_BYTES_MAX);
         if too_long > 0 {
             tracing::warn!(peer = %self.peer, envelopes = too_long, "envelope longer than a frame: dropped");
             self.shared.count_dropped(DropReason::TooLong, too_long);
@@ -221,35 +259,95 @@ impl PeerWriter {
         }
     }
 
-    /// Dials the peer and says hello; on failure, schedules the next dial.
+    /// Dials the peer and says hello, in the newest version both speak; on
+    /// failure, schedules the next dial.
     async fn dial(&mut self) {
         if self.dials > 0 {
             self.shared.count_reconnect();
         }
         self.dials += 1;
-        let hello = Frame::Hello { from: self.shared.node, cluster: self.shared.cluster };
-        let Some(hello) = frame::encode(&hello, FRAME_BYTES_MAX) else {
-            // A hello is a few bytes; this cannot happen, and must not spin.
-            tracing::error!(peer = %self.peer, "cannot encode the hello");
+        let (oldest, newest) = (*self.shared.versions.start(), *self.shared.versions.end());
+        let mut version = newest;
+        loop {
+            let error = match self.dial_in(version).await {
+                Ok((connection, welcomed)) => {
+                    tracing::info!(node = %self.shared.node, peer = %self.peer, address = %self.address, version, "connected");
+                    self.connection = Some(connection);
+                    self.shared.set_connected(self.peer, Some(PeerVersion { speaking: version, newest: welcomed }));
+                    self.probe_at = (version < newest).then(|| Instant::now() + STEPPED_DOWN_PROBE_INTERVAL);
+                    return;
+                }
+                Err(error) => error,
+            };
+            match error {
+                DialError::Refused if version > oldest => {
+                    tracing::info!(
+                        node = %self.shared.node,
+                        peer = %self.peer,
+                        version,
+                        "the peer closed the connection on a hello of this version: saying hello in the one before"
+                    );
+                    version -= 1;
+                    continue;
+                }
+                DialError::Refused => {
+                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, version, "peer refused the hello");
+                }
+                DialError::Io(error) => {
+                    tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
+                }
+                DialError::Tls(error) => {
+                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, %error, "peer refused: TLS handshake failed");
+                    crate::tls::count_refused(crate::tls::Listener::Peer, crate::tls::Refusal::Handshake);
+                }
+                DialError::Handshake(why) => {
+                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, why, "peer answered the hello wrongly");
+                }
+                DialError::Config(why) => {
+                    tracing::error!(node = %self.shared.node, peer = %self.peer, why, "cannot dial the peer");
+                }
+            }
             self.back_off();
             return;
-        };
-        let address = self.address;
+        }
+    }
+
+    /// Dials again in the newest version beside a connection that stepped
+    /// down, and replaces it if the peer welcomes the hello; else keeps it
+    /// and tries again later.
+    async fn probe(&mut self) {
+        let newest = *self.shared.versions.end();
+        match self.dial_in(newest).await {
+            Ok((connection, welcomed)) => {
+                tracing::info!(node = %self.shared.node, peer = %self.peer, version = newest, "the peer speaks the newest version now: connection replaced");
+                // The old one closes as it is dropped; what it carried is
+                // on its way, as across any reconnection.
+                self.connection = Some(connection);
+                self.shared.set_connected(self.peer, Some(PeerVersion { speaking: newest, newest: welcomed }));
+                self.probe_at = None;
+            }
+            Err(_) => self.probe_at = Some(Instant::now() + STEPPED_DOWN_PROBE_INTERVAL),
+        }
+    }
+
+    /// One dial with a hello of `version`, within [`CONNECT_TIMEOUT`]: the
+    /// connection and, if the version has one, the newest version the
+    /// peer's welcome names.
+    async fn dial_in(&mut self, version: u8) -> Result<(Connection, Option<u8>), DialError> {
+        let hello = Frame::Hello { from: self.shared.node, cluster: self.shared.cluster };
+        let hello = frame::encode(&hello, version, FRAME_BYTES_MAX).expect("a hello is a few bytes");
         let tls = match &self.shared.tls {
             None => None,
             Some(tls) => match tls.peer_server_name(self.peer.0) {
                 Ok(name) => Some((tls.connector(), name)),
-                Err(error) => {
-                    tracing::error!(peer = %self.peer, %error, "no TLS name for the peer");
-                    self.back_off();
-                    return;
-                }
+                Err(error) => return Err(DialError::Config(format!("no TLS name for the peer: {error}"))),
             },
         };
+        let (address, shared, peer) = (self.address, self.shared.clone(), self.peer);
         let attempt = async move {
             let stream = TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
-            let (read, mut write): (ReadHalf, WriteHalf) = match tls {
+            let (mut read, mut write): (ReadHalf, WriteHalf) = match tls {
                 None => {
                     let (read, write) = stream.into_split();
                     (Box::new(read), Box::new(write))
@@ -262,33 +360,42 @@ impl PeerWriter {
             };
             write.write_all(&hello).await?;
             write.flush().await?;
-            Ok::<_, DialError>((read, write))
+            if version < WELCOME_SINCE {
+                return Ok::<_, DialError>((read, write, None));
+            }
+            let over_tls = shared.tls.is_some();
+            match reader::read_frame(&shared, &mut read, HELLO_BYTES_MAX, &(version..=version)).await {
+                Ok((_, Frame::Welcome { from, newest, .. })) if from == peer => Ok((read, write, Some(newest))),
+                Ok((_, frame)) => Err(DialError::Handshake(format!("{frame:?} instead of a welcome from {peer}"))),
+                Err(Ended::Closed(error))
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    Err(DialError::Refused)
+                }
+                // TLS 1.3: the dialer's handshake ends before the peer has
+                // checked its certificate; a refusal arrives as an alert here.
+                Err(Ended::Closed(error)) if over_tls => Err(DialError::Tls(error)),
+                Err(Ended::Closed(error)) => Err(DialError::Io(error)),
+                Err(Ended::Refused(_, why) | Ended::Unauthenticated(why)) => Err(DialError::Handshake(why)),
+            }
         };
         match timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((read, write))) => {
-                tracing::info!(node = %self.shared.node, peer = %self.peer, address = %self.address, "connected");
-                self.connection = Some(Connection { read, write, since: Instant::now() });
-                self.shared.set_connected(self.peer, true);
-            }
-            Ok(Err(DialError::Io(error))) => {
-                tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
-                self.back_off();
-            }
-            Ok(Err(DialError::Tls(error))) => {
-                tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, %error, "peer refused: TLS handshake failed");
-                crate::tls::count_refused(crate::tls::Listener::Peer, crate::tls::Refusal::Handshake);
-                self.back_off();
-            }
-            Err(_) => {
-                tracing::debug!(peer = %self.peer, address = %self.address, "connecting timed out");
-                self.back_off();
-            }
+            Ok(Ok((read, write, newest))) => Ok((Connection { read, write, version, since: Instant::now() }, newest)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(DialError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))),
         }
     }
 
     /// Drops the connection and schedules a dial.
     fn lose(&mut self, why: &str) {
-        self.shared.set_connected(self.peer, false);
+        self.shared.set_connected(self.peer, None);
+        self.probe_at = None;
         self.shared.inbound.link_lost(self.peer);
         if let Some(connection) = self.connection.take()
             && connection.since.elapsed() >= CONNECTION_HEALTHY_AFTER
@@ -309,7 +416,8 @@ impl PeerWriter {
 }
 
 /// Resolves when the peer closes the connection (or sends anything, which a
-/// receiver never does); pending while there is none.
+/// receiver never does past its welcome, read by the dial); pending while
+/// there is none.
 async fn closed_by_peer(connection: &mut Option<Connection>) {
     let Some(connection) = connection.as_mut() else {
         return std::future::pending().await;
