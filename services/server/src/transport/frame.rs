@@ -246,4 +246,19 @@ mod tests {
         let welcome = encode(&Frame::Welcome { from: NodeId(5), oldest: 17, newest: 18 }, 18, FRAME_BYTES_MAX).unwrap();
         assert!(decode(17, &welcome[LENGTH_PREFIX_BYTES + 1..]).is_err(), "no welcome in version 17");
     }
+
+    /// The bytes of a hello and of a batch in version 17, as release 17
+    /// (commit ab3ac01) writes and reads them: a change to a frame or to a
+    /// message that would make this release misread that one, or be
+    /// misread by it, fails here.
+    #[test]
+    fn version_17_frames_are_byte_for_byte_release_17s() {
+        let hello = encode(&Frame::Hello { from: NodeId(4), cluster: 300 }, 17, FRAME_BYTES_MAX).unwrap();
+        assert_eq!(hello, [0, 0, 0, 5, 17, 0, 4, 0xac, 0x02]);
+        let (batch, _) = encode_batches(&[heartbeat(5)], 17, FRAME_BYTES_MAX);
+        // Length, tag, `Batch`, one envelope: from 1, to 2, its clock
+        // reading (physical 0, logical 0), `Paxos` of group 7, `Heartbeat` (ballot 3 of node
+        // 1, seq 5, chosen 5).
+        assert_eq!(batch[0].bytes, [0, 0, 0, 14, 17, 1, 1, 1, 2, 0, 0, 0, 7, 5, 3, 1, 5, 5]);
+    }
 }

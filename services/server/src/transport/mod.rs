@@ -30,7 +30,10 @@
 //!   lossy transport is correct and a blocking one would stall every group.
 //! - Envelopes from one node to another arrive in the order they were sent,
 //!   or not at all, as long as the connection holds. Across a reconnection
-//!   an envelope may be lost; Paxos tolerates loss and reordering anyway.
+//!   an envelope may be lost, and when a connection is replaced by a newer
+//!   version's (module `writer`) the old one's last envelopes may arrive
+//!   after the new one's first; Paxos tolerates loss and reordering anyway,
+//!   and coordinators retry what gets no answer.
 //! - One slow or dead peer never delays the others: each has its own queue,
 //!   writer task and connection. A writer whose connection fails reconnects
 //!   with exponential backoff (10 ms doubling to 1 s, jittered).
@@ -335,9 +338,11 @@ pub struct PeerVersion {
 
 impl Shared {
     /// Records the connection to `peer` up (`Some`: speaking what) or down
-    /// (its version gauge 0).
+    /// (its version gauge 0). After shutdown every connection is down,
+    /// whatever a writer still finishing says.
     fn set_connected(&self, peer: NodeId, version: Option<PeerVersion>) {
         let mut connected = self.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let version = version.filter(|_| !self.closed.load(Ordering::Relaxed));
         match version {
             Some(version) => connected.insert(peer, version),
             None => connected.remove(&peer),
@@ -484,6 +489,8 @@ impl Transport {
         for (peer, address) in peers {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
             queues.insert(peer, sender);
+            // Down (its version gauge 0) until the writer's first dial.
+            shared.set_connected(peer, None);
             let writer = PeerWriter::new(shared.clone(), peer, address, delays[&peer], receiver);
             tasks.push(tokio::spawn(writer.run()).abort_handle());
         }
@@ -608,6 +615,9 @@ impl Transport {
         }
         for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
             task.abort();
+        }
+        for peer in &self.shared.peers {
+            self.shared.set_connected(*peer, None);
         }
         tracing::info!(node = %self.shared.node, "transport shut down");
     }

@@ -628,10 +628,11 @@ async fn a_version_outside_what_the_node_speaks_is_refused_at_start() {
 }
 
 /// A connection that stepped down because a peer of the newest version
-/// closed a hello for a reason of its own is probed in the newest version
-/// and replaced once the peer welcomes it. The peer here is played by hand:
-/// it closes the first hello (18), takes the second (17), and welcomes the
-/// probe (18), on which the next envelopes then arrive.
+/// closed a hello for a reason of its own is probed in the newest version,
+/// keeps carrying envelopes while a probe is refused, and is replaced once
+/// the peer welcomes one. The peer here is played by hand: it closes the
+/// first hello (18), takes the second (17), closes the first probe (18),
+/// and welcomes the second, on which the next envelopes then arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_stepped_down_moves_up_once_the_peer_welcomes_the_newest() {
     let (old, new) = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION);
@@ -642,27 +643,37 @@ async fn a_connection_that_stepped_down_moves_up_once_the_peer_welcomes_the_newe
     let (sender, _inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
     let node = Transport::start(config(1, &peers, &regions, &latency, 1.0), listener, Arc::new(Faults::new()), sender)
         .unwrap();
-    // The tag and body of the next frame on `stream`.
+    // The tag and body of the next frame on `stream`, within `WAIT_MAX`.
     async fn next_frame(stream: &mut TcpStream) -> (u8, Frame<'static>) {
-        let mut length = [0u8; 4];
-        stream.read_exact(&mut length).await.unwrap();
-        let mut bytes = vec![0u8; u32::from_be_bytes(length) as usize];
-        stream.read_exact(&mut bytes).await.unwrap();
-        (bytes[0], frame::decode(bytes[0], &bytes[1..]).unwrap())
+        let read = async {
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).await.unwrap();
+            let mut bytes = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut bytes).await.unwrap();
+            (bytes[0], frame::decode(bytes[0], &bytes[1..]).unwrap())
+        };
+        tokio::time::timeout(WAIT_MAX, read).await.expect("a frame within the bound")
     }
-    let peer = async {
-        let (mut first, _) = peer_listener.accept().await.unwrap();
-        assert_eq!(next_frame(&mut first).await.0, new);
-        drop(first);
-        let (mut stepped_down, _) = peer_listener.accept().await.unwrap();
-        assert_eq!(next_frame(&mut stepped_down).await.0, old);
-        let (mut probe, _) = peer_listener.accept().await.unwrap();
-        assert_eq!(next_frame(&mut probe).await.0, new);
-        probe.write_all(&welcome(2)).await.unwrap();
-        (stepped_down, probe)
-    };
-    let (mut stepped_down, mut probe) =
-        tokio::time::timeout(WAIT_MAX, peer).await.expect("a dial, a step down, a probe");
+    let (mut first, _) = tokio::time::timeout(WAIT_MAX, peer_listener.accept()).await.expect("a dial").unwrap();
+    assert_eq!(next_frame(&mut first).await.0, new);
+    drop(first);
+    let (mut stepped_down, _) =
+        tokio::time::timeout(WAIT_MAX, peer_listener.accept()).await.expect("a step down").unwrap();
+    assert_eq!(next_frame(&mut stepped_down).await.0, old);
+    eventually("stepped down to 17", || {
+        node.peer_versions().get(&NodeId(2)) == Some(&PeerVersion { speaking: old, newest: None })
+    })
+    .await;
+    let (mut refused, _) = tokio::time::timeout(WAIT_MAX, peer_listener.accept()).await.expect("a probe").unwrap();
+    assert_eq!(next_frame(&mut refused).await.0, new);
+    drop(refused);
+    // Still carried at 17 while the probes go on.
+    node.send(vec![envelope(1, 2, 6)]);
+    let (tag, frame) = tokio::time::timeout(WAIT_MAX, next_frame(&mut stepped_down)).await.unwrap();
+    assert_eq!((tag, frame), (old, Frame::Batch(Cow::Owned(vec![envelope(1, 2, 6)]))));
+    let (mut probe, _) = tokio::time::timeout(WAIT_MAX, peer_listener.accept()).await.expect("a second probe").unwrap();
+    assert_eq!(next_frame(&mut probe).await.0, new);
+    probe.write_all(&welcome(2)).await.unwrap();
     eventually("the probed connection replaces the stepped-down one", || {
         node.peer_versions().get(&NodeId(2)) == Some(&PeerVersion { speaking: new, newest: Some(new) })
     })
@@ -670,8 +681,12 @@ async fn a_connection_that_stepped_down_moves_up_once_the_peer_welcomes_the_newe
     node.send(vec![envelope(1, 2, 7)]);
     let (tag, frame) = tokio::time::timeout(WAIT_MAX, next_frame(&mut probe)).await.unwrap();
     assert_eq!((tag, frame), (new, Frame::Batch(Cow::Owned(vec![envelope(1, 2, 7)]))));
-    // The stepped-down connection was closed by the node.
+    // The stepped-down connection was closed by the node, and replaced, not
+    // lost: one dial only.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(WAIT_MAX, stepped_down.read_to_end(&mut rest)).await;
     assert!(closed.is_ok_and(|read| read.is_ok()) && rest.is_empty(), "the old connection stays open or carried more");
+    assert_eq!(node.stats().reconnects, 0);
+    node.shutdown();
+    assert!(node.peer_versions().is_empty() && !node.is_connected(NodeId(2)));
 }

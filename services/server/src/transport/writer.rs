@@ -7,8 +7,9 @@
 //!                        FIFO, sent_at+delay)                         hello first)
 //! ```
 //!
-//! The writer is a single task looping over four events, most urgent first:
-//! the peer closed the connection; it is time to dial again; envelopes
+//! The writer is a single task looping over six events, most urgent first:
+//! the peer closed the connection; it is time to dial again; it is time to
+//! probe a connection that stepped down (below); the probe ended; envelopes
 //! became due; envelopes arrived in the queue. Due envelopes go out together as
 //! one frame (split only if longer than [`FRAME_BYTES_MAX`]), which is the
 //! batching: the longer a write takes, the more the next one carries.
@@ -32,11 +33,14 @@
 //! since a live peer of the newest version may close a hello for a reason
 //! of its own (a certificate reload in the middle of the dial, too many
 //! connections), a connection that stepped down is probed every
-//! [`STEPPED_DOWN_PROBE_INTERVAL`]: a fresh dial in the newest version that,
-//! if welcomed, replaces it (as a reconnection does, without a gap).
+//! [`STEPPED_DOWN_PROBE_INTERVAL`]: a fresh dial in the newest version, run
+//! beside the writer's other work (the old connection keeps carrying
+//! envelopes meanwhile), that replaces it if welcomed.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,8 +139,11 @@ pub(super) struct PeerWriter {
     dial_at: Instant,
     dials: u64,
     /// When to try the newest version again on a connection that stepped
-    /// down; `None` when it speaks the newest, or there is none.
+    /// down; `None` when it speaks the newest, there is none, or a probe is
+    /// under way.
     probe_at: Option<Instant>,
+    /// The probe under way, polled beside the writer's other work.
+    probing: Option<Dialing>,
 }
 
 impl PeerWriter {
@@ -159,6 +166,7 @@ impl PeerWriter {
             dial_at: Instant::now(),
             dials: 0,
             probe_at: None,
+            probing: None,
         }
     }
 
@@ -192,7 +200,11 @@ impl PeerWriter {
                     self.dial().await;
                 }
                 () = sleep_until(self.probe_at.unwrap_or(self.dial_at)), if connected && self.probe_at.is_some() => {
-                    self.probe().await;
+                    self.probe();
+                }
+                outcome = poll_dialing(&mut self.probing), if self.probing.is_some() => {
+                    self.probing = None;
+                    self.probed(outcome);
                 }
                 // Emulated delays need sub-millisecond precision: tokio's
                 // timer would add up to a millisecond to each (`timer`).
@@ -279,123 +291,90 @@ impl PeerWriter {
                 }
                 Err(error) => error,
             };
-            match error {
-                DialError::Refused if version > oldest => {
-                    tracing::info!(
-                        node = %self.shared.node,
-                        peer = %self.peer,
-                        version,
-                        "the peer closed the connection on a hello of this version: saying hello in the one before"
-                    );
-                    version -= 1;
-                    continue;
-                }
-                DialError::Refused => {
-                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, version, "peer refused the hello");
-                }
-                DialError::Io(error) => {
-                    tracing::debug!(peer = %self.peer, address = %self.address, %error, "cannot connect");
-                }
-                DialError::Tls(error) => {
-                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, %error, "peer refused: TLS handshake failed");
-                    crate::tls::count_refused(crate::tls::Listener::Peer, crate::tls::Refusal::Handshake);
-                }
-                DialError::Handshake(why) => {
-                    tracing::warn!(node = %self.shared.node, peer = %self.peer, address = %self.address, why, "peer answered the hello wrongly");
-                }
-                DialError::Config(why) => {
-                    tracing::error!(node = %self.shared.node, peer = %self.peer, why, "cannot dial the peer");
-                }
+            if matches!(error, DialError::Refused) && version > oldest {
+                tracing::info!(
+                    node = %self.shared.node,
+                    peer = %self.peer,
+                    version,
+                    "the peer closed the connection on a hello of this version: saying hello in the one before"
+                );
+                version -= 1;
+                continue;
             }
+            self.report(&error, version);
             self.back_off();
             return;
         }
     }
 
-    /// Dials again in the newest version beside a connection that stepped
-    /// down, and replaces it if the peer welcomes the hello; else keeps it
-    /// and tries again later.
-    async fn probe(&mut self) {
+    /// Logs (and counts, for TLS) why a dial in `version` failed.
+    fn report(&self, error: &DialError, version: u8) {
+        let (node, peer, address) = (self.shared.node, self.peer, self.address);
+        match error {
+            DialError::Refused => {
+                tracing::warn!(%node, %peer, %address, version, "peer refused the hello");
+            }
+            DialError::Io(error) => tracing::debug!(%peer, %address, %error, "cannot connect"),
+            DialError::Tls(error) => {
+                tracing::warn!(%node, %peer, %address, %error, "peer refused: TLS handshake failed");
+                crate::tls::count_refused(crate::tls::Listener::Peer, crate::tls::Refusal::Handshake);
+            }
+            DialError::Handshake(why) => tracing::warn!(%node, %peer, %address, why, "peer answered the hello wrongly"),
+            DialError::Config(why) => tracing::error!(%node, %peer, why, "cannot dial the peer"),
+        }
+    }
+
+    /// Starts a dial in the newest version beside a connection that stepped
+    /// down; the writer goes on meanwhile ([`PeerWriter::probed`]).
+    fn probe(&mut self) {
+        self.probe_at = None;
+        self.probing = Some(self.dial_in(*self.shared.versions.end()));
+    }
+
+    /// The probe's outcome: a welcomed connection replaces the one that
+    /// stepped down; anything else leaves it, until the next probe.
+    fn probed(&mut self, outcome: Result<(Connection, Option<u8>), DialError>) {
         let newest = *self.shared.versions.end();
-        match self.dial_in(newest).await {
+        match outcome {
             Ok((connection, welcomed)) => {
                 tracing::info!(node = %self.shared.node, peer = %self.peer, version = newest, "the peer speaks the newest version now: connection replaced");
-                // The old one closes as it is dropped; what it carried is
-                // on its way, as across any reconnection.
+                // The old connection closes as it is dropped. What it
+                // carried is on its way, and may arrive after what the new
+                // one carries first, as across a reconnection.
                 self.connection = Some(connection);
                 self.shared.set_connected(self.peer, Some(PeerVersion { speaking: newest, newest: welcomed }));
-                self.probe_at = None;
             }
-            Err(_) => self.probe_at = Some(Instant::now() + STEPPED_DOWN_PROBE_INTERVAL),
+            Err(error) => {
+                if !matches!(error, DialError::Refused) {
+                    self.report(&error, newest);
+                }
+                self.probe_at = Some(Instant::now() + STEPPED_DOWN_PROBE_INTERVAL);
+            }
         }
     }
 
     /// One dial with a hello of `version`, within [`CONNECT_TIMEOUT`]: the
     /// connection and, if the version has one, the newest version the
-    /// peer's welcome names.
-    async fn dial_in(&mut self, version: u8) -> Result<(Connection, Option<u8>), DialError> {
-        let hello = Frame::Hello { from: self.shared.node, cluster: self.shared.cluster };
-        let hello = frame::encode(&hello, version, FRAME_BYTES_MAX).expect("a hello is a few bytes");
-        let tls = match &self.shared.tls {
-            None => None,
-            Some(tls) => match tls.peer_server_name(self.peer.0) {
-                Ok(name) => Some((tls.connector(), name)),
-                Err(error) => return Err(DialError::Config(format!("no TLS name for the peer: {error}"))),
-            },
-        };
+    /// peer's welcome names. The future owns what it needs, so that a
+    /// probe runs beside the writer's other work.
+    fn dial_in(&self, version: u8) -> Dialing {
         let (address, shared, peer) = (self.address, self.shared.clone(), self.peer);
-        let attempt = async move {
-            let stream = TcpStream::connect(address).await?;
-            stream.set_nodelay(true)?;
-            let (mut read, mut write): (ReadHalf, WriteHalf) = match tls {
-                None => {
-                    let (read, write) = stream.into_split();
-                    (Box::new(read), Box::new(write))
+        Box::pin(async move {
+            match timeout(CONNECT_TIMEOUT, dial_once(shared, peer, address, version)).await {
+                Ok(Ok((read, write, newest))) => {
+                    Ok((Connection { read, write, version, since: Instant::now() }, newest))
                 }
-                Some((connector, name)) => {
-                    let stream = connector.connect(name, stream).await.map_err(DialError::Tls)?;
-                    let (read, write) = tokio::io::split(stream);
-                    (Box::new(read), Box::new(write))
-                }
-            };
-            write.write_all(&hello).await?;
-            write.flush().await?;
-            if version < WELCOME_SINCE {
-                return Ok::<_, DialError>((read, write, None));
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(DialError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))),
             }
-            let over_tls = shared.tls.is_some();
-            match reader::read_frame(&shared, &mut read, HELLO_BYTES_MAX, &(version..=version)).await {
-                Ok((_, Frame::Welcome { from, newest, .. })) if from == peer => Ok((read, write, Some(newest))),
-                Ok((_, frame)) => Err(DialError::Handshake(format!("{frame:?} instead of a welcome from {peer}"))),
-                Err(Ended::Closed(error))
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::UnexpectedEof
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    Err(DialError::Refused)
-                }
-                // TLS 1.3: the dialer's handshake ends before the peer has
-                // checked its certificate; a refusal arrives as an alert here.
-                Err(Ended::Closed(error)) if over_tls => Err(DialError::Tls(error)),
-                Err(Ended::Closed(error)) => Err(DialError::Io(error)),
-                Err(Ended::Refused(_, why) | Ended::Unauthenticated(why)) => Err(DialError::Handshake(why)),
-            }
-        };
-        match timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((read, write, newest))) => Ok((Connection { read, write, version, since: Instant::now() }, newest)),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(DialError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))),
-        }
+        })
     }
 
     /// Drops the connection and schedules a dial.
     fn lose(&mut self, why: &str) {
         self.shared.set_connected(self.peer, None);
         self.probe_at = None;
+        self.probing = None;
         self.shared.inbound.link_lost(self.peer);
         if let Some(connection) = self.connection.take()
             && connection.since.elapsed() >= CONNECTION_HEALTHY_AFTER
@@ -412,6 +391,78 @@ impl PeerWriter {
         let wait = self.backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
         self.dial_at = Instant::now() + wait;
         self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// A dial in progress: the connection and the newest version the peer's
+/// welcome names, or why not.
+type Dialing = Pin<Box<dyn Future<Output = Result<(Connection, Option<u8>), DialError>> + Send>>;
+
+/// Connects to `peer` at `address` (over TLS if the node has certificates)
+/// and says hello in `version`; from version 18 on, reads the welcome.
+async fn dial_once(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    address: SocketAddr,
+    version: u8,
+) -> Result<(ReadHalf, WriteHalf, Option<u8>), DialError> {
+    let hello = Frame::Hello { from: shared.node, cluster: shared.cluster };
+    let hello = frame::encode(&hello, version, FRAME_BYTES_MAX).expect("a hello is a few bytes");
+    let tls = match &shared.tls {
+        None => None,
+        Some(tls) => match tls.peer_server_name(peer.0) {
+            Ok(name) => Some((tls.connector(), name)),
+            Err(error) => return Err(DialError::Config(format!("no TLS name for the peer: {error}"))),
+        },
+    };
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (mut read, mut write): (ReadHalf, WriteHalf) = match tls {
+        None => {
+            let (read, write) = stream.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        Some((connector, name)) => {
+            let stream = connector.connect(name, stream).await.map_err(DialError::Tls)?;
+            let (read, write) = tokio::io::split(stream);
+            (Box::new(read), Box::new(write))
+        }
+    };
+    write.write_all(&hello).await?;
+    write.flush().await?;
+    if version < WELCOME_SINCE {
+        return Ok::<_, DialError>((read, write, None));
+    }
+    let over_tls = shared.tls.is_some();
+    match reader::read_frame(&shared, &mut read, HELLO_BYTES_MAX, &(version..=version)).await {
+        Ok((_, Frame::Welcome { from, newest, .. })) if from == peer => Ok((read, write, Some(newest))),
+        Ok((_, frame)) => Err(DialError::Handshake(format!("{frame:?} instead of a welcome from {peer}"))),
+        Err(Ended::Closed(error))
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(DialError::Refused)
+        }
+        // TLS 1.3: the dialer's handshake ends before the peer has
+        // checked its certificate; a refusal arrives as an alert here.
+        Err(Ended::Closed(error)) if over_tls && error.kind() == std::io::ErrorKind::InvalidData => {
+            Err(DialError::Tls(error))
+        }
+        Err(Ended::Closed(error)) => Err(DialError::Io(error)),
+        Err(Ended::Refused(_, why) | Ended::Unauthenticated(why)) => Err(DialError::Handshake(why)),
+    }
+}
+
+/// The outcome of the dial under way; pending while there is none.
+async fn poll_dialing(dialing: &mut Option<Dialing>) -> Result<(Connection, Option<u8>), DialError> {
+    match dialing.as_mut() {
+        Some(dialing) => dialing.await,
+        None => std::future::pending().await,
     }
 }
 
