@@ -276,36 +276,46 @@ fn stand_ins(dir: &Path, names: &[&str]) -> PathBuf {
 }
 
 /// `./geodb` on a fresh checkout (nothing built) of a Debian machine
-/// without libclang, as root: it installs libclang-dev with apt-get, then
-/// runs GeoDB through cargo with the arguments it was given.
+/// without libclang and make, as root: it installs libclang-dev and make
+/// with apt-get, then runs GeoDB through cargo with the arguments it was
+/// given; with make there, libclang-dev alone.
 #[test]
-fn the_launcher_installs_libclang_on_a_fresh_machine_then_runs_geodb() {
-    let dir = tempfile::tempdir().unwrap();
-    let checkout = dir.path().join("checkout");
-    std::fs::create_dir_all(&checkout).unwrap();
-    std::fs::copy(repo().join("geodb"), checkout.join("geodb")).unwrap();
-    let calls = stand_ins(dir.path(), &["cargo", "dpkg", "ldconfig", "apt-get", "id"]);
-    let output = Command::new(system_tool("bash"))
-        .arg(checkout.join("geodb"))
-        .args(["dev", "--data-dir", "my data"])
-        .env("PATH", dir.path().join("bin"))
-        .env_remove("LIBCLANG_PATH")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("installing libclang-dev") && stderr.contains("first build"), "{stderr}");
-    let calls = std::fs::read_to_string(calls).unwrap();
-    let manifest = checkout.join("Cargo.toml");
-    let expected = [
-        "id -u".to_string(),
-        "apt-get update -qq".to_string(),
-        "apt-get install -y -qq --no-install-recommends libclang-dev".to_string(),
-        format!("cargo run --manifest-path {} -p geodb-server -- dev --data-dir my data", manifest.display()),
-    ];
-    let seen: Vec<&str> =
-        calls.lines().filter(|line| !line.starts_with("dpkg") && !line.starts_with("ldconfig")).collect();
-    assert_eq!(seen, expected, "{calls}");
+fn the_launcher_installs_libclang_and_make_on_a_fresh_machine_then_runs_geodb() {
+    for (has_make, installed) in [(false, "libclang-dev make"), (true, "libclang-dev")] {
+        let dir = tempfile::tempdir().unwrap();
+        let checkout = dir.path().join("checkout");
+        std::fs::create_dir_all(&checkout).unwrap();
+        std::fs::copy(repo().join("geodb"), checkout.join("geodb")).unwrap();
+        let mut tools = vec!["cargo", "dpkg", "ldconfig", "apt-get", "id"];
+        if has_make {
+            tools.push("make");
+        }
+        let calls = stand_ins(dir.path(), &tools);
+        let output = Command::new(system_tool("bash"))
+            .arg(checkout.join("geodb"))
+            .args(["dev", "--data-dir", "my data"])
+            .env("PATH", dir.path().join("bin"))
+            .env_remove("LIBCLANG_PATH")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("installing {installed} with apt-get")) && stderr.contains("first build"),
+            "{stderr}"
+        );
+        let calls = std::fs::read_to_string(calls).unwrap();
+        let manifest = checkout.join("Cargo.toml");
+        let expected = [
+            "id -u".to_string(),
+            "apt-get update -qq".to_string(),
+            format!("apt-get install -y -qq --no-install-recommends {installed}"),
+            format!("cargo run --manifest-path {} -p geodb-server -- dev --data-dir my data", manifest.display()),
+        ];
+        let seen: Vec<&str> =
+            calls.lines().filter(|line| !line.starts_with("dpkg") && !line.starts_with("ldconfig")).collect();
+        assert_eq!(seen, expected, "{calls}");
+    }
 }
 
 /// Without cargo, `./geodb` says what to install instead of failing obscurely.
