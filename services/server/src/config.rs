@@ -482,12 +482,8 @@ impl ClusterConfig {
             return Err("cluster.election_timeout_ms must exceed two heartbeat intervals".into());
         }
         if let Some(version) = self.protocol_version_max {
-            use crate::transport::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
-            if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
-                return Err(format!(
-                    "cluster.protocol_version_max is {version}: this geodb speaks wire versions {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}"
-                ));
-            }
+            crate::transport::check_protocol_version_max(version)
+                .map_err(|why| format!("cluster.protocol_version_max: {why}"))?;
         }
         if self.commit_window_slots.is_some_and(|slots| !(1..=COMMIT_WINDOW_SLOTS_MAX).contains(&slots)) {
             return Err(format!("cluster.commit_window_slots must be between 1 and {COMMIT_WINDOW_SLOTS_MAX}"));

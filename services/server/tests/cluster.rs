@@ -133,7 +133,7 @@ impl Cluster {
                 )
             };
             std::fs::write(dir.join(format!("n{id}.toml")), config("")).unwrap();
-            let pin = format!("protocol_version_max = {}\n", geodb_server::transport::PROTOCOL_VERSION_MIN);
+            let pin = format!("protocol_version_max = {PROTOCOL_VERSION_MIN}\n");
             std::fs::write(dir.join(format!("n{id}-pinned.toml")), config(&pin)).unwrap();
         }
         let mut cluster = Cluster { dir: dir.to_path_buf(), servers: Vec::new(), client: reqwest::Client::new() };

@@ -135,6 +135,17 @@ pub fn inbound_channel() -> (std::sync::mpsc::SyncSender<NodeMessage>, std::sync
     std::sync::mpsc::sync_channel(INBOUND_QUEUE_MAX)
 }
 
+/// Refuses a newest version to speak that this node does not speak.
+pub fn check_protocol_version_max(version: u8) -> Result<(), String> {
+    if (PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocol version {version}: this node speaks wire versions {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}"
+        ))
+    }
+}
+
 /// What a node's transport needs to know.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -457,12 +468,7 @@ impl Transport {
         if !config.latency_scale.is_finite() || config.latency_scale < 0.0 {
             return Err(InvalidConfig(format!("latency scale {} is not a finite number ≥ 0", config.latency_scale)));
         }
-        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&config.protocol_version_max) {
-            return Err(InvalidConfig(format!(
-                "protocol version {}: this node speaks {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
-                config.protocol_version_max
-            )));
-        }
+        check_protocol_version_max(config.protocol_version_max).map_err(InvalidConfig)?;
         let peers: BTreeMap<NodeId, SocketAddr> =
             config.peers.iter().filter(|(peer, _)| **peer != config.node).map(|(peer, at)| (*peer, *at)).collect();
         let delays = peers

@@ -431,7 +431,7 @@ async fn dial_once(
     write.write_all(&hello).await?;
     write.flush().await?;
     if version < WELCOME_SINCE {
-        return Ok::<_, DialError>((read, write, None));
+        return Ok((read, write, None));
     }
     let over_tls = shared.tls.is_some();
     match reader::read_frame(&shared, &mut read, HELLO_BYTES_MAX, &(version..=version)).await {
