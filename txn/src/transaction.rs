@@ -428,6 +428,7 @@ impl TxnManager {
             record: None,
             doomed: None,
             deciding: AtomicBool::new(false),
+            mutations: 0,
         })
     }
 
@@ -577,6 +578,9 @@ pub struct Transaction {
     /// R20: a `Decide(Commit)` was sent: from then on only the recorded
     /// decision resolves the parts prepared at their statement.
     deciding: AtomicBool,
+    /// How many times a write, a lock or a prepare at a statement was added
+    /// ([`Transaction::mutations`]).
+    mutations: u64,
 }
 
 /// R20: which half of a read for writing failed.
@@ -626,6 +630,14 @@ impl Part {
 impl Transaction {
     pub fn id(&self) -> TxnId {
         self.id
+    }
+
+    /// A count that grows whenever the transaction adds anything its
+    /// commit would write, lock or has prepared: equal counts mean nothing
+    /// of the kind happened in between (reads may have). A session's
+    /// `ROLLBACK TO SAVEPOINT` relies on it.
+    pub fn mutations(&self) -> u64 {
+        self.mutations
     }
 
     pub fn isolation(&self) -> Isolation {
@@ -1023,6 +1035,7 @@ impl Transaction {
     pub async fn get_for_update_async(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if !self.isolation.is_highly_available() {
             self.locked.insert(key.to_vec());
+            self.mutations += 1;
         }
         self.get_async(key).await
     }
@@ -1054,6 +1067,7 @@ impl Transaction {
             return self.read_routed(shard, key, route).await;
         }
         let newly_locked = self.locked.insert(key.to_vec());
+        self.mutations += 1;
         let (mut parts, created) = self.parts_creating().await?;
         self.created = created;
         let Some(record) = self.record_shard(shard, &parts) else {
@@ -1080,6 +1094,7 @@ impl Transaction {
         // prepared transaction instead of aborting (R7).
         let may_wait = self.early.is_empty();
         self.early.insert(shard, Early { round, changes: changes.clone(), prepare_ts: None });
+        self.mutations += 1;
         self.record = Some(record);
         let request =
             Request::Prepare { changes, record, participants: Vec::new(), round, values_follow: true, may_wait };
@@ -1363,11 +1378,13 @@ impl Transaction {
         moved: Option<(Vec<u8>, ShardId)>,
     ) {
         self.placed.insert((shard, key), (value, moved));
+        self.mutations += 1;
     }
 
     /// R18: the commit goes on at `shard` only if `route` still leads there.
     pub(crate) fn place_route(&mut self, shard: ShardId, route: Route) {
         self.placed_routes.push((shard, route));
+        self.mutations += 1;
     }
 
     // --- writes --------------------------------------------------------------
@@ -1375,12 +1392,14 @@ impl Transaction {
     /// Buffers a write of `value` to `key`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.writes.insert(key, Some(value));
+        self.mutations += 1;
         Ok(())
     }
 
     /// Buffers a delete of `key`.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<()> {
         self.writes.insert(key, None);
+        self.mutations += 1;
         Ok(())
     }
 

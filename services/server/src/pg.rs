@@ -42,6 +42,7 @@ mod login;
 mod negotiate;
 mod values;
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -141,6 +142,7 @@ impl Connection {
             cancels: cancels.clone(),
             cancel_key: OnceLock::new(),
             login: login::Login::default(),
+            statement_names: std::sync::Mutex::new(BTreeSet::new()),
         };
         Connection { handler: Arc::new(handler), cancels }
     }
@@ -179,9 +181,99 @@ struct Handler {
     cancel_key: OnceLock<Registration>,
     /// The connection's login, on a secure node.
     login: login::Login,
+    /// Names of the statements `Parse` stored (some may be closed since):
+    /// what `DEALLOCATE ALL` removes, since the store cannot list them.
+    statement_names: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// Names remembered in [`Handler::statement_names`] before the closed
+/// ones are forgotten.
+const STATEMENT_NAMES_KEPT: usize = 1024;
+
+/// A statement that manages the connection's prepared statements, which
+/// the connection answers itself.
+enum Maintenance {
+    /// `DEALLOCATE [PREPARE] <name>`.
+    Deallocate(String),
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
+    /// `DISCARD ALL`: every prepared statement and portal, and the level
+    /// `SET TRANSACTION` chose for the next transaction.
+    DiscardAll,
+}
+
+impl Maintenance {
+    /// Recognises a query of exactly one such statement.
+    fn parse(query: &str) -> Option<Maintenance> {
+        let text = query.trim().trim_end_matches(';').trim_end();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let lower: Vec<String> = words.iter().map(|word| word.to_ascii_lowercase()).collect();
+        let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+        match lower.as_slice() {
+            ["discard", "all"] => Some(Maintenance::DiscardAll),
+            ["deallocate", "all"] | ["deallocate", "prepare", "all"] => Some(Maintenance::DeallocateAll),
+            ["deallocate", _] => Some(Maintenance::Deallocate(statement_name(words[1]))),
+            ["deallocate", "prepare", _] => Some(Maintenance::Deallocate(statement_name(words[2]))),
+            _ => None,
+        }
+    }
+}
+
+/// A statement name as PostgreSQL reads it: as written when double-quoted,
+/// else folded to lower case.
+fn statement_name(word: &str) -> String {
+    match word.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')) {
+        Some(quoted) => quoted.to_string(),
+        None => word.to_ascii_lowercase(),
+    }
 }
 
 impl Handler {
+    /// Remembers the name of a statement `Parse` stored.
+    fn note_statement<S: PortalStore>(&self, store: &S, name: &str) {
+        let mut names = self.statement_names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if names.len() >= STATEMENT_NAMES_KEPT {
+            names.retain(|name| store.get_statement(name).is_some());
+        }
+        names.insert(name.to_string());
+    }
+
+    /// Runs `DEALLOCATE` or `DISCARD ALL` on the connection's statements.
+    async fn maintain<C>(&self, client: &mut C, maintenance: Maintenance) -> Response
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        let store = client.portal_store();
+        let names = || self.statement_names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let refuse = |code: &str, message: String| Response::Error(Box::new(error_info(&ApiError::new(code, message))));
+        let tag = match maintenance {
+            Maintenance::Deallocate(name) => {
+                if store.get_statement(&name).is_none() {
+                    return refuse("26000", format!("prepared statement \"{name}\" does not exist"));
+                }
+                store.rm_statement(&name);
+                names().remove(&name);
+                "DEALLOCATE"
+            }
+            Maintenance::DeallocateAll => {
+                std::mem::take(&mut *names()).iter().for_each(|name| store.rm_statement(name));
+                "DEALLOCATE ALL"
+            }
+            Maintenance::DiscardAll => {
+                let mut session = self.session.lock().await;
+                if session.txn.is_some() {
+                    return refuse("25001", "DISCARD ALL cannot run inside a transaction block".into());
+                }
+                session.next_isolation = None;
+                std::mem::take(&mut *names()).iter().for_each(|name| store.rm_statement(name));
+                store.clear_portals();
+                "DISCARD ALL"
+            }
+        };
+        Response::Execution(Tag::new(tag))
+    }
+
     /// The transaction status `ReadyForQuery` reports: the session's.
     async fn transaction_status(&self) -> TransactionStatus {
         let session = self.session.lock().await;
@@ -232,13 +324,25 @@ impl StartupHandler for Handler {
         let (pid, secret) = self.generate(client);
         client.set_pid_and_secret_key(pid, secret);
         if !self.node.auth.required {
-            return finish_authentication(client, &DefaultServerParameterProvider::default()).await;
+            return finish_authentication(client, &server_parameters()).await;
         }
         match self.login.begin(&self.node, client).await? {
             login::Begun::As(user) => self.logged_in(client, user).await,
             login::Begun::Asked => Ok(()),
         }
     }
+}
+
+/// The settings a connection reports at start-up: GeoDB's, as `SHOW`
+/// answers them (`geodb_sql::plan::show`).
+fn server_parameters() -> DefaultServerParameterProvider {
+    use geodb_sql::plan::show;
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = show::SERVER_VERSION.to_owned();
+    parameters.search_path = show::SCHEMA.to_owned();
+    parameters.date_style = show::DATE_STYLE.to_owned();
+    parameters.time_zone = show::TIME_ZONE.to_owned();
+    parameters
 }
 
 impl Handler {
@@ -250,7 +354,7 @@ impl Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.session.lock().await.user = Some(std::sync::Arc::from(user.name.as_str()));
-        finish_authentication(client, &DefaultServerParameterProvider::default()).await
+        finish_authentication(client, &server_parameters()).await
     }
 }
 
@@ -279,7 +383,10 @@ impl SimpleQueryHandler for Handler {
             return Err(PgWireError::NotReadyForQuery);
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let responses = SimpleQueryHandler::do_query(self, client, &query.query).await?;
+        let responses = match Maintenance::parse(&query.query) {
+            Some(maintenance) => vec![self.maintain(client, maintenance).await],
+            None => SimpleQueryHandler::do_query(self, client, &query.query).await?,
+        };
         for response in responses {
             match response {
                 Response::EmptyQuery => {
@@ -377,6 +484,9 @@ fn response(sql: &str, ran: Ran) -> Response {
         (Some(Control::Begin { .. }), _) => Response::TransactionStart(Tag::new("BEGIN")),
         (Some(Control::Commit), _) => Response::TransactionEnd(Tag::new("COMMIT")),
         (Some(Control::Rollback), _) => Response::TransactionEnd(Tag::new("ROLLBACK")),
+        (Some(Control::Savepoint(_)), _) => Response::Execution(Tag::new("SAVEPOINT")),
+        (Some(Control::Release(_)), _) => Response::Execution(Tag::new("RELEASE")),
+        (Some(Control::RollbackTo(_)), _) => Response::Execution(Tag::new("ROLLBACK")),
         (Some(Control::SetIsolation(_)), _) => Response::Execution(Tag::new("SET")),
         (None, Some(result)) => result_response(sql, result),
         (None, None) => Response::EmptyQuery,

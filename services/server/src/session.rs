@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use geodb_sql::{Control, StatementResult};
+use geodb_sql::{Control, Savepoint, StatementResult};
 use geodb_txn::{Commit, Isolation, Transaction};
 use rand::Rng;
 
@@ -34,6 +34,9 @@ pub struct Session {
     pub txn: Option<Transaction>,
     /// Whether a statement of the open transaction failed (25P02 state).
     pub failed: bool,
+    /// The open transaction's savepoints, oldest first, each with the
+    /// transaction's [`Transaction::mutations`] when it was set.
+    pub savepoints: Vec<(Savepoint, u64)>,
     /// Whether the open transaction has run a statement yet (after which
     /// its level can no longer change).
     pub txn_used: bool,
@@ -57,6 +60,7 @@ impl Session {
             default_isolation,
             txn: None,
             failed: false,
+            savepoints: Vec::new(),
             txn_used: false,
             next_isolation: None,
             last_used: Instant::now(),
@@ -68,6 +72,7 @@ impl Session {
     pub fn end_transaction(&mut self) -> Option<Transaction> {
         self.failed = false;
         self.txn_used = false;
+        self.savepoints.clear();
         self.txn.take()
     }
 }
@@ -105,7 +110,11 @@ pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) 
     session.cancel.store(false, Ordering::Relaxed);
     if let Some(control) = geodb_sql::parse_control(&statement.sql) {
         let control = control.map_err(|error| fail(session, error.into()))?;
-        let commit = exec::blocking(|| run_control(node, session, control))?;
+        let commit = exec::blocking(|| run_control(node, session, control)).map_err(|error| match control {
+            // As in PostgreSQL, an error of these inside a transaction fails it.
+            Control::Savepoint(_) | Control::Release(_) | Control::RollbackTo(_) => fail(session, error),
+            _ => error,
+        })?;
         return Ok(Ran { result: None, control: Some(control), commit });
     }
     let ran = run_statement(node, session, statement).await;
@@ -172,7 +181,12 @@ pub fn in_failed_transaction() -> ApiError {
 /// Runs a transaction-control statement; answers where the transaction
 /// committed if it was a `COMMIT` that did.
 fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<Option<Commit>, ApiError> {
-    if session.failed && matches!(control, Control::Begin { .. } | Control::SetIsolation(_)) {
+    if session.failed
+        && matches!(
+            control,
+            Control::Begin { .. } | Control::SetIsolation(_) | Control::Savepoint(_) | Control::Release(_)
+        )
+    {
         return Err(in_failed_transaction());
     }
     match control {
@@ -228,8 +242,56 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<O
                 txn.rollback();
             }
         }
+        Control::Savepoint(name) => {
+            let txn = session.txn.as_ref().ok_or_else(|| outside_block("SAVEPOINT"))?;
+            session.savepoints.push((name, txn.mutations()));
+            // As PostgreSQL: the level cannot change inside a savepoint.
+            session.txn_used = true;
+        }
+        Control::Release(name) => {
+            if session.txn.is_none() {
+                return Err(outside_block("RELEASE SAVEPOINT"));
+            }
+            let at = savepoint_at(session, name)?;
+            session.savepoints.truncate(at);
+        }
+        Control::RollbackTo(name) => {
+            let Some(txn) = session.txn.as_ref() else { return Err(outside_block("ROLLBACK TO SAVEPOINT")) };
+            let mutations = txn.mutations();
+            let at = savepoint_at(session, name)?;
+            // Reads since the savepoint stay in the read set: validating
+            // more than needed can abort, never admit an anomaly. Writes
+            // cannot be taken back one by one (some may be prepared at
+            // their shards already, R20): after any, only a whole rollback.
+            if session.savepoints[at].1 != mutations {
+                return Err(ApiError::new(
+                    "0A000",
+                    format!(
+                        "ROLLBACK TO SAVEPOINT {} after the transaction wrote since the savepoint is not supported; \
+                         roll the whole transaction back",
+                        name.name()
+                    ),
+                ));
+            }
+            session.savepoints.truncate(at + 1);
+            session.failed = false;
+        }
     }
     Ok(None)
+}
+
+/// A savepoint statement outside a transaction block (PostgreSQL's error).
+fn outside_block(what: &str) -> ApiError {
+    ApiError::new("25P01", format!("{what} can only be used in transaction blocks"))
+}
+
+/// Where the newest savepoint called `name` is in the session's list.
+fn savepoint_at(session: &Session, name: Savepoint) -> Result<usize, ApiError> {
+    session
+        .savepoints
+        .iter()
+        .rposition(|(saved, _)| *saved == name)
+        .ok_or_else(|| ApiError::new("3B001", format!("savepoint \"{}\" does not exist", name.name())))
 }
 
 pub type SessionHandle = Arc<tokio::sync::Mutex<Session>>;

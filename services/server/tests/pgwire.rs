@@ -42,6 +42,12 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// The SQLSTATE a simple query that must fail answers.
+async fn failing(client: &Client, sql: &str) -> SqlState {
+    let error = client.simple_query(sql).await.expect_err(sql);
+    code(&error).unwrap_or_else(|| panic!("{sql}: {error}")).clone()
+}
+
 fn code(error: &tokio_postgres::Error) -> Option<&SqlState> {
     error.as_db_error().map(|db| db.code())
 }
@@ -394,6 +400,110 @@ async fn a_serialization_failure_over_the_extended_protocol_is_40001() {
     assert_eq!(alice.query_one(read, &[&1i64]).await.unwrap().get::<_, i64>(0), 1);
 }
 
+/// What drivers ask on connect (SQLAlchemy: `pg_catalog.version()`,
+/// `current_schema()`, `SHOW standard_conforming_strings`, `SHOW
+/// TRANSACTION ISOLATION LEVEL`) answers as PostgreSQL does, over both
+/// protocols, and an unknown setting is `42704`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_and_functions_drivers_read_on_connect_answer() {
+    let (_dir, server) = server();
+    let client = connect(&server).await;
+    let version = rows(&client, "select pg_catalog.version()").await;
+    assert!(version[0][0].as_deref().unwrap().starts_with("PostgreSQL 15.0 (GeoDB "), "{version:?}");
+    assert_eq!(rows(&client, "select current_schema()").await, vec![vec![Some("public".to_string())]]);
+    assert_eq!(rows(&client, "SELECT current_database()").await, vec![vec![Some("geodb".to_string())]]);
+    assert_eq!(rows(&client, "show standard_conforming_strings").await, vec![vec![Some("on".to_string())]]);
+    // The extended protocol describes the one text column before running.
+    let row = client.query_one("SHOW TRANSACTION ISOLATION LEVEL", &[]).await.unwrap();
+    assert_eq!(row.columns()[0].name(), "transaction_isolation");
+    assert_eq!(row.get::<_, String>(0), "serializable");
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+    assert_eq!(rows(&client, "SHOW transaction_isolation").await, vec![vec![Some("repeatable read".to_string())]]);
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(failing(&client, "SHOW no_such_setting").await, SqlState::UNDEFINED_OBJECT);
+    assert_eq!(failing(&client, "SELECT version(1)").await, SqlState::UNDEFINED_FUNCTION);
+    // The version a connection reports at start-up is the same.
+    let shown = rows(&client, "SHOW server_version").await;
+    assert!(shown[0][0].as_deref().unwrap().starts_with("15.0 (GeoDB "), "{shown:?}");
+}
+
+/// `DEALLOCATE` and `DISCARD ALL`, which drivers and pools send to forget
+/// prepared statements (psycopg after a rollback, SQLAlchemy's pool on
+/// check-in), remove them as PostgreSQL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_and_discard_forget_prepared_statements() {
+    let (_dir, server) = server();
+    let mut wire = Wire::connect(&server).await;
+    let parsed = Answer { messages: vec![('1', None)], status: 'I' };
+    wire.parse("one", "SELECT 1").await;
+    wire.parse("two", "SELECT 2").await;
+    assert_eq!(wire.sync().await, Answer { messages: vec![('1', None), ('1', None)], status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "one").await, Answer { messages: vec![('2', None)], status: 'I' });
+    wire.query("DEALLOCATE one").await;
+    assert_eq!(wire.answer().await, Answer { messages: vec![('C', Some("DEALLOCATE".into()))], status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "one").await, Answer { messages: vec![error("26000")], status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "two").await, Answer { messages: vec![('2', None)], status: 'I' });
+    wire.query("deallocate prepare no_such_statement;").await;
+    assert_eq!(wire.answer().await, Answer { messages: vec![error("26000")], status: 'I' });
+    wire.query("DEALLOCATE ALL").await;
+    assert_eq!(wire.answer().await, Answer { messages: vec![('C', Some("DEALLOCATE ALL".into()))], status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "two").await, Answer { messages: vec![error("26000")], status: 'I' });
+
+    wire.parse("three", "SELECT 3").await;
+    assert_eq!(wire.sync().await, parsed);
+    wire.query("BEGIN").await;
+    assert_eq!(wire.answer().await.status, 'T');
+    wire.query("DISCARD ALL").await;
+    assert_eq!(wire.answer().await, Answer { messages: vec![error("25001")], status: 'T' });
+    wire.query("ROLLBACK").await;
+    assert_eq!(wire.answer().await.status, 'I');
+    wire.query("DISCARD ALL").await;
+    assert_eq!(wire.answer().await, Answer { messages: vec![('C', Some("DISCARD ALL".into()))], status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "three").await, Answer { messages: vec![error("26000")], status: 'I' });
+}
+
+/// Binds the statement `name` with no parameters, then Sync.
+async fn bind_sync(wire: &mut Wire, name: &str) -> Answer {
+    wire.bind(name, 0, &[]).await;
+    wire.sync().await
+}
+
+/// Savepoints, as far as GeoDB keeps them: `ROLLBACK TO SAVEPOINT` after
+/// an error that wrote nothing since the savepoint (a driver's probe that
+/// failed, psycopg's nested `transaction()`) takes the transaction out of
+/// its failed state and it commits what it wrote before; after a write
+/// since the savepoint it is refused (`0A000`) and the transaction stays
+/// failed, so nothing of it commits. Savepoint errors are PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_a_savepoint_recovers_from_an_error_that_wrote_nothing() {
+    let (_dir, server) = server();
+    let client = connect(&server).await;
+    client.batch_execute("CREATE TABLE sp (id INT PRIMARY KEY, n INT)").await.unwrap();
+
+    client.batch_execute("BEGIN; INSERT INTO sp VALUES (1, 1); SAVEPOINT probe").await.unwrap();
+    assert_eq!(failing(&client, "SELECT * FROM pg_type").await, SqlState::UNDEFINED_TABLE);
+    assert_eq!(failing(&client, "SELECT 1").await, SqlState::IN_FAILED_SQL_TRANSACTION);
+    client.batch_execute("ROLLBACK TO SAVEPOINT probe; RELEASE SAVEPOINT probe").await.unwrap();
+    client.batch_execute("INSERT INTO sp VALUES (2, 2); COMMIT").await.unwrap();
+    assert_eq!(rows(&client, "SELECT count(*) FROM sp").await, vec![vec![Some("2".to_string())]]);
+
+    // A write since the savepoint cannot be taken back alone.
+    client.batch_execute("BEGIN; SAVEPOINT a; INSERT INTO sp VALUES (3, 3)").await.unwrap();
+    assert_eq!(failing(&client, "ROLLBACK TO a").await, SqlState::FEATURE_NOT_SUPPORTED);
+    assert_eq!(failing(&client, "SELECT 1").await, SqlState::IN_FAILED_SQL_TRANSACTION);
+    // COMMIT of a failed transaction rolls it back, as PostgreSQL's does.
+    let messages = client.simple_query("COMMIT").await.unwrap();
+    assert!(matches!(messages.last(), Some(SimpleQueryMessage::CommandComplete(0))), "{messages:?}");
+    assert_eq!(rows(&client, "SELECT count(*) FROM sp").await, vec![vec![Some("2".to_string())]]);
+
+    // Errors: outside a block, an unknown name, a failed block.
+    assert_eq!(failing(&client, "SAVEPOINT outside").await.code(), "25P01");
+    client.batch_execute("BEGIN; SAVEPOINT a; SAVEPOINT b; RELEASE a").await.unwrap();
+    assert_eq!(failing(&client, "ROLLBACK TO b").await.code(), "3B001");
+    assert_eq!(failing(&client, "SAVEPOINT c").await, SqlState::IN_FAILED_SQL_TRANSACTION);
+    client.batch_execute("ROLLBACK").await.unwrap();
+}
+
 /// psycopg 3, where installed (`pip install "psycopg[binary]"`): parameters
 /// in text and binary format, a prepared statement, transactions (its own
 /// and explicit ones), errors, `executemany` and pipeline mode, from
@@ -419,6 +529,60 @@ async fn psycopg_runs_the_bank_workload_with_its_invariant() {
     assert!(last.starts_with("ok "), "{stdout}");
     eprintln!("psycopg bank: {last}");
 }
+
+/// SQLAlchemy 2 over psycopg, where installed (`.ci/run` installs it): its
+/// connect-time queries (`version()`, `current_schema()`, `SHOW`), Core
+/// tables and statements, the ORM's unit of work, and a nested
+/// transaction (a savepoint) rolled back with nothing written since.
+/// GeoDB lacks what SQLAlchemy asks for by default in three places, set
+/// here: `use_native_hstore=False` (its probe of `pg_type`),
+/// `checkfirst=False` (its reflection of `pg_class`) and
+/// `autoincrement=False` (no `SERIAL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_runs_core_and_orm_statements_over_psycopg() {
+    let has_sqlalchemy = std::process::Command::new("python3")
+        .args(["-c", "import sqlalchemy"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_sqlalchemy {
+        eprintln!("SQLAlchemy is not installed: skipped (pip install sqlalchemy)");
+        return;
+    }
+    let Some(stdout) = run_psycopg(SQLALCHEMY_SCRIPT) else { return };
+    assert_eq!(stdout.trim(), "ok");
+}
+
+const SQLALCHEMY_SCRIPT: &str = r#"
+import sys
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "orm_users"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(sa.String(30))
+
+engine = sa.create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"), use_native_hstore=False)
+Base.metadata.create_all(engine, checkfirst=False)
+with engine.connect() as conn:
+    assert conn.dialect.server_version_info[0] == 15, conn.dialect.server_version_info
+    assert conn.execute(sa.text("SELECT :a + 1"), {"a": 41}).scalar() == 42
+with Session(engine) as session:
+    session.add_all([User(id=1, name="ada"), User(id=2, name="bo")])
+    session.commit()
+    with session.begin():
+        session.get(User, 1).name = "ada2"
+        nested = session.begin_nested()
+        nested.rollback()
+    names = [(user.id, user.name) for user in session.scalars(sa.select(User).order_by(User.id))]
+    assert names == [(1, "ada2"), (2, "bo")], names
+    assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 2
+Base.metadata.drop_all(engine, checkfirst=False)
+print("ok")
+"#;
 
 /// Runs `script` with python3 against a fresh `geodb dev` (its
 /// `postgresql://` URL as the argument) and returns what it printed, after
@@ -578,6 +742,18 @@ with psycopg.connect(sys.argv[1] + "?user=py") as conn:
     conn.execute("UPDATE py SET ratio = %s WHERE id = %s", (0.75, 1))
     conn.commit()
     assert conn.execute("SELECT ratio FROM py WHERE id = %s", (1,)).fetchone() == (0.75,)
+    # A nested transaction() is a savepoint: a probe that fails inside one
+    # (as psycopg's own TypeInfo.fetch, which SQLAlchemy runs on connect)
+    # leaves the outer transaction usable.
+    conn.execute("UPDATE py SET ratio = %s WHERE id = %s", (0.5, 1))
+    try:
+        with conn.transaction():
+            conn.execute("SELECT * FROM no_such_table")
+    except psycopg.errors.UndefinedTable:
+        pass
+    assert conn.execute("SHOW TRANSACTION ISOLATION LEVEL").fetchone() == ("serializable",)
+    conn.commit()
+    assert conn.execute("SELECT ratio FROM py WHERE id = %s", (1,)).fetchone() == (0.5,)
 print("ok")
 "#;
 

@@ -15,6 +15,9 @@
 //! SET TRANSACTION ISOLATION LEVEL <level>
 //! COMMIT [WORK | TRANSACTION] | END [WORK | TRANSACTION]
 //! ROLLBACK [WORK | TRANSACTION] | ABORT [WORK | TRANSACTION]
+//! SAVEPOINT <name>
+//! RELEASE [SAVEPOINT] <name>
+//! ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] <name>
 //! ```
 //!
 //! `<level>` is any name of the API's table, parsed by
@@ -38,6 +41,48 @@ pub enum Control {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
+    /// `SAVEPOINT <name>`.
+    Savepoint(Savepoint),
+    /// `RELEASE [SAVEPOINT] <name>`.
+    Release(Savepoint),
+    /// `ROLLBACK TO [SAVEPOINT] <name>`.
+    RollbackTo(Savepoint),
+}
+
+/// A savepoint's name, as PostgreSQL folds it (lower case unless quoted),
+/// at most [`SAVEPOINT_NAME_MAX`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Savepoint {
+    bytes: [u8; SAVEPOINT_NAME_MAX],
+    len: u8,
+}
+
+/// The longest savepoint name (PostgreSQL's identifier limit).
+pub const SAVEPOINT_NAME_MAX: usize = 63;
+
+impl Savepoint {
+    fn parse(word: &str) -> Result<Savepoint> {
+        let name = match word.strip_prefix('"') {
+            Some(quoted) => match quoted.strip_suffix('"') {
+                Some(inner) if !inner.is_empty() && !inner.contains('"') => inner.to_string(),
+                _ => return Err(Error::Syntax(format!("malformed savepoint name {word}"))),
+            },
+            None if word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !word.is_empty() => {
+                word.to_ascii_lowercase()
+            }
+            None => return Err(Error::Syntax(format!("malformed savepoint name {word}"))),
+        };
+        if name.len() > SAVEPOINT_NAME_MAX {
+            return Err(Error::Syntax(format!("savepoint name {word} is longer than {SAVEPOINT_NAME_MAX} bytes")));
+        }
+        let mut bytes = [0; SAVEPOINT_NAME_MAX];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Savepoint { bytes, len: name.len() as u8 })
+    }
+
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("parsed from a str")
+    }
 }
 
 /// Recognises a transaction-control statement; `None` if `sql` is not one.
@@ -46,7 +91,19 @@ pub fn parse_control(sql: &str) -> Option<Result<Control>> {
     let words: Vec<String> = text.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
     let first = words.first()?.as_str();
     let rest = &words[1..];
+    // Savepoint names keep their case when quoted: taken from the text.
+    let raw: Vec<&str> = text.split_whitespace().collect();
     match first {
+        "savepoint" => Some(savepoint_name(&raw[1..]).map(Control::Savepoint)),
+        "release" => {
+            let skip = usize::from(rest.first().map(String::as_str) == Some("savepoint"));
+            Some(savepoint_name(&raw[1 + skip..]).map(Control::Release))
+        }
+        "rollback" if skip_noise(rest).first().map(String::as_str) == Some("to") => {
+            let after = rest.len() - skip_noise(rest).len() + 1;
+            let skip = usize::from(rest.get(after).map(String::as_str) == Some("savepoint"));
+            Some(savepoint_name(&raw[1 + after + skip..]).map(Control::RollbackTo))
+        }
         "begin" => Some(parse_begin(skip_noise(rest))),
         "start" => {
             if rest.first().map(String::as_str) != Some("transaction") {
@@ -66,6 +123,15 @@ pub fn parse_control(sql: &str) -> Option<Result<Control>> {
         "commit" | "end" => Some(expect_end(skip_noise(rest), Control::Commit)),
         "rollback" | "abort" => Some(expect_end(skip_noise(rest), Control::Rollback)),
         _ => None,
+    }
+}
+
+/// The one savepoint name `words` hold.
+fn savepoint_name(words: &[&str]) -> Result<Savepoint> {
+    match words {
+        [name] => Savepoint::parse(name),
+        [] => Err(Error::Syntax("expected a savepoint name".into())),
+        [_, extra, ..] => Err(Error::Syntax(format!("unexpected \"{extra}\" after the savepoint name"))),
     }
 }
 
@@ -139,6 +205,16 @@ mod tests {
         assert_eq!(control("END"), Control::Commit);
         assert_eq!(control("ROLLBACK WORK"), Control::Rollback);
         assert_eq!(control("abort"), Control::Rollback);
+        let name = |word| Savepoint::parse(word).unwrap();
+        assert_eq!(control("SAVEPOINT a1"), Control::Savepoint(name("a1")));
+        assert_eq!(control("savepoint \"_pg3_1\""), Control::Savepoint(name("_pg3_1")));
+        assert_eq!(control("RELEASE SAVEPOINT A1;"), Control::Release(name("a1")));
+        assert_eq!(control("release a1"), Control::Release(name("a1")));
+        assert_eq!(control("ROLLBACK TO SAVEPOINT a1"), Control::RollbackTo(name("a1")));
+        assert_eq!(control("rollback work to a1"), Control::RollbackTo(name("a1")));
+        assert_eq!(control("SAVEPOINT \"Mixed\""), Control::Savepoint(name("\"Mixed\"")));
+        assert_eq!(name("\"Mixed\"").name(), "Mixed");
+        assert_eq!(name("Mixed").name(), "mixed");
     }
 
     #[test]
@@ -155,5 +231,11 @@ mod tests {
         assert_eq!(parse_control("BEGIN nonsense").unwrap().unwrap_err().code(), "42601");
         assert_eq!(parse_control("SET TRANSACTION").unwrap().unwrap_err().code(), "42601");
         assert_eq!(parse_control("COMMIT now").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control("SAVEPOINT").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control("SAVEPOINT a b").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control("RELEASE SAVEPOINT").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control("ROLLBACK TO").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control("SAVEPOINT a-b").unwrap().unwrap_err().code(), "42601");
+        assert_eq!(parse_control(&format!("SAVEPOINT {}", "s".repeat(64))).unwrap().unwrap_err().code(), "42601");
     }
 }

@@ -37,6 +37,9 @@ pub enum Error {
     /// 42710: an index name already in use.
     #[error("relation \"{0}\" already exists")]
     DuplicateIndex(String),
+    /// 42704: an unknown setting (`SHOW`), or another named object.
+    #[error("{0}")]
+    UndefinedObject(String),
     /// 42704: an unknown user.
     #[error("role \"{0}\" does not exist")]
     UndefinedRole(String),
@@ -130,6 +133,7 @@ impl Error {
             Error::DuplicateIndex(_) => "42710",
             Error::InvalidTableDefinition(_) => "42P16",
             Error::UndefinedRole(_) => "42704",
+            Error::UndefinedObject(_) => "42704",
             Error::DuplicateRole(_) => "42710",
             Error::ReservedName(_) => "42939",
             Error::InsufficientPrivilege(_) => "42501",

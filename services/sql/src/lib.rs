@@ -47,7 +47,7 @@ pub mod types;
 
 pub use cache::CacheStats;
 pub use catalog::{Catalog, Locality, Table};
-pub use control::{Control, parse_control};
+pub use control::{Control, Savepoint, parse_control};
 pub use database::Database;
 pub use error::{Error, Result};
 pub use exec::StatementResult;

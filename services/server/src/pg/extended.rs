@@ -110,7 +110,7 @@ impl QueryParser for StatementParser {
             None => None,
         };
         // As PostgreSQL: a failed transaction takes nothing but its end.
-        if session.failed && !matches!(control, Some(Control::Commit | Control::Rollback)) {
+        if session.failed && !matches!(control, Some(Control::Commit | Control::Rollback | Control::RollbackTo(_))) {
             return Err(user_error(&session::in_failed_transaction()));
         }
         if control.is_some() {
@@ -399,7 +399,12 @@ impl ExtendedQueryHandler for Handler {
                 return Err(user_error(&error));
             }
             match StoredStatement::parse(client, &message, self.parser.clone()).await? {
-                Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+                Some(statement) => {
+                    client.portal_store().put_statement(Arc::new(statement));
+                    if message.name.is_some() {
+                        self.note_statement(client.portal_store(), &name);
+                    }
+                }
                 None => client.portal_store().put_empty_statement(&name),
             }
             client.feed(PgWireBackendMessage::ParseComplete(ParseComplete::new())).await?;

@@ -68,6 +68,12 @@ pub fn execute(
             rows_affected: 0,
             kind: StatementKind::Explain,
         }),
+        Plan::Show(show) => Ok(StatementResult {
+            columns: vec![show.column().into()],
+            rows: vec![vec![Value::Text(show.value(txn.isolation()))]],
+            rows_affected: 0,
+            kind: StatementKind::Select,
+        }),
     }
 }
 

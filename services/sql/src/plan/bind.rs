@@ -26,6 +26,7 @@ use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::limits::{IN_LIST_MAX, PARAMETERS_MAX};
 use crate::plan::expr::{ArithOp, CmpOp, Expr};
+use crate::plan::show;
 use crate::types;
 
 /// One table of a query's `FROM`.
@@ -459,6 +460,11 @@ impl Binder<'_> {
                         }
                         Expr::Coalesce(bound)
                     }
+                    // What drivers ask on connect (SQLAlchemy: `version()`
+                    // and `current_schema()`), as PostgreSQL answers.
+                    "version" | "pg_catalog.version" => no_args(func, show::VERSION_TEXT)?,
+                    "current_schema" | "pg_catalog.current_schema" => no_args(func, show::SCHEMA)?,
+                    "current_database" | "pg_catalog.current_database" => no_args(func, show::DATABASE)?,
                     _ => return Err(Error::UndefinedFunction(format!("function {name} does not exist"))),
                 }
             }
@@ -625,4 +631,13 @@ pub fn parse_number(text: &str) -> Result<Expr> {
         Ok(x) if x.is_finite() => Ok(Expr::Literal(Value::Float(x))),
         _ => Err(Error::NumericOutOfRange(format!("number {text} is out of range"))),
     }
+}
+
+/// A function of no arguments with a fixed text value.
+fn no_args(func: &ast::Function, value: &str) -> Result<Expr> {
+    if !plain_args(func)?.is_empty() {
+        let name = func.name.to_string().to_lowercase();
+        return Err(Error::UndefinedFunction(format!("function {name} takes no arguments")));
+    }
+    Ok(Expr::Literal(Value::Text(value.to_string())))
 }

@@ -63,6 +63,7 @@ pub fn describe(plan: &Plan, inferred: &ParamTypes, declared: &[Option<DataType>
     let columns = match plan {
         Plan::Select(select) => select_columns(select, &params),
         Plan::Explain(_) => vec![OutputColumn { name: "plan".into(), ty: Some(DataType::Text) }],
+        Plan::Show(show) => vec![OutputColumn { name: show.column().into(), ty: Some(DataType::Text) }],
         _ => Vec::new(),
     };
     Description { kind: plan.kind(), params, columns }

@@ -42,6 +42,7 @@ pub fn explain(plan: &Plan) -> Vec<String> {
         Plan::CreateIndex(create) => lines.push(format!("CreateIndex {} ON {}", create.name, create.table)),
         Plan::DropIndex { name, .. } => lines.push(format!("DropIndex {name}")),
         Plan::Explain(inner) => lines.extend(explain(inner)),
+        Plan::Show(show) => lines.push(format!("Show {}", show.column())),
     }
     lines
 }

@@ -20,6 +20,7 @@ pub mod dml;
 pub mod explain;
 pub mod expr;
 pub mod select;
+pub mod show;
 
 use std::sync::Arc;
 
@@ -73,10 +74,18 @@ pub enum Plan {
     Update(UpdatePlan),
     Delete(DeletePlan),
     CreateTable(CreateTablePlan),
-    DropTable { name: String, if_exists: bool },
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
     CreateIndex(CreateIndexPlan),
-    DropIndex { name: String, if_exists: bool },
+    DropIndex {
+        name: String,
+        if_exists: bool,
+    },
     Explain(Box<Plan>),
+    /// `SHOW <setting>`.
+    Show(show::ShowPlan),
 }
 
 impl Plan {
@@ -90,6 +99,7 @@ impl Plan {
                 StatementKind::Ddl
             }
             Plan::Explain(_) => StatementKind::Explain,
+            Plan::Show(_) => StatementKind::Select,
         }
     }
 
@@ -98,7 +108,7 @@ impl Plan {
     pub fn is_read_only(&self) -> bool {
         match self {
             Plan::Select(select) => !select.for_update,
-            Plan::Explain(_) => true,
+            Plan::Explain(_) | Plan::Show(_) => true,
             _ => false,
         }
     }
@@ -248,6 +258,7 @@ pub fn plan_statement(catalog: &Catalog, statement: &ast::Statement, params: &mu
             }
             Ok(Plan::Explain(Box::new(inner)))
         }
+        S::ShowVariable { variable } => show::plan_show(variable).map(Plan::Show),
         S::StartTransaction { .. } | S::Commit { .. } | S::Rollback { .. } => {
             Err(Error::unsupported("transaction control here (the session handles BEGIN, COMMIT and ROLLBACK)"))
         }
