@@ -755,6 +755,8 @@ impl Transaction {
             self.read_ts = self.manager.hlc.now();
         }
         self.isolation = Isolation::Serializable;
+        // Not undone by a session's `ROLLBACK TO SAVEPOINT`.
+        self.mutations += 1;
         Ok(())
     }
 

@@ -238,40 +238,46 @@ impl Handler {
         names.insert(name.to_string());
     }
 
-    /// Runs `DEALLOCATE` or `DISCARD ALL` on the connection's statements.
-    async fn maintain<C>(&self, client: &mut C, maintenance: Maintenance) -> Response
+    /// Runs `DEALLOCATE` or `DISCARD ALL` on the connection's statements,
+    /// over either query protocol. As in PostgreSQL, a failed transaction
+    /// block refuses it (`25P02`), and its own error fails the block.
+    async fn maintain<C>(&self, client: &mut C, maintenance: Maintenance) -> Result<Response, ApiError>
     where
         C: ClientPortalStore,
         C::PortalStore: PortalStore,
     {
         let store = client.portal_store();
-        let names = || self.statement_names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let refuse = |code: &str, message: String| Response::Error(Box::new(error_info(&ApiError::new(code, message))));
+        let mut session = self.session.lock().await;
+        if session.failed {
+            return Err(session::in_failed_transaction());
+        }
+        let mut names = self.statement_names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tag = match maintenance {
             Maintenance::Deallocate(name) => {
                 if store.get_statement(&name).is_none() {
-                    return refuse("26000", format!("prepared statement \"{name}\" does not exist"));
+                    let error = ApiError::new("26000", format!("prepared statement \"{name}\" does not exist"));
+                    return Err(session::fail(&mut session, error));
                 }
                 store.rm_statement(&name);
-                names().remove(&name);
+                names.remove(&name);
                 "DEALLOCATE"
             }
             Maintenance::DeallocateAll => {
-                std::mem::take(&mut *names()).iter().for_each(|name| store.rm_statement(name));
+                std::mem::take(&mut *names).iter().for_each(|name| store.rm_statement(name));
                 "DEALLOCATE ALL"
             }
             Maintenance::DiscardAll => {
-                let mut session = self.session.lock().await;
                 if session.txn.is_some() {
-                    return refuse("25001", "DISCARD ALL cannot run inside a transaction block".into());
+                    let error = ApiError::new("25001", "DISCARD ALL cannot run inside a transaction block");
+                    return Err(session::fail(&mut session, error));
                 }
                 session.next_isolation = None;
-                std::mem::take(&mut *names()).iter().for_each(|name| store.rm_statement(name));
+                std::mem::take(&mut *names).iter().for_each(|name| store.rm_statement(name));
                 store.clear_portals();
                 "DISCARD ALL"
             }
         };
-        Response::Execution(Tag::new(tag))
+        Ok(Response::Execution(Tag::new(tag)))
     }
 
     /// The transaction status `ReadyForQuery` reports: the session's.
@@ -384,7 +390,10 @@ impl SimpleQueryHandler for Handler {
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
         let responses = match Maintenance::parse(&query.query) {
-            Some(maintenance) => vec![self.maintain(client, maintenance).await],
+            Some(maintenance) => match self.maintain(client, maintenance).await {
+                Ok(response) => vec![response],
+                Err(error) => vec![Response::Error(Box::new(error_info(&error)))],
+            },
             None => SimpleQueryHandler::do_query(self, client, &query.query).await?,
         };
         for response in responses {

@@ -454,12 +454,20 @@ async fn deallocate_and_discard_forget_prepared_statements() {
     wire.query("BEGIN").await;
     assert_eq!(wire.answer().await.status, 'T');
     wire.query("DISCARD ALL").await;
-    assert_eq!(wire.answer().await, Answer { messages: vec![error("25001")], status: 'T' });
+    assert_eq!(wire.answer().await, Answer { messages: vec![error("25001")], status: 'E' });
     wire.query("ROLLBACK").await;
     assert_eq!(wire.answer().await.status, 'I');
     wire.query("DISCARD ALL").await;
     assert_eq!(wire.answer().await, Answer { messages: vec![('C', Some("DISCARD ALL".into()))], status: 'I' });
     assert_eq!(bind_sync(&mut wire, "three").await, Answer { messages: vec![error("26000")], status: 'I' });
+
+    // Over the extended protocol too (psycopg's pipeline mode sends it so).
+    wire.parse("four", "SELECT 4").await;
+    assert_eq!(wire.sync().await, parsed);
+    let deallocated = wire.run("DEALLOCATE four", &[]).await;
+    let expected = vec![('1', None), ('2', None), ('C', Some("DEALLOCATE".into()))];
+    assert_eq!(deallocated, Answer { messages: expected, status: 'I' });
+    assert_eq!(bind_sync(&mut wire, "four").await, Answer { messages: vec![error("26000")], status: 'I' });
 }
 
 /// Binds the statement `name` with no parameters, then Sync.
@@ -495,6 +503,14 @@ async fn rollback_to_a_savepoint_recovers_from_an_error_that_wrote_nothing() {
     let messages = client.simple_query("COMMIT").await.unwrap();
     assert!(matches!(messages.last(), Some(SimpleQueryMessage::CommandComplete(0))), "{messages:?}");
     assert_eq!(rows(&client, "SELECT count(*) FROM sp").await, vec![vec![Some("2".to_string())]]);
+
+    // A DDL makes its transaction serializable before it runs (so that it
+    // conflicts with every writer of its table): not undone either, even
+    // when the DDL then fails.
+    client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED; SAVEPOINT d").await.unwrap();
+    assert_eq!(failing(&client, "CREATE TABLE sp (id INT PRIMARY KEY)").await, SqlState::DUPLICATE_TABLE);
+    assert_eq!(failing(&client, "ROLLBACK TO d").await, SqlState::FEATURE_NOT_SUPPORTED);
+    client.batch_execute("ROLLBACK").await.unwrap();
 
     // Errors: outside a block, an unknown name, a failed block.
     assert_eq!(failing(&client, "SAVEPOINT outside").await.code(), "25P01");

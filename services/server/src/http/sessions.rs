@@ -5,8 +5,10 @@
 //! - Outside `BEGIN`, each statement is its own transaction (retried by the
 //!   server on a serialization failure, like a one-shot request).
 //! - Inside, a failed statement puts the transaction in the failed state:
-//!   every statement but `ROLLBACK` answers `25P02` until it ends; `COMMIT`
-//!   of a failed transaction answers that error and rolls back.
+//!   every statement but `ROLLBACK` (and `ROLLBACK TO SAVEPOINT`, where
+//!   the session allows it: `crate::session`) answers `25P02` until it
+//!   ends; `COMMIT` of a failed transaction answers that error and rolls
+//!   back.
 //! - `BEGIN` inside a transaction is a no-op; `COMMIT`/`ROLLBACK` outside
 //!   one are no-ops (PostgreSQL warns, and so do our logs).
 //! - `SET TRANSACTION ISOLATION LEVEL` inside a transaction changes its

@@ -113,7 +113,10 @@ impl QueryParser for StatementParser {
         if session.failed && !matches!(control, Some(Control::Commit | Control::Rollback | Control::RollbackTo(_))) {
             return Err(user_error(&session::in_failed_transaction()));
         }
-        if control.is_some() {
+        // Transaction control, and `DEALLOCATE`/`DISCARD ALL` (psycopg sends
+        // them this way in pipeline mode), are run by the session and the
+        // connection, not planned.
+        if control.is_some() || super::Maintenance::parse(&sql).is_some() {
             let params = declared.iter().map(|ty| ty.clone().unwrap_or(Type::TEXT)).collect();
             return Ok(Some(Arc::new(Prepared { sql, params, columns: Vec::new() })));
         }
@@ -405,7 +408,12 @@ impl ExtendedQueryHandler for Handler {
                         self.note_statement(client.portal_store(), &name);
                     }
                 }
-                None => client.portal_store().put_empty_statement(&name),
+                None => {
+                    client.portal_store().put_empty_statement(&name);
+                    if message.name.is_some() {
+                        self.note_statement(client.portal_store(), &name);
+                    }
+                }
             }
             client.feed(PgWireBackendMessage::ParseComplete(ParseComplete::new())).await?;
             Ok(())
@@ -494,7 +502,7 @@ impl ExtendedQueryHandler for Handler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Arc<Prepared>>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -504,6 +512,9 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(maintenance) = super::Maintenance::parse(&portal.statement.statement.sql) {
+            return self.maintain(client, maintenance).await.map_err(|error| user_error(&error));
+        }
         self.execute(portal).await.map_err(|error| user_error(&error))
     }
 }
