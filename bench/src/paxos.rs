@@ -146,16 +146,20 @@ pub fn run(args: Args) -> Result<(), String> {
 /// round, shared by every group: `LogStore::write`) and a transaction
 /// manager once per million transaction ids, so this is the node's count
 /// of log fsyncs.
-fn counting_syncs(inner: RocksEngine) -> (Arc<HookedEngine>, Arc<AtomicU64>) {
+/// Every write is counted too: the log's, the state machines' applies
+/// (one per round for all groups, `txn::Host::advance`) and the rest.
+fn counting_syncs(inner: RocksEngine) -> (Arc<HookedEngine>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let syncs = Arc::new(AtomicU64::new(0));
-    let counter = syncs.clone();
+    let writes = Arc::new(AtomicU64::new(0));
+    let (sync_counter, write_counter) = (syncs.clone(), writes.clone());
     let engine = HookedEngine::new(Arc::new(inner), move |_, durability| {
         if durability == Durability::Sync {
-            counter.fetch_add(1, Ordering::Relaxed);
+            sync_counter.fetch_add(1, Ordering::Relaxed);
         }
+        write_counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     });
-    (Arc::new(engine), syncs)
+    (Arc::new(engine), syncs, writes)
 }
 
 /// A key's group is its first eight bytes, big-endian.
@@ -175,6 +179,8 @@ impl Router for GroupOfKey {
 /// manager the clients use.
 struct Node {
     syncs: Arc<AtomicU64>,
+    /// Engine writes of any durability.
+    writes: Arc<AtomicU64>,
     transport: Arc<Transport>,
     driver: Arc<Driver>,
     txns: Arc<TxnManager>,
@@ -211,7 +217,7 @@ impl Cluster {
         let _runtime = runtime.enter();
         let mut nodes = Vec::new();
         for (&id, listener) in ids.iter().zip(listeners) {
-            let (engine, syncs) =
+            let (engine, syncs, writes) =
                 counting_syncs(RocksEngine::open(&dir.join(format!("n{}", id.0))).map_err(|e| e.to_string())?);
             let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE_MAX);
             let calls = Arc::new(Calls::default());
@@ -293,7 +299,7 @@ impl Cluster {
                 faults: CoordinatorFaults::default(),
             })
             .map_err(|e| format!("node {id}: {e}"))?;
-            nodes.push(Node { syncs, transport, driver, txns });
+            nodes.push(Node { syncs, writes, transport, driver, txns });
         }
         Ok(Cluster { nodes, groups })
     }
@@ -331,6 +337,10 @@ impl Cluster {
 
     fn syncs(&self) -> Vec<u64> {
         self.nodes.iter().map(|node| node.syncs.load(Ordering::Relaxed)).collect()
+    }
+
+    fn writes(&self) -> Vec<u64> {
+        self.nodes.iter().map(|node| node.writes.load(Ordering::Relaxed)).collect()
     }
 
     fn stop(&self) {
@@ -387,6 +397,8 @@ struct Outcome {
     latency: Measurement,
     /// Synced log writes per node during the measurement.
     syncs: Vec<u64>,
+    /// Engine writes of any durability per node during the measurement.
+    writes: Vec<u64>,
     /// Frames node 1 sent during the measurement (one per peer per batch).
     leader_frames: u64,
     errors: u64,
@@ -436,15 +448,19 @@ fn measure(cluster: &Cluster, args: &Args, groups: u64) -> Result<Outcome, Strin
             }));
         }
         std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-        let (syncs_before, frames_before) = (cluster.syncs(), leader.transport.stats().frames_sent);
+        let (syncs_before, writes_before, frames_before) =
+            (cluster.syncs(), cluster.writes(), leader.transport.stats().frames_sent);
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        let (syncs_after, frames_after) = (cluster.syncs(), leader.transport.stats().frames_sent);
+        let (syncs_after, writes_after, frames_after) =
+            (cluster.syncs(), cluster.writes(), leader.transport.stats().frames_sent);
+        let delta = |after: Vec<u64>, before: Vec<u64>| after.iter().zip(&before).map(|(a, b)| a - b).collect();
         let elapsed = measure_from.elapsed();
 
         let mut outcome = Outcome {
             groups,
             latency: Measurement::new(""),
-            syncs: syncs_after.iter().zip(&syncs_before).map(|(after, before)| after - before).collect(),
+            syncs: delta(syncs_after, syncs_before),
+            writes: delta(writes_after, writes_before),
             leader_frames: frames_after - frames_before,
             errors: 0,
             last_error: None,
@@ -468,16 +484,19 @@ fn print_outcomes(args: &Args, outcomes: &[Outcome]) {
         args.clients, args.latency_scale, args.duration_s
     );
     println!(
-        "| groups | commits | commits/s | p50 µs | p90 µs | p99 µs | max µs | fsyncs/s node 1 | commits per node-1 fsync | fsyncs/s nodes 2, 3 | node-1 frames/s |"
+        "| groups | commits | commits/s | p50 µs | p90 µs | p99 µs | max µs | fsyncs/s node 1 | commits per node-1 fsync | fsyncs/s nodes 2, 3 | node-1 frames/s | engine writes per commit, nodes 1, 2, 3 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for outcome in outcomes {
         let m = &outcome.latency;
         let seconds = m.elapsed.as_secs_f64().max(1e-9);
         let followers: Vec<String> =
             outcome.syncs[1..].iter().map(|syncs| format!("{:.0}", *syncs as f64 / seconds)).collect();
+        let commits = m.histogram.len().max(1) as f64;
+        let writes: Vec<String> =
+            outcome.writes.iter().map(|writes| format!("{:.2}", *writes as f64 / commits)).collect();
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {} | {:.0} | {} |",
             outcome.groups,
             m.histogram.len(),
             m.ops_per_s(),
@@ -489,6 +508,7 @@ fn print_outcomes(args: &Args, outcomes: &[Outcome]) {
             m.histogram.len() as f64 / outcome.syncs[0].max(1) as f64,
             followers.join(", "),
             outcome.leader_frames as f64 / seconds,
+            writes.join(", "),
         );
     }
     if args.idle_s > 0 {

@@ -43,7 +43,9 @@ mod wire;
 
 #[cfg(feature = "rocksdb")]
 pub use engine::rocks::RocksEngine;
-pub use engine::{ColumnFamily, Durability, Engine, HookedEngine, MemoryEngine, ScopedEngine, WriteBatch, WriteOp};
+pub use engine::{
+    ColumnFamily, CombinedWrite, Durability, Engine, HookedEngine, MemoryEngine, ScopedEngine, WriteBatch, WriteOp,
+};
 pub use error::{Error, Result};
 pub use paxos_log::{GroupWrite, LogStore, StoredGroup};
 pub use timestamp::{Timestamp, TxnId};

@@ -62,11 +62,11 @@ use geodb_geo::paxos::{
     Ballot, ChunkReceived, ChunkToSend, Committed, Config, Envelope, GroupId, Membership, MultiPaxos, NodeReady,
     ProposeError, ReadOutcome, RoleKind, Snapshot, Stored, Value,
 };
-use geodb_storage::{Timestamp, TxnId};
+use geodb_storage::{CombinedWrite, Durability, Timestamp, TxnId};
 
 use crate::offsets::{CLOCK_PING_INTERVAL_US, ClockOffsets, ClockStatus, MEASUREMENT_TTL_PINGS};
 use crate::participant::{
-    Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, PrepareRound, Proposal, ReadGate, Shard,
+    Applied, DeliveryProposal, MOVES_FOLLOWED_MAX, PendingRead, PrepareRound, Proposal, ReadGate, Shard, StagedSlot,
 };
 use crate::protocol::{Decision, Entry, KeyRange, Lineage, ReadMode, Refusal, Request, Response, ShardId};
 use crate::traffic::{Dominant, FollowConfig, Leaning, Requesters, Traffic, TrafficConfig};
@@ -79,7 +79,7 @@ pub use ship::{SHIP_RETRY_US, SHIP_TIMEOUT_US};
 /// Slots a shard's leader keeps in flight (`paxos::Config::window_slots_max`
 /// of every shard group): commits no longer wait for the slot before theirs
 /// to be chosen. Safe because every replica re-validates a pipelined entry
-/// as it applies it (R15, `Shard::apply_chosen`) and a new leader fills
+/// as it applies it (R15, `Shard::stage_chosen`) and a new leader fills
 /// this many slots with no-ops beyond what phase 1 recovered. It must be
 /// the same on every node of a cluster (the wire protocol version changes
 /// with it).
@@ -446,6 +446,21 @@ pub struct GroupStatus {
     /// The group is quiet here (`paxos::Config::quiesce`): idle, no timer
     /// running, woken by the next request or a member's change of liveness.
     pub quiet: bool,
+}
+
+/// The chosen slots of one [`Host::advance`] staged for one engine write:
+/// at most one slot per group at a time, since a shard builds its next slot
+/// on its last one published.
+#[derive(Default)]
+struct RoundApplies {
+    write: CombinedWrite,
+    /// Each staged slot: its group and shard, the origin (node, proposal
+    /// sequence) of each of its commands, and the slot itself.
+    staged: Vec<(GroupId, Arc<Shard>, Vec<(NodeId, u64)>, StagedSlot)>,
+    /// Groups with a slot in `staged`.
+    staged_groups: HashSet<GroupId>,
+    /// Groups that applied any slot in this round.
+    applied_groups: HashSet<GroupId>,
 }
 
 /// A node's replicated shards. See the module documentation.
@@ -1630,6 +1645,16 @@ impl Host {
         let mut elected = Vec::new();
         let advanced: Vec<GroupId> = ready.iter().map(|(group, _)| *group).collect();
         self.status_dirty.extend(advanced.iter().copied());
+        // Every group's chosen slots are built first and written to the
+        // engine together (one write per engine underneath, not one per
+        // shard); what comes after an apply (reads served, parked requests
+        // retried) waits until they are published. An error (a failed
+        // write, a corrupt entry, a failed restore) leaves the slots staged
+        // before it unwritten and unanswered: the runtime stops the host,
+        // which answers every waiter, and a restart applies them from the
+        // log.
+        let mut applies = RoundApplies::default();
+        let mut after = Vec::with_capacity(advanced.len());
         for (group, group_ready) in ready {
             // The leader's own acceptances in it now count as votes
             // (`Config::early_accepts`: its accepts went out before this).
@@ -1652,14 +1677,23 @@ impl Host {
                 }
                 self.settle_orphans(group);
             }
-            let mut applied = false;
             for committed in group_ready.apply {
-                applied |= self.apply(group, &shard, committed)?;
+                // A shard's next slot is built on its last one published.
+                if applies.staged_groups.contains(&group) {
+                    self.write_applies(&mut applies)?;
+                }
+                self.stage_apply(&mut applies, group, &shard, committed)?;
             }
+            let snapshot = group_ready.persist.snapshot.as_ref().map(|snapshot| snapshot.slot.0);
+            after.push((group, shard, group_ready.reads, snapshot));
+        }
+        self.write_applies(&mut applies)?;
+        for (group, shard, reads, snapshot) in after {
+            let applied = applies.applied_groups.contains(&group);
             if applied {
                 self.settle_orphans(group);
             }
-            for read in group_ready.reads {
+            for read in reads {
                 self.read_done(group, read.id, read.outcome);
             }
             // Parked requests wait on locks (released by applies) or on the
@@ -1668,8 +1702,8 @@ impl Host {
                 self.retry_parked(group);
             }
             // A snapshot persisted: the ones before it are needed no more.
-            if let Some(snapshot) = &group_ready.persist.snapshot {
-                shard.drop_snapshots(|slot| slot < snapshot.slot.0)?;
+            if let Some(snapshot) = snapshot {
+                shard.drop_snapshots(|slot| slot < snapshot)?;
             }
         }
         for group in elected {
@@ -1707,12 +1741,19 @@ impl Host {
         Ok(())
     }
 
-    /// Applies one chosen slot. Returns whether anything was applied.
-    fn apply(&mut self, group: GroupId, shard: &Arc<Shard>, committed: Committed) -> Result<bool> {
+    /// Builds the apply of one chosen slot into `applies`, to be written
+    /// with the round's others and then published ([`Host::write_applies`]).
+    fn stage_apply(
+        &mut self,
+        applies: &mut RoundApplies,
+        group: GroupId,
+        shard: &Arc<Shard>,
+        committed: Committed,
+    ) -> Result<()> {
         let slot = committed.slot.0;
         if slot <= shard.applied_slot() {
             // Replayed after a restart: the engine holds it already.
-            return Ok(false);
+            return Ok(());
         }
         let commands = match committed.value {
             Value::Batch(commands) => commands,
@@ -1736,7 +1777,35 @@ impl Host {
         }
         // Every slot is applied, commands or not, so the applied index never
         // lags what the log holds.
-        let outcomes = shard.apply_chosen(slot, &entries, &lineages, self.now_us)?;
+        let mut staged = shard.stage_chosen(slot, &entries, &lineages, self.now_us)?;
+        applies.write.add(shard.engine(), staged.take_batch());
+        applies.staged.push((group, shard.clone(), origins, staged));
+        applies.staged_groups.insert(group);
+        applies.applied_groups.insert(group);
+        Ok(())
+    }
+
+    /// Writes the slots staged in `applies` (one engine write per engine
+    /// underneath: one on a node, whose shards are views of its engine),
+    /// publishes each, and answers what each of its entries did.
+    fn write_applies(&mut self, applies: &mut RoundApplies) -> Result<()> {
+        if applies.staged.is_empty() {
+            return Ok(());
+        }
+        let write = std::mem::take(&mut applies.write);
+        // Buffered: the Paxos log holds every slot durably, and a restart
+        // applies again what the engine lost.
+        write.write(Durability::Buffered)?;
+        applies.staged_groups.clear();
+        for (group, shard, origins, staged) in std::mem::take(&mut applies.staged) {
+            let outcomes = shard.publish(staged);
+            self.answer_applied(group, &shard, origins, outcomes);
+        }
+        Ok(())
+    }
+
+    /// Answers the proposals of this node that a published slot held.
+    fn answer_applied(&mut self, group: GroupId, shard: &Shard, origins: Vec<(NodeId, u64)>, outcomes: Vec<Applied>) {
         for ((node, seq), outcome) in origins.into_iter().zip(outcomes) {
             if node != self.config.node {
                 continue;
@@ -1803,7 +1872,6 @@ impl Host {
                 self.reply(origin, response.clone());
             }
         }
-        Ok(true)
     }
 
     fn read_done(&mut self, group: GroupId, id: u64, outcome: ReadOutcome) {

@@ -18,7 +18,8 @@
 //!    up: `paxos::Persist::sync`);
 //! 3. only then send their other messages (an acceptor must not answer
 //!    before what it answers is durable);
-//! 4. let the host restore snapshots, apply chosen entries and serve
+//! 4. let the host restore snapshots, apply chosen entries (every group's
+//!    slots of the round in one engine write: `Host::advance`) and serve
 //!    read-index rounds, and deliver what it answers: to this node's
 //!    coordinators through [`Calls`], to other nodes over the transport.
 //!

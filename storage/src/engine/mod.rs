@@ -10,6 +10,7 @@
 //! its signatures, so that every crate above can run on the memory engine.
 
 mod batch;
+mod combined;
 mod hooked;
 mod memory;
 #[cfg(feature = "rocksdb")]
@@ -22,6 +23,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 pub use batch::{WriteBatch, WriteOp};
+pub use combined::CombinedWrite;
 pub use hooked::{HookedEngine, WriteHook};
 pub use memory::MemoryEngine;
 pub use scoped::ScopedEngine;
@@ -149,4 +151,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Writes a consistent, openable copy of the whole store to `dir`
     /// (which must not exist yet). The basis for backups.
     fn checkpoint(&self, dir: &Path) -> Result<()>;
+
+    /// This engine as a view of another, if it is one: [`CombinedWrite`]
+    /// writes the batches of views of one engine as one batch of it.
+    fn as_scoped(&self) -> Option<&ScopedEngine> {
+        None
+    }
 }

@@ -111,6 +111,10 @@ impl Engine for ScopedEngine {
     fn checkpoint(&self, dir: &Path) -> Result<()> {
         self.inner.checkpoint(dir)
     }
+
+    fn as_scoped(&self) -> Option<&ScopedEngine> {
+        Some(self)
+    }
 }
 
 impl ScopedEngine {

@@ -1186,6 +1186,26 @@ impl Shard {
         self.apply_with(Some(slot), entries, Some(lineages), now_us, Durability::Buffered)
     }
 
+    /// [`Shard::apply_chosen`] in two steps, so that one engine write can
+    /// carry the slots of several shards: this builds the slot's write
+    /// ([`StagedSlot::take_batch`]) and what it will do, changing nothing;
+    /// the caller writes the batch (buffered: the Paxos log holds the slot
+    /// durably), then hands the slot to [`Shard::publish`].
+    ///
+    /// The build reads this shard's engine and state, so nothing else may
+    /// be applied to or restored into this shard between the two steps:
+    /// one staged slot per shard at a time.
+    pub fn stage_chosen(
+        &self,
+        slot: u64,
+        entries: &[Entry],
+        lineages: &[Option<Lineage>],
+        now_us: u64,
+    ) -> Result<StagedSlot> {
+        assert_eq!(entries.len(), lineages.len(), "one lineage per entry");
+        self.stage(Some(slot), entries, Some(lineages), now_us)
+    }
+
     fn apply_with(
         &self,
         slot: Option<u64>,
@@ -1194,6 +1214,25 @@ impl Shard {
         now_us: u64,
         durability: Durability,
     ) -> Result<Vec<Applied>> {
+        let mut staged = self.stage(slot, entries, lineages, now_us)?;
+        let batch = staged.take_batch();
+        match &self.committer {
+            Some(committer) if durability == Durability::Sync => {
+                let ticket = committer.submit(batch);
+                committer.wait(ticket)?;
+            }
+            _ => self.engine.write(batch, durability)?,
+        }
+        Ok(self.publish(staged))
+    }
+
+    fn stage(
+        &self,
+        slot: Option<u64>,
+        entries: &[Entry],
+        lineages: Option<&[Option<Lineage>]>,
+        now_us: u64,
+    ) -> Result<StagedSlot> {
         let skips = match (slot, lineages) {
             (Some(slot), Some(lineages)) => self.revalidate(slot, entries, lineages),
             _ => Revalidated::default(),
@@ -1426,13 +1465,26 @@ impl Shard {
         if let Some(run) = skips.run {
             batch.put(ColumnFamily::Locks, RUN_KEY.to_vec(), encode(&run));
         }
-        match &self.committer {
-            Some(committer) if durability == Durability::Sync => {
-                let ticket = committer.submit(batch);
-                committer.wait(ticket)?;
-            }
-            _ => self.engine.write(batch, durability)?,
-        }
+        Ok(StagedSlot {
+            shard: self.id,
+            batch,
+            outcomes,
+            effects,
+            queue_changes,
+            last_commit_ts,
+            closed,
+            slot,
+            run: skips.run,
+            now_us,
+        })
+    }
+
+    /// Makes a slot [`Shard::stage_chosen`] built visible, once its batch
+    /// is in the engine, and returns what each of its entries did.
+    pub fn publish(&self, staged: StagedSlot) -> Vec<Applied> {
+        assert_eq!(staged.shard, self.id, "a slot is published by the shard that staged it");
+        assert!(staged.batch.is_empty(), "a staged slot's batch is written before it is published");
+        let StagedSlot { outcomes, effects, queue_changes, last_commit_ts, closed, slot, run, now_us, .. } = staged;
         let mut state = self.state();
         let mut released = false;
         for effect in effects {
@@ -1467,7 +1519,7 @@ impl Shard {
         if let Some(slot) = slot {
             state.applied_slot = slot;
         }
-        if let Some(run) = skips.run {
+        if let Some(run) = run {
             state.run = run;
         }
         self.trim(&mut state);
@@ -1475,7 +1527,7 @@ impl Shard {
             state.releases += 1;
             self.released.notify_all();
         }
-        Ok(outcomes)
+        outcomes
     }
 
     /// R15: which entries of `slot` to skip, and the run after it (`None`
@@ -1840,6 +1892,30 @@ impl Shard {
     /// (for checkers).
     pub fn lock_holders(&self) -> Vec<(TxnId, bool)> {
         self.state().locks.holders().collect()
+    }
+}
+
+/// A slot built by [`Shard::stage_chosen`] and not yet published: its
+/// engine write and what publishing it will do to the shard's state.
+pub struct StagedSlot {
+    shard: ShardId,
+    batch: WriteBatch,
+    outcomes: Vec<Applied>,
+    effects: Vec<Effect>,
+    queue_changes: outbox::QueueChanges,
+    last_commit_ts: Timestamp,
+    closed: Timestamp,
+    slot: Option<u64>,
+    run: Option<Run>,
+    now_us: u64,
+}
+
+impl StagedSlot {
+    /// The slot's engine write, in the shard's own keys (a shard over a
+    /// view of a shared engine writes through that view): taken once, to
+    /// be written before [`Shard::publish`].
+    pub fn take_batch(&mut self) -> WriteBatch {
+        std::mem::take(&mut self.batch)
     }
 }
 
