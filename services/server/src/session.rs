@@ -244,6 +244,12 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<O
         }
         Control::Savepoint(name) => {
             let txn = session.txn.as_ref().ok_or_else(|| outside_block("SAVEPOINT"))?;
+            if session.savepoints.len() >= SAVEPOINTS_MAX {
+                return Err(ApiError::new(
+                    "54000",
+                    format!("a transaction holds at most {SAVEPOINTS_MAX} savepoints; release some first"),
+                ));
+            }
             session.savepoints.push((name, txn.mutations()));
             // As PostgreSQL: the level cannot change inside a savepoint.
             session.txn_used = true;
@@ -279,6 +285,10 @@ fn run_control(node: &Node, session: &mut Session, control: Control) -> Result<O
     }
     Ok(None)
 }
+
+/// Savepoints one transaction may hold at once: a client that sets them in
+/// a loop without releasing any must not grow its session without bound.
+pub const SAVEPOINTS_MAX: usize = 10_000;
 
 /// A savepoint statement outside a transaction block (PostgreSQL's error).
 fn outside_block(what: &str) -> ApiError {

@@ -512,6 +512,14 @@ async fn rollback_to_a_savepoint_recovers_from_an_error_that_wrote_nothing() {
     assert_eq!(failing(&client, "ROLLBACK TO d").await, SqlState::FEATURE_NOT_SUPPORTED);
     client.batch_execute("ROLLBACK").await.unwrap();
 
+    // At most 10,000 at once.
+    client.batch_execute("BEGIN").await.unwrap();
+    for _ in 0..10 {
+        client.batch_execute(&"SAVEPOINT s; ".repeat(1_000)).await.unwrap();
+    }
+    assert_eq!(failing(&client, "SAVEPOINT one_more").await.code(), "54000");
+    client.batch_execute("ROLLBACK").await.unwrap();
+
     // Errors: outside a block, an unknown name, a failed block.
     assert_eq!(failing(&client, "SAVEPOINT outside").await.code(), "25P01");
     client.batch_execute("BEGIN; SAVEPOINT a; SAVEPOINT b; RELEASE a").await.unwrap();
