@@ -422,6 +422,19 @@ async fn the_settings_and_functions_drivers_read_on_connect_answer() {
     client.batch_execute("COMMIT").await.unwrap();
     assert_eq!(failing(&client, "SHOW no_such_setting").await, SqlState::UNDEFINED_OBJECT);
     assert_eq!(failing(&client, "SELECT version(1)").await, SqlState::UNDEFINED_FUNCTION);
+    // An ORM's query for table names, here with literals (simple protocol).
+    client.batch_execute("CREATE TABLE reflected (id INT PRIMARY KEY)").await.unwrap();
+    let names = |names: &str, kinds: &str| {
+        format!(
+            "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace \
+             ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace \
+             WHERE pg_catalog.pg_class.relname IN ({names}) AND pg_catalog.pg_class.relkind = ANY (ARRAY[{kinds}]) \
+             AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != 'pg_catalog'"
+        )
+    };
+    let found = rows(&client, &names("'reflected', 'absent'", "'r', 'p', 'v'")).await;
+    assert_eq!(found, vec![vec![Some("reflected".to_string())]]);
+    assert!(rows(&client, &names("'reflected'", "'v', 'm'")).await.is_empty(), "no views");
     // The version a connection reports at start-up is the same.
     let shown = rows(&client, "SHOW server_version").await;
     assert!(shown[0][0].as_deref().unwrap().starts_with("15.0 (GeoDB "), "{shown:?}");
@@ -558,10 +571,11 @@ async fn psycopg_runs_the_bank_workload_with_its_invariant() {
 /// connect-time queries (`version()`, `current_schema()`, `SHOW`), Core
 /// tables and statements, the ORM's unit of work, and a nested
 /// transaction (a savepoint) rolled back with nothing written since.
-/// GeoDB lacks what SQLAlchemy asks for by default in three places, set
-/// here: `use_native_hstore=False` (its probe of `pg_type`),
-/// `checkfirst=False` (its reflection of `pg_class`) and
-/// `autoincrement=False` (no `SERIAL`).
+/// Its reflection of table names (`create_all` and `drop_all` check each
+/// table first, `inspect().get_table_names()`, `has_table`) is answered
+/// from the catalog. GeoDB lacks what SQLAlchemy asks for by default in
+/// two places, set here: `use_native_hstore=False` (its probe of
+/// `pg_type`) and `autoincrement=False` (no `SERIAL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_runs_core_and_orm_statements_over_psycopg() {
     let has_sqlalchemy = std::process::Command::new("python3")
@@ -590,7 +604,11 @@ class User(Base):
     name: Mapped[str] = mapped_column(sa.String(30))
 
 engine = sa.create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"), use_native_hstore=False)
-Base.metadata.create_all(engine, checkfirst=False)
+Base.metadata.create_all(engine)
+Base.metadata.create_all(engine)  # there already: checked, not created again
+inspector = sa.inspect(engine)
+assert "orm_users" in inspector.get_table_names(), inspector.get_table_names()
+assert inspector.has_table("orm_users") and not inspector.has_table("no_such_table")
 with engine.connect() as conn:
     assert conn.dialect.server_version_info[0] == 15, conn.dialect.server_version_info
     assert conn.execute(sa.text("SELECT :a + 1"), {"a": 41}).scalar() == 42
@@ -604,7 +622,8 @@ with Session(engine) as session:
     names = [(user.id, user.name) for user in session.scalars(sa.select(User).order_by(User.id))]
     assert names == [(1, "ada2"), (2, "bo")], names
     assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 2
-Base.metadata.drop_all(engine, checkfirst=False)
+Base.metadata.drop_all(engine)
+assert not sa.inspect(engine).has_table("orm_users")
 print("ok")
 "#;
 

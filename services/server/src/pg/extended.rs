@@ -116,6 +116,15 @@ impl QueryParser for StatementParser {
         // Transaction control, and `DEALLOCATE`/`DISCARD ALL` (psycopg sends
         // them this way in pipeline mode), are run by the session and the
         // connection, not planned.
+        // An ORM's query for table names, answered from the catalog
+        // (`pg/catalog.rs`): its parameters are text, its one column too.
+        if super::catalog::is_table_names_query(&sql) {
+            let count = placeholders(&sql).max(declared.len()).min(i16::MAX as usize);
+            let params = (0..count)
+                .map(|i| declared.get(i).cloned().flatten().filter(|ty| *ty != Type::UNKNOWN).unwrap_or(Type::TEXT))
+                .collect();
+            return Ok(Some(Arc::new(Prepared { sql, params, columns: vec![("relname".into(), Type::TEXT)] })));
+        }
         if control.is_some() || super::Maintenance::parse(&sql).is_some() {
             let params = declared.iter().map(|ty| ty.clone().unwrap_or(Type::TEXT)).collect();
             return Ok(Some(Arc::new(Prepared { sql, params, columns: Vec::new() })));
@@ -208,6 +217,15 @@ fn portal_params(portal: &Portal<Arc<Prepared>>) -> Result<Vec<Value>, ApiError>
             values::decode_param(i + 1, &statement.params[i], bytes.as_deref(), portal.parameter_format.is_binary(i))
         })
         .collect()
+}
+
+/// How many parameters `sql` names: the highest `$n` in it.
+fn placeholders(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The rows of a query's result, encoded as the statement described them.
@@ -354,6 +372,25 @@ impl Handler {
     async fn execute(&self, portal: &Portal<Arc<Prepared>>) -> Result<Response, ApiError> {
         let statement = &portal.statement.statement;
         let params = portal_params(portal)?;
+        if super::catalog::is_table_names_query(&statement.sql) {
+            let texts: Vec<Option<String>> = params
+                .iter()
+                .map(|value| match value {
+                    Value::Null => None,
+                    Value::Text(text) => Some(text.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect();
+            let names = super::catalog::table_names(&self.node.db.catalog(), &statement.sql, &texts);
+            let rows = names.into_iter().map(|name| vec![Value::Text(name)]).collect();
+            let result = StatementResult {
+                columns: vec!["relname".into()],
+                rows,
+                rows_affected: 0,
+                kind: StatementKind::Select,
+            };
+            return rows_response(statement, &portal.result_column_format, result);
+        }
         if !self.node.is_ready() {
             return Err(ApiError::new("57P01", "the node is shutting down; connect to another"));
         }
