@@ -192,6 +192,7 @@ const STATEMENT_NAMES_KEPT: usize = 1024;
 
 /// A statement that manages the connection's prepared statements, which
 /// the connection answers itself.
+#[derive(Clone, Debug)]
 enum Maintenance {
     /// `DEALLOCATE [PREPARE] <name>`.
     Deallocate(String),
@@ -206,6 +207,11 @@ impl Maintenance {
     /// Recognises a query of exactly one such statement.
     fn parse(query: &str) -> Option<Maintenance> {
         let text = query.trim().trim_end_matches(';').trim_end();
+        // Cheap first: every query of a connection passes here.
+        let first = text.split_whitespace().next()?;
+        if !first.eq_ignore_ascii_case("deallocate") && !first.eq_ignore_ascii_case("discard") {
+            return None;
+        }
         let words: Vec<&str> = text.split_whitespace().collect();
         let lower: Vec<String> = words.iter().map(|word| word.to_ascii_lowercase()).collect();
         let lower: Vec<&str> = lower.iter().map(String::as_str).collect();

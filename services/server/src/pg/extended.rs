@@ -70,6 +70,19 @@ pub struct Prepared {
     pub params: Vec<Type>,
     /// The result columns; empty for a statement that returns no rows.
     pub columns: Vec<(String, Type)>,
+    /// Who runs it, decided once at `Parse`.
+    pub runner: Runner,
+}
+
+/// Who runs a prepared statement.
+#[derive(Debug)]
+pub enum Runner {
+    /// The session: planned SQL, or transaction control.
+    Session,
+    /// The connection: `DEALLOCATE` or `DISCARD ALL`.
+    Connection(super::Maintenance),
+    /// The catalog: an ORM's query for table names (`pg/catalog.rs`).
+    TableNames,
 }
 
 /// Plans statements for `Parse`, against the catalog the connection's
@@ -113,9 +126,6 @@ impl QueryParser for StatementParser {
         if session.failed && !matches!(control, Some(Control::Commit | Control::Rollback | Control::RollbackTo(_))) {
             return Err(user_error(&session::in_failed_transaction()));
         }
-        // Transaction control, and `DEALLOCATE`/`DISCARD ALL` (psycopg sends
-        // them this way in pipeline mode), are run by the session and the
-        // connection, not planned.
         // An ORM's query for table names, answered from the catalog
         // (`pg/catalog.rs`): its parameters are text, its one column too.
         if super::catalog::is_table_names_query(&sql) {
@@ -123,11 +133,17 @@ impl QueryParser for StatementParser {
             let params = (0..count)
                 .map(|i| declared.get(i).cloned().flatten().filter(|ty| *ty != Type::UNKNOWN).unwrap_or(Type::TEXT))
                 .collect();
-            return Ok(Some(Arc::new(Prepared { sql, params, columns: vec![("relname".into(), Type::TEXT)] })));
+            let columns = vec![("relname".into(), Type::TEXT)];
+            return Ok(Some(Arc::new(Prepared { sql, params, columns, runner: Runner::TableNames })));
         }
-        if control.is_some() || super::Maintenance::parse(&sql).is_some() {
+        // Transaction control, and `DEALLOCATE`/`DISCARD ALL` (psycopg sends
+        // them this way in pipeline mode), are run by the session and the
+        // connection, not planned.
+        let maintenance = super::Maintenance::parse(&sql);
+        if control.is_some() || maintenance.is_some() {
             let params = declared.iter().map(|ty| ty.clone().unwrap_or(Type::TEXT)).collect();
-            return Ok(Some(Arc::new(Prepared { sql, params, columns: Vec::new() })));
+            let runner = maintenance.map_or(Runner::Session, Runner::Connection);
+            return Ok(Some(Arc::new(Prepared { sql, params, columns: Vec::new(), runner })));
         }
         let declared_types: Vec<Option<DataType>> =
             declared.iter().map(|ty| ty.as_ref().and_then(values::data_type_of)).collect();
@@ -160,7 +176,7 @@ impl QueryParser for StatementParser {
             .collect();
         let columns =
             description.columns.into_iter().map(|column| (column.name, values::pg_type_of(column.ty))).collect();
-        Ok(Some(Arc::new(Prepared { sql, params, columns })))
+        Ok(Some(Arc::new(Prepared { sql, params, columns, runner: Runner::Session })))
     }
 
     fn get_parameter_types(&self, statement: &Arc<Prepared>) -> PgWireResult<Vec<Type>> {
@@ -372,7 +388,7 @@ impl Handler {
     async fn execute(&self, portal: &Portal<Arc<Prepared>>) -> Result<Response, ApiError> {
         let statement = &portal.statement.statement;
         let params = portal_params(portal)?;
-        if super::catalog::is_table_names_query(&statement.sql) {
+        if matches!(statement.runner, Runner::TableNames) {
             let texts: Vec<Option<String>> = params
                 .iter()
                 .map(|value| match value {
@@ -439,18 +455,11 @@ impl ExtendedQueryHandler for Handler {
                 return Err(user_error(&error));
             }
             match StoredStatement::parse(client, &message, self.parser.clone()).await? {
-                Some(statement) => {
-                    client.portal_store().put_statement(Arc::new(statement));
-                    if message.name.is_some() {
-                        self.note_statement(client.portal_store(), &name);
-                    }
-                }
-                None => {
-                    client.portal_store().put_empty_statement(&name);
-                    if message.name.is_some() {
-                        self.note_statement(client.portal_store(), &name);
-                    }
-                }
+                Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+                None => client.portal_store().put_empty_statement(&name),
+            }
+            if message.name.is_some() {
+                self.note_statement(client.portal_store(), &name);
             }
             client.feed(PgWireBackendMessage::ParseComplete(ParseComplete::new())).await?;
             Ok(())
@@ -549,8 +558,8 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(maintenance) = super::Maintenance::parse(&portal.statement.statement.sql) {
-            return self.maintain(client, maintenance).await.map_err(|error| user_error(&error));
+        if let Runner::Connection(maintenance) = &portal.statement.statement.runner {
+            return self.maintain(client, maintenance.clone()).await.map_err(|error| user_error(&error));
         }
         self.execute(portal).await.map_err(|error| user_error(&error))
     }

@@ -82,11 +82,8 @@ pub fn plan_show(words: &[Ident]) -> Result<ShowPlan> {
         "intervalstyle" => fixed("IntervalStyle", "postgres"),
         "search_path" => fixed("search_path", SCHEMA),
         "max_identifier_length" => fixed("max_identifier_length", "63"),
-        "default_transaction_read_only" | "transaction_read_only" => {
-            let name =
-                if name == "transaction_read_only" { "transaction_read_only" } else { "default_transaction_read_only" };
-            fixed(name, "off")
-        }
+        "default_transaction_read_only" => fixed("default_transaction_read_only", "off"),
+        "transaction_read_only" => fixed("transaction_read_only", "off"),
         "" => Err(Error::Syntax("SHOW needs the name of a setting".into())),
         other => Err(Error::UndefinedObject(format!("unrecognized configuration parameter \"{other}\""))),
     }
