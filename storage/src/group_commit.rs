@@ -84,7 +84,13 @@ impl GroupCommitter {
 
     /// Blocks until the batch of `ticket` is durable, leading a group write
     /// if no one else is. Returns the engine's error if its group failed.
+    /// Waits through the program's hook ([`crate::wait`]): a leader syncs,
+    /// a follower sleeps until the leader is done.
     pub fn wait(&self, ticket: Ticket) -> Result<()> {
+        crate::wait::blocking(|| self.wait_here(ticket))
+    }
+
+    fn wait_here(&self, ticket: Ticket) -> Result<()> {
         let mut state = self.lock();
         loop {
             if ticket.0 < state.written_below {

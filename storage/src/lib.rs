@@ -26,6 +26,8 @@
 //! - [`paxos_log`]: the durable state of a node's Multi-Paxos groups (each
 //!   group's log, hard state and snapshot) as bytes, every group's writes
 //!   made durable together by one synced batch ([`LogStore`]).
+//! - [`wait`]: how code that may wait does it without stalling the
+//!   runtime that called it (a hook the program installs).
 //! - [`snapshot`]: state-machine snapshots: whole column families exported
 //!   as one byte string and imported in place of a lagging replica's.
 
@@ -39,6 +41,7 @@ pub mod paxos_log;
 pub mod snapshot;
 pub mod timestamp;
 pub mod value;
+pub mod wait;
 mod wire;
 
 #[cfg(feature = "rocksdb")]

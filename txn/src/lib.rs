@@ -23,6 +23,8 @@
 //!   [`Transaction`]s, which read at one snapshot across shards, buffer
 //!   writes, and commit in one round on one shard or by two-phase commit
 //!   over several.
+//! - [`wait`]: futures waited for from synchronous code, through the
+//!   program's blocking hook.
 //!
 //! The protocol and its argument: `docs/design/transactions.md`.
 //!
@@ -44,6 +46,7 @@ pub mod rpc;
 pub mod traffic;
 pub mod transaction;
 pub mod view;
+pub mod wait;
 
 pub use error::{Error, Result};
 pub use geodb_storage::{Timestamp, TxnId};

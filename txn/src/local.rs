@@ -241,7 +241,7 @@ impl ShardRpc for LocalShards {
     fn sleep_until(&self, physical_ns: u64) -> BoxFuture<'static, ()> {
         let now = self.shards.values().next().map_or(0, |shard| shard.hlc().physical_now_ns());
         if physical_ns > now {
-            std::thread::sleep(std::time::Duration::from_nanos(physical_ns - now));
+            crate::wait::blocking(|| std::thread::sleep(std::time::Duration::from_nanos(physical_ns - now)));
         }
         Box::pin(futures::future::ready(()))
     }

@@ -46,7 +46,7 @@ pub fn rehome(
     ranges: &[KeyRange],
     schema: Option<Vec<u8>>,
 ) -> Result<Rehomed> {
-    futures::executor::block_on(manager.rehome_async(locality, region, ranges, schema))
+    crate::wait::block_on(manager.rehome_async(locality, region, ranges, schema))
 }
 
 /// The most keys (rows, colocated index entries, and the tombstones of

@@ -184,6 +184,11 @@ pub enum RpcError {
 }
 
 /// Sends requests to shards. See the module documentation.
+///
+/// An implementation that waits inside a call (a shard of this process
+/// waiting for its sync, a sleep) does it through
+/// [`crate::wait::blocking`]; a future it returns may be pending, and is
+/// then waited for through it ([`crate::wait::block_on`]).
 pub trait ShardRpc: Send + Sync + 'static {
     /// Sends `request` to `shard` and resolves with the answer.
     fn call(&self, shard: ShardId, request: Request) -> BoxFuture<'static, Result<Response, RpcError>>;

@@ -26,8 +26,9 @@
 //! instead of preparing it across the wide area again.
 //!
 //! Every method exists twice: `async` (the simulator drives these on its
-//! own executor) and blocking (the SQL layer's, `futures::executor::block_on`
-//! around the async one).
+//! own executor) and blocking (the SQL layer's: [`crate::wait::block_on`]
+//! around the async one, which waits through the program's hook only when
+//! the answer is not there at once).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -35,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::executor::block_on;
+use crate::wait::block_on;
 use geodb_storage::{ColumnFamily, Durability, Engine, Timestamp, TxnId, WriteBatch};
 
 use crate::conflict::range_contains;
@@ -332,7 +333,7 @@ impl TxnManager {
             let reserved_below = ids.next + TXN_ID_BLOCK;
             let mut batch = WriteBatch::new();
             batch.put(ColumnFamily::Meta, META_NEXT_TXN_ID.to_vec(), reserved_below.to_be_bytes().to_vec());
-            engine.write(batch, Durability::Sync)?;
+            crate::wait::blocking(|| engine.write(batch, Durability::Sync))?;
             ids.reserved_below = reserved_below;
         }
         let counter = ids.next;

@@ -1,12 +1,18 @@
-//! Running statements: the blocking part of a request.
+//! Running statements.
 //!
-//! These functions call the SQL layer, which calls storage, which blocks
-//! (reads, the commit sync). Handlers call them through [`blocking`], which
-//! runs them on the current thread after handing the worker's other tasks
-//! to another thread (`block_in_place`). Measured on TPC-C, moving each
-//! statement to the blocking pool instead (`spawn_blocking`) spent most of
-//! the server's CPU in thread handoffs. Each statement is timed into the
-//! statement histogram by isolation level and kind.
+//! These functions call the SQL layer, which calls transactions and
+//! storage synchronously. Handlers call them straight from their async
+//! tasks: a statement that reads and writes a few keys in memory answers
+//! in microseconds, and freeing the worker for every one (tokio's
+//! `block_in_place`, which wakes another thread to run the worker's other
+//! tasks) cost more than the statement (`docs/benchmarks.md`, "Statements
+//! on the connection's task"). Whatever in the stack may wait or run for
+//! long — a commit's sync, a lock held by another commit, an answer from
+//! another node, commit wait, a scan past its first batch, a join, a
+//! schema change (`Plan::is_brief`) — does it through
+//! `geodb_storage::wait`, whose hook ([`install_blocking_hook`]) frees the
+//! worker for that while. Each statement is timed into the statement
+//! histogram by isolation level and kind.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,10 +30,27 @@ use crate::http::ApiError;
 use crate::node::Node;
 use crate::telemetry::names;
 
-/// Runs blocking work (statements, commits) from an async handler without
-/// stalling the runtime's other tasks. Needs the multi-threaded runtime.
+/// Most statements of one `/v1/sql` request run on the handler's task;
+/// a longer list runs as work that may wait ([`blocking`]).
+pub const INLINE_STATEMENTS_MAX: usize = 16;
+
+/// Runs work that waits (an administrative operation, a password hash)
+/// from an async handler without stalling the runtime's other tasks.
 pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
+    geodb_storage::wait::blocking(work)
+}
+
+/// Makes every wait below the SQL layer (`geodb_storage::wait`) give the
+/// calling tokio worker's other tasks to another thread while it lasts,
+/// when it is called on a multi-threaded runtime; elsewhere (a plain
+/// thread, a single-threaded runtime in a test) the work just runs.
+pub fn install_blocking_hook() {
+    geodb_storage::wait::set_blocking_hook(|work| match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    });
 }
 
 /// One statement of a request, with its JSON parameters as they were
@@ -268,4 +291,42 @@ pub fn result_json(result: &StatementResult) -> serde_json::Value {
 /// The answer of a statement that returns nothing (transaction control).
 pub fn empty_result_json() -> serde_json::Value {
     json!({"columns": [], "rows": [], "rows_affected": 0})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A statement runs on its connection's task; when something below it
+    /// waits for work that another task of the same runtime does (here a
+    /// send, standing for an answer the transport delivers), the hook must
+    /// free the worker, or a runtime with one worker never runs that task.
+    #[test]
+    fn a_wait_through_the_hook_lets_the_runtime_run_the_task_it_waits_for() {
+        super::install_blocking_hook();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let answered = runtime.block_on(async {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let (started, waits) = tokio::sync::oneshot::channel();
+            let waiting = tokio::spawn(async move {
+                started.send(()).unwrap();
+                geodb_storage::wait::blocking(|| receiver.recv_timeout(Duration::from_secs(30)))
+            });
+            // Spawned once the one worker runs the waiting task.
+            waits.await.unwrap();
+            tokio::spawn(async move { sender.send("answer").unwrap() });
+            waiting.await.unwrap()
+        });
+        assert_eq!(answered, Ok("answer"));
+    }
+
+    /// Outside a multi-threaded runtime the hook just runs the work (a
+    /// single-threaded runtime would panic in `block_in_place`).
+    #[test]
+    fn the_hook_runs_work_directly_on_a_single_threaded_runtime() {
+        super::install_blocking_hook();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(runtime.block_on(async { geodb_storage::wait::blocking(|| 5) }), 5);
+        assert_eq!(geodb_storage::wait::blocking(|| 6), 6);
+    }
 }

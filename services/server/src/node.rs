@@ -190,6 +190,7 @@ impl Node {
         metrics: Metrics,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Node>, String> {
+        crate::exec::install_blocking_hook();
         let db = Database::open(txns.clone()).map_err(|e| format!("cannot open the catalog: {e}"))?;
         let limits = &config.limits;
         let sessions =

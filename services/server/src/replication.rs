@@ -1120,7 +1120,7 @@ impl ShardRpc for ClusterRpc {
     fn sleep_until(&self, physical_ns: u64) -> BoxFuture<'static, ()> {
         let now = self.inner.hlc.physical_now_ns();
         if physical_ns > now {
-            std::thread::sleep(Duration::from_nanos(physical_ns - now));
+            geodb_storage::wait::blocking(|| std::thread::sleep(Duration::from_nanos(physical_ns - now)));
         }
         Box::pin(futures::future::ready(()))
     }

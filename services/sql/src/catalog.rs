@@ -247,11 +247,15 @@ impl Catalog {
         let end = Bound::Included(keys::CATALOG_VERSION_KEY.to_vec());
         let mut tables = HashMap::new();
         let mut users = HashMap::new();
-        let pairs = if exact {
-            txn.scan(Bound::Included(start), end, false, None)?
-        } else {
-            txn.peek_replica_scan((Bound::Included(start), end))?
-        };
+        // Every table's definition in one read: not a brief one on a
+        // schema of many tables (`geodb_storage::wait`).
+        let pairs = geodb_storage::wait::blocking(|| {
+            if exact {
+                txn.scan(Bound::Included(start), end, false, None)
+            } else {
+                txn.peek_replica_scan((Bound::Included(start), end))
+            }
+        })?;
         let mut token = Vec::new();
         for (key, value) in pairs {
             if key == keys::CATALOG_VERSION_KEY {

@@ -24,10 +24,10 @@ use crate::cache::{CacheStats, StatementCache};
 use crate::catalog::{Catalog, CatalogCache};
 use crate::error::{Error, Result};
 use crate::exec::{self, StatementResult};
-use crate::limits::{PARAMETERS_MAX, STATEMENT_BYTES_MAX};
+use crate::limits::{BRIEF_STATEMENT_BYTES_MAX, PARAMETERS_MAX, STATEMENT_BYTES_MAX};
 use crate::plan::bind::ParamTypes;
 use crate::plan::describe::{self, Description};
-use crate::plan::{self, Prepared, StatementKind};
+use crate::plan::{self, Plan, Prepared, StatementKind};
 use crate::types;
 
 /// How many times one statement is planned again after its reads found a
@@ -99,6 +99,23 @@ impl Database {
             return Err(Error::ProgramLimitExceeded(format!("more than {PARAMETERS_MAX} parameters")));
         }
         txn.begin_statement();
+        // A long text takes a while to parse and plan, before the plan
+        // can say whether it is brief.
+        if sql.len() > BRIEF_STATEMENT_BYTES_MAX {
+            return geodb_storage::wait::blocking(|| self.execute_replanning(txn, (sql, params, user)));
+        }
+        self.execute_replanning(txn, (sql, params, user))
+    }
+
+    /// Runs a statement (its text, parameters and user), planned again (up
+    /// to [`REPLANS_MAX`] times) while it fails on a schema or a home its
+    /// snapshot does not have.
+    fn execute_replanning(
+        &self,
+        txn: &mut Transaction,
+        statement: (&str, &[Value], Option<&str>),
+    ) -> Result<StatementResult> {
+        let (sql, params, user) = statement;
         let mut replans = 0;
         loop {
             match self.execute_once(txn, sql, params, user) {
@@ -141,7 +158,8 @@ impl Database {
             if !params.is_empty() {
                 return Err(Error::ParameterCount { given: params.len(), wanted: 0 });
             }
-            return access::execute(&self.catalog, &catalog, txn, &statement, user);
+            // Hashing a password takes milliseconds of CPU on purpose.
+            return geodb_storage::wait::blocking(|| access::execute(&self.catalog, &catalog, txn, &statement, user));
         }
         let prepared = match self.prepare(&catalog, sql) {
             // A relation this node's replica of the catalog does not know
@@ -174,13 +192,30 @@ impl Database {
                     let prepared = self.prepare(&catalog, sql)?;
                     access::authorize(&catalog, user, &prepared.plan)?;
                     let params = bind_params(&prepared.params, params)?;
-                    return exec::execute(&self.catalog, &catalog, txn, &prepared.plan, &params);
+                    return self.run_plan(&catalog, txn, &prepared.plan, &params);
                 }
                 outcome => outcome?,
             }
         }
         let params = bind_params(&prepared.params, params)?;
-        exec::execute(&self.catalog, &catalog, txn, &prepared.plan, &params)
+        self.run_plan(&catalog, txn, &prepared.plan, &params)
+    }
+
+    /// Runs a plan where it is called if it is brief ([`Plan::is_brief`]);
+    /// otherwise tells the program first that it may run for long
+    /// (`geodb_storage::wait`: a server frees its async worker for it).
+    fn run_plan(
+        &self,
+        catalog: &Catalog,
+        txn: &mut Transaction,
+        plan: &Plan,
+        params: &[Value],
+    ) -> Result<StatementResult> {
+        if plan.is_brief() {
+            exec::execute(&self.catalog, catalog, txn, plan, params)
+        } else {
+            geodb_storage::wait::blocking(|| exec::execute(&self.catalog, catalog, txn, plan, params))
+        }
     }
 
     /// The kind of a statement and whether it is read-only, without

@@ -40,6 +40,16 @@ pub const JOIN_TABLES_MAX: usize = 16;
 /// row.
 pub const SCAN_BATCH_ROWS: usize = 256;
 
+/// Most rows an `INSERT`'s `VALUES`, or keys an `IN` list, a statement
+/// may have and still run where it is called (`Plan::is_brief`); beyond
+/// it, the statement tells the program it may run for long
+/// (`geodb_storage::wait`) before it starts.
+pub const BRIEF_KEYS_MAX: usize = 64;
+
+/// Longest statement text parsed where it is called; a longer one is
+/// parsed and run as a statement that may run for long (as above).
+pub const BRIEF_STATEMENT_BYTES_MAX: usize = 64 * 1024;
+
 /// Statements kept planned in the statement cache. A TPC-C client uses
 /// about 30 distinct statements; applications rarely use more than a few
 /// hundred. A plan is a few KiB, so 1024 entries stay under ~10 MiB.

@@ -1821,19 +1821,21 @@ impl Shard {
     /// from the release counter, or fails once `deadline` passed. For local
     /// callers that can block (the simulator parks requests instead).
     pub fn wait_for_release(&self, seen: u64, txn: TxnId, deadline: std::time::Instant) -> Result<()> {
-        let mut state = self.state();
-        while state.releases == seen {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Unavailable(format!(
-                    "shard {}: gave up waiting for the lock of transaction {txn} after {} s",
-                    self.id,
-                    LOCK_WAIT_MAX.as_secs()
-                )));
+        crate::wait::blocking(|| {
+            let mut state = self.state();
+            while state.releases == seen {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(Error::Unavailable(format!(
+                        "shard {}: gave up waiting for the lock of transaction {txn} after {} s",
+                        self.id,
+                        LOCK_WAIT_MAX.as_secs()
+                    )));
+                }
+                state = self.released.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
             }
-            state = self.released.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Durable syncs of a local shard's group commit so far (0 when

@@ -17,8 +17,8 @@
 //!
 //! Every response carries `X-GeoDB-Node` and `X-GeoDB-Region`. Requests
 //! to `/v1` beyond `limits.requests_inflight_max` are shed with 503 and
-//! `Retry-After` instead of queueing. Statements run through
-//! `exec::blocking`: storage calls block (reads, the group-commit sync).
+//! `Retry-After` instead of queueing. Statements run on the handler's
+//! task; what waits below them frees the worker (`exec`).
 
 pub mod auth;
 pub mod body;

@@ -62,7 +62,10 @@ pub async fn one_shot(
     let mut retries = 0u32;
     loop {
         let user = identity.map(|identity| identity.user.as_ref());
-        let attempt = exec::blocking(|| exec::run_transaction(&node, isolation, &statements, user));
+        let run = || exec::run_transaction(&node, isolation, &statements, user);
+        // Each statement is brief or says it is not; many of them in a row
+        // are not.
+        let attempt = if statements.len() <= exec::INLINE_STATEMENTS_MAX { run() } else { exec::blocking(run) };
         match attempt {
             Ok((results, commit)) => {
                 let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();

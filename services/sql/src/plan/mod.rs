@@ -29,6 +29,7 @@ use sqlparser::ast;
 
 use crate::catalog::{ALL_FAMILIES, Catalog, Column, Family, FamilySet, Locality, Table};
 use crate::error::{Error, Result};
+use crate::limits::BRIEF_KEYS_MAX;
 use access::Access;
 use bind::{AggSpec, ParamTypes};
 use expr::Expr;
@@ -100,6 +101,29 @@ impl Plan {
             }
             Plan::Explain(_) => StatementKind::Explain,
             Plan::Show(_) => StatementKind::Select,
+        }
+    }
+
+    /// Whether the plan's work is small enough to run where it is called,
+    /// on a server's async worker: one table (no join), at most
+    /// [`BRIEF_KEYS_MAX`] rows inserted or keys listed, no schema change.
+    /// A scan of one table is brief too: it reads one batch of
+    /// [`SCAN_BATCH_ROWS`](crate::limits::SCAN_BATCH_ROWS) rows where it
+    /// is called and says it may run for long before the next one
+    /// (`exec/scan.rs`). A plan that is not brief runs through
+    /// `geodb_storage::wait::blocking` from its start.
+    pub fn is_brief(&self) -> bool {
+        fn brief_access(access: &Access) -> bool {
+            access.in_list.as_ref().is_none_or(|values| values.len() <= BRIEF_KEYS_MAX)
+        }
+        match self {
+            Plan::Select(select) => {
+                select.levels.len() <= 1 && select.levels.iter().all(|level| brief_access(&level.access))
+            }
+            Plan::Insert(insert) => insert.rows.len() <= BRIEF_KEYS_MAX,
+            Plan::Update(UpdatePlan { level, .. }) | Plan::Delete(DeletePlan { level }) => brief_access(&level.access),
+            Plan::Explain(_) | Plan::Show(_) => true,
+            Plan::CreateTable(_) | Plan::DropTable { .. } | Plan::CreateIndex(_) | Plan::DropIndex { .. } => false,
         }
     }
 

@@ -12,3 +12,4 @@ mod fuzz;
 mod harness;
 mod privileges;
 mod select;
+mod waits;
