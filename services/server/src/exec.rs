@@ -1,18 +1,18 @@
 //! Running statements.
 //!
 //! These functions call the SQL layer, which calls transactions and
-//! storage synchronously. Handlers call them straight from their async
-//! tasks: a statement that reads and writes a few keys in memory answers
-//! in microseconds, and freeing the worker for every one (tokio's
-//! `block_in_place`, which wakes another thread to run the worker's other
-//! tasks) cost more than the statement (`docs/benchmarks.md`, "Statements
-//! on the connection's task"). Whatever in the stack may wait or run for
-//! long — a commit's sync, a lock held by another commit, an answer from
-//! another node, commit wait, a scan past its first batch, a join, a
-//! schema change (`Plan::is_brief`) — does it through
-//! `geodb_storage::wait`, whose hook ([`install_blocking_hook`]) frees the
-//! worker for that while. Each statement is timed into the statement
-//! histogram by isolation level and kind.
+//! storage synchronously. On a single node, handlers call them straight
+//! from their async tasks ([`statement`]): a statement that reads and
+//! writes a few keys in memory answers in microseconds, and freeing the
+//! worker for every one (tokio's `block_in_place`, which wakes another
+//! thread to run the worker's other tasks) cost more than the statement
+//! (`docs/benchmarks.md`, "Statements on the connection's task"). Whatever
+//! in the stack may wait or run for long — a commit's sync, a lock held by
+//! another commit, an answer from another node, commit wait, a scan past
+//! its first batch, a join, a schema change (`Plan::is_brief`) — does it
+//! through `geodb_storage::wait`, whose hook ([`install_blocking_hook`])
+//! frees the worker for that while. Each statement is timed into the
+//! statement histogram by isolation level and kind.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -29,6 +29,18 @@ use serde_json::value::RawValue;
 use crate::http::ApiError;
 use crate::node::Node;
 use crate::telemetry::names;
+
+/// Runs a statement's work (or a transaction-control statement's) from
+/// the connection's task. On a single node it runs right here, and only
+/// what waits below it frees the worker. On a node of a cluster the worker
+/// is freed for the whole statement, as before: its tokio workers also
+/// carry the transport's tasks (and in `geodb dev` every node's), whose
+/// messages a statement's CPU work on the worker would hold up — measured
+/// as a slower commit across homes (`docs/benchmarks.md`, "Statements on
+/// the connection's task").
+pub fn statement<T>(node: &Node, work: impl FnOnce() -> T) -> T {
+    if node.cluster.is_none() { work() } else { blocking(work) }
+}
 
 /// Most statements of one `/v1/sql` request run on the handler's task;
 /// a longer list runs as work that may wait ([`blocking`]).

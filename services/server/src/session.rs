@@ -110,7 +110,7 @@ pub async fn run(node: &Arc<Node>, session: &mut Session, statement: Statement) 
     session.cancel.store(false, Ordering::Relaxed);
     if let Some(control) = geodb_sql::parse_control(&statement.sql) {
         let control = control.map_err(|error| fail(session, error.into()))?;
-        let commit = run_control(node, session, control).map_err(|error| match control {
+        let commit = exec::statement(node, || run_control(node, session, control)).map_err(|error| match control {
             // As in PostgreSQL, an error of these inside a transaction fails it.
             Control::Savepoint(_) | Control::Release(_) | Control::RollbackTo(_) => fail(session, error),
             _ => error,
@@ -136,7 +136,9 @@ async fn run_statement(node: &Arc<Node>, session: &mut Session, statement: State
         loop {
             let cancel = Some(session.cancel.clone());
             let user = session.user.clone();
-            let attempt = exec::run_cancellable_transaction(node, isolation, &statements, cancel, user.as_deref());
+            let attempt = exec::statement(node, || {
+                exec::run_cancellable_transaction(node, isolation, &statements, cancel, user.as_deref())
+            });
             match attempt {
                 Ok((mut results, commit)) => {
                     return Ok(Ran { result: results.pop(), control: None, commit: Some(commit) });
@@ -158,16 +160,18 @@ async fn run_statement(node: &Arc<Node>, session: &mut Session, statement: State
         return Err(in_failed_transaction());
     }
     let user = session.user.clone();
-    let txn = session.txn.as_mut().expect("checked above: a transaction is open");
-    txn.set_statement_cancel(Some(session.cancel.clone()));
-    session.txn_used = true;
-    match exec::run_statement(node, txn, &statement, user.as_deref()) {
-        Ok(result) => Ok(Ran { result: Some(result), control: None, commit: None }),
-        Err(error) => {
-            session.failed = true;
-            Err(error)
+    exec::statement(node, || {
+        let txn = session.txn.as_mut().expect("checked above: a transaction is open");
+        txn.set_statement_cancel(Some(session.cancel.clone()));
+        session.txn_used = true;
+        match exec::run_statement(node, txn, &statement, user.as_deref()) {
+            Ok(result) => Ok(Ran { result: Some(result), control: None, commit: None }),
+            Err(error) => {
+                session.failed = true;
+                Err(error)
+            }
         }
-    }
+    })
 }
 
 pub fn in_failed_transaction() -> ApiError {

@@ -17,8 +17,9 @@
 //!
 //! Every response carries `X-GeoDB-Node` and `X-GeoDB-Region`. Requests
 //! to `/v1` beyond `limits.requests_inflight_max` are shed with 503 and
-//! `Retry-After` instead of queueing. Statements run on the handler's
-//! task; what waits below them frees the worker (`exec`).
+//! `Retry-After` instead of queueing. Statements run through
+//! `exec::statement` (on a single node on the handler's task, with what
+//! waits below them freeing the worker).
 
 pub mod auth;
 pub mod body;

@@ -65,7 +65,11 @@ pub async fn one_shot(
         let run = || exec::run_transaction(&node, isolation, &statements, user);
         // Each statement is brief or says it is not; many of them in a row
         // are not.
-        let attempt = if statements.len() <= exec::INLINE_STATEMENTS_MAX { run() } else { exec::blocking(run) };
+        let attempt = if statements.len() <= exec::INLINE_STATEMENTS_MAX {
+            exec::statement(&node, run)
+        } else {
+            exec::blocking(run)
+        };
         match attempt {
             Ok((results, commit)) => {
                 let results: Vec<serde_json::Value> = results.iter().map(exec::result_json).collect();

@@ -56,7 +56,7 @@ use pgwire::types::format::FormatOptions;
 use tokio::sync::Mutex;
 
 use super::{Handler, values};
-use crate::exec::Statement;
+use crate::exec::{self, Statement};
 use crate::http::ApiError;
 use crate::node::Node;
 use crate::session::{self, Session};
@@ -153,11 +153,10 @@ impl QueryParser for StatementParser {
             return Err(user_error(&ApiError::new("57P01", "the node is shutting down; connect to another")));
         }
         let _admission = self.node.admit().map_err(|shed| user_error(&shed))?;
-        let description = self
-            .node
-            .db
-            .describe_statement(&sql, &declared_types, session.txn.as_mut())
-            .map_err(|error| user_error(&ApiError::from(error)))?;
+        let description = exec::statement(&self.node, || {
+            self.node.db.describe_statement(&sql, &declared_types, session.txn.as_mut())
+        })
+        .map_err(|error| user_error(&ApiError::from(error)))?;
         // ParameterDescription counts them in 16 bits.
         if description.params.len() > i16::MAX as usize {
             let error = ApiError::new("54000", format!("{} parameters; at most 32767", description.params.len()));
