@@ -42,27 +42,31 @@ pub fn statement<T>(node: &Node, work: impl FnOnce() -> T) -> T {
     if node.cluster.is_none() { work() } else { blocking(work) }
 }
 
-/// Most statements of one `/v1/sql` request run on the handler's task;
-/// a longer list runs as work that may wait ([`blocking`]).
+/// Statements of one request run on the connection's task (on a single
+/// node: [`statement`]) up to this many in a row: a `/v1/sql` request with
+/// more runs as work that may wait ([`blocking`]), and a session's list or
+/// a PostgreSQL query string of several statements lets the worker's other
+/// tasks run after each such run of them.
 pub const INLINE_STATEMENTS_MAX: usize = 16;
 
 /// Runs work that waits (an administrative operation, a password hash)
-/// from an async handler without stalling the runtime's other tasks.
+/// from an async handler without stalling the runtime's other tasks: the
+/// worker's other tasks go to another thread while it lasts, on a
+/// multi-threaded runtime; elsewhere (a plain thread, a single-threaded
+/// runtime in a test) the work just runs.
 pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    geodb_storage::wait::blocking(work)
-}
-
-/// Makes every wait below the SQL layer (`geodb_storage::wait`) give the
-/// calling tokio worker's other tasks to another thread while it lasts,
-/// when it is called on a multi-threaded runtime; elsewhere (a plain
-/// thread, a single-threaded runtime in a test) the work just runs.
-pub fn install_blocking_hook() {
-    geodb_storage::wait::set_blocking_hook(|work| match tokio::runtime::Handle::try_current() {
+    match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(work)
         }
         _ => work(),
-    });
+    }
+}
+
+/// Makes every wait below the SQL layer (`geodb_storage::wait`) run as
+/// [`blocking`] work.
+pub fn install_blocking_hook() {
+    geodb_storage::wait::set_blocking_hook(|work| blocking(work));
 }
 
 /// One statement of a request, with its JSON parameters as they were

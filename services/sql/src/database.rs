@@ -249,6 +249,21 @@ impl Database {
                 sql.len()
             )));
         }
+        // A long text takes a while to parse (as in `execute_as`).
+        if sql.len() > BRIEF_STATEMENT_BYTES_MAX {
+            return geodb_storage::wait::blocking(|| self.describe_parsed((sql, declared), txn));
+        }
+        self.describe_parsed((sql, declared), txn)
+    }
+
+    /// [`Database::describe_statement`] of a text within the limit, with
+    /// the parameter types declared for it.
+    fn describe_parsed(
+        &self,
+        statement: (&str, &[Option<DataType>]),
+        txn: Option<&mut Transaction>,
+    ) -> Result<Description> {
+        let (sql, declared) = statement;
         if let Some(statement) = access::parse_user_statement(sql) {
             statement?;
             return Ok(Description { kind: StatementKind::Ddl, params: Vec::new(), columns: Vec::new() });

@@ -106,15 +106,18 @@ impl Plan {
 
     /// Whether the plan's work is small enough to run where it is called,
     /// on a server's async worker: one table (no join), at most
-    /// [`BRIEF_KEYS_MAX`] rows inserted or keys listed, no schema change.
+    /// [`BRIEF_KEYS_MAX`] rows inserted or whole keys listed (an `IN` list
+    /// over part of a key is not brief), no schema change.
     /// A scan of one table is brief too: it reads one batch of
     /// [`SCAN_BATCH_ROWS`](crate::limits::SCAN_BATCH_ROWS) rows where it
     /// is called and says it may run for long before the next one
     /// (`exec/scan.rs`). A plan that is not brief runs through
     /// `geodb_storage::wait::blocking` from its start.
     pub fn is_brief(&self) -> bool {
+        // An `IN` list of point reads reads one row per value; one over a
+        // key prefix scans a first batch per value.
         fn brief_access(access: &Access) -> bool {
-            access.in_list.as_ref().is_none_or(|values| values.len() <= BRIEF_KEYS_MAX)
+            access.in_list.as_ref().is_none_or(|values| access.point && values.len() <= BRIEF_KEYS_MAX)
         }
         match self {
             Plan::Select(select) => {
