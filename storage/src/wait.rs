@@ -44,6 +44,11 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     output.expect("a blocking hook runs the work it is given")
 }
 
+/// Runs `work` through [`blocking`] if it may run `long`, else in place.
+pub fn blocking_if<T>(long: bool, work: impl FnOnce() -> T) -> T {
+    if long { blocking(work) } else { work() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,15 @@ pub fn statement<T>(node: &Node, work: impl FnOnce() -> T) -> T {
 /// tasks run after each such run of them.
 pub const INLINE_STATEMENTS_MAX: usize = 16;
 
+/// Before the `index`th statement of a list run on the connection's task:
+/// after every [`INLINE_STATEMENTS_MAX`] of them, lets the worker's other
+/// tasks run.
+pub async fn pause_in_list(index: usize) {
+    if index > 0 && index % INLINE_STATEMENTS_MAX == 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Runs work that waits (an administrative operation, a password hash)
 /// from an async handler without stalling the runtime's other tasks: the
 /// worker's other tasks go to another thread while it lasts, on a

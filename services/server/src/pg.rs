@@ -457,11 +457,7 @@ impl SimpleQueryHandler for Handler {
         }
         let mut responses = Vec::new();
         for (i, sql) in statements.iter().enumerate() {
-            // A list of statements runs on this task; now and then it lets
-            // the worker's other tasks run (`exec::INLINE_STATEMENTS_MAX`).
-            if i > 0 && i % crate::exec::INLINE_STATEMENTS_MAX == 0 {
-                tokio::task::yield_now().await;
-            }
+            crate::exec::pause_in_list(i).await;
             let statement = Statement { sql: sql.to_string(), params: Vec::new() };
             let ran = session::run(&self.node, &mut session, statement).await;
             match ran {

@@ -101,46 +101,35 @@ impl Database {
         txn.begin_statement();
         // A long text takes a while to parse and plan, before the plan
         // can say whether it is brief.
-        if sql.len() > BRIEF_STATEMENT_BYTES_MAX {
-            return geodb_storage::wait::blocking(|| self.execute_replanning(txn, (sql, params, user)));
-        }
-        self.execute_replanning(txn, (sql, params, user))
-    }
-
-    /// Runs a statement (its text, parameters and user), planned again (up
-    /// to [`REPLANS_MAX`] times) while it fails on a schema or a home its
-    /// snapshot does not have.
-    fn execute_replanning(
-        &self,
-        txn: &mut Transaction,
-        statement: (&str, &[Value], Option<&str>),
-    ) -> Result<StatementResult> {
-        let (sql, params, user) = statement;
-        let mut replans = 0;
-        loop {
-            match self.execute_once(txn, sql, params, user) {
-                // Planned under a schema the snapshot does not have (this
-                // node's replica of the catalog lagged, or a DDL committed
-                // after the snapshot was taken): if the transaction has done
-                // nothing yet, plan again with the catalog reloaded and a
-                // new snapshot; else the caller retries the transaction.
-                Err(Error::Txn(geodb_txn::Error::SchemaChanged { .. }))
-                    if replans < REPLANS_MAX && txn.may_replan() =>
-                {
-                    replans += 1;
-                    self.catalog.refresh(&self.txns)?;
-                    txn.renew_snapshot()?;
+        geodb_storage::wait::blocking_if(sql.len() > BRIEF_STATEMENT_BYTES_MAX, || {
+            // Planned again (up to [`REPLANS_MAX`] times) while it fails on
+            // a schema or a home its snapshot does not have.
+            let mut replans = 0;
+            loop {
+                match self.execute_once(txn, sql, params, user) {
+                    // Planned under a schema the snapshot does not have (this
+                    // node's replica of the catalog lagged, or a DDL committed
+                    // after the snapshot was taken): if the transaction has done
+                    // nothing yet, plan again with the catalog reloaded and a
+                    // new snapshot; else the caller retries the transaction.
+                    Err(Error::Txn(geodb_txn::Error::SchemaChanged { .. }))
+                        if replans < REPLANS_MAX && txn.may_replan() =>
+                    {
+                        replans += 1;
+                        self.catalog.refresh(&self.txns)?;
+                        txn.renew_snapshot()?;
+                    }
+                    // A locality key it read was rehomed (R18): the stale home
+                    // is forgotten; if the transaction has done nothing yet,
+                    // run the statement again, routed by the directory.
+                    Err(Error::Txn(geodb_txn::Error::Moved { .. })) if replans < REPLANS_MAX && txn.may_replan() => {
+                        replans += 1;
+                        txn.renew_snapshot()?;
+                    }
+                    outcome => return outcome,
                 }
-                // A locality key it read was rehomed (R18): the stale home
-                // is forgotten; if the transaction has done nothing yet,
-                // run the statement again, routed by the directory.
-                Err(Error::Txn(geodb_txn::Error::Moved { .. })) if replans < REPLANS_MAX && txn.may_replan() => {
-                    replans += 1;
-                    txn.renew_snapshot()?;
-                }
-                outcome => return outcome,
             }
-        }
+        })
     }
 
     fn execute_once(
@@ -211,11 +200,7 @@ impl Database {
         plan: &Plan,
         params: &[Value],
     ) -> Result<StatementResult> {
-        if plan.is_brief() {
-            exec::execute(&self.catalog, catalog, txn, plan, params)
-        } else {
-            geodb_storage::wait::blocking(|| exec::execute(&self.catalog, catalog, txn, plan, params))
-        }
+        geodb_storage::wait::blocking_if(!plan.is_brief(), || exec::execute(&self.catalog, catalog, txn, plan, params))
     }
 
     /// The kind of a statement and whether it is read-only, without
@@ -250,44 +235,32 @@ impl Database {
             )));
         }
         // A long text takes a while to parse (as in `execute_as`).
-        if sql.len() > BRIEF_STATEMENT_BYTES_MAX {
-            return geodb_storage::wait::blocking(|| self.describe_parsed((sql, declared), txn));
-        }
-        self.describe_parsed((sql, declared), txn)
-    }
-
-    /// [`Database::describe_statement`] of a text within the limit, with
-    /// the parameter types declared for it.
-    fn describe_parsed(
-        &self,
-        statement: (&str, &[Option<DataType>]),
-        txn: Option<&mut Transaction>,
-    ) -> Result<Description> {
-        let (sql, declared) = statement;
-        if let Some(statement) = access::parse_user_statement(sql) {
-            statement?;
-            return Ok(Description { kind: StatementKind::Ddl, params: Vec::new(), columns: Vec::new() });
-        }
-        let catalog = match txn {
-            Some(txn) if txn.wrote(crate::keys::CATALOG_VERSION_KEY) => self.catalog.for_transaction(txn)?,
-            _ => {
-                let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
-                let catalog = self.catalog.for_transaction(&mut txn);
-                txn.rollback();
-                catalog?
+        geodb_storage::wait::blocking_if(sql.len() > BRIEF_STATEMENT_BYTES_MAX, || {
+            if let Some(statement) = access::parse_user_statement(sql) {
+                statement?;
+                return Ok(Description { kind: StatementKind::Ddl, params: Vec::new(), columns: Vec::new() });
             }
-        };
-        let prepared = match self.prepare(&catalog, sql) {
-            // As when executing: a relation created a moment ago through
-            // another node may not be in this node's catalog yet.
-            Err(Error::UndefinedTable(_) | Error::UndefinedColumn(_) | Error::UndefinedIndex(_))
-                if self.catalog.refresh(&self.txns)? =>
-            {
-                self.prepare(&self.catalog.current(), sql)?
-            }
-            outcome => outcome?,
-        };
-        Ok(describe::describe(&prepared.plan, &prepared.params, declared))
+            let catalog = match txn {
+                Some(txn) if txn.wrote(crate::keys::CATALOG_VERSION_KEY) => self.catalog.for_transaction(txn)?,
+                _ => {
+                    let mut txn = self.txns.begin(Isolation::ReadCommitted)?;
+                    let catalog = self.catalog.for_transaction(&mut txn);
+                    txn.rollback();
+                    catalog?
+                }
+            };
+            let prepared = match self.prepare(&catalog, sql) {
+                // As when executing: a relation created a moment ago through
+                // another node may not be in this node's catalog yet.
+                Err(Error::UndefinedTable(_) | Error::UndefinedColumn(_) | Error::UndefinedIndex(_))
+                    if self.catalog.refresh(&self.txns)? =>
+                {
+                    self.prepare(&self.catalog.current(), sql)?
+                }
+                outcome => outcome?,
+            };
+            Ok(describe::describe(&prepared.plan, &prepared.params, declared))
+        })
     }
 
     /// [`Database::describe`] against the catalog as stored now (a local

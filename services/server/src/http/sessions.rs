@@ -87,11 +87,7 @@ pub async fn statement(
     session.last_used = Instant::now();
     let (mut headers, mut results) = (HeaderMap::new(), Vec::new());
     for (i, request) in statements.into_iter().enumerate() {
-        // A list of statements runs on this task; now and then it lets the
-        // worker's other tasks run (`exec::INLINE_STATEMENTS_MAX`).
-        if i > 0 && i % crate::exec::INLINE_STATEMENTS_MAX == 0 {
-            tokio::task::yield_now().await;
-        }
+        crate::exec::pause_in_list(i).await;
         // A control statement takes no parameters: any given are ignored.
         let statement = if geodb_sql::parse_control(&request.sql).is_some() {
             Ok(Statement { sql: request.sql, params: Vec::new() })

@@ -181,19 +181,18 @@ fn read_prefix(
     // The row being put together from its families (a table with column
     // families: they follow its key, or precede it in a reverse scan).
     let mut assembling: Option<(Vec<u8>, Vec<Value>, bool)> = None;
-    let mut batches = 0_u64;
+    let mut first_batch = true;
     loop {
         // A scan past its first batch may run for long: from its second
         // on (or from its first, when a pushed-down limit asks for more
         // than a batch at once), it tells the program it may wait
         // (`geodb_storage::wait`), so that a server runs the rest of it off
         // its async workers.
-        let pairs = if batches == 0 && batch <= SCAN_BATCH_ROWS {
-            txn.scan(start.clone(), end.clone(), access.reverse, Some(batch))?
-        } else {
-            geodb_storage::wait::blocking(|| txn.scan(start.clone(), end.clone(), access.reverse, Some(batch)))?
-        };
-        batches += 1;
+        let long = !first_batch || batch > SCAN_BATCH_ROWS;
+        let pairs = geodb_storage::wait::blocking_if(long, || {
+            txn.scan(start.clone(), end.clone(), access.reverse, Some(batch))
+        })?;
+        first_batch = false;
         let fetched = pairs.len();
         let mut last = None;
         for (key, value) in pairs {
