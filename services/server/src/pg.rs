@@ -17,7 +17,9 @@
 //!   and values travel in text or binary format (`pg/values.rs`).
 //!
 //! `psql`'s `\dt` and `\d <table>` describe GeoDB's tables: their
-//! `pg_catalog` queries are answered from its catalog (`pg/catalog.rs`).
+//! `pg_catalog` queries are answered from its catalog (`pg/catalog.rs`),
+//! and so are the catalog queries of drivers and ORMs (`pg/reflect.rs`:
+//! psycopg's `pg_type` lookup, SQLAlchemy's reflection).
 //!
 //! A client stops a running statement with a cancel request, over another
 //! connection, naming the key it was told at startup (`pg/cancel.rs`):
@@ -40,6 +42,7 @@ mod catalog;
 mod extended;
 mod login;
 mod negotiate;
+mod reflect;
 mod values;
 
 use std::collections::BTreeSet;

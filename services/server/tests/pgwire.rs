@@ -440,6 +440,57 @@ async fn the_settings_and_functions_drivers_read_on_connect_answer() {
     assert!(shown[0][0].as_deref().unwrap().starts_with("15.0 (GeoDB "), "{shown:?}");
 }
 
+/// psycopg's `TypeInfo.fetch` (which SQLAlchemy's psycopg dialect runs
+/// for `hstore` on connect) reads a type's row of `pg_type` by name: a
+/// type GeoDB has answers its oids, over either protocol and in either
+/// format, and one it lacks no row (`to_regtype`) or `42704` (a cast).
+/// Other queries of `pg_type` are not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_looks_up_built_in_types_in_pg_type() {
+    let (_dir, server) = server();
+    let client = connect(&server).await;
+    let query = |argument: &str| {
+        format!(
+            "SELECT\n    typname AS name, oid, typarray AS array_oid,\n    oid::regtype::text AS regtype, \
+             typdelim AS delimiter\nFROM pg_type t\nWHERE t.oid = {argument}\nORDER BY t.oid\n"
+        )
+    };
+    let by_name = client.prepare(&query("to_regtype($1)")).await.unwrap();
+    let columns: Vec<(&str, Type)> =
+        by_name.columns().iter().map(|column| (column.name(), column.type_().clone())).collect();
+    assert_eq!(
+        columns,
+        [
+            ("name", Type::NAME),
+            ("oid", Type::OID),
+            ("array_oid", Type::OID),
+            ("regtype", Type::TEXT),
+            ("delimiter", Type::CHAR)
+        ]
+    );
+    assert!(client.query(&by_name, &[&"hstore"]).await.unwrap().is_empty(), "GeoDB has no hstore");
+    // Results in binary format, as tokio-postgres asks for them.
+    let row = client.query_one(&by_name, &[&"bigint"]).await.unwrap();
+    assert_eq!(row.get::<_, String>("name"), "int8");
+    assert_eq!(row.get::<_, u32>("oid"), Type::INT8.oid());
+    assert_eq!(row.get::<_, u32>("array_oid"), Type::INT8_ARRAY.oid());
+    assert_eq!(row.get::<_, String>("regtype"), "bigint");
+    assert_eq!(row.get::<_, i8>("delimiter"), b',' as i8);
+    let row = client.query_one(&by_name, &[&"character varying"]).await.unwrap();
+    assert_eq!(row.get::<_, u32>("oid"), Type::VARCHAR.oid());
+    let row = client.query_one(&by_name, &[&"timestamptz"]).await.unwrap();
+    assert_eq!(row.get::<_, String>("regtype"), "timestamp with time zone");
+    // The simple protocol, with the name inline, in text format.
+    let found = rows(&client, &query("to_regtype('int4')")).await;
+    let expected = ["int4", "23", "1007", "integer", ","].map(|value| Some(value.to_string()));
+    assert_eq!(found, vec![expected.to_vec()]);
+    assert!(rows(&client, &query("to_regtype('hstore')")).await.is_empty());
+    assert_eq!(failing(&client, &query("'hstore'::regtype")).await, SqlState::UNDEFINED_OBJECT);
+    assert_eq!(failing(&client, "SELECT typname FROM pg_type").await, SqlState::UNDEFINED_TABLE);
+    let error = client.prepare("SELECT oid FROM pg_catalog.pg_type WHERE typname = $1").await.unwrap_err();
+    assert_eq!(code(&error), Some(&SqlState::UNDEFINED_TABLE));
+}
+
 /// `DEALLOCATE` and `DISCARD ALL`, which drivers and pools send to forget
 /// prepared statements (psycopg after a rollback, SQLAlchemy's pool on
 /// check-in), remove them as PostgreSQL does.
@@ -568,14 +619,17 @@ async fn psycopg_runs_the_bank_workload_with_its_invariant() {
 }
 
 /// SQLAlchemy 2 over psycopg, where installed (`.ci/run` installs it): its
-/// connect-time queries (`version()`, `current_schema()`, `SHOW`), Core
+/// connect-time queries (`version()`, `current_schema()`, `SHOW`, and
+/// psycopg's probe of `pg_type` for `hstore`, which finds none), Core
 /// tables and statements, the ORM's unit of work, and a nested
 /// transaction (a savepoint) rolled back with nothing written since.
-/// Its reflection of table names (`create_all` and `drop_all` check each
-/// table first, `inspect().get_table_names()`, `has_table`) is answered
-/// from the catalog. GeoDB lacks what SQLAlchemy asks for by default in
-/// two places, set here: `use_native_hstore=False` (its probe of
-/// `pg_type`) and `autoincrement=False` (no `SERIAL`).
+/// Its reflection is answered from the catalog: table names (`create_all`
+/// and `drop_all` check each table first, `get_table_names`, `has_table`),
+/// each column's name, type and nullability, the primary key, the
+/// secondary indexes, no foreign keys or unique constraints, and a table
+/// loaded with `autoload_with` that then writes and reads. GeoDB lacks
+/// what SQLAlchemy asks for by default in one place, set here:
+/// `autoincrement=False` (no `SERIAL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_runs_core_and_orm_statements_over_psycopg() {
     let has_sqlalchemy = std::process::Command::new("python3")
@@ -603,7 +657,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(sa.String(30))
 
-engine = sa.create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"), use_native_hstore=False)
+engine = sa.create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"))
 Base.metadata.create_all(engine)
 Base.metadata.create_all(engine)  # there already: checked, not created again
 inspector = sa.inspect(engine)
@@ -622,6 +676,66 @@ with Session(engine) as session:
     names = [(user.id, user.name) for user in session.scalars(sa.select(User).order_by(User.id))]
     assert names == [(1, "ada2"), (2, "bo")], names
     assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 2
+with engine.connect() as conn:
+    assert not conn.dialect._has_native_hstore, "GeoDB has no hstore"
+
+# Reflection of a table with every type, a two-column key and two indexes.
+with engine.begin() as conn:
+    conn.exec_driver_sql(
+        "CREATE TABLE accounts (region TEXT, id BIGINT, owner VARCHAR(20) NOT NULL, code CHAR(3), "
+        "balance DECIMAL(12,2), rate REAL, score DOUBLE PRECISION, tiny SMALLINT, n INT, active BOOLEAN, "
+        "opened TIMESTAMP, PRIMARY KEY (region, id))"
+    )
+    conn.exec_driver_sql("CREATE UNIQUE INDEX accounts_owner ON accounts (owner)")
+    conn.exec_driver_sql("CREATE INDEX accounts_balance ON accounts (balance, id)")
+EXPECTED_COLUMNS = [
+    ("region", "TEXT", False),
+    ("id", "BIGINT", False),
+    ("owner", "VARCHAR(20)", False),
+    ("code", "CHAR(3)", True),
+    ("balance", "NUMERIC(12, 2)", True),
+    ("rate", "REAL", True),
+    ("score", "DOUBLE PRECISION", True),
+    ("tiny", "SMALLINT", True),
+    ("n", "INTEGER", True),
+    ("active", "BOOLEAN", True),
+    ("opened", "TIMESTAMP WITH TIME ZONE", True),
+]
+inspector = sa.inspect(engine)
+columns = [
+    (c["name"], c["type"].compile(dialect=engine.dialect), c["nullable"]) for c in inspector.get_columns("accounts")
+]
+assert columns == EXPECTED_COLUMNS, columns
+assert all(c["default"] is None and not c["autoincrement"] for c in inspector.get_columns("accounts"))
+pk = inspector.get_pk_constraint("accounts")
+assert (pk["name"], pk["constrained_columns"]) == ("accounts_pkey", ["region", "id"]), pk
+indexes = [(i["name"], i["column_names"], i["unique"]) for i in inspector.get_indexes("accounts")]
+assert indexes == [("accounts_balance", ["balance", "id"], False), ("accounts_owner", ["owner"], True)], indexes
+assert inspector.get_foreign_keys("accounts") == []
+assert inspector.get_unique_constraints("accounts") == []
+assert inspector.get_check_constraints("accounts") == []
+assert inspector.get_table_comment("accounts") == {"text": None}
+orm = [(c["name"], c["type"].compile(dialect=engine.dialect), c["nullable"]) for c in inspector.get_columns("orm_users")]
+assert orm == [("id", "INTEGER", False), ("name", "VARCHAR(30)", False)], orm
+assert inspector.get_pk_constraint("orm_users")["constrained_columns"] == ["id"]
+assert inspector.get_indexes("orm_users") == []
+try:
+    inspector.get_columns("no_such_table")
+    raise AssertionError("an unknown table reflected")
+except sa.exc.NoSuchTableError:
+    pass
+
+# A table loaded from the catalog, then used.
+accounts = sa.Table("accounts", sa.MetaData(), autoload_with=engine)
+loaded = [(c.name, c.type.compile(dialect=engine.dialect), c.nullable) for c in accounts.columns]
+assert loaded == EXPECTED_COLUMNS, loaded
+assert [c.name for c in accounts.primary_key.columns] == ["region", "id"]
+loaded_indexes = sorted((i.name, [c.name for c in i.columns], i.unique) for i in accounts.indexes)
+assert loaded_indexes == [("accounts_balance", ["balance", "id"], False), ("accounts_owner", ["owner"], True)]
+with engine.begin() as conn:
+    conn.execute(accounts.insert().values(region="eu", id=1, owner="ada", balance=10))
+    row = conn.execute(sa.select(accounts.c.owner, accounts.c.balance).where(accounts.c.id == 1)).one()
+    assert tuple(row) == ("ada", 10), row
 Base.metadata.drop_all(engine)
 assert not sa.inspect(engine).has_table("orm_users")
 print("ok")
@@ -786,8 +900,8 @@ with psycopg.connect(sys.argv[1] + "?user=py") as conn:
     conn.commit()
     assert conn.execute("SELECT ratio FROM py WHERE id = %s", (1,)).fetchone() == (0.75,)
     # A nested transaction() is a savepoint: a probe that fails inside one
-    # (as psycopg's own TypeInfo.fetch, which SQLAlchemy runs on connect)
-    # leaves the outer transaction usable.
+    # (psycopg runs its own TypeInfo.fetch in one) leaves the outer
+    # transaction usable.
     conn.execute("UPDATE py SET ratio = %s WHERE id = %s", (0.5, 1))
     try:
         with conn.transaction():

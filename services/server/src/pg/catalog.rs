@@ -14,8 +14,9 @@
 //!                 no policies, statistics, publications or inheritance
 //! ```
 //!
-//! It also answers SQLAlchemy's query for table names (`has_table`,
-//! `get_table_names`), over either query protocol: [`table_names`].
+//! The catalog queries drivers and ORMs send by themselves (psycopg's
+//! `pg_type` lookup, SQLAlchemy's reflection) are `pg/reflect.rs`'s,
+//! answered from here over the simple protocol too.
 //!
 //! Every table is in schema `public`, owned by `geodb`; a table's oid is
 //! [`TABLE_OID_BASE`] plus its GeoDB id. Other catalog queries are not
@@ -33,7 +34,7 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse
 const TABLE_OID_BASE: u32 = 16_384;
 
 /// The schema and owner every table is shown in.
-const SCHEMA: &str = "public";
+pub(super) const SCHEMA: &str = "public";
 const OWNER: &str = "geodb";
 
 /// One answer's rows, in text format (`None`: NULL).
@@ -42,13 +43,12 @@ type Rows = Vec<Vec<Option<String>>>;
 /// The answer to `query` if it is one of the `psql` catalog queries this
 /// module knows, from `catalog`.
 pub fn answer(catalog: &Catalog, query: &str) -> Option<Response> {
+    if let Some(response) = super::reflect::answer(catalog, query) {
+        return Some(response);
+    }
     // Cheap first: most queries are not psql's.
     if !query.contains("pg_catalog.") {
         return None;
-    }
-    if is_table_names_query(query) {
-        let rows = table_names(catalog, query, &[]).into_iter().map(|name| vec![Some(name)]).collect();
-        return Some(text_response(&["relname"], rows));
     }
     let query = fold(query);
     let query = query.as_str();
@@ -139,67 +139,23 @@ pub fn answer(catalog: &Catalog, query: &str) -> Option<Response> {
     Some(text_response(nothing, Vec::new()))
 }
 
-/// The start of an ORM's query for table names (SQLAlchemy's `has_table`
-/// and `get_table_names`), whitespace folded.
-const TABLE_NAMES_QUERY: &str =
-    "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON";
-
-/// Whether `query` asks for table names as SQLAlchemy's PostgreSQL
-/// dialect does: answered by [`table_names`], over either protocol.
-pub fn is_table_names_query(query: &str) -> bool {
-    query.contains("pg_catalog.pg_class.relname") && fold(query).starts_with(TABLE_NAMES_QUERY)
-}
-
-/// The answer to a [`is_table_names_query`]: one `relname` column, a row
-/// per table the query's conditions admit, with `params` (text, `None` for
-/// NULL) standing for its `$n`. Read from the conditions: the kinds asked
-/// for (`relkind = ANY (ARRAY[...])`: none unless tables, `'r'`, are among
-/// them), the names (`relname IN (...)` or `relname = ...`) and the schema
-/// (`nspname = ...`: none unless `public`); every other condition holds
-/// for every GeoDB table (visible, permanent, outside `pg_catalog`).
-pub fn table_names(catalog: &Catalog, query: &str, params: &[Option<String>]) -> Vec<String> {
-    let query = fold(query);
-    let items = |after: &str, until: char| -> Option<Vec<Option<String>>> {
-        let (_, rest) = query.split_once(after)?;
-        let (list, _) = rest.split_once(until)?;
-        Some(list.split(',').map(|item| term(item.trim(), params)).collect())
-    };
-    if let Some(kinds) = items("relkind = ANY (ARRAY[", ']')
-        && !kinds.iter().any(|kind| kind.as_deref() == Some("r"))
-    {
-        return Vec::new();
-    }
-    if let Some(schema) = items("pg_namespace.nspname = ", ' ').or_else(|| items("pg_namespace.nspname = ", ')'))
-        && schema.first().and_then(|name| name.as_deref()) != Some(SCHEMA)
-    {
-        return Vec::new();
-    }
-    let wanted = items("pg_class.relname IN (", ')').or_else(|| items("pg_class.relname = ", ' '));
-    let mut names: Vec<String> = catalog
-        .tables()
-        .filter(|table| {
-            wanted.as_ref().is_none_or(|wanted| wanted.iter().any(|name| name.as_deref() == Some(&table.name)))
-        })
-        .map(|table| table.name.clone())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A value in a query: `$n` (with any cast) is the `n`th parameter, a
-/// quoted literal is itself; anything else is nothing known.
-fn term(item: &str, params: &[Option<String>]) -> Option<String> {
+/// quoted literal or a number is itself; anything else is nothing known.
+pub(super) fn term(item: &str, params: &[Option<String>]) -> Option<String> {
     let bare = item.split("::").next().unwrap_or(item).trim();
     if let Some(n) = bare.strip_prefix('$') {
         let n: usize = n.parse().ok()?;
         return params.get(n.checked_sub(1)?).cloned().flatten();
+    }
+    if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit()) {
+        return Some(bare.to_string());
     }
     let quoted = bare.strip_prefix('\'')?.strip_suffix('\'')?;
     Some(quoted.replace("''", "'"))
 }
 
 /// `query` with every run of whitespace one space.
-fn fold(query: &str) -> String {
+pub(super) fn fold(query: &str) -> String {
     query.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -291,11 +247,13 @@ fn quoted_oid(query: &str, prefix: &str) -> Option<u32> {
     rest.split_once('\'')?.0.parse().ok()
 }
 
-fn oid(table: &Table) -> u32 {
+/// A table's oid.
+pub(super) fn oid(table: &Table) -> u32 {
     TABLE_OID_BASE + table.id
 }
 
-fn table_of(catalog: &Catalog, oid: u32) -> Option<&Arc<Table>> {
+/// The table whose oid is `oid`.
+pub(super) fn table_of(catalog: &Catalog, oid: u32) -> Option<&Arc<Table>> {
     catalog.tables().find(|table| self::oid(table) == oid)
 }
 
@@ -323,7 +281,7 @@ fn columns(table: &Arc<Table>) -> Rows {
 }
 
 /// A type as PostgreSQL's `format_type` writes it.
-fn type_name(ty: &DataType) -> String {
+pub(super) fn type_name(ty: &DataType) -> String {
     match ty {
         DataType::Char(length) => format!("character({length})"),
         DataType::Varchar(length) => format!("character varying({length})"),

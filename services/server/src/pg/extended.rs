@@ -81,8 +81,8 @@ pub enum Runner {
     Session,
     /// The connection: `DEALLOCATE` or `DISCARD ALL`.
     Connection(super::Maintenance),
-    /// The catalog: an ORM's query for table names (`pg/catalog.rs`).
-    TableNames,
+    /// The catalog: a driver's or an ORM's catalog query (`pg/reflect.rs`).
+    Catalog(super::reflect::Query),
 }
 
 /// Plans statements for `Parse`, against the catalog the connection's
@@ -126,15 +126,15 @@ impl QueryParser for StatementParser {
         if session.failed && !matches!(control, Some(Control::Commit | Control::Rollback | Control::RollbackTo(_))) {
             return Err(user_error(&session::in_failed_transaction()));
         }
-        // An ORM's query for table names, answered from the catalog
-        // (`pg/catalog.rs`): its parameters are text, its one column too.
-        if super::catalog::is_table_names_query(&sql) {
+        // A driver's or an ORM's catalog query, answered from the catalog
+        // (`pg/reflect.rs`): its parameters are text unless declared.
+        if let Some(query) = super::reflect::Query::recognise(&sql) {
             let count = placeholders(&sql).max(declared.len()).min(i16::MAX as usize);
             let params = (0..count)
                 .map(|i| declared.get(i).cloned().flatten().filter(|ty| *ty != Type::UNKNOWN).unwrap_or(Type::TEXT))
                 .collect();
-            let columns = vec![("relname".into(), Type::TEXT)];
-            return Ok(Some(Arc::new(Prepared { sql, params, columns, runner: Runner::TableNames })));
+            let columns = query.columns(&sql);
+            return Ok(Some(Arc::new(Prepared { sql, params, columns, runner: Runner::Catalog(query) })));
         }
         // Transaction control, and `DEALLOCATE`/`DISCARD ALL` (psycopg sends
         // them this way in pipeline mode), are run by the session and the
@@ -389,7 +389,7 @@ impl Handler {
     async fn execute(&self, portal: &Portal<Arc<Prepared>>) -> Result<Response, ApiError> {
         let statement = &portal.statement.statement;
         let params = portal_params(portal)?;
-        if matches!(statement.runner, Runner::TableNames) {
+        if let Runner::Catalog(query) = statement.runner {
             let texts: Vec<Option<String>> = params
                 .iter()
                 .map(|value| match value {
@@ -398,15 +398,9 @@ impl Handler {
                     other => Some(other.to_string()),
                 })
                 .collect();
-            let names = super::catalog::table_names(&self.node.db.catalog(), &statement.sql, &texts);
-            let rows = names.into_iter().map(|name| vec![Value::Text(name)]).collect();
-            let result = StatementResult {
-                columns: vec!["relname".into()],
-                rows,
-                rows_affected: 0,
-                kind: StatementKind::Select,
-            };
-            return rows_response(statement, &portal.result_column_format, result);
+            let rows = query.rows(&self.node.db.catalog(), &statement.sql, &texts)?;
+            let fields = fields(statement, Some(&portal.result_column_format));
+            return super::reflect::encode(Arc::new(fields), rows);
         }
         if !self.node.is_ready() {
             return Err(ApiError::new("57P01", "the node is shutting down; connect to another"));
