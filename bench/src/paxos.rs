@@ -142,14 +142,12 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 /// Counts the synced writes of an engine. On a node of this benchmark only
-/// the replication driver's log writer writes with [`Durability::Sync`]
-/// (one write for every round queued behind the one before, shared by every
-/// group: `LogStore::write`) and a transaction
+/// the replication driver writes with [`Durability::Sync`] (one write per
+/// round, shared by every group: `LogStore::write`) and a transaction
 /// manager once per million transaction ids, so this is the node's count
 /// of log fsyncs.
 /// Every write is counted too: the log's, the state machines' applies
-/// (one for all groups and every round one log write made durable,
-/// `txn::Host::advance`) and the rest.
+/// (one per round for all groups, `txn::Host::advance`) and the rest.
 fn counting_syncs(inner: RocksEngine) -> (Arc<HookedEngine>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let syncs = Arc::new(AtomicU64::new(0));
     let writes = Arc::new(AtomicU64::new(0));

@@ -1635,37 +1635,15 @@ impl Host {
         std::mem::take(&mut self.outputs)
     }
 
-    /// Appends `next`, a Ready taken after `ready` and durable with it, to
-    /// `ready`, so that one [`Host::advance`] handles both (one engine write
-    /// for their applies); gives `next` back when they must be advanced one
-    /// after the other: when either restores a snapshot or starts a
-    /// leadership, whose effects a later Ready's applies and reads of the
-    /// same group must follow. A group may then appear more than once, in
-    /// the order its Readies were taken, which `advance` handles.
-    pub fn merge_ready(ready: &mut NodeReady, next: NodeReady) -> std::result::Result<(), NodeReady> {
-        let apart = |ready: &NodeReady| {
-            ready.iter().any(|(_, group_ready)| group_ready.restore.is_some() || group_ready.became_leader.is_some())
-        };
-        if apart(ready) || apart(&next) {
-            return Err(next);
-        }
-        ready.extend(next);
-        Ok(())
-    }
-
     /// After `ready` was made durable (and its messages sent): restores
     /// snapshots, applies chosen entries, serves read-index rounds, and
-    /// follows leadership. `ready` may hold several Readies merged by
-    /// [`Host::merge_ready`]. An error is a failed engine write or a corrupt
+    /// follows leadership. An error is a failed engine write or a corrupt
     /// entry: the runtime must stop this host (a replica that skipped an
     /// entry would diverge) and fail everything waiting ([`Host::fail`]).
     pub fn advance(&mut self, now_us: u64, ready: NodeReady) -> Result<()> {
         self.now_us = now_us;
         let mut elected = Vec::new();
-        // Each group once, though merged Readies may name it more than once.
-        let mut advanced: Vec<GroupId> = ready.iter().map(|(group, _)| *group).collect();
-        advanced.sort_unstable();
-        advanced.dedup();
+        let advanced: Vec<GroupId> = ready.iter().map(|(group, _)| *group).collect();
         self.status_dirty.extend(advanced.iter().copied());
         // Every group's chosen slots are built first and written to the
         // engine together (one write per engine underneath, not one per

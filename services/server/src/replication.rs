@@ -2,41 +2,26 @@
 //! sockets and clocks.
 //!
 //! One thread per node owns the host (its Multi-Paxos groups and their
-//! shards), and a second, the log writer ([`LogWriter`]), makes their log
-//! writes durable. The driver loops:
+//! shards) and loops:
 //!
 //! 1. take every input queued — messages from the transport (Paxos, shard
 //!    requests from other nodes' coordinators, answers), requests from this
-//!    node's coordinators, membership changes, the log writer's reports —
-//!    and tick the host on the clock;
-//! 2. take every group's `Ready`; send the leaders' `Accept`s at once
-//!    (*Paxos Made Live* §4.2: the leader's disk write runs beside the round
-//!    trip; its own vote counts only once step 4 tells its replica the write
-//!    is durable, `paxos::Config::early_accepts`); hand all the Readies'
-//!    `persist` parts to the log writer as one request, and go on with the
-//!    next inputs while it writes;
-//! 3. the log writer makes its requests durable in the order handed over,
-//!    each write carrying every request queued behind the one before
-//!    ([`LogStore::write`]: group commit across groups and across rounds),
-//!    synced unless it holds no promise and no vote that may count (a
-//!    learner's copy of a shard's log, chosen entries caught up:
-//!    `paxos::Persist::sync`), and reports back ([`Input::Persisted`]);
-//! 4. once a Ready's write is durable — Readies complete in the order they
-//!    were taken, one with nothing to write once those before it are — send
-//!    its other messages (an acceptor must not answer before what it
-//!    answers is durable), then let the host restore snapshots, apply chosen
-//!    entries (every group's slots of the Ready in one engine write:
-//!    `Host::advance`) and serve read-index rounds, and deliver what it
-//!    answers: to this node's coordinators through [`Calls`], to other
-//!    nodes over the transport.
-//!
-//! The host takes inputs and gives Readies while earlier ones are still
-//! being written, as the simulator's nodes always have (their disks take
-//! time; `services/sim`): what a later Ready holds never depends on an
-//! earlier one's being applied, only on its being durable first, which the
-//! order of the log writer's writes gives. Everything the driver wrote to
-//! the engine before taking a Ready (applies, snapshots) is in the engine's
-//! one write-ahead log before that Ready's log write.
+//!    node's coordinators, membership changes — and tick the host on the
+//!    clock;
+//! 2. send the leaders' `Accept`s at once (*Paxos Made Live* §4.2: the
+//!    leader's disk write runs beside the round trip; its own vote counts
+//!    only once step 4 tells its replica the write is durable,
+//!    `paxos::Config::early_accepts`), then make all the Readies' `persist`
+//!    parts durable with **one** write ([`LogStore::write`]: group commit
+//!    across groups), synced unless it holds no promise and no vote that
+//!    may count (a learner's copy of a shard's log, chosen entries caught
+//!    up: `paxos::Persist::sync`);
+//! 3. only then send their other messages (an acceptor must not answer
+//!    before what it answers is durable);
+//! 4. let the host restore snapshots, apply chosen entries (every group's
+//!    slots of the round in one engine write: `Host::advance`) and serve
+//!    read-index rounds, and deliver what it answers: to this node's
+//!    coordinators through [`Calls`], to other nodes over the transport.
 //!
 //! A coordinator reaches shards through [`ClusterRpc`], the cluster's
 //! [`ShardRpc`]: a request goes to the shard's leader as this node knows it
@@ -51,12 +36,11 @@
 //!   unknown": another leader may still choose it;
 //! - a failed log write or apply stops the driver: a node that cannot make
 //!   its promises durable must not take part any more (every waiter hears
-//!   why, `/readyz` turns unready), and the log writer writes nothing after
-//!   a failed write. Restart recovers from the log.
+//!   why, `/readyz` turns unready). Restart recovers from the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,7 +48,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use geodb_geo::NodeId;
-use geodb_geo::paxos::{self, GroupId, HardState, Membership, NodeReady, ProposeError, Snapshot, Stored};
+use geodb_geo::paxos::{self, GroupId, HardState, Membership, ProposeError, Snapshot, Stored};
 use geodb_storage::paxos_log::{GroupWrite, LogStore};
 use geodb_storage::{Durability, Engine};
 use geodb_txn::host::{GroupStatus, HostConfig};
@@ -77,8 +61,8 @@ pub const TICK_INTERVAL_MAX: Duration = Duration::from_millis(5);
 /// Inputs taken per loop before the Readies are handled: bounds the time
 /// between receiving a message and persisting what it caused.
 const INPUTS_PER_ROUND_MAX: usize = 4096;
-/// Readies taken per wake of the driver loop: handling one may give the
-/// replicas more to do at once, which need not wait for the next tick.
+/// Persist-send-apply rounds per wake of the driver loop: applying may give
+/// the replicas more to do at once, which need not wait for the next tick.
 const ROUNDS_PER_WAKE_MAX: usize = 4;
 /// How long a coordinator waits for a shard's answer before it counts the
 /// request as lost (a leader cut off from its quorum steps down well
@@ -96,10 +80,6 @@ pub const SILENT_PEER_AFTER: Duration = Duration::from_secs(3);
 pub const INPUT_QUEUE_MAX: usize = 65_536;
 /// Leader redirects a call follows before it gives up for this attempt.
 const REDIRECTS_MAX: u32 = 3;
-/// Readies taken but not yet durable before the driver stops taking more:
-/// bounds what waits in memory behind a slow disk (the replicas keep
-/// queueing, and the next Ready carries it all).
-const READIES_IN_FLIGHT_MAX: usize = 64;
 
 /// What the driver thread takes as input.
 pub enum Input {
@@ -113,10 +93,6 @@ pub enum Input {
     /// A membership change (one voter at a time); `reply` answers once it
     /// is chosen and applied here.
     Reconfigure { group: GroupId, membership: Membership, reply: ReconfigureReply },
-    /// The driver's log writer made every persist up to ticket `through`
-    /// durable, or failed (and writes nothing more). Sent only by that
-    /// thread ([`LogWriter`]).
-    Persisted { through: u64, result: Result<(), String> },
     /// Stop the driver thread.
     Stop,
 }
@@ -169,8 +145,6 @@ pub struct Published {
     pub early: geodb_txn::host::EarlyCounts,
     /// This node's replicas that are quiet now.
     pub quiet_groups: usize,
-    /// Rounds taken and waiting for their log write to be durable.
-    pub log_waiting: usize,
     /// Deliveries of outbox entries this node sent (R16).
     pub deliveries: u64,
     /// R19: keys of the home shards this node leads that one region has
@@ -395,13 +369,10 @@ impl Driver {
             }
         }
         let published = Arc::new(Mutex::new(Published::default()));
-        let log = LogWriter::start(node, store, inputs.clone())?;
         let mut state = DriverState {
             node,
             host,
-            log,
-            syncing: VecDeque::new(),
-            durable_through: 0,
+            store,
             send,
             started,
             calls: calls.clone(),
@@ -470,25 +441,10 @@ impl Driver {
     }
 }
 
-impl Drop for Driver {
-    /// A driver dropped without [`Driver::stop`] still ends its threads (its
-    /// log writer holds a sender of its inputs, so the queue alone never
-    /// closes), without waiting for them.
-    fn drop(&mut self) {
-        let _ = self.inputs.try_send(Input::Stop);
-    }
-}
-
 struct DriverState {
     node: NodeId,
     host: Host,
-    log: LogWriter,
-    /// Readies taken and not yet handled, oldest first, each with the
-    /// ticket of the log write that makes it durable (for one with nothing
-    /// to write, the last ticket handed over before it).
-    syncing: VecDeque<(u64, NodeReady)>,
-    /// Every log write up to this ticket is durable.
-    durable_through: u64,
+    store: LogStore,
     send: Box<dyn Fn(Vec<NodeMessage>) + Send>,
     started: Instant,
     calls: Arc<Calls>,
@@ -597,13 +553,6 @@ impl DriverState {
                 self.host.handle_request(now, Origin { node: self.node, id }, shard, request);
             }
             Input::HostReply { id, response } => self.host.handle_reply(now, id, response),
-            Input::Persisted { through, result } => match result {
-                Ok(()) => {
-                    self.durable_through = self.durable_through.max(through);
-                    self.handle_durable();
-                }
-                Err(error) => self.fail(format!("cannot persist the Paxos log: {error}")),
-            },
             Input::Reconfigure { group, membership, reply } => {
                 match self.host.propose_membership(group, membership.clone()) {
                     Ok(()) => self.reconfigurations.push((group, membership, reply)),
@@ -619,14 +568,13 @@ impl DriverState {
         }
     }
 
-    /// Takes the replicas' Readies and hands their writes to the log writer
-    /// (see the module documentation); again while that gave the replicas
-    /// more to do at once (a Ready with nothing to write is handled at once
-    /// when nothing is being written ahead of it, and applying it may give
-    /// them more), a few times at most before inputs are read again.
+    /// Persist, then send, then apply (see the module documentation); again
+    /// while applying gave the replicas more to do (a proposal sent again, a
+    /// snapshot chunk stored and the next one to ask for), a few times at
+    /// most before inputs are read again.
     fn round(&mut self) {
         for _ in 0..ROUNDS_PER_WAKE_MAX {
-            if self.failed.is_some() || !self.take_ready() {
+            if !self.round_once() {
                 break;
             }
         }
@@ -638,37 +586,27 @@ impl DriverState {
         self.publish();
     }
 
-    /// Takes one Ready of every busy group, sends the leaders' accepts and
-    /// hands the writes to the log writer; whether there was anything to
-    /// take. Takes nothing while `READIES_IN_FLIGHT_MAX` Readies wait for
-    /// the disk.
-    fn take_ready(&mut self) -> bool {
+    /// One persist, send and apply; whether there was anything to do.
+    fn round_once(&mut self) -> bool {
         self.dispatch();
-        if self.syncing.len() >= READIES_IN_FLIGHT_MAX {
-            return false;
-        }
         let mut ready = self.host.take_ready();
-        if ready.is_empty() {
-            return false;
-        }
-        // A leader's accepts go out first, and its disk write runs beside
-        // their round trip (`paxos::Config::early_accepts`: its own votes
-        // count once `advance` says they are durable).
-        let mut early = Vec::new();
-        for (_, group_ready) in ready.iter_mut() {
-            early.extend(group_ready.take_early_sends().into_iter().map(NodeMessage::paxos));
-        }
-        if !early.is_empty() {
-            (self.send)(early);
-        }
-        let writes: Vec<GroupWrite> = ready
-            .iter()
-            .filter(|(_, group_ready)| !group_ready.persist.is_empty())
-            .map(|(group, group_ready)| group_write(*group, &group_ready.persist))
-            .collect();
-        let ticket = if writes.is_empty() {
-            self.log.last_ticket()
-        } else {
+        let busy = !ready.is_empty();
+        if busy {
+            // A leader's accepts go out first, and its disk write runs
+            // beside their round trip (`paxos::Config::early_accepts`: its
+            // own votes count once `advance` says they are durable).
+            let mut early = Vec::new();
+            for (_, group_ready) in ready.iter_mut() {
+                early.extend(group_ready.take_early_sends().into_iter().map(NodeMessage::paxos));
+            }
+            if !early.is_empty() {
+                (self.send)(early);
+            }
+            let writes: Vec<GroupWrite> = ready
+                .iter()
+                .filter(|(_, group_ready)| !group_ready.persist.is_empty())
+                .map(|(group, group_ready)| group_write(*group, &group_ready.persist))
+                .collect();
             // Synced if any group's write holds a promise or a vote that may
             // count; a node that is only a learner of the busy shards (every
             // node holds a replica of every home shard) writes without one.
@@ -677,32 +615,14 @@ impl DriverState {
             } else {
                 Durability::Buffered
             };
-            match self.log.submit(writes, durability) {
-                Some(ticket) => ticket,
-                None => {
-                    self.fail("the Paxos log writer stopped".into());
+            if !writes.is_empty() {
+                if let Err(error) = self.store.write(&writes, durability) {
+                    self.fail(format!("cannot persist the Paxos log: {error}"));
                     return false;
                 }
-            }
-        };
-        self.syncing.push_back((ticket, ready));
-        self.handle_durable();
-        true
-    }
-
-    /// Sends, then applies, every Ready whose write is durable, in the order
-    /// they were taken: those that may be advanced together
-    /// ([`Host::merge_ready`]) with one `advance`, so one engine write
-    /// carries the applies of every round one log write made durable.
-    fn handle_durable(&mut self) {
-        while self.failed.is_none() {
-            let Some(mut ready) = self.pop_durable() else { return };
-            while self.syncing.front().is_some_and(|(ticket, _)| *ticket <= self.durable_through) {
-                let (ticket, next) = self.syncing.pop_front().expect("a Ready at the front");
-                if let Err(next) = Host::merge_ready(&mut ready, next) {
-                    self.syncing.push_front((ticket, next));
-                    break;
-                }
+                let sync = if durability == Durability::Sync { "true" } else { "false" };
+                metrics::counter!(crate::telemetry::names::PAXOS_LOG_WRITES, "node" => self.node.0.to_string(), "sync" => sync)
+                    .increment(1);
             }
             let mut outgoing = Vec::new();
             for (_, group_ready) in &ready {
@@ -719,7 +639,7 @@ impl DriverState {
             let now = self.now_us();
             if let Err(error) = self.host.advance(now, ready) {
                 self.fail(format!("cannot apply to the state machine: {error}"));
-                return;
+                return false;
             }
             if !restored.is_empty() {
                 let mut published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -731,14 +651,7 @@ impl DriverState {
             }
             self.dispatch();
         }
-    }
-
-    /// The oldest Ready taken, if its write is durable.
-    fn pop_durable(&mut self) -> Option<NodeReady> {
-        match self.syncing.front() {
-            Some((ticket, _)) if *ticket <= self.durable_through => self.syncing.pop_front().map(|(_, ready)| ready),
-            _ => None,
-        }
+        busy
     }
 
     /// Delivers the host's outputs: answers to coordinators here or on other
@@ -819,11 +732,6 @@ impl DriverState {
         // Only the groups that did something since the last round.
         let statuses = self.host.take_status_changes();
         let mut published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if published.log_waiting != self.syncing.len() {
-            published.log_waiting = self.syncing.len();
-            metrics::gauge!(crate::telemetry::names::PAXOS_LOG_WAITING, "node" => self.node.0.to_string())
-                .set(self.syncing.len() as f64);
-        }
         let quiet_before = published.quiet_groups;
         for (group, status) in statuses {
             let previous = published.groups.get(&group);
@@ -962,9 +870,6 @@ impl DriverState {
         {
             let mut published = self.published.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             published.failed = Some(reason.clone());
-            // What waits for the disk is dropped: nothing of it is sent.
-            published.log_waiting = 0;
-            metrics::gauge!(crate::telemetry::names::PAXOS_LOG_WAITING, "node" => self.node.0.to_string()).set(0.0);
             for status in published.groups.values_mut() {
                 status.leader = None;
                 status.serving = false;
@@ -972,7 +877,6 @@ impl DriverState {
         }
         self.host.fail(&reason);
         self.failed = Some(reason.clone());
-        self.syncing.clear();
         // Answer what the host refused (no more rounds run).
         let outputs = self.host.take_outputs();
         let mut outgoing = Vec::new();
@@ -1004,111 +908,6 @@ fn group_write(group: GroupId, persist: &paxos::Persist) -> GroupWrite {
         entries: persist.entries.iter().map(|entry| (entry.slot.0, encode(entry))).collect(),
         hard_state: persist.hard_state.as_ref().map(encode),
     }
-}
-
-/// One request to the log writer: the writes of one driver round.
-struct LogRequest {
-    ticket: u64,
-    writes: Vec<GroupWrite>,
-    durability: Durability,
-}
-
-/// The thread that makes the driver's log writes durable, in the order they
-/// were handed over, merging whatever queued while the previous write ran
-/// into the next one (module documentation, step 3). After a failed write
-/// it writes nothing more: a later write must never be durable when an
-/// earlier one is not.
-struct LogWriter {
-    requests: Option<Sender<LogRequest>>,
-    thread: Option<JoinHandle<()>>,
-    last_ticket: u64,
-}
-
-impl LogWriter {
-    /// Starts the thread; it reports to the driver through `done`.
-    fn start(node: NodeId, store: LogStore, done: SyncSender<Input>) -> Result<LogWriter, String> {
-        let (requests, receiver) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("paxos-log-{node}"))
-            .spawn(move || write_log(node, &store, &receiver, &done))
-            .map_err(|e| format!("cannot start the Paxos log writer: {e}"))?;
-        Ok(LogWriter { requests: Some(requests), thread: Some(thread), last_ticket: 0 })
-    }
-
-    /// The ticket of the last request handed over (0 before the first).
-    fn last_ticket(&self) -> u64 {
-        self.last_ticket
-    }
-
-    /// Hands `writes` over; their ticket, or none when the thread has
-    /// stopped (after a failed write, which it reported).
-    fn submit(&mut self, writes: Vec<GroupWrite>, durability: Durability) -> Option<u64> {
-        let ticket = self.last_ticket + 1;
-        self.requests.as_ref()?.send(LogRequest { ticket, writes, durability }).ok()?;
-        self.last_ticket = ticket;
-        Some(ticket)
-    }
-}
-
-impl Drop for LogWriter {
-    /// Lets the thread finish the write under way, and waits for it (a node
-    /// restarted in the same process must find its store closed). It
-    /// cannot block on a full input queue meanwhile: the driver's receiver
-    /// is gone by the time its state is dropped.
-    fn drop(&mut self) {
-        self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The log writer's loop: one engine write for every request queued (at
-/// most `READIES_IN_FLIGHT_MAX`), synced if any of them needs it, then a
-/// report to the driver.
-fn write_log(node: NodeId, store: &LogStore, requests: &Receiver<LogRequest>, done: &SyncSender<Input>) {
-    // Reports the thread's end to the driver unless it ended as it should
-    // (the driver gone, or a failure already reported): a panic inside the
-    // engine must not leave the driver waiting for a write that never ends.
-    struct Exit<'a> {
-        done: &'a SyncSender<Input>,
-        reported: bool,
-    }
-    impl Drop for Exit<'_> {
-        fn drop(&mut self) {
-            if !self.reported {
-                let result = Err("the Paxos log writer ended unexpectedly".into());
-                let _ = self.done.try_send(Input::Persisted { through: u64::MAX, result });
-            }
-        }
-    }
-    let mut exit = Exit { done, reported: false };
-    while let Ok(first) = requests.recv() {
-        let LogRequest { ticket: mut through, mut writes, mut durability } = first;
-        while let Ok(next) = requests.try_recv() {
-            through = next.ticket;
-            writes.extend(next.writes);
-            if next.durability == Durability::Sync {
-                durability = Durability::Sync;
-            }
-        }
-        let result = store.write(&writes, durability).map_err(|error| error.to_string());
-        match &result {
-            Ok(()) => {
-                let sync = if durability == Durability::Sync { "true" } else { "false" };
-                metrics::counter!(crate::telemetry::names::PAXOS_LOG_WRITES, "node" => node.0.to_string(), "sync" => sync)
-                    .increment(1);
-            }
-            Err(error) => tracing::error!(node = %node, %error, "cannot write the Paxos log; writing nothing more"),
-        }
-        let failed = result.is_err();
-        let delivered = done.send(Input::Persisted { through, result }).is_ok();
-        if failed || !delivered {
-            exit.reported = true;
-            return;
-        }
-    }
-    exit.reported = true;
 }
 
 /// The cluster's [`ShardRpc`]: requests go to each shard's leader as this
@@ -1329,7 +1128,6 @@ impl ShardRpc for ClusterRpc {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::mpsc;
 
@@ -1358,7 +1156,8 @@ mod tests {
     const NODE: NodeId = NodeId(1);
 
     /// A memory engine whose synced writes of the Paxos log wait while the
-    /// gate is closed (other writes, the driver's own, never do).
+    /// gate is closed, and fail once it opens if `failing` is set (a disk
+    /// gone mid-write).
     struct StallingEngine {
         engine: Arc<HookedEngine>,
         memory: Arc<MemoryEngine>,
@@ -1371,7 +1170,6 @@ mod tests {
         changed: std::sync::Condvar,
         /// Synced log writes that found the gate closed.
         stalled: AtomicU64,
-        /// Log writes held at the gate fail once it opens (a disk gone).
         failing: AtomicBool,
     }
 
@@ -1386,11 +1184,11 @@ mod tests {
                 });
                 if durability == Durability::Sync && log {
                     let mut closed = hook_gate.closed.lock().unwrap();
-                    if *closed {
+                    let held = *closed;
+                    if held {
                         hook_gate.stalled.fetch_add(1, Ordering::SeqCst);
                         hook_gate.changed.notify_all();
                     }
-                    let held = *closed;
                     while *closed {
                         closed = hook_gate.changed.wait(closed).unwrap();
                     }
@@ -1408,14 +1206,9 @@ mod tests {
             self.gate.changed.notify_all();
         }
 
-        /// Waits until a synced write is held at the gate (bounded).
+        /// Waits until a synced log write is held at the gate (bounded).
         fn wait_stalled(&self) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut closed = self.gate.closed.lock().unwrap();
-            while self.gate.stalled.load(Ordering::SeqCst) == 0 {
-                assert!(Instant::now() < deadline, "no log write reached the closed gate");
-                closed = self.gate.changed.wait_timeout(closed, Duration::from_millis(10)).unwrap().0;
-            }
+            wait_until("a log write reached the closed gate", || self.gate.stalled.load(Ordering::SeqCst) > 0);
         }
     }
 
@@ -1429,7 +1222,7 @@ mod tests {
     }
 
     fn start(engine: Arc<HookedEngine>) -> (Arc<Driver>, Arc<TxnManager>) {
-        start_with(engine, |_| {}, Box::new(|_| {}))
+        start_with(engine, |_| {})
     }
 
     /// A one-voter group on `engine`, its driver running, and a transaction
@@ -1437,7 +1230,6 @@ mod tests {
     fn start_with(
         engine: Arc<HookedEngine>,
         configure: impl FnOnce(&mut paxos::Config),
-        send: Box<dyn Fn(Vec<NodeMessage>) + Send>,
     ) -> (Arc<Driver>, Arc<TxnManager>) {
         let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE_MAX);
         let calls = Arc::new(Calls::default());
@@ -1454,7 +1246,7 @@ mod tests {
             hlc.clone(),
             engine.clone(),
             vec![spec],
-            send,
+            Box::new(|_| {}),
             inputs,
             receiver,
             calls,
@@ -1513,82 +1305,16 @@ mod tests {
         driver.stop();
     }
 
-    /// The slots of the commands' `Accept`s among `messages` (no-ops left
-    /// out).
-    fn accepted_slots(messages: &[NodeMessage]) -> BTreeSet<u64> {
-        messages
-            .iter()
-            .filter_map(|message| match &message.body {
-                Body::Paxos { message: paxos::Message::Accept { slot, value: paxos::Value::Batch(_), .. }, .. } => {
-                    Some(slot.0)
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     #[test]
-    fn the_driver_takes_rounds_while_a_log_write_is_in_flight_and_answers_none_before_it_is_durable() {
+    fn every_answered_commit_survives_a_crash_with_a_log_write_in_flight() {
         let stalling = StallingEngine::new();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let record = sent.clone();
-        // As the server's shards: accepts leave beside the leader's own log
-        // write; a learner on another node receives them.
-        let (driver, txns) = start_with(
-            stalling.engine.clone(),
-            |config| {
-                config.learners = vec![NodeId(2)];
-                config.early_accepts = true;
-                config.window_slots_max = 8;
-            },
-            Box::new(move |messages| record.lock().unwrap().extend(messages)),
-        );
-        write_at(&txns, Isolation::Serializable, b"a").unwrap();
-        stalling.set_closed(true);
-        let before = accepted_slots(&sent.lock().unwrap());
-        let commit = |key: &'static [u8]| {
-            let txns = txns.clone();
-            std::thread::spawn(move || write_at(&txns, Isolation::ReadCommitted, key))
-        };
-        let first = commit(b"b");
-        stalling.wait_stalled();
-        // The log writer is held inside the first commit's write; the driver
-        // still takes the second commit's round, sends its accept and queues
-        // its write behind (it used to wait inside the first write itself).
-        let second = commit(b"c");
-        wait_until("the second commit's accept left while the first write was held", || {
-            accepted_slots(&sent.lock().unwrap()).difference(&before).count() >= 2
+        let (driver, txns) = start_with(stalling.engine.clone(), |config| {
+            // As the server's shards: accepts beside the leader's own write.
+            config.early_accepts = true;
+            config.window_slots_max = 8;
         });
-        wait_until("both rounds wait for the disk", || driver.published().log_waiting >= 2);
-        // Neither commit is answered: a round's answers wait for its write.
-        // (Deterministic: the writer is still held.)
-        assert!(!first.is_finished() && !second.is_finished());
-        assert_eq!(driver.published().failed, None);
-        stalling.set_closed(false);
-        first.join().unwrap().unwrap();
-        second.join().unwrap().unwrap();
-        wait_until("no round waits any more", || driver.published().log_waiting == 0);
-        let mut txn = txns.begin(Isolation::Serializable).unwrap();
-        for key in [b"a", b"b", b"c"] {
-            assert_eq!(txn.get(key).unwrap().as_deref(), Some(&b"v"[..]));
-        }
-        drop(txn);
-        driver.stop();
-    }
-
-    #[test]
-    fn every_answered_commit_survives_a_crash_with_log_writes_in_flight() {
-        let stalling = StallingEngine::new();
-        let (driver, txns) = start_with(
-            stalling.engine.clone(),
-            |config| {
-                config.early_accepts = true;
-                config.window_slots_max = 8;
-            },
-            Box::new(|_| {}),
-        );
-        // Four clients commit keys of their own; their log writes, applies
-        // and the driver's rounds interleave as they come.
+        // Four clients commit keys of their own; their log writes and
+        // applies interleave as they come.
         let answered = Arc::new(Mutex::new(Vec::new()));
         let clients: Vec<_> = (0..4)
             .map(|client| {
@@ -1605,9 +1331,9 @@ mod tests {
             })
             .collect();
         wait_until("some commits answered", || answered.lock().unwrap().len() >= 40);
-        // The disk stops mid-write, with the clients' next rounds queued
-        // behind it, and the machine crashes: buffered writes (applies, a
-        // learner's copies) since the last synced one are lost.
+        // The disk fails in the middle of a log write, with the clients'
+        // next commits waiting on it, and the machine crashes: buffered
+        // writes (the applies) since the last synced one are lost.
         stalling.gate.failing.store(true, Ordering::SeqCst);
         stalling.set_closed(true);
         stalling.wait_stalled();

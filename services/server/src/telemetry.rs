@@ -60,8 +60,6 @@ pub mod names {
     /// The replication driver's Paxos log writes, by node and whether they
     /// were synced (`sync="false"`: only learners' copies and chosen entries).
     pub const PAXOS_LOG_WRITES: &str = "geodb_paxos_log_writes_total";
-    /// The driver's rounds taken and waiting for their log write, by node.
-    pub const PAXOS_LOG_WAITING: &str = "geodb_paxos_log_waiting_rounds";
     /// Shard leaderships this node handed to the node their requests came
     /// from (R22), by node.
     pub const LEADERSHIP_HANDOVERS: &str = "geodb_leadership_handovers_total";
@@ -207,12 +205,7 @@ pub mod names {
         (
             PAXOS_LOG_WRITES,
             Kind::Counter,
-            "Paxos log writes of a node's replication driver (each carries every round of all its shards queued while the one before was written), by node and sync: false when they held only learners' copies of logs and chosen entries, written without an fsync.",
-        ),
-        (
-            PAXOS_LOG_WAITING,
-            Kind::Gauge,
-            "Rounds of a node's replication driver taken and waiting for their log write to be durable (at most 64; their messages and applies wait with them), by node.",
+            "Paxos log writes of a node's replication driver (one per round for all shards), by node and sync: false when they held only learners' copies of logs and chosen entries, written without an fsync.",
         ),
         (
             LEADERSHIP_HANDOVERS,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use geodb_geo::paxos::{GroupId, Persist, Ready, Stored};
+use geodb_geo::paxos::{GroupId, NodeReady, Persist, Stored};
 
 /// One node's disk.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +64,7 @@ pub struct Stores {
 impl Stores {
     /// A Ready's writes reached the disk, after its fsync if it needed one.
     /// Readies come in the order they were handed over.
-    pub fn write(&mut self, ready: &[(GroupId, Ready)]) {
+    pub fn write(&mut self, ready: &NodeReady) {
         for (group, group_ready) in ready {
             if !group_ready.persist.is_empty() {
                 self.unsynced.push((*group, group_ready.persist.clone()));

@@ -209,7 +209,7 @@ fn bank(args: BankArgs) -> ExitCode {
          {} rehomes that moved rows ({} attempts failed), {} reroutes of queued writes, \
          {} parts prepared at their statement, {} tries that waited for an older prepared transaction, {} commits recorded with \
          the record's own part, {} versions garbage-collected, {} leaderships handed to the node their requests came from, \
-         {} unsynced log writes lost in crashes, {} Readies advanced together with the one before; failing seeds: {failed:?}",
+         {} unsynced log writes lost in crashes; failing seeds: {failed:?}",
         failed.len(),
         start + count,
         reports.len() as f64 / seconds.max(1e-9),
@@ -246,7 +246,6 @@ fn bank(args: BankArgs) -> ExitCode {
         total(|report| report.collected),
         total(|report| report.handovers),
         total(|report| report.unsynced_lost),
-        total(|report| report.merged_readies),
     );
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

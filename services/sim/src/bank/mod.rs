@@ -213,9 +213,6 @@ pub struct BankReport {
     /// learner's copy of a shard's log, chosen entries caught up) that a
     /// crash then lost.
     pub unsynced_lost: u64,
-    /// Readies advanced together with the one before them, durable by the
-    /// same sync (`Host::merge_ready`).
-    pub merged_readies: u64,
     /// Notes acknowledged (Read Committed writes, R16), and entries the
     /// outboxes queued for home shards (all of them shipped and applied
     /// once each by the end).
@@ -518,8 +515,7 @@ struct SimNode {
     /// the snapshot chunks it names.
     engine: Arc<MemoryEngine>,
     stores: crate::disk::Stores,
-    /// Readies taken, oldest first, with the time their writes are durable.
-    syncing: VecDeque<(u64, NodeReady)>,
+    syncing: VecDeque<NodeReady>,
     rpc: NodeRpc,
     calls: HashMap<u64, Call>,
     /// The node is paused (a stalled process: its clock runs, it does
@@ -1126,7 +1122,7 @@ impl World {
         let done_at = sim_node.disk.durable_at(now, needs_sync);
         let incarnation = sim_node.incarnation;
         let immediate = done_at == now && sim_node.syncing.is_empty();
-        sim_node.syncing.push_back((done_at, ready));
+        sim_node.syncing.push_back(ready);
         for message in early {
             self.transmit(message);
         }
@@ -1137,57 +1133,29 @@ impl World {
         }
     }
 
-    /// The oldest Readies of `node` are durable: persist, then send, then
-    /// apply, as the server's driver does: every Ready durable by now, those
-    /// that may go together (`Host::merge_ready`) with one `advance`. A sync
-    /// whose Readies an earlier one already handled finds nothing due.
+    /// The oldest Ready of `node` is durable: persist, then send, then apply.
     fn sync_done(&mut self, node: NodeId) {
         let now = self.scheduler.now_us();
-        let due = |sim_node: &SimNode| sim_node.syncing.front().is_some_and(|(done_at, _)| *done_at <= now);
-        loop {
-            let sim_node = self.nodes.get_mut(&node).expect("known node");
-            if !sim_node.up || !due(sim_node) {
-                break;
-            }
-            let (_, mut ready) = sim_node.syncing.pop_front().expect("a due Ready");
-            sim_node.stores.write(&ready);
-            let mut merged = 0;
-            while due(sim_node) {
-                let (done_at, next) = sim_node.syncing.pop_front().expect("a due Ready");
-                let merged_from = ready.len();
-                match Host::merge_ready(&mut ready, next) {
-                    Ok(()) => {
-                        sim_node.stores.write(&ready[merged_from..]);
-                        merged += 1;
-                    }
-                    Err(next) => {
-                        sim_node.syncing.push_front((done_at, next));
-                        break;
-                    }
-                }
-            }
-            let mut outgoing = Vec::new();
-            for (_, group_ready) in &ready {
-                outgoing.extend(group_ready.send.iter().cloned().map(NodeMessage::paxos));
-            }
-            let restored = ready.iter().filter(|(_, group_ready)| group_ready.restore.is_some()).count() as u64;
-            let local = sim_node.clock.local_us(now);
-            let advanced = sim_node.host.advance(local, ready);
-            let contradicted = sim_node.host.orphans().contradicted;
-            self.report.snapshots_installed += restored;
-            self.report.merged_readies += merged;
-            if let Err(error) = advanced {
-                self.fail(format!("{node}: the host could not apply: {error}"));
-                return;
-            }
-            if contradicted > 0 {
-                self.fail(format!("{node}: a proposal its host declared never chosen was applied"));
-                return;
-            }
-            for message in outgoing {
-                self.transmit(message);
-            }
-            self.flush_outputs(node);
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        let ready = sim_node.syncing.pop_front().expect("a sync completes a queued Ready");
+        sim_node.stores.write(&ready);
+        let mut outgoing = Vec::new();
+        for (_, group_ready) in &ready {
+            outgoing.extend(group_ready.send.iter().cloned().map(NodeMessage::paxos));
+        }
+        self.report.snapshots_installed +=
+            ready.iter().filter(|(_, group_ready)| group_ready.restore.is_some()).count() as u64;
+        let local = sim_node.clock.local_us(now);
+        if let Err(error) = sim_node.host.advance(local, ready) {
+            self.fail(format!("{node}: the host could not apply: {error}"));
+            return;
+        }
+        if sim_node.host.orphans().contradicted > 0 {
+            self.fail(format!("{node}: a proposal its host declared never chosen was applied"));
+            return;
+        }
+        for message in outgoing {
+            self.transmit(message);
         }
         self.drive(node);
     }
