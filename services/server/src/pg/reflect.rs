@@ -565,26 +565,16 @@ fn built_in_type(name: &str) -> Option<Vec<Datum>> {
     let (ty, array_ty, shown, _) = BUILT_IN_TYPES
         .iter()
         .find(|(ty, _, shown, aliases)| ty.name() == name || *shown == name || aliases.contains(&name))?;
-    let delimiter = Datum::Text(",".into());
-    Some(if array {
-        let shown = format!("{shown}[]");
-        vec![
-            Datum::Text(array_ty.name().into()),
-            Datum::Oid(array_ty.oid()),
-            Datum::Oid(0),
-            Datum::Text(shown),
-            delimiter,
-        ]
-    } else {
-        let shown = shown.to_string();
-        vec![
-            Datum::Text(ty.name().into()),
-            Datum::Oid(ty.oid()),
-            Datum::Oid(array_ty.oid()),
-            Datum::Text(shown),
-            delimiter,
-        ]
-    })
+    // An array type's row names no array of its own.
+    let (row_ty, row_array_oid, shown) =
+        if array { (array_ty, 0, format!("{shown}[]")) } else { (ty, array_ty.oid(), shown.to_string()) };
+    Some(vec![
+        Datum::Text(row_ty.name().into()),
+        Datum::Oid(row_ty.oid()),
+        Datum::Oid(row_array_oid),
+        Datum::Text(shown),
+        Datum::Text(",".into()),
+    ])
 }
 
 /// A table's columns as `get_columns` reads them: name, type as
